@@ -1,0 +1,373 @@
+//! Endpoint actors: where a request enters a service.
+//!
+//! Each endpoint actor owns one queue subscription to `<service>.>` in the queue
+//! group `<service>`, so the NATS server spreads requests over every actor of
+//! every instance with no extra hop. A request is answered inline when the
+//! handler can ([`Handler::inline`]), or handed to the bounded worker pool; a
+//! saturated pool answers 503 at once.
+
+use std::{
+    collections::HashMap,
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::{Client, HeaderMap, Message, Subject};
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use shop_nats::{codec::CONTENT_TYPE_HEADER, Encoding, ServiceError, TraceContext};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    metrics::{EndpointMetrics, Metrics},
+    pool::{PoolJob, WorkerPool},
+    request::{EndpointSpec, Handler, HandlerResult, Request},
+};
+
+/// Counters behind `$SRV.STATS`.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub processing_ns: AtomicU64,
+    pub last_error: Mutex<String>,
+}
+
+/// One endpoint with its counters.
+pub struct Endpoint {
+    pub spec: EndpointSpec,
+    pub stats: EndpointStats,
+    metrics: EndpointMetrics,
+}
+
+/// Every endpoint of a service, looked up by subject.
+pub struct Endpoints {
+    pub service: &'static str,
+    pub list: Vec<Endpoint>,
+    by_subject: HashMap<&'static str, usize>,
+    metrics: Metrics,
+}
+
+impl Endpoints {
+    pub fn new(service: &'static str, specs: &[EndpointSpec], metrics: &Metrics) -> Self {
+        let list: Vec<Endpoint> = specs
+            .iter()
+            .map(|spec| Endpoint {
+                spec: *spec,
+                stats: EndpointStats::default(),
+                metrics: metrics.endpoint(spec.name),
+            })
+            .collect();
+        let by_subject = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.subject, i))
+            .collect();
+        Self {
+            service,
+            list,
+            by_subject,
+            metrics: metrics.clone(),
+        }
+    }
+
+    pub fn subjects(&self) -> Vec<String> {
+        self.list
+            .iter()
+            .map(|e| e.spec.subject.to_string())
+            .collect()
+    }
+
+    fn lookup(&self, subject: &str) -> Option<usize> {
+        self.by_subject.get(subject).copied()
+    }
+}
+
+/// Sends replies and records what each one cost.
+pub struct Responder {
+    nats: Client,
+    pub endpoints: Endpoints,
+}
+
+impl Responder {
+    pub fn new(nats: Client, endpoints: Endpoints) -> Self {
+        Self { nats, endpoints }
+    }
+
+    /// Replies to a request of endpoint `index` and records its outcome.
+    pub async fn respond(
+        &self,
+        index: usize,
+        reply_to: Subject,
+        encoding: Encoding,
+        started: Instant,
+        result: HandlerResult,
+    ) {
+        let endpoint = &self.endpoints.list[index];
+        let elapsed = started.elapsed();
+        endpoint
+            .stats
+            .processing_ns
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        endpoint.stats.requests.fetch_add(1, Ordering::Relaxed);
+        endpoint.metrics.latency.observe(elapsed.as_secs_f64());
+        endpoint.metrics.in_flight.dec();
+        if let Err(err) = &result {
+            endpoint.stats.errors.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = endpoint.stats.last_error.lock() {
+                *last = err.to_string();
+            }
+            self.endpoints
+                .metrics
+                .errors
+                .with_label_values(&[endpoint.spec.name, &err.code.to_string()])
+                .inc();
+            if err.code >= 500 {
+                tracing::warn!(endpoint = endpoint.spec.name, code = err.code, error = %err.message, "request failed");
+            }
+        }
+        self.send(reply_to, encoding, result).await;
+    }
+
+    async fn send(&self, reply_to: Subject, encoding: Encoding, result: HandlerResult) {
+        let sent = match result {
+            Ok(body) if encoding == Encoding::Json => self.nats.publish(reply_to, body).await,
+            Ok(body) => {
+                let mut headers = HeaderMap::new();
+                headers.insert(CONTENT_TYPE_HEADER, encoding.content_type());
+                self.nats
+                    .publish_with_headers(reply_to, headers, body)
+                    .await
+            }
+            Err(err) => {
+                self.nats
+                    .publish_with_headers(reply_to, err.headers(), err.body())
+                    .await
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "sending reply failed");
+        }
+    }
+
+    /// Answers a request that matched no endpoint.
+    async fn reject(&self, reply_to: Subject, err: ServiceError) {
+        self.endpoints
+            .metrics
+            .errors
+            .with_label_values(&["unknown", &err.code.to_string()])
+            .inc();
+        self.send(reply_to, Encoding::Json, Err(err)).await;
+    }
+}
+
+/// Routes each request to inline handling or the pool.
+pub struct Dispatcher {
+    pub responder: Arc<Responder>,
+    handler: Arc<dyn Handler>,
+    pool: WorkerPool,
+    max_payload: usize,
+}
+
+impl Dispatcher {
+    pub fn new(
+        responder: Arc<Responder>,
+        handler: Arc<dyn Handler>,
+        pool: WorkerPool,
+        max_payload: usize,
+    ) -> Self {
+        Self {
+            responder,
+            handler,
+            pool,
+            max_payload,
+        }
+    }
+
+    pub fn pool(&self) -> &WorkerPool {
+        &self.pool
+    }
+
+    /// Handles one message from the service's subscription.
+    pub async fn dispatch(&self, message: Message) {
+        let started = Instant::now();
+        let Some(reply_to) = message.reply else {
+            tracing::debug!(subject = %message.subject, "ignoring message without reply subject");
+            return;
+        };
+        let endpoints = &self.responder.endpoints;
+        let Some(index) = endpoints.lookup(message.subject.as_str()) else {
+            let known = endpoints.subjects().join(", ");
+            let err = ServiceError::not_found(format!(
+                "unknown subject {}; {} answers: {known}",
+                message.subject, endpoints.service
+            ));
+            self.responder.reject(reply_to, err).await;
+            return;
+        };
+        let endpoint = &endpoints.list[index];
+        endpoint.metrics.requests.inc();
+        endpoint.metrics.in_flight.inc();
+        let encoding = Encoding::from_headers(message.headers.as_ref());
+        if message.payload.len() > self.max_payload {
+            let err = ServiceError::bad_request(format!(
+                "payload of {} bytes exceeds the limit of {} bytes",
+                message.payload.len(),
+                self.max_payload
+            ));
+            self.responder
+                .respond(index, reply_to, encoding, started, Err(err))
+                .await;
+            return;
+        }
+        let request = Request {
+            trace: TraceContext::from_headers_or_root(message.headers.as_ref()),
+            subject: message.subject,
+            headers: message.headers,
+            payload: message.payload,
+            encoding,
+        };
+        let name = endpoint.spec.name;
+        let inline =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.handler.inline(name, &request)));
+        match inline {
+            Ok(Some(result)) => {
+                self.responder
+                    .respond(index, reply_to, encoding, started, result)
+                    .await;
+            }
+            Ok(None) => {
+                let job = PoolJob {
+                    endpoint: index,
+                    name,
+                    request,
+                    reply_to,
+                    started,
+                    permit: None,
+                };
+                if let Err(job) = self.pool.submit(job) {
+                    let err = ServiceError::unavailable(format!(
+                        "{} is busy: {} requests in progress; retry shortly",
+                        endpoints.service,
+                        self.pool.capacity()
+                    ));
+                    self.responder
+                        .respond(index, job.reply_to, encoding, started, Err(err))
+                        .await;
+                }
+            }
+            Err(panic) => {
+                tracing::error!(endpoint = name, panic = %panic_message(&*panic), "handler panicked");
+                let err = ServiceError::internal("internal error while handling the request");
+                self.responder
+                    .respond(index, reply_to, encoding, started, Err(err))
+                    .await;
+            }
+        }
+    }
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string())
+}
+
+/// Owns one queue subscription and answers what arrives on it.
+pub struct EndpointActor;
+
+pub struct EndpointArgs {
+    pub nats: Client,
+    pub dispatcher: Arc<Dispatcher>,
+    /// Cancelled at shutdown: the actor drains its subscription and stops.
+    pub drain: CancellationToken,
+    /// Tracks running loops so shutdown can wait for them to finish.
+    pub tracker: TaskTracker,
+}
+
+pub enum EndpointMsg {
+    Run,
+}
+
+pub struct EndpointState {
+    args: EndpointArgs,
+    subscriber: Option<async_nats::Subscriber>,
+}
+
+impl Actor for EndpointActor {
+    type Msg = EndpointMsg;
+    type State = EndpointState;
+    type Arguments = EndpointArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: EndpointArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let service = args.dispatcher.responder.endpoints.service;
+        let subscriber = args
+            .nats
+            .queue_subscribe(format!("{service}.>"), service.to_string())
+            .await
+            .map_err(|e| format!("subscribing to {service}.>: {e}"))?;
+        myself.cast(EndpointMsg::Run)?;
+        Ok(EndpointState {
+            args,
+            subscriber: Some(subscriber),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        EndpointMsg::Run: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(mut subscriber) = state.subscriber.take() else {
+            return Ok(());
+        };
+        let dispatcher = state.args.dispatcher.clone();
+        let drain = state.args.drain.clone();
+        let serve = async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = drain.cancelled() => break,
+                    message = subscriber.next() => match message {
+                        Some(message) => dispatcher.dispatch(message).await,
+                        None => return Err("subscription closed unexpectedly".to_string()),
+                    },
+                }
+            }
+            // Unsubscribe, then answer what the server had already routed here.
+            if let Err(e) = subscriber.drain().await {
+                tracing::warn!(error = %e, "draining subscription");
+            }
+            let deadline = tokio::time::sleep(Duration::from_secs(5));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    message = subscriber.next() => match message {
+                        Some(message) => dispatcher.dispatch(message).await,
+                        None => break,
+                    },
+                    _ = &mut deadline => {
+                        tracing::warn!("subscription drain did not complete in 5 s");
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        };
+        state.args.tracker.track_future(serve).await?;
+        myself.stop(Some("drained".to_string()));
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The write path: append an event to the service's stream with optimistic
+//! concurrency (`Nats-Expected-Last-Subject-Sequence`) and deduplication
+//! (`Nats-Msg-Id`), then wait until the local state has applied it.
+
+use std::{
+    hash::{Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use bytes::Bytes;
+use rand::Rng;
+use shop_nats::{ServiceError, TraceContext};
+use tokio::sync::Mutex;
+
+use crate::state::{StateHandle, StateShared};
+
+/// Header naming an event's type, so consumers can filter without decoding.
+pub const EVENT_TYPE_HEADER: &str = "Shop-Event-Type";
+
+/// Attempts before a write that keeps conflicting is answered 409.
+const MAX_ATTEMPTS: u32 = 25;
+/// How long a write waits for its event to reach the local state before replying.
+const APPLY_WAIT: Duration = Duration::from_secs(2);
+/// Lock stripes serialising writes to one aggregate within this instance.
+const STRIPES: usize = 64;
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// Stream subject of the aggregate, e.g. `events.product.<id>`.
+    pub subject: String,
+    pub event_type: &'static str,
+    pub payload: Bytes,
+    /// The aggregate's current revision (0 = must not exist yet); `None` = no check.
+    pub expected_revision: Option<u64>,
+    /// Deduplication id: the same id within the stream's window is stored once.
+    pub msg_id: String,
+}
+
+/// Where an event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub revision: u64,
+    /// The stream already had this `msg_id`; `revision` is the original's.
+    pub duplicate: bool,
+}
+
+/// The outcome of a decide-and-append cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Appended(Appended),
+    /// The decision was that nothing needs writing (an idempotent repeat).
+    Unchanged,
+}
+
+/// Appends events to one service's stream.
+#[derive(Clone)]
+pub struct EventLog {
+    js: jetstream::Context,
+    shared: Arc<StateShared>,
+    state: StateHandle,
+    stripes: Arc<Vec<Mutex<()>>>,
+}
+
+impl EventLog {
+    pub fn new(js: jetstream::Context, shared: Arc<StateShared>) -> Self {
+        Self {
+            js,
+            state: shared.handle(),
+            shared,
+            stripes: Arc::new((0..STRIPES).map(|_| Mutex::new(())).collect()),
+        }
+    }
+
+    pub fn state(&self) -> &StateHandle {
+        &self.state
+    }
+
+    /// A fresh deduplication id for a write that has no caller-supplied key.
+    pub fn new_msg_id() -> String {
+        format!("{:032x}", rand::rng().random::<u128>())
+    }
+
+    /// Decides against local state and appends, retrying on conflicts.
+    ///
+    /// `decide` reads the local state and returns the event to append, `None`
+    /// when nothing needs writing, or an error for the caller. On a sequence
+    /// conflict (another instance wrote the aggregate first) the local state
+    /// catches up and `decide` runs again; writes to one aggregate within this
+    /// instance are serialised so they do not conflict with each other.
+    pub async fn write<F>(
+        &self,
+        aggregate: &str,
+        trace: &TraceContext,
+        mut decide: F,
+    ) -> Result<Written, ServiceError>
+    where
+        F: FnMut(&StateHandle) -> Result<Option<Append>, ServiceError>,
+    {
+        let _guard = self.stripe(aggregate).lock().await;
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(append) = decide(&self.state)? else {
+                return Ok(Written::Unchanged);
+            };
+            match self.append(&append, trace).await {
+                Ok(appended) => return Ok(Written::Appended(appended)),
+                Err(AppendError::Conflict) => {
+                    tracing::debug!(aggregate, attempt, "write conflict; catching up");
+                    self.catch_up().await?;
+                    let jitter = rand::rng().random_range(0..=(1u64 << attempt.min(4)));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                Err(AppendError::Failed(err)) => return Err(err),
+            }
+        }
+        Err(ServiceError::conflict(format!(
+            "{aggregate} is being changed concurrently; gave up after {MAX_ATTEMPTS} attempts, retry"
+        )))
+    }
+
+    fn stripe(&self, aggregate: &str) -> &Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        aggregate.hash(&mut hasher);
+        &self.stripes[(hasher.finish() as usize) % STRIPES]
+    }
+
+    /// Appends one event, then waits (bounded) for the local state to apply it.
+    pub async fn append(
+        &self,
+        append: &Append,
+        trace: &TraceContext,
+    ) -> Result<Appended, AppendError> {
+        let mut publish = PublishMessage::build()
+            .payload(append.payload.clone())
+            .message_id(&append.msg_id)
+            .header(EVENT_TYPE_HEADER, append.event_type)
+            .header(
+                shop_nats::trace::TRACEPARENT_HEADER,
+                trace.child().header_value().as_str(),
+            );
+        if let Some(expected) = append.expected_revision {
+            publish = publish.expected_last_subject_sequence(expected);
+        }
+        let mut last_error = None;
+        // A timed-out publish may still have been stored: resending the same
+        // message id is safe, the stream deduplicates it.
+        for _ in 0..3 {
+            let ack = match self
+                .js
+                .send_publish(append.subject.clone(), publish.clone())
+                .await
+            {
+                Ok(future) => future.await,
+                Err(e) => Err(e),
+            };
+            match ack {
+                Ok(ack) => {
+                    let appended = Appended {
+                        revision: ack.sequence,
+                        duplicate: ack.duplicate,
+                    };
+                    if let Err(e) = self.state.wait_for(ack.sequence, APPLY_WAIT).await {
+                        tracing::warn!(revision = ack.sequence, error = %e, "event stored but not yet applied locally");
+                    }
+                    return Ok(appended);
+                }
+                Err(e) => match e.kind() {
+                    PublishErrorKind::WrongLastSequence => return Err(AppendError::Conflict),
+                    PublishErrorKind::TimedOut => last_error = Some(e.to_string()),
+                    PublishErrorKind::MaxPayloadExceeded => {
+                        return Err(AppendError::Failed(ServiceError::bad_request(format!(
+                            "event too large for the stream: {e}"
+                        ))))
+                    }
+                    _ => {
+                        return Err(AppendError::Failed(ServiceError::unavailable(format!(
+                            "storing event in {}: {e}",
+                            self.shared.stream
+                        ))))
+                    }
+                },
+            }
+        }
+        Err(AppendError::Failed(ServiceError::timeout(format!(
+            "storing event in {} timed out: {}",
+            self.shared.stream,
+            last_error.unwrap_or_default()
+        ))))
+    }
+
+    /// Waits until the local state has applied everything the stream holds now.
+    pub async fn catch_up(&self) -> Result<(), ServiceError> {
+        let last = self.shared.stream_last_sequence().await?;
+        self.state.wait_for(last, APPLY_WAIT).await
+    }
+}
+
+#[derive(Debug)]
+pub enum AppendError {
+    /// The aggregate changed since the revision the decision was based on.
+    Conflict,
+    Failed(ServiceError),
+}

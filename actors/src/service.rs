@@ -1,0 +1,384 @@
+//! Running a service: start-up, serving and graceful shutdown, in one place.
+
+use std::{
+    sync::{atomic::AtomicBool, Arc},
+    time::{Duration, Instant},
+};
+
+use async_nats::{
+    jetstream::{self, stream},
+    Client,
+};
+use futures::FutureExt;
+use ractor::{Actor, ActorRef};
+use shop_nats::{
+    discovery::{InstanceInfo, Registry},
+    jetstream::ensure_stream,
+    ServiceClient,
+};
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    admin::{self, AdminState},
+    config::RuntimeConfig,
+    endpoint::{Dispatcher, EndpointActor, EndpointArgs, Endpoints, Responder},
+    eventlog::EventLog,
+    metrics::Metrics,
+    pool::WorkerPool,
+    registry::{self, RegistryActor, RegistryArgs},
+    request::{EndpointSpec, Handler},
+    srv::{SrvActor, SrvArgs, SrvIdentity},
+    state::{Projection, StateActor, StateHandle, StateShared},
+    store::Store,
+    supervisor::{ChildSpec, RestartPolicy, ServiceSupervisor, SupervisorArgs, SupervisorMsg},
+};
+
+/// What a service is: its name, endpoints, stream and projection.
+pub struct ServiceSpec {
+    /// Service name: subject prefix, queue group, registry key prefix.
+    pub name: &'static str,
+    pub version: &'static str,
+    pub description: &'static str,
+    pub endpoints: &'static [EndpointSpec],
+    /// The service's stream (its source of truth) and the subjects it binds.
+    pub stream: &'static str,
+    pub stream_subjects: &'static [&'static str],
+    pub projection: Arc<dyn Projection>,
+}
+
+/// What a handler gets to work with.
+pub struct ServiceContext {
+    pub nats: Client,
+    pub js: jetstream::Context,
+    pub events: EventLog,
+    pub state: StateHandle,
+    pub client: ServiceClient,
+    pub instance_id: String,
+    pub config: RuntimeConfig,
+}
+
+/// Runs a service until SIGTERM/SIGINT (then drains and returns `Ok`) or until
+/// its supervisor gives up (then returns `Err`, and `main` should exit non-zero).
+pub async fn run<F>(spec: ServiceSpec, config: RuntimeConfig, make_handler: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ServiceContext) -> Arc<dyn Handler>,
+{
+    let started = Instant::now();
+    let started_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let instance_id = config.instance_id()?;
+    let metrics = Metrics::new(spec.name, &instance_id)?;
+    tracing::info!(service = spec.name, instance_id, nats_url = %config.nats_url, data_dir = %config.data_dir.display(), "starting");
+
+    let nats = shop_nats::connect(&config.nats(), &format!("{}-{instance_id}", spec.name)).await?;
+    let js = jetstream::new(nats.clone());
+    let store = Store::open(&config.data_dir, spec.name)?;
+    ensure_stream(
+        &js,
+        stream::Config {
+            name: spec.stream.to_string(),
+            description: Some(format!(
+                "{} events: the service's source of truth",
+                spec.name
+            )),
+            subjects: spec.stream_subjects.iter().map(|s| s.to_string()).collect(),
+            storage: stream::StorageType::File,
+            num_replicas: config.js_replicas,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let registry = Registry::open(&js).await?;
+
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
+    let (supervisor, supervisor_done) = Actor::spawn(
+        None,
+        ServiceSupervisor,
+        SupervisorArgs {
+            policy: RestartPolicy::default(),
+            metrics: metrics.clone(),
+            fatal: fatal_tx,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting supervisor: {e}"))?;
+
+    // State first: endpoints must not answer from a store that is still replaying.
+    let state_shared = StateShared::new(
+        js.clone(),
+        spec.stream.to_string(),
+        store.clone(),
+        spec.projection.clone(),
+        metrics.clone(),
+    )?;
+    {
+        let shared = state_shared.clone();
+        start_child(&supervisor, "state", move |sup| {
+            let shared = shared.clone();
+            async move {
+                Actor::spawn_linked(None, StateActor, shared, sup)
+                    .await
+                    .map(|(a, _)| a.get_cell())
+            }
+            .boxed()
+        })
+        .await?;
+    }
+    let state = state_shared.handle();
+    let last = state_shared.stream_last_sequence().await?;
+    let catch_up_started = Instant::now();
+    tokio::select! {
+        caught_up = state.wait_for(last, Duration::from_secs(600)) => caught_up?,
+        reason = fatal_rx.recv() => anyhow::bail!("failed while catching up: {}", reason.unwrap_or_default()),
+    }
+    tracing::info!(
+        revision = last,
+        elapsed_ms = catch_up_started.elapsed().as_millis() as u64,
+        "state caught up"
+    );
+
+    let events = EventLog::new(js.clone(), state_shared.clone());
+    let handler = make_handler(ServiceContext {
+        nats: nats.clone(),
+        js: js.clone(),
+        events,
+        state: state.clone(),
+        client: ServiceClient::new(nats.clone()),
+        instance_id: instance_id.clone(),
+        config: config.clone(),
+    });
+    let responder = Arc::new(Responder::new(
+        nats.clone(),
+        Endpoints::new(spec.name, spec.endpoints, &metrics),
+    ));
+    let pool = WorkerPool::start(
+        handler.clone(),
+        responder.clone(),
+        config.workers,
+        config.queue_depth,
+        metrics.clone(),
+    )
+    .await?;
+    let dispatcher = Arc::new(Dispatcher::new(
+        responder.clone(),
+        handler,
+        pool.clone(),
+        config.max_payload,
+    ));
+    let drain = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    for i in 0..config.endpoint_actor_count() {
+        let (nats, dispatcher, drain, tracker) = (
+            nats.clone(),
+            dispatcher.clone(),
+            drain.clone(),
+            tracker.clone(),
+        );
+        start_child(&supervisor, &format!("endpoint-{i}"), move |sup| {
+            let args = EndpointArgs {
+                nats: nats.clone(),
+                dispatcher: dispatcher.clone(),
+                drain: drain.clone(),
+                tracker: tracker.clone(),
+            };
+            async move {
+                Actor::spawn_linked(None, EndpointActor, args, sup)
+                    .await
+                    .map(|(a, _)| a.get_cell())
+            }
+            .boxed()
+        })
+        .await?;
+    }
+    let identity = SrvIdentity {
+        name: spec.name,
+        id: instance_id.clone(),
+        version: spec.version,
+        description: spec.description,
+        started: started_at.clone(),
+    };
+    {
+        let (nats, responder) = (nats.clone(), responder.clone());
+        start_child(&supervisor, "srv", move |sup| {
+            let args = SrvArgs {
+                nats: nats.clone(),
+                identity: identity.clone(),
+                responder: responder.clone(),
+            };
+            async move {
+                Actor::spawn_linked(None, SrvActor, args, sup)
+                    .await
+                    .map(|(a, _)| a.get_cell())
+            }
+            .boxed()
+        })
+        .await?;
+    }
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_stop = CancellationToken::new();
+    let admin_addr = admin::serve(
+        config.admin_addr,
+        Arc::new(AdminState {
+            service: spec.name,
+            instance_id: instance_id.clone(),
+            version: spec.version,
+            started,
+            nats: nats.clone(),
+            state: state_shared.clone(),
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        }),
+        admin_stop.clone(),
+    )
+    .await?;
+
+    // Subscriptions must be live on the server before the instance announces itself.
+    nats.flush().await?;
+    let info = InstanceInfo {
+        service: spec.name.to_string(),
+        instance_id: instance_id.clone(),
+        version: spec.version.to_string(),
+        started_at,
+        endpoints: responder.endpoints.subjects(),
+        admin_addr: Some(admin_addr.to_string()),
+        host: hostname(),
+        pid: std::process::id(),
+    };
+    let heartbeat_stopped = Arc::new(Mutex::new(false));
+    {
+        let (registry, info, stopped) = (registry.clone(), info.clone(), heartbeat_stopped.clone());
+        start_child(&supervisor, "registry", move |sup| {
+            let args = RegistryArgs {
+                registry: registry.clone(),
+                info: info.clone(),
+                stopped: stopped.clone(),
+            };
+            async move {
+                Actor::spawn_linked(None, RegistryActor, args, sup)
+                    .await
+                    .map(|(a, _)| a.get_cell())
+            }
+            .boxed()
+        })
+        .await?;
+    }
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!(
+        service = spec.name,
+        instance_id,
+        admin_addr = %admin_addr,
+        revision = state.applied(),
+        endpoint_actors = config.endpoint_actor_count(),
+        workers = config.workers,
+        "service ready"
+    );
+
+    let fatal = tokio::select! {
+        signal = shutdown_signal() => { tracing::info!(signal, "shutting down"); None }
+        reason = fatal_rx.recv() => Some(reason.unwrap_or_else(|| "supervisor stopped".to_string())),
+    };
+
+    // Drain: leave the registry, stop taking requests, finish what was taken.
+    let deadline = Instant::now() + config.shutdown_timeout();
+    ready.store(false, std::sync::atomic::Ordering::SeqCst);
+    supervisor.cast(SupervisorMsg::ShuttingDown)?;
+    registry::deregister(&registry, &info, &heartbeat_stopped).await;
+    drain.cancel();
+    tracker.close();
+    if tokio::time::timeout_at(deadline.into(), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("endpoint actors did not drain before the deadline");
+    }
+    if !pool
+        .wait_idle(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
+        tracing::warn!(
+            busy = pool.busy(),
+            "in-flight work did not finish before the deadline"
+        );
+    }
+    state_shared.stop.cancel();
+    pool.stop();
+    supervisor
+        .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+        .await;
+    supervisor.stop(None);
+    let _ = supervisor_done.await;
+    store.flush().await?;
+    if let Err(e) = nats.flush().await {
+        tracing::warn!(error = %e, "flushing nats connection");
+    }
+    admin_stop.cancel();
+    match fatal {
+        None => {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "stopped cleanly"
+            );
+            Ok(())
+        }
+        Some(reason) => anyhow::bail!("service failed: {reason}"),
+    }
+}
+
+async fn start_child<F>(
+    supervisor: &ActorRef<SupervisorMsg>,
+    name: &str,
+    start: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(
+            ractor::ActorCell,
+        )
+            -> futures::future::BoxFuture<'static, Result<ractor::ActorCell, ractor::SpawnErr>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let spec = ChildSpec {
+        name: name.to_string(),
+        start: Arc::new(move |sup| start(sup).map(|r| r.map_err(|e| e.to_string())).boxed()),
+    };
+    let result = supervisor
+        .call(
+            |reply| SupervisorMsg::Start(spec, reply),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("starting {name}: {e}"))?;
+    match result {
+        ractor::rpc::CallResult::Success(Ok(())) => Ok(()),
+        ractor::rpc::CallResult::Success(Err(e)) => anyhow::bail!("starting {name}: {e}"),
+        other => anyhow::bail!("starting {name}: supervisor did not answer ({other:?})"),
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops this service");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_string())
+}

@@ -1,0 +1,128 @@
+//! Payload encoding: JSON by default, bincode when a request carries
+//! `Content-Type: application/bincode` (the reply mirrors it). Every encode and
+//! decode in the system goes through here, so the binary format can be swapped
+//! in one place.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::ServiceError;
+
+pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
+pub const JSON: &str = "application/json";
+pub const BINCODE: &str = "application/bincode";
+
+/// How a payload is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    #[default]
+    Json,
+    Bincode,
+}
+
+impl Encoding {
+    /// The encoding a message asks for through its `Content-Type` header.
+    pub fn from_headers(headers: Option<&HeaderMap>) -> Self {
+        match headers.and_then(|h| h.get(CONTENT_TYPE_HEADER)) {
+            Some(v) if v.as_str().eq_ignore_ascii_case(BINCODE) => Encoding::Bincode,
+            _ => Encoding::Json,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => JSON,
+            Encoding::Bincode => BINCODE,
+        }
+    }
+
+    /// Decodes a request or reply; a failure is a 400 that says what is wrong.
+    pub fn decode<T: DeserializeOwned>(self, payload: &[u8]) -> Result<T, ServiceError> {
+        match self {
+            Encoding::Json => {
+                if payload.iter().all(u8::is_ascii_whitespace) {
+                    return Err(ServiceError::bad_request(
+                        "empty payload: expected a JSON object",
+                    ));
+                }
+                serde_json::from_slice(payload)
+                    .map_err(|e| ServiceError::bad_request(format!("invalid JSON: {e}")))
+            }
+            Encoding::Bincode => bincode::serde::decode_from_slice(payload, bincode_config())
+                .map(|(value, _)| value)
+                .map_err(|e| ServiceError::bad_request(format!("invalid bincode: {e}"))),
+        }
+    }
+
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes, ServiceError> {
+        match self {
+            Encoding::Json => serde_json::to_vec(value)
+                .map(Bytes::from)
+                .map_err(|e| ServiceError::internal(format!("encoding JSON reply: {e}"))),
+            Encoding::Bincode => bincode::serde::encode_to_vec(value, bincode_config())
+                .map(Bytes::from)
+                .map_err(|e| ServiceError::internal(format!("encoding bincode reply: {e}"))),
+        }
+    }
+}
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sample {
+        id: String,
+        count: u32,
+        note: Option<String>,
+    }
+
+    #[test]
+    fn both_encodings_round_trip() {
+        let value = Sample {
+            id: "a".into(),
+            count: 3,
+            note: None,
+        };
+        for enc in [Encoding::Json, Encoding::Bincode] {
+            let bytes = enc.encode(&value).unwrap();
+            assert_eq!(enc.decode::<Sample>(&bytes).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn picks_encoding_from_content_type() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Encoding::from_headers(Some(&headers)), Encoding::Json);
+        headers.insert(CONTENT_TYPE_HEADER, BINCODE);
+        assert_eq!(Encoding::from_headers(Some(&headers)), Encoding::Bincode);
+        assert_eq!(Encoding::from_headers(None), Encoding::Json);
+    }
+
+    #[test]
+    fn bad_json_is_a_400_naming_the_problem() {
+        let err = Encoding::Json
+            .decode::<Sample>(br#"{"id":"a"}"#)
+            .unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(
+            err.message.contains("missing field `count`"),
+            "{}",
+            err.message
+        );
+        let err = Encoding::Json
+            .decode::<Sample>(br#"{"id":"a","count":"x"}"#)
+            .unwrap_err();
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+        let err = Encoding::Json.decode::<Sample>(b"").unwrap_err();
+        assert!(err.message.contains("empty payload"), "{}", err.message);
+        let err = Encoding::Bincode.decode::<Sample>(&[0xff]).unwrap_err();
+        assert_eq!(err.code, 400);
+    }
+}

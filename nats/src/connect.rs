@@ -1,0 +1,149 @@
+//! Connecting to NATS from configuration.
+
+use std::{path::PathBuf, time::Duration};
+
+use async_nats::{Client, ConnectOptions, Event};
+use rand::Rng;
+
+/// Where and how to connect. Read from the environment by [`NatsConfig::from_env`].
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// `NATS_URL`, default `nats://127.0.0.1:4222`; several URLs may be comma-separated.
+    pub url: String,
+    /// `NATS_CREDS`: a credentials file (JWT + NKey seed).
+    pub creds: Option<PathBuf>,
+    /// `NATS_USER` and `NATS_PASSWORD`.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// `NATS_TOKEN`.
+    pub token: Option<String>,
+}
+
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_NATS_URL.to_string(),
+            creds: None,
+            user: None,
+            password: None,
+            token: None,
+        }
+    }
+}
+
+impl NatsConfig {
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            url: var("NATS_URL").unwrap_or_else(|| DEFAULT_NATS_URL.to_string()),
+            creds: var("NATS_CREDS").map(PathBuf::from),
+            user: var("NATS_USER"),
+            password: var("NATS_PASSWORD"),
+            token: var("NATS_TOKEN"),
+        }
+    }
+
+    pub fn with_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    async fn options(&self, connection_name: &str) -> std::io::Result<ConnectOptions> {
+        let mut opts = match &self.creds {
+            Some(path) => ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("reading NATS_CREDS {}: {e}", path.display()),
+                    )
+                })?,
+            None => ConnectOptions::new(),
+        };
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            opts = opts.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            opts = opts.token(token.clone());
+        }
+        let name = connection_name.to_string();
+        Ok(opts
+            .name(connection_name)
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .reconnect_delay_callback(reconnect_delay)
+            .event_callback(move |event| {
+                let name = name.clone();
+                async move { log_event(&name, event) }
+            }))
+    }
+}
+
+/// Exponential backoff from 100 ms up to 5 s, with jitter so that a fleet of
+/// instances does not reconnect in lock step.
+pub fn reconnect_delay(attempts: usize) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempts.min(6));
+    let capped = base.min(5_000);
+    let jitter = rand::rng().random_range(0..=capped / 4);
+    Duration::from_millis(capped + jitter)
+}
+
+fn log_event(connection: &str, event: Event) {
+    match event {
+        Event::Connected => tracing::info!(connection, "nats connected"),
+        Event::Disconnected => tracing::warn!(connection, "nats disconnected; reconnecting"),
+        Event::LameDuckMode => tracing::warn!(connection, "nats server entering lame duck mode"),
+        Event::Draining => tracing::info!(connection, "nats connection draining"),
+        Event::Closed => tracing::info!(connection, "nats connection closed"),
+        Event::SlowConsumer(sid) => {
+            tracing::warn!(connection, sid, "nats slow consumer: messages dropped")
+        }
+        Event::ServerError(err) => tracing::error!(connection, error = %err, "nats server error"),
+        Event::ClientError(err) => tracing::error!(connection, error = %err, "nats client error"),
+    }
+}
+
+/// Connects, retrying the first connection forever with backoff (each failure is
+/// logged), and reconnecting forever afterwards. `connection_name` shows in the
+/// server's connection list; use `<service>-<instance>`.
+pub async fn connect(config: &NatsConfig, connection_name: &str) -> std::io::Result<Client> {
+    let mut attempt = 0usize;
+    loop {
+        let opts = config.options(connection_name).await?;
+        match opts.connect(config.url.as_str()).await {
+            Ok(client) => return Ok(client),
+            Err(err) => {
+                let delay = reconnect_delay(attempt);
+                tracing::warn!(
+                    connection = connection_name,
+                    url = %config.url,
+                    error = %err,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot connect to nats; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(reconnect_delay(0) >= Duration::from_millis(100));
+        assert!(reconnect_delay(0) <= Duration::from_millis(125));
+        assert!(reconnect_delay(3) >= Duration::from_millis(800));
+        for attempts in [10, 100, usize::MAX] {
+            let d = reconnect_delay(attempts);
+            assert!(d >= Duration::from_millis(5_000) && d <= Duration::from_millis(6_250));
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Idempotent JetStream set-up: any number of instances may start at the same
+//! moment and all of them come up with the stream, consumer or bucket the code
+//! describes (created if absent, updated to this configuration if present).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{FromConsumer, IntoConsumerConfig},
+    kv, stream, Context,
+};
+
+/// Why set-up failed, with the name of what was being set up.
+#[derive(Debug, thiserror::Error)]
+#[error("setting up {what} `{name}`: {message}")]
+pub struct SetupError {
+    pub what: &'static str,
+    pub name: String,
+    pub message: String,
+}
+
+const ATTEMPTS: u32 = 5;
+
+async fn backoff(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+}
+
+/// Creates the stream, or updates it to `config` when it exists.
+pub async fn ensure_stream(
+    js: &Context,
+    config: stream::Config,
+) -> Result<stream::Stream, SetupError> {
+    let name = config.name.clone();
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        match js.create_or_update_stream(config.clone()).await {
+            Ok(_) => match js.get_stream(&name).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = e.to_string(),
+            },
+            // Two instances racing to create: one wins, the other sees "already in use";
+            // the next attempt updates instead.
+            Err(e) => last = e.to_string(),
+        }
+        backoff(attempt).await;
+    }
+    Err(SetupError {
+        what: "stream",
+        name,
+        message: last,
+    })
+}
+
+/// Creates or updates a durable consumer on `stream`.
+pub async fn ensure_consumer<C>(
+    stream: &stream::Stream,
+    config: C,
+) -> Result<jetstream::consumer::Consumer<C>, SetupError>
+where
+    C: IntoConsumerConfig + FromConsumer + Clone,
+{
+    let consumer_config = config.clone().into_consumer_config();
+    let name = consumer_config
+        .durable_name
+        .clone()
+        .or(consumer_config.name.clone())
+        .unwrap_or_default();
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(e) => last = e.to_string(),
+        }
+        backoff(attempt).await;
+    }
+    Err(SetupError {
+        what: "consumer",
+        name,
+        message: last,
+    })
+}
+
+/// Creates the key-value bucket, or updates it to `config` when it exists.
+pub async fn ensure_kv(js: &Context, config: kv::Config) -> Result<kv::Store, SetupError> {
+    let name = config.bucket.clone();
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        match js.create_or_update_key_value(config.clone()).await {
+            Ok(store) => return Ok(store),
+            Err(e) => last = e.to_string(),
+        }
+        backoff(attempt).await;
+    }
+    Err(SetupError {
+        what: "key-value bucket",
+        name,
+        message: last,
+    })
+}

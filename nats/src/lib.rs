@@ -1,0 +1,30 @@
+//! NATS plumbing shared by every shop service.
+//!
+//! - [`connect`]: a connection from configuration that reconnects forever.
+//! - [`codec`]: JSON on the wire by default, bincode on request; the one place encoding lives.
+//! - [`error`]: the single error type of the request contract and its NATS headers.
+//! - [`client`]: a typed client for calling other services (timeouts, retries, breakers).
+//! - [`jetstream`]: idempotent set-up of streams, consumers and key-value buckets.
+//! - [`discovery`]: the `registry` bucket of live service instances.
+//! - [`trace`]: W3C `traceparent` propagation in NATS headers.
+
+pub mod breaker;
+pub mod client;
+pub mod codec;
+pub mod connect;
+pub mod discovery;
+pub mod error;
+pub mod jetstream;
+pub mod trace;
+
+pub use async_nats;
+pub use client::{CallOptions, ServiceClient};
+pub use codec::Encoding;
+pub use connect::{connect, NatsConfig};
+pub use error::ServiceError;
+pub use trace::TraceContext;
+
+/// Largest request payload a service accepts by default (1 MiB). The shipped
+/// nats-server configuration allows more so that services can answer oversize
+/// requests with a clear 400 instead of the server closing the connection.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;

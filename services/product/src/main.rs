@@ -1,0 +1,45 @@
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::{Parser, Subcommand};
+use product_service::{handler::ProductHandler, seed, spec};
+use shop_actors::{telemetry, Handler, RuntimeConfig};
+
+/// Catalog and inventory service of the shop.
+#[derive(Parser)]
+#[command(name = "product-service", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    runtime: RuntimeConfig,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve requests (the default).
+    Serve,
+    /// Create the products in FILE (a JSON array) unless they exist.
+    Seed { file: PathBuf },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.runtime.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            shop_actors::run(spec(), cli.runtime, |ctx| -> Arc<dyn Handler> {
+                Arc::new(ProductHandler::new(ctx.events))
+            })
+            .await
+        }
+        Command::Seed { file } => seed::seed(&cli.runtime.nats(), &file).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "product-service failed");
+            ExitCode::FAILURE
+        }
+    }
+}
