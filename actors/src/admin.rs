@@ -122,7 +122,7 @@ async fn health(State(admin): State<Arc<AdminState>>) -> impl IntoResponse {
             "nats": {"status": if nats_ok { "ok" } else { "down" }, "connection": format!("{nats_state:?}").to_lowercase()},
             "jetstream": js_detail,
             "store": {"status": if store_ok { "ok" } else { "down" }, "size_bytes": admin.state.store.size_on_disk()},
-            "state": {"applied_revision": applied, "lag": lag},
+            "state": {"applied_revision": applied, "flushed_revision": admin.state.flushed_revision(), "lag": lag},
         },
     });
     (code, Json(body))

@@ -34,6 +34,9 @@ pub struct Append {
     pub event_type: &'static str,
     pub payload: Bytes,
     /// The aggregate's current revision (0 = must not exist yet); `None` = no check.
+    /// It must come from the same read the decision was made on: a revision read
+    /// separately may be newer than the state decided on, and the stream would
+    /// then accept a decision made on stale state.
     pub expected_revision: Option<u64>,
     /// Deduplication id: the same id within the stream's window is stored once.
     pub msg_id: String,

@@ -72,7 +72,9 @@ where
     let metrics = Metrics::new(spec.name, &instance_id)?;
     tracing::info!(service = spec.name, instance_id, nats_url = %config.nats_url, data_dir = %config.data_dir.display(), "starting");
 
-    let nats = shop_nats::connect(&config.nats(), &format!("{}-{instance_id}", spec.name)).await?;
+    let connection =
+        shop_nats::connect(&config.nats(), &format!("{}-{instance_id}", spec.name)).await?;
+    let nats = connection.client.clone();
     let js = jetstream::new(nats.clone());
     let store = Store::open(&config.data_dir, spec.name)?;
     ensure_stream(
@@ -114,6 +116,7 @@ where
         store.clone(),
         spec.projection.clone(),
         metrics.clone(),
+        connection.clone(),
     )?;
     {
         let shared = state_shared.clone();
@@ -128,6 +131,7 @@ where
         })
         .await?;
     }
+    tokio::spawn(state_shared.clone().flush_loop());
     let state = state_shared.handle();
     let last = state_shared.stream_last_sequence().await?;
     let catch_up_started = Instant::now();
@@ -202,10 +206,11 @@ where
         started: started_at.clone(),
     };
     {
-        let (nats, responder) = (nats.clone(), responder.clone());
+        let (nats, responder, drain) = (nats.clone(), responder.clone(), drain.clone());
         start_child(&supervisor, "srv", move |sup| {
             let args = SrvArgs {
                 nats: nats.clone(),
+                stop: drain.clone(),
                 identity: identity.clone(),
                 responder: responder.clone(),
             };

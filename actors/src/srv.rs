@@ -23,6 +23,8 @@ pub struct SrvIdentity {
 
 pub struct SrvArgs {
     pub nats: Client,
+    /// Cancelled at shutdown: the instance stops answering discovery.
+    pub stop: tokio_util::sync::CancellationToken,
     pub identity: SrvIdentity,
     pub responder: Arc<Responder>,
 }
@@ -72,15 +74,22 @@ impl Actor for SrvActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         SrvMsg::Run: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let mut all = select_all(std::mem::take(&mut state.subscribers));
-        while let Some(message) = all.next().await {
-            answer(&state.args, message).await;
+        loop {
+            tokio::select! {
+                _ = state.args.stop.cancelled() => break,
+                message = all.next() => match message {
+                    Some(message) => answer(&state.args, message).await,
+                    None => return Err("$SRV subscriptions closed".into()),
+                },
+            }
         }
-        Err("$SRV subscriptions closed".into())
+        myself.stop(None);
+        Ok(())
     }
 }
 

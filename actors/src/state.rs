@@ -103,7 +103,10 @@ pub struct StateShared {
     pub store: Store,
     pub projection: Arc<dyn Projection>,
     pub metrics: Metrics,
+    connection: shop_nats::Connection,
     applied_tx: watch::Sender<u64>,
+    flushed: AtomicU64,
+    flush_needed: tokio::sync::Notify,
     lag: Arc<AtomicU64>,
     pub stop: CancellationToken,
 }
@@ -115,6 +118,7 @@ impl StateShared {
         store: Store,
         projection: Arc<dyn Projection>,
         metrics: Metrics,
+        connection: shop_nats::Connection,
     ) -> anyhow::Result<Arc<Self>> {
         let checkpoint = store.checkpoint()?;
         let (applied_tx, _) = watch::channel(checkpoint);
@@ -125,7 +129,10 @@ impl StateShared {
             store,
             projection,
             metrics,
+            connection,
             applied_tx,
+            flushed: AtomicU64::new(checkpoint),
+            flush_needed: tokio::sync::Notify::new(),
             lag: Arc::default(),
             stop: CancellationToken::new(),
         }))
@@ -139,6 +146,31 @@ impl StateShared {
         }
     }
 
+    /// Last applied revision known to be on disk.
+    pub fn flushed_revision(&self) -> u64 {
+        self.flushed.load(Ordering::Relaxed)
+    }
+
+    /// Flushes sled soon after each applied batch (at most every 100 ms), so a
+    /// crash replays at most a short tail of the stream. Runs until `stop`.
+    pub async fn flush_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.flush_needed.notified() => {}
+                _ = self.stop.cancelled() => return,
+            }
+            let revision = *self.applied_tx.borrow();
+            match self.store.flush().await {
+                Ok(()) => {
+                    self.flushed.store(revision, Ordering::Relaxed);
+                    tracing::debug!(revision, "state flushed");
+                }
+                Err(e) => tracing::warn!(error = %e, "flushing local state"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The stream's last sequence, from the server.
     pub async fn stream_last_sequence(&self) -> Result<u64, ServiceError> {
         let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| {
@@ -149,6 +181,55 @@ impl StateShared {
         })?;
         Ok(info.state.last_sequence)
     }
+}
+
+/// Opens an ordered consumer on the stream from just after the local checkpoint.
+async fn open_consumer(
+    shared: &StateShared,
+) -> Result<jetstream::consumer::pull::Ordered, ActorProcessingErr> {
+    let mut checkpoint = shared.store.checkpoint()?;
+    let last = shared.stream_last_sequence().await?;
+    if checkpoint > last {
+        tracing::warn!(
+            checkpoint,
+            stream_last_sequence = last,
+            "stream is behind the local checkpoint (stream was reset); rebuilding local state"
+        );
+        shared.store.clear()?;
+        checkpoint = 0;
+        shared.applied_tx.send_replace(0);
+    }
+    let stream = shared
+        .js
+        .get_stream(&shared.stream)
+        .await
+        .map_err(|e| format!("opening stream {}: {e}", shared.stream))?;
+    let deliver_policy = if checkpoint == 0 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: checkpoint + 1,
+        }
+    };
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("creating ordered consumer on {}: {e}", shared.stream))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("consuming {}: {e}", shared.stream))?;
+    tracing::info!(
+        stream = %shared.stream,
+        checkpoint,
+        stream_last_sequence = last,
+        to_replay = last.saturating_sub(checkpoint),
+        "state resuming from checkpoint"
+    );
+    Ok(messages)
 }
 
 pub struct StateActor;
@@ -172,48 +253,7 @@ impl Actor for StateActor {
         myself: ActorRef<Self::Msg>,
         shared: Arc<StateShared>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut checkpoint = shared.store.checkpoint()?;
-        let last = shared.stream_last_sequence().await?;
-        if checkpoint > last {
-            tracing::warn!(
-                checkpoint,
-                stream_last_sequence = last,
-                "stream is behind the local checkpoint (stream was reset); rebuilding local state"
-            );
-            shared.store.clear()?;
-            checkpoint = 0;
-            shared.applied_tx.send_replace(0);
-        }
-        let stream = shared
-            .js
-            .get_stream(&shared.stream)
-            .await
-            .map_err(|e| format!("opening stream {}: {e}", shared.stream))?;
-        let deliver_policy = if checkpoint == 0 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: checkpoint + 1,
-            }
-        };
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("creating ordered consumer on {}: {e}", shared.stream))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| format!("consuming {}: {e}", shared.stream))?;
-        tracing::info!(
-            stream = %shared.stream,
-            checkpoint,
-            stream_last_sequence = last,
-            to_replay = last.saturating_sub(checkpoint),
-            "state resuming from checkpoint"
-        );
+        let messages = open_consumer(&shared).await?;
         myself.cast(StateMsg::Run)?;
         Ok(StateActorState {
             shared,
@@ -231,10 +271,20 @@ impl Actor for StateActor {
             return Ok(());
         };
         let shared = state.shared.clone();
+        let mut connection_events = shared.connection.events();
         loop {
             let first = tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => break,
+                event = connection_events.recv() => {
+                    // The server may have forgotten the ephemeral consumer while
+                    // we were away: start a new one from the checkpoint now rather
+                    // than after two missed heartbeats.
+                    if matches!(event, Ok(shop_nats::ConnectionEvent::Connected)) {
+                        messages = open_consumer(&shared).await?;
+                    }
+                    continue;
+                }
                 next = messages.next() => next,
             };
             let mut batch_messages = Vec::with_capacity(16);
@@ -302,5 +352,6 @@ fn apply_batch(
         .metrics
         .state_events_applied
         .inc_by(messages.len() as u64);
+    shared.flush_needed.notify_one();
     Ok(())
 }

@@ -59,8 +59,14 @@ impl Store {
         self.db.size_on_disk().unwrap_or(0)
     }
 
+    /// Writes everything applied so far to disk. (sled 0.34's `flush_async`
+    /// can fail to complete, so the blocking flush runs on a blocking thread.)
     pub async fn flush(&self) -> anyhow::Result<()> {
-        self.db.flush_async().await.context("flushing sled")?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .context("flush task")?
+            .context("flushing sled")?;
         Ok(())
     }
 }

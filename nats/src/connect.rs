@@ -4,6 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use async_nats::{Client, ConnectOptions, Event};
 use rand::Rng;
+use tokio::sync::broadcast;
 
 /// Where and how to connect. Read from the environment by [`NatsConfig::from_env`].
 #[derive(Debug, Clone)]
@@ -52,7 +53,11 @@ impl NatsConfig {
         }
     }
 
-    async fn options(&self, connection_name: &str) -> std::io::Result<ConnectOptions> {
+    async fn options(
+        &self,
+        connection_name: &str,
+        events: broadcast::Sender<ConnectionEvent>,
+    ) -> std::io::Result<ConnectOptions> {
         let mut opts = match &self.creds {
             Some(path) => ConnectOptions::with_credentials_file(path)
                 .await
@@ -77,8 +82,15 @@ impl NatsConfig {
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(reconnect_delay)
             .event_callback(move |event| {
-                let name = name.clone();
-                async move { log_event(&name, event) }
+                let (name, events) = (name.clone(), events.clone());
+                async move {
+                    match event {
+                        Event::Connected => drop(events.send(ConnectionEvent::Connected)),
+                        Event::Disconnected => drop(events.send(ConnectionEvent::Disconnected)),
+                        _ => {}
+                    }
+                    log_event(&name, event)
+                }
             }))
     }
 }
@@ -107,15 +119,38 @@ fn log_event(connection: &str, event: Event) {
     }
 }
 
+/// A change in the connection's state, for parts that must react to it (for
+/// example re-creating an ephemeral consumer the server forgot while it was away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    Connected,
+    Disconnected,
+}
+
+/// A client and the stream of its connection events.
+#[derive(Clone)]
+pub struct Connection {
+    pub client: Client,
+    events: broadcast::Sender<ConnectionEvent>,
+}
+
+impl Connection {
+    /// Connection events from now on.
+    pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.events.subscribe()
+    }
+}
+
 /// Connects, retrying the first connection forever with backoff (each failure is
 /// logged), and reconnecting forever afterwards. `connection_name` shows in the
 /// server's connection list; use `<service>-<instance>`.
-pub async fn connect(config: &NatsConfig, connection_name: &str) -> std::io::Result<Client> {
+pub async fn connect(config: &NatsConfig, connection_name: &str) -> std::io::Result<Connection> {
     let mut attempt = 0usize;
+    let (events, _) = broadcast::channel(16);
     loop {
-        let opts = config.options(connection_name).await?;
+        let opts = config.options(connection_name, events.clone()).await?;
         match opts.connect(config.url.as_str()).await {
-            Ok(client) => return Ok(client),
+            Ok(client) => return Ok(Connection { client, events }),
             Err(err) => {
                 let delay = reconnect_delay(attempt);
                 tracing::warn!(

@@ -11,7 +11,7 @@ use async_nats::jetstream::{
     kv::{self, Operation},
     Context,
 };
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{stream::BoxStream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::jetstream::{ensure_kv, SetupError};
@@ -158,9 +158,7 @@ impl Registry {
     }
 
     /// Every change from now on, starting with the current entries.
-    pub async fn watch(
-        &self,
-    ) -> Result<impl Stream<Item = RegistryEvent> + Send + 'static, RegistryError> {
+    pub async fn watch(&self) -> Result<BoxStream<'static, RegistryEvent>, RegistryError> {
         let watch = self
             .kv
             .watch_with_history(">")
@@ -184,6 +182,7 @@ impl Registry {
                 },
                 Operation::Delete | Operation::Purge => Some(RegistryEvent::Down { key: entry.key }),
             }
-        }))
+        })
+        .boxed())
     }
 }

@@ -20,7 +20,7 @@ pub mod trace;
 pub use async_nats;
 pub use client::{CallOptions, ServiceClient};
 pub use codec::Encoding;
-pub use connect::{connect, NatsConfig};
+pub use connect::{connect, Connection, ConnectionEvent, NatsConfig};
 pub use error::ServiceError;
 pub use trace::TraceContext;
 

@@ -131,6 +131,11 @@ impl ServiceProcess {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// A receiver of every line printed from now on (see [`wait_for_line`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.lines.subscribe()
+    }
+
     /// Waits for a log line containing `needle` (counting lines already printed).
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
         let mut rx = self.lines.subscribe();
@@ -198,4 +203,23 @@ impl Drop for ServiceProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// Waits for a line containing `needle` on a receiver from [`ServiceProcess::subscribe`].
+pub async fn wait_for_line(
+    rx: &mut broadcast::Receiver<String>,
+    needle: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    tokio::time::timeout(timeout, async {
+        loop {
+            match rx.recv().await {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => bail!("log channel closed"),
+            }
+        }
+    })
+    .await
+    .with_context(|| format!("no log line containing {needle:?} within {timeout:?}"))?
 }

@@ -11,7 +11,7 @@ use shop_actors::{
 use shop_nats::{Encoding, ServiceError};
 
 use crate::{
-    domain::{self, Decision, ProductEvent, ProductPage, ReservationStatus, StockReply},
+    domain::{self, Decision, Product, ProductEvent, ProductPage, ReservationStatus, StockReply},
     store,
 };
 
@@ -152,6 +152,10 @@ impl ProductHandler {
 
     /// Decides with `decide` against local state, appends the event, and answers
     /// with the product as the write left it.
+    ///
+    /// The product is read once per attempt and its revision is the expected
+    /// revision of the append: the decision and the concurrency check must see
+    /// the same state, or a decision made on stale stock could be accepted.
     async fn write_product<F>(
         &self,
         request: &Request,
@@ -160,17 +164,15 @@ impl ProductHandler {
         mut decide: F,
     ) -> Result<(Written, Option<ProductEvent>), ServiceError>
     where
-        F: FnMut(&sled::Tree) -> Result<Decision, ServiceError>,
+        F: FnMut(Option<&Product>, &sled::Tree) -> Result<Decision, ServiceError>,
     {
         let mut decided = None;
         let written = self
             .events
             .write(id, &request.trace, |state| {
-                let decision = decide(state.tree())?;
-                let current_revision = store::product(state.tree(), id)?
-                    .map(|p| p.revision)
-                    .unwrap_or(0);
-                match decision {
+                let current = store::product(state.tree(), id)?;
+                let expected_revision = current.as_ref().map(|p| p.revision).unwrap_or(0);
+                match decide(current.as_ref(), state.tree())? {
                     Decision::AlreadyDone => Ok(None),
                     Decision::Append(event) => {
                         let payload = serde_json::to_vec(&event)
@@ -179,7 +181,7 @@ impl ProductHandler {
                             subject: event_subject(id),
                             event_type: event.type_name(),
                             payload: payload.into(),
-                            expected_revision: Some(current_revision),
+                            expected_revision: Some(expected_revision),
                             msg_id: msg_id.clone(),
                         };
                         decided = Some(event);
@@ -223,12 +225,8 @@ impl ProductHandler {
         let id = product.id.clone();
         let msg_id = format!("product.create:{id}");
         let (written, decided) = self
-            .write_product(&request, &id, msg_id, |tree| {
-                domain::decide_create(
-                    store::product(tree, &id)?.as_ref(),
-                    product.clone(),
-                    idempotent,
-                )
+            .write_product(&request, &id, msg_id, |current, _| {
+                domain::decide_create(current, product.clone(), idempotent)
             })
             .await?;
         self.product_after(&request, &id, written, decided)
@@ -238,9 +236,12 @@ impl ProductHandler {
         let update: domain::UpdateProduct = request.decode()?;
         domain::validate_update(&update)?;
         let (written, decided) = self
-            .write_product(&request, &update.id, EventLog::new_msg_id(), |tree| {
-                domain::decide_update(store::product(tree, &update.id)?.as_ref(), &update)
-            })
+            .write_product(
+                &request,
+                &update.id,
+                EventLog::new_msg_id(),
+                |current, _| domain::decide_update(current, &update),
+            )
             .await?;
         self.product_after(&request, &update.id, written, decided)
     }
@@ -253,32 +254,52 @@ impl ProductHandler {
             "product.stock.{verb}:{}:{}",
             change.product_id, change.reservation_id
         );
-        self.write_product(&request, &change.product_id, msg_id, |tree| {
-            let product = store::product(tree, &change.product_id)?;
-            let reservation = store::reservation(tree, &change.product_id, &change.reservation_id)?;
-            if reserve {
-                domain::decide_reserve(product.as_ref(), reservation, &change)
-            } else {
-                domain::decide_release(product.as_ref(), reservation, &change)
+        let (written, decided) = self
+            .write_product(&request, &change.product_id, msg_id, |product, tree| {
+                // Read after the product: reservations only change with it, so this is at least as new.
+                let reservation =
+                    store::reservation(tree, &change.product_id, &change.reservation_id)?;
+                if reserve {
+                    domain::decide_reserve(product, reservation, &change)
+                } else {
+                    domain::decide_release(product, reservation, &change)
+                }
+            })
+            .await?;
+        let reply = match (written, decided) {
+            (Written::Appended(appended), Some(event)) if !appended.duplicate => {
+                let (_, reservation) = event
+                    .reservation()
+                    .ok_or_else(|| ServiceError::internal("stock event without reservation"))?;
+                StockReply {
+                    product_id: change.product_id,
+                    reservation_id: change.reservation_id,
+                    quantity: reservation.quantity,
+                    status: reservation.status,
+                    stock: event.product().stock,
+                    revision: appended.revision,
+                }
             }
-        })
-        .await?;
-        let product = store::product(self.tree(), &change.product_id)?
-            .ok_or_else(|| domain::not_found(&change.product_id))?;
-        let reservation =
-            store::reservation(self.tree(), &change.product_id, &change.reservation_id)?;
-        let (quantity, status) = match reservation {
-            Some(r) => (r.quantity, r.status),
-            None => (0, ReservationStatus::Released),
+            // A repeat: the first request's effect is in the local state.
+            _ => {
+                let product = store::product(self.tree(), &change.product_id)?
+                    .ok_or_else(|| domain::not_found(&change.product_id))?;
+                let reservation =
+                    store::reservation(self.tree(), &change.product_id, &change.reservation_id)?;
+                let (quantity, status) = reservation
+                    .map(|r| (r.quantity, r.status))
+                    .unwrap_or((0, ReservationStatus::Released));
+                StockReply {
+                    product_id: change.product_id,
+                    reservation_id: change.reservation_id,
+                    quantity,
+                    status,
+                    stock: product.stock,
+                    revision: product.revision,
+                }
+            }
         };
-        request.encode(&StockReply {
-            product_id: change.product_id,
-            reservation_id: change.reservation_id,
-            quantity,
-            status,
-            stock: product.stock,
-            revision: product.revision,
-        })
+        request.encode(&reply)
     }
 }
 
