@@ -249,14 +249,14 @@ impl Dispatcher {
                     started,
                     permit: None,
                 };
-                if let Err(job) = self.pool.submit(job) {
+                if let Err(reply_to) = self.pool.submit(job) {
                     let err = ServiceError::unavailable(format!(
                         "{} is busy: {} requests in progress; retry shortly",
                         endpoints.service,
                         self.pool.capacity()
                     ));
                     self.responder
-                        .respond(index, job.reply_to, encoding, started, Err(err))
+                        .respond(index, reply_to, encoding, started, Err(err))
                         .await;
                 }
             }

@@ -112,11 +112,12 @@ impl WorkerPool {
         self.capacity - self.permits.available_permits()
     }
 
-    /// Queues a job, or gives it back when the pool is saturated.
-    pub fn submit(&self, mut job: PoolJob) -> Result<(), PoolJob> {
+    /// Queues a job; when the pool is saturated, gives back the reply subject
+    /// so the caller can answer 503.
+    pub fn submit(&self, mut job: PoolJob) -> Result<(), Subject> {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             self.metrics.pool_rejected.inc();
-            return Err(job);
+            return Err(job.reply_to);
         };
         self.metrics.pool_busy.inc();
         job.permit = Some(PoolSlot {
@@ -128,9 +129,7 @@ impl WorkerPool {
             Ok(()) => Ok(()),
             Err(err) => match *err {
                 ractor::MessagingErr::SendErr(FactoryMessage::Dispatch(job)) => {
-                    let mut job = job.msg;
-                    job.permit = None;
-                    Err(job)
+                    Err(job.msg.reply_to)
                 }
                 _ => {
                     tracing::error!("worker pool refused a job it did not return");
@@ -182,7 +181,7 @@ impl Worker for PoolWorker {
         &self,
         _wid: WorkerId,
         _factory: &ActorRef<FactoryMessage<(), PoolJob>>,
-        Job { msg: job, key, .. }: Job<(), PoolJob>,
+        Job { msg: job, .. }: Job<(), PoolJob>,
         _state: &mut (),
     ) -> Result<(), ActorProcessingErr> {
         let PoolJob {
@@ -205,7 +204,6 @@ impl Worker for PoolWorker {
             .respond(endpoint, reply_to, encoding, started, result)
             .await;
         drop(permit);
-        let _ = key;
         Ok(())
     }
 }

@@ -153,7 +153,7 @@ impl Registry {
                 }
             }
         }
-        out.sort_by(|a, b| a.key().cmp(&b.key()));
+        out.sort_by_key(InstanceInfo::key);
         Ok(out)
     }
 

@@ -1,0 +1,312 @@
+//! The runtime with a toy service, in process, against a real nats-server.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use clap::Parser;
+use futures::{future::BoxFuture, FutureExt, StreamExt};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use shop_actors::{
+    metrics::Metrics,
+    supervisor::{ChildSpec, RestartPolicy, ServiceSupervisor, SupervisorArgs, SupervisorMsg},
+    EndpointSpec, Handler, HandlerResult, Projection, Request, RuntimeConfig, ServiceSpec,
+    StoredEvent,
+};
+use shop_nats::discovery::{Registry, RegistryEvent};
+use testkit::{request_json, NatsServer};
+
+struct NoProjection;
+impl Projection for NoProjection {
+    fn apply(&self, _event: &StoredEvent<'_>, _batch: &mut sled::Batch) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+struct Toy;
+impl Handler for Toy {
+    fn inline(&self, endpoint: &'static str, _request: &Request) -> Option<HandlerResult> {
+        match endpoint {
+            "ok" => Some(Ok(Bytes::from_static(b"{\"ok\":true}"))),
+            "panic_inline" => panic!("boom inline"),
+            _ => None,
+        }
+    }
+    fn call(
+        self: Arc<Self>,
+        endpoint: &'static str,
+        _request: Request,
+    ) -> BoxFuture<'static, HandlerResult> {
+        async move {
+            match endpoint {
+                "panic_pool" => panic!("boom in pool"),
+                "slow" => {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    Ok(Bytes::from_static(b"{\"slow\":true}"))
+                }
+                _ => Ok(Bytes::from_static(b"{}")),
+            }
+        }
+        .boxed()
+    }
+}
+
+const ENDPOINTS: &[EndpointSpec] = &[
+    EndpointSpec {
+        name: "ok",
+        subject: "toy.ok",
+    },
+    EndpointSpec {
+        name: "panic_inline",
+        subject: "toy.panic_inline",
+    },
+    EndpointSpec {
+        name: "panic_pool",
+        subject: "toy.panic_pool",
+    },
+    EndpointSpec {
+        name: "slow",
+        subject: "toy.slow",
+    },
+];
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    runtime: RuntimeConfig,
+}
+
+/// Starts the toy service in this process and waits for its registry entry.
+async fn start_toy(
+    nats: &NatsServer,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let client = nats.client().await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let registry = Registry::open(&js).await.unwrap();
+    let mut watch = registry.watch().await.unwrap();
+    let mut args = vec![
+        "toy".to_string(),
+        "--nats-url".into(),
+        nats.url(),
+        "--instance-id".into(),
+        "toy-1".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let config = Cli::parse_from(args).runtime;
+    let spec = ServiceSpec {
+        name: "toy",
+        version: "0.0.1",
+        description: "toy service for runtime tests",
+        endpoints: ENDPOINTS,
+        stream: "TOY",
+        stream_subjects: &["events.toy.>"],
+        projection: Arc::new(NoProjection),
+    };
+    let task = tokio::spawn(shop_actors::run(spec, config, |_ctx| -> Arc<dyn Handler> {
+        Arc::new(Toy)
+    }));
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = watch.next().await {
+            if matches!(&event, RegistryEvent::Up(info) if info.key() == "toy.toy-1") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("toy service registered");
+    task
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_500_and_the_service_keeps_serving() {
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let task = start_toy(&nats, data.path(), &[]).await;
+    let client = nats.client().await.unwrap();
+
+    for subject in [
+        "toy.panic_inline",
+        "toy.panic_pool",
+        "toy.panic_inline",
+        "toy.panic_pool",
+    ] {
+        let reply = request_json(&client, subject, "{}").await.unwrap();
+        assert_eq!(reply.error_code, Some(500), "{subject}");
+        assert_eq!(
+            reply.body["error"]["message"],
+            "internal error while handling the request"
+        );
+        let ok = request_json(&client, "toy.ok", "{}").await.unwrap();
+        assert!(ok.is_ok(), "still serving after a panic in {subject}");
+        assert_eq!(ok.body["ok"], true);
+    }
+    assert!(!task.is_finished());
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_pool_answers_503_at_once() {
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let task = start_toy(
+        &nats,
+        data.path(),
+        &["--workers", "1", "--queue-depth", "1"],
+    )
+    .await;
+    let client = nats.client().await.unwrap();
+
+    let started = Instant::now();
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let reply = request_json(&client, "toy.slow", "{}").await.unwrap();
+                (reply, sent.elapsed())
+            })
+        })
+        .collect();
+    let mut served = 0;
+    let mut busy = 0;
+    for request in requests {
+        let (reply, took) = request.await.unwrap();
+        match reply.error_code {
+            None => served += 1,
+            Some(503) => {
+                busy += 1;
+                assert!(
+                    took < Duration::from_millis(500),
+                    "503 must come at once, took {took:?}"
+                );
+                assert!(reply.error.unwrap().contains("busy"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(served, 2, "one running and one queued are served");
+    assert_eq!(busy, 4);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The inline path is not blocked by a saturated pool.
+    assert!(request_json(&client, "toy.ok", "{}").await.unwrap().is_ok());
+    task.abort();
+}
+
+/// A child that fails right after starting, `failures` times, then stays up.
+struct Flaky {
+    starts: Arc<AtomicUsize>,
+    failures: usize,
+}
+
+impl Actor for Flaky {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn post_start(&self, _: ActorRef<()>, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        if self.starts.fetch_add(1, Ordering::SeqCst) < self.failures {
+            return Err("crashing on purpose".into());
+        }
+        Ok(())
+    }
+}
+
+async fn supervise_flaky(
+    failures: usize,
+    max_restarts: usize,
+) -> (
+    Arc<AtomicUsize>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    Metrics,
+    ActorRef<SupervisorMsg>,
+) {
+    let metrics = Metrics::new("test", "t1").unwrap();
+    let (fatal, fatal_rx) = tokio::sync::mpsc::unbounded_channel();
+    let policy = RestartPolicy {
+        max_restarts,
+        window: Duration::from_secs(60),
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+    };
+    let (supervisor, _) = Actor::spawn(
+        None,
+        ServiceSupervisor,
+        SupervisorArgs {
+            policy,
+            metrics: metrics.clone(),
+            fatal,
+        },
+    )
+    .await
+    .unwrap();
+    let starts = Arc::new(AtomicUsize::new(0));
+    let counter = starts.clone();
+    let spec = ChildSpec {
+        name: "flaky".into(),
+        start: Arc::new(move |sup| {
+            let starts = counter.clone();
+            async move {
+                Actor::spawn_linked(None, Flaky { starts, failures }, (), sup)
+                    .await
+                    .map(|(a, _)| a.get_cell())
+                    .map_err(|e| e.to_string())
+            }
+            .boxed()
+        }),
+    };
+    let started = supervisor
+        .call(|reply| SupervisorMsg::Start(spec, reply), None)
+        .await
+        .unwrap();
+    assert!(matches!(started, ractor::rpc::CallResult::Success(Ok(()))));
+    (starts, fatal_rx, metrics, supervisor)
+}
+
+#[tokio::test]
+async fn supervisor_restarts_a_crashed_child() {
+    let (starts, mut fatal, metrics, supervisor) = supervise_flaky(2, 5).await;
+    // Third start succeeds: wait for the two restarts to be counted.
+    let restarts = metrics.actor_restarts.with_label_values(&["flaky"]);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while restarts.get() < 2 || starts.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("restarted twice");
+    assert_eq!(restarts.get(), 2);
+    assert!(fatal.try_recv().is_err(), "within budget: not fatal");
+    supervisor.stop(None);
+}
+
+#[tokio::test]
+async fn supervisor_gives_up_past_the_restart_budget() {
+    let (starts, mut fatal, metrics, supervisor) = supervise_flaky(usize::MAX, 3).await;
+    let reason = tokio::time::timeout(Duration::from_secs(5), fatal.recv())
+        .await
+        .expect("budget exhaustion reported")
+        .expect("a reason");
+    assert!(reason.contains("restart budget exhausted"), "{reason}");
+    assert!(reason.contains("flaky"));
+    assert_eq!(
+        metrics.actor_restarts.with_label_values(&["flaky"]).get(),
+        3
+    );
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        4,
+        "first start and three restarts"
+    );
+    supervisor.stop(None);
+}
