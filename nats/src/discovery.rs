@@ -79,21 +79,33 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Opens the bucket, creating it if needed.
+    /// Opens the bucket, creating it if needed. On servers before 2.11 the
+    /// bucket has no expiry markers: entries still expire, but watchers are
+    /// not told (use [`Registry::list`]).
     pub async fn open(js: &Context) -> Result<Self, RegistryError> {
-        let kv = ensure_kv(
-            js,
-            kv::Config {
-                bucket: REGISTRY_BUCKET.to_string(),
-                description: "live service instances (heartbeat-refreshed)".to_string(),
-                history: 1,
-                max_age: ENTRY_TTL,
-                storage: async_nats::jetstream::stream::StorageType::Memory,
-                limit_markers: Some(Duration::from_secs(60)),
-                ..Default::default()
-            },
-        )
-        .await?;
+        let config = kv::Config {
+            bucket: REGISTRY_BUCKET.to_string(),
+            description: "live service instances (heartbeat-refreshed)".to_string(),
+            history: 1,
+            max_age: ENTRY_TTL,
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            limit_markers: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let kv = match ensure_kv(js, config.clone()).await {
+            Ok(kv) => kv,
+            Err(e) => {
+                tracing::warn!(error = %e, "registry without expiry markers (nats-server < 2.11?)");
+                ensure_kv(
+                    js,
+                    kv::Config {
+                        limit_markers: None,
+                        ..config
+                    },
+                )
+                .await?
+            }
+        };
         Ok(Self { kv })
     }
 
