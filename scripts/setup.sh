@@ -57,7 +57,7 @@ setup_main() {
     sys=$(command -v nats-server || true)
     if [[ -z $sys ]] || ! nats_ok "$sys"; then
       [[ -e $TOOLS/bin/nats-server || -L $TOOLS/bin/nats-server ]] && rm -f "$TOOLS/bin/nats-server"
-      install_nats_server
+      install_nats_server || return 1
     fi
   fi
   NATS_SERVER_BIN=$(nats_server_bin)
@@ -68,10 +68,11 @@ setup_main() {
     echo "setup: cargo not found. Install Rust with rustup (https://rustup.rs), then re-run." >&2
     return 1
   fi
+  # Explicit returns: when this file is sourced, set -e does not apply inside `setup_main || ...`.
   if [[ -f $ROOT/Cargo.lock ]]; then
-    (cd "$ROOT" && cargo fetch --locked --quiet)
+    (cd "$ROOT" && cargo fetch --locked --quiet) || { echo "setup: cargo fetch --locked failed (is Cargo.lock in step with Cargo.toml?)" >&2; return 1; }
   else
-    (cd "$ROOT" && cargo fetch --quiet)
+    (cd "$ROOT" && cargo fetch --quiet) || { echo "setup: cargo fetch failed" >&2; return 1; }
   fi
 
   echo "setup: nats-server $NATS_SERVER_BIN ($("$NATS_SERVER_BIN" --version))"

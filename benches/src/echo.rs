@@ -1,0 +1,78 @@
+//! Raw async-nats echo responder: the baseline the services are measured against.
+//!
+//! It does the minimum a NATS responder can do: one queue subscription, and for
+//! every request an inline publish of the request payload to the reply subject
+//! (no task spawned per request, no decoding).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+
+use crate::nats;
+
+/// Serves `subject`; replies with the request payload, or with a fixed body of
+/// `reply_bytes` bytes when given (to match a service's reply size).
+pub async fn run(url: &str, subject: &str, queue: &str, reply_bytes: Option<usize>) -> Result<()> {
+    let fixed = reply_bytes.map(|n| bytes::Bytes::from(vec![b'x'; n]));
+    let client = nats::connect(url, "shop-bench-echo", Duration::from_secs(5)).await?;
+    let mut sub = client
+        .queue_subscribe(subject.to_owned(), queue.to_owned())
+        .await
+        .with_context(|| format!("subscribing to {subject} (queue {queue})"))?;
+    // Make sure the server has registered the subscription before announcing readiness.
+    client.flush().await.context("flushing subscription")?;
+    eprintln!("echo-server: serving {subject} (queue {queue}) on {url}");
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut served: u64 = 0;
+    let mut ignored: u64 = 0;
+    loop {
+        tokio::select! {
+            biased;
+            res = &mut shutdown => {
+                res?;
+                break;
+            }
+            msg = sub.next() => {
+                let Some(msg) = msg else {
+                    eprintln!("echo-server: subscription closed");
+                    break;
+                };
+                match msg.reply {
+                    Some(reply) => {
+                        client
+                            .publish(reply, fixed.clone().unwrap_or(msg.payload))
+                            .await
+                            .context("publishing echo reply")?;
+                        served += 1;
+                    }
+                    None => ignored += 1,
+                }
+            }
+        }
+    }
+    // Best effort: replies already handed to the client should reach the server.
+    // Bounded, because flush waits for a reconnect if the server is gone.
+    match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("echo-server: flush on shutdown failed: {e}"),
+        Err(_) => eprintln!("echo-server: flush on shutdown timed out"),
+    }
+    eprintln!(
+        "echo-server: stopped after {served} replies ({ignored} messages without reply subject)"
+    );
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    tokio::select! {
+        res = tokio::signal::ctrl_c() => res.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
