@@ -281,6 +281,7 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Owns one queue subscription and answers what arrives on it.
+#[derive(Clone, Copy)]
 pub struct EndpointActor;
 
 pub struct EndpointArgs {

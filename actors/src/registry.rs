@@ -8,6 +8,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_nats::discovery::{InstanceInfo, Registry, HEARTBEAT_INTERVAL};
 use tokio::sync::Mutex;
 
+#[derive(Clone, Copy)]
 pub struct RegistryActor;
 
 pub struct RegistryArgs {

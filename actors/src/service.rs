@@ -120,16 +120,7 @@ where
     )?;
     {
         let shared = state_shared.clone();
-        start_child(&supervisor, "state", move |sup| {
-            let shared = shared.clone();
-            async move {
-                Actor::spawn_linked(None, StateActor, shared, sup)
-                    .await
-                    .map(|(a, _)| a.get_cell())
-            }
-            .boxed()
-        })
-        .await?;
+        supervise(&supervisor, "state", StateActor, move || shared.clone()).await?;
     }
     tokio::spawn(state_shared.clone().flush_loop());
     let state = state_shared.handle();
@@ -182,20 +173,17 @@ where
             drain.clone(),
             tracker.clone(),
         );
-        start_child(&supervisor, &format!("endpoint-{i}"), move |sup| {
-            let args = EndpointArgs {
+        supervise(
+            &supervisor,
+            &format!("endpoint-{i}"),
+            EndpointActor,
+            move || EndpointArgs {
                 nats: nats.clone(),
                 dispatcher: dispatcher.clone(),
                 drain: drain.clone(),
                 tracker: tracker.clone(),
-            };
-            async move {
-                Actor::spawn_linked(None, EndpointActor, args, sup)
-                    .await
-                    .map(|(a, _)| a.get_cell())
-            }
-            .boxed()
-        })
+            },
+        )
         .await?;
     }
     let identity = SrvIdentity {
@@ -207,19 +195,11 @@ where
     };
     {
         let (nats, responder, drain) = (nats.clone(), responder.clone(), drain.clone());
-        start_child(&supervisor, "srv", move |sup| {
-            let args = SrvArgs {
-                nats: nats.clone(),
-                stop: drain.clone(),
-                identity: identity.clone(),
-                responder: responder.clone(),
-            };
-            async move {
-                Actor::spawn_linked(None, SrvActor, args, sup)
-                    .await
-                    .map(|(a, _)| a.get_cell())
-            }
-            .boxed()
+        supervise(&supervisor, "srv", SrvActor, move || SrvArgs {
+            nats: nats.clone(),
+            stop: drain.clone(),
+            identity: identity.clone(),
+            responder: responder.clone(),
         })
         .await?;
     }
@@ -257,18 +237,12 @@ where
     let heartbeat_stopped = Arc::new(Mutex::new(false));
     {
         let (registry, info, stopped) = (registry.clone(), info.clone(), heartbeat_stopped.clone());
-        start_child(&supervisor, "registry", move |sup| {
-            let args = RegistryArgs {
+        supervise(&supervisor, "registry", RegistryActor, move || {
+            RegistryArgs {
                 registry: registry.clone(),
                 info: info.clone(),
                 stopped: stopped.clone(),
-            };
-            async move {
-                Actor::spawn_linked(None, RegistryActor, args, sup)
-                    .await
-                    .map(|(a, _)| a.get_cell())
             }
-            .boxed()
         })
         .await?;
     }
@@ -334,23 +308,29 @@ where
     }
 }
 
-async fn start_child<F>(
+/// Starts `actor` under the supervisor, which restarts it (with fresh `args()`) when it dies.
+async fn supervise<A, F>(
     supervisor: &ActorRef<SupervisorMsg>,
     name: &str,
-    start: F,
+    actor: A,
+    args: F,
 ) -> anyhow::Result<()>
 where
-    F: Fn(
-            ractor::ActorCell,
-        )
-            -> futures::future::BoxFuture<'static, Result<ractor::ActorCell, ractor::SpawnErr>>
-        + Send
-        + Sync
-        + 'static,
+    A: Actor + Clone + Sync,
+    F: Fn() -> A::Arguments + Send + Sync + 'static,
 {
     let spec = ChildSpec {
         name: name.to_string(),
-        start: Arc::new(move |sup| start(sup).map(|r| r.map_err(|e| e.to_string())).boxed()),
+        start: Arc::new(move |sup| {
+            let (actor, args) = (actor.clone(), args());
+            async move {
+                Actor::spawn_linked(None, actor, args, sup)
+                    .await
+                    .map(|(child, _)| child.get_cell())
+                    .map_err(|e| e.to_string())
+            }
+            .boxed()
+        }),
     };
     let result = supervisor
         .call(

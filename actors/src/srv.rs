@@ -29,6 +29,7 @@ pub struct SrvArgs {
     pub responder: Arc<Responder>,
 }
 
+#[derive(Clone, Copy)]
 pub struct SrvActor;
 
 pub enum SrvMsg {

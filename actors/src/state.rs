@@ -232,6 +232,7 @@ async fn open_consumer(
     Ok(messages)
 }
 
+#[derive(Clone, Copy)]
 pub struct StateActor;
 
 pub enum StateMsg {

@@ -142,17 +142,7 @@ impl ServiceProcess {
         if let Some(line) = self.logs().into_iter().find(|l| l.contains(needle)) {
             return Ok(line);
         }
-        tokio::time::timeout(timeout, async {
-            loop {
-                match rx.recv().await {
-                    Ok(line) if line.contains(needle) => return Ok(line),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => bail!("log channel closed"),
-                }
-            }
-        })
-        .await
-        .with_context(|| format!("no log line containing {needle:?} within {timeout:?}"))?
+        wait_for_line(&mut rx, needle, timeout).await
     }
 
     pub fn pid(&self) -> Option<u32> {
