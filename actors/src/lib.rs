@@ -8,6 +8,7 @@
 //! ├── endpoint actors   own the queue subscription `<service>.>`; reads inline,
 //! │                     slow work to the bounded worker pool (ractor factory)
 //! ├── state actor       tails the service's stream into sled, checkpoint in the same batch
+//! ├── consumer actors   durable JetStream consumers; ack after the effect is stored
 //! ├── $SRV actor        NATS services protocol: PING, INFO, STATS
 //! └── registry actor    heartbeat into the `registry` bucket
 //! admin HTTP            /health, /ready, /metrics
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod consumer;
 pub mod endpoint;
 pub mod eventlog;
 pub mod metrics;
@@ -31,6 +33,6 @@ pub mod telemetry;
 pub use config::RuntimeConfig;
 pub use eventlog::{Append, EventLog};
 pub use request::{EndpointSpec, Handler, HandlerResult, Request};
-pub use service::{run, ServiceContext, ServiceSpec};
+pub use service::{run, ServiceContext, ServiceSpec, Wiring};
 pub use state::{Projection, StateHandle, StoredEvent};
 pub use store::Store;

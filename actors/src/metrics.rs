@@ -21,6 +21,8 @@ pub struct Metrics {
     pub state_applied_revision: IntGauge,
     pub state_lag: IntGauge,
     pub state_events_applied: IntCounter,
+    pub events_consumed: IntCounterVec,
+    pub dead_letters: IntCounterVec,
 }
 
 /// The series of one endpoint.
@@ -94,6 +96,19 @@ impl Metrics {
             "state_events_applied_total",
             "Stream events applied to the local store since start",
         )?;
+        let events_consumed = IntCounterVec::new(
+            Opts::new("events_consumed_total", "Events handled by durable consumers, per consumer and outcome (ok, retry, dead_letter)"),
+            &["consumer", "outcome"],
+        )?;
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                "dead_letters_total",
+                "Events moved to the DEADLETTER stream after their last attempt, per consumer",
+            ),
+            &["consumer"],
+        )?;
+        registry.register(Box::new(events_consumed.clone()))?;
+        registry.register(Box::new(dead_letters.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(latency.clone()))?;
@@ -118,6 +133,8 @@ impl Metrics {
             state_applied_revision,
             state_lag,
             state_events_applied,
+            events_consumed,
+            dead_letters,
         })
     }
 

@@ -22,6 +22,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin::{self, AdminState},
     config::RuntimeConfig,
+    consumer::{ConsumerActor, ConsumerShared, ConsumerSpec, DEADLETTER_STREAM},
     endpoint::{Dispatcher, EndpointActor, EndpointArgs, Endpoints, Responder},
     eventlog::EventLog,
     metrics::Metrics,
@@ -47,6 +48,27 @@ pub struct ServiceSpec {
     pub projection: Arc<dyn Projection>,
 }
 
+/// What a service plugs into the runtime: its request handler and the durable
+/// consumers it runs.
+pub struct Wiring {
+    pub handler: Arc<dyn Handler>,
+    pub consumers: Vec<ConsumerSpec>,
+}
+
+impl Wiring {
+    pub fn new(handler: Arc<dyn Handler>) -> Self {
+        Self {
+            handler,
+            consumers: Vec::new(),
+        }
+    }
+
+    pub fn with_consumer(mut self, consumer: ConsumerSpec) -> Self {
+        self.consumers.push(consumer);
+        self
+    }
+}
+
 /// What a handler gets to work with.
 pub struct ServiceContext {
     pub nats: Client,
@@ -60,9 +82,9 @@ pub struct ServiceContext {
 
 /// Runs a service until SIGTERM/SIGINT (then drains and returns `Ok`) or until
 /// its supervisor gives up (then returns `Err`, and `main` should exit non-zero).
-pub async fn run<F>(spec: ServiceSpec, config: RuntimeConfig, make_handler: F) -> anyhow::Result<()>
+pub async fn run<F>(spec: ServiceSpec, config: RuntimeConfig, wire: F) -> anyhow::Result<()>
 where
-    F: FnOnce(ServiceContext) -> Arc<dyn Handler>,
+    F: FnOnce(ServiceContext) -> Wiring,
 {
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
@@ -137,7 +159,7 @@ where
     );
 
     let events = EventLog::new(js.clone(), state_shared.clone());
-    let handler = make_handler(ServiceContext {
+    let Wiring { handler, consumers } = wire(ServiceContext {
         nats: nats.clone(),
         js: js.clone(),
         events,
@@ -202,6 +224,37 @@ where
             responder: responder.clone(),
         })
         .await?;
+    }
+
+    let consumers_stop = CancellationToken::new();
+    let consumers_tracker = TaskTracker::new();
+    if !consumers.is_empty() {
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: DEADLETTER_STREAM.to_string(),
+                description: Some(
+                    "events that failed their last attempt, with the reason".to_string(),
+                ),
+                subjects: vec!["deadletter.>".to_string()],
+                storage: stream::StorageType::File,
+                num_replicas: config.js_replicas,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    for consumer in consumers {
+        let shared = Arc::new(ConsumerShared {
+            spec: consumer,
+            js: js.clone(),
+            metrics: metrics.clone(),
+            stop: consumers_stop.clone(),
+            tracker: consumers_tracker.clone(),
+        });
+        let name = format!("consumer-{}", shared.spec.durable);
+        supervise(&supervisor, &name, ConsumerActor, move || shared.clone()).await?;
     }
 
     let ready = Arc::new(AtomicBool::new(false));

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use clap::Parser;
 use futures::{future::BoxFuture, FutureExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use shop_actors::consumer::{ConsumedEvent, ConsumerSpec, EventHandler, HandleError};
 use shop_actors::{
     metrics::Metrics,
     supervisor::{ChildSpec, RestartPolicy, ServiceSupervisor, SupervisorArgs, SupervisorMsg},
@@ -87,6 +88,15 @@ async fn start_toy(
     data: &std::path::Path,
     extra: &[&str],
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    start_toy_with(nats, data, extra, None).await
+}
+
+async fn start_toy_with(
+    nats: &NatsServer,
+    data: &std::path::Path,
+    extra: &[&str],
+    consumer: Option<ConsumerSpec>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let client = nats.client().await.unwrap();
     let js = async_nats::jetstream::new(client);
     let registry = Registry::open(&js).await.unwrap();
@@ -111,8 +121,12 @@ async fn start_toy(
         stream_subjects: &["events.toy.>"],
         projection: Arc::new(NoProjection),
     };
-    let task = tokio::spawn(shop_actors::run(spec, config, |_ctx| -> Arc<dyn Handler> {
-        Arc::new(Toy)
+    let task = tokio::spawn(shop_actors::run(spec, config, move |_ctx| {
+        let wiring = shop_actors::Wiring::new(Arc::new(Toy));
+        match consumer {
+            Some(consumer) => wiring.with_consumer(consumer),
+            None => wiring,
+        }
     }));
     tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = watch.next().await {
@@ -309,4 +323,131 @@ async fn supervisor_gives_up_past_the_restart_budget() {
         "first start and three restarts"
     );
     supervisor.stop(None);
+}
+
+/// Records every delivery; fails some on purpose, by payload.
+struct Recorder {
+    seen: tokio::sync::mpsc::UnboundedSender<(String, i64)>,
+}
+
+impl EventHandler for Recorder {
+    fn handle(
+        self: Arc<Self>,
+        event: ConsumedEvent,
+    ) -> BoxFuture<'static, Result<(), HandleError>> {
+        async move {
+            let body = String::from_utf8_lossy(&event.payload).to_string();
+            let _ = self.seen.send((body.clone(), event.delivered));
+            match body.as_str() {
+                "transient-once" if event.delivered == 1 => {
+                    Err(HandleError::Transient("not yet".into()))
+                }
+                "always-transient" => Err(HandleError::Transient("dependency down".into())),
+                "permanent" => Err(HandleError::Permanent("cannot ever handle this".into())),
+                _ => Ok(()),
+            }
+        }
+        .boxed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_ack_retry_and_dead_letter() {
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let client = nats.client().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "FEED".into(),
+        subjects: vec!["events.feed.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut dead = client.subscribe("deadletter.>").await.unwrap();
+
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let mut consumer = ConsumerSpec::new(
+        "toy-feed",
+        "FEED",
+        &["events.feed.>"],
+        Arc::new(Recorder { seen: seen_tx }),
+    );
+    consumer.max_deliver = 3;
+    consumer.backoff = vec![Duration::from_millis(20)];
+    let task = start_toy_with(&nats, data.path(), &[], Some(consumer)).await;
+
+    for body in ["fine", "transient-once", "permanent", "always-transient"] {
+        js.publish(format!("events.feed.{body}"), body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let mut deliveries: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    let mut dead_letters = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while dead_letters.len() < 2 || deliveries.get("transient-once").map(Vec::len) != Some(2) {
+            tokio::select! {
+                Some((body, attempt)) = seen.recv() => deliveries.entry(body).or_default().push(attempt),
+                Some(message) = dead.next() => dead_letters.push(message),
+            }
+        }
+    })
+    .await
+    .expect("every event reached its outcome");
+
+    assert_eq!(deliveries["fine"], vec![1], "handled once, acked");
+    assert_eq!(
+        deliveries["transient-once"],
+        vec![1, 2],
+        "retried after a transient failure"
+    );
+    assert_eq!(
+        deliveries["permanent"],
+        vec![1],
+        "a permanent failure is not retried"
+    );
+    assert_eq!(
+        deliveries["always-transient"],
+        vec![1, 2, 3],
+        "retried up to max_deliver"
+    );
+    let mut reasons: Vec<(String, String)> = dead_letters
+        .iter()
+        .map(|m| {
+            let h = m.headers.as_ref().unwrap();
+            (
+                h.get("Shop-Original-Subject").unwrap().to_string(),
+                h.get("Shop-Dead-Letter-Reason").unwrap().to_string(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons[0].0, "events.feed.always-transient");
+    assert!(reasons[0].1.contains("dependency down"), "{:?}", reasons[0]);
+    assert_eq!(reasons[1].0, "events.feed.permanent");
+    assert!(reasons[1].1.contains("cannot ever handle this"));
+    assert_eq!(dead_letters[0].subject.as_str(), "deadletter.toy-feed");
+    let mut stored = js.get_stream("DEADLETTER").await.unwrap();
+    assert_eq!(
+        stored.info().await.unwrap().state.messages,
+        2,
+        "dead letters are kept in a stream"
+    );
+
+    let consumer_info = js
+        .get_stream("FEED")
+        .await
+        .unwrap()
+        .consumer_info("toy-feed")
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer_info.num_ack_pending, 0,
+        "every event acknowledged or terminated"
+    );
+    assert_eq!(consumer_info.num_pending, 0);
+    task.abort();
 }

@@ -2,7 +2,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use product_service::{handler::ProductHandler, seed, spec};
-use shop_actors::{telemetry, Handler, RuntimeConfig};
+use shop_actors::{telemetry, RuntimeConfig, Wiring};
 
 /// Catalog and inventory service of the shop.
 #[derive(Parser)]
@@ -28,8 +28,8 @@ async fn main() -> ExitCode {
     telemetry::init(&cli.runtime.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            shop_actors::run(spec(), cli.runtime, |ctx| -> Arc<dyn Handler> {
-                Arc::new(ProductHandler::new(ctx.events))
+            shop_actors::run(spec(), cli.runtime, |ctx| {
+                Wiring::new(Arc::new(ProductHandler::new(ctx.events)))
             })
             .await
         }

@@ -1,0 +1,351 @@
+//! Consumer actors: durable JetStream consumers for events other services (or
+//! this one) publish, shared by every instance of the service.
+//!
+//! An event is acknowledged only after its handler returned `Ok`, that is after
+//! the handler stored its effect. A transient failure is redelivered after a
+//! backoff; a permanent failure, or a transient one on the last attempt, moves
+//! the event to the `DEADLETTER` stream with the reason, and is counted.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::{
+    jetstream::{self, consumer::pull, AckKind},
+    HeaderMap,
+};
+use bytes::Bytes;
+use futures::{future::BoxFuture, StreamExt};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::de::DeserializeOwned;
+use shop_nats::{jetstream::ensure_consumer, TraceContext};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::metrics::Metrics;
+
+/// Stream that keeps every dead-lettered event, on `deadletter.<durable>`.
+pub const DEADLETTER_STREAM: &str = "DEADLETTER";
+pub const DEADLETTER_REASON_HEADER: &str = "Shop-Dead-Letter-Reason";
+
+/// A durable consumer a service runs.
+#[derive(Clone)]
+pub struct ConsumerSpec {
+    /// Durable name, shared by every instance of the service (they split the work).
+    pub durable: String,
+    /// Stream to read; the consumer waits (and logs) until it exists.
+    pub stream: String,
+    pub filter_subjects: Vec<String>,
+    /// Attempts before an event is dead-lettered.
+    pub max_deliver: i64,
+    /// Wait before redelivery after attempt n (1-based); the last value repeats.
+    pub backoff: Vec<Duration>,
+    /// Events handled at once by one instance.
+    pub concurrency: usize,
+    pub handler: Arc<dyn EventHandler>,
+}
+
+impl ConsumerSpec {
+    /// A consumer with the default retry policy: 5 attempts, backoff 1, 2, 5, 10 s, 16 at once.
+    pub fn new(
+        durable: impl Into<String>,
+        stream: impl Into<String>,
+        filter_subjects: &[&str],
+        handler: Arc<dyn EventHandler>,
+    ) -> Self {
+        Self {
+            durable: durable.into(),
+            stream: stream.into(),
+            filter_subjects: filter_subjects.iter().map(|s| s.to_string()).collect(),
+            max_deliver: 5,
+            backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+                Duration::from_secs(10),
+            ],
+            concurrency: 16,
+            handler,
+        }
+    }
+
+    fn backoff_after(&self, attempt: i64) -> Duration {
+        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(0);
+        self.backoff
+            .get(index)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// One delivery of an event.
+#[derive(Debug, Clone)]
+pub struct ConsumedEvent {
+    pub stream: String,
+    pub stream_sequence: u64,
+    pub subject: String,
+    pub headers: Option<HeaderMap>,
+    pub payload: Bytes,
+    /// 1 on the first delivery.
+    pub delivered: i64,
+    pub trace: TraceContext,
+}
+
+impl ConsumedEvent {
+    /// Identifies the event across redeliveries and instances: `<stream>:<sequence>`.
+    pub fn event_id(&self) -> String {
+        format!("{}:{}", self.stream, self.stream_sequence)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.as_ref()?.get(name).map(|v| v.as_str())
+    }
+
+    /// Decodes the JSON payload; an undecodable event is a permanent failure.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, HandleError> {
+        serde_json::from_slice(&self.payload).map_err(|e| {
+            HandleError::Permanent(format!(
+                "undecodable event {} on {}: {e}",
+                self.event_id(),
+                self.subject
+            ))
+        })
+    }
+}
+
+/// Why handling failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandleError {
+    /// May succeed later (a dependency is down): redeliver after a backoff.
+    Transient(String),
+    /// Will never succeed: dead-letter now.
+    Permanent(String),
+}
+
+impl std::fmt::Display for HandleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandleError::Transient(reason) => write!(f, "transient: {reason}"),
+            HandleError::Permanent(reason) => write!(f, "permanent: {reason}"),
+        }
+    }
+}
+
+/// Handles events; must be idempotent (an event can be delivered more than once).
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle(self: Arc<Self>, event: ConsumedEvent)
+        -> BoxFuture<'static, Result<(), HandleError>>;
+}
+
+/// What a consumer actor needs; shared by its incarnations.
+pub struct ConsumerShared {
+    pub spec: ConsumerSpec,
+    pub js: jetstream::Context,
+    pub metrics: Metrics,
+    /// Cancelled at shutdown: stop fetching, finish what is in hand.
+    pub stop: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+#[derive(Clone, Copy)]
+pub struct ConsumerActor;
+
+pub enum ConsumerMsg {
+    Run,
+}
+
+impl Actor for ConsumerActor {
+    type Msg = ConsumerMsg;
+    type State = Arc<ConsumerShared>;
+    type Arguments = Arc<ConsumerShared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        shared: Arc<ConsumerShared>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.cast(ConsumerMsg::Run)?;
+        Ok(shared)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ConsumerMsg::Run: Self::Msg,
+        shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let shared = shared.clone();
+        let run = consume(shared.clone());
+        shared.tracker.track_future(run).await?;
+        myself.stop(None);
+        Ok(())
+    }
+}
+
+async fn consume(shared: Arc<ConsumerShared>) -> Result<(), ActorProcessingErr> {
+    let spec = &shared.spec;
+    let Some(stream) = wait_for_stream(&shared).await else {
+        return Ok(());
+    };
+    let consumer = ensure_consumer(
+        &stream,
+        pull::Config {
+            durable_name: Some(spec.durable.clone()),
+            filter_subjects: spec.filter_subjects.clone(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            // Redelivery and dead-lettering are decided here, not by the server.
+            max_deliver: -1,
+            max_ack_pending: i64::try_from(spec.concurrency * 4).unwrap_or(1024),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("consuming {} from {}: {e}", spec.durable, spec.stream))?;
+    tracing::info!(consumer = %spec.durable, stream = %spec.stream, "consumer started");
+    messages
+        .take_until(shared.stop.clone().cancelled_owned())
+        .for_each_concurrent(spec.concurrency.max(1), |message| {
+            let shared = shared.clone();
+            async move {
+                match message {
+                    Ok(message) => process(&shared, message).await,
+                    Err(e) => tracing::warn!(consumer = %shared.spec.durable, error = %e, "consumer error; it resumes by itself"),
+                }
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Waits until the stream exists (its owner may start later); `None` when stopping.
+async fn wait_for_stream(shared: &ConsumerShared) -> Option<jetstream::stream::Stream> {
+    let mut logged = false;
+    loop {
+        match shared.js.get_stream(&shared.spec.stream).await {
+            Ok(stream) => return Some(stream),
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(consumer = %shared.spec.durable, stream = %shared.spec.stream, error = %e, "waiting for stream to exist");
+                    logged = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shared.stop.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn process(shared: &ConsumerShared, message: jetstream::Message) {
+    let spec = &shared.spec;
+    let (stream_sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(e) => {
+            tracing::error!(consumer = %spec.durable, error = %e, "message without JetStream metadata; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let event = ConsumedEvent {
+        stream: spec.stream.clone(),
+        stream_sequence,
+        subject: message.subject.to_string(),
+        headers: message.headers.clone(),
+        payload: message.payload.clone(),
+        delivered,
+        trace: TraceContext::from_headers_or_root(message.headers.as_ref()),
+    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+        spec.handler.clone().handle(event.clone()),
+    ))
+    .await
+    .unwrap_or_else(|panic| {
+        Err(HandleError::Transient(format!(
+            "handler panicked: {}",
+            crate::endpoint::panic_message(&*panic)
+        )))
+    });
+    let consumed = |outcome: &str| {
+        shared
+            .metrics
+            .events_consumed
+            .with_label_values(&[&spec.durable, outcome])
+            .inc()
+    };
+    match outcome {
+        Ok(()) => {
+            if let Err(e) = message.double_ack().await {
+                // The effect is stored; a lost ack means a redelivery the handler dedupes.
+                tracing::warn!(consumer = %spec.durable, event = %event.event_id(), error = %e, "ack failed");
+            }
+            consumed("ok");
+        }
+        Err(HandleError::Transient(reason)) if delivered < spec.max_deliver => {
+            let delay = spec.backoff_after(delivered);
+            tracing::warn!(consumer = %spec.durable, event = %event.event_id(), attempt = delivered, retry_in_ms = delay.as_millis() as u64, reason, "event failed; will retry");
+            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            consumed("retry");
+        }
+        Err(failure) => {
+            let reason = failure.to_string();
+            match dead_letter(shared, &event, &reason).await {
+                Ok(()) => {
+                    tracing::error!(consumer = %spec.durable, event = %event.event_id(), attempts = delivered, reason, "event dead-lettered");
+                    shared
+                        .metrics
+                        .dead_letters
+                        .with_label_values(&[&spec.durable])
+                        .inc();
+                    let _ = message.double_ack_with(AckKind::Term).await;
+                    consumed("dead_letter");
+                }
+                Err(e) => {
+                    // Not stored in the dead-letter stream: keep the event and try again later.
+                    tracing::error!(consumer = %spec.durable, event = %event.event_id(), error = %e, "dead-lettering failed; will retry");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(spec.backoff_after(delivered))))
+                        .await;
+                    consumed("retry");
+                }
+            }
+        }
+    }
+}
+
+async fn dead_letter(
+    shared: &ConsumerShared,
+    event: &ConsumedEvent,
+    reason: &str,
+) -> Result<(), String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        DEADLETTER_REASON_HEADER,
+        reason.replace(['\r', '\n'], " ").as_str(),
+    );
+    headers.insert("Shop-Original-Subject", event.subject.as_str());
+    headers.insert("Shop-Original-Stream", event.stream.as_str());
+    headers.insert(
+        "Shop-Original-Sequence",
+        event.stream_sequence.to_string().as_str(),
+    );
+    headers.insert("Shop-Deliveries", event.delivered.to_string().as_str());
+    headers.insert(
+        "Nats-Msg-Id",
+        format!("deadletter:{}:{}", shared.spec.durable, event.event_id()).as_str(),
+    );
+    event.trace.inject(&mut headers);
+    let ack = shared
+        .js
+        .publish_with_headers(
+            format!("deadletter.{}", shared.spec.durable),
+            headers,
+            event.payload.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    ack.await.map_err(|e| e.to_string())?;
+    Ok(())
+}
