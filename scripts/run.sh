@@ -93,7 +93,7 @@ reachable() {
 # shellcheck source=scripts/setup.sh
 source "$ROOT/scripts/setup.sh"
 echo "run: building product-service (release)"
-cargo build --release --locked -p product-service
+cargo build --release --locked -p product-service -p shop-cli
 mkdir -p "$LOG_DIR" "$RUN_DIR/nats" "$RUN_DIR/data"
 
 nats_host_port
@@ -166,10 +166,11 @@ cat <<MSG
 The system is running ($REPLICAS product-service instance(s), NATS at $NATS_URL).
   Admin:    curl http://127.0.0.1:9101/health    curl http://127.0.0.1:9101/ready
             curl http://127.0.0.1:9101/metrics   (instance i listens on port 9100+i)
-  Requests (nats CLI, https://github.com/nats-io/natscli; add -s $NATS_URL if not the default):
-            nats req product.get '{"id":"sku-keyboard"}'
-            nats req product.list '{"limit":5}'
-            nats micro ls
+  Status:   target/release/shop status
+  Requests: target/release/shop req product.get '{"id":"sku-keyboard"}'
+            target/release/shop req product.list '{"limit":5}'
+  With the nats CLI (https://github.com/nats-io/natscli), if you have it:
+            nats req product.get '{"id":"sku-keyboard"}'    nats micro ls
   Logs:     $LOG_DIR/  (nats-server.log, product-<i>.log, seed.log)
 Press Ctrl-C to stop everything.
 MSG

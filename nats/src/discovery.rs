@@ -109,6 +109,22 @@ impl Registry {
         Ok(Self { kv })
     }
 
+    /// Opens the bucket if it exists, without creating it (for tools that only read).
+    pub async fn existing(js: &Context) -> Result<Option<Self>, RegistryError> {
+        match js.get_key_value(REGISTRY_BUCKET).await {
+            Ok(kv) => Ok(Some(Self { kv })),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    async_nats::jetstream::context::KeyValueErrorKind::GetBucket
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(kv_err("open")(&e)),
+        }
+    }
+
     /// Writes (or refreshes) an instance's entry; returns its bucket revision.
     pub async fn register(&self, info: &InstanceInfo) -> Result<u64, RegistryError> {
         let value = serde_json::to_vec(info).map_err(|e| kv_err("encode")(&e))?;

@@ -1,0 +1,159 @@
+//! `shop status`: every live instance from the registry, with its `$SRV.STATS`
+//! counters and its `/health`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shop_nats::discovery::{InstanceInfo, Registry};
+
+use crate::{
+    exit::{Failure, NO_ANSWER, UNREACHABLE},
+    http,
+};
+
+pub async fn run(
+    client: &async_nats::Client,
+    service: Option<&str>,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let js = async_nats::jetstream::new(client.clone());
+    let registry = Registry::existing(&js)
+        .await
+        .map_err(|e| Failure::new(UNREACHABLE, format!("reading the registry: {e}")))?
+        .ok_or_else(|| {
+            Failure::new(
+                NO_ANSWER,
+                "no registry bucket: no service has started on this NATS server",
+            )
+        })?;
+    let instances = registry
+        .list(service)
+        .await
+        .map_err(|e| Failure::new(UNREACHABLE, format!("reading the registry: {e}")))?;
+    if instances.is_empty() {
+        return Err(Failure::new(
+            NO_ANSWER,
+            match service {
+                Some(s) => format!("no live instance of {s}"),
+                None => "no live instances".to_string(),
+            },
+        ));
+    }
+    let mut rows = Vec::new();
+    for info in &instances {
+        rows.push(describe(client, info).await);
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+async fn describe(client: &async_nats::Client, info: &InstanceInfo) -> Value {
+    let subject = format!("$SRV.STATS.{}.{}", info.service, info.instance_id);
+    let stats = tokio::time::timeout(Duration::from_secs(1), client.request(subject, "".into()))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|reply| serde_json::from_slice::<Value>(&reply.payload).ok());
+    let (requests, errors, processing_ns) = stats
+        .as_ref()
+        .and_then(|s| s["endpoints"].as_array())
+        .map(|endpoints| {
+            endpoints.iter().fold((0u64, 0u64, 0u64), |(r, e, p), ep| {
+                (
+                    r + ep["num_requests"].as_u64().unwrap_or(0),
+                    e + ep["num_errors"].as_u64().unwrap_or(0),
+                    p + ep["processing_time"].as_u64().unwrap_or(0),
+                )
+            })
+        })
+        .unwrap_or_default();
+    let health = match &info.admin_addr {
+        Some(addr) => match http::get(addr, "/health").await {
+            Ok((_, body)) => serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+            Err(e) => json!({"status": format!("unreachable: {e}")}),
+        },
+        None => Value::Null,
+    };
+    json!({
+        "service": info.service,
+        "instance": info.instance_id,
+        "version": info.version,
+        "host": info.host,
+        "pid": info.pid,
+        "admin": info.admin_addr,
+        "uptime_secs": health["uptime_secs"],
+        "health": health["status"].as_str().unwrap_or("unknown"),
+        "requests": requests,
+        "errors": errors,
+        "avg_ms": if requests > 0 { processing_ns as f64 / requests as f64 / 1e6 } else { 0.0 },
+        "state_lag": health["checks"]["state"]["lag"],
+        "stats_answered": stats.is_some(),
+    })
+}
+
+fn uptime(secs: &Value) -> String {
+    match secs.as_u64() {
+        Some(s) if s >= 3600 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        Some(s) if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        Some(s) => format!("{s}s"),
+        None => "-".to_string(),
+    }
+}
+
+fn print_table(rows: &[Value]) {
+    let header = [
+        "SERVICE", "INSTANCE", "VERSION", "UPTIME", "HEALTH", "REQUESTS", "ERRORS", "AVG MS",
+        "LAG", "ADMIN",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r["service"].as_str().unwrap_or_default().to_string(),
+                r["instance"].as_str().unwrap_or_default().to_string(),
+                r["version"].as_str().unwrap_or_default().to_string(),
+                uptime(&r["uptime_secs"]),
+                r["health"].as_str().unwrap_or_default().to_string(),
+                r["requests"].to_string(),
+                r["errors"].to_string(),
+                format!("{:.3}", r["avg_ms"].as_f64().unwrap_or(0.0)),
+                r["state_lag"]
+                    .as_u64()
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r["admin"].as_str().unwrap_or("-").to_string(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|row| row[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: Vec<&str>| {
+        values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(header.to_vec()));
+    for row in &cells {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
