@@ -39,11 +39,15 @@ pub struct ConsumerSpec {
     pub backoff: Vec<Duration>,
     /// Events handled at once by one instance.
     pub concurrency: usize,
+    /// How long an event may be in hand before the server redelivers it
+    /// (to another instance if this one died).
+    pub ack_wait: Duration,
     pub handler: Arc<dyn EventHandler>,
 }
 
 impl ConsumerSpec {
-    /// A consumer with the default retry policy: 5 attempts, backoff 1, 2, 5, 10 s, 16 at once.
+    /// A consumer with the default retry policy: 5 attempts, backoff 1, 2, 5, 10 s,
+    /// 16 at once, redelivered 30 s after an instance stopped answering for it.
     pub fn new(
         durable: impl Into<String>,
         stream: impl Into<String>,
@@ -62,6 +66,7 @@ impl ConsumerSpec {
                 Duration::from_secs(10),
             ],
             concurrency: 16,
+            ack_wait: Duration::from_secs(30),
             handler,
         }
     }
@@ -191,7 +196,7 @@ async fn consume(shared: Arc<ConsumerShared>) -> Result<(), ActorProcessingErr> 
             durable_name: Some(spec.durable.clone()),
             filter_subjects: spec.filter_subjects.clone(),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: spec.ack_wait,
             // Redelivery and dead-lettering are decided here, not by the server.
             max_deliver: -1,
             max_ack_pending: i64::try_from(spec.concurrency * 4).unwrap_or(1024),

@@ -80,11 +80,16 @@ pub struct ServiceContext {
     pub config: RuntimeConfig,
 }
 
-/// Runs a service until SIGTERM/SIGINT (then drains and returns `Ok`) or until
+/// Runs a service until SIGTERM/SIGINT. `wire` builds the service's handler and
+/// consumers once the state has caught up (it may do async set-up, e.g. open
+/// a key-value bucket).
+///
+/// Runs until SIGTERM/SIGINT (then drains and returns `Ok`) or until
 /// its supervisor gives up (then returns `Err`, and `main` should exit non-zero).
-pub async fn run<F>(spec: ServiceSpec, config: RuntimeConfig, wire: F) -> anyhow::Result<()>
+pub async fn run<F, Fut>(spec: ServiceSpec, config: RuntimeConfig, wire: F) -> anyhow::Result<()>
 where
-    F: FnOnce(ServiceContext) -> Wiring,
+    F: FnOnce(ServiceContext) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Wiring>>,
 {
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
@@ -167,7 +172,8 @@ where
         client: ServiceClient::new(nats.clone()),
         instance_id: instance_id.clone(),
         config: config.clone(),
-    });
+    })
+    .await?;
     let responder = Arc::new(Responder::new(
         nats.clone(),
         Endpoints::new(spec.name, spec.endpoints, &metrics),

@@ -121,12 +121,12 @@ async fn start_toy_with(
         stream_subjects: &["events.toy.>"],
         projection: Arc::new(NoProjection),
     };
-    let task = tokio::spawn(shop_actors::run(spec, config, move |_ctx| {
+    let task = tokio::spawn(shop_actors::run(spec, config, move |_ctx| async move {
         let wiring = shop_actors::Wiring::new(Arc::new(Toy));
-        match consumer {
+        Ok(match consumer {
             Some(consumer) => wiring.with_consumer(consumer),
             None => wiring,
-        }
+        })
     }));
     tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = watch.next().await {

@@ -72,8 +72,8 @@ async fn start_demo(
         stream_subjects: &["events.demo.>"],
         projection: Arc::new(NoProjection),
     };
-    let task = tokio::spawn(shop_actors::run(spec, config, |_| {
-        Wiring::new(Arc::new(Demo))
+    let task = tokio::spawn(shop_actors::run(spec, config, |_| async {
+        Ok(Wiring::new(Arc::new(Demo)))
     }));
     tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = watch.next().await {

@@ -28,8 +28,8 @@ async fn main() -> ExitCode {
     telemetry::init(&cli.runtime.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            shop_actors::run(spec(), cli.runtime, |ctx| {
-                Wiring::new(Arc::new(ProductHandler::new(ctx.events)))
+            shop_actors::run(spec(), cli.runtime, |ctx| async move {
+                Ok(Wiring::new(Arc::new(ProductHandler::new(ctx.events))))
             })
             .await
         }
