@@ -1,4 +1,5 @@
-//! Structured logging through `tracing`: `LOG_FORMAT=json|pretty`, filter from `RUST_LOG`.
+//! Structured logging through `tracing` to stderr (stdout stays free for a
+//! command's own output): `LOG_FORMAT=json|pretty`, filter from `RUST_LOG`.
 
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
@@ -13,11 +14,14 @@ pub fn init(log_format: &str) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
             )
             .try_init()
     } else {
-        registry.with(fmt::layer()).try_init()
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init()
     };
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");

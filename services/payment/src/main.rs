@@ -1,1 +1,61 @@
-fn main() {}
+use std::{process::ExitCode, sync::Arc};
+
+use clap::Parser;
+use payment_service::{
+    config::{PaymentConfig, ProviderKind},
+    handler::PaymentHandler,
+    local_provider::LocalProvider,
+    provider::PaymentProvider,
+    spec,
+};
+use shop_actors::{telemetry, RuntimeConfig, Wiring};
+
+/// Payment service of the shop: charges and refunds.
+#[derive(Parser)]
+#[command(name = "payment-service", version)]
+struct Cli {
+    #[command(flatten)]
+    runtime: RuntimeConfig,
+    #[command(flatten)]
+    payment: PaymentConfig,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.runtime.log_format);
+    let payment = cli.payment;
+    let result = shop_actors::run(spec(), cli.runtime, move |ctx| async move {
+        let provider: Arc<dyn PaymentProvider> = match payment.provider {
+            ProviderKind::Local => Arc::new(
+                LocalProvider::open(
+                    &ctx.js,
+                    ctx.config.js_replicas,
+                    payment.local_provider_latency(),
+                )
+                .await?,
+            ),
+        };
+        let settings = payment.settings();
+        tracing::info!(
+            provider = provider.name(),
+            request_timeout_ms = settings.default_timeout.as_millis() as u64,
+            charge_lease_ms = settings.lease.as_millis() as u64,
+            "payment provider selected"
+        );
+        Ok(Wiring::new(Arc::new(PaymentHandler::new(
+            ctx.events,
+            provider,
+            ctx.instance_id,
+            settings,
+        ))))
+    })
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "payment-service failed");
+            ExitCode::FAILURE
+        }
+    }
+}

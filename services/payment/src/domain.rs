@@ -1,0 +1,1066 @@
+//! Payments, their requests, events and every rule about them, as plain
+//! functions: what is valid, and what a request turns into given the payment's
+//! current state.
+//!
+//! A payment is one aggregate, named by its id, which is derived from the
+//! charge's idempotency key: every retry of a charge lands on the same
+//! aggregate, whichever instance takes it. Its life: `pending` (an instance
+//! holds the charge attempt and is asking the provider) → `captured` or
+//! `declined`; a captured payment then takes refunds up to its amount.
+
+use serde::{Deserialize, Serialize};
+use shop_nats::ServiceError;
+use uuid::Uuid;
+
+use crate::{
+    money::{validate_amount, validate_currency, Money},
+    provider::{ChargeOutcome, DeclineReason, PaymentToken},
+};
+
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+pub const MAX_TOKEN_LEN: usize = 200;
+/// Refunds one payment may take (as processors limit them too).
+pub const MAX_REFUNDS: usize = 100;
+
+/// Namespace of the name-based (v5) uuids that payment ids are.
+const PAYMENT_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_9f6e_2b4a_4e0f_9a61_7c3e_8b2d_f401);
+
+// ---- state ------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// The charge is being processed (or its outcome is not known yet).
+    Pending,
+    Captured,
+    Declined,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    /// Amount reserved, provider not confirmed yet; a retry with the same key completes it.
+    Pending,
+    Refunded,
+    /// The provider refused it; the amount is refundable again under another key.
+    Failed,
+}
+
+/// One refund of a payment. Its id is derived from the refund's idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub refund_id: String,
+    pub amount_cents: i64,
+    pub status: RefundStatus,
+    /// Why the provider refused it.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A payment as `payment.get` shows it and events carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub payment_id: String,
+    pub order_id: String,
+    pub status: PaymentStatus,
+    /// Why it was declined.
+    #[serde(default)]
+    pub reason: Option<DeclineReason>,
+    pub amount_cents: i64,
+    pub currency: String,
+    /// Sum of the refunds the provider confirmed.
+    pub refunded_cents: i64,
+    pub refunds: Vec<Refund>,
+    /// Stream sequence of the payment's last change.
+    pub revision: u64,
+}
+
+impl Payment {
+    /// What may still be refunded: the amount less confirmed and pending refunds.
+    pub fn refundable_cents(&self) -> i64 {
+        let pending: i64 = self
+            .refunds
+            .iter()
+            .filter(|r| r.status == RefundStatus::Pending)
+            .map(|r| r.amount_cents)
+            .sum();
+        self.amount_cents - self.refunded_cents - pending
+    }
+
+    pub fn refund(&self, refund_id: &str) -> Option<&Refund> {
+        self.refunds.iter().find(|r| r.refund_id == refund_id)
+    }
+}
+
+/// Who is asking the provider for the charge, since when. Only the holder of
+/// the open attempt calls the provider; others wait for its outcome. An
+/// attempt is closed by an outcome or by its holder giving up; an open attempt
+/// older than the lease is presumed dead and may be taken over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeAttempt {
+    pub number: u32,
+    /// Instance id of the holder.
+    pub owner: String,
+    /// Wall-clock start (ms since the Unix epoch), by the holder's clock.
+    pub started_at_ms: u64,
+    pub open: bool,
+    /// Why the last attempt ended without an outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Everything the service keeps about a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub payment: Payment,
+    pub attempt: ChargeAttempt,
+}
+
+// ---- requests ---------------------------------------------------------------
+
+/// `payment.charge`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChargePayment {
+    pub order_id: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub payment_token: PaymentToken,
+    /// Names the charge: the same key never charges twice.
+    pub idempotency_key: String,
+}
+
+/// `payment.refund`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundPayment {
+    pub payment_id: String,
+    /// Absent: everything still refundable.
+    #[serde(default)]
+    pub amount_cents: Option<i64>,
+    /// When given, must be the payment's currency.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Names the refund: the same key never refunds twice.
+    pub idempotency_key: String,
+}
+
+/// `payment.get`: by `payment_id`, or by the charge's `idempotency_key`
+/// (for a caller that lost the reply of its charge); exactly one of them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetPayment {
+    #[serde(default)]
+    pub payment_id: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Answer only from state that includes this revision (waits briefly for it).
+    #[serde(default)]
+    pub min_revision: Option<u64>,
+}
+
+/// A checked charge request.
+#[derive(Debug, Clone)]
+pub struct ChargeCommand {
+    pub payment_id: String,
+    pub order_id: String,
+    pub amount: Money,
+    pub token: PaymentToken,
+}
+
+/// A checked refund request.
+#[derive(Debug, Clone)]
+pub struct RefundCommand {
+    pub payment_id: String,
+    pub refund_id: String,
+    pub amount_cents: Option<i64>,
+    pub currency: Option<String>,
+}
+
+// ---- replies ----------------------------------------------------------------
+
+/// The answer to `payment.charge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeReply {
+    pub payment_id: String,
+    pub order_id: String,
+    pub status: PaymentStatus,
+    #[serde(default)]
+    pub reason: Option<DeclineReason>,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub revision: u64,
+}
+
+impl From<&Payment> for ChargeReply {
+    fn from(p: &Payment) -> Self {
+        Self {
+            payment_id: p.payment_id.clone(),
+            order_id: p.order_id.clone(),
+            status: p.status,
+            reason: p.reason,
+            amount_cents: p.amount_cents,
+            currency: p.currency.clone(),
+            revision: p.revision,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundReplyStatus {
+    /// Nothing is left to refund.
+    Refunded,
+    PartiallyRefunded,
+}
+
+/// The answer to `payment.refund`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundReply {
+    pub payment_id: String,
+    pub refund_id: String,
+    pub amount_cents: i64,
+    /// Everything refunded of the payment so far.
+    pub refunded_cents: i64,
+    pub status: RefundReplyStatus,
+    pub revision: u64,
+}
+
+// ---- events -----------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// First attempt of a charge claimed (the payment exists from here, `pending`).
+    #[serde(rename = "payment.charge_started")]
+    ChargeStarted,
+    /// A later attempt claimed: the previous one gave up or its lease ran out.
+    #[serde(rename = "payment.charge_resumed")]
+    ChargeResumed,
+    /// The attempt's holder got no answer from the provider before its deadline.
+    #[serde(rename = "payment.charge_unresolved")]
+    ChargeUnresolved,
+    #[serde(rename = "payment.captured")]
+    Captured,
+    #[serde(rename = "payment.declined")]
+    Declined,
+    /// A refund's amount reserved before the provider is asked.
+    #[serde(rename = "payment.refund_started")]
+    RefundStarted,
+    #[serde(rename = "payment.refunded")]
+    Refunded,
+    #[serde(rename = "payment.refund_failed")]
+    RefundFailed,
+}
+
+impl EventKind {
+    pub fn type_name(self) -> &'static str {
+        match self {
+            EventKind::ChargeStarted => "payment.charge_started",
+            EventKind::ChargeResumed => "payment.charge_resumed",
+            EventKind::ChargeUnresolved => "payment.charge_unresolved",
+            EventKind::Captured => "payment.captured",
+            EventKind::Declined => "payment.declined",
+            EventKind::RefundStarted => "payment.refund_started",
+            EventKind::Refunded => "payment.refunded",
+            EventKind::RefundFailed => "payment.refund_failed",
+        }
+    }
+}
+
+/// A change to one payment, as stored in the stream: the payment and its
+/// charge attempt as they are after the change (the payment's `revision` is the
+/// one it replaced), and the refund the change is about, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentEvent {
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub payment: Payment,
+    pub attempt: ChargeAttempt,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<Refund>,
+}
+
+impl PaymentEvent {
+    fn new(kind: EventKind, record: PaymentRecord, refund: Option<Refund>) -> Self {
+        Self {
+            kind,
+            payment: record.payment,
+            attempt: record.attempt,
+            refund,
+        }
+    }
+
+    pub fn record(&self) -> PaymentRecord {
+        PaymentRecord {
+            payment: self.payment.clone(),
+            attempt: self.attempt.clone(),
+        }
+    }
+}
+
+// ---- ids and validation -----------------------------------------------------
+
+/// The payment a charge's idempotency key names.
+pub fn payment_id_for(idempotency_key: &str) -> String {
+    Uuid::new_v5(&PAYMENT_NAMESPACE, idempotency_key.as_bytes())
+        .simple()
+        .to_string()
+}
+
+/// The refund a refund's idempotency key names, within its payment.
+pub fn refund_id_for(payment_id: &str, idempotency_key: &str) -> String {
+    let namespace = Uuid::new_v5(&PAYMENT_NAMESPACE, payment_id.as_bytes());
+    Uuid::new_v5(&namespace, idempotency_key.as_bytes())
+        .simple()
+        .to_string()
+}
+
+/// Ids become subject tokens and store keys: 1-64 of `A-Z a-z 0-9 - _`.
+pub fn validate_id(field: &str, id: &str) -> Result<(), ServiceError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ServiceError::bad_request(format!(
+            "{field} must be 1-64 characters of letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_idempotency_key(key: &str) -> Result<(), ServiceError> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+        return Err(ServiceError::bad_request(format!(
+            "idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The message never repeats the token.
+fn validate_token(token: &PaymentToken) -> Result<(), ServiceError> {
+    let value = token.expose();
+    if value.is_empty()
+        || value.len() > MAX_TOKEN_LEN
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ServiceError::bad_request(format!(
+            "payment_token must be 1-{MAX_TOKEN_LEN} characters of letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_charge(request: &ChargePayment) -> Result<ChargeCommand, ServiceError> {
+    validate_id("order_id", &request.order_id)?;
+    validate_idempotency_key(&request.idempotency_key)?;
+    validate_token(&request.payment_token)?;
+    Ok(ChargeCommand {
+        payment_id: payment_id_for(&request.idempotency_key),
+        order_id: request.order_id.clone(),
+        amount: Money::new(request.amount_cents, &request.currency)?,
+        token: request.payment_token.clone(),
+    })
+}
+
+/// The payment a get request names.
+pub fn validate_get(request: &GetPayment) -> Result<String, ServiceError> {
+    match (&request.payment_id, &request.idempotency_key) {
+        (Some(payment_id), None) => {
+            validate_id("payment_id", payment_id)?;
+            Ok(payment_id.clone())
+        }
+        (None, Some(key)) => {
+            validate_idempotency_key(key)?;
+            Ok(payment_id_for(key))
+        }
+        _ => Err(ServiceError::bad_request(
+            "give exactly one of payment_id or idempotency_key",
+        )),
+    }
+}
+
+pub fn validate_refund(request: &RefundPayment) -> Result<RefundCommand, ServiceError> {
+    validate_id("payment_id", &request.payment_id)?;
+    validate_idempotency_key(&request.idempotency_key)?;
+    let amount_cents = request
+        .amount_cents
+        .map(|a| validate_amount("amount_cents", a))
+        .transpose()?;
+    let currency = request
+        .currency
+        .as_deref()
+        .map(validate_currency)
+        .transpose()?;
+    Ok(RefundCommand {
+        refund_id: refund_id_for(&request.payment_id, &request.idempotency_key),
+        payment_id: request.payment_id.clone(),
+        amount_cents,
+        currency,
+    })
+}
+
+pub fn not_found(payment_id: &str) -> ServiceError {
+    ServiceError::not_found(format!("payment {payment_id} not found"))
+}
+
+// ---- charge -----------------------------------------------------------------
+
+/// What a charge request does, given the payment its key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeDecision {
+    /// Append this event (claiming a charge attempt), then ask the provider.
+    Claim(PaymentEvent),
+    /// The charge has its outcome: answer with it.
+    Done(Payment),
+    /// Another instance holds the open attempt; wait for its outcome, at most
+    /// until its lease runs out (ms since the Unix epoch).
+    Wait { attempt: u32, until_ms: u64 },
+}
+
+/// A charge against the payment its idempotency key names; `owner` is this
+/// instance, `now_ms` its wall clock, `lease_ms` how long an open attempt is
+/// presumed alive.
+pub fn decide_charge(
+    current: Option<&PaymentRecord>,
+    command: &ChargeCommand,
+    owner: &str,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<ChargeDecision, ServiceError> {
+    let Some(record) = current else {
+        let record = PaymentRecord {
+            payment: Payment {
+                payment_id: command.payment_id.clone(),
+                order_id: command.order_id.clone(),
+                status: PaymentStatus::Pending,
+                reason: None,
+                amount_cents: command.amount.amount_cents,
+                currency: command.amount.currency.clone(),
+                refunded_cents: 0,
+                refunds: Vec::new(),
+                revision: 0,
+            },
+            attempt: ChargeAttempt {
+                number: 1,
+                owner: owner.to_string(),
+                started_at_ms: now_ms,
+                open: true,
+                last_error: None,
+            },
+        };
+        return Ok(ChargeDecision::Claim(PaymentEvent::new(
+            EventKind::ChargeStarted,
+            record,
+            None,
+        )));
+    };
+    let payment = &record.payment;
+    if payment.order_id != command.order_id
+        || payment.amount_cents != command.amount.amount_cents
+        || payment.currency != command.amount.currency
+    {
+        return Err(ServiceError::conflict(format!(
+            "idempotency_key already used for payment {} (order {}, {} {}); use a new key for a different charge",
+            payment.payment_id, payment.order_id, payment.amount_cents, payment.currency
+        )));
+    }
+    if payment.status != PaymentStatus::Pending {
+        return Ok(ChargeDecision::Done(payment.clone()));
+    }
+    let attempt = &record.attempt;
+    let lease_ends = attempt.started_at_ms.saturating_add(lease_ms);
+    if attempt.open && now_ms < lease_ends {
+        return Ok(ChargeDecision::Wait {
+            attempt: attempt.number,
+            until_ms: lease_ends,
+        });
+    }
+    let mut next = record.clone();
+    next.attempt = ChargeAttempt {
+        number: attempt.number + 1,
+        owner: owner.to_string(),
+        started_at_ms: now_ms,
+        open: true,
+        last_error: attempt.last_error.clone(),
+    };
+    Ok(ChargeDecision::Claim(PaymentEvent::new(
+        EventKind::ChargeResumed,
+        next,
+        None,
+    )))
+}
+
+/// Records the provider's answer, unless the payment already has an outcome
+/// (another attempt recorded it: the provider deduplicates, so it is the same).
+pub fn decide_charge_outcome(
+    current: Option<&PaymentRecord>,
+    payment_id: &str,
+    outcome: ChargeOutcome,
+) -> Result<Option<PaymentEvent>, ServiceError> {
+    let record = current.ok_or_else(|| {
+        ServiceError::internal(format!("payment {payment_id} vanished during its charge"))
+    })?;
+    if record.payment.status != PaymentStatus::Pending {
+        return Ok(None);
+    }
+    let mut next = record.clone();
+    next.attempt.open = false;
+    let kind = match outcome {
+        ChargeOutcome::Approved => {
+            next.payment.status = PaymentStatus::Captured;
+            EventKind::Captured
+        }
+        ChargeOutcome::Declined(reason) => {
+            next.payment.status = PaymentStatus::Declined;
+            next.payment.reason = Some(reason);
+            EventKind::Declined
+        }
+    };
+    Ok(Some(PaymentEvent::new(kind, next, None)))
+}
+
+/// Closes attempt `number` without an outcome, so the next retry may claim a
+/// new one at once; nothing when that attempt is no longer the open one.
+pub fn decide_charge_unresolved(
+    current: Option<&PaymentRecord>,
+    number: u32,
+    error: &str,
+) -> Option<PaymentEvent> {
+    let record = current?;
+    if record.payment.status != PaymentStatus::Pending
+        || record.attempt.number != number
+        || !record.attempt.open
+    {
+        return None;
+    }
+    let mut next = record.clone();
+    next.attempt.open = false;
+    next.attempt.last_error = Some(error.to_string());
+    Some(PaymentEvent::new(EventKind::ChargeUnresolved, next, None))
+}
+
+// ---- refund -----------------------------------------------------------------
+
+/// What a refund request does, given its payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundDecision {
+    /// Reserve the amount with this event, then ask the provider.
+    Start(PaymentEvent),
+    /// Started earlier without a confirmation: ask the provider (again).
+    Resume(Refund),
+    /// Already refunded: answer with it.
+    Done(Refund),
+}
+
+pub fn decide_refund(
+    current: Option<&PaymentRecord>,
+    command: &RefundCommand,
+) -> Result<RefundDecision, ServiceError> {
+    let record = current.ok_or_else(|| not_found(&command.payment_id))?;
+    let payment = &record.payment;
+    if let Some(currency) = &command.currency {
+        if *currency != payment.currency {
+            return Err(ServiceError::conflict(format!(
+                "payment {} is in {}, not {currency}",
+                payment.payment_id, payment.currency
+            )));
+        }
+    }
+    if let Some(existing) = payment.refund(&command.refund_id) {
+        if command
+            .amount_cents
+            .is_some_and(|amount| amount != existing.amount_cents)
+        {
+            return Err(ServiceError::conflict(format!(
+                "idempotency_key already used for refund {} of {} {}",
+                existing.refund_id, existing.amount_cents, payment.currency
+            )));
+        }
+        return match existing.status {
+            RefundStatus::Refunded => Ok(RefundDecision::Done(existing.clone())),
+            RefundStatus::Pending => Ok(RefundDecision::Resume(existing.clone())),
+            RefundStatus::Failed => Err(ServiceError::conflict(format!(
+                "refund {} failed: {}",
+                existing.refund_id,
+                existing
+                    .reason
+                    .as_deref()
+                    .unwrap_or("refused by the provider")
+            ))),
+        };
+    }
+    match payment.status {
+        PaymentStatus::Captured => {}
+        PaymentStatus::Declined => {
+            return Err(ServiceError::conflict(format!(
+                "payment {} was declined; there is nothing to refund",
+                payment.payment_id
+            )))
+        }
+        PaymentStatus::Pending => {
+            return Err(ServiceError::conflict(format!(
+                "payment {} is still pending; only a captured payment can be refunded",
+                payment.payment_id
+            )))
+        }
+    }
+    if payment.refunds.len() >= MAX_REFUNDS {
+        return Err(ServiceError::conflict(format!(
+            "payment {} already has {MAX_REFUNDS} refunds, the most it may have",
+            payment.payment_id
+        )));
+    }
+    let refundable = payment.refundable_cents();
+    if refundable <= 0 {
+        return Err(ServiceError::conflict(format!(
+            "payment {} is fully refunded",
+            payment.payment_id
+        )));
+    }
+    let amount = command.amount_cents.unwrap_or(refundable);
+    if amount > refundable {
+        return Err(ServiceError::conflict(format!(
+            "refund of {amount} exceeds the {refundable} {} still refundable on payment {}",
+            payment.currency, payment.payment_id
+        )));
+    }
+    let refund = Refund {
+        refund_id: command.refund_id.clone(),
+        amount_cents: amount,
+        status: RefundStatus::Pending,
+        reason: None,
+    };
+    let mut next = record.clone();
+    next.payment.refunds.push(refund.clone());
+    Ok(RefundDecision::Start(PaymentEvent::new(
+        EventKind::RefundStarted,
+        next,
+        Some(refund),
+    )))
+}
+
+/// Records the provider's answer to a pending refund (`Err` = refused, with
+/// the reason); nothing when the refund is no longer pending.
+pub fn decide_refund_outcome(
+    current: Option<&PaymentRecord>,
+    payment_id: &str,
+    refund_id: &str,
+    result: Result<(), String>,
+) -> Result<Option<PaymentEvent>, ServiceError> {
+    let record = current.ok_or_else(|| not_found(payment_id))?;
+    let mut next = record.clone();
+    let Some(refund) = next
+        .payment
+        .refunds
+        .iter_mut()
+        .find(|r| r.refund_id == refund_id && r.status == RefundStatus::Pending)
+    else {
+        return Ok(None);
+    };
+    let kind = match result {
+        Ok(()) => {
+            refund.status = RefundStatus::Refunded;
+            EventKind::Refunded
+        }
+        Err(reason) => {
+            refund.status = RefundStatus::Failed;
+            refund.reason = Some(reason);
+            EventKind::RefundFailed
+        }
+    };
+    let refund = refund.clone();
+    if refund.status == RefundStatus::Refunded {
+        next.payment.refunded_cents += refund.amount_cents;
+    }
+    Ok(Some(PaymentEvent::new(kind, next, Some(refund))))
+}
+
+/// The answer to a refund that the provider confirmed.
+pub fn refund_reply(payment: &Payment, refund: &Refund) -> RefundReply {
+    RefundReply {
+        payment_id: payment.payment_id.clone(),
+        refund_id: refund.refund_id.clone(),
+        amount_cents: refund.amount_cents,
+        refunded_cents: payment.refunded_cents,
+        status: if payment.refunded_cents >= payment.amount_cents {
+            RefundReplyStatus::Refunded
+        } else {
+            RefundReplyStatus::PartiallyRefunded
+        },
+        revision: payment.revision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: u64 = 30_000;
+
+    fn charge(key: &str, amount: i64) -> ChargeCommand {
+        validate_charge(&ChargePayment {
+            order_id: "o1".into(),
+            amount_cents: amount,
+            currency: "usd".into(),
+            payment_token: PaymentToken::new("tok_ok"),
+            idempotency_key: key.into(),
+        })
+        .unwrap()
+    }
+
+    fn claimed(key: &str, amount: i64) -> PaymentRecord {
+        let ChargeDecision::Claim(event) =
+            decide_charge(None, &charge(key, amount), "a", 1_000, LEASE).unwrap()
+        else {
+            panic!("a new charge claims")
+        };
+        event.record()
+    }
+
+    fn captured(amount: i64) -> PaymentRecord {
+        let record = claimed("k", amount);
+        decide_charge_outcome(Some(&record), "p", ChargeOutcome::Approved)
+            .unwrap()
+            .unwrap()
+            .record()
+    }
+
+    fn refund_cmd(record: &PaymentRecord, key: &str, amount: Option<i64>) -> RefundCommand {
+        validate_refund(&RefundPayment {
+            payment_id: record.payment.payment_id.clone(),
+            amount_cents: amount,
+            currency: None,
+            idempotency_key: key.into(),
+        })
+        .unwrap()
+    }
+
+    fn refunded(record: &PaymentRecord, key: &str, amount: Option<i64>) -> PaymentRecord {
+        let command = refund_cmd(record, key, amount);
+        let RefundDecision::Start(started) = decide_refund(Some(record), &command).unwrap() else {
+            panic!("a new refund starts")
+        };
+        let started = started.record();
+        decide_refund_outcome(
+            Some(&started),
+            &command.payment_id,
+            &command.refund_id,
+            Ok(()),
+        )
+        .unwrap()
+        .unwrap()
+        .record()
+    }
+
+    #[test]
+    fn ids_are_derived_from_keys() {
+        assert_eq!(payment_id_for("k1"), payment_id_for("k1"));
+        assert_ne!(payment_id_for("k1"), payment_id_for("k2"));
+        assert_eq!(payment_id_for("k1").len(), 32);
+        assert_ne!(refund_id_for("p1", "r"), refund_id_for("p2", "r"));
+        assert!(validate_id("payment_id", &payment_id_for("k1")).is_ok());
+    }
+
+    #[test]
+    fn get_names_one_payment() {
+        let by_key = GetPayment {
+            idempotency_key: Some("k1".into()),
+            ..Default::default()
+        };
+        assert_eq!(validate_get(&by_key).unwrap(), payment_id_for("k1"));
+        let by_id = GetPayment {
+            payment_id: Some("abc".into()),
+            ..Default::default()
+        };
+        assert_eq!(validate_get(&by_id).unwrap(), "abc");
+        for bad in [
+            GetPayment::default(),
+            GetPayment {
+                payment_id: Some("abc".into()),
+                idempotency_key: Some("k1".into()),
+                min_revision: None,
+            },
+            GetPayment {
+                payment_id: Some("a b".into()),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(validate_get(&bad).unwrap_err().code, 400);
+        }
+    }
+
+    #[test]
+    fn charge_validation() {
+        let base = ChargePayment {
+            order_id: "o1".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+            payment_token: PaymentToken::new("tok_ok"),
+            idempotency_key: "k".into(),
+        };
+        for (request, needle) in [
+            (
+                ChargePayment {
+                    amount_cents: 0,
+                    ..base.clone()
+                },
+                "amount_cents",
+            ),
+            (
+                ChargePayment {
+                    currency: "EURO".into(),
+                    ..base.clone()
+                },
+                "currency",
+            ),
+            (
+                ChargePayment {
+                    order_id: "a b".into(),
+                    ..base.clone()
+                },
+                "order_id",
+            ),
+            (
+                ChargePayment {
+                    idempotency_key: String::new(),
+                    ..base.clone()
+                },
+                "idempotency_key",
+            ),
+            (
+                ChargePayment {
+                    payment_token: PaymentToken::new("tok ok secret"),
+                    ..base.clone()
+                },
+                "payment_token",
+            ),
+        ] {
+            let err = validate_charge(&request).unwrap_err();
+            assert_eq!(err.code, 400);
+            assert!(err.message.contains(needle), "{}", err.message);
+            assert!(!err.message.contains("secret"));
+        }
+        assert_eq!(validate_charge(&base).unwrap().amount.currency, "EUR");
+    }
+
+    #[test]
+    fn first_charge_claims_and_retries_wait_then_take_over() {
+        let record = claimed("k", 500);
+        assert_eq!(record.payment.status, PaymentStatus::Pending);
+        assert_eq!((record.attempt.number, record.attempt.open), (1, true));
+        assert_eq!(
+            decide_charge(Some(&record), &charge("k", 500), "b", 2_000, LEASE).unwrap(),
+            ChargeDecision::Wait {
+                attempt: 1,
+                until_ms: 1_000 + LEASE
+            }
+        );
+        let ChargeDecision::Claim(takeover) =
+            decide_charge(Some(&record), &charge("k", 500), "b", 1_000 + LEASE, LEASE).unwrap()
+        else {
+            panic!("an expired lease is taken over")
+        };
+        assert_eq!(takeover.kind, EventKind::ChargeResumed);
+        assert_eq!(
+            (takeover.attempt.number, takeover.attempt.owner.as_str()),
+            (2, "b")
+        );
+    }
+
+    #[test]
+    fn same_key_other_charge_conflicts() {
+        let record = claimed("k", 500);
+        let err = decide_charge(Some(&record), &charge("k", 501), "b", 2_000, LEASE).unwrap_err();
+        assert_eq!(err.code, 409);
+        let mut other_order = charge("k", 500);
+        other_order.order_id = "o2".into();
+        assert_eq!(
+            decide_charge(Some(&record), &other_order, "b", 2_000, LEASE)
+                .unwrap_err()
+                .code,
+            409
+        );
+    }
+
+    #[test]
+    fn outcome_is_recorded_once() {
+        let record = claimed("k", 500);
+        let declined = decide_charge_outcome(
+            Some(&record),
+            "p",
+            ChargeOutcome::Declined(DeclineReason::InsufficientFunds),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(declined.kind, EventKind::Declined);
+        assert_eq!(
+            declined.payment.reason,
+            Some(DeclineReason::InsufficientFunds)
+        );
+        assert!(!declined.attempt.open);
+        let done = declined.record();
+        assert_eq!(
+            decide_charge_outcome(Some(&done), "p", ChargeOutcome::Approved).unwrap(),
+            None
+        );
+        assert_eq!(
+            decide_charge(Some(&done), &charge("k", 500), "b", 2_000, LEASE).unwrap(),
+            ChargeDecision::Done(done.payment.clone())
+        );
+        assert_eq!(
+            decide_charge_outcome(None, "p", ChargeOutcome::Approved)
+                .unwrap_err()
+                .code,
+            500
+        );
+    }
+
+    #[test]
+    fn an_unresolved_attempt_may_be_claimed_at_once() {
+        let record = claimed("k", 500);
+        assert_eq!(decide_charge_unresolved(Some(&record), 2, "timeout"), None);
+        let released = decide_charge_unresolved(Some(&record), 1, "timeout")
+            .unwrap()
+            .record();
+        assert!(!released.attempt.open);
+        assert!(matches!(
+            decide_charge(Some(&released), &charge("k", 500), "b", 1_001, LEASE).unwrap(),
+            ChargeDecision::Claim(PaymentEvent {
+                kind: EventKind::ChargeResumed,
+                ..
+            })
+        ));
+        assert_eq!(decide_charge_unresolved(Some(&released), 1, "again"), None);
+    }
+
+    #[test]
+    fn refunds_never_exceed_the_captured_amount() {
+        let payment = captured(1_000);
+        let partial = refunded(&payment, "r1", Some(300));
+        assert_eq!(partial.payment.refunded_cents, 300);
+        let reply = refund_reply(&partial.payment, &partial.payment.refunds[0]);
+        assert_eq!(reply.status, RefundReplyStatus::PartiallyRefunded);
+
+        let over = decide_refund(Some(&partial), &refund_cmd(&partial, "r2", Some(701)));
+        assert_eq!(over.unwrap_err().code, 409);
+
+        let full = refunded(&partial, "r2", None);
+        assert_eq!(full.payment.refunded_cents, 1_000);
+        let last = full
+            .payment
+            .refund(&refund_id_for(&full.payment.payment_id, "r2"));
+        assert_eq!(last.map(|r| r.amount_cents), Some(700));
+        let reply = refund_reply(&full.payment, last.unwrap());
+        assert_eq!(reply.status, RefundReplyStatus::Refunded);
+
+        let err = decide_refund(Some(&full), &refund_cmd(&full, "r3", None)).unwrap_err();
+        assert!(err.message.contains("fully refunded"), "{}", err.message);
+    }
+
+    #[test]
+    fn refunds_per_payment_are_bounded() {
+        let mut payment = captured(1_000);
+        for i in 0..MAX_REFUNDS {
+            payment = refunded(&payment, &format!("r{i}"), Some(1));
+        }
+        let err =
+            decide_refund(Some(&payment), &refund_cmd(&payment, "one-more", Some(1))).unwrap_err();
+        assert_eq!(err.code, 409);
+        assert!(err.message.contains("100 refunds"), "{}", err.message);
+    }
+
+    #[test]
+    fn refund_repeats_answer_the_same_and_other_amounts_conflict() {
+        let payment = refunded(&captured(1_000), "r1", Some(300));
+        assert!(matches!(
+            decide_refund(Some(&payment), &refund_cmd(&payment, "r1", Some(300))).unwrap(),
+            RefundDecision::Done(Refund {
+                amount_cents: 300,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decide_refund(Some(&payment), &refund_cmd(&payment, "r1", None)).unwrap(),
+            RefundDecision::Done(_)
+        ));
+        assert_eq!(
+            decide_refund(Some(&payment), &refund_cmd(&payment, "r1", Some(200)))
+                .unwrap_err()
+                .code,
+            409
+        );
+    }
+
+    #[test]
+    fn pending_refunds_hold_their_amount_and_failures_release_it() {
+        let payment = captured(1_000);
+        let command = refund_cmd(&payment, "r1", Some(600));
+        let RefundDecision::Start(started) = decide_refund(Some(&payment), &command).unwrap()
+        else {
+            panic!()
+        };
+        let started = started.record();
+        assert_eq!(started.payment.refundable_cents(), 400);
+        assert_eq!(
+            decide_refund(Some(&started), &refund_cmd(&started, "r2", Some(401)))
+                .unwrap_err()
+                .code,
+            409
+        );
+        assert!(matches!(
+            decide_refund(Some(&started), &command).unwrap(),
+            RefundDecision::Resume(_)
+        ));
+        let failed = decide_refund_outcome(
+            Some(&started),
+            &command.payment_id,
+            &command.refund_id,
+            Err("refused".into()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(failed.kind, EventKind::RefundFailed);
+        let failed = failed.record();
+        assert_eq!(failed.payment.refundable_cents(), 1_000);
+        assert_eq!(
+            decide_refund(Some(&failed), &command).unwrap_err().code,
+            409
+        );
+    }
+
+    #[test]
+    fn refunds_need_a_captured_payment_in_its_currency() {
+        let pending = claimed("k", 500);
+        assert_eq!(
+            decide_refund(Some(&pending), &refund_cmd(&pending, "r", None))
+                .unwrap_err()
+                .code,
+            409
+        );
+        let declined = decide_charge_outcome(
+            Some(&pending),
+            "p",
+            ChargeOutcome::Declined(DeclineReason::CardDeclined),
+        )
+        .unwrap()
+        .unwrap()
+        .record();
+        let err = decide_refund(Some(&declined), &refund_cmd(&declined, "r", None)).unwrap_err();
+        assert!(err.message.contains("declined"), "{}", err.message);
+        let payment = captured(500);
+        let mut euros = refund_cmd(&payment, "r", Some(100));
+        euros.currency = Some("EUR".into());
+        assert_eq!(decide_refund(Some(&payment), &euros).unwrap_err().code, 409);
+        assert_eq!(
+            decide_refund(None, &refund_cmd(&payment, "r", None))
+                .unwrap_err()
+                .code,
+            404
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Three instances on one queue group: shared work, and one capture however
+//! many instances a charge's retries reach.
+
+mod common;
+
+use std::{collections::HashSet, time::Duration};
+
+use common::{charge_request, served_by_instance, Cluster};
+use payment_service::domain::payment_id_for;
+use serde_json::json;
+
+#[tokio::test]
+async fn three_instances_share_charges_refunds_and_reads() {
+    let c = Cluster::start(3).await.unwrap();
+    for i in 0..24 {
+        let key = format!("shared-{i}");
+        let charged = c.charge(&key, "tok_ok", 1_000 + i).await;
+        assert!(charged.is_ok(), "{key}: {:?}", charged.error);
+        let payment_id = charged.body["payment_id"].as_str().unwrap();
+        // Whichever instance takes the refund knows the payment.
+        let refunded = c
+            .req(
+                "payment.refund",
+                json!({"payment_id": payment_id, "amount_cents": 100, "idempotency_key": "first"}),
+            )
+            .await;
+        assert!(refunded.is_ok(), "{key}: {:?}", refunded.error);
+        // Whichever takes the read sees the refund.
+        let read = c
+            .req(
+                "payment.get",
+                json!({"payment_id": payment_id, "min_revision": refunded.body["revision"]}),
+            )
+            .await;
+        assert_eq!(read.body["refunded_cents"], 100, "{key}: stale read");
+        assert_eq!(read.body["amount_cents"], 1_000 + i);
+    }
+    for (endpoint, total) in [("charge", 24), ("refund", 24), ("get", 24)] {
+        let served = served_by_instance(&c, endpoint).await;
+        assert_eq!(
+            served.iter().map(|(_, n)| n).sum::<u64>(),
+            total,
+            "{endpoint}: {served:?}"
+        );
+        assert!(
+            served.iter().filter(|(_, n)| *n > 0).count() >= 2,
+            "{endpoint} spread over instances: {served:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_retries_on_three_instances_capture_once() {
+    // A slower processor widens the window in which retries overlap the first attempt.
+    let c = Cluster::start_with_env(3, &[("LOCAL_PROVIDER_LATENCY_MS", "150")])
+        .await
+        .unwrap();
+    let secret_token = format!("tok_ok_{}", uuid::Uuid::new_v4().simple());
+    let key = "order-77-payment";
+    let payment_id = payment_id_for(key);
+    let request = charge_request(key, &secret_token, 12_345).to_string();
+
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (client, request) = (c.client.clone(), request.clone());
+            tokio::spawn(async move {
+                testkit::request_json(&client, "payment.charge", request)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut revisions = HashSet::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert!(reply.is_ok(), "{:?} {:?}", reply.error_code, reply.error);
+        assert_eq!(reply.body["status"], "captured");
+        assert_eq!(reply.body["payment_id"], payment_id.as_str());
+        assert_eq!(reply.body["amount_cents"], 12_345);
+        revisions.insert(reply.body["revision"].as_u64().unwrap());
+    }
+    assert_eq!(revisions.len(), 1, "one outcome: {revisions:?}");
+
+    let charges = served_by_instance(&c, "charge").await;
+    assert_eq!(charges.iter().map(|(_, n)| n).sum::<u64>(), 100);
+    assert!(
+        charges.iter().all(|(_, n)| *n > 0),
+        "every instance got retries: {charges:?}"
+    );
+
+    let assert_charged_once = |events: Vec<common::Event>| {
+        let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            ["payment.charge_started", "payment.captured"],
+            "one attempt, one capture"
+        );
+    };
+    assert_charged_once(c.events().await);
+    let ledger = c.ledger(&payment_id).await.unwrap();
+    assert_eq!(
+        ledger.requests, 1,
+        "only the instance holding the attempt asked the provider"
+    );
+    assert_eq!(c.ledger_len().await, 1, "the provider holds one charge");
+
+    let check_logs = |logs: Vec<String>| {
+        assert!(!logs.is_empty());
+        for line in logs {
+            assert!(
+                !line.contains(&secret_token) && !line.contains("tok_ok"),
+                "a log line carries the payment token: {line}"
+            );
+        }
+    };
+    check_logs(c.all_logs());
+    let waited = c
+        .all_logs()
+        .iter()
+        .filter(|l| l.contains("waiting for its outcome"))
+        .count();
+    assert!(
+        waited > 0,
+        "retries overlapped the attempt and waited for it"
+    );
+
+    // Every instance stops and starts again; the retry answers the same.
+    let mut c = c;
+    for instance in &mut c.instances {
+        instance.sigterm().unwrap();
+        let status = instance.wait_exit(Duration::from_secs(20)).await.unwrap();
+        assert!(status.success(), "{} exited {status}", instance.instance_id);
+    }
+    for instance in &mut c.instances {
+        instance.restart().await.unwrap();
+    }
+    let retried = testkit::request_json(&c.client, "payment.charge", request)
+        .await
+        .unwrap();
+    assert!(retried.is_ok(), "{:?}", retried.error);
+    assert_eq!(retried.body["status"], "captured");
+    assert_eq!(retried.body["payment_id"], payment_id.as_str());
+    assert_eq!(
+        retried.body["revision"].as_u64(),
+        revisions.into_iter().next()
+    );
+    assert_charged_once(c.events().await);
+    assert_eq!(c.ledger(&payment_id).await.unwrap().requests, 1);
+    check_logs(c.all_logs());
+}

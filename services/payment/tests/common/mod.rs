@@ -1,0 +1,225 @@
+//! Shared set-up for the payment service's tests: a real nats-server and real
+//! `payment-service` processes.
+
+#![allow(dead_code)]
+
+use std::{path::PathBuf, time::Duration};
+
+use async_nats::HeaderMap;
+use payment_service::local_provider::{ledger_key, LedgerCharge, LEDGER_BUCKET};
+use serde_json::{json, Value};
+use testkit::{NatsServer, Reply, ServiceProcess};
+
+pub fn payment_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_payment-service"))
+}
+
+/// One event read back from the `PAYMENT` stream.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub sequence: u64,
+    pub subject: String,
+    pub event_type: String,
+    pub body: Value,
+}
+
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub client: async_nats::Client,
+    pub instances: Vec<ServiceProcess>,
+    pub data: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A nats-server and `n` payment instances (`payment-1` ... `payment-n`).
+    pub async fn start(n: usize) -> anyhow::Result<Self> {
+        Self::start_with_env(n, &[]).await
+    }
+
+    pub async fn start_with_env(n: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let nats = NatsServer::start().await?;
+        let client = nats.client().await?;
+        let data = tempfile::tempdir()?;
+        let mut cluster = Self {
+            nats,
+            client,
+            instances: Vec::new(),
+            data,
+        };
+        for i in 1..=n {
+            cluster.add_instance(&format!("payment-{i}"), env).await?;
+        }
+        Ok(cluster)
+    }
+
+    pub async fn add_instance(&mut self, id: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let dir = self.data.path().join(id);
+        let mut all_env = vec![("RUST_LOG", "info,payment_service=debug")];
+        all_env.extend_from_slice(env);
+        let process =
+            ServiceProcess::start(&payment_bin(), &self.nats.url(), id, &dir, &all_env).await?;
+        self.instances.push(process);
+        Ok(())
+    }
+
+    pub async fn req(&self, subject: &str, payload: Value) -> Reply {
+        testkit::request_json(&self.client, subject, payload.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("{subject} failed: {e:#}"))
+    }
+
+    /// A request carrying the caller's timeout in `Shop-Timeout-Ms`.
+    pub async fn req_with_timeout(&self, subject: &str, payload: Value, timeout_ms: u64) -> Reply {
+        request_with_timeout(&self.client, subject, payload, timeout_ms).await
+    }
+
+    pub async fn charge(&self, key: &str, token: &str, amount_cents: i64) -> Reply {
+        self.req("payment.charge", charge_request(key, token, amount_cents))
+            .await
+    }
+
+    /// Stream sequence of the payment stream's last message.
+    pub async fn stream_last_sequence(&self) -> u64 {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let mut stream = js.get_stream("PAYMENT").await.expect("PAYMENT stream");
+        stream
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .last_sequence
+    }
+
+    /// Every event in the `PAYMENT` stream, in order.
+    pub async fn events(&self) -> Vec<Event> {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let stream = js.get_stream("PAYMENT").await.expect("PAYMENT stream");
+        let last = self.stream_last_sequence().await;
+        let mut events = Vec::new();
+        for sequence in 1..=last {
+            let message = stream
+                .get_raw_message(sequence)
+                .await
+                .unwrap_or_else(|e| panic!("event {sequence}: {e}"));
+            events.push(Event {
+                sequence,
+                subject: message.subject.to_string(),
+                event_type: message
+                    .headers
+                    .get("Shop-Event-Type")
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default(),
+                body: serde_json::from_slice(&message.payload).expect("event JSON"),
+            });
+        }
+        events
+    }
+
+    /// Events of one payment with the given type header.
+    pub async fn events_of(&self, payment_id: &str, event_type: &str) -> Vec<Event> {
+        let subject = format!("events.payment.{payment_id}");
+        self.events()
+            .await
+            .into_iter()
+            .filter(|e| e.subject == subject && e.event_type == event_type)
+            .collect()
+    }
+
+    async fn ledger_bucket(&self) -> async_nats::jetstream::kv::Store {
+        async_nats::jetstream::new(self.client.clone())
+            .get_key_value(LEDGER_BUCKET)
+            .await
+            .expect("provider ledger bucket")
+    }
+
+    /// The provider's ledger entry for a payment's charge.
+    pub async fn ledger(&self, payment_id: &str) -> Option<LedgerCharge> {
+        self.ledger_bucket()
+            .await
+            .get(ledger_key(payment_id))
+            .await
+            .expect("reading ledger")
+            .map(|v| serde_json::from_slice(&v).expect("ledger JSON"))
+    }
+
+    /// How many charges the provider's ledger holds.
+    pub async fn ledger_len(&self) -> usize {
+        use futures::StreamExt;
+        let keys = self.ledger_bucket().await.keys().await;
+        match keys {
+            Ok(keys) => keys.count().await,
+            Err(e) => panic!("listing ledger keys: {e}"),
+        }
+    }
+
+    /// Every log line of every running instance.
+    pub fn all_logs(&self) -> Vec<String> {
+        self.instances.iter().flat_map(|i| i.logs()).collect()
+    }
+}
+
+pub fn charge_request(key: &str, token: &str, amount_cents: i64) -> Value {
+    json!({
+        "order_id": format!("order-{}", key.replace(|c: char| !c.is_ascii_alphanumeric(), "-")),
+        "amount_cents": amount_cents,
+        "currency": "USD",
+        "payment_token": token,
+        "idempotency_key": key,
+    })
+}
+
+pub async fn request_with_timeout(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: Value,
+    timeout_ms: u64,
+) -> Reply {
+    let mut headers = HeaderMap::new();
+    headers.insert("Shop-Timeout-Ms", timeout_ms.to_string().as_str());
+    let message = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.request_with_headers(subject.to_string(), headers, payload.to_string().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{subject} timed out"))
+    .unwrap_or_else(|e| panic!("{subject} failed: {e}"));
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
+    Reply {
+        error_code: header("Nats-Service-Error-Code").and_then(|c| c.parse().ok()),
+        error: header("Nats-Service-Error"),
+        body: serde_json::from_slice(&message.payload).unwrap_or(Value::Null),
+        raw: message.payload.clone(),
+        headers: message.headers,
+    }
+}
+
+/// `$SRV.STATS` request counts of one endpoint, per instance.
+pub async fn served_by_instance(c: &Cluster, endpoint: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for instance in &c.instances {
+        let reply = c
+            .client
+            .request(
+                format!("$SRV.STATS.payment.{}", instance.instance_id),
+                "".into(),
+            )
+            .await
+            .unwrap();
+        let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
+        let n = stats["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == endpoint)
+            .map(|e| e["num_requests"].as_u64().unwrap())
+            .unwrap();
+        out.push((instance.instance_id.clone(), n));
+    }
+    out
+}
