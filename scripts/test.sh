@@ -26,5 +26,8 @@ if [[ ${SKIP_LINT:-0} != 1 ]]; then
   fi
 fi
 
+# Tests that run several services start the other crates' binaries: build them all first.
+echo "test: cargo build --workspace --bins"
+cargo build --workspace --bins --locked
 echo "test: cargo test (NATS_SERVER_BIN=$NATS_SERVER_BIN)"
 cargo test --workspace --locked "$@"

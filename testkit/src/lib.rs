@@ -10,7 +10,7 @@ pub mod service;
 
 pub use nats_server::NatsServer;
 pub use reply::{request_json, Reply};
-pub use service::ServiceProcess;
+pub use service::{workspace_bin, ServiceProcess};
 
 /// The workspace root (where `.tools/` lives).
 pub fn workspace_root() -> std::path::PathBuf {

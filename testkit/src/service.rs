@@ -213,3 +213,23 @@ pub async fn wait_for_line(
     .await
     .with_context(|| format!("no log line containing {needle:?} within {timeout:?}"))?
 }
+
+/// The binary `name` of another workspace crate (for tests that run several
+/// services). `scripts/test.sh` builds every binary before the tests run; when
+/// running one crate's tests alone, `cargo build --workspace --bins` first.
+pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary is not under target/<profile>/deps")?;
+    let bin = dir.join(name);
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run `cargo build --workspace --bins` (scripts/test.sh does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}

@@ -1,0 +1,541 @@
+//! Orders and the rules of the order-placement saga, as plain functions.
+//!
+//! ```text
+//! pending ──reserve all lines──▶ stock_reserved ──charge──▶ paid ──▶ confirmed
+//!    │                                │                      │           │
+//!    └──────────────┬─────────────────┴──────────────────────┘           │ (user)
+//!                   ▼                                                    ▼
+//!              cancelling(reason) ── refund what was captured, release ──▶ cancelled(reason)
+//! ```
+//!
+//! Status only moves forward along these arrows. Every step's outcome is an event
+//! on the order's stream subject before the next step starts.
+
+use serde::{Deserialize, Serialize};
+use shop_nats::ServiceError;
+
+pub const MAX_LINES: usize = 50;
+pub const MAX_QUANTITY: i64 = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    StockReserved,
+    Paid,
+    Confirmed,
+    /// Compensating: refunding and releasing before `cancelled`.
+    Cancelling,
+    Cancelled,
+}
+
+impl Status {
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Confirmed | Status::Cancelled)
+    }
+}
+
+/// Why an order was cancelled.
+pub mod reason {
+    pub const OUT_OF_STOCK: &str = "out_of_stock";
+    pub const PRODUCT_UNAVAILABLE: &str = "product_unavailable";
+    pub const PAYMENT_DECLINED: &str = "payment_declined";
+    pub const PAYMENT_FAILED: &str = "payment_failed";
+    pub const CANCELLED_BY_USER: &str = "cancelled_by_user";
+    pub const TIMED_OUT: &str = "timed_out";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub product_id: String,
+    pub quantity: i64,
+    /// Unit price fixed at creation, in minor units of the order's currency.
+    pub price_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub user_id: String,
+    pub items: Vec<Line>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub status: Status,
+    /// Set when cancelling or cancelled.
+    pub reason: Option<String>,
+    /// Set once the charge is captured.
+    pub payment_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// Stream sequence of the order's last change.
+    pub revision: u64,
+}
+
+impl Order {
+    /// The reservation id of line `index`: stable, so reserving and releasing
+    /// again is idempotent in the product service.
+    pub fn reservation_id(&self, index: usize) -> String {
+        format!("order-{}:line-{index}", self.id)
+    }
+
+    /// The payment idempotency key: one charge per order, whatever retries.
+    pub fn charge_key(&self) -> String {
+        format!("order-{}:charge", self.id)
+    }
+
+    pub fn refund_key(&self) -> String {
+        format!("order-{}:refund", self.id)
+    }
+}
+
+// ---- requests ---------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLine {
+    pub product_id: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    pub user_id: String,
+    pub items: Vec<CreateLine>,
+    /// Passed to the payment service; never stored in events or logged.
+    pub payment_token: String,
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetOrder {
+    pub id: String,
+    #[serde(default)]
+    pub min_revision: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListOrders {
+    pub user_id: String,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelOrder {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    pub next_cursor: Option<String>,
+}
+
+// ---- events -----------------------------------------------------------------
+
+/// A change of one order; carries the order as it is after the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub order: Order,
+}
+
+pub fn event_type(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "order.created",
+        Status::StockReserved => "order.stock_reserved",
+        Status::Paid => "order.paid",
+        Status::Confirmed => "order.confirmed",
+        Status::Cancelling => "order.cancelling",
+        Status::Cancelled => "order.cancelled",
+    }
+}
+
+// ---- validation -------------------------------------------------------------
+
+pub fn validate_id(field: &str, id: &str) -> Result<(), ServiceError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ServiceError::bad_request(format!(
+            "{field} must be 1-64 characters of letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a create request before any other service is asked anything.
+pub fn validate_create(request: &CreateOrder) -> Result<(), ServiceError> {
+    validate_id("user_id", &request.user_id)?;
+    if request.items.is_empty() || request.items.len() > MAX_LINES {
+        return Err(ServiceError::bad_request(format!(
+            "items must have 1 to {MAX_LINES} lines"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for line in &request.items {
+        validate_id("product_id", &line.product_id)?;
+        if !seen.insert(&line.product_id) {
+            return Err(ServiceError::bad_request(format!(
+                "product {} appears on two lines; use one line with the total quantity",
+                line.product_id
+            )));
+        }
+        if line.quantity <= 0 || line.quantity > MAX_QUANTITY {
+            return Err(ServiceError::bad_request(format!(
+                "quantity must be from 1 to {MAX_QUANTITY}, got {}",
+                line.quantity
+            )));
+        }
+    }
+    if request.payment_token.is_empty() || request.payment_token.len() > 200 {
+        return Err(ServiceError::bad_request(
+            "payment_token must be 1-200 characters",
+        ));
+    }
+    if request.idempotency_key.is_empty() || request.idempotency_key.len() > 200 {
+        return Err(ServiceError::bad_request(
+            "idempotency_key must be 1-200 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A product as the order needs it: its price and currency at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PricedProduct {
+    pub id: String,
+    pub price_cents: i64,
+    pub currency: String,
+}
+
+/// Builds the pending order from the request and the products' current prices.
+pub fn price_order(
+    id: String,
+    request: &CreateOrder,
+    products: &[PricedProduct],
+    now_ms: u64,
+) -> Result<Order, ServiceError> {
+    let mut items = Vec::with_capacity(request.items.len());
+    let mut total: i64 = 0;
+    let mut currency: Option<&str> = None;
+    for line in &request.items {
+        let product = products
+            .iter()
+            .find(|p| p.id == line.product_id)
+            .ok_or_else(|| {
+                ServiceError::bad_request(format!("product {} does not exist", line.product_id))
+            })?;
+        match currency {
+            None => currency = Some(&product.currency),
+            Some(c) if c != product.currency => {
+                return Err(ServiceError::bad_request(format!(
+                    "all lines of an order must share one currency: {} is in {}, not {c}",
+                    product.id, product.currency
+                )))
+            }
+            Some(_) => {}
+        }
+        let line_total = product
+            .price_cents
+            .checked_mul(line.quantity)
+            .ok_or_else(|| ServiceError::bad_request("order total too large"))?;
+        total = total
+            .checked_add(line_total)
+            .ok_or_else(|| ServiceError::bad_request("order total too large"))?;
+        items.push(Line {
+            product_id: line.product_id.clone(),
+            quantity: line.quantity,
+            price_cents: product.price_cents,
+        });
+    }
+    Ok(Order {
+        id,
+        user_id: request.user_id.clone(),
+        items,
+        total_cents: total,
+        currency: currency.unwrap_or_default().to_string(),
+        status: Status::Pending,
+        reason: None,
+        payment_id: None,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        revision: 0,
+    })
+}
+
+// ---- the state machine ----------------------------------------------------------
+
+/// Is `from → to` one of the arrows of the diagram above?
+pub fn can_move(from: Status, to: Status) -> bool {
+    use Status::*;
+    matches!(
+        (from, to),
+        (Pending, StockReserved)
+            | (StockReserved, Paid)
+            | (Paid, Confirmed)
+            | (Pending | StockReserved | Paid | Confirmed, Cancelling)
+            | (Cancelling, Cancelled)
+    )
+}
+
+/// The order after moving to `to`, or a 409 when the state machine forbids it.
+pub fn advance(order: &Order, to: Status, now_ms: u64) -> Result<Order, ServiceError> {
+    if !can_move(order.status, to) {
+        return Err(ServiceError::conflict(format!(
+            "order {} is {:?}; it cannot become {:?}",
+            order.id, order.status, to
+        )));
+    }
+    let mut next = order.clone();
+    next.status = to;
+    next.updated_at_ms = now_ms;
+    Ok(next)
+}
+
+/// Starts compensation with `reason` (keeps the first reason if already cancelling).
+pub fn start_cancelling(order: &Order, reason: &str, now_ms: u64) -> Result<Order, ServiceError> {
+    let mut next = advance(order, Status::Cancelling, now_ms)?;
+    next.reason = Some(reason.to_string());
+    Ok(next)
+}
+
+/// What a user's cancel request does: confirmed (or in-flight) orders are
+/// compensated; a cancelled one stays cancelled (idempotent).
+pub fn decide_cancel(order: &Order, now_ms: u64) -> Result<Option<Order>, ServiceError> {
+    match order.status {
+        Status::Cancelling | Status::Cancelled => Ok(None),
+        _ => start_cancelling(order, reason::CANCELLED_BY_USER, now_ms).map(Some),
+    }
+}
+
+/// The saga's next step for an order in `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    ReserveStock,
+    Charge,
+    Confirm,
+    /// Refund (when a payment was captured) and release every line, then `cancelled`.
+    Compensate,
+    Done,
+}
+
+pub fn next_step(order: &Order) -> Step {
+    match order.status {
+        Status::Pending => Step::ReserveStock,
+        Status::StockReserved => Step::Charge,
+        Status::Paid => Step::Confirm,
+        Status::Cancelling => Step::Compensate,
+        Status::Confirmed | Status::Cancelled => Step::Done,
+    }
+}
+
+/// Whether a non-final order has been stuck past its deadline.
+pub fn is_overdue(order: &Order, now_ms: u64, deadline_ms: u64) -> bool {
+    !order.status.is_final()
+        && order.status != Status::Cancelling
+        && now_ms.saturating_sub(order.created_at_ms) > deadline_ms
+}
+
+pub fn page_limit(limit: Option<u32>) -> Result<usize, ServiceError> {
+    match limit {
+        None => Ok(20),
+        Some(l) if (1..=100).contains(&l) => Ok(l as usize),
+        Some(l) => Err(ServiceError::bad_request(format!(
+            "limit must be from 1 to 100, got {l}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(lines: &[(&str, i64)]) -> CreateOrder {
+        CreateOrder {
+            user_id: "u1".into(),
+            items: lines
+                .iter()
+                .map(|(p, q)| CreateLine {
+                    product_id: p.to_string(),
+                    quantity: *q,
+                })
+                .collect(),
+            payment_token: "tok_ok".into(),
+            idempotency_key: "k1".into(),
+        }
+    }
+
+    fn product(id: &str, price: i64, currency: &str) -> PricedProduct {
+        PricedProduct {
+            id: id.into(),
+            price_cents: price,
+            currency: currency.into(),
+        }
+    }
+
+    fn order(status: Status) -> Order {
+        let mut o = price_order(
+            "o1".into(),
+            &request(&[("a", 2)]),
+            &[product("a", 500, "USD")],
+            1_000,
+        )
+        .unwrap();
+        o.status = status;
+        o
+    }
+
+    #[test]
+    fn prices_are_fixed_and_totals_exact() {
+        let o = price_order(
+            "o1".into(),
+            &request(&[("a", 2), ("b", 3)]),
+            &[product("a", 500, "USD"), product("b", 199, "USD")],
+            7,
+        )
+        .unwrap();
+        assert_eq!(o.total_cents, 2 * 500 + 3 * 199);
+        assert_eq!(o.currency, "USD");
+        assert_eq!(o.status, Status::Pending);
+        assert_eq!(o.items[1].price_cents, 199);
+    }
+
+    #[test]
+    fn one_currency_per_order() {
+        let err = price_order(
+            "o1".into(),
+            &request(&[("a", 1), ("b", 1)]),
+            &[product("a", 1, "USD"), product("b", 1, "EUR")],
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(err.message.contains("one currency"));
+    }
+
+    #[test]
+    fn create_validation() {
+        assert!(validate_create(&request(&[("a", 1)])).is_ok());
+        for (req, needle) in [
+            (request(&[]), "items"),
+            (request(&[("a", 0)]), "quantity"),
+            (request(&[("a", -1)]), "quantity"),
+            (request(&[("a", 1), ("a", 2)]), "two lines"),
+            (request(&[("bad id", 1)]), "product_id"),
+            (
+                CreateOrder {
+                    payment_token: String::new(),
+                    ..request(&[("a", 1)])
+                },
+                "payment_token",
+            ),
+            (
+                CreateOrder {
+                    user_id: "x.y".into(),
+                    ..request(&[("a", 1)])
+                },
+                "user_id",
+            ),
+        ] {
+            let err = validate_create(&req).unwrap_err();
+            assert_eq!(err.code, 400);
+            assert!(
+                err.message.contains(needle),
+                "{} lacks {needle}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn status_only_moves_forward() {
+        use Status::*;
+        let all = [
+            Pending,
+            StockReserved,
+            Paid,
+            Confirmed,
+            Cancelling,
+            Cancelled,
+        ];
+        let allowed = [
+            (Pending, StockReserved),
+            (StockReserved, Paid),
+            (Paid, Confirmed),
+            (Pending, Cancelling),
+            (StockReserved, Cancelling),
+            (Paid, Cancelling),
+            (Confirmed, Cancelling),
+            (Cancelling, Cancelled),
+        ];
+        for from in all {
+            for to in all {
+                assert_eq!(
+                    can_move(from, to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+        assert_eq!(advance(&order(Confirmed), Paid, 0).unwrap_err().code, 409);
+        assert_eq!(
+            advance(&order(Cancelled), Cancelling, 0).unwrap_err().code,
+            409
+        );
+    }
+
+    #[test]
+    fn steps_follow_status() {
+        assert_eq!(next_step(&order(Status::Pending)), Step::ReserveStock);
+        assert_eq!(next_step(&order(Status::StockReserved)), Step::Charge);
+        assert_eq!(next_step(&order(Status::Paid)), Step::Confirm);
+        assert_eq!(next_step(&order(Status::Cancelling)), Step::Compensate);
+        assert_eq!(next_step(&order(Status::Confirmed)), Step::Done);
+        assert_eq!(next_step(&order(Status::Cancelled)), Step::Done);
+    }
+
+    #[test]
+    fn cancel_is_idempotent_and_keeps_reason() {
+        let cancelling = decide_cancel(&order(Status::Confirmed), 5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelling.status, Status::Cancelling);
+        assert_eq!(
+            cancelling.reason.as_deref(),
+            Some(reason::CANCELLED_BY_USER)
+        );
+        assert_eq!(decide_cancel(&cancelling, 6).unwrap(), None);
+        assert_eq!(decide_cancel(&order(Status::Cancelled), 6).unwrap(), None);
+    }
+
+    #[test]
+    fn overdue_orders() {
+        let o = order(Status::StockReserved);
+        assert!(!is_overdue(&o, 1_000 + 500, 1_000));
+        assert!(is_overdue(&o, 1_000 + 1_001, 1_000));
+        assert!(!is_overdue(&order(Status::Confirmed), u64::MAX, 1_000));
+        assert!(
+            !is_overdue(&order(Status::Cancelling), u64::MAX, 1_000),
+            "already compensating"
+        );
+    }
+
+    #[test]
+    fn derived_keys_are_stable() {
+        let o = order(Status::Pending);
+        assert_eq!(o.reservation_id(1), "order-o1:line-1");
+        assert_eq!(o.charge_key(), "order-o1:charge");
+    }
+}
