@@ -10,6 +10,7 @@
 mod echo;
 mod load;
 mod nats;
+mod order;
 mod report;
 mod seed;
 
@@ -42,6 +43,31 @@ enum Command {
     WaitFor(WaitArgs),
     /// Aggregate `load --json-out` result files into a markdown table.
     Compare(CompareArgs),
+    /// Orders at a fixed rate (open loop), timed from intended send to `order.confirmed`.
+    OrderPlace(OrderPlaceArgs),
+}
+
+#[derive(Debug, Args)]
+struct OrderPlaceArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Orders per second to send.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Product ids to order (one line each, round robin).
+    #[arg(long, value_delimiter = ',', required = true)]
+    products: Vec<String>,
+    #[arg(long, default_value = "bench-user")]
+    user_id: String,
+    /// How long to wait for the last orders to settle.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    settle_timeout: Duration,
+    #[arg(long, default_value = "order-place")]
+    label: String,
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +173,9 @@ struct WaitArgs {
     /// Give up after this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     deadline: Duration,
+    /// Print the reply's payload.
+    #[arg(long)]
+    print: bool,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +218,23 @@ fn parse_duration(s: &str) -> Result<Duration> {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::OrderPlace(a) => {
+            let summary = order::run(&order::OrderPlaceConfig {
+                url: a.nats.nats_url.clone(),
+                rate: a.rate,
+                duration: a.duration,
+                products: a.products.clone(),
+                user_id: a.user_id.clone(),
+                settle_timeout: a.settle_timeout,
+                label: a.label.clone(),
+            })
+            .await?;
+            println!("{}", summary.one_line());
+            if let Some(path) = &a.json_out {
+                summary.save(path)?;
+            }
+            Ok(())
+        }
         Command::EchoServer(a) => {
             echo::run(&a.nats.nats_url, &a.subject, &a.queue, a.reply_bytes).await
         }
@@ -231,7 +277,14 @@ async fn main() -> Result<()> {
             .await
         }
         Command::WaitFor(a) => {
-            nats::wait_for(&a.nats.nats_url, &a.subject, &a.payload, a.deadline).await
+            nats::wait_for(
+                &a.nats.nats_url,
+                &a.subject,
+                &a.payload,
+                a.deadline,
+                a.print,
+            )
+            .await
         }
         Command::Compare(a) => {
             let results = a

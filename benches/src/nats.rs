@@ -45,7 +45,14 @@ pub fn request_error_kind(kind: RequestErrorKind) -> &'static str {
 
 /// Repeatedly connects and sends `payload` to `subject` until any reply arrives
 /// (an error reply also proves the responder is up) or `deadline` elapses.
-pub async fn wait_for(url: &str, subject: &str, payload: &str, deadline: Duration) -> Result<()> {
+/// With `print`, the reply's payload goes to stdout.
+pub async fn wait_for(
+    url: &str,
+    subject: &str,
+    payload: &str,
+    deadline: Duration,
+    print: bool,
+) -> Result<()> {
     const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
     const BACKOFF: Duration = Duration::from_millis(100);
     let start = Instant::now();
@@ -70,6 +77,9 @@ pub async fn wait_for(url: &str, subject: &str, payload: &str, deadline: Duratio
         match c.request(subject.to_owned(), payload.clone()).await {
             Ok(reply) => {
                 report_probe_reply(subject, &reply, start.elapsed());
+                if print {
+                    println!("{}", String::from_utf8_lossy(&reply.payload));
+                }
                 return Ok(());
             }
             Err(e) => {
