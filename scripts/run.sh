@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start the whole system: a local nats-server (unless NATS_URL is reachable),
-# REPLICAS product-service instances, and the demo catalog. Ctrl-C stops everything.
+# REPLICAS instances of every service, the demo catalog and admin. Ctrl-C stops everything.
 # Env: NATS_URL (default nats://127.0.0.1:4222), REPLICAS (default 2),
-#      NATS_HTTP_PORT (monitoring port of a started server, default 8222), RUST_LOG.
+#      NATS_HTTP_PORT (monitoring port of a started server, default 8222), RUST_LOG,
+#      ADMIN_EMAIL / ADMIN_PASSWORD (the demo admin account the user service creates).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,7 +14,11 @@ REPLICAS=${REPLICAS:-2}
 NATS_HTTP_PORT=${NATS_HTTP_PORT:-8222}
 RUN_DIR="$ROOT/.run"
 LOG_DIR="$RUN_DIR/logs"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/product-service"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+BIN="$TARGET/product-service"
+# The demo's admin account (created by the user service at start); override for anything real.
+ADMIN_EMAIL=${ADMIN_EMAIL:-admin@shop.example}
+ADMIN_PASSWORD=${ADMIN_PASSWORD:-change-me-admin-password}
 CATALOG="$ROOT/services/product/demo/catalog.json"
 export NATS_URL
 
@@ -92,8 +97,9 @@ reachable() {
 
 # shellcheck source=scripts/setup.sh
 source "$ROOT/scripts/setup.sh"
-echo "run: building product-service (release)"
-cargo build --release --locked -p product-service -p shop-cli
+echo "run: building the services (release)"
+cargo build --release --locked -p product-service -p user-service -p payment-service -p notification-service \
+  -p order-service -p shop-cli
 mkdir -p "$LOG_DIR" "$RUN_DIR/nats" "$RUN_DIR/data"
 
 nats_host_port
@@ -124,22 +130,31 @@ else
   done
 fi
 
-for ((i = 1; i <= REPLICAS; i++)); do
-  mkdir -p "$RUN_DIR/data/product-$i"
-  spawn env NATS_URL="$NATS_URL" INSTANCE_ID="product-$i" DATA_DIR="$RUN_DIR/data/product-$i" \
-    ADMIN_ADDR="127.0.0.1:$((9100 + i))" LOG_FORMAT=pretty \
-    "$BIN" >"$LOG_DIR/product-$i.log" 2>&1
-  SERVICE_PIDS+=("$!")
-  echo "run: started product-$i (pid $!, admin 127.0.0.1:$((9100 + i)), log .run/logs/product-$i.log)"
+# Every service, REPLICAS instances each; instance i of the k-th service (k from 0)
+# serves admin HTTP on port 9101 + 10*k + i - 1 (product 9101.., user 9111.., ...).
+SERVICES=(product user payment notification order)
+SERVICE_NAMES=()
+for k in "${!SERVICES[@]}"; do
+  service=${SERVICES[k]}
+  for ((i = 1; i <= REPLICAS; i++)); do
+    port=$((9101 + 10 * k + i - 1))
+    mkdir -p "$RUN_DIR/data/$service-$i"
+    spawn env NATS_URL="$NATS_URL" INSTANCE_ID="$service-$i" DATA_DIR="$RUN_DIR/data/$service-$i" \
+      ADMIN_ADDR="127.0.0.1:$port" LOG_FORMAT=pretty ADMIN_EMAIL="$ADMIN_EMAIL" ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+      "$TARGET/$service-service" >"$LOG_DIR/$service-$i.log" 2>&1
+    SERVICE_PIDS+=("$!")
+    SERVICE_NAMES+=("$service-$i")
+    echo "run: started $service-$i (pid $!, admin 127.0.0.1:$port, log .run/logs/$service-$i.log)"
+  done
 done
 
 # Fail early if an instance dies at start; otherwise seed, retrying while they come up.
 check_services() {
-  local i
-  for ((i = 1; i <= REPLICAS; i++)); do
-    if ! kill -0 "${SERVICE_PIDS[i - 1]}" 2>/dev/null; then
-      echo "run: product-$i exited at start; last lines of .run/logs/product-$i.log:" >&2
-      tail -n 20 "$LOG_DIR/product-$i.log" >&2
+  local j
+  for j in "${!SERVICE_PIDS[@]}"; do
+    if ! kill -0 "${SERVICE_PIDS[j]}" 2>/dev/null; then
+      echo "run: ${SERVICE_NAMES[j]} exited at start; last lines of .run/logs/${SERVICE_NAMES[j]}.log:" >&2
+      tail -n 20 "$LOG_DIR/${SERVICE_NAMES[j]}.log" >&2
       exit 1
     fi
   done
@@ -163,15 +178,18 @@ fi
 
 cat <<MSG
 
-The system is running ($REPLICAS product-service instance(s), NATS at $NATS_URL).
+The system is running ($REPLICAS instance(s) each of product, user, payment, notification
+and order; NATS at $NATS_URL). Admin account: $ADMIN_EMAIL (ADMIN_EMAIL / ADMIN_PASSWORD).
   Admin:    curl http://127.0.0.1:9101/health    curl http://127.0.0.1:9101/ready
-            curl http://127.0.0.1:9101/metrics   (instance i listens on port 9100+i)
+            curl http://127.0.0.1:9101/metrics   (ports: product 9101.., user 9111.., payment 9121..,
+                                                  notification 9131.., order 9141..)
   Status:   target/release/shop status
   Requests: target/release/shop req product.get '{"id":"sku-keyboard"}'
             target/release/shop req product.list '{"limit":5}'
+            target/release/shop req user.login '{"email":"$ADMIN_EMAIL","password":"$ADMIN_PASSWORD"}'
   With the nats CLI (https://github.com/nats-io/natscli), if you have it:
             nats req product.get '{"id":"sku-keyboard"}'    nats micro ls
-  Logs:     $LOG_DIR/  (nats-server.log, product-<i>.log, seed.log)
+  Logs:     $LOG_DIR/  (nats-server.log, <service>-<i>.log, seed.log)
 Press Ctrl-C to stop everything.
 MSG
 
