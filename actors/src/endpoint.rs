@@ -271,6 +271,53 @@ impl Dispatcher {
     }
 }
 
+/// Messages the server may still route here after the drain starts.
+const DRAIN_SLACK: u64 = 256;
+/// A quiet gap this long means no request is in flight to this subscription.
+const DRAIN_IDLE: Duration = Duration::from_millis(100);
+/// Longest a drain waits for the server to reach the slack.
+const DRAIN_CAP: Duration = Duration::from_secs(2);
+
+/// Leaves the queue group without losing a request the server already routed here.
+///
+/// async-nats 0.51's `Subscriber::drain` forgets the subscription as soon as the
+/// UNSUB is written, so requests the server routed here before it processed the
+/// UNSUB are dropped (nats.rs issue #1325). Instead: `UNSUB <sid> <n>` with n =
+/// received + slack makes the server stop after exactly n deliveries and the client
+/// keep the subscription until it has received those n, so the stream ends with
+/// nothing in flight. When traffic stops before n, an idle gap means nothing is in
+/// flight and a plain unsubscribe is safe. Only at very low rates (slack not
+/// reached within the cap, yet no idle gap) does a tiny race remain.
+async fn drain_subscription(
+    subscriber: &mut async_nats::Subscriber,
+    received: u64,
+    dispatcher: &Dispatcher,
+) {
+    if let Err(e) = subscriber.unsubscribe_after(received + DRAIN_SLACK).await {
+        tracing::warn!(error = %e, "unsubscribing");
+    }
+    let cap = tokio::time::sleep(DRAIN_CAP);
+    tokio::pin!(cap);
+    loop {
+        tokio::select! {
+            message = tokio::time::timeout(DRAIN_IDLE, subscriber.next()) => match message {
+                Ok(Some(message)) => dispatcher.dispatch(message).await,
+                // The server delivered its last message to this subscription.
+                Ok(None) => return,
+                Err(_) => break,
+            },
+            _ = &mut cap => break,
+        }
+    }
+    if let Err(e) = subscriber.unsubscribe().await {
+        tracing::warn!(error = %e, "unsubscribing");
+    }
+    // The receiver is closed; what was already delivered is still readable.
+    while let Some(message) = subscriber.next().await {
+        dispatcher.dispatch(message).await;
+    }
+}
+
 /// The text of a caught panic.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -337,34 +384,21 @@ impl Actor for EndpointActor {
         let dispatcher = state.args.dispatcher.clone();
         let drain = state.args.drain.clone();
         let serve = async move {
+            let mut received: u64 = 0;
             loop {
                 tokio::select! {
                     biased;
                     _ = drain.cancelled() => break,
                     message = subscriber.next() => match message {
-                        Some(message) => dispatcher.dispatch(message).await,
+                        Some(message) => {
+                            received += 1;
+                            dispatcher.dispatch(message).await;
+                        }
                         None => return Err("subscription closed unexpectedly".to_string()),
                     },
                 }
             }
-            // Unsubscribe, then answer what the server had already routed here.
-            if let Err(e) = subscriber.drain().await {
-                tracing::warn!(error = %e, "draining subscription");
-            }
-            let deadline = tokio::time::sleep(Duration::from_secs(5));
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    message = subscriber.next() => match message {
-                        Some(message) => dispatcher.dispatch(message).await,
-                        None => break,
-                    },
-                    _ = &mut deadline => {
-                        tracing::warn!("subscription drain did not complete in 5 s");
-                        break;
-                    }
-                }
-            }
+            drain_subscription(&mut subscriber, received, &dispatcher).await;
             Ok(())
         };
         state.args.tracker.track_future(serve).await?;
