@@ -30,4 +30,4 @@ fi
 echo "test: cargo build --workspace --bins"
 cargo build --workspace --bins --locked
 echo "test: cargo test (NATS_SERVER_BIN=$NATS_SERVER_BIN)"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
