@@ -15,6 +15,7 @@ pub mod connect;
 pub mod discovery;
 pub mod error;
 pub mod jetstream;
+pub mod subject;
 pub mod trace;
 
 pub use async_nats;

@@ -161,19 +161,8 @@ pub fn event_type(status: Status) -> &'static str {
 
 // ---- validation -------------------------------------------------------------
 
-pub fn validate_id(field: &str, id: &str) -> Result<(), ServiceError> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ServiceError::bad_request(format!(
-            "{field} must be 1-64 characters of letters, digits, '-' or '_'"
-        )));
-    }
-    Ok(())
-}
+/// Ids become subject tokens and store keys.
+pub use shop_nats::subject::validate_token as validate_id;
 
 /// Checks a create request before any other service is asked anything.
 pub fn validate_create(request: &CreateOrder) -> Result<(), ServiceError> {

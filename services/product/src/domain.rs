@@ -212,20 +212,8 @@ pub enum Decision {
 
 // ---- validation -------------------------------------------------------------
 
-/// Ids become subject tokens and store keys: 1-64 of `A-Z a-z 0-9 - _`.
-pub fn validate_id(field: &str, id: &str) -> Result<(), ServiceError> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ServiceError::bad_request(format!(
-            "{field} must be 1-64 characters of letters, digits, '-' or '_'"
-        )));
-    }
-    Ok(())
-}
+/// Ids become subject tokens and store keys.
+pub use shop_nats::subject::validate_token as validate_id;
 
 /// Reservation ids are the caller's: 1-128 of `A-Z a-z 0-9 - _ . :`.
 pub fn validate_reservation_id(id: &str) -> Result<(), ServiceError> {

@@ -292,20 +292,8 @@ pub fn validate_login_password(password: &Secret) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Ids become subject tokens and store keys: 1-64 of `A-Z a-z 0-9 - _`.
-pub fn validate_id(field: &str, id: &str) -> Result<(), ServiceError> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ServiceError::bad_request(format!(
-            "{field} must be 1-64 characters of letters, digits, '-' or '_'"
-        )));
-    }
-    Ok(())
-}
+/// Ids become subject tokens and store keys.
+pub use shop_nats::subject::validate_token as validate_id;
 
 /// A checked registration: normalized email and name, the password untouched.
 #[derive(Debug, Clone)]
