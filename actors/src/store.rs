@@ -81,3 +81,36 @@ pub fn decode_u64(bytes: &[u8]) -> anyhow::Result<u64> {
         .map_err(|_| anyhow::anyhow!("corrupt u64 value of {} bytes", bytes.len()))?;
     Ok(u64::from_be_bytes(array))
 }
+
+/// Encodes a service's sled value: a format byte (the service's own version of
+/// its value layout), then JSON.
+pub fn encode_versioned<T: serde::Serialize>(version: u8, value: &T) -> Result<Vec<u8>, String> {
+    let mut out = vec![version];
+    serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The JSON of a value written by [`encode_versioned`] with `version`; an
+/// unknown format byte is an internal error, never a silent misread.
+pub fn versioned_body(version: u8, value: &[u8]) -> Result<&[u8], shop_nats::ServiceError> {
+    match value.split_first() {
+        Some((found, rest)) if *found == version => Ok(rest),
+        Some((found, _)) => Err(shop_nats::ServiceError::internal(format!(
+            "stored value has unknown format {found}"
+        ))),
+        None => Err(shop_nats::ServiceError::internal("stored value is empty")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_values_round_trip_and_refuse_other_formats() {
+        let bytes = encode_versioned(1, &serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(versioned_body(1, &bytes).unwrap(), br#"{"a":1}"#);
+        assert_eq!(versioned_body(2, &bytes).unwrap_err().code, 500);
+        assert_eq!(versioned_body(1, &[]).unwrap_err().code, 500);
+    }
+}

@@ -37,19 +37,11 @@ pub fn recipient_key(user_id: &str) -> Vec<u8> {
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    let mut out = vec![FORMAT_VERSION];
-    serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?;
-    Ok(out)
+    shop_actors::store::encode_versioned(FORMAT_VERSION, value)
 }
 
 fn body(value: &[u8]) -> Result<&[u8], ServiceError> {
-    match value.split_first() {
-        Some((&FORMAT_VERSION, rest)) => Ok(rest),
-        Some((version, _)) => Err(ServiceError::internal(format!(
-            "stored value has unknown format {version}"
-        ))),
-        None => Err(ServiceError::internal("stored value is empty")),
-    }
+    shop_actors::store::versioned_body(FORMAT_VERSION, value)
 }
 
 fn store_error(e: sled::Error) -> ServiceError {

@@ -38,14 +38,9 @@ pub fn order(tree: &sled::Tree, id: &str) -> Result<Option<Order>, ServiceError>
     else {
         return Ok(None);
     };
-    match value.split_first() {
-        Some((&FORMAT_VERSION, body)) => serde_json::from_slice(body)
-            .map(Some)
-            .map_err(|e| ServiceError::internal(format!("corrupt stored order {id}: {e}"))),
-        _ => Err(ServiceError::internal(format!(
-            "stored order {id} has an unknown format"
-        ))),
-    }
+    serde_json::from_slice(shop_actors::store::versioned_body(FORMAT_VERSION, &value)?)
+        .map(Some)
+        .map_err(|e| ServiceError::internal(format!("corrupt stored order {id}: {e}")))
 }
 
 /// A user's orders, newest first, after `cursor` (an opaque key suffix).
@@ -103,9 +98,10 @@ impl Projection for OrderProjection {
             .map_err(|e| format!("undecodable order event: {e}"))?;
         let mut order = decoded.order;
         order.revision = event.sequence;
-        let mut value = vec![FORMAT_VERSION];
-        serde_json::to_writer(&mut value, &order).map_err(|e| e.to_string())?;
-        batch.insert(order_key(&order.id), value);
+        batch.insert(
+            order_key(&order.id),
+            shop_actors::store::encode_versioned(FORMAT_VERSION, &order)?,
+        );
         batch.insert(user_key(&order), order.id.as_bytes());
         if order.status.is_final() || order.status == Status::Cancelling {
             batch.remove(active_key(&order));
