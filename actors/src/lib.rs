@@ -20,6 +20,7 @@ pub mod consumer;
 pub mod endpoint;
 pub mod eventlog;
 pub mod metrics;
+pub mod page;
 pub mod pool;
 pub mod registry;
 pub mod request;

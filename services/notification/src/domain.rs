@@ -160,11 +160,8 @@ pub struct ListNotifications {
     pub min_revision: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotificationPage {
-    pub items: Vec<Notification>,
-    pub next_cursor: Option<String>,
-}
+/// A `notification.list` reply.
+pub type NotificationPage = shop_actors::page::Page<Notification>;
 
 // ---- rules ------------------------------------------------------------------
 

@@ -3,13 +3,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::{BufMut, BytesMut};
 use futures::{future::BoxFuture, FutureExt};
-use shop_actors::{EndpointSpec, Handler, HandlerResult, Request, StateHandle};
+use shop_actors::{page::StoredPage, EndpointSpec, Handler, HandlerResult, Request, StateHandle};
 use shop_nats::{Encoding, ServiceError};
 
 use crate::{
-    domain::{self, ListNotifications, NotificationPage},
+    domain::{self, ListNotifications, Notification},
     store,
 };
 
@@ -73,37 +72,7 @@ impl NotificationHandler {
         (limit, before): (usize, Option<u64>),
     ) -> HandlerResult {
         let (items, next_cursor) = store::user_page(self.state.tree(), user_id, before, limit)?;
-        match request.encoding {
-            Encoding::Json => {
-                let mut out =
-                    BytesMut::with_capacity(64 + items.iter().map(|i| i.len() + 1).sum::<usize>());
-                out.put_slice(b"{\"items\":[");
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.put_u8(b',');
-                    }
-                    out.put_slice(item);
-                }
-                out.put_slice(b"],\"next_cursor\":");
-                out.put_slice(
-                    &serde_json::to_vec(&next_cursor)
-                        .map_err(|e| ServiceError::internal(e.to_string()))?,
-                );
-                out.put_u8(b'}');
-                Ok(out.freeze())
-            }
-            Encoding::Bincode => {
-                let items = items
-                    .iter()
-                    .map(|i| {
-                        serde_json::from_slice(i).map_err(|e| {
-                            ServiceError::internal(format!("corrupt stored notification: {e}"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                request.encode(&NotificationPage { items, next_cursor })
-            }
-        }
+        StoredPage { items, next_cursor }.encode::<Notification>(request, "notification")
     }
 }
 

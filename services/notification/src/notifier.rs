@@ -87,6 +87,7 @@ impl Notifier {
             return Ok(());
         };
         domain::validate_user_id(&user.id).map_err(HandleError::Permanent)?;
+        self.catch_up().await?;
         self.record_recipient(event, &user).await?;
         let email = render::welcome(&event.event_id(), &self.from, &user);
         self.deliver_once(event, email).await
@@ -161,9 +162,10 @@ impl Notifier {
     }
 
     /// Delivers `email` unless the event was already delivered, then records it.
+    /// The caller has caught the local state up, so a delivery recorded by
+    /// another instance is seen.
     async fn deliver_once(&self, event: &ConsumedEvent, email: Email) -> Result<(), HandleError> {
         let source = event.event_id();
-        self.catch_up().await?;
         if let Some(id) = store::sent(self.events.state().tree(), &source).map_err(transient)? {
             tracing::info!(notification = %id, source_event = %source, attempt = event.delivered, "already delivered; acknowledging the repeat");
             return Ok(());

@@ -110,11 +110,8 @@ pub struct StockChange {
 
 // ---- replies ----------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProductPage {
-    pub items: Vec<Product>,
-    pub next_cursor: Option<String>,
-}
+/// A `product.list` reply.
+pub type ProductPage = shop_actors::page::Page<Product>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockReply {

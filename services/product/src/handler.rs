@@ -3,15 +3,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::{BufMut, BytesMut};
 use futures::{future::BoxFuture, FutureExt};
 use shop_actors::{
-    eventlog::Written, Append, EndpointSpec, EventLog, Handler, HandlerResult, Request, StateHandle,
+    eventlog::Written, page::StoredPage, Append, EndpointSpec, EventLog, Handler, HandlerResult,
+    Request, StateHandle,
 };
 use shop_nats::{Encoding, ServiceError};
 
 use crate::{
-    domain::{self, Decision, Product, ProductEvent, ProductPage, ReservationStatus, StockReply},
+    domain::{self, Decision, Product, ProductEvent, ReservationStatus, StockReply},
     store,
 };
 
@@ -117,37 +117,7 @@ impl ProductHandler {
             domain::validate_id("cursor", cursor)?;
         }
         let (items, next_cursor) = store::product_page(self.tree(), list.cursor.as_deref(), limit)?;
-        match request.encoding {
-            Encoding::Json => {
-                let mut out =
-                    BytesMut::with_capacity(64 + items.iter().map(|i| i.len() + 1).sum::<usize>());
-                out.put_slice(b"{\"items\":[");
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.put_u8(b',');
-                    }
-                    out.put_slice(item);
-                }
-                out.put_slice(b"],\"next_cursor\":");
-                out.put_slice(
-                    &serde_json::to_vec(&next_cursor)
-                        .map_err(|e| ServiceError::internal(e.to_string()))?,
-                );
-                out.put_u8(b'}');
-                Ok(out.freeze())
-            }
-            Encoding::Bincode => {
-                let items = items
-                    .iter()
-                    .map(|i| {
-                        serde_json::from_slice(i).map_err(|e| {
-                            ServiceError::internal(format!("corrupt stored product: {e}"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                request.encode(&ProductPage { items, next_cursor })
-            }
-        }
+        StoredPage { items, next_cursor }.encode::<Product>(request, "product")
     }
 
     /// Decides with `decide` against local state, appends the event, and answers
