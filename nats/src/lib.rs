@@ -5,6 +5,7 @@
 //! - [`error`]: the single error type of the request contract and its NATS headers.
 //! - [`client`]: a typed client for calling other services (timeouts, retries, breakers).
 //! - [`jetstream`]: idempotent set-up of streams, consumers and key-value buckets.
+//! - [`money`]: ISO 4217 currency checks and minor-unit formatting.
 //! - [`discovery`]: the `registry` bucket of live service instances.
 //! - [`trace`]: W3C `traceparent` propagation in NATS headers.
 
@@ -15,6 +16,7 @@ pub mod connect;
 pub mod discovery;
 pub mod error;
 pub mod jetstream;
+pub mod money;
 pub mod subject;
 pub mod trace;
 

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{future::BoxFuture, FutureExt};
 use shop_actors::{page::StoredPage, EndpointSpec, Handler, HandlerResult, Request, StateHandle};
-use shop_nats::{Encoding, ServiceError};
+use shop_nats::ServiceError;
 
 use crate::{
     domain::{self, ListNotifications, Notification},

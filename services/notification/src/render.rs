@@ -163,36 +163,7 @@ pub fn order_cancelled(
 
 /// Minor units as a decimal amount with its ISO 4217 code, e.g. `12.50 USD`.
 pub fn format_money(minor: i64, currency: &str) -> String {
-    let currency = one_line(currency).to_ascii_uppercase();
-    let digits = minor_digits(&currency);
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    if digits == 0 {
-        return format!("{sign}{abs} {currency}");
-    }
-    let scale = 10u64.pow(digits);
-    format!(
-        "{sign}{}.{:0width$} {currency}",
-        abs / scale,
-        abs % scale,
-        width = digits as usize
-    )
-}
-
-/// Decimal places of a currency's minor unit (ISO 4217).
-fn minor_digits(currency: &str) -> u32 {
-    const ZERO: &[&str] = &[
-        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
-        "VUV", "XAF", "XOF", "XPF",
-    ];
-    const THREE: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
-    if ZERO.contains(&currency) {
-        0
-    } else if THREE.contains(&currency) {
-        3
-    } else {
-        2
-    }
+    shop_nats::money::format_minor(minor, &one_line(currency).to_ascii_uppercase())
 }
 
 /// A value from another service shown on one line, without control characters.

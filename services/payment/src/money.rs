@@ -1,17 +1,12 @@
 //! Money as the payment service handles it: an integer amount in minor units
 //! of an ISO 4217 currency. Amounts of different currencies never mix.
-//!
-//! The currency list and check are the product service's (`services/product/src/domain.rs`);
-//! both belong in a shared crate.
 
 use serde::{Deserialize, Serialize};
+pub use shop_nats::money::validate_currency;
 use shop_nats::ServiceError;
 
 /// Largest amount a single charge or refund may move, in minor units.
 pub const MAX_AMOUNT_CENTS: i64 = 100_000_000_000;
-
-/// ISO 4217 codes of currencies in use.
-const ISO_4217: &str = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG";
 
 /// An amount of one currency; `amount_cents` is always 1..=[`MAX_AMOUNT_CENTS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,19 +34,6 @@ pub fn validate_amount(field: &str, amount_cents: i64) -> Result<i64, ServiceErr
         )));
     }
     Ok(amount_cents)
-}
-
-/// Upper-cases and checks an ISO 4217 currency code. The message does not
-/// repeat the value: a misplaced secret must not end up in a log line.
-pub fn validate_currency(currency: &str) -> Result<String, ServiceError> {
-    let code = currency.trim().to_ascii_uppercase();
-    if code.len() == 3 && ISO_4217.split(' ').any(|c| c == code) {
-        Ok(code)
-    } else {
-        Err(ServiceError::bad_request(
-            "currency must be an ISO 4217 code such as USD or EUR",
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -267,20 +267,7 @@ fn validate_stock(stock: i64) -> Result<i64, ServiceError> {
     Ok(stock)
 }
 
-/// ISO 4217 codes of currencies in use.
-const ISO_4217: &str = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG";
-
-/// Upper-cases and checks an ISO 4217 currency code.
-pub fn validate_currency(currency: &str) -> Result<String, ServiceError> {
-    let code = currency.trim().to_ascii_uppercase();
-    if code.len() == 3 && ISO_4217.split(' ').any(|c| c == code) {
-        Ok(code)
-    } else {
-        Err(ServiceError::bad_request(format!(
-            "currency must be an ISO 4217 code such as USD or EUR, got {currency:?}"
-        )))
-    }
-}
+pub use shop_nats::money::validate_currency;
 
 fn validate_quantity(quantity: i64) -> Result<(), ServiceError> {
     if quantity <= 0 || quantity > MAX_QUANTITY {
