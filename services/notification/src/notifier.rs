@@ -106,10 +106,15 @@ impl Notifier {
             }
         };
         domain::validate_user_id(&order.user_id).map_err(HandleError::Permanent)?;
-        // The user's registration may have been recorded by another instance just now.
-        self.catch_up().await?;
-        let recipient =
-            store::recipient(self.events.state().tree(), &order.user_id).map_err(transient)?;
+        let tree = self.events.state().tree();
+        let mut recipient = store::recipient(tree, &order.user_id).map_err(transient)?;
+        // A repeat may have been delivered and recorded by another instance, and
+        // the user's registration may have been recorded by another one just now:
+        // only then is the local state worth a round trip to catch up.
+        if event.delivered > 1 || recipient.is_none() {
+            self.catch_up().await?;
+            recipient = store::recipient(tree, &order.user_id).map_err(transient)?;
+        }
         let to = domain::order_address(&order, recipient.as_ref()).ok_or_else(|| {
             HandleError::Transient(format!(
                 "unknown user {}: no address in the order and no user.registered seen for it",
