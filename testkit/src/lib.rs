@@ -2,12 +2,14 @@
 //! loopback port) and real service processes, with readiness awaited from what
 //! they print rather than guessed with sleeps.
 
+pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod nats_server;
 pub mod reply;
 pub mod service;
 
+pub use cluster::Cluster;
 pub use nats_server::NatsServer;
 pub use reply::{request_json, Reply};
 pub use service::{workspace_bin, ServiceProcess};

@@ -203,7 +203,7 @@ async fn unknown_email_and_wrong_password_take_the_same_time() {
 #[tokio::test]
 async fn no_password_hash_or_token_in_any_log_line() {
     let admin_password = "admin-Secret-42!";
-    let c = Cluster::start_with_env(
+    let mut c = Cluster::start_with_env(
         1,
         &[
             ("RUST_LOG", "debug"),
@@ -250,7 +250,7 @@ async fn no_password_hash_or_token_in_any_log_line() {
         Some(400)
     );
 
-    let mut instance = c.instances.into_iter().next().unwrap();
+    let mut instance = c.instances.remove(0);
     instance.sigterm().unwrap();
     assert!(instance
         .wait_exit(Duration::from_secs(15))

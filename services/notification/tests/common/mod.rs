@@ -7,14 +7,15 @@
 pub mod smtp;
 
 use std::{
+    ops::{Deref, DerefMut},
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::stream;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use testkit::{request_json, NatsServer, Reply, ServiceProcess};
+use testkit::{request_json, Reply};
 
 pub fn notification_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_notification-service"))
@@ -26,55 +27,39 @@ pub const FAST_RETRIES: &[(&str, &str)] = &[
     ("NOTIFY_BACKOFF_MS", "200,400"),
 ];
 
-pub struct Cluster {
-    pub nats: NatsServer,
-    pub client: async_nats::Client,
-    pub js: jetstream::Context,
-    pub instances: Vec<ServiceProcess>,
-    pub data: tempfile::TempDir,
+/// Notification instances on a nats-server of their own.
+pub struct Cluster(testkit::Cluster);
+
+impl Deref for Cluster {
+    type Target = testkit::Cluster;
+    fn deref(&self) -> &testkit::Cluster {
+        &self.0
+    }
+}
+
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut testkit::Cluster {
+        &mut self.0
+    }
 }
 
 impl Cluster {
     /// A nats-server with the `USER` and `ORDER` streams, and `n` instances
     /// (`notification-1` ... `notification-n`).
     pub async fn start(n: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let nats = NatsServer::start().await?;
-        let client = nats.client().await?;
-        let js = jetstream::new(client.clone());
+        let mut cluster = testkit::Cluster::empty(&notification_bin(), &[]).await?;
         for (name, subjects) in [("USER", "events.user.>"), ("ORDER", "events.order.>")] {
-            js.get_or_create_stream(stream::Config {
-                name: name.to_string(),
-                subjects: vec![subjects.to_string()],
-                ..Default::default()
-            })
-            .await?;
-        }
-        let data = tempfile::tempdir()?;
-        let mut cluster = Self {
-            nats,
-            client,
-            js,
-            instances: Vec::new(),
-            data,
-        };
-        for i in 1..=n {
             cluster
-                .add_instance(&format!("notification-{i}"), env)
+                .js
+                .get_or_create_stream(stream::Config {
+                    name: name.to_string(),
+                    subjects: vec![subjects.to_string()],
+                    ..Default::default()
+                })
                 .await?;
         }
-        Ok(cluster)
-    }
-
-    pub async fn add_instance(&mut self, id: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
-        let dir = self.data_dir(id);
-        let process =
-            ServiceProcess::start(&notification_bin(), &self.nats.url(), id, &dir, env).await?;
-        self.instances.push(process);
-        Ok(())
-    }
-
-    pub fn data_dir(&self, id: &str) -> PathBuf {
-        self.data.path().join(id)
+        cluster.add_instances("notification", n, env).await?;
+        Ok(Self(cluster))
     }
 
     /// The `.eml` files in an instance's default spool directory, sorted.

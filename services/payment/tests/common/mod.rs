@@ -3,12 +3,19 @@
 
 #![allow(dead_code)]
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    ops::{Deref, DerefMut},
+    path::PathBuf,
+    time::Duration,
+};
 
 use async_nats::HeaderMap;
 use payment_service::local_provider::{ledger_key, LedgerCharge, LEDGER_BUCKET};
 use serde_json::{json, Value};
-use testkit::{NatsServer, Reply, ServiceProcess};
+use testkit::Reply;
+
+/// The service's own debug lines, which the tests read.
+const DEBUG_LOGS: &[(&str, &str)] = &[("RUST_LOG", "info,payment_service=debug")];
 
 pub fn payment_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_payment-service"))
@@ -23,11 +30,20 @@ pub struct Event {
     pub body: Value,
 }
 
-pub struct Cluster {
-    pub nats: NatsServer,
-    pub client: async_nats::Client,
-    pub instances: Vec<ServiceProcess>,
-    pub data: tempfile::TempDir,
+/// Payment instances on a nats-server of their own.
+pub struct Cluster(testkit::Cluster);
+
+impl Deref for Cluster {
+    type Target = testkit::Cluster;
+    fn deref(&self) -> &testkit::Cluster {
+        &self.0
+    }
+}
+
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut testkit::Cluster {
+        &mut self.0
+    }
 }
 
 impl Cluster {
@@ -37,35 +53,9 @@ impl Cluster {
     }
 
     pub async fn start_with_env(n: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let nats = NatsServer::start().await?;
-        let client = nats.client().await?;
-        let data = tempfile::tempdir()?;
-        let mut cluster = Self {
-            nats,
-            client,
-            instances: Vec::new(),
-            data,
-        };
-        for i in 1..=n {
-            cluster.add_instance(&format!("payment-{i}"), env).await?;
-        }
-        Ok(cluster)
-    }
-
-    pub async fn add_instance(&mut self, id: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
-        let dir = self.data.path().join(id);
-        let mut all_env = vec![("RUST_LOG", "info,payment_service=debug")];
-        all_env.extend_from_slice(env);
-        let process =
-            ServiceProcess::start(&payment_bin(), &self.nats.url(), id, &dir, &all_env).await?;
-        self.instances.push(process);
-        Ok(())
-    }
-
-    pub async fn req(&self, subject: &str, payload: Value) -> Reply {
-        testkit::request_json(&self.client, subject, payload.to_string())
-            .await
-            .unwrap_or_else(|e| panic!("{subject} failed: {e:#}"))
+        let mut cluster = testkit::Cluster::empty(&payment_bin(), DEBUG_LOGS).await?;
+        cluster.add_instances("payment", n, env).await?;
+        Ok(Self(cluster))
     }
 
     /// A request carrying the caller's timeout in `Shop-Timeout-Ms`.
@@ -80,14 +70,10 @@ impl Cluster {
 
     /// Stream sequence of the payment stream's last message.
     pub async fn stream_last_sequence(&self) -> u64 {
-        let js = async_nats::jetstream::new(self.client.clone());
-        let mut stream = js.get_stream("PAYMENT").await.expect("PAYMENT stream");
-        stream
-            .info()
+        self.0
+            .stream_last_sequence("PAYMENT")
             .await
-            .expect("stream info")
-            .state
-            .last_sequence
+            .expect("PAYMENT stream info")
     }
 
     /// Every event in the `PAYMENT` stream, in order.

@@ -3,20 +3,31 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::{
+    ops::{Deref, DerefMut},
+    path::{Path, PathBuf},
+};
 
 use serde_json::{json, Value};
-use testkit::{request_json, NatsServer, Reply, ServiceProcess};
 
 pub fn product_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_product-service"))
 }
 
-pub struct Cluster {
-    pub nats: NatsServer,
-    pub client: async_nats::Client,
-    pub instances: Vec<ServiceProcess>,
-    pub data: tempfile::TempDir,
+/// Product instances on a nats-server of their own.
+pub struct Cluster(testkit::Cluster);
+
+impl Deref for Cluster {
+    type Target = testkit::Cluster;
+    fn deref(&self) -> &testkit::Cluster {
+        &self.0
+    }
+}
+
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut testkit::Cluster {
+        &mut self.0
+    }
 }
 
 impl Cluster {
@@ -26,37 +37,9 @@ impl Cluster {
     }
 
     pub async fn start_with_env(n: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let nats = NatsServer::start().await?;
-        let client = nats.client().await?;
-        let data = tempfile::tempdir()?;
-        let mut cluster = Self {
-            nats,
-            client,
-            instances: Vec::new(),
-            data,
-        };
-        for i in 1..=n {
-            cluster.add_instance(&format!("product-{i}"), env).await?;
-        }
-        Ok(cluster)
-    }
-
-    pub async fn add_instance(&mut self, id: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
-        let dir = self.data_dir(id);
-        let process =
-            ServiceProcess::start(&product_bin(), &self.nats.url(), id, &dir, env).await?;
-        self.instances.push(process);
-        Ok(())
-    }
-
-    pub fn data_dir(&self, id: &str) -> PathBuf {
-        self.data.path().join(id)
-    }
-
-    pub async fn req(&self, subject: &str, payload: Value) -> Reply {
-        request_json(&self.client, subject, payload.to_string())
+        testkit::Cluster::start(&product_bin(), "product", n, env)
             .await
-            .unwrap_or_else(|e| panic!("{subject} failed: {e:#}"))
+            .map(Self)
     }
 
     pub async fn create(&self, id: &str, stock: i64) -> Value {
@@ -72,14 +55,10 @@ impl Cluster {
 
     /// Stream sequence of the product stream's last message.
     pub async fn stream_last_sequence(&self) -> u64 {
-        let js = async_nats::jetstream::new(self.client.clone());
-        let mut stream = js.get_stream("PRODUCT").await.expect("PRODUCT stream");
-        stream
-            .info()
+        self.0
+            .stream_last_sequence("PRODUCT")
             .await
-            .expect("stream info")
-            .state
-            .last_sequence
+            .expect("PRODUCT stream info")
     }
 }
 

@@ -3,12 +3,15 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::{
+    ops::{Deref, DerefMut},
+    path::PathBuf,
+};
 
 use async_nats::HeaderMap;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde_json::{json, Value};
-use testkit::{request_json, NatsServer, Reply, ServiceProcess};
+use testkit::Reply;
 use user_service::token::Jwks;
 
 pub fn user_bin() -> PathBuf {
@@ -18,11 +21,20 @@ pub fn user_bin() -> PathBuf {
 /// Cheap hashing so tests run fast; tests that measure hashing override it.
 pub const FAST_HASH: &[(&str, &str)] = &[("ARGON2_MEMORY_KIB", "1024"), ("ARGON2_ITERATIONS", "1")];
 
-pub struct Cluster {
-    pub nats: NatsServer,
-    pub client: async_nats::Client,
-    pub instances: Vec<ServiceProcess>,
-    pub data: tempfile::TempDir,
+/// User instances on a nats-server of their own.
+pub struct Cluster(testkit::Cluster);
+
+impl Deref for Cluster {
+    type Target = testkit::Cluster;
+    fn deref(&self) -> &testkit::Cluster {
+        &self.0
+    }
+}
+
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut testkit::Cluster {
+        &mut self.0
+    }
 }
 
 /// One event read back from the `USER` stream.
@@ -42,50 +54,9 @@ impl Cluster {
     }
 
     pub async fn start_with_env(n: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let nats = NatsServer::start().await?;
-        let client = nats.client().await?;
-        let data = tempfile::tempdir()?;
-        let mut cluster = Self {
-            nats,
-            client,
-            instances: Vec::new(),
-            data,
-        };
-        for i in 1..=n {
-            cluster.add_instance(&format!("user-{i}"), env).await?;
-        }
-        Ok(cluster)
-    }
-
-    pub async fn add_instance(&mut self, id: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
-        let process = self.spawn_instance(id, env).await?;
-        self.instances.push(process);
-        Ok(())
-    }
-
-    /// Starts an instance without adding it to `instances`.
-    pub async fn spawn_instance(
-        &self,
-        id: &str,
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<ServiceProcess> {
-        let mut all: Vec<(&str, &str)> = FAST_HASH.to_vec();
-        all.extend_from_slice(env);
-        ServiceProcess::start(&user_bin(), &self.nats.url(), id, &self.data_dir(id), &all).await
-    }
-
-    pub fn data_dir(&self, id: &str) -> PathBuf {
-        self.data.path().join(id)
-    }
-
-    pub async fn req(&self, subject: &str, payload: Value) -> Reply {
-        self.req_raw(subject, payload.to_string()).await
-    }
-
-    pub async fn req_raw(&self, subject: &str, payload: String) -> Reply {
-        request_json(&self.client, subject, payload)
-            .await
-            .unwrap_or_else(|e| panic!("{subject} failed: {e:#}"))
+        let mut cluster = testkit::Cluster::empty(&user_bin(), FAST_HASH).await?;
+        cluster.add_instances("user", n, env).await?;
+        Ok(Self(cluster))
     }
 
     pub async fn register(&self, email: &str, password: &str, name: &str) -> Value {
