@@ -282,8 +282,11 @@ async fn process(shared: &ConsumerShared, message: jetstream::Message) {
     };
     match outcome {
         Ok(()) => {
-            if let Err(e) = message.double_ack().await {
-                // The effect is stored; a lost ack means a redelivery the handler dedupes.
+            // A plain ack, not a double one: the effect is stored and handlers are
+            // idempotent, so a lost ack costs only a redelivery the handler dedupes,
+            // while waiting for the server's confirmation would cost a round trip
+            // per event.
+            if let Err(e) = message.ack().await {
                 tracing::warn!(consumer = %spec.durable, event = %event.event_id(), error = %e, "ack failed");
             }
             consumed("ok");

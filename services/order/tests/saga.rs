@@ -278,7 +278,15 @@ async fn an_instance_killed_at_each_step_is_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_orders_keep_every_invariant() {
     let shop = Shop::start(3, &[]).await.unwrap();
-    let products = [("p0", 40), ("p1", 40), ("p2", 25), ("p3", 10)];
+    // p0-p3 run out; p4 never does, so the declined orders reach their charge
+    // whatever order the saga takes them in.
+    let products = [
+        ("p0", 40),
+        ("p1", 40),
+        ("p2", 25),
+        ("p3", 10),
+        ("p4", 1_000),
+    ];
     for (id, stock) in products {
         shop.product(id, stock, 1_000).await;
     }
@@ -293,8 +301,14 @@ async fn two_hundred_concurrent_orders_keep_every_invariant() {
     for n in 0..200usize {
         let client = shop.client.clone();
         let user = users[n % users.len()].clone();
-        let token = if n % 7 == 0 { "tok_decline" } else { "tok_ok" };
-        let items = json!([{"product_id": format!("p{}", n % 4), "quantity": 1 + n % 2}, {"product_id": format!("p{}", (n + 1) % 4), "quantity": 1}]);
+        let (token, items) = if n % 7 == 0 {
+            ("tok_decline", json!([{"product_id": "p4", "quantity": 1}]))
+        } else {
+            (
+                "tok_ok",
+                json!([{"product_id": format!("p{}", n % 4), "quantity": 1 + n % 2}, {"product_id": format!("p{}", (n + 1) % 4), "quantity": 1}]),
+            )
+        };
         tasks.push(tokio::spawn(async move {
             let body = json!({"user_id": user, "items": items, "payment_token": token, "idempotency_key": format!("load-{n}")});
             testkit::request_json(&client, "order.create", body.to_string()).await.unwrap()
