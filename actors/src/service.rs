@@ -351,8 +351,14 @@ where
     supervisor.stop(None);
     let _ = supervisor_done.await;
     store.flush().await?;
-    if let Err(e) = nats.flush().await {
-        tracing::warn!(error = %e, "flushing nats connection");
+    // With the server gone, a flush would wait for a reconnection that may never come.
+    match tokio::time::timeout(FINAL_FLUSH_TIMEOUT, nats.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "flushing nats connection"),
+        Err(_) => tracing::warn!(
+            timeout_ms = FINAL_FLUSH_TIMEOUT.as_millis() as u64,
+            "nats connection not flushed: the server is unreachable"
+        ),
     }
     admin_stop.cancel();
     match fatal {
@@ -404,6 +410,9 @@ where
         other => anyhow::bail!("starting {name}: supervisor did not answer ({other:?})"),
     }
 }
+
+/// How long a stopping instance waits to flush what it published last.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn shutdown_signal() -> &'static str {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
