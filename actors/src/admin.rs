@@ -1,5 +1,7 @@
-//! Admin HTTP: `GET /health` (JSON with every dependency), `GET /ready`
-//! (200 only when serving), `GET /metrics` (Prometheus text format).
+//! Admin HTTP: `GET /health` (JSON with every dependency: NATS, JetStream, the
+//! store, the state's lag, each durable consumer's lag, log publishing and span
+//! export), `GET /ready` (200 only when serving), `GET /metrics` (Prometheus
+//! text format).
 
 use std::{
     net::SocketAddr,
@@ -15,7 +17,22 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::ge
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::{metrics::Metrics, state::StateShared};
+use crate::{
+    consumer::consumer_lag, metrics::Metrics, state::StateShared,
+    telemetry_metrics::TelemetryMetrics,
+};
+
+/// Longest a health check waits for the server's answer about one consumer.
+const CONSUMER_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Same, when refreshing the consumer gauges for a scrape.
+const CONSUMER_SCRAPE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A durable consumer the instance runs, for its lag.
+#[derive(Debug, Clone)]
+pub struct ConsumerRef {
+    pub durable: String,
+    pub stream: String,
+}
 
 /// What the admin endpoints report on.
 pub struct AdminState {
@@ -28,6 +45,9 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// True once the state has caught up and endpoints are serving; false while draining.
     pub ready: Arc<AtomicBool>,
+    /// Durable consumers whose lag `/health` and `/metrics` report.
+    pub consumers: Vec<ConsumerRef>,
+    pub telemetry: TelemetryMetrics,
 }
 
 /// Binds the admin listener and serves until `stop` is cancelled. Returns the bound address.
@@ -64,17 +84,57 @@ async fn ready(State(admin): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(admin): State<Arc<AdminState>>) -> impl IntoResponse {
+    consumer_checks(&admin, CONSUMER_SCRAPE_TIMEOUT).await;
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        admin.metrics.render(),
+        admin.metrics.render() + &admin.telemetry.render(),
     )
+}
+
+/// Each consumer's lag from the server (concurrently, each bounded by
+/// `timeout`), also written to the consumer gauges.
+async fn consumer_checks(admin: &AdminState, timeout: Duration) -> Vec<serde_json::Value> {
+    let checks = admin.consumers.iter().map(|consumer| async move {
+        let lag = tokio::time::timeout(
+            timeout,
+            consumer_lag(&admin.state.js, &consumer.stream, &consumer.durable),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} ms", timeout.as_millis())));
+        match lag {
+            Ok(lag) => {
+                let pending = i64::try_from(lag.pending).unwrap_or(i64::MAX);
+                let ack_pending = i64::try_from(lag.ack_pending).unwrap_or(i64::MAX);
+                admin
+                    .telemetry
+                    .consumer_pending
+                    .with_label_values(&[&consumer.durable])
+                    .set(pending);
+                admin
+                    .telemetry
+                    .consumer_ack_pending
+                    .with_label_values(&[&consumer.durable])
+                    .set(ack_pending);
+                json!({
+                    "durable": consumer.durable, "stream": consumer.stream, "status": "ok",
+                    "pending": lag.pending, "ack_pending": lag.ack_pending, "redelivered": lag.redelivered,
+                })
+            }
+            Err(error) => json!({
+                "durable": consumer.durable, "stream": consumer.stream, "status": "unavailable", "error": error,
+            }),
+        }
+    });
+    futures::future::join_all(checks).await
 }
 
 async fn health(State(admin): State<Arc<AdminState>>) -> impl IntoResponse {
     let nats_state = admin.nats.connection_state();
     let nats_ok = nats_state == ConnState::Connected;
-    let stream_last =
-        tokio::time::timeout(Duration::from_secs(1), admin.state.stream_last_sequence()).await;
+    let (stream_last, consumers) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(1), admin.state.stream_last_sequence()),
+        consumer_checks(&admin, CONSUMER_CHECK_TIMEOUT),
+    );
     let (js_ok, js_detail, stream_last) = match stream_last {
         Ok(Ok(last)) => (
             true,
@@ -122,7 +182,9 @@ async fn health(State(admin): State<Arc<AdminState>>) -> impl IntoResponse {
             "nats": {"status": if nats_ok { "ok" } else { "down" }, "connection": format!("{nats_state:?}").to_lowercase()},
             "jetstream": js_detail,
             "store": {"status": if store_ok { "ok" } else { "down" }, "size_bytes": admin.state.store.size_on_disk()},
-            "state": {"applied_revision": applied, "flushed_revision": admin.state.flushed_revision(), "lag": lag},
+            "state": {"status": if lag == 0 { "ok" } else { "behind" }, "applied_revision": applied, "flushed_revision": admin.state.flushed_revision(), "lag": lag},
+            "consumers": consumers,
+            "telemetry": crate::telemetry::health(),
         },
     });
     (code, Json(body))

@@ -5,6 +5,10 @@
 //! the handler stored its effect. A transient failure is redelivered after a
 //! backoff; a permanent failure, or a transient one on the last attempt, moves
 //! the event to the `DEADLETTER` stream with the reason, and is counted.
+//!
+//! Each event is handled inside its trace (from the event's `traceparent`): log
+//! records carry its id, and with spans on (`shop_nats::otel`) a consumer span
+//! covers handling and acknowledgement.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,7 +20,11 @@ use bytes::Bytes;
 use futures::{future::BoxFuture, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::de::DeserializeOwned;
-use shop_nats::{jetstream::ensure_consumer, TraceContext};
+use shop_nats::{
+    jetstream::ensure_consumer,
+    otel::{self, KeyValue, SpanKind},
+    TraceContext,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::metrics::Metrics;
@@ -254,6 +262,22 @@ async fn process(shared: &ConsumerShared, message: jetstream::Message) {
             return;
         }
     };
+    let incoming = TraceContext::from_headers(message.headers.as_ref());
+    let mut span = if otel::enabled() {
+        consumer_span(
+            spec,
+            &message.subject,
+            stream_sequence,
+            delivered,
+            incoming.as_ref(),
+        )
+    } else {
+        None
+    };
+    let trace = match &span {
+        Some(span) => span.context().clone(),
+        None => incoming.unwrap_or_else(TraceContext::new_root),
+    };
     let event = ConsumedEvent {
         stream: spec.stream.clone(),
         stream_sequence,
@@ -261,8 +285,46 @@ async fn process(shared: &ConsumerShared, message: jetstream::Message) {
         headers: message.headers.clone(),
         payload: message.payload.clone(),
         delivered,
-        trace: TraceContext::from_headers_or_root(message.headers.as_ref()),
+        trace,
     };
+    let trace = event.trace.clone();
+    shop_nats::trace::scope(&trace, handle(shared, message, event, span.as_mut())).await;
+}
+
+/// The consumer span of one delivery, parented by the event's `traceparent`.
+fn consumer_span(
+    spec: &ConsumerSpec,
+    subject: &str,
+    stream_sequence: u64,
+    delivered: i64,
+    parent: Option<&TraceContext>,
+) -> Option<otel::Span> {
+    let mut attributes = otel::messaging(subject, "process");
+    attributes.extend([
+        KeyValue::new("messaging.consumer.group.name", spec.durable.clone()),
+        KeyValue::new(
+            "messaging.message.id",
+            format!("{}:{stream_sequence}", spec.stream),
+        ),
+        KeyValue::new("shop.delivery", delivered),
+    ]);
+    otel::start(
+        SpanKind::Consumer,
+        format!("process {}", spec.durable),
+        parent,
+        attributes,
+    )
+}
+
+/// Runs the handler on one delivery and acknowledges, retries or dead-letters it.
+async fn handle(
+    shared: &ConsumerShared,
+    message: jetstream::Message,
+    event: ConsumedEvent,
+    span: Option<&mut otel::Span>,
+) {
+    let spec = &shared.spec;
+    let delivered = event.delivered;
     let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
         spec.handler.clone().handle(event.clone()),
     ))
@@ -273,6 +335,9 @@ async fn process(shared: &ConsumerShared, message: jetstream::Message) {
             crate::endpoint::panic_message(&*panic)
         )))
     });
+    if let (Some(span), Err(failure)) = (span, &outcome) {
+        span.set_failed(&failure.to_string());
+    }
     let consumed = |outcome: &str| {
         shared
             .metrics
@@ -321,6 +386,38 @@ async fn process(shared: &ConsumerShared, message: jetstream::Message) {
             }
         }
     }
+}
+
+/// How far a durable consumer is behind its stream, as the server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerLag {
+    /// Events not yet delivered to any instance.
+    pub pending: u64,
+    /// Events delivered and not yet acknowledged.
+    pub ack_pending: usize,
+    /// Events delivered more than once and not yet acknowledged.
+    pub redelivered: usize,
+}
+
+/// Asks the server for `durable`'s lag on `stream`.
+pub async fn consumer_lag(
+    js: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> Result<ConsumerLag, String> {
+    let stream = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = stream
+        .consumer_info(durable)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ConsumerLag {
+        pending: info.num_pending,
+        ack_pending: info.num_ack_pending,
+        redelivered: info.num_redelivered,
+    })
 }
 
 async fn dead_letter(

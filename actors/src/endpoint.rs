@@ -5,6 +5,10 @@
 //! every instance with no extra hop. A request is answered inline when the
 //! handler can ([`Handler::inline`]), or handed to the bounded worker pool; a
 //! saturated pool answers 503 at once.
+//!
+//! The request's trace is in scope while its handler runs (log records carry its
+//! id), and when spans are on (`shop_nats::otel`) each request gets a server span
+//! from receipt to reply, parented by the caller's `traceparent`.
 
 use std::{
     collections::HashMap,
@@ -13,13 +17,17 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use async_nats::{Client, HeaderMap, Message, Subject};
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use shop_nats::{codec::CONTENT_TYPE_HEADER, Encoding, ServiceError, TraceContext};
+use shop_nats::{
+    codec::CONTENT_TYPE_HEADER,
+    otel::{self, KeyValue, SpanKind},
+    Encoding, ServiceError, TraceContext,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -91,11 +99,28 @@ impl Endpoints {
 pub struct Responder {
     nats: Client,
     pub endpoints: Endpoints,
+    /// Server spans of requests handed to the worker pool, by reply subject;
+    /// ended when their reply is sent. Used only while spans are on.
+    pool_spans: Mutex<HashMap<String, otel::Span>>,
 }
 
 impl Responder {
     pub fn new(nats: Client, endpoints: Endpoints) -> Self {
-        Self { nats, endpoints }
+        Self {
+            nats,
+            endpoints,
+            pool_spans: Mutex::default(),
+        }
+    }
+
+    fn hold_span(&self, reply_to: &Subject, span: otel::Span) {
+        if let Ok(mut spans) = self.pool_spans.lock() {
+            spans.insert(reply_to.to_string(), span);
+        }
+    }
+
+    fn take_span(&self, reply_to: &Subject) -> Option<otel::Span> {
+        self.pool_spans.lock().ok()?.remove(reply_to.as_str())
     }
 
     /// Replies to a request of endpoint `index` and records its outcome.
@@ -108,6 +133,14 @@ impl Responder {
         result: HandlerResult,
     ) {
         let endpoint = &self.endpoints.list[index];
+        let mut span = if otel::enabled() {
+            self.take_span(&reply_to)
+        } else {
+            None
+        };
+        if let (Some(span), Err(err)) = (span.as_mut(), &result) {
+            span.set_error(err.code, &err.message);
+        }
         let elapsed = started.elapsed();
         endpoint
             .stats
@@ -131,6 +164,7 @@ impl Responder {
             }
         }
         self.send(reply_to, encoding, result).await;
+        drop(span);
     }
 
     async fn send(&self, reply_to: Subject, encoding: Encoding, result: HandlerResult) {
@@ -224,23 +258,44 @@ impl Dispatcher {
                 .await;
             return;
         }
+        let name = endpoint.spec.name;
+        let incoming = TraceContext::from_headers(message.headers.as_ref());
+        let mut span = if otel::enabled() {
+            server_span(&message.subject, name, incoming.as_ref(), started)
+        } else {
+            None
+        };
+        let trace = match &span {
+            Some(span) => span.context().clone(),
+            None => incoming.unwrap_or_else(TraceContext::new_root),
+        };
         let request = Request {
-            trace: TraceContext::from_headers_or_root(message.headers.as_ref()),
+            trace,
             subject: message.subject,
             headers: message.headers,
             payload: message.payload,
             encoding,
         };
-        let name = endpoint.spec.name;
-        let inline =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.handler.inline(name, &request)));
+        let inline = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            shop_nats::trace::sync_scope(&request.trace, || self.handler.inline(name, &request))
+        }));
         match inline {
             Ok(Some(result)) => {
-                self.responder
-                    .respond(index, reply_to, encoding, started, result)
-                    .await;
+                if let (Some(span), Err(err)) = (span.as_mut(), &result) {
+                    span.set_error(err.code, &err.message);
+                }
+                shop_nats::trace::scope(
+                    &request.trace,
+                    self.responder
+                        .respond(index, reply_to, encoding, started, result),
+                )
+                .await;
+                drop(span);
             }
             Ok(None) => {
+                if let Some(span) = span.take() {
+                    self.responder.hold_span(&reply_to, span);
+                }
                 let job = PoolJob {
                     endpoint: index,
                     name,
@@ -261,14 +316,39 @@ impl Dispatcher {
                 }
             }
             Err(panic) => {
-                tracing::error!(endpoint = name, panic = %panic_message(&*panic), "handler panicked");
+                shop_nats::trace::sync_scope(
+                    &request.trace,
+                    || tracing::error!(endpoint = name, panic = %panic_message(&*panic), "handler panicked"),
+                );
                 let err = ServiceError::internal("internal error while handling the request");
+                if let Some(span) = span.as_mut() {
+                    span.set_error(err.code, &err.message);
+                }
                 self.responder
                     .respond(index, reply_to, encoding, started, Err(err))
                     .await;
+                drop(span);
             }
         }
     }
+}
+
+/// The server span of one request, started when it was received.
+fn server_span(
+    subject: &Subject,
+    endpoint: &'static str,
+    parent: Option<&TraceContext>,
+    started: Instant,
+) -> Option<otel::Span> {
+    let mut attributes = otel::messaging(subject.as_str(), "process");
+    attributes.push(KeyValue::new("shop.endpoint", endpoint));
+    otel::start_at(
+        SpanKind::Server,
+        subject.to_string(),
+        parent,
+        attributes,
+        SystemTime::now().checked_sub(started.elapsed()),
+    )
 }
 
 /// Messages the server may still route here after the drain starts.

@@ -1,6 +1,10 @@
 //! The write path: append an event to the service's stream with optimistic
 //! concurrency (`Nats-Expected-Last-Subject-Sequence`) and deduplication
 //! (`Nats-Msg-Id`), then wait until the local state has applied it.
+//!
+//! Each event carries the writer's trace (`traceparent`, `tracestate`); with
+//! spans on (`shop_nats::otel`) a producer span covers the append and is the
+//! parent the event's consumers continue from.
 
 use std::{
     hash::{Hash, Hasher},
@@ -11,7 +15,11 @@ use std::{
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use rand::Rng;
-use shop_nats::{ServiceError, TraceContext};
+use shop_nats::{
+    otel::{self, KeyValue, SpanKind},
+    trace::TRACESTATE_HEADER,
+    ServiceError, TraceContext,
+};
 use tokio::sync::Mutex;
 
 use crate::state::{StateHandle, StateShared};
@@ -135,14 +143,56 @@ impl EventLog {
         append: &Append,
         trace: &TraceContext,
     ) -> Result<Appended, AppendError> {
+        let mut span = if otel::enabled() {
+            self.producer_span(append, trace)
+        } else {
+            None
+        };
+        let result = self.append_traced(append, trace, span.as_ref()).await;
+        if let (Some(span), Err(err)) = (span.as_mut(), &result) {
+            match err {
+                AppendError::Conflict => span.set_failed("revision conflict"),
+                AppendError::Failed(err) => span.set_error(err.code, &err.message),
+            }
+        }
+        result
+    }
+
+    fn producer_span(&self, append: &Append, trace: &TraceContext) -> Option<otel::Span> {
+        let mut attributes = otel::messaging(&append.subject, "publish");
+        attributes.extend([
+            KeyValue::new("shop.event.type", append.event_type),
+            KeyValue::new("messaging.message.id", append.msg_id.clone()),
+        ]);
+        otel::start(
+            SpanKind::Producer,
+            format!("publish {}", self.shared.stream),
+            Some(trace),
+            attributes,
+        )
+    }
+
+    async fn append_traced(
+        &self,
+        append: &Append,
+        trace: &TraceContext,
+        span: Option<&otel::Span>,
+    ) -> Result<Appended, AppendError> {
+        let carried = match span {
+            Some(span) => span.context().clone(),
+            None => trace.child(),
+        };
         let mut publish = PublishMessage::build()
             .payload(append.payload.clone())
             .message_id(&append.msg_id)
             .header(EVENT_TYPE_HEADER, append.event_type)
             .header(
                 shop_nats::trace::TRACEPARENT_HEADER,
-                trace.child().header_value().as_str(),
+                carried.header_value().as_str(),
             );
+        if let Some(state) = carried.tracestate() {
+            publish = publish.header(TRACESTATE_HEADER, state);
+        }
         if let Some(expected) = append.expected_revision {
             publish = publish.expected_last_subject_sequence(expected);
         }

@@ -13,13 +13,18 @@
 //! └── registry actor    heartbeat into the `registry` bucket
 //! admin HTTP            /health, /ready, /metrics
 //! ```
+//!
+//! [`telemetry`] sets up logs (stderr and the `LOGS` stream) and OpenTelemetry
+//! span export for every service and for the gateway.
 
 pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod endpoint;
 pub mod eventlog;
+pub mod log_publisher;
 pub mod metrics;
+pub mod otlp;
 pub mod page;
 pub mod pool;
 pub mod registry;
@@ -30,6 +35,8 @@ pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod telemetry_metrics;
+pub mod traced;
 
 pub use config::RuntimeConfig;
 pub use eventlog::{Append, EventLog};

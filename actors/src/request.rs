@@ -6,7 +6,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
-use shop_nats::{Encoding, ServiceError, TraceContext};
+use shop_nats::{auth::Caller, Encoding, ServiceError, TraceContext};
 
 /// One request subject a service answers.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,12 @@ impl Request {
     /// A header value, if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.as_ref()?.get(name).map(|v| v.as_str())
+    }
+
+    /// Whom the request is made for (set by the gateway from a verified token);
+    /// `None` for a trusted internal call.
+    pub fn caller(&self) -> Option<Caller> {
+        Caller::from_headers(self.headers.as_ref())
     }
 }
 

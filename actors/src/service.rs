@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    admin::{self, AdminState},
+    admin::{self, AdminState, ConsumerRef},
     config::RuntimeConfig,
     consumer::{ConsumerActor, ConsumerShared, ConsumerSpec, DEADLETTER_STREAM},
     endpoint::{Dispatcher, EndpointActor, EndpointArgs, Endpoints, Responder},
@@ -33,6 +33,9 @@ use crate::{
     state::{Projection, StateActor, StateHandle, StateShared},
     store::Store,
     supervisor::{ChildSpec, RestartPolicy, ServiceSupervisor, SupervisorArgs, SupervisorMsg},
+    telemetry,
+    telemetry_metrics::TelemetryMetrics,
+    traced::TraceScoped,
 };
 
 /// What a service is: its name, endpoints, stream and projection.
@@ -86,7 +89,33 @@ pub struct ServiceContext {
 ///
 /// Runs until SIGTERM/SIGINT (then drains and returns `Ok`) or until
 /// its supervisor gives up (then returns `Err`, and `main` should exit non-zero).
+///
+/// Telemetry ([`crate::telemetry`]: span export, log publishing) starts as soon
+/// as the service is connected, and is flushed last.
 pub async fn run<F, Fut>(spec: ServiceSpec, config: RuntimeConfig, wire: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ServiceContext) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Wiring>>,
+{
+    let instance_id = config.instance_id()?;
+    let mut telemetry = None;
+    let result = serve(spec, config, instance_id, wire, &mut telemetry).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "service stopped with an error");
+    }
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    result
+}
+
+async fn serve<F, Fut>(
+    spec: ServiceSpec,
+    config: RuntimeConfig,
+    instance_id: String,
+    wire: F,
+    telemetry: &mut Option<telemetry::TelemetryGuard>,
+) -> anyhow::Result<()>
 where
     F: FnOnce(ServiceContext) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Wiring>>,
@@ -95,13 +124,19 @@ where
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let instance_id = config.instance_id()?;
     let metrics = Metrics::new(spec.name, &instance_id)?;
+    let telemetry_metrics = TelemetryMetrics::new(spec.name, &instance_id)?;
     tracing::info!(service = spec.name, instance_id, nats_url = %config.nats_url, data_dir = %config.data_dir.display(), "starting");
 
     let connection =
         shop_nats::connect(&config.nats(), &format!("{}-{instance_id}", spec.name)).await?;
     let nats = connection.client.clone();
+    *telemetry = Some(telemetry::start(
+        spec.name,
+        &instance_id,
+        spec.version,
+        &nats,
+    )?);
     let js = jetstream::new(nats.clone());
     let store = Store::open(&config.data_dir, spec.name)?;
     ensure_stream(
@@ -179,7 +214,7 @@ where
         Endpoints::new(spec.name, spec.endpoints, &metrics),
     ));
     let pool = WorkerPool::start(
-        handler.clone(),
+        Arc::new(TraceScoped(handler.clone())),
         responder.clone(),
         config.workers,
         config.queue_depth,
@@ -251,6 +286,13 @@ where
         )
         .await?;
     }
+    let consumer_refs: Vec<ConsumerRef> = consumers
+        .iter()
+        .map(|c| ConsumerRef {
+            durable: c.durable.clone(),
+            stream: c.stream.clone(),
+        })
+        .collect();
     for consumer in consumers {
         let shared = Arc::new(ConsumerShared {
             spec: consumer,
@@ -276,6 +318,8 @@ where
             state: state_shared.clone(),
             metrics: metrics.clone(),
             ready: ready.clone(),
+            consumers: consumer_refs,
+            telemetry: telemetry_metrics,
         }),
         admin_stop.clone(),
     )

@@ -6,7 +6,10 @@ pub const SERVICE_ERROR: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const UNREACHABLE: u8 = 3;
 pub const NO_ANSWER: u8 = 4;
+/// `shop up`: a part of the system could not be started.
+pub const START_FAILED: u8 = 5;
 
+#[derive(Debug)]
 pub struct Failure {
     pub code: u8,
     pub message: String,

@@ -1,15 +1,18 @@
-//! `shop`: talk to a running shop from the command line.
+//! `shop`: run and talk to a shop from the command line.
 //!
 //! Exit codes: 0 success, 1 the service answered with an error, 2 bad usage,
-//! 3 NATS unreachable, 4 nobody answered (no responders or timeout).
+//! 3 NATS unreachable, 4 nobody answered (no responders, no such instance, or a
+//! timeout), 5 `shop up` could not start a part of the system.
 
 mod exit;
 mod http;
+mod logs;
 mod req;
 mod status;
 mod targets;
+mod up;
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
@@ -17,7 +20,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "shop",
     version,
-    about = "Talk to a running shop: requests, status, Prometheus discovery"
+    about = "Run and talk to a shop: the whole system, requests, status, logs, Prometheus discovery"
 )]
 struct Cli {
     /// NATS server URL.
@@ -29,6 +32,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the whole system here: NATS (when none is reachable), every service,
+    /// the gateway, demo data; Ctrl-C stops it all.
+    Up {
+        /// Instances of each service.
+        #[arg(long, env = "REPLICAS", default_value_t = 2)]
+        replicas: usize,
+        /// The project checkout (NATS configuration, demo catalog, `.tools/`);
+        /// found from this binary's location when absent.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Where the service binaries are; this binary's directory when absent.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Logs, data and the NATS store; `<root>/.run` when absent.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Admin HTTP port of instance 1 of the first service (instance i of the
+        /// k-th service: base + 10k + i - 1); 0 gives every instance a free port.
+        #[arg(long, default_value_t = 9101)]
+        admin_port_base: u16,
+        /// The gateway's HTTP address.
+        #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:3000")]
+        gateway_addr: String,
+        /// Monitoring port of a NATS server this starts; 0 for none.
+        #[arg(long, env = "NATS_HTTP_PORT", default_value_t = 8222)]
+        nats_http_port: u16,
+        /// Do not seed the demo catalog.
+        #[arg(long)]
+        no_seed: bool,
+    },
     /// Send a request and print the reply (pretty JSON) or the error.
     Req {
         subject: String,
@@ -39,12 +72,34 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
-    /// Every live instance with version, uptime, health, counts, latency and lag.
+    /// Every live instance with version, uptime, health, counts, latency, state
+    /// lag and consumer lag.
     Status {
         /// Only this service.
         #[arg(long)]
         service: Option<String>,
         /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Log records of every service from the LOGS stream, oldest first.
+    Logs {
+        /// Keep printing new records as they arrive.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this level and more severe (error, warn, info, debug, trace).
+        #[arg(long)]
+        level: Option<String>,
+        /// Only records of this trace (32 hex digits).
+        #[arg(long)]
+        trace: Option<String>,
+        /// Only records from this long ago on, e.g. 90s, 15m, 2h, 3d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Each record as its JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -62,8 +117,33 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = async {
+        if let Command::Up {
+            replicas,
+            root,
+            bin_dir,
+            run_dir,
+            admin_port_base,
+            gateway_addr,
+            nats_http_port,
+            no_seed,
+        } = cli.command
+        {
+            return up::run(up::UpOptions {
+                server: cli.server,
+                replicas,
+                root,
+                bin_dir,
+                run_dir,
+                admin_port_base,
+                gateway_addr,
+                nats_http_port,
+                seed: !no_seed,
+            })
+            .await;
+        }
         let client = exit::connect(&cli.server).await?;
         match cli.command {
+            Command::Up { .. } => Ok(()),
             Command::Req {
                 subject,
                 json,
@@ -79,6 +159,27 @@ async fn main() -> ExitCode {
             }
             Command::Status { service, json } => {
                 status::run(&client, service.as_deref(), json).await
+            }
+            Command::Logs {
+                follow,
+                service,
+                level,
+                trace,
+                since,
+                json,
+            } => {
+                logs::run(
+                    &client,
+                    logs::LogQuery {
+                        follow,
+                        service,
+                        level,
+                        trace,
+                        since,
+                        json,
+                    },
+                )
+                .await
             }
             Command::PrometheusTargets { file, once } => targets::run(&client, &file, once).await,
         }

@@ -1,5 +1,6 @@
 //! `shop status`: every live instance from the registry, with its `$SRV.STATS`
-//! counters and its `/health`.
+//! counters and its `/health` (state lag, and each durable consumer's lag:
+//! events undelivered plus unacknowledged).
 
 use std::time::Duration;
 
@@ -94,8 +95,27 @@ async fn describe(client: &async_nats::Client, info: &InstanceInfo) -> Value {
         "errors": errors,
         "avg_ms": if requests > 0 { processing_ns as f64 / requests as f64 / 1e6 } else { 0.0 },
         "state_lag": health["checks"]["state"]["lag"],
+        "consumer_lag": consumer_lag(&health["checks"]["consumers"]),
+        "consumers": health["checks"]["consumers"],
         "stats_answered": stats.is_some(),
     })
+}
+
+/// Events waiting for this service's durable consumers (undelivered plus
+/// unacknowledged), summed; null when it runs none or none could be read.
+fn consumer_lag(consumers: &Value) -> Value {
+    let read: Vec<u64> = consumers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "ok")
+        .map(|c| c["pending"].as_u64().unwrap_or(0) + c["ack_pending"].as_u64().unwrap_or(0))
+        .collect();
+    if read.is_empty() {
+        Value::Null
+    } else {
+        json!(read.iter().sum::<u64>())
+    }
 }
 
 fn uptime(secs: &Value) -> String {
@@ -109,8 +129,17 @@ fn uptime(secs: &Value) -> String {
 
 fn print_table(rows: &[Value]) {
     let header = [
-        "SERVICE", "INSTANCE", "VERSION", "UPTIME", "HEALTH", "REQUESTS", "ERRORS", "AVG MS",
-        "LAG", "ADMIN",
+        "SERVICE",
+        "INSTANCE",
+        "VERSION",
+        "UPTIME",
+        "HEALTH",
+        "REQUESTS",
+        "ERRORS",
+        "AVG MS",
+        "LAG",
+        "CONSUMER_LAG",
+        "ADMIN",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -125,6 +154,10 @@ fn print_table(rows: &[Value]) {
                 r["errors"].to_string(),
                 format!("{:.3}", r["avg_ms"].as_f64().unwrap_or(0.0)),
                 r["state_lag"]
+                    .as_u64()
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r["consumer_lag"]
                     .as_u64()
                     .map(|l| l.to_string())
                     .unwrap_or_else(|| "-".into()),

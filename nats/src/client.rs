@@ -2,7 +2,8 @@
 //!
 //! Every call has a timeout; only calls marked idempotent are retried (on
 //! transient failures, with backoff); each target service has its own circuit
-//! breaker; the caller's trace context travels in `traceparent`; and a request
+//! breaker; the caller's trace context travels in `traceparent` (from a client
+//! span of its own when spans are on, see [`crate::otel`]); and a request
 //! nobody listens to fails at once with a clear 503 (NATS "no responders").
 
 use std::{
@@ -20,6 +21,7 @@ use crate::{
     breaker::{BreakerConfig, CircuitBreaker},
     codec::{Encoding, CONTENT_TYPE_HEADER},
     error::ServiceError,
+    otel::{self, SpanKind},
     trace::TraceContext,
 };
 
@@ -130,6 +132,20 @@ impl ServiceClient {
         options: CallOptions,
         trace: Option<&TraceContext>,
     ) -> Result<Message, ServiceError> {
+        self.call_raw_with_headers(subject, payload, options, trace, &HeaderMap::new())
+            .await
+    }
+
+    /// [`Self::call_raw`] with `extra` headers on every attempt, e.g. the
+    /// caller's identity ([`crate::auth::Caller::headers`]).
+    pub async fn call_raw_with_headers(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        options: CallOptions,
+        trace: Option<&TraceContext>,
+        extra: &HeaderMap,
+    ) -> Result<Message, ServiceError> {
         let service = subject.split('.').next().unwrap_or(subject);
         let breaker = self.breaker(service);
         let attempts = if options.idempotent {
@@ -148,14 +164,28 @@ impl ServiceClient {
                     retry_after.as_millis()
                 )));
             }
-            let mut headers = HeaderMap::new();
+            let mut headers = extra.clone();
             if options.encoding != Encoding::Json {
                 headers.insert(CONTENT_TYPE_HEADER, options.encoding.content_type());
             }
-            let trace = trace
-                .map(TraceContext::child)
-                .unwrap_or_else(TraceContext::new_root);
-            trace.inject(&mut headers);
+            // With spans on, the call's client span is what the callee's work hangs off.
+            let mut span = otel::enabled()
+                .then(|| {
+                    otel::start(
+                        SpanKind::Client,
+                        subject.to_string(),
+                        trace,
+                        otel::messaging(subject, "send"),
+                    )
+                })
+                .flatten();
+            match &span {
+                Some(span) => span.context().inject(&mut headers),
+                None => trace
+                    .map(TraceContext::child)
+                    .unwrap_or_else(TraceContext::new_root)
+                    .inject(&mut headers),
+            }
             let request = async_nats::Request::new()
                 .payload(payload.clone())
                 .headers(headers)
@@ -177,6 +207,10 @@ impl ServiceClient {
                     _ => ServiceError::unavailable(format!("request to {subject} failed: {err}")),
                 }),
             };
+            if let (Some(span), Err(err)) = (span.as_mut(), &outcome) {
+                span.set_error(err.code, &err.message);
+            }
+            drop(span);
             match outcome {
                 Ok(reply) => {
                     breaker.record_success();

@@ -1,5 +1,6 @@
 //! NATS plumbing shared by every shop service.
 //!
+//! - [`auth`]: access-token verification and the caller identity passed downstream.
 //! - [`connect`]: a connection from configuration that reconnects forever.
 //! - [`codec`]: JSON on the wire by default, bincode on request; the one place encoding lives.
 //! - [`error`]: the single error type of the request contract and its NATS headers.
@@ -7,8 +8,10 @@
 //! - [`jetstream`]: idempotent set-up of streams, consumers and key-value buckets.
 //! - [`money`]: ISO 4217 currency checks and minor-unit formatting.
 //! - [`discovery`]: the `registry` bucket of live service instances.
-//! - [`trace`]: W3C `traceparent` propagation in NATS headers.
+//! - [`trace`]: W3C `traceparent`/`tracestate` propagation in NATS headers.
+//! - [`otel`]: OpenTelemetry spans for requests, replies and JetStream messages (only when exporting).
 
+pub mod auth;
 pub mod breaker;
 pub mod client;
 pub mod codec;
@@ -17,6 +20,7 @@ pub mod discovery;
 pub mod error;
 pub mod jetstream;
 pub mod money;
+pub mod otel;
 pub mod subject;
 pub mod trace;
 

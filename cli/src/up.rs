@@ -1,0 +1,730 @@
+//! `shop up`: the whole system on this machine. Starts a NATS server when none
+//! is reachable, every service (N instances each) and the gateway, waits until
+//! each has registered, seeds the demo catalog, prints where everything is, and
+//! on Ctrl-C (or SIGTERM) stops the gateway, then the services, then the NATS
+//! server it started, each with SIGTERM and a grace period.
+//!
+//! Children run in process groups of their own, so a terminal's Ctrl-C reaches
+//! only this tool, which then stops them in order. Their output goes to
+//! `<run-dir>/logs/<name>.log`; their data to `<run-dir>/data/<name>`.
+
+use std::{
+    collections::BTreeMap,
+    net::ToSocketAddrs,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use shop_nats::discovery::{Registry, RegistryEvent};
+use tokio::process::{Child, Command};
+
+use crate::exit::{Failure, START_FAILED, UNREACHABLE, USAGE};
+
+/// Every service, in start order; instance `i` of the `k`-th serves admin HTTP
+/// on `admin_port_base + 10 k + i - 1`.
+pub const SERVICES: [&str; 5] = ["product", "user", "payment", "notification", "order"];
+const GATEWAY: &str = "gateway";
+/// How long the system may take to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a child may take to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+const DEFAULT_ADMIN_EMAIL: &str = "admin@shop.example";
+const DEFAULT_ADMIN_PASSWORD: &str = "change-me-admin-password";
+
+/// What `shop up` was asked for.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub server: String,
+    pub replicas: usize,
+    pub root: Option<PathBuf>,
+    pub bin_dir: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    pub admin_port_base: u16,
+    pub gateway_addr: String,
+    pub nats_http_port: u16,
+    pub seed: bool,
+}
+
+/// One child process and where its output goes.
+struct Proc {
+    name: String,
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+    exited: bool,
+}
+
+/// What this run started, so that it can stop it.
+#[derive(Default)]
+struct System {
+    nats: Option<Proc>,
+    gateway: Option<Proc>,
+    services: Vec<Proc>,
+    /// Registry entries seen for our children: name → admin address.
+    ready: BTreeMap<String, String>,
+}
+
+pub async fn run(options: UpOptions) -> Result<(), Failure> {
+    if options.replicas == 0 || options.replicas > 9 {
+        return Err(Failure::new(
+            USAGE,
+            format!("--replicas {}: expected 1 to 9", options.replicas),
+        ));
+    }
+    let mut signals = Signals::new()?;
+    let mut system = System::default();
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        outcome = start(&options, &mut system) => Some(outcome),
+        signal = signals.next() => {
+            println!("\nshop up: {signal} while starting");
+            None
+        }
+    };
+    match outcome {
+        Some(Ok(paths)) => {
+            summary(&options, &system, &paths, started.elapsed());
+            watch_children(&mut system, &mut signals).await;
+            stop(&mut system).await;
+            Ok(())
+        }
+        Some(Err(failure)) => {
+            stop(&mut system).await;
+            Err(failure)
+        }
+        None => {
+            stop(&mut system).await;
+            Ok(())
+        }
+    }
+}
+
+/// Where things are on disk.
+struct Paths {
+    bin_dir: PathBuf,
+    root: PathBuf,
+    run_dir: PathBuf,
+}
+
+impl Paths {
+    fn logs(&self) -> PathBuf {
+        self.run_dir.join("logs")
+    }
+}
+
+fn resolve_paths(options: &UpOptions) -> Result<Paths, Failure> {
+    let bin_dir = match &options.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+            .ok_or_else(|| {
+                Failure::new(USAGE, "cannot tell where this binary is; pass --bin-dir")
+            })?,
+    };
+    let root = match &options.root {
+        Some(root) => root.clone(),
+        None => bin_dir
+            .ancestors()
+            .find(|dir| dir.join("nats/config/nats-server.conf").is_file())
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let run_dir = options.run_dir.clone().unwrap_or_else(|| root.join(".run"));
+    Ok(Paths {
+        bin_dir,
+        root,
+        run_dir,
+    })
+}
+
+async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failure> {
+    let paths = resolve_paths(options)?;
+    for service in SERVICES {
+        let bin = paths.bin_dir.join(format!("{service}-service"));
+        if !bin.is_file() {
+            return Err(Failure::new(
+                START_FAILED,
+                format!(
+                    "{} is missing: build the services first (cargo build --release), or pass --bin-dir",
+                    bin.display()
+                ),
+            ));
+        }
+    }
+    for dir in [
+        paths.logs(),
+        paths.run_dir.join("data"),
+        paths.run_dir.join("nats"),
+    ] {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Failure::new(START_FAILED, format!("creating {}: {e}", dir.display())))?;
+    }
+    ensure_nats(options, &paths, system).await?;
+
+    let client = crate::exit::connect(&options.server).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let registry = Registry::open(&js)
+        .await
+        .map_err(|e| Failure::new(UNREACHABLE, format!("opening the registry: {e}")))?;
+    let mut watch = registry
+        .watch()
+        .await
+        .map_err(|e| Failure::new(UNREACHABLE, format!("watching the registry: {e}")))?;
+
+    for (k, service) in SERVICES.iter().enumerate() {
+        for i in 1..=options.replicas {
+            let name = format!("{service}-{i}");
+            let port = if options.admin_port_base == 0 {
+                0
+            } else {
+                u32::from(options.admin_port_base) + 10 * k as u32 + i as u32 - 1
+            };
+            let data = paths.run_dir.join("data").join(&name);
+            let mut env = vec![
+                ("NATS_URL".to_string(), options.server.clone()),
+                ("INSTANCE_ID".to_string(), name.clone()),
+                ("DATA_DIR".to_string(), data.display().to_string()),
+                ("ADMIN_ADDR".to_string(), format!("127.0.0.1:{port}")),
+            ];
+            if *service == "user" {
+                for (var, default) in [
+                    ("ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
+                    ("ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD),
+                ] {
+                    if std::env::var_os(var).is_none() {
+                        env.push((var.to_string(), default.to_string()));
+                    }
+                }
+            }
+            let bin = paths.bin_dir.join(format!("{service}-service"));
+            let proc = spawn(&name, &bin, &[], &env, &paths.logs())?;
+            println!(
+                "shop up: started {name} (pid {}, log {})",
+                proc.pid,
+                proc.log.display()
+            );
+            system.services.push(proc);
+        }
+    }
+    let gateway_bin = paths.bin_dir.join(GATEWAY);
+    if gateway_bin.is_file() {
+        let env = vec![
+            ("NATS_URL".to_string(), options.server.clone()),
+            ("INSTANCE_ID".to_string(), "gateway-1".to_string()),
+            ("GATEWAY_ADDR".to_string(), options.gateway_addr.clone()),
+        ];
+        let proc = spawn("gateway-1", &gateway_bin, &[], &env, &paths.logs())?;
+        println!(
+            "shop up: started gateway-1 (pid {}, log {})",
+            proc.pid,
+            proc.log.display()
+        );
+        system.gateway = Some(proc);
+    } else {
+        println!(
+            "shop up: no gateway binary in {}; the HTTP API is not started",
+            paths.bin_dir.display()
+        );
+    }
+
+    wait_until_registered(system, &mut watch).await?;
+    drop(watch);
+    if options.seed {
+        seed(&paths, &options.server).await;
+    }
+    Ok(paths)
+}
+
+/// Uses the NATS server at `--server` when it answers; otherwise starts one
+/// (only for a local address) with the shipped configuration.
+async fn ensure_nats(
+    options: &UpOptions,
+    paths: &Paths,
+    system: &mut System,
+) -> Result<(), Failure> {
+    let (host, port) = nats_host_port(&options.server).ok_or_else(|| {
+        Failure::new(
+            USAGE,
+            format!("cannot read a host and port from {}", options.server),
+        )
+    })?;
+    if reachable(&host, port).await {
+        println!("shop up: using the NATS server at {}", options.server);
+        return Ok(());
+    }
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") {
+        return Err(Failure::new(
+            UNREACHABLE,
+            format!(
+                "{} is not reachable and is not local: start that server, or point --server/NATS_URL elsewhere",
+                options.server
+            ),
+        ));
+    }
+    let bin = nats_server_bin(&paths.root).ok_or_else(|| {
+        Failure::new(
+            START_FAILED,
+            "no nats-server found (NATS_SERVER_BIN, .tools/bin or PATH): run scripts/setup.sh",
+        )
+    })?;
+    let store = paths.run_dir.join("nats");
+    let config = match paths.root.join("nats/config/nats-server.conf") {
+        shipped if shipped.is_file() => shipped,
+        _ => {
+            let generated = paths.run_dir.join("nats-server.conf");
+            std::fs::write(
+                &generated,
+                "max_payload: 8MB\njetstream { store_dir: $NATS_STORE_DIR, sync_interval: always }\n",
+            )
+            .map_err(|e| Failure::new(START_FAILED, format!("writing {}: {e}", generated.display())))?;
+            generated
+        }
+    };
+    let mut args = vec![
+        "-c".to_string(),
+        config.display().to_string(),
+        "-a".to_string(),
+        host.clone(),
+        "-p".to_string(),
+        port.to_string(),
+    ];
+    if options.nats_http_port > 0 {
+        args.extend(["-m".to_string(), options.nats_http_port.to_string()]);
+    }
+    let env = vec![("NATS_STORE_DIR".to_string(), store.display().to_string())];
+    println!(
+        "shop up: starting nats-server on {host}:{port} (store {}, log {})",
+        store.display(),
+        paths.logs().join("nats-server.log").display()
+    );
+    let mut proc = spawn("nats-server", &bin, &args, &env, &paths.logs())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reachable(&host, port).await {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            proc.exited = true;
+            return Err(Failure::new(
+                START_FAILED,
+                format!(
+                    "nats-server exited at start ({status}); last lines of {}:\n{}",
+                    proc.log.display(),
+                    tail(&proc.log, 20)
+                ),
+            ));
+        }
+        if Instant::now() > deadline {
+            system.nats = Some(proc);
+            return Err(Failure::new(
+                START_FAILED,
+                format!("nats-server not reachable on {host}:{port} after 10 s"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    system.nats = Some(proc);
+    Ok(())
+}
+
+/// Host and port of the first server of a NATS URL list
+/// (`scheme://user:pass@host:port,...`; port 4222 when absent).
+pub fn nats_host_port(url: &str) -> Option<(String, u16)> {
+    let first = url.split(',').next()?.trim();
+    let rest = first.split_once("://").map_or(first, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let rest = rest.split('/').next()?;
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        (host.to_string(), after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (rest.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => 4222,
+    };
+    let host = if host.is_empty() {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    Some((host, port))
+}
+
+async fn reachable(host: &str, port: u16) -> bool {
+    let Some(addr) = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+fn nats_server_bin(root: &Path) -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
+        return Some(PathBuf::from(bin));
+    }
+    let local = root.join(".tools/bin/nats-server");
+    if local.is_file() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("nats-server"))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// Starts `bin` in a process group of its own, output appended to `<logs>/<name>.log`.
+fn spawn(
+    name: &str,
+    bin: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    logs: &Path,
+) -> Result<Proc, Failure> {
+    let log = logs.join(format!("{name}.log"));
+    let open = || {
+        std::fs::File::create(&log)
+            .map_err(|e| Failure::new(START_FAILED, format!("creating {}: {e}", log.display())))
+    };
+    let out = open()?;
+    let err = out
+        .try_clone()
+        .map_err(|e| Failure::new(START_FAILED, format!("opening {}: {e}", log.display())))?;
+    let mut command = Command::new(bin);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0)
+        .kill_on_drop(true);
+    if std::env::var_os("LOG_FORMAT").is_none() {
+        command.env("LOG_FORMAT", "pretty");
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| Failure::new(START_FAILED, format!("starting {}: {e}", bin.display())))?;
+    let pid = child.id().unwrap_or_default();
+    Ok(Proc {
+        name: name.to_string(),
+        child,
+        pid,
+        log,
+        exited: false,
+    })
+}
+
+/// Waits until every child has its registry entry (matched by pid, so a stale
+/// entry of an earlier run does not count), failing early when one exits.
+async fn wait_until_registered(
+    system: &mut System,
+    watch: &mut futures::stream::BoxStream<'static, RegistryEvent>,
+) -> Result<(), Failure> {
+    let expected: BTreeMap<String, u32> = system
+        .services
+        .iter()
+        .chain(system.gateway.iter())
+        .map(|p| (p.name.clone(), p.pid))
+        .collect();
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    while system.ready.len() < expected.len() {
+        tokio::select! {
+            event = watch.next() => match event {
+                Some(RegistryEvent::Up(info)) => {
+                    if expected.get(&info.instance_id) == Some(&info.pid)
+                        && !system.ready.contains_key(&info.instance_id)
+                    {
+                        let admin = info.admin_addr.clone().unwrap_or_default();
+                        println!(
+                            "shop up: {} ready ({}/{}), admin http://{admin}",
+                            info.instance_id,
+                            system.ready.len() + 1,
+                            expected.len()
+                        );
+                        system.ready.insert(info.instance_id.clone(), admin);
+                    }
+                }
+                Some(RegistryEvent::Down { .. }) => {}
+                None => return Err(Failure::new(UNREACHABLE, "the registry watch ended (NATS connection lost)")),
+            },
+            _ = check.tick() => {
+                for proc in system.services.iter_mut().chain(system.gateway.iter_mut()) {
+                    if let Ok(Some(status)) = proc.child.try_wait() {
+                        proc.exited = true;
+                        return Err(Failure::new(
+                            START_FAILED,
+                            format!(
+                                "{} exited at start ({status}); last lines of {}:\n{}",
+                                proc.name,
+                                proc.log.display(),
+                                tail(&proc.log, 20)
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let missing: Vec<&String> = expected.keys().filter(|n| !system.ready.contains_key(*n)).collect();
+                return Err(Failure::new(
+                    START_FAILED,
+                    format!("not ready after {} s: {missing:?}; see their logs", START_TIMEOUT.as_secs()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Seeds the demo catalog (harmless when it is already there); a failure is
+/// reported and the system keeps running.
+async fn seed(paths: &Paths, server: &str) {
+    let catalog = paths.root.join("services/product/demo/catalog.json");
+    if !catalog.is_file() {
+        println!(
+            "shop up: no demo catalog at {}; not seeding",
+            catalog.display()
+        );
+        return;
+    }
+    let log = paths.logs().join("seed.log");
+    for attempt in 1..=5 {
+        let output = Command::new(paths.bin_dir.join("product-service"))
+            .arg("seed")
+            .arg(&catalog)
+            .env("NATS_URL", server)
+            .stdin(Stdio::null())
+            .output()
+            .await;
+        match output {
+            Ok(output) => {
+                let mut text = output.stdout.clone();
+                text.extend_from_slice(&output.stderr);
+                let _ = std::fs::write(&log, &text);
+                if output.status.success() {
+                    println!("shop up: demo catalog seeded from {}", catalog.display());
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::write(&log, e.to_string());
+            }
+        }
+        if attempt < 5 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    eprintln!(
+        "shop up: WARNING seeding failed; last lines of {}:\n{}",
+        log.display(),
+        tail(&log, 20)
+    );
+}
+
+fn summary(options: &UpOptions, system: &System, paths: &Paths, elapsed: Duration) {
+    let admin = |name: &str| {
+        system
+            .ready
+            .get(name)
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    let shop = paths.bin_dir.join("shop");
+    let shop = shop.display();
+    println!();
+    println!(
+        "The system is running ({} instance(s) each of {}; NATS at {}), up in {:.1} s.",
+        options.replicas,
+        SERVICES.join(", "),
+        options.server,
+        elapsed.as_secs_f64()
+    );
+    if system.gateway.is_some() {
+        println!(
+            "  HTTP API: {}/api/products   (OpenAPI: {}/api/openapi.json)",
+            admin("gateway-1"),
+            admin("gateway-1")
+        );
+    }
+    for service in SERVICES {
+        let addrs: Vec<String> = (1..=options.replicas)
+            .map(|i| admin(&format!("{service}-{i}")))
+            .collect();
+        println!("  {service:<13} admin {}", addrs.join("  "));
+    }
+    println!("             (each admin address serves /health, /ready and /metrics)");
+    let email = std::env::var("ADMIN_EMAIL").unwrap_or_else(|_| DEFAULT_ADMIN_EMAIL.into());
+    println!("  Admin account: {email} (ADMIN_EMAIL / ADMIN_PASSWORD)");
+    println!("  Status:   {shop} status");
+    println!(
+        "  Logs:     {shop} logs -f            (files: {})",
+        paths.logs().display()
+    );
+    println!("  Requests: {shop} req product.get '{{\"id\":\"sku-keyboard\"}}'");
+    println!("            {shop} req product.list '{{\"limit\":5}}'");
+    println!("Press Ctrl-C to stop everything.");
+}
+
+/// Runs until a signal, reporting children that exit on their own.
+async fn watch_children(system: &mut System, signals: &mut Signals) {
+    loop {
+        tokio::select! {
+            signal = signals.next() => {
+                println!("\nshop up: {signal}");
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                let all = system.services.iter_mut().chain(system.gateway.iter_mut()).chain(system.nats.iter_mut());
+                for proc in all {
+                    if proc.exited {
+                        continue;
+                    }
+                    if let Ok(Some(status)) = proc.child.try_wait() {
+                        proc.exited = true;
+                        eprintln!(
+                            "shop up: {} exited ({status}); last lines of {}:\n{}",
+                            proc.name,
+                            proc.log.display(),
+                            tail(&proc.log, 10)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The gateway first, then every service at once, then the NATS server.
+async fn stop(system: &mut System) {
+    let running = system
+        .services
+        .iter()
+        .chain(system.gateway.iter())
+        .chain(system.nats.iter())
+        .any(|p| !p.exited);
+    if !running {
+        return;
+    }
+    println!("shop up: stopping...");
+    if let Some(gateway) = system.gateway.as_mut() {
+        stop_all(std::slice::from_mut(gateway)).await;
+    }
+    stop_all(&mut system.services).await;
+    if let Some(nats) = system.nats.as_mut() {
+        stop_all(std::slice::from_mut(nats)).await;
+    }
+    println!("shop up: stopped");
+}
+
+/// SIGTERM to each, then waits; SIGKILL to what has not stopped after the grace period.
+async fn stop_all(procs: &mut [Proc]) {
+    for proc in procs.iter().filter(|p| !p.exited) {
+        // SAFETY: kill(2) with a pid this process spawned and has not reaped.
+        unsafe { libc::kill(proc.pid as i32, libc::SIGTERM) };
+    }
+    let waits = procs
+        .iter_mut()
+        .filter(|p| !p.exited)
+        .map(|proc| async move {
+            let status = match tokio::time::timeout(STOP_GRACE, proc.child.wait()).await {
+                Ok(status) => status.map(|s| s.to_string()),
+                Err(_) => {
+                    eprintln!(
+                        "shop up: {} did not stop within {} s; killing it",
+                        proc.name,
+                        STOP_GRACE.as_secs()
+                    );
+                    let _ = proc.child.kill().await;
+                    Ok("killed".to_string())
+                }
+            };
+            proc.exited = true;
+            if let Ok(status) = status {
+                if status != "exit status: 0" {
+                    println!("shop up: {} stopped ({status})", proc.name);
+                }
+            }
+        });
+    futures::future::join_all(waits).await;
+}
+
+/// The last `lines` lines of a log file.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// SIGINT, SIGTERM and SIGHUP, as one stream of names.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, Failure> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind| {
+            signal(kind)
+                .map_err(|e| Failure::new(START_FAILED, format!("listening for signals: {e}")))
+        };
+        Ok(Self {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+            hup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_of_nats_urls() {
+        let hp = |u: &str| nats_host_port(u);
+        assert_eq!(
+            hp("nats://127.0.0.1:4222"),
+            Some(("127.0.0.1".into(), 4222))
+        );
+        assert_eq!(hp("nats://localhost"), Some(("localhost".into(), 4222)));
+        assert_eq!(
+            hp("nats://user:secret@10.0.0.5:5222,nats://10.0.0.6:4222"),
+            Some(("10.0.0.5".into(), 5222))
+        );
+        assert_eq!(hp("tls://[::1]:4333"), Some(("::1".into(), 4333)));
+        assert_eq!(hp("127.0.0.1:7000"), Some(("127.0.0.1".into(), 7000)));
+        assert_eq!(hp("nats://host:notaport"), None);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.log");
+        std::fs::write(&file, "a\nb\nc\n").unwrap();
+        assert_eq!(tail(&file, 2), "b\nc");
+        assert_eq!(tail(&dir.path().join("missing"), 2), "");
+    }
+}
