@@ -12,7 +12,7 @@
 //! on the order's stream subject before the next step starts.
 
 use serde::{Deserialize, Serialize};
-use shop_nats::ServiceError;
+use shop_nats::{auth::Caller, ServiceError};
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 1_000;
@@ -337,6 +337,48 @@ pub fn is_overdue(order: &Order, now_ms: u64, deadline_ms: u64) -> bool {
         && now_ms.saturating_sub(order.created_at_ms) > deadline_ms
 }
 
+// ---- who may do what ------------------------------------------------------------
+
+/// Whether `caller` may see or cancel `order`: its owner or an admin. A request
+/// without a caller is a trusted internal call and may.
+pub fn may_access(caller: Option<&Caller>, order: &Order) -> bool {
+    caller.is_none_or(|c| c.may_act_for(&order.user_id))
+}
+
+/// `order` if `caller` may see it; otherwise the same 404 as an unknown id, so
+/// nobody learns which ids belong to other users.
+pub fn visible_to(caller: Option<&Caller>, order: Order) -> Result<Order, ServiceError> {
+    if may_access(caller, &order) {
+        Ok(order)
+    } else {
+        Err(ServiceError::not_found(format!(
+            "order {} not found",
+            order.id
+        )))
+    }
+}
+
+/// A caller places orders only for themselves (admins too: the order is paid
+/// with the caller's payment token).
+pub fn check_create(caller: Option<&Caller>, user_id: &str) -> Result<(), ServiceError> {
+    match caller {
+        Some(c) if c.user_id != user_id => Err(ServiceError::forbidden(
+            "an order can only be placed for the calling user",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A caller lists only their own orders; an admin anyone's.
+pub fn check_list(caller: Option<&Caller>, user_id: &str) -> Result<(), ServiceError> {
+    match caller {
+        Some(c) if !c.may_act_for(user_id) => Err(ServiceError::forbidden(
+            "only your own orders can be listed",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn page_limit(limit: Option<u32>) -> Result<usize, ServiceError> {
     match limit {
         None => Ok(20),
@@ -384,6 +426,41 @@ mod tests {
         .unwrap();
         o.status = status;
         o
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_reaches_an_order() {
+        let o = order(Status::Confirmed);
+        let owner = Caller {
+            user_id: "u1".into(),
+            roles: vec!["customer".into()],
+        };
+        let other = Caller {
+            user_id: "u2".into(),
+            roles: vec!["customer".into()],
+        };
+        let admin = Caller {
+            user_id: "a1".into(),
+            roles: vec!["customer".into(), "admin".into()],
+        };
+        assert!(may_access(None, &o), "internal calls are trusted");
+        assert!(may_access(Some(&owner), &o));
+        assert!(may_access(Some(&admin), &o));
+        assert!(!may_access(Some(&other), &o));
+        let hidden = visible_to(Some(&other), o.clone()).unwrap_err();
+        assert_eq!(hidden.code, 404);
+        assert_eq!(hidden.message, "order o1 not found");
+        assert_eq!(visible_to(Some(&owner), o.clone()), Ok(o));
+
+        assert!(check_create(None, "u1").is_ok());
+        assert!(check_create(Some(&owner), "u1").is_ok());
+        assert_eq!(check_create(Some(&other), "u1").unwrap_err().code, 403);
+        assert_eq!(check_create(Some(&admin), "u1").unwrap_err().code, 403);
+
+        assert!(check_list(None, "u1").is_ok());
+        assert!(check_list(Some(&owner), "u1").is_ok());
+        assert!(check_list(Some(&admin), "u1").is_ok());
+        assert_eq!(check_list(Some(&other), "u1").unwrap_err().code, 403);
     }
 
     #[test]

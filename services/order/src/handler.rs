@@ -81,12 +81,14 @@ impl OrderHandler {
     fn read(&self, request: &Request, id: &str) -> HandlerResult {
         let order = store::order(self.state.tree(), id)?
             .ok_or_else(|| ServiceError::not_found(format!("order {id} not found")))?;
+        let order = domain::visible_to(request.caller().as_ref(), order)?;
         request.encode(&order)
     }
 
     fn list(&self, request: &Request) -> HandlerResult {
         let list: domain::ListOrders = request.decode()?;
         domain::validate_id("user_id", &list.user_id)?;
+        domain::check_list(request.caller().as_ref(), &list.user_id)?;
         let limit = domain::page_limit(list.limit)?;
         let (items, next_cursor) = store::user_orders(
             self.state.tree(),
@@ -100,6 +102,7 @@ impl OrderHandler {
     async fn create(&self, request: Request) -> HandlerResult {
         let create: domain::CreateOrder = request.decode()?;
         domain::validate_create(&create)?;
+        domain::check_create(request.caller().as_ref(), &create.user_id)?;
         // The same key from the same user names the same order, on any instance.
         let id = uuid::Uuid::new_v5(
             &uuid::Uuid::NAMESPACE_OID,
@@ -160,9 +163,11 @@ impl OrderHandler {
         let cancel: domain::CancelOrder = request.decode()?;
         domain::validate_id("id", &cancel.id)?;
         let id = cancel.id.clone();
+        let caller = request.caller();
         let order = record(&self.events, &request.trace, &id, None, |current| {
-            let current =
-                current.ok_or_else(|| ServiceError::not_found(format!("order {id} not found")))?;
+            let current = current
+                .filter(|order| domain::may_access(caller.as_ref(), order))
+                .ok_or_else(|| ServiceError::not_found(format!("order {id} not found")))?;
             domain::decide_cancel(current, now_ms())
         })
         .await?

@@ -1,85 +1,13 @@
-//! Access tokens: compact JWS with EdDSA (Ed25519) signatures, and the
-//! JWKS-like key list that verifies them.
-//!
-//! [`verify`] is pure (keys, token and the current time in, claims or an error
-//! out) so any service holding the output of `user.keys` can check a token
-//! without calling the user service. This module depends only on
-//! `ed25519-dalek`, `base64`, `sha2` and serde, so it can move to a shared crate.
+//! Access tokens: signing. Verification and the token types live in
+//! [`shop_nats::auth`] (so the gateway and any service can check a token
+//! without depending on this crate) and are re-exported here.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-/// The only algorithm issued and accepted.
-pub const ALG: &str = "EdDSA";
-/// Largest token [`verify`] looks at.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-/// How far in the future `iat` may be (clock skew between hosts), in seconds.
-pub const MAX_CLOCK_SKEW_SECS: u64 = 60;
-
-/// What a token says about its bearer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    pub email: String,
-    /// `customer`, `admin`.
-    pub roles: Vec<String>,
-    /// Issued at, Unix seconds.
-    pub iat: u64,
-    /// Expires at, Unix seconds: refused from this second on.
-    pub exp: u64,
-}
-
-/// One public key (RFC 8037 OKP key in JWK form).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwk {
-    pub kty: String,
-    pub crv: String,
-    /// The 32-byte public key, base64url without padding.
-    pub x: String,
-    pub kid: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alg: Option<String>,
-    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
-    pub use_: Option<String>,
-}
-
-/// The reply of `user.keys`: every key a valid token may be signed with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwks {
-    pub keys: Vec<Jwk>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    typ: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kid: Option<String>,
-    /// Extensions a verifier must understand; we understand none.
-    #[serde(default, skip_serializing)]
-    crit: Option<serde_json::Value>,
-}
-
-/// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    #[error("token is malformed: {0}")]
-    Malformed(&'static str),
-    #[error("token algorithm {0:?} is not accepted (only EdDSA)")]
-    Algorithm(String),
-    #[error("token is signed with an unknown key")]
-    UnknownKey,
-    #[error("token signature is invalid")]
-    BadSignature,
-    #[error("token has expired")]
-    Expired,
-    #[error("token is issued in the future")]
-    NotYetValid,
-}
+use ed25519_dalek::{Signer, SigningKey};
+pub use shop_nats::auth::{
+    thumbprint, verify, Claims, Jwk, Jwks, JwsHeader, TokenError, ALG, MAX_CLOCK_SKEW_SECS,
+    MAX_TOKEN_LEN,
+};
 
 /// A private signing key and its key id.
 #[derive(Clone)]
@@ -109,12 +37,12 @@ impl TokenSigner {
     }
 
     pub fn jwk(&self) -> Jwk {
-        public_jwk(&self.key.verifying_key(), &self.kid)
+        Jwk::ed25519(&self.key.verifying_key(), &self.kid)
     }
 
     /// A compact JWS of `claims`, with the header `{"alg":"EdDSA","typ":"JWT","kid":...}`.
     pub fn sign(&self, claims: &Claims) -> Result<String, serde_json::Error> {
-        let header = Header {
+        let header = JwsHeader {
             alg: ALG.to_string(),
             typ: Some("JWT".to_string()),
             kid: Some(self.kid.clone()),
@@ -130,109 +58,10 @@ impl TokenSigner {
     }
 }
 
-fn public_jwk(key: &VerifyingKey, kid: &str) -> Jwk {
-    Jwk {
-        kty: "OKP".to_string(),
-        crv: "Ed25519".to_string(),
-        x: URL_SAFE_NO_PAD.encode(key.to_bytes()),
-        kid: kid.to_string(),
-        alg: Some(ALG.to_string()),
-        use_: Some("sig".to_string()),
-    }
-}
-
-/// RFC 7638 thumbprint of an Ed25519 public key: base64url(SHA-256 of the
-/// canonical `{"crv","kty","x"}` JSON).
-pub fn thumbprint(key: &VerifyingKey) -> String {
-    let canonical = format!(
-        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-        URL_SAFE_NO_PAD.encode(key.to_bytes())
-    );
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
-}
-
-/// Checks `token` against `jwks` at time `now` (Unix seconds): the algorithm
-/// must be EdDSA, the key id must name an Ed25519 key of `jwks`, the signature
-/// must verify (strictly), `now` must be before `exp`, and `iat` no more than
-/// [`MAX_CLOCK_SKEW_SECS`] ahead of `now`.
-pub fn verify(jwks: &Jwks, token: &str, now: u64) -> Result<Claims, TokenError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(TokenError::Malformed("too long"));
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed("expected three dot-separated parts"));
-    };
-    let header: Header = decode_json(header_b64, "header")?;
-    if header.alg != ALG {
-        return Err(TokenError::Algorithm(header.alg));
-    }
-    if header.typ.as_deref().is_some_and(|t| t != "JWT") {
-        return Err(TokenError::Malformed("typ is not JWT"));
-    }
-    if header.crit.is_some() {
-        return Err(TokenError::Malformed("critical header extensions"));
-    }
-    let kid = header
-        .kid
-        .ok_or(TokenError::Malformed("header has no kid"))?;
-    let jwk = jwks
-        .keys
-        .iter()
-        .find(|k| k.kid == kid)
-        .ok_or(TokenError::UnknownKey)?;
-    if jwk.kty != "OKP" || jwk.crv != "Ed25519" || jwk.alg.as_deref().is_some_and(|a| a != ALG) {
-        return Err(TokenError::UnknownKey);
-    }
-    let public: [u8; 32] = URL_SAFE_NO_PAD
-        .decode(&jwk.x)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(TokenError::UnknownKey)?;
-    let public = VerifyingKey::from_bytes(&public).map_err(|_| TokenError::UnknownKey)?;
-    let signature: [u8; 64] = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(TokenError::Malformed("signature is not 64 base64url bytes"))?;
-    let signed = &token[..header_b64.len() + 1 + claims_b64.len()];
-    public
-        .verify_strict(signed.as_bytes(), &Signature::from_bytes(&signature))
-        .map_err(|_| TokenError::BadSignature)?;
-    let claims: Claims = decode_json(claims_b64, "claims")?;
-    if now >= claims.exp {
-        return Err(TokenError::Expired);
-    }
-    if claims.iat > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-        return Err(TokenError::NotYetValid);
-    }
-    Ok(claims)
-}
-
-fn decode_json<T: serde::de::DeserializeOwned>(
-    part: &str,
-    what: &'static str,
-) -> Result<T, TokenError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| {
-        TokenError::Malformed(if what == "header" {
-            "header is not base64url"
-        } else {
-            "claims are not base64url"
-        })
-    })?;
-    serde_json::from_slice(&bytes).map_err(|_| {
-        TokenError::Malformed(if what == "header" {
-            "header is not the expected JSON"
-        } else {
-            "claims are not the expected JSON"
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use ed25519_dalek::VerifyingKey;
+
     use super::*;
 
     const NOW: u64 = 1_700_000_000;

@@ -1,0 +1,184 @@
+//! Every HTTP route, and the helpers they share: reading JSON bodies within
+//! the size limit, checking path ids, and answering with a service's bytes.
+
+pub mod details;
+pub mod health;
+pub mod orders;
+pub mod products;
+pub mod users;
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{rejection::PathRejection, rejection::QueryRejection, Path, Query},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::{error::ApiError, middleware::front_door, Gateway};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// A valid bearer token.
+    User,
+    /// A valid bearer token with the `admin` role.
+    Admin,
+}
+
+/// One route: what `/api/openapi.json` and the metrics name it by.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    /// The path template, as the router matches it.
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+}
+
+/// Every route the gateway serves.
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec { method: "GET", path: "/api/products", access: Access::Public, summary: "List products, in id order, a page at a time" },
+    RouteSpec { method: "POST", path: "/api/products", access: Access::Admin, summary: "Create a product" },
+    RouteSpec { method: "GET", path: "/api/products/{id}", access: Access::Public, summary: "One product (cached; ETag / If-None-Match)" },
+    RouteSpec { method: "PATCH", path: "/api/products/{id}", access: Access::Admin, summary: "Change a product's fields" },
+    RouteSpec { method: "POST", path: "/api/users", access: Access::Public, summary: "Register an account" },
+    RouteSpec { method: "POST", path: "/api/auth/login", access: Access::Public, summary: "Log in: a bearer token" },
+    RouteSpec { method: "GET", path: "/api/users/me", access: Access::User, summary: "The caller's profile" },
+    RouteSpec { method: "PATCH", path: "/api/users/me", access: Access::User, summary: "Change the caller's profile" },
+    RouteSpec { method: "POST", path: "/api/orders", access: Access::User, summary: "Place an order for the caller" },
+    RouteSpec { method: "GET", path: "/api/orders", access: Access::User, summary: "The caller's orders, newest first (admins: any user's)" },
+    RouteSpec { method: "GET", path: "/api/orders/{id}", access: Access::User, summary: "One of the caller's orders (admins: any)" },
+    RouteSpec { method: "POST", path: "/api/orders/{id}/cancel", access: Access::User, summary: "Cancel one of the caller's orders" },
+    RouteSpec { method: "GET", path: "/api/orders/{id}/details", access: Access::User, summary: "An order with its products' current details, its payment and its customer, fetched in parallel" },
+    RouteSpec { method: "GET", path: "/api/openapi.json", access: Access::Public, summary: "This API, as OpenAPI 3.1" },
+    RouteSpec { method: "GET", path: "/health", access: Access::Public, summary: "The gateway's health and the registry's view of every service" },
+    RouteSpec { method: "GET", path: "/metrics", access: Access::Public, summary: "Prometheus metrics" },
+];
+
+/// The index in [`ROUTES`] of a matched route.
+pub fn route_index(method: &Method, path: &str) -> Option<usize> {
+    ROUTES
+        .iter()
+        .position(|r| r.path == path && r.method == method.as_str())
+}
+
+/// The gateway's router, with the front door on every route.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/api/products", get(products::list).post(products::create))
+        .route(
+            "/api/products/{id}",
+            get(products::get_one).patch(products::update),
+        )
+        .route("/api/users", post(users::register))
+        .route("/api/auth/login", post(users::login))
+        .route("/api/users/me", get(users::me).patch(users::update_me))
+        .route("/api/orders", get(orders::list).post(orders::create))
+        .route("/api/orders/{id}", get(orders::get_one))
+        .route("/api/orders/{id}/cancel", post(orders::cancel))
+        .route("/api/orders/{id}/details", get(details::details))
+        .route("/api/openapi.json", get(health::openapi))
+        .route("/health", get(health::health))
+        .route("/metrics", get(health::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(gw.clone(), front_door))
+        .with_state(gw)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::not_found("no such route; see /api/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route; see /api/openapi.json",
+    )
+}
+
+/// The `{id}` of a path, checked to be a valid id (a subject token).
+pub fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    shop_nats::subject::validate_token("id", &id).map_err(|e| ApiError::bad_request(e.message))?;
+    Ok(id)
+}
+
+/// Query parameters, or 400 naming what is wrong.
+pub fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// The request body as a JSON object: 400 when it is larger than the limit,
+/// empty, not JSON, or not an object.
+pub async fn json_object(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Map<String, Value>, ApiError> {
+    let limit = gw.config.max_body_bytes;
+    let too_large = || ApiError::bad_request(format!("request body is larger than {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "request body is empty: expected a JSON object",
+        ));
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("request body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
+    }
+}
+
+/// Refuses a body field the gateway sets itself.
+pub fn refuse_field(body: &Map<String, Value>, field: &str, why: &str) -> Result<(), ApiError> {
+    if body.contains_key(field) {
+        return Err(ApiError::bad_request(format!(
+            "{field} is not accepted: {why}"
+        )));
+    }
+    Ok(())
+}
+
+/// Encodes a JSON value for a service.
+pub fn encode(value: &impl serde::Serialize) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(value).map(Bytes::from).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding request: {e}"),
+        )
+    })
+}
+
+/// A service's JSON reply, passed through as is.
+pub fn json_reply(status: StatusCode, body: Bytes) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
