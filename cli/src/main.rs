@@ -115,6 +115,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = async {
         if let Command::Up {
@@ -191,5 +192,16 @@ async fn main() -> ExitCode {
             eprintln!("shop: {}", failure.message);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// Ends quietly when stdout's reader goes away (`shop logs -f | head`), as
+/// other command-line tools do, instead of panicking in `println!`.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: `signal` only sets the process-wide disposition of SIGPIPE to
+    // its default; no handler code is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
