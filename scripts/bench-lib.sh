@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Shared by the bench scripts (sourced): finding nats-server, a results
 # directory per run, starting and stopping processes, and waiting for them.
-# Callers set ROOT, NATS_URL and BENCH (the shop-bench binary) and `set -euo pipefail`.
+# Callers set ROOT and `set -euo pipefail`; BENCH_NAME names the run directory,
+# created under BENCH_RESULTS_DIR (default bench-results); scripts that start
+# processes themselves also set NATS_URL and BENCH (the shop-bench binary).
 
 die() {
   echo "bench: $*" >&2
@@ -29,7 +31,7 @@ fi
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo "no-commit")
 if [[ -n $(git status --porcelain 2>/dev/null | head -1) ]]; then REV="$REV+dirty"; fi
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-${REV//+/-}"
-RUN_DIR="$ROOT/bench-results/${BENCH_NAME:-bench}-$RUN_ID"
+RUN_DIR="$ROOT/${BENCH_RESULTS_DIR:-bench-results}/${BENCH_NAME:-bench}-$RUN_ID"
 LOG_DIR="$RUN_DIR/logs"
 mkdir -p "$LOG_DIR"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/shop-bench.XXXXXX")

@@ -1,262 +1,427 @@
-//! Closed-loop request/reply load generator.
+//! The two load models.
 //!
-//! `concurrency` tasks each keep exactly one request in flight: send, wait for
-//! the reply, record, repeat. Only requests that *complete* inside the
-//! measurement window `[start + warmup, start + warmup + duration)` are
-//! counted; throughput is successful replies divided by the window length.
+//! - **Closed loop** (`in_flight` N): N workers each keep one request in flight:
+//!   send, wait for the outcome, record, repeat. Throughput is what the system
+//!   sustains at that concurrency; latency runs from the actual send.
+//! - **Open loop** (`rate` R): request *i* is due at `start + i/R` whether or not
+//!   earlier ones have finished, and its latency runs from that *intended* time.
+//!   A server that falls behind therefore shows as latency instead of quietly
+//!   lowering the rate (no coordinated omission). How late the generator itself
+//!   sent each request is recorded too (`send_lag`), so an overloaded generator
+//!   is visible.
+//!
+//! Only requests inside the measurement window count: closed loop, those that
+//! complete in `[start + warmup, start + warmup + duration)`; open loop, those
+//! *due* in it (each is then followed until it completes or times out).
 
-use std::path::Path;
-use std::str::FromStr;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use async_nats::header::HeaderName;
-use async_nats::{Client, HeaderMap, Request, Subject};
-use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::nats;
-use crate::report::{Settings, Summary, Tally};
+use crate::stats::{OpError, Tally};
 
-#[derive(Debug, Clone)]
-pub struct LoadConfig {
-    pub nats_url: String,
-    pub label: String,
-    pub subject: String,
-    pub concurrency: usize,
-    pub connections: usize,
-    pub duration: Duration,
-    pub warmup: Duration,
-    pub timeout: Duration,
-    pub payloads: Vec<Bytes>,
-    /// Validated `(name, value)` request headers.
-    pub headers: Vec<(String, String)>,
+/// One kind of work a scenario repeats (a request, or a request and the event
+/// it causes).
+pub trait Operation: Send + Sync + 'static {
+    /// Performs request number `seq` (unique within a run) and reports what happened.
+    fn call(&self, seq: u64) -> impl Future<Output = Outcome> + Send;
+
+    /// The operation name request `seq` will be counted under (for requests the
+    /// generator has to drop before calling).
+    fn label(&self, seq: u64) -> &'static str;
 }
 
-/// Validates that `s` is JSON and returns it as a payload.
-pub fn parse_payload(s: &str) -> Result<Bytes> {
-    serde_json::from_str::<serde_json::Value>(s).context("payload is not valid JSON")?;
-    Ok(Bytes::from(s.trim().to_owned()))
+/// What one request did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Operation name, e.g. `product.get`.
+    pub op: &'static str,
+    /// Reply bytes on success.
+    pub result: Result<usize, OpError>,
+    /// When it completed, if not when `call` returned (e.g. the arrival of an event).
+    pub done: Option<Instant>,
+    /// Intermediate points, e.g. the `order.create` reply before the confirmation.
+    pub phases: Vec<(&'static str, Instant)>,
 }
 
-/// Reads one JSON payload per non-empty line.
-pub fn read_payloads_file(path: &Path) -> Result<Vec<Bytes>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading payloads file {}", path.display()))?;
-    let payloads = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            parse_payload(line).with_context(|| format!("{}:{}", path.display(), i + 1))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if payloads.is_empty() {
-        bail!("payloads file {} has no payloads", path.display());
+impl Outcome {
+    pub fn ok(op: &'static str, bytes: usize) -> Self {
+        Self {
+            op,
+            result: Ok(bytes),
+            done: None,
+            phases: Vec::new(),
+        }
     }
-    Ok(payloads)
+
+    pub fn err(op: &'static str, error: OpError) -> Self {
+        Self {
+            op,
+            result: Err(error),
+            done: None,
+            phases: Vec::new(),
+        }
+    }
 }
 
-/// Parses `K:V` header specs (split at the first `:`, both sides trimmed).
-pub fn parse_headers(specs: &[String]) -> Result<Vec<(String, String)>> {
-    specs
-        .iter()
-        .map(|spec| {
-            let Some((name, value)) = spec.split_once(':') else {
-                bail!("invalid header {spec:?}: expected K:V");
-            };
-            let (name, value) = (name.trim(), value.trim());
-            if name.is_empty() {
-                bail!("invalid header {spec:?}: empty name");
-            }
-            HeaderName::from_str(name)
-                .map_err(|e| anyhow::anyhow!("invalid header name {name:?}: {e}"))?;
-            if value.chars().any(|c| c.is_control()) {
-                bail!("invalid header value for {name:?}: contains control characters");
-            }
-            Ok((name.to_owned(), value.to_owned()))
-        })
-        .collect()
+/// Which load model, with its one parameter.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Model {
+    /// `in_flight` requests outstanding at all times.
+    Closed { in_flight: usize },
+    /// Requests due at a fixed `rate` per second.
+    Open { rate: f64 },
 }
 
-fn header_map(headers: &[(String, String)]) -> Result<Option<HeaderMap>> {
-    if headers.is_empty() {
-        return Ok(None);
+impl Model {
+    /// Short text, e.g. `closed 64` or `open 500/s`.
+    pub fn describe(&self) -> String {
+        match self {
+            Model::Closed { in_flight } => format!("closed {in_flight}"),
+            Model::Open { rate } => format!("open {rate:.0}/s"),
+        }
     }
-    let mut map = HeaderMap::new();
-    for (name, value) in headers {
-        let name = HeaderName::from_str(name)
-            .map_err(|e| anyhow::anyhow!("invalid header name {name:?}: {e}"))?;
-        map.append(name, value.as_str());
+
+    /// Short key part, e.g. `c64` or `r500`.
+    pub fn key(&self) -> String {
+        match self {
+            Model::Closed { in_flight } => format!("c{in_flight}"),
+            Model::Open { rate } => format!("r{rate:.0}"),
+        }
     }
-    Ok(Some(map))
 }
 
-struct Window {
-    measure_start: Instant,
-    end: Instant,
+/// When a run starts, when measuring starts and when it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub start: Instant,
+    pub measure_start: Instant,
+    pub end: Instant,
 }
 
-pub async fn run(config: &LoadConfig) -> Result<Summary> {
-    if config.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    if config.connections == 0 {
-        bail!("--connections must be at least 1");
-    }
-    if config.payloads.is_empty() {
-        bail!("no payloads");
-    }
-    let subject = Subject::from(config.subject.as_str());
-    let headers = header_map(&config.headers)?;
-    let payloads: Arc<[Bytes]> = config.payloads.clone().into();
-
-    let mut clients: Vec<Client> = Vec::with_capacity(config.connections);
-    for i in 0..config.connections {
-        let name = format!("shop-bench-load-{}-{i}", config.label);
-        clients.push(nats::connect(&config.nats_url, &name, config.timeout).await?);
+impl Schedule {
+    /// A run starting now: `warmup`, then `duration` measured.
+    pub fn starting_now(warmup: Duration, duration: Duration) -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            measure_start: start + warmup,
+            end: start + warmup + duration,
+        }
     }
 
-    eprintln!(
-        "load: {} -> {} (c={}, connections={}, warmup {:.1}s, duration {:.1}s, {} payload(s){})",
-        config.label,
-        config.subject,
-        config.concurrency,
-        config.connections,
-        config.warmup.as_secs_f64(),
-        config.duration.as_secs_f64(),
-        payloads.len(),
-        if headers.is_some() {
-            ", with headers"
+    pub fn measured(&self) -> Duration {
+        self.end.saturating_duration_since(self.measure_start)
+    }
+}
+
+/// Limits of the open-loop generator.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenLimits {
+    /// Requests outstanding at most; a request due beyond it is counted as an
+    /// `overload` error instead of being sent.
+    pub max_in_flight: usize,
+}
+
+impl Default for OpenLimits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 20_000,
+        }
+    }
+}
+
+/// The outcome of one run of a load model.
+#[derive(Debug)]
+pub struct RunStats {
+    pub model: Model,
+    pub schedule: Schedule,
+    pub tally: Tally,
+    /// Seconds the success count is divided by: the window, or (open loop)
+    /// longer when requests due in the window completed after it.
+    pub measured_s: f64,
+}
+
+impl RunStats {
+    /// Successful operations per second.
+    pub fn throughput(&self) -> Result<f64> {
+        let ok = self.tally.overall()?.ok();
+        Ok(if self.measured_s > 0.0 {
+            ok as f64 / self.measured_s
         } else {
-            ""
-        },
-    );
-
-    let start = Instant::now();
-    let window = Arc::new(Window {
-        measure_start: start + config.warmup,
-        end: start + config.warmup + config.duration,
-    });
-    let mut tasks = JoinSet::new();
-    for task_idx in 0..config.concurrency {
-        let client = clients[task_idx % clients.len()].clone();
-        tasks.spawn(run_task(
-            client,
-            subject.clone(),
-            headers.clone(),
-            Arc::clone(&payloads),
-            task_idx,
-            Arc::clone(&window),
-        ));
+            0.0
+        })
     }
-
-    let mut tally = Tally::new()?;
-    while let Some(joined) = tasks.join_next().await {
-        tally.merge(joined.context("load task panicked or was cancelled")??)?;
-    }
-
-    let settings = Settings {
-        nats_url: config.nats_url.clone(),
-        concurrency: config.concurrency,
-        connections: config.connections,
-        duration_s: config.duration.as_secs_f64(),
-        warmup_s: config.warmup.as_secs_f64(),
-        timeout_s: config.timeout.as_secs_f64(),
-        payloads: payloads.len(),
-        headers: config
-            .headers
-            .iter()
-            .map(|(k, v)| format!("{k}:{v}"))
-            .collect(),
-    };
-    let unix_time_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    Ok(Summary::new(
-        config.label.clone(),
-        config.subject.clone(),
-        settings,
-        config.duration.as_secs_f64(),
-        tally,
-        unix_time_s,
-    ))
 }
 
-async fn run_task(
-    client: Client,
-    subject: Subject,
-    headers: Option<HeaderMap>,
-    payloads: Arc<[Bytes]>,
-    task_idx: usize,
-    window: Arc<Window>,
-) -> Result<Tally> {
+/// Runs `op` under `model` for `schedule`.
+pub async fn run<O: Operation>(
+    op: Arc<O>,
+    model: Model,
+    schedule: Schedule,
+    limits: OpenLimits,
+) -> Result<RunStats> {
+    match model {
+        Model::Closed { in_flight } => closed(op, in_flight, schedule).await,
+        Model::Open { rate } => open(op, rate, limits, schedule).await,
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Records `outcome` of a request whose latency runs from `from`.
+fn record(tally: &mut Tally, outcome: Outcome, from: Instant, done: Instant) -> Result<()> {
+    for (phase, at) in &outcome.phases {
+        tally.record_phase(phase, micros(at.saturating_duration_since(from)))?;
+    }
+    let op = tally.op(outcome.op)?;
+    match &outcome.result {
+        Ok(bytes) => op.record_ok(micros(done.saturating_duration_since(from)), *bytes),
+        Err(e) => op.record_error(e),
+    }
+    Ok(())
+}
+
+async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Result<RunStats> {
+    if in_flight == 0 {
+        bail!("--in-flight must be at least 1");
+    }
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut workers = JoinSet::new();
+    for _ in 0..in_flight {
+        let (op, seq) = (op.clone(), seq.clone());
+        workers.spawn(async move {
+            let mut tally = Tally::new()?;
+            loop {
+                let sent = Instant::now();
+                if sent >= s.end {
+                    break;
+                }
+                let outcome = op.call(seq.fetch_add(1, Ordering::Relaxed)).await;
+                let done = outcome.done.unwrap_or_else(Instant::now);
+                if done < s.measure_start || done >= s.end {
+                    continue;
+                }
+                record(&mut tally, outcome, sent, done)?;
+            }
+            anyhow::Ok(tally)
+        });
+    }
     let mut tally = Tally::new()?;
-    // Spread tasks over the payload list so they do not all ask for the same item.
-    let mut idx = task_idx % payloads.len();
+    while let Some(joined) = workers.join_next().await {
+        tally.merge(&joined.context("load worker panicked")??)?;
+    }
+    Ok(RunStats {
+        model: Model::Closed { in_flight },
+        schedule: s,
+        tally,
+        measured_s: s.measured().as_secs_f64(),
+    })
+}
+
+struct Finished {
+    intended: Instant,
+    sent: Instant,
+    outcome: Outcome,
+}
+
+async fn open<O: Operation>(
+    op: Arc<O>,
+    rate: f64,
+    limits: OpenLimits,
+    s: Schedule,
+) -> Result<RunStats> {
+    if !(rate.is_finite() && rate > 0.0) {
+        bail!("--rate must be a positive number, got {rate}");
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
+    let collector = tokio::spawn(async move {
+        let mut tally = Tally::new()?;
+        let mut last_done: Option<Instant> = None;
+        while let Some(f) = rx.recv().await {
+            if f.intended < s.measure_start || f.intended >= s.end {
+                continue;
+            }
+            let done = f.outcome.done.unwrap_or(f.sent);
+            if f.outcome.result.is_ok() {
+                last_done = Some(last_done.map_or(done, |l| l.max(done)));
+            }
+            tally
+                .send_lag_us
+                .saturating_record(micros(f.sent.saturating_duration_since(f.intended)).max(1));
+            record(&mut tally, f.outcome, f.intended, done)?;
+        }
+        anyhow::Ok((tally, last_done))
+    });
+
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut i: u64 = 0;
     loop {
-        let sent = Instant::now();
-        if sent >= window.end {
+        let intended = s.start + interval.mul_f64(i as f64);
+        if intended >= s.end {
             break;
         }
-        let payload = payloads[idx].clone();
-        idx = (idx + 1) % payloads.len();
-        let result = match &headers {
-            None => client.request(subject.clone(), payload).await,
-            Some(h) => {
-                let request = Request::new().payload(payload).headers(h.clone());
-                client.send_request(subject.clone(), request).await
-            }
-        };
-        let done = Instant::now();
-        if done < window.measure_start || done >= window.end {
-            continue;
+        if intended > Instant::now() {
+            tokio::time::sleep_until(intended.into()).await;
         }
-        match result {
-            Ok(reply) => match nats::service_error(reply.headers.as_ref()) {
-                None => {
-                    let us =
-                        u64::try_from(done.duration_since(sent).as_micros()).unwrap_or(u64::MAX);
-                    tally.record_ok(us, reply.payload.len());
-                }
-                Some((code, description)) => tally.record_error(
-                    format!("service_{code}"),
-                    format!("service error {code}: {description}"),
+        let sent = Instant::now();
+        if in_flight.load(Ordering::Relaxed) >= limits.max_in_flight {
+            let error = OpError::new(
+                "overload",
+                format!(
+                    "{} requests outstanding: the generator dropped this one",
+                    limits.max_in_flight
                 ),
-            },
-            Err(e) => {
-                tally.record_error(nats::request_error_kind(e.kind()).to_owned(), e.to_string())
-            }
+            );
+            let outcome = Outcome {
+                done: Some(sent),
+                ..Outcome::err(op.label(i), error)
+            };
+            let _ = tx.send(Finished {
+                intended,
+                sent,
+                outcome,
+            });
+        } else {
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            let (op, tx, in_flight) = (op.clone(), tx.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let mut outcome = op.call(i).await;
+                outcome.done.get_or_insert_with(Instant::now);
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                let _ = tx.send(Finished {
+                    intended,
+                    sent,
+                    outcome,
+                });
+            });
         }
+        i += 1;
     }
-    Ok(tally)
+    drop(tx);
+    let (tally, last_done) = collector.await.context("open-loop collector panicked")??;
+    let window = s.measured().as_secs_f64();
+    let measured_s = last_done
+        .map(|l| l.saturating_duration_since(s.measure_start).as_secs_f64())
+        .map_or(window, |late| late.max(window));
+    Ok(RunStats {
+        model: Model::Open { rate },
+        schedule: s,
+        tally,
+        measured_s,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn headers_are_validated() {
-        let ok = parse_headers(&["X-Bench: yes".into(), "Trace:a:b".into()]).unwrap();
-        assert_eq!(
-            ok,
-            vec![
-                ("X-Bench".to_owned(), "yes".to_owned()),
-                ("Trace".to_owned(), "a:b".to_owned())
-            ]
-        );
-        assert!(parse_headers(&["novalue".into()]).is_err());
-        assert!(parse_headers(&["bad name:x".into()]).is_err());
-        assert!(header_map(&ok).unwrap().is_some());
-        assert!(header_map(&[]).unwrap().is_none());
+    /// Answers after a fixed delay; every fifth request fails.
+    struct Sleepy(Duration);
+
+    impl Operation for Sleepy {
+        async fn call(&self, seq: u64) -> Outcome {
+            tokio::time::sleep(self.0).await;
+            if seq % 5 == 4 {
+                Outcome::err("sleep", OpError::new("service_409", "conflict"))
+            } else {
+                Outcome::ok("sleep", 10)
+            }
+        }
+
+        fn label(&self, _seq: u64) -> &'static str {
+            "sleep"
+        }
+    }
+
+    #[tokio::test]
+    async fn closed_loop_throughput_follows_concurrency_over_latency() {
+        let s = Schedule::starting_now(Duration::from_millis(100), Duration::from_millis(500));
+        let stats = run(
+            Arc::new(Sleepy(Duration::from_millis(10))),
+            Model::Closed { in_flight: 4 },
+            s,
+            OpenLimits::default(),
+        )
+        .await
+        .unwrap();
+        let all = stats.tally.overall().unwrap();
+        // 4 in flight / ~10 ms each ≈ 400/s, 80% of them successes.
+        let rate = stats.throughput().unwrap();
+        assert!((60.0..=340.0).contains(&rate), "rate {rate}");
+        assert!(all.error_count() > 0);
+        let l = crate::stats::Latency::from_histogram_us(&all.ok_us).unwrap();
+        assert!(l.p50 >= 10.0 && l.is_ordered(), "{l:?}");
+    }
+
+    #[tokio::test]
+    async fn open_loop_counts_latency_from_the_intended_time() {
+        // One request at a time can be served every 20 ms, but they are due
+        // every 5 ms: a generator that waited for replies would hide this.
+        struct Serial(tokio::sync::Mutex<()>);
+        impl Operation for Serial {
+            async fn call(&self, _seq: u64) -> Outcome {
+                let _one = self.0.lock().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Outcome::ok("serial", 1)
+            }
+            fn label(&self, _seq: u64) -> &'static str {
+                "serial"
+            }
+        }
+        let s = Schedule::starting_now(Duration::ZERO, Duration::from_millis(300));
+        let stats = run(
+            Arc::new(Serial(tokio::sync::Mutex::new(()))),
+            Model::Open { rate: 200.0 },
+            s,
+            OpenLimits::default(),
+        )
+        .await
+        .unwrap();
+        let all = stats.tally.overall().unwrap();
+        assert_eq!(all.ok(), 60);
+        let l = crate::stats::Latency::from_histogram_us(&all.ok_us).unwrap();
+        // The last one waited for the 59 before it: about 60 × 20 ms − 300 ms.
+        assert!(l.max > 800.0, "max {} ms", l.max);
+        // Achieved rate is what the server managed (~50/s), not the offered 200/s.
+        let rate = stats.throughput().unwrap();
+        assert!(rate < 80.0, "rate {rate}");
+        let lag = crate::stats::Latency::from_histogram_us(&stats.tally.send_lag_us).unwrap();
+        assert!(lag.p99 < 50.0, "send lag {lag:?}");
+    }
+
+    #[tokio::test]
+    async fn open_loop_drops_beyond_the_in_flight_limit() {
+        let s = Schedule::starting_now(Duration::ZERO, Duration::from_millis(200));
+        let stats = run(
+            Arc::new(Sleepy(Duration::from_millis(500))),
+            Model::Open { rate: 100.0 },
+            s,
+            OpenLimits { max_in_flight: 5 },
+        )
+        .await
+        .unwrap();
+        let all = stats.tally.overall().unwrap();
+        assert_eq!(all.ok() + all.error_count(), 20);
+        assert_eq!(all.errors.get("overload"), Some(&15));
     }
 
     #[test]
-    fn payloads_must_be_json() {
-        assert!(parse_payload(r#"{"id":"bench-0001"}"#).is_ok());
-        assert!(parse_payload("not json").is_err());
+    fn models_describe_themselves() {
+        assert_eq!(Model::Closed { in_flight: 64 }.describe(), "closed 64");
+        assert_eq!(Model::Open { rate: 500.0 }.key(), "r500");
+        let json = serde_json::to_string(&Model::Open { rate: 5.0 }).unwrap();
+        assert_eq!(json, r#"{"kind":"open","rate":5.0}"#);
     }
 }

@@ -1,24 +1,27 @@
-//! `shop-bench`: load generator and reference responders for the shop services.
+//! `shop-bench`: what the shop services can take on this machine.
 //!
-//! Subcommands:
-//! - `echo-server`: raw async-nats responder used as the ceiling to compare against.
-//! - `load`: closed-loop request/reply load generator with HDR latency summary.
-//! - `seed-products`: creates benchmark products through `product.create`.
-//! - `wait-for`: polls a subject until something answers (used by scripts).
-//! - `compare`: aggregates `load --json-out` files into a markdown table.
+//! - `run <scenario>`: one scenario against a running system (`NATS_URL`), or
+//!   against a stack it starts itself (`--spawn`).
+//! - `suite`: the standard set, each phase on a fresh stack (`scripts/bench.sh`).
+//! - `scaling <scenario> --instances 1,2,4`: the same load on 1, 2, 4 instances.
+//! - `report FILE`: a results file as tables; `--markdown` rewrites BENCHMARKS.md.
+//! - `compare NEW OLD`: ratios of every figure.
+//! - `echo-server`, `seed-products`, `wait-for`: building blocks for scripts.
 
-mod echo;
-mod load;
-mod nats;
-mod order;
-mod report;
-mod seed;
-
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shop_bench::duration::parse_duration;
+use shop_bench::load::{Model, OpenLimits};
+use shop_bench::machine::{self, workspace_root};
+use shop_bench::results::{ResultsFile, ScenarioResult, Settings, SCHEMA};
+use shop_bench::scenarios::{self, Mix, Options, Scenario, Target, ECHO_SUBJECT};
+use shop_bench::stack::{JetStreamSync, Stack, StackConfig};
+use shop_bench::suite::{self, SuiteConfig, GATEWAY_CACHE_ENV};
+use shop_bench::{compare, echo, markdown, nats, scaling, seed, table, targets};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,41 +36,310 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one scenario.
+    Run(RunArgs),
+    /// Run the standard suite, each phase on a stack it starts (see scripts/bench.sh).
+    Suite(SuiteArgs),
+    /// Run a scenario on 1, 2, 4 ... instances of its service (starts its own stack).
+    Scaling(ScalingArgs),
+    /// Print a results file as tables; optionally rewrite BENCHMARKS.md from it.
+    Report(ReportArgs),
+    /// Compare two results files: each figure's new/old ratio.
+    Compare(CompareArgs),
     /// Raw async-nats responder that replies with the request payload.
     EchoServer(EchoArgs),
-    /// Closed-loop request/reply load generator.
-    Load(LoadArgs),
     /// Create benchmark products via `product.create` (idempotent: 409 is fine).
     SeedProducts(SeedArgs),
     /// Send requests until one gets a reply (any reply) or the deadline passes.
     WaitFor(WaitArgs),
-    /// Aggregate `load --json-out` result files into a markdown table.
-    Compare(CompareArgs),
-    /// Orders at a fixed rate (open loop), timed from intended send to `order.confirmed`.
-    OrderPlace(OrderPlaceArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModelKind {
+    Closed,
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EncodingArg {
+    Json,
+    Bincode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SyncArg {
+    /// `sync_interval: always` (nats/config/nats-server.conf, what the project ships).
+    Always,
+    /// JetStream's default (nats/config/nats-server-dev.conf).
+    Default,
+}
+
+impl From<SyncArg> for JetStreamSync {
+    fn from(s: SyncArg) -> Self {
+        match s {
+            SyncArg::Always => JetStreamSync::Always,
+            SyncArg::Default => JetStreamSync::Default,
+        }
+    }
+}
+
+/// How a scenario is loaded.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// closed: --in-flight requests outstanding; open: --rate arrivals per second
+    /// (latency from the intended send time). Default: open for order-place
+    /// (100/s) and mixed (200/s), closed 64 otherwise.
+    #[arg(long, value_enum)]
+    model: Option<ModelKind>,
+    /// Requests in flight (closed loop).
+    #[arg(long)]
+    in_flight: Option<usize>,
+    /// Arrivals per second (open loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Measured time per round (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up before measuring.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Rounds; the throughput reported is their median.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Per-request timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// NATS connections of the load generator.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// product-get: request encoding.
+    #[arg(long, value_enum, default_value = "json")]
+    encoding: EncodingArg,
+    /// Products seeded for the read scenarios.
+    #[arg(long, default_value_t = 1000)]
+    products: usize,
+    /// product-list: page size.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    /// stock-contention: number of products.
+    #[arg(long, default_value_t = 4)]
+    contention_products: usize,
+    /// stock-contention: stock of each (small values exercise running out).
+    #[arg(long, default_value_t = seed::DEFAULT_STOCK)]
+    stock: i64,
+    /// mixed: weights, e.g. get=70,list=20,login=5,order=5.
+    #[arg(long, default_value = "get=70,list=20,login=5,order=5")]
+    mix: String,
+    /// order-place: how long an order may take to be confirmed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    settle_timeout: Duration,
+    /// Open loop: requests outstanding at most (beyond: counted as `overload` errors).
+    #[arg(long, default_value_t = 20_000)]
+    max_in_flight: usize,
+    /// Label of this point (gateway-get: cached, uncached, express).
+    #[arg(long)]
+    variant: Option<String>,
+    /// gateway-get: do not seed products through NATS (e.g. against the
+    /// Express baseline, which has them in memory).
+    #[arg(long)]
+    no_seed: bool,
+}
+
+impl LoadArgs {
+    fn model(&self, scenario: Scenario) -> Result<Model> {
+        let kind = match (self.model, self.in_flight, self.rate) {
+            (Some(k), _, _) => k,
+            (None, Some(_), None) => ModelKind::Closed,
+            (None, None, Some(_)) => ModelKind::Open,
+            (None, Some(_), Some(_)) => bail!("--in-flight and --rate: choose one with --model"),
+            (None, None, None) => return Ok(scenario.default_model()),
+        };
+        Ok(match kind {
+            ModelKind::Closed => Model::Closed {
+                in_flight: self.in_flight.unwrap_or(64),
+            },
+            ModelKind::Open => Model::Open {
+                rate: self
+                    .rate
+                    .context("--model open needs --rate (arrivals per second)")?,
+            },
+        })
+    }
+
+    fn options(&self, scenario: Scenario) -> Result<Options> {
+        Ok(Options {
+            model: self.model(scenario)?,
+            duration: self.duration,
+            warmup: self.warmup,
+            rounds: self.rounds.max(1),
+            timeout: self.timeout,
+            connections: self.connections.max(1),
+            encoding: match self.encoding {
+                EncodingArg::Json => shop_nats::Encoding::Json,
+                EncodingArg::Bincode => shop_nats::Encoding::Bincode,
+            },
+            products: self.products.max(1),
+            list_limit: self.limit,
+            contention_products: self.contention_products.max(1),
+            contention_stock: self.stock,
+            settle_timeout: self.settle_timeout,
+            mix: Mix::parse(&self.mix)?,
+            variant: self.variant.clone(),
+            seed: !self.no_seed,
+            open_limits: OpenLimits {
+                max_in_flight: self.max_in_flight.max(1),
+            },
+        })
+    }
+}
+
+/// Where the binaries a stack starts are.
+#[derive(Debug, Args)]
+struct StackArgs {
+    /// Directory of the service binaries, `gateway` and `shop-bench` (default:
+    /// this program's directory, e.g. target/release).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Directory for the started processes' logs (default: results/logs/<time>).
+    #[arg(long)]
+    logs_dir: Option<PathBuf>,
+}
+
+impl StackArgs {
+    fn config(&self) -> Result<StackConfig> {
+        let bin_dir = match &self.bin_dir {
+            Some(d) => d.clone(),
+            None => std::env::current_exe()
+                .context("locating shop-bench")?
+                .parent()
+                .map(Path::to_path_buf)
+                .context("shop-bench has no directory")?,
+        };
+        let logs_dir = self.logs_dir.clone().unwrap_or_else(|| {
+            let stamp = shop_bench::results::now_rfc3339().replace(':', "");
+            workspace_root().join("results/logs").join(stamp)
+        });
+        Ok(StackConfig::new(bin_dir, logs_dir))
+    }
+}
+
+/// Where results go.
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Write the results file (JSON) here.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// Print each figure's ratio to the same point in this older results file.
+    #[arg(long)]
+    compare: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-struct OrderPlaceArgs {
+struct RunArgs {
+    #[arg(value_enum)]
+    scenario: Scenario,
     #[command(flatten)]
-    nats: NatsArgs,
-    /// Orders per second to send.
-    #[arg(long, default_value_t = 100.0)]
-    rate: f64,
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
-    /// Product ids to order (one line each, round robin).
-    #[arg(long, value_delimiter = ',', required = true)]
-    products: Vec<String>,
-    #[arg(long, default_value = "bench-user")]
-    user_id: String,
-    /// How long to wait for the last orders to settle.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    settle_timeout: Duration,
-    #[arg(long, default_value = "order-place")]
-    label: String,
+    load: LoadArgs,
+    /// NATS server of the system under test (without --spawn).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// gateway-get: URL with an {id} placeholder (without --spawn).
+    #[arg(long, default_value = "http://127.0.0.1:3000/api/products/{id}")]
+    url: String,
+    /// Start a fresh stack (nats-server and the services the scenario needs)
+    /// instead of using a running system.
     #[arg(long)]
-    json_out: Option<std::path::PathBuf>,
+    spawn: bool,
+    /// With --spawn: JetStream sync of the nats-server.
+    #[arg(long, value_enum, default_value = "always")]
+    sync: SyncArg,
+    /// With --spawn: instances of the scenario's main service.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    #[command(flatten)]
+    stack: StackArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+struct SuiteArgs {
+    /// 2 s points after 0.5 s of warm-up: checks that everything works; the
+    /// figures mean little.
+    #[arg(long)]
+    quick: bool,
+    /// Only these scenarios (comma-separated; `scaling` for the scaling runs).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Measured time per point (default 10s, quick 2s).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Warm-up per point (default 2s, quick 500ms).
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    /// Rounds of echo and product-get, alternated (default 2, quick 1).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// order-place arrival rates.
+    #[arg(long, value_delimiter = ',', default_value = "250,500")]
+    order_rates: Vec<f64>,
+    /// mixed arrival rate.
+    #[arg(long, default_value_t = 200.0)]
+    mixed_rate: f64,
+    /// Arrival rate of the open-loop product-get point.
+    #[arg(long, default_value_t = 10_000.0)]
+    read_rate: f64,
+    /// Instance counts of the scaling runs.
+    #[arg(long, default_value = "1,2,4")]
+    instances: String,
+    /// No wrk cross-check of gateway-get.
+    #[arg(long)]
+    no_wrk: bool,
+    /// Rewrite the generated tables of this markdown file (e.g. BENCHMARKS.md).
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    #[command(flatten)]
+    stack: StackArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+struct ScalingArgs {
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Instance counts, e.g. 1,2,4.
+    #[arg(long, default_value = "1,2,4")]
+    instances: String,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// JetStream sync of the nats-server.
+    #[arg(long, value_enum, default_value = "always")]
+    sync: SyncArg,
+    #[command(flatten)]
+    stack: StackArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// A results file.
+    file: PathBuf,
+    /// Rewrite the generated tables of this markdown file (e.g. BENCHMARKS.md).
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Also compare with this older results file.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// The newer results file.
+    new: PathBuf,
+    /// The older results file.
+    old: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -82,7 +354,7 @@ struct EchoArgs {
     #[command(flatten)]
     nats: NatsArgs,
     /// Subject to serve.
-    #[arg(long, default_value = "bench.echo")]
+    #[arg(long, default_value = ECHO_SUBJECT)]
     subject: String,
     /// Queue group name.
     #[arg(long, default_value = "bench")]
@@ -91,49 +363,6 @@ struct EchoArgs {
     /// reply size of the service it is compared with.
     #[arg(long)]
     reply_bytes: Option<usize>,
-}
-
-#[derive(Debug, Args)]
-struct LoadArgs {
-    #[command(flatten)]
-    nats: NatsArgs,
-    /// Subject to send requests to.
-    #[arg(long)]
-    subject: String,
-    /// Number of requests kept in flight (one task per request slot).
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    /// Measured duration (e.g. 10s, 500ms, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
-    /// Warm-up before measuring; requests completing during warm-up are discarded.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    warmup: Duration,
-    /// Per-request timeout.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    timeout: Duration,
-    /// A single JSON payload sent with every request.
-    #[arg(
-        long,
-        conflicts_with = "payloads_file",
-        required_unless_present = "payloads_file"
-    )]
-    payload: Option<String>,
-    /// File with one JSON payload per line; tasks cycle through them.
-    #[arg(long)]
-    payloads_file: Option<PathBuf>,
-    /// Request header `Key:Value` (repeatable).
-    #[arg(long = "header", value_name = "K:V")]
-    headers: Vec<String>,
-    /// Number of NATS connections to spread the tasks over.
-    #[arg(long, default_value_t = 1)]
-    connections: usize,
-    /// Write the result as JSON to this file.
-    #[arg(long)]
-    json_out: Option<PathBuf>,
-    /// Name of this run in the output (defaults to the subject).
-    #[arg(long)]
-    label: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -155,7 +384,7 @@ struct SeedArgs {
     /// Per-request timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
-    /// Write `{"id":"..."}` lines here (usable as `load --payloads-file`).
+    /// Write `{"id":"..."}` lines here.
     #[arg(long)]
     ids_out: Option<PathBuf>,
 }
@@ -178,150 +407,345 @@ struct WaitArgs {
     print: bool,
 }
 
-#[derive(Debug, Args)]
-struct CompareArgs {
-    /// Label of the baseline scenario (percentages are relative to it).
-    #[arg(long, default_value = "echo")]
-    baseline: String,
-    /// Required percentage of the baseline's req/s; prints a verdict per scenario.
-    #[arg(long)]
-    target_pct: Option<f64>,
-    /// Write the aggregated table as JSON to this file.
-    #[arg(long)]
-    json_out: Option<PathBuf>,
-    /// Result files written by `load --json-out`.
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
+fn command_line() -> String {
+    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
 }
 
-/// Parses `10s`, `500ms`, `2m`, `1.5s`, `250us`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .with_context(|| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m"))?;
-    let secs = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "m" | "min" => value * 60.0,
-        other => bail!("invalid duration unit {other:?} in {s:?} (use us, ms, s or m)"),
-    };
-    Duration::try_from_secs_f64(secs).with_context(|| format!("invalid duration {s:?}"))
-}
-
-#[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::OrderPlace(a) => {
-            let summary = order::run(&order::OrderPlaceConfig {
-                url: a.nats.nats_url.clone(),
-                rate: a.rate,
-                duration: a.duration,
-                products: a.products.clone(),
-                user_id: a.user_id.clone(),
-                settle_timeout: a.settle_timeout,
-                label: a.label.clone(),
-            })
-            .await?;
-            println!("{}", summary.one_line());
-            if let Some(path) = &a.json_out {
-                summary.save(path)?;
-            }
-            Ok(())
-        }
-        Command::EchoServer(a) => {
-            echo::run(&a.nats.nats_url, &a.subject, &a.queue, a.reply_bytes).await
-        }
-        Command::Load(a) => {
-            let payloads = match (&a.payload, &a.payloads_file) {
-                (Some(p), None) => vec![load::parse_payload(p).context("--payload")?],
-                (None, Some(path)) => load::read_payloads_file(path)?,
-                _ => bail!("exactly one of --payload or --payloads-file is required"),
-            };
-            let headers = load::parse_headers(&a.headers)?;
-            let config = load::LoadConfig {
-                nats_url: a.nats.nats_url,
-                label: a.label.unwrap_or_else(|| a.subject.clone()),
-                subject: a.subject,
-                concurrency: a.concurrency,
-                connections: a.connections,
-                duration: a.duration,
-                warmup: a.warmup,
-                timeout: a.timeout,
-                payloads,
-                headers,
-            };
-            let summary = load::run(&config).await?;
-            println!("{}", summary.one_line());
-            if let Some(path) = &a.json_out {
-                summary.write_json(path)?;
-            }
-            Ok(())
-        }
-        Command::SeedProducts(a) => {
-            seed::run(&seed::SeedConfig {
-                nats_url: a.nats.nats_url,
-                subject: a.subject,
-                count: a.count,
-                prefix: a.prefix,
-                concurrency: a.concurrency,
-                timeout: a.timeout,
-                ids_out: a.ids_out,
-            })
-            .await
-        }
-        Command::WaitFor(a) => {
-            nats::wait_for(
-                &a.nats.nats_url,
-                &a.subject,
-                &a.payload,
-                a.deadline,
-                a.print,
-            )
-            .await
-        }
-        Command::Compare(a) => {
-            let results = a
-                .files
-                .iter()
-                .map(|p| report::Summary::read_json(p))
-                .collect::<Result<Vec<_>>>()?;
-            let table = report::Comparison::build(&results, &a.baseline, a.target_pct)?;
-            print!("{}", table.markdown());
-            if let Some(path) = &a.json_out {
-                report::write_json(path, &table)?;
-            }
-            Ok(())
-        }
+fn empty_file(settings: Settings) -> ResultsFile {
+    ResultsFile {
+        schema: SCHEMA.to_string(),
+        created_at: shop_bench::results::now_rfc3339(),
+        command: command_line(),
+        machine: machine::machine(),
+        versions: machine::versions(&workspace_root()),
+        settings,
+        results: Vec::new(),
+        scaling: Vec::new(),
+        targets: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
+fn settings_of(opts: &Options, nats_url: Option<String>, rust_log: Option<String>) -> Settings {
+    Settings {
+        quick: false,
+        duration_s: opts.duration.as_secs_f64(),
+        warmup_s: opts.warmup.as_secs_f64(),
+        timeout_s: opts.timeout.as_secs_f64(),
+        in_flight: match opts.model {
+            Model::Closed { in_flight } => in_flight,
+            Model::Open { .. } => 0,
+        },
+        nats_url,
+        services_rust_log: rust_log,
+        extra: [
+            ("model".to_string(), serde_json::json!(opts.model)),
+            ("rounds".to_string(), serde_json::json!(opts.rounds)),
+            (
+                "connections".to_string(),
+                serde_json::json!(opts.connections),
+            ),
+            ("products".to_string(), serde_json::json!(opts.products)),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
 
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").ok(), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("10").ok(), Some(Duration::from_secs(10)));
-        assert_eq!(
-            parse_duration("500ms").ok(),
-            Some(Duration::from_millis(500))
+/// Prints the file, writes it, and compares it, as the output arguments ask.
+fn finish(file: &mut ResultsFile, output: &OutputArgs, markdown: Option<&Path>) -> Result<()> {
+    file.targets = targets::check(file);
+    print!("{}", table::report_text(file));
+    if let Some(path) = &output.json_out {
+        file.write(path)?;
+        eprintln!("results: {}", path.display());
+    }
+    if let Some(path) = markdown {
+        let replaced = markdown::update(path, file)?;
+        eprintln!(
+            "{}: rewrote {}",
+            path.display(),
+            if replaced.is_empty() {
+                "nothing (no <!-- bench:NAME --> markers)".to_string()
+            } else {
+                replaced.join(", ")
+            }
         );
-        assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
-        assert_eq!(
-            parse_duration("1.5s").ok(),
-            Some(Duration::from_millis(1500))
+    }
+    if let Some(old) = &output.compare {
+        let old = ResultsFile::read(old)?;
+        print!("\n{}", compare::compare_text(file, &old));
+    }
+    Ok(())
+}
+
+/// Starts a stack for one scenario: nats-server, its services (`instances` of
+/// the main one), the echo responder or the gateway when it needs them.
+async fn spawn_for(scenario: Scenario, args: &RunArgs, opts: &Options) -> Result<(Stack, Target)> {
+    let mut stack = Stack::new(args.stack.config()?)?;
+    let url = stack.start_nats(args.sync.into()).await?;
+    let main = scenario
+        .scaled_service()
+        .or(scenario.services().first().copied());
+    for service in scenario.services() {
+        let n = if Some(*service) == main {
+            args.instances.max(1)
+        } else {
+            1
+        };
+        for _ in 0..n {
+            stack.start_service(service, &[]).await?;
+        }
+    }
+    let mut http_url = None;
+    match scenario {
+        Scenario::Echo => {
+            let reply_bytes = echo_reply_size(&url, opts.timeout).await;
+            stack.start_echo(ECHO_SUBJECT, reply_bytes).await?;
+        }
+        Scenario::GatewayGet => {
+            let cache = if opts.variant.as_deref() == Some("uncached") {
+                "off"
+            } else {
+                "on"
+            };
+            let base = stack
+                .start_gateway("gateway", &[(GATEWAY_CACHE_ENV, cache)])
+                .await?;
+            http_url = Some(format!("{base}{}", scenarios::gateway_get::PRODUCT_PATH));
+        }
+        _ => {}
+    }
+    let target = Target {
+        nats_url: url,
+        http_url,
+        watched: stack.watched(),
+        instances: main.map(|m| stack.count(m)),
+        nats_sync: stack.sync().map(|s| s.name().to_string()),
+    };
+    Ok((stack, target))
+}
+
+/// The size of a seeded product's reply (so echo moves as many bytes), or 216.
+async fn echo_reply_size(url: &str, timeout: Duration) -> usize {
+    let id = seed::product_id(scenarios::READ_PREFIX, 0);
+    match nats::connect(url, "shop-bench-probe", timeout).await {
+        Ok(client) => {
+            scenarios::product_get::probe(&client, &id, shop_nats::Encoding::Json, timeout)
+                .await
+                .unwrap_or(216)
+        }
+        Err(_) => 216,
+    }
+}
+
+async fn run_command(args: RunArgs) -> Result<()> {
+    let opts = args.load.options(args.scenario)?;
+    let (mut stack, target) = if args.spawn {
+        let (stack, target) = spawn_for(args.scenario, &args, &opts).await?;
+        (Some(stack), target)
+    } else {
+        let mut target = Target {
+            nats_url: args.nats_url.clone(),
+            http_url: Some(args.url.clone()),
+            ..Target::default()
+        };
+        let mut stack = None;
+        if args.scenario == Scenario::Echo && !answers(&args.nats_url, ECHO_SUBJECT).await? {
+            let mut s = Stack::new(args.stack.config()?)?;
+            s.use_nats(&args.nats_url);
+            s.start_echo(
+                ECHO_SUBJECT,
+                echo_reply_size(&args.nats_url, opts.timeout).await,
+            )
+            .await?;
+            target.watched = s.watched();
+            stack = Some(s);
+        }
+        (stack, target)
+    };
+    let mut file = empty_file(settings_of(
+        &opts,
+        (!args.spawn).then(|| args.nats_url.clone()),
+        stack.as_ref().map(|s| s.config.services_rust_log.clone()),
+    ));
+    if let Ok(client) = nats::connect(&target.nats_url, "shop-bench-info", opts.timeout).await {
+        file.versions.nats_server = Some(nats::server_version(&client));
+    }
+    let result = scenarios::run(args.scenario, &target, &opts).await;
+    if let Some(s) = stack.as_mut() {
+        s.stop().await;
+    }
+    let result: ScenarioResult = result?;
+    file.results.push(result);
+    finish(&mut file, &args.output, None)
+}
+
+/// Whether anything answers requests on `subject`.
+async fn answers(url: &str, subject: &str) -> Result<bool> {
+    let client = nats::connect(url, "shop-bench-probe", Duration::from_secs(2)).await?;
+    match client.request(subject.to_string(), "{}".into()).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("probing {subject}")),
+    }
+}
+
+async fn suite_command(args: SuiteArgs) -> Result<bool> {
+    let mut cfg = SuiteConfig::standard(args.stack.config()?, args.quick);
+    if let Some(d) = args.duration {
+        cfg.duration = d;
+    }
+    if let Some(w) = args.warmup {
+        cfg.warmup = w;
+    }
+    if let Some(r) = args.rounds {
+        cfg.rounds = r.max(1);
+    }
+    cfg.order_rates = args.order_rates.clone();
+    cfg.mixed_rate = args.mixed_rate;
+    cfg.read_rate = args.read_rate;
+    cfg.instances = scaling::parse_counts(&args.instances)?;
+    cfg.wrk = !args.no_wrk;
+    cfg.only = args.only.clone();
+    cfg.command = command_line();
+    for name in &cfg.only {
+        if name != "scaling" && !Scenario::ALL.iter().any(|s| s.name() == name) {
+            bail!("--only {name}: not a scenario (or `scaling`)");
+        }
+    }
+    eprintln!(
+        "suite: {} s per point after {} s warm-up; logs in {}",
+        cfg.duration.as_secs_f64(),
+        cfg.warmup.as_secs_f64(),
+        cfg.stack.logs_dir.display()
+    );
+    let (mut file, failures) = suite::run(&cfg).await?;
+    finish(&mut file, &args.output, args.markdown.as_deref())?;
+    if !failures.is_empty() {
+        eprintln!("suite: {} point(s) failed:", failures.len());
+        for f in &failures {
+            eprintln!("  {f}");
+        }
+    }
+    Ok(failures.is_empty())
+}
+
+async fn scaling_command(args: ScalingArgs) -> Result<()> {
+    let Some(service) = args.scenario.scaled_service() else {
+        bail!(
+            "{} has no single service to scale (use product-get, product-list, stock-contention or order-place)",
+            args.scenario.name()
         );
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("").is_err());
+    };
+    let counts = scaling::parse_counts(&args.instances)?;
+    let opts = args.load.options(args.scenario)?;
+    let mut stack = Stack::new(args.stack.config()?)?;
+    let url = stack.start_nats(args.sync.into()).await?;
+    for other in args.scenario.services().iter().filter(|s| **s != service) {
+        stack.start_service(other, &[]).await?;
+    }
+    let mut file = empty_file(settings_of(
+        &opts,
+        None,
+        Some(stack.config.services_rust_log.clone()),
+    ));
+    if let Ok(client) = nats::connect(&url, "shop-bench-info", opts.timeout).await {
+        file.versions.nats_server = Some(nats::server_version(&client));
+    }
+    let runs = scaling::run_on(&mut stack, &[(args.scenario, opts)], &counts, |what| {
+        eprintln!("{what}")
+    })
+    .await;
+    stack.stop().await;
+    file.scaling = runs?;
+    finish(&mut file, &args.output, None)
+}
+
+fn report_command(args: ReportArgs) -> Result<()> {
+    let mut file = ResultsFile::read(&args.file)?;
+    let output = OutputArgs {
+        json_out: None,
+        compare: args.compare,
+    };
+    finish(&mut file, &output, args.markdown.as_deref())
+}
+
+async fn main_command(command: Command) -> Result<bool> {
+    match command {
+        Command::Run(a) => run_command(a).await.map(|()| true),
+        Command::Suite(a) => suite_command(a).await,
+        Command::Scaling(a) => scaling_command(a).await.map(|()| true),
+        Command::Report(a) => report_command(a).map(|()| true),
+        Command::Compare(a) => {
+            let new = ResultsFile::read(&a.new)?;
+            let old = ResultsFile::read(&a.old)?;
+            print!("{}", compare::compare_text(&new, &old));
+            Ok(true)
+        }
+        Command::EchoServer(a) => echo::run(&a.nats.nats_url, &a.subject, &a.queue, a.reply_bytes)
+            .await
+            .map(|()| true),
+        Command::SeedProducts(a) => seed::run(&seed::SeedConfig {
+            nats_url: a.nats.nats_url,
+            subject: a.subject,
+            count: a.count,
+            prefix: a.prefix,
+            concurrency: a.concurrency,
+            timeout: a.timeout,
+            ids_out: a.ids_out,
+        })
+        .await
+        .map(|()| true),
+        Command::WaitFor(a) => nats::wait_for(
+            &a.nats.nats_url,
+            &a.subject,
+            &a.payload,
+            a.deadline,
+            a.print,
+        )
+        .await
+        .map(|()| true),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        res = tokio::signal::ctrl_c() => res.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_echo = matches!(cli.command, Command::EchoServer(_));
+    // The echo server handles its own signals; everything else stops the
+    // processes it started (the work future is dropped, its stack with it).
+    let outcome = if is_echo {
+        main_command(cli.command).await
+    } else {
+        tokio::select! {
+            outcome = main_command(cli.command) => outcome,
+            signal = interrupted() => match signal {
+                Ok(()) => {
+                    eprintln!("shop-bench: interrupted; stopped what it started");
+                    return ExitCode::from(130);
+                }
+                Err(e) => Err(e),
+            },
+        }
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("shop-bench: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

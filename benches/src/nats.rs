@@ -3,8 +3,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use async_nats::{Client, ConnectOptions, HeaderMap, Message, RequestErrorKind};
+use async_nats::{Client, ConnectOptions, HeaderMap, Message, RequestError, RequestErrorKind};
 use bytes::Bytes;
+
+use crate::stats::OpError;
 
 /// Header carrying the numeric error code of a NATS micro-service error reply.
 pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
@@ -41,6 +43,26 @@ pub fn request_error_kind(kind: RequestErrorKind) -> &'static str {
         RequestErrorKind::MaxPayloadExceeded => "max_payload_exceeded",
         RequestErrorKind::Other => "request_failed",
     }
+}
+
+/// A reply as the outcome of a request: the message, or the error it carries
+/// (`service_<code>` from the error headers, or the request error's kind).
+pub fn reply_outcome(result: Result<Message, RequestError>) -> Result<Message, OpError> {
+    match result {
+        Ok(reply) => match service_error(reply.headers.as_ref()) {
+            None => Ok(reply),
+            Some((code, description)) => Err(OpError::new(
+                format!("service_{code}"),
+                format!("service error {code}: {description}"),
+            )),
+        },
+        Err(e) => Err(OpError::new(request_error_kind(e.kind()), e.to_string())),
+    }
+}
+
+/// The version the connected server reports.
+pub fn server_version(client: &Client) -> String {
+    client.server_info().version
 }
 
 /// Repeatedly connects and sends `payload` to `subject` until any reply arrives

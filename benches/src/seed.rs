@@ -33,6 +33,14 @@ pub fn product_id(prefix: &str, i: usize) -> String {
 
 /// JSON body of the `i`-th benchmark product (description ~100 characters).
 pub fn product_json(id: &str, i: usize) -> serde_json::Value {
+    product_json_with_stock(id, i, DEFAULT_STOCK)
+}
+
+/// Stock of seeded products: enough that no benchmark runs out.
+pub const DEFAULT_STOCK: i64 = 1_000_000;
+
+/// [`product_json`] with a chosen stock.
+pub fn product_json_with_stock(id: &str, i: usize, stock: i64) -> serde_json::Value {
     serde_json::json!({
         "id": id,
         "name": format!("Bench product {i}"),
@@ -41,52 +49,83 @@ pub fn product_json(id: &str, i: usize) -> serde_json::Value {
         ),
         "price_cents": 1999,
         "currency": "USD",
-        "stock": 1_000_000,
+        "stock": stock,
     })
 }
 
-pub async fn run(config: &SeedConfig) -> Result<()> {
-    if config.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    let client = nats::connect(&config.nats_url, "shop-bench-seed", config.timeout).await?;
-    let ids: Vec<String> = (0..config.count)
-        .map(|i| product_id(&config.prefix, i))
-        .collect();
-    let start = Instant::now();
+/// What [`ensure_products`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seeded {
+    pub created: usize,
+    pub existing: usize,
+}
 
+/// Creates products `<prefix>0000` .. with `stock` each unless they exist
+/// (409 counts as present); returns their ids.
+pub async fn ensure_products(
+    client: &Client,
+    subject: &str,
+    prefix: &str,
+    count: usize,
+    stock: i64,
+    concurrency: usize,
+) -> Result<(Vec<String>, Seeded)> {
+    if concurrency == 0 {
+        bail!("seeding concurrency must be at least 1");
+    }
+    let ids: Vec<String> = (0..count).map(|i| product_id(prefix, i)).collect();
     let results: Vec<(String, Result<Outcome>)> = stream::iter(ids.iter().enumerate())
         .map(|(i, id)| {
             let client = client.clone();
             async move {
-                let outcome = create_one(&client, &config.subject, id, i).await;
+                let outcome = create_one(&client, subject, id, i, stock).await;
                 (id.clone(), outcome)
             }
         })
-        .buffer_unordered(config.concurrency)
+        .buffer_unordered(concurrency)
         .collect()
         .await;
 
-    let (mut created, mut existing) = (0usize, 0usize);
+    let mut seeded = Seeded {
+        created: 0,
+        existing: 0,
+    };
     let mut failures: Vec<String> = Vec::new();
     for (id, outcome) in results {
         match outcome {
-            Ok(Outcome::Created) => created += 1,
-            Ok(Outcome::AlreadyExists) => existing += 1,
+            Ok(Outcome::Created) => seeded.created += 1,
+            Ok(Outcome::AlreadyExists) => seeded.existing += 1,
             Err(e) => failures.push(format!("{id}: {e:#}")),
         }
     }
     if !failures.is_empty() {
         let shown: Vec<&str> = failures.iter().take(5).map(String::as_str).collect();
         bail!(
-            "{} of {} product creations failed; first: {}",
+            "{} of {count} product creations failed; first: {}",
             failures.len(),
-            config.count,
             shown.join("; ")
         );
     }
+    Ok((ids, seeded))
+}
+
+/// The `seed-products` command.
+pub async fn run(config: &SeedConfig) -> Result<()> {
+    let client = nats::connect(&config.nats_url, "shop-bench-seed", config.timeout).await?;
+    let start = Instant::now();
+    let (ids, seeded) = ensure_products(
+        &client,
+        &config.subject,
+        &config.prefix,
+        config.count,
+        DEFAULT_STOCK,
+        config.concurrency,
+    )
+    .await?;
     eprintln!(
-        "seed-products: {created} created, {existing} already existed, in {:.2}s",
+        "seed-products: {} created, {} already existed, in {:.2}s",
+        seeded.created,
+        seeded.existing,
         start.elapsed().as_secs_f64()
     );
 
@@ -109,8 +148,14 @@ pub async fn run(config: &SeedConfig) -> Result<()> {
     Ok(())
 }
 
-async fn create_one(client: &Client, subject: &str, id: &str, i: usize) -> Result<Outcome> {
-    let body = Bytes::from(product_json(id, i).to_string());
+async fn create_one(
+    client: &Client,
+    subject: &str,
+    id: &str,
+    i: usize,
+    stock: i64,
+) -> Result<Outcome> {
+    let body = Bytes::from(product_json_with_stock(id, i, stock).to_string());
     let reply = client
         .request(subject.to_owned(), body)
         .await

@@ -1,0 +1,137 @@
+//! Handler dispatch: a `product.get` through the product handler's inline
+//! path (decode, sled read, stored reply bytes), and through the runtime's
+//! whole dispatch path (`Dispatcher::dispatch`: endpoint lookup, metrics,
+//! request, handler, reply published to a real nats-server).
+//!
+//! Needs nats-server (`NATS_SERVER_BIN`, `.tools/bin/nats-server` or PATH):
+//! a service cannot be built without a connection.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use async_nats::{Message, Subject};
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use product_service::domain::ProductEvent;
+use product_service::handler::{ProductHandler, ENDPOINTS, SERVICE, STREAM};
+use product_service::store::ProductProjection;
+use shop_actors::endpoint::{Dispatcher, Endpoints, Responder};
+use shop_actors::metrics::Metrics;
+use shop_actors::pool::WorkerPool;
+use shop_actors::state::StateShared;
+use shop_actors::store::{encode_u64, CHECKPOINT_KEY};
+use shop_actors::{EventLog, Handler, Projection, Request, Store, StoredEvent};
+use shop_nats::{Encoding, NatsConfig, TraceContext};
+
+mod common;
+
+const PRODUCTS: usize = 1000;
+
+fn seed(store: &Store) {
+    let mut batch = sled::Batch::default();
+    for i in 0..PRODUCTS {
+        let payload = serde_json::to_vec(&ProductEvent::Created {
+            product: common::product(i),
+        })
+        .expect("encode event");
+        let event = StoredEvent {
+            sequence: i as u64 + 1,
+            subject: "events.product.bench",
+            headers: None,
+            payload: &payload,
+        };
+        ProductProjection
+            .apply(&event, &mut batch)
+            .expect("projection accepts the event");
+    }
+    batch.insert(CHECKPOINT_KEY, &encode_u64(PRODUCTS as u64)[..]);
+    store.tree().apply_batch(batch).expect("apply batch");
+}
+
+fn get_payload(i: usize) -> Bytes {
+    Bytes::from(format!("{{\"id\":\"bench-{:04}\"}}", i % PRODUCTS))
+}
+
+fn dispatch(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, handler, dispatcher) = rt.block_on(async {
+        let server = testkit::NatsServer::start().await.expect("nats-server");
+        let config = NatsConfig {
+            url: server.url(),
+            ..NatsConfig::default()
+        };
+        let connection = shop_nats::connect(&config, "bench-product")
+            .await
+            .expect("connect");
+        let js = async_nats::jetstream::new(connection.client.clone());
+        let metrics = Metrics::new(SERVICE, "bench").expect("metrics");
+        let store = Store::open(dir.path(), SERVICE).expect("store");
+        seed(&store);
+        let shared = StateShared::new(
+            js.clone(),
+            STREAM.to_string(),
+            store,
+            Arc::new(ProductProjection),
+            metrics.clone(),
+            connection.clone(),
+        )
+        .expect("state");
+        let handler = Arc::new(ProductHandler::new(EventLog::new(js, shared)));
+        let responder = Arc::new(Responder::new(
+            connection.client.clone(),
+            Endpoints::new(SERVICE, ENDPOINTS, &metrics),
+        ));
+        let pool = WorkerPool::start(handler.clone(), responder.clone(), 4, 16, metrics)
+            .await
+            .expect("pool");
+        let dispatcher = Dispatcher::new(responder, handler.clone(), pool, 1024 * 1024);
+        (server, handler, dispatcher)
+    });
+
+    let requests: Vec<Request> = (0..PRODUCTS)
+        .map(|i| Request {
+            subject: Subject::from("product.get"),
+            headers: None,
+            payload: get_payload(i),
+            encoding: Encoding::Json,
+            trace: TraceContext::new_root(),
+        })
+        .collect();
+    let reply = handler
+        .inline("get", &requests[7])
+        .expect("answered inline")
+        .expect("product found");
+    assert!(reply.starts_with(b"{\"id\":\"bench-0007\""), "{reply:?}");
+
+    let mut group = c.benchmark_group("dispatch");
+    let mut i = 0usize;
+    group.bench_function("product handler inline get", |b| {
+        b.iter(|| {
+            i = (i + 1) % PRODUCTS;
+            handler.inline("get", black_box(&requests[i]))
+        })
+    });
+    let messages: Vec<Message> = (0..PRODUCTS)
+        .map(|i| Message {
+            subject: Subject::from("product.get"),
+            reply: Some(Subject::from("_INBOX.shop-bench.dispatch")),
+            payload: get_payload(i),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
+        })
+        .collect();
+    let mut j = 0usize;
+    group.bench_function("runtime dispatch product.get (reply to nats-server)", |b| {
+        b.to_async(&rt).iter(|| {
+            j = (j + 1) % PRODUCTS;
+            dispatcher.dispatch(messages[j].clone())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, dispatch);
+criterion_main!(benches);

@@ -1,0 +1,16 @@
+//! Records the compiler version, so a results file says which rustc built the harness.
+
+use std::process::Command;
+
+fn main() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let version = Command::new(rustc)
+        .arg("-V")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=SHOP_BENCH_RUSTC={version}");
+    println!("cargo:rerun-if-env-changed=RUSTC");
+}

@@ -1,0 +1,144 @@
+//! Scaling runs: the same scenario with 1, 2, 4 ... instances of its service
+//! in one queue group, each point with the same load; speedup and efficiency
+//! are relative to the smallest instance count. The CPU each role used shows
+//! what limits a point (on a small machine usually the shared cores, not the
+//! service).
+
+use anyhow::{bail, Context, Result};
+
+use crate::results::{ScalingPoint, ScalingRun, ScenarioResult};
+use crate::scenarios::{self, Options, Scenario, Target};
+use crate::stack::Stack;
+
+/// Instance counts, ascending and without duplicates; at least one, none zero.
+pub fn parse_counts(s: &str) -> Result<Vec<usize>> {
+    let mut counts = s
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<usize>()
+                .with_context(|| format!("instance count {p:?} is not a whole number"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    counts.sort_unstable();
+    counts.dedup();
+    if counts.is_empty() || counts[0] == 0 {
+        bail!("instance counts must be at least 1: {s:?}");
+    }
+    Ok(counts)
+}
+
+/// Scaling points from per-count results.
+pub fn points(results: &[(usize, ScenarioResult)]) -> Vec<ScalingPoint> {
+    let Some((base_n, base)) = results.first() else {
+        return Vec::new();
+    };
+    results
+        .iter()
+        .map(|(n, r)| {
+            let speedup = if base.throughput_per_s > 0.0 {
+                r.throughput_per_s / base.throughput_per_s
+            } else {
+                0.0
+            };
+            ScalingPoint {
+                instances: *n,
+                throughput_per_s: r.throughput_per_s,
+                speedup,
+                efficiency: speedup / (*n as f64 / *base_n as f64),
+                latency_ms: r.latency_ms,
+                errors: r.errors,
+                cpu: r.cpu.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Runs each of `plans` at each instance count on `stack` (which runs a
+/// nats-server and whatever else the scenarios need); instances of each
+/// scenario's service are added as the counts grow. `progress` hears about
+/// each point.
+pub async fn run_on(
+    stack: &mut Stack,
+    plans: &[(Scenario, Options)],
+    counts: &[usize],
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<ScalingRun>> {
+    let mut per_plan: Vec<Vec<(usize, ScenarioResult)>> = vec![Vec::new(); plans.len()];
+    for &n in counts {
+        for (i, (scenario, opts)) in plans.iter().enumerate() {
+            let Some(service) = scenario.scaled_service() else {
+                bail!("{} has no service to scale", scenario.name());
+            };
+            while stack.count(service) < n {
+                stack.start_service(service, &[]).await.with_context(|| {
+                    format!("starting {service} instance {}", stack.count(service) + 1)
+                })?;
+            }
+            stack.check_alive()?;
+            progress(&format!(
+                "scaling {} ({}) with {n} × {service}",
+                scenario.name(),
+                opts.model.describe()
+            ));
+            let target = Target {
+                nats_url: stack.nats_url()?.to_string(),
+                http_url: None,
+                watched: stack.watched(),
+                instances: Some(n),
+                nats_sync: stack.sync().map(|s| s.name().to_string()),
+            };
+            let result = scenarios::run(*scenario, &target, opts).await?;
+            per_plan[i].push((n, result));
+        }
+    }
+    Ok(plans
+        .iter()
+        .zip(per_plan)
+        .map(|((scenario, opts), results)| ScalingRun {
+            scenario: scenario.name().to_string(),
+            variant: results.first().and_then(|(_, r)| r.variant.clone()),
+            model: opts.model,
+            service: scenario.scaled_service().unwrap_or_default().to_string(),
+            points: points(&results),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::Model;
+    use crate::results::tests::run_stats;
+    use crate::results::Meta;
+
+    #[test]
+    fn counts_parse_sorted() {
+        assert_eq!(parse_counts("4,1,2,2").unwrap(), vec![1, 2, 4]);
+        assert!(parse_counts("0,1").is_err());
+        assert!(parse_counts("one").is_err());
+    }
+
+    #[test]
+    fn efficiency_is_relative_to_the_first_point() {
+        let point = |rps: f64| {
+            let mut r = ScenarioResult::from_runs(
+                Meta::new("product-get", Some("json"), "product.get"),
+                &[run_stats(
+                    Model::Closed { in_flight: 64 },
+                    &[("op", 100)],
+                    0,
+                )],
+                Vec::new(),
+            )
+            .unwrap();
+            r.throughput_per_s = rps;
+            r
+        };
+        let p = points(&[(1, point(1000.0)), (2, point(1500.0)), (4, point(2000.0))]);
+        assert_eq!(p.len(), 3);
+        assert!((p[0].efficiency - 1.0).abs() < 1e-9);
+        assert!((p[1].speedup - 1.5).abs() < 1e-9 && (p[1].efficiency - 0.75).abs() < 1e-9);
+        assert!((p[2].speedup - 2.0).abs() < 1e-9 && (p[2].efficiency - 0.5).abs() < 1e-9);
+    }
+}

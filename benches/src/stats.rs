@@ -1,0 +1,284 @@
+//! What a run observed: HDR latency histograms per operation, error counts by
+//! kind, and the percentiles reported (p50, p90, p99, p99.9, max).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Highest latency the histograms track, in microseconds (1 hour).
+pub const MAX_TRACKABLE_US: u64 = 3_600_000_000;
+/// Significant figures kept by the histograms (0.1% resolution).
+pub const SIGFIGS: u8 = 3;
+
+/// New latency histogram in microseconds, 1 µs .. 1 h, 3 significant figures.
+pub fn new_histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, MAX_TRACKABLE_US, SIGFIGS).context("creating latency histogram")
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Latency {
+    /// Percentiles of a histogram recorded in microseconds; `None` if it is empty.
+    pub fn from_histogram_us(h: &Histogram<u64>) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Some(Latency {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p99_9: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        })
+    }
+
+    /// p50 ≤ p90 ≤ p99 ≤ p99.9 ≤ max, all finite and non-negative.
+    pub fn is_ordered(&self) -> bool {
+        let v = [self.p50, self.p90, self.p99, self.p99_9, self.max];
+        v.iter().all(|x| x.is_finite() && *x >= 0.0) && v.windows(2).all(|w| w[0] <= w[1])
+    }
+}
+
+/// A failed request: a short kind used as a counter key (`service_409`,
+/// `timeout`, `http_502` ...) and a message for diagnosis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpError {
+    pub kind: String,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One operation's successes, failures and latencies.
+#[derive(Debug, Clone)]
+pub struct OpTally {
+    /// Latencies of successful requests, microseconds.
+    pub ok_us: Histogram<u64>,
+    /// Reply bytes of successful requests (a suspiciously small reply shows here).
+    pub ok_bytes: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub first_error: Option<String>,
+}
+
+impl OpTally {
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            ok_us: new_histogram()?,
+            ok_bytes: 0,
+            errors: BTreeMap::new(),
+            first_error: None,
+        })
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.ok_us.len()
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn record_ok(&mut self, latency_us: u64, bytes: usize) {
+        self.ok_us.saturating_record(latency_us.max(1));
+        self.ok_bytes += bytes as u64;
+    }
+
+    pub fn record_error(&mut self, error: &OpError) {
+        *self.errors.entry(error.kind.clone()).or_default() += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(error.message.clone());
+        }
+    }
+
+    pub fn merge(&mut self, other: &OpTally) -> Result<()> {
+        self.ok_us
+            .add(&other.ok_us)
+            .context("merging latency histograms")?;
+        self.ok_bytes += other.ok_bytes;
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_default() += n;
+        }
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+        Ok(())
+    }
+}
+
+/// Everything a run (or one worker of it) observed inside the measurement window.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Per operation (a scenario with one kind of request has one entry).
+    pub ops: BTreeMap<&'static str, OpTally>,
+    /// Intermediate timings, e.g. order-place's `order.create` reply, microseconds
+    /// from the same start as the operation's latency.
+    pub phases: BTreeMap<&'static str, Histogram<u64>>,
+    /// Open loop only: how late each request was sent after its intended time.
+    pub send_lag_us: Histogram<u64>,
+}
+
+impl Tally {
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            ops: BTreeMap::new(),
+            phases: BTreeMap::new(),
+            send_lag_us: new_histogram()?,
+        })
+    }
+
+    pub fn op(&mut self, name: &'static str) -> Result<&mut OpTally> {
+        if !self.ops.contains_key(name) {
+            self.ops.insert(name, OpTally::new()?);
+        }
+        self.ops
+            .get_mut(name)
+            .context("operation tally just inserted")
+    }
+
+    pub fn record_phase(&mut self, name: &'static str, us: u64) -> Result<()> {
+        if !self.phases.contains_key(name) {
+            self.phases.insert(name, new_histogram()?);
+        }
+        if let Some(h) = self.phases.get_mut(name) {
+            h.saturating_record(us.max(1));
+        }
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &Tally) -> Result<()> {
+        for (name, op) in &other.ops {
+            self.op(name)?.merge(op)?;
+        }
+        for (name, h) in &other.phases {
+            if !self.phases.contains_key(name) {
+                self.phases.insert(name, new_histogram()?);
+            }
+            if let Some(mine) = self.phases.get_mut(name) {
+                mine.add(h).context("merging phase histograms")?;
+            }
+        }
+        self.send_lag_us
+            .add(&other.send_lag_us)
+            .context("merging send-lag histograms")?;
+        Ok(())
+    }
+
+    /// All operations together.
+    pub fn overall(&self) -> Result<OpTally> {
+        let mut all = OpTally::new()?;
+        for op in self.ops.values() {
+            all.merge(op)?;
+        }
+        Ok(all)
+    }
+}
+
+/// Median; the mean of the two middle values for an even count. `None` if empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(actual: f64, expected: f64) -> bool {
+        // 3 significant figures => relative error below 0.1%; allow a little slack.
+        (actual - expected).abs() <= expected * 0.002
+    }
+
+    #[test]
+    fn percentiles_from_uniform_histogram() {
+        let mut h = new_histogram().unwrap();
+        for us in 1..=10_000u64 {
+            h.record(us).unwrap();
+        }
+        let l = Latency::from_histogram_us(&h).unwrap();
+        assert!(close(l.p50, 5.0), "p50 {}", l.p50);
+        assert!(close(l.p90, 9.0), "p90 {}", l.p90);
+        assert!(close(l.p99, 9.9), "p99 {}", l.p99);
+        assert!(close(l.p99_9, 9.99), "p99.9 {}", l.p99_9);
+        assert!(close(l.max, 10.0), "max {}", l.max);
+        assert!(close(l.mean, 5.0005), "mean {}", l.mean);
+        assert!(l.is_ordered());
+        assert!(Latency::from_histogram_us(&new_histogram().unwrap()).is_none());
+    }
+
+    #[test]
+    fn tallies_merge_per_operation() {
+        let mut a = Tally::new().unwrap();
+        let mut b = Tally::new().unwrap();
+        for _ in 0..500 {
+            a.op("get").unwrap().record_ok(250, 200);
+            b.op("get").unwrap().record_ok(250, 100);
+        }
+        b.op("login").unwrap().record_ok(30_000, 500);
+        for _ in 0..7 {
+            a.op("get")
+                .unwrap()
+                .record_error(&OpError::new("service_404", "not found"));
+        }
+        b.record_phase("reply", 100).unwrap();
+        a.merge(&b).unwrap();
+        let get = &a.ops["get"];
+        assert_eq!(get.ok(), 1000);
+        assert_eq!(get.ok_bytes, 300 * 500);
+        assert_eq!(get.errors.get("service_404"), Some(&7));
+        assert_eq!(get.first_error.as_deref(), Some("not found"));
+        assert_eq!(a.ops["login"].ok(), 1);
+        assert_eq!(a.phases["reply"].len(), 1);
+        let all = a.overall().unwrap();
+        assert_eq!(all.ok(), 1001);
+        assert_eq!(all.error_count(), 7);
+    }
+
+    #[test]
+    fn unordered_latency_is_detected() {
+        let l = Latency {
+            p50: 2.0,
+            p90: 1.0,
+            p99: 3.0,
+            p99_9: 4.0,
+            max: 5.0,
+            mean: 2.0,
+        };
+        assert!(!l.is_ordered());
+    }
+
+    #[test]
+    fn median_odd_even_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+}
