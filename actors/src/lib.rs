@@ -18,6 +18,7 @@
 //! span export for every service and for the gateway.
 
 pub mod admin;
+pub mod allocator;
 pub mod config;
 pub mod consumer;
 pub mod endpoint;
@@ -38,6 +39,7 @@ pub mod telemetry;
 pub mod telemetry_metrics;
 pub mod traced;
 
+pub use allocator::Allocator;
 pub use config::RuntimeConfig;
 pub use eventlog::{Append, EventLog};
 pub use request::{EndpointSpec, Handler, HandlerResult, Request};

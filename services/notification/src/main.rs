@@ -40,6 +40,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     .await
 }
 
+#[global_allocator]
+static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

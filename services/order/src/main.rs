@@ -25,6 +25,9 @@ struct Cli {
     fault_at: Option<String>,
 }
 
+#[global_allocator]
+static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

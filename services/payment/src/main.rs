@@ -20,6 +20,9 @@ struct Cli {
     payment: PaymentConfig,
 }
 
+#[global_allocator]
+static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

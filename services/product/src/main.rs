@@ -22,6 +22,9 @@ enum Command {
     Seed { file: PathBuf },
 }
 
+#[global_allocator]
+static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -27,6 +27,9 @@ enum Command {
     RotateKeys,
 }
 
+#[global_allocator]
+static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
