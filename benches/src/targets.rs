@@ -203,12 +203,14 @@ mod tests {
             notes: Vec::new(),
         };
         let checks = check(&file);
-        assert_eq!(checks.len(), 4);
+        assert_eq!(checks.len(), 6);
         assert_eq!(checks[0].met, Some(true), "{:?}", checks[0]);
         assert!(checks[0].measured.starts_with("62%"), "{:?}", checks[0]);
         assert_eq!(checks[1].met, Some(false), "9× is short of 10×");
-        assert_eq!(checks[2].met, Some(false), "p99 300 ms");
-        assert_eq!(checks[3].met, Some(true), "{:?}", checks[3]);
+        assert_eq!(checks[2].met, None, "no keep-alive baseline measured");
+        assert_eq!(checks[3].met, Some(true), "p99 1 ms: {:?}", checks[3]);
+        assert_eq!(checks[4].met, Some(false), "p99 300 ms");
+        assert_eq!(checks[5].met, Some(true), "{:?}", checks[5]);
     }
 
     #[test]
