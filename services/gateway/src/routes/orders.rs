@@ -14,6 +14,7 @@ use axum::{
     response::Response,
     Extension,
 };
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -59,17 +60,14 @@ pub async fn create(
             );
         }
     }
-    let reply = gw
-        .downstream
-        .call(
-            Service::Order,
-            "order.create",
-            encode(&body)?,
-            &ctx.trace,
-            Some(user),
-        )
-        .await?;
-    Ok(json_reply(StatusCode::CREATED, reply))
+    as_caller(
+        &gw,
+        &ctx,
+        "order.create",
+        encode(&body)?,
+        StatusCode::CREATED,
+    )
+    .await
 }
 
 pub async fn list(
@@ -82,17 +80,7 @@ pub async fn list(
     params
         .user_id
         .get_or_insert_with(|| user.user_id().to_string());
-    let reply = gw
-        .downstream
-        .call(
-            Service::Order,
-            "order.list",
-            encode(&params)?,
-            &ctx.trace,
-            Some(user),
-        )
-        .await?;
-    Ok(json_reply(StatusCode::OK, reply))
+    as_caller(&gw, &ctx, "order.list", encode(&params)?, StatusCode::OK).await
 }
 
 pub async fn get_one(
@@ -100,19 +88,16 @@ pub async fn get_one(
     Extension(ctx): Extension<Arc<RequestContext>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    ctx.user()?;
     let id = path_id(path)?;
-    let reply = gw
-        .downstream
-        .call(
-            Service::Order,
-            "order.get",
-            encode(&json!({"id": id}))?,
-            &ctx.trace,
-            Some(user),
-        )
-        .await?;
-    Ok(json_reply(StatusCode::OK, reply))
+    as_caller(
+        &gw,
+        &ctx,
+        "order.get",
+        encode(&json!({"id": id}))?,
+        StatusCode::OK,
+    )
+    .await
 }
 
 pub async fn cancel(
@@ -120,17 +105,36 @@ pub async fn cancel(
     Extension(ctx): Extension<Arc<RequestContext>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    ctx.user()?;
     let id = path_id(path)?;
+    as_caller(
+        &gw,
+        &ctx,
+        "order.cancel",
+        encode(&json!({"id": id}))?,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Calls the order service as the signed-in caller (whose id and roles go in
+/// the caller headers) and answers `status` with its reply.
+async fn as_caller(
+    gw: &Gateway,
+    ctx: &RequestContext,
+    subject: &str,
+    payload: Bytes,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
     let reply = gw
         .downstream
         .call(
             Service::Order,
-            "order.cancel",
-            encode(&json!({"id": id}))?,
+            subject,
+            payload,
             &ctx.trace,
-            Some(user),
+            Some(ctx.user()?),
         )
         .await?;
-    Ok(json_reply(StatusCode::OK, reply))
+    Ok(json_reply(status, reply))
 }
