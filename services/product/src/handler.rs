@@ -136,6 +136,11 @@ impl ProductHandler {
     where
         F: FnMut(Option<&Product>, &sled::Tree) -> Result<Decision, ServiceError>,
     {
+        if store::product(self.tree(), id)?.is_none() {
+            // Perhaps created a moment ago through another instance: catch up
+            // before deciding against a product this instance has not seen.
+            self.events.catch_up().await?;
+        }
         let mut decided = None;
         let written = self
             .events
