@@ -122,4 +122,31 @@ impl Cluster {
             .state
             .last_sequence)
     }
+
+    /// `num_requests` of `endpoint` on each running instance of `service`,
+    /// from `$SRV.STATS`: how the queue group spread the work.
+    pub async fn served_by_instance(
+        &self,
+        service: &str,
+        endpoint: &str,
+    ) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for instance in &self.instances {
+            let subject = format!("$SRV.STATS.{service}.{}", instance.instance_id);
+            let reply = self
+                .client
+                .request(subject.clone(), "".into())
+                .await
+                .with_context(|| format!("requesting {subject}"))?;
+            let stats: serde_json::Value =
+                serde_json::from_slice(&reply.payload).context("decoding $SRV.STATS")?;
+            let served = stats["endpoints"]
+                .as_array()
+                .and_then(|all| all.iter().find(|e| e["name"] == endpoint))
+                .and_then(|e| e["num_requests"].as_u64())
+                .with_context(|| format!("no num_requests for {endpoint} in {stats}"))?;
+            out.push((instance.instance_id.clone(), served));
+        }
+        Ok(out)
+    }
 }

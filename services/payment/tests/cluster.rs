@@ -5,7 +5,7 @@ mod common;
 
 use std::{collections::HashSet, time::Duration};
 
-use common::{charge_request, served_by_instance, Cluster};
+use common::{charge_request, Cluster};
 use payment_service::domain::payment_id_for;
 use serde_json::json;
 
@@ -36,7 +36,7 @@ async fn three_instances_share_charges_refunds_and_reads() {
         assert_eq!(read.body["amount_cents"], 1_000 + i);
     }
     for (endpoint, total) in [("charge", 24), ("refund", 24), ("get", 24)] {
-        let served = served_by_instance(&c, endpoint).await;
+        let served = c.served_by_instance("payment", endpoint).await.unwrap();
         assert_eq!(
             served.iter().map(|(_, n)| n).sum::<u64>(),
             total,
@@ -81,7 +81,7 @@ async fn a_hundred_concurrent_retries_on_three_instances_capture_once() {
     }
     assert_eq!(revisions.len(), 1, "one outcome: {revisions:?}");
 
-    let charges = served_by_instance(&c, "charge").await;
+    let charges = c.served_by_instance("payment", "charge").await.unwrap();
     assert_eq!(charges.iter().map(|(_, n)| n).sum::<u64>(), 100);
     assert!(
         charges.iter().all(|(_, n)| *n > 0),

@@ -5,31 +5,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::Cluster;
-use serde_json::{json, Value};
-
-async fn served_by_instance(c: &Cluster, endpoint: &str) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    for instance in &c.instances {
-        let reply = c
-            .client
-            .request(
-                format!("$SRV.STATS.product.{}", instance.instance_id),
-                "".into(),
-            )
-            .await
-            .unwrap();
-        let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
-        let n = stats["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == endpoint)
-            .map(|e| e["num_requests"].as_u64().unwrap())
-            .unwrap();
-        out.push((instance.instance_id.clone(), n));
-    }
-    out
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn three_instances_share_work_and_read_their_writes() {
@@ -62,13 +38,13 @@ async fn three_instances_share_work_and_read_their_writes() {
         assert!(c.req("product.get", json!({"id": "shared"})).await.is_ok());
     }
 
-    let gets = served_by_instance(&c, "get").await;
+    let gets = c.served_by_instance("product", "get").await.unwrap();
     assert!(
         gets.iter().all(|(_, n)| *n > 0),
         "every instance served reads: {gets:?}"
     );
     assert_eq!(gets.iter().map(|(_, n)| n).sum::<u64>(), 90);
-    let updates = served_by_instance(&c, "update").await;
+    let updates = c.served_by_instance("product", "update").await.unwrap();
     assert_eq!(updates.iter().map(|(_, n)| n).sum::<u64>(), 30);
     assert!(
         updates.iter().filter(|(_, n)| *n > 0).count() >= 2,
@@ -140,7 +116,10 @@ async fn fifty_concurrent_reservers_never_oversell() {
         .await;
     assert_eq!(product.body["stock"], 0, "final stock is exact");
 
-    let reserves = served_by_instance(&c, "stock_reserve").await;
+    let reserves = c
+        .served_by_instance("product", "stock_reserve")
+        .await
+        .unwrap();
     assert!(
         reserves.iter().filter(|(_, n)| *n > 0).count() >= 2,
         "contention across instances: {reserves:?}"

@@ -32,7 +32,7 @@ async fn three_instances_share_work_and_read_their_writes() {
         assert_eq!(login.body["user"]["id"], user["id"]);
     }
     for (endpoint, total) in [("register", 15), ("get", 15), ("login", 15)] {
-        let served = c.served_by_instance(endpoint).await;
+        let served = c.served_by_instance("user", endpoint).await.unwrap();
         assert_eq!(
             served.iter().map(|(_, n)| n).sum::<u64>(),
             total,
@@ -43,9 +43,9 @@ async fn three_instances_share_work_and_read_their_writes() {
             "{endpoint} spread over instances: {served:?}"
         );
     }
-    let gets = c.served_by_instance("get").await;
-    let logins = c.served_by_instance("login").await;
-    let registers = c.served_by_instance("register").await;
+    let gets = c.served_by_instance("user", "get").await.unwrap();
+    let logins = c.served_by_instance("user", "login").await.unwrap();
+    let registers = c.served_by_instance("user", "register").await.unwrap();
     for i in 0..3 {
         assert!(
             gets[i].1 + logins[i].1 + registers[i].1 > 0,
@@ -127,7 +127,7 @@ async fn one_email_registered_concurrently_through_three_instances() {
         credentials > EMAILS,
         "concurrent claims reached the stream: {credentials} credentials for {EMAILS} accounts"
     );
-    let served = c.served_by_instance("register").await;
+    let served = c.served_by_instance("user", "register").await.unwrap();
     assert_eq!(
         served.iter().map(|(_, n)| n).sum::<u64>(),
         (EMAILS * ATTEMPTS) as u64
@@ -175,8 +175,9 @@ async fn keys_are_shared_survive_restarts_and_rotate() {
         );
     }
     assert!(
-        c.served_by_instance("keys")
+        c.served_by_instance("user", "keys")
             .await
+            .unwrap()
             .iter()
             .all(|(_, n)| *n > 0),
         "both instances answered user.keys"

@@ -126,7 +126,7 @@ async fn repeated_failures_are_slowed_down_on_every_instance() {
         .await
         .is_ok());
 
-    let served = c.served_by_instance("login").await;
+    let served = c.served_by_instance("user", "login").await.unwrap();
     assert!(
         served.iter().filter(|(_, n)| *n > 0).count() >= 2,
         "the count is shared by instances: {served:?}"

@@ -184,28 +184,3 @@ pub async fn request_with_timeout(
         headers: message.headers,
     }
 }
-
-/// `$SRV.STATS` request counts of one endpoint, per instance.
-pub async fn served_by_instance(c: &Cluster, endpoint: &str) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    for instance in &c.instances {
-        let reply = c
-            .client
-            .request(
-                format!("$SRV.STATS.payment.{}", instance.instance_id),
-                "".into(),
-            )
-            .await
-            .unwrap();
-        let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
-        let n = stats["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == endpoint)
-            .map(|e| e["num_requests"].as_u64().unwrap())
-            .unwrap();
-        out.push((instance.instance_id.clone(), n));
-    }
-    out
-}

@@ -118,31 +118,6 @@ impl Cluster {
         }
         out
     }
-
-    /// `num_requests` of `endpoint` on each instance, from `$SRV.STATS`.
-    pub async fn served_by_instance(&self, endpoint: &str) -> Vec<(String, u64)> {
-        let mut out = Vec::new();
-        for instance in &self.instances {
-            let reply = self
-                .client
-                .request(
-                    format!("$SRV.STATS.user.{}", instance.instance_id),
-                    "".into(),
-                )
-                .await
-                .unwrap();
-            let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
-            let n = stats["endpoints"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|e| e["name"] == endpoint)
-                .map(|e| e["num_requests"].as_u64().unwrap())
-                .unwrap();
-            out.push((instance.instance_id.clone(), n));
-        }
-        out
-    }
 }
 
 /// The decoded header and claims of a JWT (not verified).
