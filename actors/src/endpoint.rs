@@ -21,7 +21,7 @@ use std::{
 };
 
 use async_nats::{Client, HeaderMap, Message, Subject};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_nats::{
     codec::CONTENT_TYPE_HEADER,
@@ -365,10 +365,15 @@ const DRAIN_CAP: Duration = Duration::from_secs(2);
 /// UNSUB are dropped (nats.rs issue #1325). Instead: `UNSUB <sid> <n>` with n =
 /// received + slack makes the server stop after exactly n deliveries and the client
 /// keep the subscription until it has received those n, so the stream ends with
-/// nothing in flight. When traffic stops before n, an idle gap means nothing is in
-/// flight and a plain unsubscribe is safe. Only at very low rates (slack not
-/// reached within the cap, yet no idle gap) does a tiny race remain.
+/// nothing in flight. When traffic stops before n, a quiet gap followed by a round
+/// trip to the server (see [`server_round_trip`]) with nothing new behind it means
+/// nothing routed here is still on its way, and a plain unsubscribe is safe: a
+/// busy machine that left requests unread in the socket for the whole gap no
+/// longer loses them. What remains is a request the server routes here in the
+/// microseconds between that round trip's answer and the unsubscribe, or when
+/// the slack is not reached within the cap while traffic never pauses.
 async fn drain_subscription(
+    nats: &Client,
     subscriber: &mut async_nats::Subscriber,
     received: u64,
     dispatcher: &Dispatcher,
@@ -384,7 +389,14 @@ async fn drain_subscription(
                 Ok(Some(message)) => dispatcher.dispatch(message).await,
                 // The server delivered its last message to this subscription.
                 Ok(None) => return,
-                Err(_) => break,
+                Err(_) => {
+                    server_round_trip(nats).await;
+                    match subscriber.next().now_or_never() {
+                        Some(Some(message)) => dispatcher.dispatch(message).await,
+                        Some(None) => return,
+                        None => break,
+                    }
+                }
             },
             _ = &mut cap => break,
         }
@@ -395,6 +407,26 @@ async fn drain_subscription(
     // The receiver is closed; what was already delivered is still readable.
     while let Some(message) = subscriber.next().await {
         dispatcher.dispatch(message).await;
+    }
+}
+
+/// Subject nobody serves: a request to it comes back from the server itself.
+const ROUND_TRIP_SUBJECT: &str = "_SHOP.DRAIN.ROUND_TRIP";
+
+/// Waits for an answer from the server on this connection (its "no responders"
+/// reply to a request nobody serves). The server writes to a connection in
+/// order, so once the answer is read, every message it routed to this
+/// connection before answering has been read too and sits in its
+/// subscription's channel. async-nats' `flush` only writes and `drain` does
+/// not wait for the server, hence this.
+async fn server_round_trip(nats: &Client) {
+    let request = nats.request(ROUND_TRIP_SUBJECT, bytes::Bytes::new());
+    match tokio::time::timeout(DRAIN_IDLE * 10, request).await {
+        Err(_) => tracing::warn!("no round trip to the server while draining"),
+        Ok(Err(e)) if e.kind() != async_nats::RequestErrorKind::NoResponders => {
+            tracing::warn!(error = %e, "round trip to the server while draining")
+        }
+        Ok(_) => {}
     }
 }
 
@@ -463,6 +495,7 @@ impl Actor for EndpointActor {
         };
         let dispatcher = state.args.dispatcher.clone();
         let drain = state.args.drain.clone();
+        let nats = state.args.nats.clone();
         let serve = async move {
             let mut received: u64 = 0;
             loop {
@@ -478,7 +511,7 @@ impl Actor for EndpointActor {
                     },
                 }
             }
-            drain_subscription(&mut subscriber, received, &dispatcher).await;
+            drain_subscription(&nats, &mut subscriber, received, &dispatcher).await;
             Ok(())
         };
         state.args.tracker.track_future(serve).await?;
