@@ -27,6 +27,35 @@ pub struct CpuUse {
 
 /// The role under which this process (the load generator) is reported.
 pub const LOAD_GENERATOR: &str = "load-generator";
+/// Role for the whole machine's busy CPU (every process, the kernel included).
+pub const MACHINE_BUSY: &str = "machine-busy";
+/// Role for CPU the hypervisor gave to others while this VM wanted it (steal
+/// time): a run that lost much of it measured a smaller machine.
+pub const MACHINE_STOLEN: &str = "machine-stolen";
+
+/// Whether `role` is one of the machine-wide figures rather than a process.
+pub fn is_machine_role(role: &str) -> bool {
+    role == MACHINE_BUSY || role == MACHINE_STOLEN
+}
+
+/// Busy and stolen ticks of the whole machine from the `cpu` line of
+/// `/proc/stat`; `None` when it is not readable (not Linux).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// (busy, steal) from the text of `/proc/stat`: busy is user + nice + system
+/// + irq + softirq; idle and iowait are not busy; steal is counted apart.
+pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    Some((at(0) + at(1) + at(2) + at(5) + at(6), at(7)))
+}
 
 /// User + system CPU time of `pid` in clock ticks; `None` when it is gone or
 /// this is not Linux.
@@ -71,8 +100,10 @@ pub async fn measure(mut watched: Vec<Watched>, schedule: Schedule) -> Vec<CpuUs
     });
     tokio::time::sleep_until(schedule.measure_start.into()).await;
     let (t0, before) = sample(&watched);
+    let machine_before = machine_ticks();
     tokio::time::sleep_until(schedule.end.into()).await;
     let (t1, after) = sample(&watched);
+    let machine_after = machine_ticks();
     let wall = t1.duration_since(t0).as_secs_f64();
     let hz = ticks_per_second();
     let mut by_role: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
@@ -83,14 +114,28 @@ pub async fn measure(mut watched: Vec<Watched>, schedule: Schedule) -> Vec<CpuUs
             entry.1 += a.saturating_sub(*b) as f64 / hz;
         }
     }
-    by_role
+    let cores = |cpu_s: f64| if wall > 0.0 { cpu_s / wall } else { 0.0 };
+    let mut used: Vec<CpuUse> = by_role
         .into_iter()
         .map(|(role, (processes, cpu_s))| CpuUse {
             role: role.to_string(),
             processes,
-            cores: if wall > 0.0 { cpu_s / wall } else { 0.0 },
+            cores: cores(cpu_s),
         })
-        .collect()
+        .collect();
+    if let (Some((busy0, steal0)), Some((busy1, steal1))) = (machine_before, machine_after) {
+        for (role, ticks) in [
+            (MACHINE_BUSY, busy1.saturating_sub(busy0)),
+            (MACHINE_STOLEN, steal1.saturating_sub(steal0)),
+        ] {
+            used.push(CpuUse {
+                role: role.to_string(),
+                processes: 0,
+                cores: cores(ticks as f64 / hz),
+            });
+        }
+    }
+    used
 }
 
 #[cfg(test)]
@@ -102,6 +147,13 @@ mod tests {
         let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 12345 0 0";
         assert_eq!(parse_stat_ticks(stat), Some(325));
         assert_eq!(parse_stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn machine_ticks_count_busy_and_steal_apart() {
+        let stat = "cpu  100 5 20 900 7 0 3 40 0 0\ncpu0 50 2 10 450 3 0 1 20 0 0\n";
+        assert_eq!(parse_machine_ticks(stat), Some((128, 40)));
+        assert_eq!(parse_machine_ticks("intr 1 2 3"), None);
     }
 
     #[test]
@@ -126,5 +178,7 @@ mod tests {
         spin.join().unwrap();
         let me = used.iter().find(|u| u.role == LOAD_GENERATOR).unwrap();
         assert!(me.cores > 0.2, "{used:?}");
+        let busy = used.iter().find(|u| u.role == MACHINE_BUSY).unwrap();
+        assert!(busy.cores >= me.cores * 0.5, "{used:?}");
     }
 }

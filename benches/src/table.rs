@@ -135,11 +135,15 @@ fn opt_ms(l: &Option<Latency>, f: fn(&Latency) -> f64) -> String {
     l.as_ref().map_or("-".to_string(), |l| fmt_ms(f(l)))
 }
 
-/// `nats-server 0.92, product 0.61, load-generator 0.48` (cores).
+/// `nats-server 0.92, product 0.61, load-generator 0.48; machine busy 1.85,
+/// stolen 0.04` (cores).
 pub fn cpu_summary(cpu: &[CpuUse]) -> String {
-    let mut sorted: Vec<&CpuUse> = cpu.iter().collect();
+    let mut sorted: Vec<&CpuUse> = cpu
+        .iter()
+        .filter(|c| !crate::cpu::is_machine_role(&c.role))
+        .collect();
     sorted.sort_by(|a, b| b.cores.total_cmp(&a.cores));
-    sorted
+    let mut text = sorted
         .iter()
         .map(|c| {
             if c.processes > 1 {
@@ -149,7 +153,15 @@ pub fn cpu_summary(cpu: &[CpuUse]) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    let machine = |role: &str| cpu.iter().find(|c| c.role == role).map(|c| c.cores);
+    if let (Some(busy), Some(stolen)) = (
+        machine(crate::cpu::MACHINE_BUSY),
+        machine(crate::cpu::MACHINE_STOLEN),
+    ) {
+        text.push_str(&format!("; machine busy {busy:.2}, stolen {stolen:.2}"));
+    }
+    text
 }
 
 /// The echo result a closed-loop point is measured against: the same
