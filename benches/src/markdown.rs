@@ -168,13 +168,8 @@ fn scaling_section(file: &ResultsFile) -> String {
             out.push('\n');
         }
         out.push_str(&format!(
-            "{}{} ({}), instances of `{}` in one queue group:\n\n",
-            run.scenario,
-            run.variant
-                .as_deref()
-                .map(|v| format!("/{v}"))
-                .unwrap_or_default(),
-            run.model.describe(),
+            "{}, instances of `{}` in one queue group:\n\n",
+            run.title(),
             run.service
         ));
         out.push_str(&scaling_table(run).markdown());

@@ -143,6 +143,18 @@ pub struct ScalingRun {
     pub points: Vec<ScalingPoint>,
 }
 
+impl ScalingRun {
+    /// `product-get/json (closed 64)`: what was scaled, under which load.
+    pub fn title(&self) -> String {
+        let variant = self
+            .variant
+            .as_deref()
+            .map(|v| format!("/{v}"))
+            .unwrap_or_default();
+        format!("{}{variant} ({})", self.scenario, self.model.describe())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ScalingPoint {
     pub instances: usize,

@@ -175,6 +175,26 @@ pub fn echo_baseline<'a>(file: &'a ResultsFile, r: &ScenarioResult) -> Option<&'
         .find(|e| e.scenario == "echo" && e.model == r.model)
 }
 
+/// The percentile columns every latency table shows, between `before` and `after`.
+fn with_latency(
+    before: &[(&'static str, Align)],
+    after: &[(&'static str, Align)],
+) -> Vec<(&'static str, Align)> {
+    let latency = ["p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"].map(|h| (h, Align::Right));
+    [before, &latency[..], after].concat()
+}
+
+/// The cells of the [`with_latency`] columns.
+fn latency_cells(l: &Option<Latency>) -> [String; 5] {
+    [
+        opt_ms(l, |l| l.p50),
+        opt_ms(l, |l| l.p90),
+        opt_ms(l, |l| l.p99),
+        opt_ms(l, |l| l.p99_9),
+        opt_ms(l, |l| l.max),
+    ]
+}
+
 fn variant_text(r: &ScenarioResult) -> String {
     let mut parts: Vec<String> = r.variant.iter().cloned().collect();
     if let Some(n) = r.instances.filter(|n| *n > 1) {
@@ -185,19 +205,15 @@ fn variant_text(r: &ScenarioResult) -> String {
 
 /// Every point of a file: throughput, percentiles, errors, ratio to echo.
 pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
-    let mut t = Table::new(&[
-        ("scenario", Align::Left),
-        ("variant", Align::Left),
-        ("load", Align::Left),
-        ("ok/s", Align::Right),
-        ("p50 ms", Align::Right),
-        ("p90 ms", Align::Right),
-        ("p99 ms", Align::Right),
-        ("p99.9 ms", Align::Right),
-        ("max ms", Align::Right),
-        ("errors", Align::Right),
-        ("vs echo", Align::Right),
-    ]);
+    let mut t = Table::new(&with_latency(
+        &[
+            ("scenario", Align::Left),
+            ("variant", Align::Left),
+            ("load", Align::Left),
+            ("ok/s", Align::Right),
+        ],
+        &[("errors", Align::Right), ("vs echo", Align::Right)],
+    ));
     for r in results {
         let vs_echo = match echo_baseline(file, r) {
             Some(e) if e.key != r.key && e.throughput_per_s > 0.0 => {
@@ -210,48 +226,38 @@ pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
         } else {
             format!("{} ({:.1}%)", r.errors, r.error_rate() * 100.0)
         };
-        t.row(vec![
+        let mut row = vec![
             r.scenario.clone(),
             variant_text(r),
             r.model.describe(),
             fmt_rate(r.throughput_per_s),
-            opt_ms(&r.latency_ms, |l| l.p50),
-            opt_ms(&r.latency_ms, |l| l.p90),
-            opt_ms(&r.latency_ms, |l| l.p99),
-            opt_ms(&r.latency_ms, |l| l.p99_9),
-            opt_ms(&r.latency_ms, |l| l.max),
-            errors,
-            vs_echo,
-        ]);
+        ];
+        row.extend(latency_cells(&r.latency_ms));
+        row.extend([errors, vs_echo]);
+        t.row(row);
     }
     t
 }
 
 /// Per-operation breakdown of a mixed point.
 pub fn ops_table(r: &ScenarioResult) -> Table {
-    let mut t = Table::new(&[
-        ("operation", Align::Left),
-        ("share", Align::Right),
-        ("ok/s", Align::Right),
-        ("p50 ms", Align::Right),
-        ("p90 ms", Align::Right),
-        ("p99 ms", Align::Right),
-        ("p99.9 ms", Align::Right),
-        ("max ms", Align::Right),
-        ("errors", Align::Right),
-    ]);
+    let mut t = Table::new(&with_latency(
+        &[
+            ("operation", Align::Left),
+            ("share", Align::Right),
+            ("ok/s", Align::Right),
+        ],
+        &[("errors", Align::Right)],
+    ));
     for op in &r.ops {
-        t.row(vec![
+        let mut row = vec![
             op.name.clone(),
             format!("{:.0}%", op.share * 100.0),
             fmt_rate(op.throughput_per_s),
-            opt_ms(&op.latency_ms, |l| l.p50),
-            opt_ms(&op.latency_ms, |l| l.p90),
-            opt_ms(&op.latency_ms, |l| l.p99),
-            opt_ms(&op.latency_ms, |l| l.p99_9),
-            opt_ms(&op.latency_ms, |l| l.max),
-            op.errors.to_string(),
-        ]);
+        ];
+        row.extend(latency_cells(&op.latency_ms));
+        row.push(op.errors.to_string());
+        t.row(row);
     }
     t
 }
@@ -379,13 +385,8 @@ pub fn report_text(file: &ResultsFile) -> String {
     }
     for run in &file.scaling {
         out.push_str(&format!(
-            "\nscaling {}{} ({}), instances of {}:\n",
-            run.scenario,
-            run.variant
-                .as_deref()
-                .map(|v| format!("/{v}"))
-                .unwrap_or_default(),
-            run.model.describe(),
+            "\nscaling {}, instances of {}:\n",
+            run.title(),
             run.service
         ));
         out.push_str(&scaling_table(run).text());
