@@ -88,16 +88,7 @@ pub async fn get_one(
     Extension(ctx): Extension<Arc<RequestContext>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    ctx.user()?;
-    let id = path_id(path)?;
-    as_caller(
-        &gw,
-        &ctx,
-        "order.get",
-        encode(&json!({"id": id}))?,
-        StatusCode::OK,
-    )
-    .await
+    by_id(&gw, &ctx, path, "order.get").await
 }
 
 pub async fn cancel(
@@ -105,12 +96,22 @@ pub async fn cancel(
     Extension(ctx): Extension<Arc<RequestContext>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    by_id(&gw, &ctx, path, "order.cancel").await
+}
+
+/// `subject` with `{"id": <the path's order id>}`, as the signed-in caller.
+async fn by_id(
+    gw: &Gateway,
+    ctx: &RequestContext,
+    path: Result<Path<String>, PathRejection>,
+    subject: &str,
+) -> Result<Response, ApiError> {
     ctx.user()?;
     let id = path_id(path)?;
     as_caller(
-        &gw,
-        &ctx,
-        "order.cancel",
+        gw,
+        ctx,
+        subject,
         encode(&json!({"id": id}))?,
         StatusCode::OK,
     )
