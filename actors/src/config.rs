@@ -7,18 +7,9 @@ use shop_nats::NatsConfig;
 /// Flags and environment variables common to every service binary.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeConfig {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = shop_nats::connect::DEFAULT_NATS_URL)]
-    pub nats_url: String,
-    /// NATS credentials file.
-    #[arg(long, env = "NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    #[arg(long, env = "NATS_USER")]
-    pub nats_user: Option<String>,
-    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
+    /// Where and how to connect to NATS (`NATS_URL`, `NATS_CREDS` ...).
+    #[command(flatten)]
+    pub nats: NatsConfig,
     /// Where this instance keeps its sled store; each instance needs its own.
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -52,16 +43,6 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    pub fn nats(&self) -> NatsConfig {
-        NatsConfig {
-            url: self.nats_url.clone(),
-            creds: self.nats_creds.clone(),
-            user: self.nats_user.clone(),
-            password: self.nats_password.clone(),
-            token: self.nats_token.clone(),
-        }
-    }
-
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }

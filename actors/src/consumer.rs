@@ -332,7 +332,7 @@ async fn handle(
     .unwrap_or_else(|panic| {
         Err(HandleError::Transient(format!(
             "handler panicked: {}",
-            crate::endpoint::panic_message(&*panic)
+            crate::responder::panic_message(&*panic)
         )))
     });
     if let (Some(span), Err(failure)) = (span, &outcome) {

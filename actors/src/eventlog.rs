@@ -58,6 +58,43 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// An event a service appends to its stream. Its type name travels in the
+/// [`EVENT_TYPE_HEADER`] so consumers can filter without decoding.
+pub trait Event: serde::Serialize {
+    fn type_name(&self) -> &'static str;
+}
+
+/// What a decision wants written: `event` on `subject`, whose last revision
+/// must still be `expected_revision` (0: nothing on the subject yet).
+#[derive(Debug, Clone)]
+pub struct Change<E> {
+    pub subject: String,
+    pub expected_revision: u64,
+    pub event: E,
+}
+
+/// The outcome of [`EventLog::change`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed<E> {
+    /// The event is stored at `revision` and applied locally.
+    Appended { event: E, revision: u64 },
+    /// The stream already had this message id: a retried request, whose first
+    /// try is stored at `revision`. The local state holds its effect.
+    Duplicate { revision: u64 },
+    /// The decision was that nothing needs writing (an idempotent repeat).
+    Unchanged,
+}
+
+impl<E> Changed<E> {
+    /// The event this call appended, with its revision; `None` for a repeat.
+    pub fn appended(self) -> Option<(E, u64)> {
+        match self {
+            Changed::Appended { event, revision } => Some((event, revision)),
+            _ => None,
+        }
+    }
+}
+
 /// The outcome of a decide-and-append cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
@@ -129,6 +166,60 @@ impl EventLog {
         Err(ServiceError::conflict(format!(
             "{aggregate} is being changed concurrently; gave up after {MAX_ATTEMPTS} attempts, retry"
         )))
+    }
+
+    /// Read, decide, append, with the expected-revision check: the one way a
+    /// service changes an aggregate.
+    ///
+    /// `decide` reads the aggregate from the local state and returns the
+    /// [`Change`] to make (the event, its subject, and the revision it was
+    /// decided on), `None` when nothing needs writing, or an error for the
+    /// caller. The expected revision must come from the same read as the
+    /// decision: a revision read separately may be newer than the state decided
+    /// on, and the stream would then accept a decision made on stale state. On a
+    /// conflict the state catches up and `decide` runs again. `msg_id`
+    /// deduplicates a retried request (`None`: a fresh id for this call).
+    pub async fn change<E, F>(
+        &self,
+        aggregate: &str,
+        trace: &TraceContext,
+        msg_id: Option<String>,
+        mut decide: F,
+    ) -> Result<Changed<E>, ServiceError>
+    where
+        E: Event,
+        F: FnMut(&sled::Tree) -> Result<Option<Change<E>>, ServiceError>,
+    {
+        let msg_id = msg_id.unwrap_or_else(Self::new_msg_id);
+        let mut decided = None;
+        let written = self
+            .write(aggregate, trace, |state| {
+                let Some(change) = decide(state.tree())? else {
+                    return Ok(None);
+                };
+                let payload = serde_json::to_vec(&change.event)
+                    .map_err(|e| ServiceError::internal(format!("encoding event: {e}")))?;
+                let append = Append {
+                    subject: change.subject,
+                    event_type: change.event.type_name(),
+                    payload: payload.into(),
+                    expected_revision: Some(change.expected_revision),
+                    msg_id: msg_id.clone(),
+                };
+                decided = Some(change.event);
+                Ok(Some(append))
+            })
+            .await?;
+        Ok(match (written, decided) {
+            (Written::Appended(appended), _) if appended.duplicate => Changed::Duplicate {
+                revision: appended.revision,
+            },
+            (Written::Appended(appended), Some(event)) => Changed::Appended {
+                event,
+                revision: appended.revision,
+            },
+            _ => Changed::Unchanged,
+        })
     }
 
     fn stripe(&self, aggregate: &str) -> &Mutex<()> {

@@ -7,7 +7,7 @@
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
 
 use async_nats::Subject;
-use futures::FutureExt;
+use futures::{future::BoxFuture, FutureExt};
 use ractor::{
     factory::{
         queues::DefaultQueue, routing::QueuerRouting, worker_builder, Factory, FactoryArguments,
@@ -15,20 +15,20 @@ use ractor::{
     },
     Actor, ActorProcessingErr, ActorRef,
 };
-use shop_nats::ServiceError;
+use shop_nats::{Encoding, ServiceError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    endpoint::{panic_message, Responder},
     metrics::Metrics,
-    request::{Handler, Request},
+    request::HandlerResult,
+    responder::{panic_message, Responder},
 };
 
-/// A request handed to the pool.
+/// A request handed to the pool: the handler's future, not yet polled.
 pub struct PoolJob {
     pub endpoint: usize,
-    pub name: &'static str,
-    pub request: Request,
+    pub work: BoxFuture<'static, HandlerResult>,
+    pub encoding: Encoding,
     pub reply_to: Subject,
     pub started: Instant,
     /// Held while the job is queued or running.
@@ -50,7 +50,8 @@ impl Drop for PoolSlot {
 impl std::fmt::Debug for PoolJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolJob")
-            .field("endpoint", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("reply_to", &self.reply_to)
             .finish()
     }
 }
@@ -69,7 +70,6 @@ pub struct WorkerPool {
 
 impl WorkerPool {
     pub async fn start(
-        handler: Arc<dyn Handler>,
         responder: Arc<Responder>,
         workers: usize,
         queue_depth: usize,
@@ -81,7 +81,6 @@ impl WorkerPool {
             .worker_builder(Box::new(worker_builder(move |_wid| {
                 (
                     PoolWorker {
-                        handler: handler.clone(),
                         responder: responder.clone(),
                     },
                     (),
@@ -158,7 +157,6 @@ impl WorkerPool {
 
 /// A pool worker: runs one job at a time and sends its reply.
 pub struct PoolWorker {
-    handler: Arc<dyn Handler>,
     responder: Arc<Responder>,
 }
 
@@ -186,18 +184,18 @@ impl Worker for PoolWorker {
     ) -> Result<(), ActorProcessingErr> {
         let PoolJob {
             endpoint,
-            name,
-            request,
+            work,
+            encoding,
             reply_to,
             started,
             permit,
         } = job;
-        let encoding = request.encoding;
-        let result = AssertUnwindSafe(self.handler.clone().call(name, request))
+        let result = AssertUnwindSafe(work)
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
-                tracing::error!(endpoint = name, panic = %panic_message(&*panic), "handler panicked");
+                let name = &self.responder.endpoints.list[endpoint].manifest.name;
+                tracing::error!(endpoint = %name, panic = %panic_message(&*panic), "handler panicked");
                 Err(ServiceError::internal("internal error while handling the request"))
             });
         self.responder

@@ -1,26 +1,17 @@
-//! What a service implements: its endpoints and a [`Handler`] for them.
-
-use std::sync::Arc;
+//! What a handler receives: the request as it arrived, who made it, and its
+//! payload decoded once into the endpoint's request type.
 
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Serialize};
 use shop_nats::{auth::Caller, Encoding, ServiceError, TraceContext};
-
-/// One request subject a service answers.
-#[derive(Debug, Clone, Copy)]
-pub struct EndpointSpec {
-    /// Endpoint name as `nats micro` shows it, e.g. `stock_reserve`.
-    pub name: &'static str,
-    /// Full request subject, e.g. `product.stock.reserve`.
-    pub subject: &'static str,
-}
 
 /// A handler's answer: the encoded reply body, or an error for the caller.
 pub type HandlerResult = Result<Bytes, ServiceError>;
 
-/// An incoming request, already checked against the payload limit.
+/// An incoming request, checked against the payload limit and the endpoint's
+/// access rule before any handler sees it.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub subject: Subject,
@@ -29,6 +20,9 @@ pub struct Request {
     /// JSON unless the request asked for bincode; the reply must use the same.
     pub encoding: Encoding,
     pub trace: TraceContext,
+    /// The user the request is made for, as the runtime's access check
+    /// established it; `None` for a call from another service.
+    pub caller: Option<Caller>,
 }
 
 impl Request {
@@ -44,26 +38,49 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.as_ref()?.get(name).map(|v| v.as_str())
     }
+}
 
-    /// Whom the request is made for (set by the gateway from a verified token);
-    /// `None` for a trusted internal call.
-    pub fn caller(&self) -> Option<Caller> {
-        Caller::from_headers(self.headers.as_ref())
+/// The payload type of an endpoint. The runtime decodes every request into it
+/// once, runs [`RequestBody::validate`], and for reads waits for
+/// [`RequestBody::min_revision`] before the handler runs.
+///
+/// `JsonSchema` puts the type in the service's manifest, where the docs checks
+/// and the fuzzer read it.
+pub trait RequestBody: DeserializeOwned + JsonSchema + Send + 'static {
+    /// Whether an empty JSON payload means `{}` (endpoints without parameters);
+    /// otherwise it is a 400.
+    const EMPTY_IS_DEFAULT: bool = false;
+
+    /// Checks that need nothing but the request itself (ids, ranges, lengths).
+    fn validate(&self) -> Result<(), ServiceError> {
+        Ok(())
+    }
+
+    /// The stream revision a read must reflect; the runtime answers once the
+    /// local state has applied it (or 503 after a short wait).
+    fn min_revision(&self) -> Option<u64> {
+        None
     }
 }
 
-/// A service's request logic. Panics are caught and answered with 500.
-pub trait Handler: Send + Sync + 'static {
-    /// Fast path, run on the endpoint actor that received the request: answer
-    /// now (a local read), or return `None` to hand the request to the worker pool.
-    fn inline(&self, _endpoint: &'static str, _request: &Request) -> Option<HandlerResult> {
-        None
-    }
+/// The request of an endpoint that takes no parameters: `{}` or an empty payload.
+#[derive(Debug, Clone, Default, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
 
-    /// Slow path, run in the bounded worker pool (writes, waits, calls to other services).
-    fn call(
-        self: Arc<Self>,
-        endpoint: &'static str,
-        request: Request,
-    ) -> BoxFuture<'static, HandlerResult>;
+impl RequestBody for Empty {
+    const EMPTY_IS_DEFAULT: bool = true;
+}
+
+/// Decodes a request's payload into `B` and validates it.
+pub fn decode_body<B: RequestBody>(request: &Request) -> Result<B, ServiceError> {
+    let empty =
+        request.encoding == Encoding::Json && request.payload.iter().all(u8::is_ascii_whitespace);
+    let body: B = if empty && B::EMPTY_IS_DEFAULT {
+        Encoding::Json.decode(b"{}")?
+    } else {
+        request.decode()?
+    };
+    body.validate()?;
+    Ok(body)
 }

@@ -23,45 +23,34 @@ use crate::{
     admin::{self, AdminState, ConsumerRef},
     config::RuntimeConfig,
     consumer::{ConsumerActor, ConsumerShared, ConsumerSpec, DEADLETTER_STREAM},
-    endpoint::{Dispatcher, EndpointActor, EndpointArgs, Endpoints, Responder},
+    declaration::Declaration,
+    dispatch::{BoundRoute, Dispatcher},
+    endpoint::{EndpointActor, EndpointArgs},
     eventlog::EventLog,
     metrics::Metrics,
     pool::WorkerPool,
     registry::{self, RegistryActor, RegistryArgs},
-    request::{EndpointSpec, Handler},
+    responder::{Endpoints, Responder},
     srv::{SrvActor, SrvArgs, SrvIdentity},
-    state::{Projection, StateActor, StateHandle, StateShared},
+    state::{StateActor, StateHandle, StateShared},
     store::Store,
     supervisor::{ChildSpec, RestartPolicy, ServiceSupervisor, SupervisorArgs, SupervisorMsg},
     telemetry,
     telemetry_metrics::TelemetryMetrics,
-    traced::TraceScoped,
 };
 
-/// What a service is: its name, endpoints, stream and projection.
-pub struct ServiceSpec {
-    /// Service name: subject prefix, queue group, registry key prefix.
-    pub name: &'static str,
-    pub version: &'static str,
-    pub description: &'static str,
-    pub endpoints: &'static [EndpointSpec],
-    /// The service's stream (its source of truth) and the subjects it binds.
-    pub stream: &'static str,
-    pub stream_subjects: &'static [&'static str],
-    pub projection: Arc<dyn Projection>,
-}
-
-/// What a service plugs into the runtime: its request handler and the durable
-/// consumers it runs.
-pub struct Wiring {
-    pub handler: Arc<dyn Handler>,
+/// What a service plugs into the runtime once its state has caught up: its
+/// own state (handed to every handler) and the handlers of the consumers its
+/// declaration names.
+pub struct Wiring<S> {
+    pub service: Arc<S>,
     pub consumers: Vec<ConsumerSpec>,
 }
 
-impl Wiring {
-    pub fn new(handler: Arc<dyn Handler>) -> Self {
+impl<S> Wiring<S> {
+    pub fn new(service: impl Into<Arc<S>>) -> Self {
         Self {
-            handler,
+            service: service.into(),
             consumers: Vec::new(),
         }
     }
@@ -83,23 +72,31 @@ pub struct ServiceContext {
     pub config: RuntimeConfig,
 }
 
-/// Runs a service until SIGTERM/SIGINT. `wire` builds the service's handler and
-/// consumers once the state has caught up (it may do async set-up, e.g. open
-/// a key-value bucket).
+/// Runs the service `declaration` describes until SIGTERM/SIGINT. `wire`
+/// builds the service's state and its consumers' handlers once the local state
+/// has caught up (it may do async set-up, e.g. open a key-value bucket).
 ///
 /// Runs until SIGTERM/SIGINT (then drains and returns `Ok`) or until
 /// its supervisor gives up (then returns `Err`, and `main` should exit non-zero).
 ///
 /// Telemetry ([`crate::telemetry`]: span export, log publishing) starts as soon
 /// as the service is connected, and is flushed last.
-pub async fn run<F, Fut>(spec: ServiceSpec, config: RuntimeConfig, wire: F) -> anyhow::Result<()>
+pub async fn run<S, F, Fut>(
+    declaration: Declaration<S>,
+    config: RuntimeConfig,
+    wire: F,
+) -> anyhow::Result<()>
 where
+    S: Send + Sync + 'static,
     F: FnOnce(ServiceContext) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Wiring>>,
+    Fut: std::future::Future<Output = anyhow::Result<Wiring<S>>>,
 {
+    declaration
+        .check()
+        .map_err(|e| anyhow::anyhow!("invalid declaration: {e}"))?;
     let instance_id = config.instance_id()?;
     let mut telemetry = None;
-    let result = serve(spec, config, instance_id, wire, &mut telemetry).await;
+    let result = serve(declaration, config, instance_id, wire, &mut telemetry).await;
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "service stopped with an error");
     }
@@ -109,27 +106,32 @@ where
     result
 }
 
-async fn serve<F, Fut>(
-    spec: ServiceSpec,
+async fn serve<S, F, Fut>(
+    spec: Declaration<S>,
     config: RuntimeConfig,
     instance_id: String,
     wire: F,
     telemetry: &mut Option<telemetry::TelemetryGuard>,
 ) -> anyhow::Result<()>
 where
+    S: Send + Sync + 'static,
     F: FnOnce(ServiceContext) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Wiring>>,
+    Fut: std::future::Future<Output = anyhow::Result<Wiring<S>>>,
 {
+    let stream = spec
+        .stream
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("{} declares no stream", spec.name))?;
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let metrics = Metrics::new(spec.name, &instance_id)?;
     let telemetry_metrics = TelemetryMetrics::new(spec.name, &instance_id)?;
-    tracing::info!(service = spec.name, instance_id, nats_url = %config.nats_url, data_dir = %config.data_dir.display(), "starting");
+    tracing::info!(service = spec.name, instance_id, nats_url = %config.nats.url, data_dir = %config.data_dir.display(), "starting");
 
     let connection =
-        shop_nats::connect(&config.nats(), &format!("{}-{instance_id}", spec.name)).await?;
+        shop_nats::connect(&config.nats, &format!("{}-{instance_id}", spec.name)).await?;
     let nats = connection.client.clone();
     *telemetry = Some(telemetry::start(
         spec.name,
@@ -142,12 +144,12 @@ where
     ensure_stream(
         &js,
         stream::Config {
-            name: spec.stream.to_string(),
+            name: stream.name.to_string(),
             description: Some(format!(
                 "{} events: the service's source of truth",
                 spec.name
             )),
-            subjects: spec.stream_subjects.iter().map(|s| s.to_string()).collect(),
+            subjects: stream.subjects.iter().map(|s| s.to_string()).collect(),
             storage: stream::StorageType::File,
             num_replicas: config.js_replicas,
             duplicate_window: Duration::from_secs(120),
@@ -174,9 +176,9 @@ where
     // State first: endpoints must not answer from a store that is still replaying.
     let state_shared = StateShared::new(
         js.clone(),
-        spec.stream.to_string(),
+        stream.name.to_string(),
         store.clone(),
-        spec.projection.clone(),
+        stream.projection.clone(),
         metrics.clone(),
         connection.clone(),
     )?;
@@ -199,7 +201,7 @@ where
     );
 
     let events = EventLog::new(js.clone(), state_shared.clone());
-    let Wiring { handler, consumers } = wire(ServiceContext {
+    let Wiring { service, consumers } = wire(ServiceContext {
         nats: nats.clone(),
         js: js.clone(),
         events,
@@ -209,21 +211,33 @@ where
         config: config.clone(),
     })
     .await?;
+    check_consumers(&spec, &consumers)?;
     let responder = Arc::new(Responder::new(
         nats.clone(),
-        Endpoints::new(spec.name, spec.endpoints, &metrics),
+        Endpoints::new(
+            spec.name,
+            spec.endpoints.iter().map(|e| e.manifest()).collect(),
+            &metrics,
+        ),
     ));
     let pool = WorkerPool::start(
-        Arc::new(TraceScoped(handler.clone())),
         responder.clone(),
         config.workers,
         config.queue_depth,
         metrics.clone(),
     )
     .await?;
+    let routes = spec
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            let (route, service, state) = (endpoint.route.clone(), service.clone(), state.clone());
+            Arc::new(move |request| route.dispatch(&service, &state, request)) as BoundRoute
+        })
+        .collect();
     let dispatcher = Arc::new(Dispatcher::new(
         responder.clone(),
-        handler,
+        routes,
         pool.clone(),
         config.max_payload,
     ));
@@ -453,6 +467,34 @@ where
         ractor::rpc::CallResult::Success(Err(e)) => anyhow::bail!("starting {name}: {e}"),
         other => anyhow::bail!("starting {name}: supervisor did not answer ({other:?})"),
     }
+}
+
+/// The consumers wired at start-up must be the ones declared: same durable
+/// names, streams and filters.
+fn check_consumers<S>(spec: &Declaration<S>, wired: &[ConsumerSpec]) -> anyhow::Result<()> {
+    let mut declared: Vec<_> = spec
+        .consumes
+        .iter()
+        .map(|c| (c.durable.clone(), c.stream.clone(), c.filters.clone()))
+        .collect();
+    let mut actual: Vec<_> = wired
+        .iter()
+        .map(|c| {
+            (
+                c.durable.clone(),
+                c.stream.clone(),
+                c.filter_subjects.clone(),
+            )
+        })
+        .collect();
+    declared.sort();
+    actual.sort();
+    anyhow::ensure!(
+        declared == actual,
+        "{}: the consumers wired {actual:?} are not the ones declared {declared:?}",
+        spec.name
+    );
+    Ok(())
 }
 
 /// How long a stopping instance waits to flush what it published last.

@@ -8,7 +8,7 @@ use futures::{stream::select_all, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
 
-use crate::endpoint::Responder;
+use crate::responder::{Endpoint, Responder};
 
 /// Who this instance is, as the protocol reports it.
 #[derive(Clone)]
@@ -139,10 +139,10 @@ pub fn info(identity: &SrvIdentity, responder: &Responder) -> Value {
         .iter()
         .map(|e| {
             json!({
-                "name": e.spec.name,
-                "subject": e.spec.subject,
+                "name": e.manifest.name,
+                "subject": e.manifest.subject,
                 "queue_group": responder.endpoints.service,
-                "metadata": {},
+                "metadata": metadata(e),
             })
         })
         .collect();
@@ -167,8 +167,8 @@ pub fn stats(identity: &SrvIdentity, responder: &Responder) -> Value {
                 .map(|s| s.clone())
                 .unwrap_or_default();
             json!({
-                "name": e.spec.name,
-                "subject": e.spec.subject,
+                "name": e.manifest.name,
+                "subject": e.manifest.subject,
                 "queue_group": responder.endpoints.service,
                 "num_requests": requests,
                 "num_errors": e.stats.errors.load(Ordering::Relaxed),
@@ -180,4 +180,20 @@ pub fn stats(identity: &SrvIdentity, responder: &Responder) -> Value {
         .collect();
     map.insert("endpoints".into(), json!(endpoints));
     Value::Object(map)
+}
+
+/// An endpoint's declaration as `$SRV.INFO` metadata (string values only):
+/// `kind`, `access`, `callers` (comma-separated) and `request`.
+pub fn metadata(endpoint: &Endpoint) -> Value {
+    let m = &endpoint.manifest;
+    let kind = match m.kind {
+        shop_nats::manifest::EndpointKind::Read => "read",
+        shop_nats::manifest::EndpointKind::Write => "write",
+    };
+    json!({
+        "kind": kind,
+        "access": m.access.name(),
+        "callers": m.access.services().join(","),
+        "request": m.request,
+    })
 }

@@ -15,9 +15,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_actors::consumer::{ConsumedEvent, ConsumerSpec, EventHandler, HandleError};
 use shop_actors::{
     metrics::Metrics,
+    read,
     supervisor::{ChildSpec, RestartPolicy, ServiceSupervisor, SupervisorArgs, SupervisorMsg},
-    EndpointSpec, Handler, HandlerResult, Projection, Request, RuntimeConfig, ServiceSpec,
-    StoredEvent,
+    write, Access, Declaration, Empty, HandlerResult, Projection, Request, RequestBody,
+    RuntimeConfig, StoredEvent,
 };
 use shop_nats::discovery::{Registry, RegistryEvent};
 use testkit::{request_json, NatsServer};
@@ -29,52 +30,70 @@ impl Projection for NoProjection {
     }
 }
 
-struct Toy;
-impl Handler for Toy {
-    fn inline(&self, endpoint: &'static str, _request: &Request) -> Option<HandlerResult> {
-        match endpoint {
-            "ok" => Some(Ok(Bytes::from_static(b"{\"ok\":true}"))),
-            "panic_inline" => panic!("boom inline"),
-            _ => None,
-        }
-    }
-    fn call(
-        self: Arc<Self>,
-        endpoint: &'static str,
-        _request: Request,
-    ) -> BoxFuture<'static, HandlerResult> {
-        async move {
-            match endpoint {
-                "panic_pool" => panic!("boom in pool"),
-                "slow" => {
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
-                    Ok(Bytes::from_static(b"{\"slow\":true}"))
-                }
-                _ => Ok(Bytes::from_static(b"{}")),
-            }
-        }
-        .boxed()
+/// The toy service's state: it answers with how far its local state is.
+struct Toy {
+    state: shop_actors::StateHandle,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Read {
+    #[serde(default)]
+    min_revision: Option<u64>,
+}
+impl RequestBody for Read {
+    fn min_revision(&self) -> Option<u64> {
+        self.min_revision
     }
 }
 
-const ENDPOINTS: &[EndpointSpec] = &[
-    EndpointSpec {
-        name: "ok",
-        subject: "toy.ok",
-    },
-    EndpointSpec {
-        name: "panic_inline",
-        subject: "toy.panic_inline",
-    },
-    EndpointSpec {
-        name: "panic_pool",
-        subject: "toy.panic_pool",
-    },
-    EndpointSpec {
-        name: "slow",
-        subject: "toy.slow",
-    },
-];
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Named {
+    name: String,
+}
+impl RequestBody for Named {
+    fn validate(&self) -> Result<(), shop_nats::ServiceError> {
+        match self.name.is_empty() {
+            true => Err(shop_nats::ServiceError::bad_request(
+                "name must not be empty",
+            )),
+            false => Ok(()),
+        }
+    }
+}
+
+fn ok(toy: &Toy, request: &Request, _: Read) -> HandlerResult {
+    request.encode(&serde_json::json!({"ok": true, "applied": toy.state.applied()}))
+}
+
+fn panic_inline(_: &Toy, _: &Request, _: Empty) -> HandlerResult {
+    panic!("boom inline")
+}
+
+async fn panic_pool(_: Arc<Toy>, _: Request, _: Empty) -> HandlerResult {
+    panic!("boom in pool")
+}
+
+async fn slow(_: Arc<Toy>, _: Request, _: Empty) -> HandlerResult {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(Bytes::from_static(b"{\"slow\":true}"))
+}
+
+fn hello(_: &Toy, request: &Request, body: Named) -> HandlerResult {
+    let caller = request.caller.as_ref().map(|c| c.user_id.clone());
+    request.encode(&serde_json::json!({"hello": body.name, "caller": caller}))
+}
+
+fn toy() -> Declaration<Toy> {
+    Declaration::new("toy", "toy service for runtime tests")
+        .version("0.0.1")
+        .stream("TOY", &["events.toy.>"], NoProjection)
+        .endpoint("toy.ok", Access::Public, read(ok))
+        .endpoint("toy.panic_inline", Access::Public, read(panic_inline))
+        .endpoint("toy.panic_pool", Access::Public, write(panic_pool))
+        .endpoint("toy.slow", Access::Public, write(slow))
+        .endpoint("toy.hello", Access::user(), read(hello))
+        .endpoint("toy.admin.hello", Access::admin(), read(hello))
+}
 
 #[derive(Parser)]
 struct Cli {
@@ -112,17 +131,17 @@ async fn start_toy_with(
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Cli::parse_from(args).runtime;
-    let spec = ServiceSpec {
-        name: "toy",
-        version: "0.0.1",
-        description: "toy service for runtime tests",
-        endpoints: ENDPOINTS,
-        stream: "TOY",
-        stream_subjects: &["events.toy.>"],
-        projection: Arc::new(NoProjection),
-    };
-    let task = tokio::spawn(shop_actors::run(spec, config, move |_ctx| async move {
-        let wiring = shop_actors::Wiring::new(Arc::new(Toy));
+    let mut spec = toy();
+    if let Some(consumer) = &consumer {
+        let filters: Vec<&str> = consumer
+            .filter_subjects
+            .iter()
+            .map(String::as_str)
+            .collect();
+        spec = spec.consumes(&consumer.durable, &consumer.stream, &filters);
+    }
+    let task = tokio::spawn(shop_actors::run(spec, config, move |ctx| async move {
+        let wiring = shop_actors::Wiring::new(Toy { state: ctx.state });
         Ok(match consumer {
             Some(consumer) => wiring.with_consumer(consumer),
             None => wiring,
@@ -213,6 +232,173 @@ async fn a_saturated_pool_answers_503_at_once() {
     // The inline path is not blocked by a saturated pool.
     assert!(request_json(&client, "toy.ok", "{}").await.unwrap().is_ok());
     task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_with_min_revision_waits_for_the_state_then_answers() {
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let task = start_toy(&nats, data.path(), &[]).await;
+    let client = nats.client().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+
+    // Revision 1 does not exist yet: the read must not answer before it is applied.
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { request_json(&client, "toy.ok", r#"{"min_revision":1}"#).await })
+    };
+    js.publish("events.toy.a", Bytes::from_static(b"{}"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let reply = waiting.await.unwrap().unwrap();
+    assert!(reply.is_ok(), "{:?}", reply.error);
+    assert_eq!(
+        reply.body["applied"], 1,
+        "answered from state that has revision 1"
+    );
+
+    // A revision that never comes: 503 after the bounded wait, not a hang.
+    let started = Instant::now();
+    let reply = request_json(&client, "toy.ok", r#"{"min_revision":1000}"#)
+        .await
+        .unwrap();
+    assert_eq!(reply.error_code, Some(503));
+    assert!(reply.error.unwrap().contains("behind the requested 1000"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_decoded_validated_and_access_checked_before_the_handler() {
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let task = start_toy(&nats, data.path(), &[]).await;
+    let client = nats.client().await.unwrap();
+
+    for (payload, message) in [
+        ("{}", "missing field `name`"),
+        (r#"{"name":""}"#, "name must not be empty"),
+        (r#"{"name":7}"#, "invalid type"),
+        ("", "empty payload"),
+    ] {
+        let reply = request_json(&client, "toy.hello", payload).await.unwrap();
+        assert_eq!(reply.error_code, Some(400), "{payload}");
+        assert!(
+            reply.error.as_deref().unwrap_or_default().contains(message),
+            "{payload}: {:?}",
+            reply.error
+        );
+    }
+    // An endpoint without parameters takes an empty payload as `{}`.
+    let reply = request_json(&client, "toy.slow", "").await.unwrap();
+    assert!(reply.is_ok(), "{:?}", reply.error);
+
+    let as_user = |user: &str, roles: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(shop_nats::auth::USER_ID_HEADER, user);
+        headers.insert(shop_nats::auth::USER_ROLES_HEADER, roles);
+        headers
+    };
+    let reply = client
+        .request_with_headers(
+            "toy.hello",
+            as_user("u1", "customer"),
+            r#"{"name":"a"}"#.into(),
+        )
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["caller"], "u1", "the handler sees the caller: {body}");
+    let refused = client
+        .request_with_headers(
+            "toy.admin.hello",
+            as_user("u1", "customer"),
+            r#"{"name":"a"}"#.into(),
+        )
+        .await
+        .unwrap();
+    let code = refused
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.to_string());
+    assert_eq!(code.as_deref(), Some("403"));
+    let admitted = client
+        .request_with_headers(
+            "toy.admin.hello",
+            as_user("u2", "customer,admin"),
+            r#"{"name":"a"}"#.into(),
+        )
+        .await
+        .unwrap();
+    assert!(admitted
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .is_none());
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_info_is_the_declaration() {
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let task = start_toy(&nats, data.path(), &[]).await;
+    let client = nats.client().await.unwrap();
+
+    let info = request_json(&client, "$SRV.INFO.toy", "")
+        .await
+        .unwrap()
+        .body;
+    let manifest = toy().manifest();
+    let endpoints = info["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), manifest.endpoints.len());
+    for (served, declared) in endpoints.iter().zip(&manifest.endpoints) {
+        assert_eq!(served["subject"], declared.subject);
+        assert_eq!(served["name"], declared.name);
+        assert_eq!(served["queue_group"], "toy");
+        assert_eq!(served["metadata"]["access"], declared.access.name());
+        assert_eq!(served["metadata"]["request"], declared.request);
+    }
+    assert_eq!(info["metadata"], serde_json::json!({}));
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_is_not_declared_stops_the_start() {
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = Cli::parse_from([
+        "toy",
+        "--nats-url",
+        &nats.url(),
+        "--data-dir",
+        &data.path().display().to_string(),
+    ])
+    .runtime;
+    let undeclared = ConsumerSpec::new(
+        "toy-undeclared",
+        "TOY",
+        &["events.toy.>"],
+        Arc::new(Recorder {
+            seen: tokio::sync::mpsc::unbounded_channel().0,
+        }),
+    );
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        shop_actors::run(toy(), config, move |ctx| async move {
+            Ok(shop_actors::Wiring::new(Toy { state: ctx.state }).with_consumer(undeclared))
+        }),
+    )
+    .await
+    .expect("run returns instead of serving");
+    let err = result.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("not the ones declared"),
+        "{err:#}"
+    );
 }
 
 /// A child that fails right after starting, `failures` times, then stays up.

@@ -6,17 +6,21 @@ use async_nats::{Client, ConnectOptions, Event};
 use rand::Rng;
 use tokio::sync::broadcast;
 
-/// Where and how to connect. Read from the environment by [`NatsConfig::from_env`].
-#[derive(Debug, Clone)]
+/// Where and how to connect: the flags (and environment variables) every
+/// binary that talks to NATS shares, flattened into its own settings.
+#[derive(Debug, Clone, clap::Args)]
 pub struct NatsConfig {
-    /// `NATS_URL`, default `nats://127.0.0.1:4222`; several URLs may be comma-separated.
+    /// NATS server URL(s), comma-separated.
+    #[arg(long = "nats-url", env = "NATS_URL", default_value = DEFAULT_NATS_URL)]
     pub url: String,
-    /// `NATS_CREDS`: a credentials file (JWT + NKey seed).
+    /// NATS credentials file (JWT + NKey seed).
+    #[arg(long = "nats-creds", env = "NATS_CREDS")]
     pub creds: Option<PathBuf>,
-    /// `NATS_USER` and `NATS_PASSWORD`.
+    #[arg(long = "nats-user", env = "NATS_USER")]
     pub user: Option<String>,
+    #[arg(long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// `NATS_TOKEN`.
+    #[arg(long = "nats-token", env = "NATS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 

@@ -1,11 +1,13 @@
 //! NATS plumbing shared by every shop service.
 //!
 //! - [`auth`]: access-token verification and the caller identity passed downstream.
+//! - [`clock`]: wall-clock time as milliseconds, seconds or RFC 3339.
 //! - [`connect`]: a connection from configuration that reconnects forever.
 //! - [`codec`]: JSON on the wire by default, bincode on request; the one place encoding lives.
 //! - [`error`]: the single error type of the request contract and its NATS headers.
 //! - [`client`]: a typed client for calling other services (timeouts, retries, breakers).
 //! - [`jetstream`]: idempotent set-up of streams, consumers and key-value buckets.
+//! - [`manifest`]: a service's declaration as data (endpoints and access, events, calls, consumers, what it owns).
 //! - [`money`]: ISO 4217 currency checks and minor-unit formatting.
 //! - [`discovery`]: the `registry` bucket of live service instances.
 //! - [`trace`]: W3C `traceparent`/`tracestate` propagation in NATS headers.
@@ -14,11 +16,13 @@
 pub mod auth;
 pub mod breaker;
 pub mod client;
+pub mod clock;
 pub mod codec;
 pub mod connect;
 pub mod discovery;
 pub mod error;
 pub mod jetstream;
+pub mod manifest;
 pub mod money;
 pub mod otel;
 pub mod subject;

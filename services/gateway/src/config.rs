@@ -1,6 +1,6 @@
 //! The gateway's settings: flags with environment fallbacks (`gateway --help`).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use shop_nats::NatsConfig;
 
@@ -13,18 +13,9 @@ pub struct GatewayConfig {
     /// Address the HTTP API listens on; port 0 picks a free one.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = shop_nats::connect::DEFAULT_NATS_URL)]
-    pub nats_url: String,
-    /// NATS credentials file.
-    #[arg(long, env = "NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    #[arg(long, env = "NATS_USER")]
-    pub nats_user: Option<String>,
-    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
+    /// Where and how to connect to NATS (`NATS_URL`, `NATS_CREDS` ...).
+    #[command(flatten)]
+    pub nats: NatsConfig,
     /// Unique id of this instance (letters, digits, `-`, `_`); random when absent.
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -108,16 +99,6 @@ fn parse_switch(value: &str) -> Result<bool, String> {
 }
 
 impl GatewayConfig {
-    pub fn nats(&self) -> NatsConfig {
-        NatsConfig {
-            url: self.nats_url.clone(),
-            creds: self.nats_creds.clone(),
-            user: self.nats_user.clone(),
-            password: self.nats_password.clone(),
-            token: self.nats_token.clone(),
-        }
-    }
-
     /// The timeout of calls to `service`.
     pub fn timeout(&self, service: Service) -> Duration {
         let ms = self

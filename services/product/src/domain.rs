@@ -1,6 +1,7 @@
 //! Products, their requests and events, and every rule about them, as plain
 //! functions: what is valid, and what a request turns into given current state.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use shop_nats::ServiceError;
 
@@ -45,7 +46,7 @@ pub enum ReservationStatus {
 
 // ---- requests ---------------------------------------------------------------
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
     pub id: Option<String>,
@@ -60,7 +61,7 @@ pub struct CreateProduct {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetProduct {
     pub id: String,
@@ -69,7 +70,7 @@ pub struct GetProduct {
     pub min_revision: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
     pub id: String,
@@ -88,7 +89,7 @@ pub struct UpdateProduct {
     pub expected_revision: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListProducts {
     /// `next_cursor` of the previous page.
@@ -99,7 +100,7 @@ pub struct ListProducts {
 }
 
 /// `product.stock.reserve` and `product.stock.release`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockChange {
     pub product_id: String,
@@ -159,15 +160,6 @@ impl ProductEvent {
         }
     }
 
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            ProductEvent::Created { .. } => "product.created",
-            ProductEvent::Updated { .. } => "product.updated",
-            ProductEvent::StockReserved { .. } => "product.stock_reserved",
-            ProductEvent::StockReleased { .. } => "product.stock_released",
-        }
-    }
-
     /// The reservation this event records, if any.
     pub fn reservation(&self) -> Option<(&str, Reservation)> {
         match self {
@@ -194,6 +186,17 @@ impl ProductEvent {
                 },
             )),
             _ => None,
+        }
+    }
+}
+
+impl shop_actors::Event for ProductEvent {
+    fn type_name(&self) -> &'static str {
+        match self {
+            ProductEvent::Created { .. } => "product.created",
+            ProductEvent::Updated { .. } => "product.updated",
+            ProductEvent::StockReserved { .. } => "product.stock_reserved",
+            ProductEvent::StockReleased { .. } => "product.stock_released",
         }
     }
 }

@@ -1,29 +1,66 @@
 //! The product service: catalog and inventory.
 //!
-//! - Requests enter through the runtime's endpoint actors and reach
-//!   [`handler::ProductHandler`] (subjects in [`handler::ENDPOINTS`]).
-//! - Rules live in [`domain`] as plain functions.
+//! - [`declaration`] is the whole service on one screen: what it serves and who
+//!   may call it, what it publishes, what it owns.
+//! - Each endpoint's handler is a plain function in [`endpoints`] (one file
+//!   each); rules live in [`domain`].
 //! - Changes are events on the `PRODUCT` stream; [`store::ProductProjection`]
 //!   writes them into this instance's sled store, where reads find them.
 
 pub mod domain;
-pub mod handler;
+pub mod endpoints;
 pub mod seed;
 pub mod store;
 
-use std::sync::Arc;
+use shop_actors::{read, write, Access, Declaration};
 
-use shop_actors::ServiceSpec;
+use crate::{
+    endpoints::{create, get, list, stock, update, Products},
+    store::ProductProjection,
+};
 
-/// The product service's description for the runtime.
-pub fn spec() -> ServiceSpec {
-    ServiceSpec {
-        name: handler::SERVICE,
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Catalog and inventory: products, prices, stock reservations",
-        endpoints: handler::ENDPOINTS,
-        stream: handler::STREAM,
-        stream_subjects: handler::STREAM_SUBJECTS,
-        projection: Arc::new(store::ProductProjection),
+pub const SERVICE: &str = "product";
+/// The stream holding every product change.
+pub const STREAM: &str = "PRODUCT";
+
+/// The product service: what it serves, publishes and owns.
+pub fn declaration() -> Declaration<Products> {
+    Declaration::new(
+        SERVICE,
+        "Catalog and inventory: products, prices, stock reservations",
+    )
+    .version(env!("CARGO_PKG_VERSION"))
+    .stream(STREAM, &["events.product.>"], ProductProjection)
+    .publishes(&["events.product.*"])
+    .endpoint("product.create", Access::admin(), write(create::create))
+    .endpoint("product.get", Access::Public, read(get::get))
+    .endpoint("product.update", Access::admin(), write(update::update))
+    .endpoint("product.list", Access::Public, read(list::list))
+    .endpoint(
+        "product.stock.reserve",
+        Access::internal(&["order"]),
+        write(stock::reserve),
+    )
+    .endpoint(
+        "product.stock.release",
+        Access::internal(&["order"]),
+        write(stock::release),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_declaration_is_consistent() {
+        let declaration = super::declaration();
+        assert_eq!(declaration.check(), Ok(()));
+        let manifest = declaration.manifest();
+        assert_eq!(manifest.endpoints.len(), 6);
+        assert_eq!(
+            manifest
+                .endpoint("product.stock.reserve")
+                .map(|e| e.name.as_str()),
+            Some("stock_reserve")
+        );
     }
 }

@@ -1,7 +1,7 @@
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use product_service::{handler::ProductHandler, seed, spec};
+use product_service::{declaration, endpoints::Products, seed};
 use shop_actors::{telemetry, RuntimeConfig, Wiring};
 
 /// Catalog and inventory service of the shop.
@@ -31,12 +31,12 @@ async fn main() -> ExitCode {
     telemetry::init(&cli.runtime.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            shop_actors::run(spec(), cli.runtime, |ctx| async move {
-                Ok(Wiring::new(Arc::new(ProductHandler::new(ctx.events))))
+            shop_actors::run(declaration(), cli.runtime, |ctx| async move {
+                Ok(Wiring::new(Products::new(ctx.events)))
             })
             .await
         }
-        Command::Seed { file } => seed::seed(&cli.runtime.nats(), &file).await,
+        Command::Seed { file } => seed::seed(&cli.runtime.nats, &file).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,189 @@
+//! Dispatch: one message from a service's subscription to its endpoint's
+//! handler. Checks, in order: a reply subject, a declared subject, the payload
+//! limit, the access rule ([`crate::access`]); then the endpoint's route
+//! decodes the payload once and answers inline or hands its work to the pool.
+//!
+//! The request's trace is in scope while its handler runs (log records carry its
+//! id), and when spans are on (`shop_nats::otel`) each request gets a server span
+//! from receipt to reply, parented by the caller's `traceparent`.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use async_nats::{Message, Subject};
+use futures::FutureExt;
+use shop_nats::{
+    otel::{self, KeyValue, SpanKind},
+    Encoding, ServiceError, TraceContext,
+};
+
+use crate::{
+    access::authorize,
+    pool::{PoolJob, WorkerPool},
+    request::Request,
+    responder::{panic_message, Responder},
+    route::Dispatch,
+};
+
+/// An endpoint's route bound to the service's state: request in, dispatch out.
+pub type BoundRoute = Arc<dyn Fn(Request) -> Dispatch + Send + Sync>;
+
+/// Routes each request to its endpoint, inline or through the pool.
+pub struct Dispatcher {
+    pub responder: Arc<Responder>,
+    /// One per endpoint, in the order of `responder.endpoints`.
+    routes: Vec<BoundRoute>,
+    pool: WorkerPool,
+    max_payload: usize,
+}
+
+impl Dispatcher {
+    pub fn new(
+        responder: Arc<Responder>,
+        routes: Vec<BoundRoute>,
+        pool: WorkerPool,
+        max_payload: usize,
+    ) -> Self {
+        Self {
+            responder,
+            routes,
+            pool,
+            max_payload,
+        }
+    }
+
+    pub fn pool(&self) -> &WorkerPool {
+        &self.pool
+    }
+
+    /// Handles one message from the service's subscription.
+    pub async fn dispatch(&self, message: Message) {
+        let started = Instant::now();
+        let Some(reply_to) = message.reply else {
+            tracing::debug!(subject = %message.subject, "ignoring message without reply subject");
+            return;
+        };
+        let endpoints = &self.responder.endpoints;
+        let Some(index) = endpoints.lookup(message.subject.as_str()) else {
+            let known = endpoints.subjects().join(", ");
+            let err = ServiceError::not_found(format!(
+                "unknown subject {}; {} answers: {known}",
+                message.subject, endpoints.service
+            ));
+            self.responder.reject(reply_to, err).await;
+            return;
+        };
+        self.responder.received(index);
+        let encoding = Encoding::from_headers(message.headers.as_ref());
+        if message.payload.len() > self.max_payload {
+            let err = ServiceError::bad_request(format!(
+                "payload of {} bytes exceeds the limit of {} bytes",
+                message.payload.len(),
+                self.max_payload
+            ));
+            self.responder
+                .respond(index, reply_to, encoding, started, Err(err))
+                .await;
+            return;
+        }
+        let endpoint = &endpoints.list[index].manifest;
+        let caller = match authorize(&endpoint.access, message.headers.as_ref()) {
+            Ok(caller) => caller,
+            Err(err) => {
+                self.responder
+                    .respond(index, reply_to, encoding, started, Err(err))
+                    .await;
+                return;
+            }
+        };
+        let incoming = TraceContext::from_headers(message.headers.as_ref());
+        let mut span = if otel::enabled() {
+            server_span(&message.subject, &endpoint.name, incoming.as_ref(), started)
+        } else {
+            None
+        };
+        let trace = match &span {
+            Some(span) => span.context().clone(),
+            None => incoming.unwrap_or_else(TraceContext::new_root),
+        };
+        let request = Request {
+            trace: trace.clone(),
+            subject: message.subject,
+            headers: message.headers,
+            payload: message.payload,
+            encoding,
+            caller,
+        };
+        let route = &self.routes[index];
+        let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            shop_nats::trace::sync_scope(&trace, || route(request))
+        }));
+        let result = match dispatched {
+            Ok(Dispatch::Now(result)) => result,
+            Ok(Dispatch::Later(work)) => {
+                if let Some(span) = span.take() {
+                    self.responder.hold_span(&reply_to, span);
+                }
+                let job = PoolJob {
+                    endpoint: index,
+                    work: shop_nats::trace::scope(&trace, work).boxed(),
+                    encoding,
+                    reply_to,
+                    started,
+                    permit: None,
+                };
+                if let Err(reply_to) = self.pool.submit(job) {
+                    let err = ServiceError::unavailable(format!(
+                        "{} is busy: {} requests in progress; retry shortly",
+                        endpoints.service,
+                        self.pool.capacity()
+                    ));
+                    self.responder
+                        .respond(index, reply_to, encoding, started, Err(err))
+                        .await;
+                }
+                return;
+            }
+            Err(panic) => {
+                shop_nats::trace::sync_scope(
+                    &trace,
+                    || tracing::error!(endpoint = %endpoint.name, panic = %panic_message(&*panic), "handler panicked"),
+                );
+                Err(ServiceError::internal(
+                    "internal error while handling the request",
+                ))
+            }
+        };
+        if let (Some(span), Err(err)) = (span.as_mut(), &result) {
+            span.set_error(err.code, &err.message);
+        }
+        shop_nats::trace::scope(
+            &trace,
+            self.responder
+                .respond(index, reply_to, encoding, started, result),
+        )
+        .await;
+        drop(span);
+    }
+}
+
+/// The server span of one request, started when it was received.
+fn server_span(
+    subject: &Subject,
+    endpoint: &str,
+    parent: Option<&TraceContext>,
+    started: Instant,
+) -> Option<otel::Span> {
+    let mut attributes = otel::messaging(subject.as_str(), "process");
+    attributes.push(KeyValue::new("shop.endpoint", endpoint.to_string()));
+    otel::start_at(
+        SpanKind::Server,
+        subject.to_string(),
+        parent,
+        attributes,
+        SystemTime::now().checked_sub(started.elapsed()),
+    )
+}
