@@ -2,6 +2,7 @@
 //! about both, as plain functions: which events become which message, how a
 //! message is identified, and what a list request may ask for.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use shop_nats::ServiceError;
 
@@ -135,8 +136,8 @@ pub enum NotificationEvent {
     RecipientRecorded { recipient: Recipient },
 }
 
-impl NotificationEvent {
-    pub fn type_name(&self) -> &'static str {
+impl shop_actors::Event for NotificationEvent {
+    fn type_name(&self) -> &'static str {
         match self {
             NotificationEvent::Sent { .. } => "notification.sent",
             NotificationEvent::RecipientRecorded { .. } => "notification.recipient_recorded",
@@ -146,7 +147,8 @@ impl NotificationEvent {
 
 // ---- requests and replies -----------------------------------------------------
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `notification.list`: a page of one user's notifications, newest first.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListNotifications {
     pub user_id: String,

@@ -1,15 +1,21 @@
 //! The notification service: messages to users.
 //!
-//! - Durable consumers ([`notifier::Notifier`]) react to `user.registered`,
-//!   `order.confirmed` and `order.cancelled`: each event becomes one message
-//!   ([`render`]) delivered through a [`mailer::Mailer`] (SMTP, or the spool
-//!   directory by default), exactly once per event.
+//! - [`declaration`] is the whole service on one screen: what it serves and who
+//!   may call it, what it consumes and publishes, what it owns.
+//! - Durable consumers ([`notifier::Notifier`], wired by [`notifier::consumers`])
+//!   react to `user.registered`, `order.confirmed` and `order.cancelled`: each
+//!   event becomes one message ([`render`]) delivered through a
+//!   [`mailer::Mailer`] (SMTP, or the spool directory by default), exactly
+//!   once per event.
 //! - What was delivered is an event on the `NOTIFICATION` stream;
 //!   [`store::NotificationProjection`] writes it into every instance's sled
-//!   store, where dedupe checks and `notification.list` ([`handler`]) find it.
+//!   store, where dedupe checks and `notification.list` find it.
+//! - A request enters through the runtime's endpoint actors, which decode and
+//!   validate it and call its handler, a plain function in [`endpoints`]
+//!   (`notification.list`: [`endpoints::list::list`]).
 
 pub mod domain;
-pub mod handler;
+pub mod endpoints;
 pub mod mailer;
 pub mod notifier;
 pub mod render;
@@ -18,19 +24,72 @@ pub mod smtp;
 pub mod spool;
 pub mod store;
 
-use std::sync::Arc;
+use shop_actors::{read, Access, Declaration};
 
-use shop_actors::ServiceSpec;
+use crate::{
+    endpoints::{list, Notifications},
+    notifier::{
+        ORDERS_CONSUMER, ORDER_STREAM, ORDER_SUBJECTS, USERS_CONSUMER, USER_STREAM, USER_SUBJECTS,
+    },
+    store::NotificationProjection,
+};
 
-/// The notification service's description for the runtime.
-pub fn spec() -> ServiceSpec {
-    ServiceSpec {
-        name: handler::SERVICE,
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Messages to users: welcome and order mails, exactly once per event",
-        endpoints: handler::ENDPOINTS,
-        stream: handler::STREAM,
-        stream_subjects: handler::STREAM_SUBJECTS,
-        projection: Arc::new(store::NotificationProjection),
+/// The service's name: its subject prefix and queue group.
+pub const SERVICE: &str = "notification";
+/// The stream holding every delivered notification and recorded recipient.
+pub const STREAM: &str = "NOTIFICATION";
+
+/// The notification service: what it serves, consumes, publishes and owns.
+pub fn declaration() -> Declaration<Notifications> {
+    Declaration::new(
+        SERVICE,
+        "Messages to users: welcome and order mails, exactly once per event",
+    )
+    .version(env!("CARGO_PKG_VERSION"))
+    .stream(STREAM, &["events.notification.>"], NotificationProjection)
+    .publishes(&[
+        "events.notification.sent.*",
+        "events.notification.recipient.*",
+    ])
+    .consumes(USERS_CONSUMER, USER_STREAM, USER_SUBJECTS)
+    .consumes(ORDERS_CONSUMER, ORDER_STREAM, ORDER_SUBJECTS)
+    .endpoint("notification.list", Access::user(), read(list::list))
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_nats::manifest::{Access, EndpointKind};
+
+    use crate::notifier::{recipient_subject, sent_subject};
+
+    #[test]
+    fn the_declaration_is_consistent() {
+        let declaration = super::declaration();
+        assert_eq!(declaration.check(), Ok(()));
+        let manifest = declaration.manifest();
+        assert_eq!(manifest.endpoints.len(), 1);
+        let list = manifest.endpoint("notification.list");
+        assert_eq!(
+            list.map(|e| (e.name.as_str(), &e.access, e.kind)),
+            Some(("list", &Access::user(), EndpointKind::Read))
+        );
+        let consumers: Vec<(&str, &str)> = manifest
+            .consumes
+            .iter()
+            .map(|c| (c.durable.as_str(), c.stream.as_str()))
+            .collect();
+        assert_eq!(
+            consumers,
+            [
+                ("notification-users", "USER"),
+                ("notification-orders", "ORDER")
+            ]
+        );
+        // The subjects it appends to are the ones it declares.
+        let declared = |subject: String| {
+            let (parent, _) = subject.rsplit_once('.').unwrap();
+            manifest.publishes.contains(&format!("{parent}.*"))
+        };
+        assert!(declared(sent_subject("n")) && declared(recipient_subject("u")));
     }
 }

@@ -2,10 +2,10 @@ use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use notification_service::{
-    handler::NotificationHandler,
+    declaration,
+    endpoints::Notifications,
     notifier::{self, Notifier},
     settings::NotifySettings,
-    spec,
 };
 use shop_actors::{telemetry, RuntimeConfig, Wiring};
 
@@ -25,17 +25,17 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let backoff = notify.backoff()?;
     let mailer = notify.mailer(&runtime.data_dir)?;
     tracing::info!(mailer = mailer.describe(), fault = ?notify.fault, "delivering messages");
-    shop_actors::run(spec(), runtime, move |ctx| async move {
+    shop_actors::run(declaration(), runtime, move |ctx| async move {
         let notifier = Arc::new(Notifier::new(
             ctx.events.clone(),
             mailer,
             notify.mail_from.clone(),
             notify.fault,
         ));
-        let handler = Arc::new(NotificationHandler::new(ctx.state.clone()));
+        let notifications = Notifications::new(ctx.state.clone());
         Ok(notifier::consumers(&notify, &backoff, notifier)
             .into_iter()
-            .fold(Wiring::new(handler), Wiring::with_consumer))
+            .fold(Wiring::new(notifications), Wiring::with_consumer))
     })
     .await
 }

@@ -14,10 +14,9 @@ use std::{sync::Arc, time::Duration};
 use futures::{future::BoxFuture, FutureExt};
 use shop_actors::{
     consumer::{ConsumedEvent, ConsumerSpec, EventHandler, HandleError},
-    eventlog::Written,
-    Append, EventLog,
+    Change, Changed, EventLog,
 };
-use shop_nats::ServiceError;
+use shop_nats::{clock, ServiceError};
 
 use crate::{
     domain::{self, Notification, NotificationEvent, OrderEvent, Recipient, UserEvent},
@@ -144,21 +143,20 @@ impl Notifier {
             name: domain::clean_name(user.name.as_deref()),
             revision: 0,
         };
-        let payload = serde_json::to_vec(&NotificationEvent::RecipientRecorded { recipient })
-            .map_err(|e| HandleError::Permanent(format!("encoding recipient: {e}")))?;
+        let subject = recipient_subject(&user.id);
         let msg_id = format!("notification.recipient:{}", event.event_id());
         self.events
-            .write(&recipient_subject(&user.id), &event.trace, |state| {
-                let stored = store::recipient(state.tree(), &user.id)?;
+            .change(&subject, &event.trace, Some(msg_id), |tree| {
+                let stored = store::recipient(tree, &user.id)?;
                 if !domain::recipient_changed(stored.as_ref(), user) {
                     return Ok(None);
                 }
-                Ok(Some(Append {
-                    subject: recipient_subject(&user.id),
-                    event_type: "notification.recipient_recorded",
-                    payload: payload.clone().into(),
-                    expected_revision: Some(stored.map(|r| r.revision).unwrap_or(0)),
-                    msg_id: msg_id.clone(),
+                Ok(Some(Change {
+                    subject: subject.clone(),
+                    expected_revision: stored.map_or(0, |r| r.revision),
+                    event: NotificationEvent::RecipientRecorded {
+                        recipient: recipient.clone(),
+                    },
                 }))
             })
             .await
@@ -187,35 +185,31 @@ impl Notifier {
             kind: email.kind,
             to: email.to.clone(),
             subject: email.subject.clone(),
-            created_at: now_rfc3339(),
+            created_at: clock::now_rfc3339(),
             source_event: source.clone(),
             message_id: email.message_id.clone(),
         };
         let sent = NotificationEvent::Sent { notification };
-        let payload = serde_json::to_vec(&sent)
-            .map_err(|e| HandleError::Permanent(format!("encoding notification: {e}")))?;
-        let written = self
+        let changed = self
             .events
-            .write(&email.id, &event.trace, |state| {
-                if store::sent(state.tree(), &source)?.is_some() {
+            .change(&email.id, &event.trace, Some(source.clone()), |tree| {
+                if store::sent(tree, &source)?.is_some() {
                     return Ok(None);
                 }
-                Ok(Some(Append {
+                Ok(Some(Change {
                     subject: sent_subject(&email.id),
-                    event_type: sent.type_name(),
-                    payload: payload.clone().into(),
                     // One notification.sent per notification, ever, across instances.
-                    expected_revision: Some(0),
-                    msg_id: source.clone(),
+                    expected_revision: 0,
+                    event: sent.clone(),
                 }))
             })
             .await
             .map_err(from_service_error)?;
-        match written {
-            Written::Appended(appended) if !appended.duplicate => {
-                tracing::info!(notification = %email.id, user_id = %email.user_id, kind = email.kind.as_str(), source_event = %source, revision = appended.revision, attempt = event.delivered, "notification sent");
+        match changed {
+            Changed::Appended { revision, .. } => {
+                tracing::info!(notification = %email.id, user_id = %email.user_id, kind = email.kind.as_str(), source_event = %source, revision, attempt = event.delivered, "notification sent");
             }
-            _ => {
+            Changed::Duplicate { .. } | Changed::Unchanged => {
                 tracing::info!(notification = %email.id, source_event = %source, "notification delivered again; it was already recorded");
             }
         }
@@ -297,10 +291,4 @@ fn from_service_error(e: ServiceError) -> HandleError {
     } else {
         HandleError::Transient(e.message)
     }
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

@@ -9,23 +9,23 @@ use shop_nats::{ServiceError, TraceContext};
 
 use crate::{
     domain::{NewAccount, Role},
-    handler::UserHandler,
+    endpoints::Users,
 };
 
 /// Attempts at each step before giving up (transient failures only).
 const ATTEMPTS: u32 = 30;
 
-/// Creates the admin account unless it exists; spawned once the handler exists.
-pub async fn bootstrap_admin(handler: Arc<UserHandler>, admin: NewAccount) {
+/// Creates the admin account unless it exists; spawned once the service's state exists.
+pub async fn bootstrap_admin(users: Arc<Users>, admin: NewAccount) {
     let email = admin.email.clone();
     let trace = TraceContext::new_root();
     let created = retry("creating the admin account", || {
-        handler.create_account(admin.clone(), &trace)
+        users.create_account(admin.clone(), &trace)
     })
     .await;
     match created {
         Ok(profile) => tracing::info!(user_id = %profile.id, "admin account created"),
-        Err(e) if e.code == 409 => match handler.profile_by_email(&email) {
+        Err(e) if e.code == 409 => match users.profile_by_email(&email) {
             Ok(Some(profile)) if profile.roles.contains(&Role::Admin) => {
                 tracing::info!(user_id = %profile.id, "admin account already present")
             }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shop_nats::ServiceError;
@@ -90,7 +91,7 @@ impl UserProfile {
 
 /// A secret string (a password or a password hash): serialized as itself, but
 /// never shown by `Debug`, so it cannot slip into a log line through `{:?}`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -119,7 +120,8 @@ impl std::str::FromStr for Secret {
 
 // ---- requests ---------------------------------------------------------------
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `user.register`: a new customer account.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterUser {
     pub email: String,
@@ -127,14 +129,16 @@ pub struct RegisterUser {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `user.login`: an email and password, for a token.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     pub email: String,
     pub password: Secret,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `user.get`: one profile, by id.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetUser {
     pub id: String,
@@ -145,7 +149,7 @@ pub struct GetUser {
 
 /// `user.update`: profile fields only. Roles, email and password are not
 /// fields of this request, so sending them is a 400 ("unknown field").
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     pub id: String,
@@ -155,11 +159,6 @@ pub struct UpdateUser {
     #[serde(default)]
     pub expected_revision: Option<u64>,
 }
-
-/// `user.keys` takes no parameters.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GetKeys {}
 
 // ---- replies ----------------------------------------------------------------
 
@@ -192,8 +191,8 @@ pub enum UserEvent {
     },
 }
 
-impl UserEvent {
-    pub fn type_name(&self) -> &'static str {
+impl shop_actors::Event for UserEvent {
+    fn type_name(&self) -> &'static str {
         match self {
             UserEvent::Registered { .. } => "user.registered",
             UserEvent::Updated { .. } => "user.updated",
@@ -294,6 +293,13 @@ pub fn validate_login_password(password: &Secret) -> Result<(), ServiceError> {
 
 /// Ids become subject tokens and store keys.
 pub use shop_nats::subject::validate_token as validate_id;
+
+/// Checks a login request; returns the normalized email.
+pub fn validate_login(request: &Login) -> Result<String, ServiceError> {
+    let email = normalize_email(&request.email)?;
+    validate_login_password(&request.password)?;
+    Ok(email)
+}
 
 /// A checked registration: normalized email and name, the password untouched.
 #[derive(Debug, Clone)]

@@ -1,38 +1,104 @@
 //! The user service: accounts, credentials, profiles and token signing.
 //!
-//! - Requests enter through the runtime's endpoint actors and reach
-//!   [`handler::UserHandler`] (subjects in [`handler::ENDPOINTS`]).
-//! - Rules live in [`domain`] as plain functions; login slow-down rules in
-//!   [`throttle`], hashing in [`password`].
+//! - [`declaration`] is the whole service on one screen: what it serves and who
+//!   may call it, what it publishes, what it owns.
+//! - A request enters through the runtime's endpoint actors, which decode and
+//!   validate it and call its handler: a plain function in [`endpoints`] (one
+//!   file each, sharing [`endpoints::Users`]). Rules live in [`domain`] as
+//!   plain functions; login slow-down rules in [`throttle`], hashing in
+//!   [`password`].
 //! - Changes are events on the `USER` stream; [`store::UserProjection`]
 //!   writes them into this instance's sled store, where reads find them.
 //! - Tokens are EdDSA JWTs ([`token`]); the signing keys live in a key-value
-//!   bucket shared by every instance ([`keys`]). [`token::verify`] is what
-//!   other services use to check a token against the keys of `user.keys`.
+//!   bucket shared by every instance ([`keys`]), failed logins in another
+//!   ([`throttle`]). [`token::verify`] is what other services use to check a
+//!   token against the keys of `user.keys`.
 
 pub mod bootstrap;
 pub mod config;
 pub mod domain;
-pub mod handler;
+pub mod endpoints;
 pub mod keys;
 pub mod password;
 pub mod store;
 pub mod throttle;
 pub mod token;
 
-use std::sync::Arc;
+use shop_actors::{read, write, Access, Declaration};
 
-use shop_actors::ServiceSpec;
+use crate::{
+    endpoints::{get, login, register, update, Users},
+    store::UserProjection,
+};
 
-/// The user service's description for the runtime.
-pub fn spec() -> ServiceSpec {
-    ServiceSpec {
-        name: handler::SERVICE,
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Accounts, credentials, profiles and token signing",
-        endpoints: handler::ENDPOINTS,
-        stream: handler::STREAM,
-        stream_subjects: handler::STREAM_SUBJECTS,
-        projection: Arc::new(store::UserProjection),
+/// The service's name: its subject prefix and queue group.
+pub const SERVICE: &str = "user";
+/// The stream holding every account change.
+pub const STREAM: &str = "USER";
+
+/// The user service: what it serves, publishes and owns.
+pub fn declaration() -> Declaration<Users> {
+    Declaration::new(SERVICE, "Accounts, credentials, profiles and token signing")
+        .version(env!("CARGO_PKG_VERSION"))
+        .stream(STREAM, &["events.user.>"], UserProjection)
+        .publishes(&[
+            "events.user.registered.*",
+            "events.user.profile.*",
+            "events.user.credential.*",
+        ])
+        .bucket(keys::BUCKET)
+        .bucket(throttle::BUCKET)
+        .endpoint("user.register", Access::Public, write(register::register))
+        .endpoint("user.login", Access::Public, write(login::login))
+        .endpoint("user.get", Access::user(), read(get::get))
+        .endpoint("user.update", Access::user(), write(update::update))
+        .endpoint("user.keys", Access::Public, write(endpoints::keys::keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_nats::manifest::{Access, EndpointKind};
+
+    #[test]
+    fn the_declaration_is_consistent() {
+        let declaration = super::declaration();
+        assert_eq!(declaration.check(), Ok(()));
+        let manifest = declaration.manifest();
+        let subjects: Vec<&str> = manifest
+            .endpoints
+            .iter()
+            .map(|e| e.subject.as_str())
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                "user.register",
+                "user.login",
+                "user.get",
+                "user.update",
+                "user.keys"
+            ]
+        );
+        let get = manifest.endpoint("user.get");
+        assert_eq!(
+            get.map(|e| (&e.access, e.kind)),
+            Some((&Access::user(), EndpointKind::Read))
+        );
+        assert_eq!(
+            manifest.endpoint("user.keys").map(|e| e.request.as_str()),
+            Some("Empty")
+        );
+        assert_eq!(
+            manifest.owns.buckets,
+            [super::keys::BUCKET, super::throttle::BUCKET]
+        );
+        // The subjects it appends to are the ones it declares.
+        let declared = |subject: String| {
+            let (parent, _) = subject.rsplit_once('.').unwrap();
+            manifest.publishes.contains(&format!("{parent}.*"))
+        };
+        assert!(declared(super::endpoints::registered_subject("k")));
+        assert!(declared(super::endpoints::profile_subject("u")));
+        assert!(declared(super::endpoints::credential_subject("u")));
     }
 }

@@ -1,9 +1,10 @@
 use std::{process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
-use shop_actors::{telemetry, Handler, RuntimeConfig, Wiring};
+use shop_actors::{telemetry, RuntimeConfig, Wiring};
+use shop_nats::clock;
 use user_service::{
-    bootstrap, config::UserConfig, handler::UserHandler, keys::KeyRing, password::Hasher, spec,
+    bootstrap, config::UserConfig, declaration, endpoints::Users, keys::KeyRing, password::Hasher,
 };
 
 /// Accounts, credentials, profiles and token signing for the shop.
@@ -51,24 +52,22 @@ async fn serve(runtime: RuntimeConfig, user: UserConfig) -> anyhow::Result<()> {
     let settings = user.settings()?;
     let admin = user.admin_account()?;
     let hasher = Hasher::new(settings.hash_cost, settings.hash_concurrency).await?;
-    shop_actors::run(spec(), runtime, move |ctx| async move {
-        let handler = Arc::new(UserHandler::open(&ctx, hasher, settings).await?);
+    shop_actors::run(declaration(), runtime, move |ctx| async move {
+        let users = Arc::new(Users::open(&ctx, hasher, settings).await?);
         if let Some(admin) = admin {
-            tokio::spawn(bootstrap::bootstrap_admin(handler.clone(), admin));
+            tokio::spawn(bootstrap::bootstrap_admin(users.clone(), admin));
         }
-        Ok(Wiring::new(handler as Arc<dyn Handler>))
+        Ok(Wiring::new(users))
     })
     .await
 }
 
 async fn rotate_keys(runtime: RuntimeConfig, user: UserConfig) -> anyhow::Result<()> {
     let settings = user.settings()?;
-    let connection = shop_nats::connect(&runtime.nats(), "user-rotate-keys").await?;
+    let connection = shop_nats::connect(&runtime.nats, "user-rotate-keys").await?;
     let js = async_nats::jetstream::new(connection.client.clone());
     let ring = KeyRing::open(&js, runtime.js_replicas).await?;
-    let set = ring
-        .rotate(user_service::handler::now_secs(), settings.token_ttl)
-        .await?;
+    let set = ring.rotate(clock::now_secs(), settings.token_ttl).await?;
     let current = set.current()?.kid.clone();
     let published: Vec<&str> = set.keys.iter().rev().map(|k| k.kid.as_str()).collect();
     println!(

@@ -5,8 +5,9 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{jwt_parts, now_secs, Cluster};
+use common::{jwt_parts, Cluster};
 use serde_json::json;
+use shop_nats::clock::now_secs;
 use user_service::token::verify;
 
 #[tokio::test]

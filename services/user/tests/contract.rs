@@ -3,9 +3,10 @@
 mod common;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use common::{jwt_parts, now_secs, Cluster};
+use common::{jwt_parts, Cluster};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{json, Value};
+use shop_nats::clock::now_secs;
 
 /// Checks a token's signature by hand against the raw `user.keys` reply.
 fn verify_by_hand(keys: &Value, token: &str) -> bool {

@@ -128,10 +128,3 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
     };
     (decode(parts.next()), decode(parts.next()))
 }
-
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
