@@ -11,6 +11,7 @@
 //! Status only moves forward along these arrows. Every step's outcome is an event
 //! on the order's stream subject before the next step starts.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use shop_nats::{auth::Caller, ServiceError};
 
@@ -91,14 +92,14 @@ impl Order {
 
 // ---- requests ---------------------------------------------------------------
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLine {
     pub product_id: String,
     pub quantity: i64,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     pub user_id: String,
@@ -108,7 +109,7 @@ pub struct CreateOrder {
     pub idempotency_key: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetOrder {
     pub id: String,
@@ -116,7 +117,7 @@ pub struct GetOrder {
     pub min_revision: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListOrders {
     pub user_id: String,
@@ -126,7 +127,7 @@ pub struct ListOrders {
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrder {
     pub id: String,
@@ -148,6 +149,23 @@ pub struct OrderEvent {
     pub order: Order,
 }
 
+impl OrderEvent {
+    /// The event recording `order` as it is now; its type follows the status.
+    pub fn new(order: Order) -> Self {
+        Self {
+            kind: event_type(order.status).to_string(),
+            order,
+        }
+    }
+}
+
+impl shop_actors::Event for OrderEvent {
+    fn type_name(&self) -> &'static str {
+        event_type(self.order.status)
+    }
+}
+
+/// The event type recording an order's move to `status`.
 pub fn event_type(status: Status) -> &'static str {
     match status {
         Status::Pending => "order.created",
@@ -351,11 +369,13 @@ pub fn visible_to(caller: Option<&Caller>, order: Order) -> Result<Order, Servic
     if may_access(caller, &order) {
         Ok(order)
     } else {
-        Err(ServiceError::not_found(format!(
-            "order {} not found",
-            order.id
-        )))
+        Err(not_found(&order.id))
     }
+}
+
+/// The 404 of an order that does not exist, or that the caller may not see.
+pub fn not_found(id: &str) -> ServiceError {
+    ServiceError::not_found(format!("order {id} not found"))
 }
 
 /// A caller places orders only for themselves (admins too: the order is paid

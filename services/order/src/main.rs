@@ -1,8 +1,8 @@
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
-use order_service::{handler::OrderHandler, saga, spec, tokens::PaymentTokens};
-use shop_actors::{consumer::ConsumerSpec, telemetry, RuntimeConfig, Wiring};
+use order_service::{declaration, endpoints::Orders, saga, tokens::PaymentTokens};
+use shop_actors::{telemetry, RuntimeConfig, Wiring};
 
 /// Orders and the order-placement saga.
 #[derive(Parser)]
@@ -48,31 +48,20 @@ async fn main() -> ExitCode {
         cli.saga_concurrency.max(1),
         cli.fault_at.clone(),
     );
-    let result = shop_actors::run(spec(), cli.runtime, move |ctx| async move {
-        let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas).await?;
-        let saga = Arc::new(saga::Saga {
-            events: ctx.events.clone(),
-            client: ctx.client.clone(),
-            tokens: tokens.clone(),
-            fault_at,
-        });
-        tokio::spawn(saga::sweep_overdue(saga.clone(), deadline));
-        let mut consumer = ConsumerSpec::new("order-saga", "ORDER", &["events.order.>"], saga);
-        consumer.ack_wait = ack_wait;
-        consumer.concurrency = concurrency;
-        consumer.max_deliver = 10;
-        consumer.backoff = vec![
-            Duration::from_millis(200),
-            Duration::from_millis(500),
-            Duration::from_secs(1),
-            Duration::from_secs(2),
-        ];
-        Ok(
-            Wiring::new(Arc::new(OrderHandler::new(ctx.events, ctx.client, tokens)))
-                .with_consumer(consumer),
-        )
-    })
-    .await;
+    let result =
+        shop_actors::run(declaration(), cli.runtime, move |ctx| async move {
+            let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas).await?;
+            let saga = Arc::new(saga::Saga {
+                events: ctx.events.clone(),
+                client: ctx.client.clone(),
+                tokens: tokens.clone(),
+                fault_at,
+            });
+            tokio::spawn(saga::sweep_overdue(saga.clone(), deadline));
+            Ok(Wiring::new(Orders::new(ctx.events, ctx.client, tokens))
+                .with_consumer(saga::consumer(saga, ack_wait, concurrency)))
+        })
+        .await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,18 +11,23 @@ use futures::{future::BoxFuture, FutureExt};
 use serde::Deserialize;
 use serde_json::json;
 use shop_actors::{
-    consumer::{ConsumedEvent, EventHandler, HandleError},
+    consumer::{ConsumedEvent, ConsumerSpec, EventHandler, HandleError},
     EventLog,
 };
-use shop_nats::{CallOptions, ServiceClient, ServiceError, TraceContext};
+use shop_nats::{clock::now_ms, CallOptions, ServiceClient, ServiceError, TraceContext};
 
 use crate::{
     domain::{self, reason, Order, OrderEvent, Status, Step},
-    handler::now_ms,
-    record::record,
+    endpoints::change_order,
     store,
     tokens::PaymentTokens,
 };
+
+/// Durable name of the saga's consumer, shared by every order instance (they
+/// split the work).
+pub const DURABLE: &str = "order-saga";
+/// What the saga consumes of the `ORDER` stream: every order event.
+pub const FILTERS: &[&str] = &["events.order.>"];
 
 /// Where a test may ask an instance to die (`ORDER_FAULT_AT`; test-only).
 pub const FAULT_POINTS: &[&str] = &[
@@ -32,6 +37,8 @@ pub const FAULT_POINTS: &[&str] = &[
     "after_compensate",
 ];
 
+/// The saga's state: the order stream, clients for the services it calls,
+/// and the payment tokens.
 pub struct Saga {
     pub events: EventLog,
     pub client: ServiceClient,
@@ -91,7 +98,7 @@ impl Saga {
         change: impl Fn(&Order) -> Result<Order, ServiceError>,
     ) -> Result<Option<Order>, HandleError> {
         let msg_id = format!("order.saga:{}:{}", order.id, order.revision);
-        record(
+        change_order(
             &self.events,
             trace,
             &order.id,
@@ -347,6 +354,23 @@ impl EventHandler for Saga {
         }
         .boxed()
     }
+}
+
+/// The saga's durable consumer (the one [`crate::declaration`] declares):
+/// `ack_wait` before another instance takes over a step of one that stopped
+/// answering, `concurrency` steps at once per instance.
+pub fn consumer(saga: Arc<Saga>, ack_wait: Duration, concurrency: usize) -> ConsumerSpec {
+    let mut consumer = ConsumerSpec::new(DURABLE, crate::STREAM, FILTERS, saga);
+    consumer.ack_wait = ack_wait;
+    consumer.concurrency = concurrency;
+    consumer.max_deliver = 10;
+    consumer.backoff = vec![
+        Duration::from_millis(200),
+        Duration::from_millis(500),
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    ];
+    consumer
 }
 
 /// Cancels orders whose saga has not finished within `deadline` (their steps

@@ -2,7 +2,14 @@
 
 use std::time::Duration;
 
-use crate::handler::Settings;
+/// Tunables of the request handling.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Time budget of a request without a `Shop-Timeout-Ms` header.
+    pub default_timeout: Duration,
+    /// How long an open charge attempt is presumed alive.
+    pub lease: Duration,
+}
 
 /// Which [`crate::provider::PaymentProvider`] serves charges and refunds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -11,6 +18,7 @@ pub enum ProviderKind {
     Local,
 }
 
+/// The payment service's flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PaymentConfig {
     /// Payment provider: `local` (the only one built in; see docs/payment.md for adding one).
@@ -29,6 +37,7 @@ pub struct PaymentConfig {
 }
 
 impl PaymentConfig {
+    /// The request-handling tunables these flags set.
     pub fn settings(&self) -> Settings {
         Settings {
             default_timeout: Duration::from_millis(self.request_timeout_ms),
@@ -36,6 +45,7 @@ impl PaymentConfig {
         }
     }
 
+    /// The latency the local provider adds to each call.
     pub fn local_provider_latency(&self) -> Duration {
         Duration::from_millis(self.local_provider_latency_ms)
     }

@@ -8,6 +8,7 @@
 //! holds the charge attempt and is asking the provider) → `captured` or
 //! `declined`; a captured payment then takes refunds up to its amount.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use shop_nats::ServiceError;
 use uuid::Uuid;
@@ -119,7 +120,7 @@ pub struct PaymentRecord {
 // ---- requests ---------------------------------------------------------------
 
 /// `payment.charge`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChargePayment {
     pub order_id: String,
@@ -131,7 +132,7 @@ pub struct ChargePayment {
 }
 
 /// `payment.refund`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundPayment {
     pub payment_id: String,
@@ -147,7 +148,7 @@ pub struct RefundPayment {
 
 /// `payment.get`: by `payment_id`, or by the charge's `idempotency_key`
 /// (for a caller that lost the reply of its charge); exactly one of them.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetPayment {
     #[serde(default)]
@@ -295,6 +296,12 @@ impl PaymentEvent {
             payment: self.payment.clone(),
             attempt: self.attempt.clone(),
         }
+    }
+}
+
+impl shop_actors::Event for PaymentEvent {
+    fn type_name(&self) -> &'static str {
+        self.kind.type_name()
     }
 }
 

@@ -1,8 +1,11 @@
 //! The payment service: charges and refunds, behind an adapter for the
 //! payment provider.
 //!
-//! - Requests enter through the runtime's endpoint actors and reach
-//!   [`handler::PaymentHandler`] (subjects in [`handler::ENDPOINTS`]).
+//! - [`declaration`] is the whole service on one screen: what it serves and who
+//!   may call it, what it publishes, what it owns.
+//! - A request enters through the runtime's endpoint actors, which decode and
+//!   validate it and call its handler, a plain function in [`endpoints`] (one
+//!   file each: [`endpoints::charge`], [`endpoints::refund`], [`endpoints::get`]).
 //! - Rules live in [`domain`] (and [`money`]) as plain functions.
 //! - The provider sits behind [`provider::PaymentProvider`]; domain types
 //!   never carry a provider's types. [`local_provider::LocalProvider`] is the
@@ -12,26 +15,72 @@
 
 pub mod config;
 pub mod domain;
-pub mod handler;
+pub mod endpoints;
 pub mod local_provider;
 pub mod money;
 pub mod provider;
 pub mod store;
 
-use std::sync::Arc;
+use shop_actors::{read, write, Access, Declaration};
 
-use shop_actors::ServiceSpec;
+use crate::{
+    endpoints::{charge, get, refund, Payments},
+    local_provider::LEDGER_BUCKET,
+    store::PaymentProjection,
+};
 
-/// The payment service's description for the runtime.
-pub fn spec() -> ServiceSpec {
-    ServiceSpec {
-        name: handler::SERVICE,
-        version: env!("CARGO_PKG_VERSION"),
-        description:
-            "Charges and refunds through the payment provider, exactly once per idempotency key",
-        endpoints: handler::ENDPOINTS,
-        stream: handler::STREAM,
-        stream_subjects: handler::STREAM_SUBJECTS,
-        projection: Arc::new(store::PaymentProjection),
+pub const SERVICE: &str = "payment";
+/// The stream holding every payment change.
+pub const STREAM: &str = "PAYMENT";
+
+/// The payment service: what it serves, publishes and owns.
+pub fn declaration() -> Declaration<Payments> {
+    Declaration::new(
+        SERVICE,
+        "Charges and refunds through the payment provider, exactly once per idempotency key",
+    )
+    .version(env!("CARGO_PKG_VERSION"))
+    .stream(STREAM, &["events.payment.>"], PaymentProjection)
+    .publishes(&["events.payment.*"])
+    .bucket(LEDGER_BUCKET)
+    .endpoint(
+        "payment.charge",
+        Access::internal(&["order"]),
+        write(charge::charge),
+    )
+    .endpoint(
+        "payment.refund",
+        Access::internal(&["order"]),
+        write(refund::refund),
+    )
+    .endpoint(
+        "payment.get",
+        Access::user().or_services(&["order"]),
+        read(get::get),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_actors::Access;
+
+    #[test]
+    fn the_declaration_is_consistent() {
+        let declaration = super::declaration();
+        assert_eq!(declaration.check(), Ok(()));
+        // In the order of the old `ENDPOINTS`: `$SRV.INFO` and 404s list them so.
+        let served: Vec<_> = (declaration.endpoints.iter())
+            .map(|e| (e.subject, e.access.clone(), e.route.request))
+            .collect();
+        let order = || vec!["order".to_string()];
+        assert_eq!(
+            served,
+            [
+                ("payment.charge", Access::Internal(order()), "ChargePayment"),
+                ("payment.refund", Access::Internal(order()), "RefundPayment"),
+                ("payment.get", Access::User(order()), "GetPayment"),
+            ]
+        );
+        assert_eq!(declaration.buckets, [super::local_provider::LEDGER_BUCKET]);
     }
 }

@@ -3,10 +3,10 @@ use std::{process::ExitCode, sync::Arc};
 use clap::Parser;
 use payment_service::{
     config::{PaymentConfig, ProviderKind},
-    handler::PaymentHandler,
+    declaration,
+    endpoints::Payments,
     local_provider::LocalProvider,
     provider::PaymentProvider,
-    spec,
 };
 use shop_actors::{telemetry, RuntimeConfig, Wiring};
 
@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.runtime.log_format);
     let payment = cli.payment;
-    let result = shop_actors::run(spec(), cli.runtime, move |ctx| async move {
+    let result = shop_actors::run(declaration(), cli.runtime, move |ctx| async move {
         let provider: Arc<dyn PaymentProvider> = match payment.provider {
             ProviderKind::Local => Arc::new(
                 LocalProvider::open(
@@ -46,12 +46,12 @@ async fn main() -> ExitCode {
             charge_lease_ms = settings.lease.as_millis() as u64,
             "payment provider selected"
         );
-        Ok(Wiring::new(Arc::new(PaymentHandler::new(
+        Ok(Wiring::new(Payments::new(
             ctx.events,
             provider,
             ctx.instance_id,
             settings,
-        ))))
+        )))
     })
     .await;
     match result {

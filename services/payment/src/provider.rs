@@ -20,7 +20,7 @@ use crate::money::Money;
 /// A reference to a card held by the processor. Its value is never logged,
 /// stored or put in an event: `Debug` prints a placeholder. (`Serialize` is
 /// for callers building a charge request.)
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct PaymentToken(String);
 

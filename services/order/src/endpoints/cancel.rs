@@ -1,0 +1,31 @@
+//! `order.cancel`: a user cancels their order; the saga then compensates
+//! (refunds, releases stock). Cancelling again changes nothing.
+
+use std::sync::Arc;
+
+use shop_actors::{HandlerResult, Request, RequestBody};
+use shop_nats::{clock::now_ms, ServiceError};
+
+use super::{change_order, Orders};
+use crate::domain::{self, CancelOrder};
+
+impl RequestBody for CancelOrder {
+    fn validate(&self) -> Result<(), ServiceError> {
+        domain::validate_id("id", &self.id)
+    }
+}
+
+/// Moves the order to `cancelling`, if the caller may reach it.
+pub async fn cancel(orders: Arc<Orders>, request: Request, cancel: CancelOrder) -> HandlerResult {
+    let id = cancel.id.as_str();
+    let caller = request.caller.as_ref();
+    let order = change_order(&orders.events, &request.trace, id, None, |current| {
+        let current = current
+            .filter(|order| domain::may_access(caller, order))
+            .ok_or_else(|| domain::not_found(id))?;
+        domain::decide_cancel(current, now_ms())
+    })
+    .await?
+    .ok_or_else(|| domain::not_found(id))?;
+    request.encode(&order)
+}
