@@ -22,10 +22,7 @@ use shop_nats::{
     TraceContext,
 };
 
-use crate::{
-    context::Identity, downstream::Downstream, error::ApiError, metrics::GatewayMetrics,
-    service::Service,
-};
+use crate::{context::Identity, downstream::Downstream, error::ApiError, metrics::GatewayMetrics};
 
 /// Shortest time between two fetches of the keys prompted by unknown key ids.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -191,13 +188,7 @@ impl Authenticator {
     async fn fetch(&self, trace: &TraceContext) -> Result<(), ApiError> {
         let reply = self
             .downstream
-            .call(
-                Service::User,
-                "user.keys",
-                Bytes::from_static(b"{}"),
-                trace,
-                None,
-            )
+            .call("user.keys", Bytes::from_static(b"{}"), trace, None)
             .await?;
         let jwks: Jwks = serde_json::from_slice(&reply).map_err(|e| {
             ApiError::unavailable(

@@ -14,7 +14,7 @@ use shop_nats::{
 
 use crate::{
     config::GatewayConfig, context::Identity, error::ApiError, liveness::Liveness,
-    metrics::GatewayMetrics, service::Service,
+    metrics::GatewayMetrics, route_table, service::Service,
 };
 
 /// The gateway's way to every service.
@@ -82,17 +82,29 @@ impl Downstream {
         None
     }
 
-    /// Sends `payload` to `subject` of `service` on behalf of `identity` (its
-    /// headers go along; `None` for public data), with the request's trace.
-    /// Returns the reply's bytes, or the error as the HTTP caller should see it.
+    /// Sends `payload` to `subject` on behalf of `identity` (its headers go
+    /// along; `None` for public data), with the request's trace. The subject
+    /// must be one the gateway declares ([`crate::route_table`]); its first
+    /// token names the service. Returns the reply's bytes, or the error as the
+    /// HTTP caller should see it.
     pub async fn call(
         &self,
-        service: Service,
         subject: &str,
         payload: Bytes,
         trace: &TraceContext,
         identity: Option<&Identity>,
     ) -> Result<Bytes, ApiError> {
+        let service = subject
+            .split('.')
+            .next()
+            .and_then(Service::from_name)
+            .filter(|_| route_table::declares_call(subject))
+            .ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the gateway does not declare a call to {subject}"),
+                )
+            })?;
         if let Some(refused) = self.refusal(service) {
             self.count_error(service, 503);
             return Err(refused);

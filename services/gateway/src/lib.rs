@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod registration;
 pub mod request_id;
+pub mod route_table;
 pub mod routes;
 pub mod service;
 

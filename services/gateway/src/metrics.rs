@@ -6,7 +6,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::{cache::CacheStats, routes::ROUTES};
+use crate::{cache::CacheStats, route_table::ROUTES};
 
 /// The series of one route (or of unmatched requests).
 struct RouteSeries {

@@ -24,7 +24,7 @@ use crate::{
     error::{retry_after_secs, ApiError},
     rate_limit::ClientKey,
     request_id::REQUEST_ID_HEADER,
-    routes::{route_index, ROUTES},
+    route_table::{route_index, ROUTES},
     Gateway,
 };
 

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::routes::{Access, RouteSpec, ROUTES};
+use crate::route_table::{Access, RouteSpec, ROUTES};
 
 fn schema(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{encode, json_reply, path_id, products};
-use crate::{context::RequestContext, error::ApiError, service::Service, Gateway};
+use crate::{context::RequestContext, error::ApiError, Gateway};
 
 /// What the aggregation needs from an order.
 #[derive(Deserialize)]
@@ -50,7 +50,6 @@ pub async fn details(
     let order_bytes = gw
         .downstream
         .call(
-            Service::Order,
             "order.get",
             encode(&json!({"id": id}))?,
             &ctx.trace,
@@ -88,7 +87,6 @@ pub async fn details(
         let reply = gw
             .downstream
             .call(
-                Service::Payment,
                 "payment.get",
                 encode(&payment_query)?,
                 &ctx.trace,
@@ -105,7 +103,6 @@ pub async fn details(
         let reply = gw
             .downstream
             .call(
-                Service::User,
                 "user.get",
                 encode(&json!({"id": refs.user_id}))?,
                 &ctx.trace,

@@ -1,4 +1,5 @@
-//! Every HTTP route, and the helpers they share: reading JSON bodies within
+//! The router: every HTTP route's handler (the table of routes is in
+//! [`crate::route_table`]), and the helpers they share: reading JSON bodies within
 //! the size limit, checking path ids, and answering with a service's bytes.
 
 pub mod details;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use axum::{
     body::Body,
     extract::{rejection::PathRejection, rejection::QueryRejection, Path, Query},
-    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -22,53 +23,6 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::{error::ApiError, middleware::front_door, Gateway};
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Public,
-    /// A valid bearer token.
-    User,
-    /// A valid bearer token with the `admin` role.
-    Admin,
-}
-
-/// One route: what `/api/openapi.json` and the metrics name it by.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteSpec {
-    pub method: &'static str,
-    /// The path template, as the router matches it.
-    pub path: &'static str,
-    pub access: Access,
-    pub summary: &'static str,
-}
-
-/// Every route the gateway serves.
-pub const ROUTES: &[RouteSpec] = &[
-    RouteSpec { method: "GET", path: "/api/products", access: Access::Public, summary: "List products, in id order, a page at a time" },
-    RouteSpec { method: "POST", path: "/api/products", access: Access::Admin, summary: "Create a product" },
-    RouteSpec { method: "GET", path: "/api/products/{id}", access: Access::Public, summary: "One product (cached; ETag / If-None-Match)" },
-    RouteSpec { method: "PATCH", path: "/api/products/{id}", access: Access::Admin, summary: "Change a product's fields" },
-    RouteSpec { method: "POST", path: "/api/users", access: Access::Public, summary: "Register an account" },
-    RouteSpec { method: "POST", path: "/api/auth/login", access: Access::Public, summary: "Log in: a bearer token" },
-    RouteSpec { method: "GET", path: "/api/users/me", access: Access::User, summary: "The caller's profile" },
-    RouteSpec { method: "PATCH", path: "/api/users/me", access: Access::User, summary: "Change the caller's profile" },
-    RouteSpec { method: "POST", path: "/api/orders", access: Access::User, summary: "Place an order for the caller" },
-    RouteSpec { method: "GET", path: "/api/orders", access: Access::User, summary: "The caller's orders, newest first (admins: any user's)" },
-    RouteSpec { method: "GET", path: "/api/orders/{id}", access: Access::User, summary: "One of the caller's orders (admins: any)" },
-    RouteSpec { method: "POST", path: "/api/orders/{id}/cancel", access: Access::User, summary: "Cancel one of the caller's orders" },
-    RouteSpec { method: "GET", path: "/api/orders/{id}/details", access: Access::User, summary: "An order with its products' current details, its payment and its customer, fetched in parallel" },
-    RouteSpec { method: "GET", path: "/api/openapi.json", access: Access::Public, summary: "This API, as OpenAPI 3.1" },
-    RouteSpec { method: "GET", path: "/health", access: Access::Public, summary: "The gateway's health and the registry's view of every service" },
-    RouteSpec { method: "GET", path: "/metrics", access: Access::Public, summary: "Prometheus metrics" },
-];
-
-/// The index in [`ROUTES`] of a matched route.
-pub fn route_index(method: &Method, path: &str) -> Option<usize> {
-    ROUTES
-        .iter()
-        .position(|r| r.path == path && r.method == method.as_str())
-}
 
 /// The gateway's router, with the front door on every route.
 pub fn router(gw: Arc<Gateway>) -> Router {

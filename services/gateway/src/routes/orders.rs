@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{encode, json_object, json_reply, path_id, query, refuse_field};
-use crate::{context::RequestContext, error::ApiError, service::Service, Gateway};
+use crate::{context::RequestContext, error::ApiError, Gateway};
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
@@ -129,13 +129,7 @@ async fn as_caller(
 ) -> Result<Response, ApiError> {
     let reply = gw
         .downstream
-        .call(
-            Service::Order,
-            subject,
-            payload,
-            &ctx.trace,
-            Some(ctx.user()?),
-        )
+        .call(subject, payload, &ctx.trace, Some(ctx.user()?))
         .await?;
     Ok(json_reply(status, reply))
 }

@@ -22,7 +22,6 @@ use crate::{
     cache::{if_none_match, Cached},
     context::RequestContext,
     error::ApiError,
-    service::Service,
     Gateway,
 };
 
@@ -89,7 +88,7 @@ pub async fn fetch(gw: &Gateway, id: &str, trace: &TraceContext) -> Result<Cache
     let payload = Bytes::from(format!(r#"{{"id":"{id}"}}"#));
     let body = gw
         .downstream
-        .call(Service::Product, "product.get", payload, trace, None)
+        .call("product.get", payload, trace, None)
         .await?;
     Ok(gw.cache.put_item(id, ticket, body))
 }
@@ -119,13 +118,7 @@ pub async fn list(
     let ticket = gw.cache.list_ticket();
     let body = gw
         .downstream
-        .call(
-            Service::Product,
-            "product.list",
-            encode(&params)?,
-            &ctx.trace,
-            None,
-        )
+        .call("product.list", encode(&params)?, &ctx.trace, None)
         .await?;
     Ok(conditional(gw.cache.put_list(&key, ticket, body), &if_none))
 }
@@ -140,13 +133,7 @@ pub async fn create(
     let body = json_object(&gw, &headers, body).await?;
     let reply = gw
         .downstream
-        .call(
-            Service::Product,
-            "product.create",
-            encode(&body)?,
-            &ctx.trace,
-            Some(admin),
-        )
+        .call("product.create", encode(&body)?, &ctx.trace, Some(admin))
         .await?;
     Ok(json_reply(StatusCode::CREATED, reply))
 }
@@ -174,13 +161,7 @@ pub async fn update(
     }
     let reply = gw
         .downstream
-        .call(
-            Service::Product,
-            "product.update",
-            encode(&body)?,
-            &ctx.trace,
-            Some(admin),
-        )
+        .call("product.update", encode(&body)?, &ctx.trace, Some(admin))
         .await?;
     // This gateway sees its own write at once; others learn from the event.
     if let Some(revision) = serde_json::from_slice::<Value>(&reply)

@@ -12,7 +12,7 @@ use axum::{
 use serde_json::Value;
 
 use super::{encode, json_object, json_reply, refuse_field};
-use crate::{context::RequestContext, error::ApiError, service::Service, Gateway};
+use crate::{context::RequestContext, error::ApiError, Gateway};
 
 pub async fn register(
     State(gw): State<Arc<Gateway>>,
@@ -23,13 +23,7 @@ pub async fn register(
     let body = json_object(&gw, &headers, body).await?;
     let reply = gw
         .downstream
-        .call(
-            Service::User,
-            "user.register",
-            encode(&body)?,
-            &ctx.trace,
-            None,
-        )
+        .call("user.register", encode(&body)?, &ctx.trace, None)
         .await?;
     Ok(json_reply(StatusCode::CREATED, reply))
 }
@@ -43,13 +37,7 @@ pub async fn login(
     let body = json_object(&gw, &headers, body).await?;
     let reply = gw
         .downstream
-        .call(
-            Service::User,
-            "user.login",
-            encode(&body)?,
-            &ctx.trace,
-            None,
-        )
+        .call("user.login", encode(&body)?, &ctx.trace, None)
         .await?;
     Ok(json_reply(StatusCode::OK, reply))
 }
@@ -62,7 +50,7 @@ pub async fn me(
     let payload = encode(&serde_json::json!({"id": user.user_id()}))?;
     let reply = gw
         .downstream
-        .call(Service::User, "user.get", payload, &ctx.trace, Some(user))
+        .call("user.get", payload, &ctx.trace, Some(user))
         .await?;
     Ok(json_reply(StatusCode::OK, reply))
 }
@@ -79,13 +67,7 @@ pub async fn update_me(
     body.insert("id".to_string(), Value::String(user.user_id().to_string()));
     let reply = gw
         .downstream
-        .call(
-            Service::User,
-            "user.update",
-            encode(&body)?,
-            &ctx.trace,
-            Some(user),
-        )
+        .call("user.update", encode(&body)?, &ctx.trace, Some(user))
         .await?;
     Ok(json_reply(StatusCode::OK, reply))
 }
