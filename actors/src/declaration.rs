@@ -21,7 +21,11 @@ use shop_nats::manifest::{
     Access, ConsumerManifest, EndpointManifest, Owns, ServiceManifest, StreamManifest,
 };
 
-use crate::{route::Route, state::Projection};
+use crate::{
+    dispatch::BoundRoute,
+    route::Route,
+    state::{Projection, StateHandle},
+};
 
 /// One endpoint: its subject, who may call it, and its handler.
 pub struct Endpoint<S> {
@@ -176,6 +180,19 @@ impl<S: Send + Sync + 'static> Declaration<S> {
         Ok(())
     }
 
+    /// Each endpoint's route bound to the service's state, in endpoint order:
+    /// what the dispatcher runs.
+    pub fn bind(&self, service: Arc<S>, state: StateHandle) -> Vec<BoundRoute> {
+        self.endpoints
+            .iter()
+            .map(|endpoint| {
+                let (route, service, state) =
+                    (endpoint.route.clone(), service.clone(), state.clone());
+                Arc::new(move |request| route.dispatch(&service, &state, request)) as BoundRoute
+            })
+            .collect()
+    }
+
     /// The declaration as data.
     pub fn manifest(&self) -> ServiceManifest {
         ServiceManifest {
@@ -185,6 +202,7 @@ impl<S: Send + Sync + 'static> Declaration<S> {
             endpoints: self.endpoints.iter().map(Endpoint::manifest).collect(),
             publishes: self.publishes.iter().map(|s| s.to_string()).collect(),
             calls: self.calls.iter().map(|s| s.to_string()).collect(),
+            subscribes: Vec::new(),
             consumes: self.consumes.clone(),
             owns: Owns {
                 streams: self

@@ -87,6 +87,7 @@ mod tests {
             payload: Bytes::new(),
             encoding,
             trace: shop_nats::TraceContext::new_root(),
+            caller: None,
         }
     }
 

@@ -24,7 +24,7 @@ use crate::{
     config::RuntimeConfig,
     consumer::{ConsumerActor, ConsumerShared, ConsumerSpec, DEADLETTER_STREAM},
     declaration::Declaration,
-    dispatch::{BoundRoute, Dispatcher},
+    dispatch::Dispatcher,
     endpoint::{EndpointActor, EndpointArgs},
     eventlog::EventLog,
     metrics::Metrics,
@@ -227,14 +227,7 @@ where
         metrics.clone(),
     )
     .await?;
-    let routes = spec
-        .endpoints
-        .iter()
-        .map(|endpoint| {
-            let (route, service, state) = (endpoint.route.clone(), service.clone(), state.clone());
-            Arc::new(move |request| route.dispatch(&service, &state, request)) as BoundRoute
-        })
-        .collect();
+    let routes = spec.bind(service, state.clone());
     let dispatcher = Arc::new(Dispatcher::new(
         responder.clone(),
         routes,

@@ -1,7 +1,7 @@
-//! Handler dispatch: a `product.get` through the product handler's inline
-//! path (decode, sled read, stored reply bytes), and through the runtime's
-//! whole dispatch path (`Dispatcher::dispatch`: endpoint lookup, metrics,
-//! request, handler, reply published to a real nats-server).
+//! Handler dispatch: a `product.get` through its declared route (decode into
+//! `GetProduct`, validate, sled read, stored reply bytes), and through the
+//! runtime's whole dispatch path (`Dispatcher::dispatch`: endpoint lookup,
+//! metrics, access check, route, reply published to a real nats-server).
 //!
 //! Needs nats-server (`NATS_SERVER_BIN`, `.tools/bin/nats-server` or PATH):
 //! a service cannot be built without a connection.
@@ -13,14 +13,17 @@ use async_nats::{Message, Subject};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use product_service::domain::ProductEvent;
-use product_service::handler::{ProductHandler, ENDPOINTS, SERVICE, STREAM};
+use product_service::endpoints::Products;
 use product_service::store::ProductProjection;
-use shop_actors::endpoint::{Dispatcher, Endpoints, Responder};
+use product_service::{declaration, SERVICE, STREAM};
+use shop_actors::dispatch::Dispatcher;
 use shop_actors::metrics::Metrics;
 use shop_actors::pool::WorkerPool;
+use shop_actors::responder::{Endpoints, Responder};
+use shop_actors::route::Dispatch;
 use shop_actors::state::StateShared;
 use shop_actors::store::{encode_u64, CHECKPOINT_KEY};
-use shop_actors::{EventLog, Handler, Projection, Request, Store, StoredEvent};
+use shop_actors::{EventLog, Projection, Request, Store, StoredEvent};
 use shop_nats::{Encoding, NatsConfig, TraceContext};
 
 mod common;
@@ -55,7 +58,7 @@ fn get_payload(i: usize) -> Bytes {
 fn dispatch(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, handler, dispatcher) = rt.block_on(async {
+    let (_server, get, dispatcher) = rt.block_on(async {
         let server = testkit::NatsServer::start().await.expect("nats-server");
         let config = NatsConfig {
             url: server.url(),
@@ -77,16 +80,26 @@ fn dispatch(c: &mut Criterion) {
             connection.clone(),
         )
         .expect("state");
-        let handler = Arc::new(ProductHandler::new(EventLog::new(js, shared)));
+        let state = shared.handle();
+        let products = Arc::new(Products::new(EventLog::new(js, shared)));
+        let declaration = declaration();
+        let manifest = declaration.manifest();
+        let routes = declaration.bind(products, state);
+        let get = manifest
+            .endpoints
+            .iter()
+            .position(|e| e.subject == "product.get")
+            .map(|i| routes[i].clone())
+            .expect("product.get is declared");
         let responder = Arc::new(Responder::new(
             connection.client.clone(),
-            Endpoints::new(SERVICE, ENDPOINTS, &metrics),
+            Endpoints::new(SERVICE, manifest.endpoints, &metrics),
         ));
-        let pool = WorkerPool::start(handler.clone(), responder.clone(), 4, 16, metrics)
+        let pool = WorkerPool::start(responder.clone(), 4, 16, metrics)
             .await
             .expect("pool");
-        let dispatcher = Dispatcher::new(responder, handler.clone(), pool, 1024 * 1024);
-        (server, handler, dispatcher)
+        let dispatcher = Dispatcher::new(responder, routes, pool, 1024 * 1024);
+        (server, get, dispatcher)
     });
 
     let requests: Vec<Request> = (0..PRODUCTS)
@@ -96,20 +109,23 @@ fn dispatch(c: &mut Criterion) {
             payload: get_payload(i),
             encoding: Encoding::Json,
             trace: TraceContext::new_root(),
+            caller: None,
         })
         .collect();
-    let reply = handler
-        .inline("get", &requests[7])
-        .expect("answered inline")
-        .expect("product found");
+    let Dispatch::Now(Ok(reply)) = get(requests[7].clone()) else {
+        panic!("product.get is answered inline");
+    };
     assert!(reply.starts_with(b"{\"id\":\"bench-0007\""), "{reply:?}");
 
     let mut group = c.benchmark_group("dispatch");
     let mut i = 0usize;
-    group.bench_function("product handler inline get", |b| {
+    group.bench_function("product.get route inline", |b| {
         b.iter(|| {
             i = (i + 1) % PRODUCTS;
-            handler.inline("get", black_box(&requests[i]))
+            match get(black_box(requests[i].clone())) {
+                Dispatch::Now(result) => result.is_ok(),
+                Dispatch::Later(_) => false,
+            }
         })
     });
     let messages: Vec<Message> = (0..PRODUCTS)

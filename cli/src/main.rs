@@ -7,6 +7,7 @@
 mod exit;
 mod http;
 mod logs;
+mod manifest;
 mod req;
 mod status;
 mod targets;
@@ -103,6 +104,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every service's declaration (the gateway's included): endpoints and who
+    /// may call them, events published, subjects called, consumers, streams
+    /// and buckets owned.
+    Manifest {
+        /// JSON (`{"services":[...]}`, request schemas included) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The Markdown tables `docs/subjects.md` carries.
+        #[arg(long, conflicts_with = "json")]
+        markdown: bool,
+    },
     /// Write Prometheus file-based discovery targets for every instance, and keep
     /// the file up to date as instances come and go.
     PrometheusTargets {
@@ -142,9 +154,12 @@ async fn main() -> ExitCode {
             })
             .await;
         }
+        if let Command::Manifest { json, markdown } = cli.command {
+            return manifest::run(json, markdown);
+        }
         let client = exit::connect(&cli.server).await?;
         match cli.command {
-            Command::Up { .. } => Ok(()),
+            Command::Up { .. } | Command::Manifest { .. } => Ok(()),
             Command::Req {
                 subject,
                 json,

@@ -1,11 +1,11 @@
 //! The `shop` binary against a real nats-server and a service on the real runtime.
 
-use std::{process::Command, sync::Arc, time::Duration};
+use std::{process::Command, time::Duration};
 
 use bytes::Bytes;
-use futures::{future::BoxFuture, FutureExt, StreamExt};
+use futures::StreamExt;
 use shop_actors::{
-    EndpointSpec, Handler, HandlerResult, Projection, Request, RuntimeConfig, ServiceSpec,
+    read, Access, Declaration, HandlerResult, Projection, Request, RequestBody, RuntimeConfig,
     StoredEvent, Wiring,
 };
 use shop_nats::{
@@ -22,19 +22,17 @@ impl Projection for NoProjection {
 }
 
 struct Demo;
-impl Handler for Demo {
-    fn inline(&self, _: &'static str, request: &Request) -> Option<HandlerResult> {
-        let id: serde_json::Value = match request.decode() {
-            Ok(v) => v,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(match id["id"].as_str() {
-            Some("a") => Ok(Bytes::from_static(br#"{"id":"a","name":"Alpha"}"#)),
-            _ => Err(ServiceError::not_found("demo not found")),
-        })
-    }
-    fn call(self: Arc<Self>, _: &'static str, _: Request) -> BoxFuture<'static, HandlerResult> {
-        async { Ok(Bytes::new()) }.boxed()
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct GetDemo {
+    id: String,
+}
+impl RequestBody for GetDemo {}
+
+fn get(_: &Demo, _: &Request, body: GetDemo) -> HandlerResult {
+    match body.id.as_str() {
+        "a" => Ok(Bytes::from_static(br#"{"id":"a","name":"Alpha"}"#)),
+        _ => Err(ServiceError::not_found("demo not found")),
     }
 }
 
@@ -60,20 +58,12 @@ async fn start_demo(
         &data.display().to_string(),
     ])
     .runtime;
-    let spec = ServiceSpec {
-        name: "demo",
-        version: "1.2.3",
-        description: "demo",
-        endpoints: &[EndpointSpec {
-            name: "get",
-            subject: "demo.get",
-        }],
-        stream: "DEMO",
-        stream_subjects: &["events.demo.>"],
-        projection: Arc::new(NoProjection),
-    };
+    let spec = Declaration::new("demo", "demo")
+        .version("1.2.3")
+        .stream("DEMO", &["events.demo.>"], NoProjection)
+        .endpoint("demo.get", Access::Public, read(get));
     let task = tokio::spawn(shop_actors::run(spec, config, |_| async {
-        Ok(Wiring::new(Arc::new(Demo)))
+        Ok(Wiring::new(Demo))
     }));
     tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = watch.next().await {
