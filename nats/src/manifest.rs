@@ -140,6 +140,10 @@ pub struct ServiceManifest {
     pub publishes: Vec<String>,
     /// Request subjects of other services it calls.
     pub calls: Vec<String>,
+    /// Subjects it subscribes to outside its endpoints (plain subscriptions,
+    /// e.g. events that invalidate a cache).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribes: Vec<String>,
     pub consumes: Vec<ConsumerManifest>,
     pub owns: Owns,
 }
@@ -232,6 +236,7 @@ mod tests {
             endpoints,
             publishes: vec![],
             calls: calls.iter().map(|s| s.to_string()).collect(),
+            subscribes: vec![],
             consumes: vec![],
             owns: Owns::default(),
         }
