@@ -27,6 +27,15 @@ use crate::{
     state::{Projection, StateHandle},
 };
 
+/// `Declaration::new(name, description)` with the calling crate's version
+/// (`CARGO_PKG_VERSION`), which `$SRV.INFO` and the registry report.
+#[macro_export]
+macro_rules! declare {
+    ($name:expr, $description:expr $(,)?) => {
+        $crate::Declaration::new($name, $description).version(env!("CARGO_PKG_VERSION"))
+    };
+}
+
 /// One endpoint: its subject, who may call it, and its handler.
 pub struct Endpoint<S> {
     /// As `nats micro` shows it: the subject after `<service>.`, dots as `_`.
@@ -191,6 +200,11 @@ impl<S: Send + Sync + 'static> Declaration<S> {
                 Arc::new(move |request| route.dispatch(&service, &state, request)) as BoundRoute
             })
             .collect()
+    }
+
+    /// The declaration as data, once [`Declaration::check`] finds no mistake.
+    pub fn checked_manifest(&self) -> Result<ServiceManifest, String> {
+        self.check().map(|()| self.manifest())
     }
 
     /// The declaration as data.

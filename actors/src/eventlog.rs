@@ -95,6 +95,22 @@ impl<E> Changed<E> {
     }
 }
 
+/// A request's `expected_revision` against the aggregate's current one: a 409
+/// naming both when they differ (`what` and `id` name the aggregate).
+pub fn check_expected_revision(
+    what: &str,
+    id: &str,
+    current: u64,
+    expected: Option<u64>,
+) -> Result<(), ServiceError> {
+    match expected {
+        Some(expected) if expected != current => Err(ServiceError::conflict(format!(
+            "{what} {id} is at revision {current}, not the expected {expected}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The outcome of a decide-and-append cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
@@ -110,15 +126,20 @@ pub struct EventLog {
     shared: Arc<StateShared>,
     state: StateHandle,
     stripes: Arc<Vec<Mutex<()>>>,
+    /// The subjects the service declares it publishes; an append elsewhere is a bug.
+    publishes: Arc<Vec<String>>,
 }
 
 impl EventLog {
-    pub fn new(js: jetstream::Context, shared: Arc<StateShared>) -> Self {
+    /// An event log appending to `shared`'s stream, on the subjects matching
+    /// `publishes` (the service's declared event subjects) only.
+    pub fn new(js: jetstream::Context, shared: Arc<StateShared>, publishes: Vec<String>) -> Self {
         Self {
             js,
             state: shared.handle(),
             shared,
             stripes: Arc::new((0..STRIPES).map(|_| Mutex::new(())).collect()),
+            publishes: Arc::new(publishes),
         }
     }
 
@@ -234,6 +255,16 @@ impl EventLog {
         append: &Append,
         trace: &TraceContext,
     ) -> Result<Appended, AppendError> {
+        if !self
+            .publishes
+            .iter()
+            .any(|pattern| shop_nats::subject::matches(pattern, &append.subject))
+        {
+            return Err(AppendError::Failed(ServiceError::internal(format!(
+                "{} is not among the subjects this service declares it publishes",
+                append.subject
+            ))));
+        }
         let mut span = if otel::enabled() {
             self.producer_span(append, trace)
         } else {

@@ -1,5 +1,19 @@
-//! What every shop binary needs from its process: the signal that stops it and
-//! the host name it registers under.
+//! What every shop binary needs from its process: the signal that stops it,
+//! the host name it registers under, and its exit status.
+
+use std::process::ExitCode;
+
+/// A binary's exit status from how it ended; a failure is logged with its
+/// whole chain of causes.
+pub fn exit_code(binary: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "{binary} failed");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Waits for SIGTERM or SIGINT and says which came.
 pub async fn shutdown_signal() -> &'static str {

@@ -200,7 +200,8 @@ where
         "state caught up"
     );
 
-    let events = EventLog::new(js.clone(), state_shared.clone());
+    let publishes = spec.publishes.iter().map(|s| s.to_string()).collect();
+    let events = EventLog::new(js.clone(), state_shared.clone(), publishes);
     let Wiring { service, consumers } = wire(ServiceContext {
         nats: nats.clone(),
         js: js.clone(),

@@ -33,6 +33,7 @@ impl Projection for NoProjection {
 /// The toy service's state: it answers with how far its local state is.
 struct Toy {
     state: shop_actors::StateHandle,
+    events: shop_actors::EventLog,
 }
 
 #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -83,6 +84,30 @@ fn hello(_: &Toy, request: &Request, body: Named) -> HandlerResult {
     request.encode(&serde_json::json!({"hello": body.name, "caller": caller}))
 }
 
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct AppendTo {
+    subject: String,
+}
+impl RequestBody for AppendTo {}
+
+/// Appends an empty event on any subject: the event log must refuse the undeclared.
+async fn append(toy: Arc<Toy>, request: Request, body: AppendTo) -> HandlerResult {
+    let append = shop_actors::Append {
+        subject: body.subject,
+        event_type: "toy.appended",
+        payload: Bytes::from_static(b"{}"),
+        expected_revision: None,
+        msg_id: shop_actors::EventLog::new_msg_id(),
+    };
+    match toy.events.append(&append, &request.trace).await {
+        Ok(appended) => request.encode(&serde_json::json!({"revision": appended.revision})),
+        Err(shop_actors::eventlog::AppendError::Failed(e)) => Err(e),
+        Err(shop_actors::eventlog::AppendError::Conflict) => {
+            Err(shop_nats::ServiceError::conflict("conflict"))
+        }
+    }
+}
+
 fn toy() -> Declaration<Toy> {
     Declaration::new("toy", "toy service for runtime tests")
         .version("0.0.1")
@@ -93,6 +118,8 @@ fn toy() -> Declaration<Toy> {
         .endpoint("toy.slow", Access::Public, write(slow))
         .endpoint("toy.hello", Access::user(), read(hello))
         .endpoint("toy.admin.hello", Access::admin(), read(hello))
+        .endpoint("toy.append", Access::Public, write(append))
+        .publishes(&["events.toy.declared.*"])
 }
 
 #[derive(Parser)]
@@ -141,7 +168,10 @@ async fn start_toy_with(
         spec = spec.consumes(&consumer.durable, &consumer.stream, &filters);
     }
     let task = tokio::spawn(shop_actors::run(spec, config, move |ctx| async move {
-        let wiring = shop_actors::Wiring::new(Toy { state: ctx.state });
+        let wiring = shop_actors::Wiring::new(Toy {
+            state: ctx.state,
+            events: ctx.events,
+        });
         Ok(match consumer {
             Some(consumer) => wiring.with_consumer(consumer),
             None => wiring,
@@ -342,6 +372,39 @@ async fn requests_are_decoded_validated_and_access_checked_before_the_handler() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_only_to_declared_subjects() {
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let task = start_toy(&nats, data.path(), &[]).await;
+    let client = nats.client().await.unwrap();
+
+    let ok = request_json(
+        &client,
+        "toy.append",
+        r#"{"subject":"events.toy.declared.a"}"#,
+    )
+    .await
+    .unwrap();
+    assert!(ok.is_ok(), "{:?}", ok.error);
+    let refused = request_json(&client, "toy.append", r#"{"subject":"events.toy.other"}"#)
+        .await
+        .unwrap();
+    assert_eq!(refused.error_code, Some(500));
+    assert!(refused.error.unwrap().contains("not among the subjects"));
+    let js = async_nats::jetstream::new(client);
+    let info = js
+        .get_stream("TOY")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.state.messages, 1, "only the declared event is stored");
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_info_is_the_declaration() {
     let nats = NatsServer::start().await.unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -389,7 +452,11 @@ async fn a_consumer_that_is_not_declared_stops_the_start() {
     let result = tokio::time::timeout(
         Duration::from_secs(20),
         shop_actors::run(toy(), config, move |ctx| async move {
-            Ok(shop_actors::Wiring::new(Toy { state: ctx.state }).with_consumer(undeclared))
+            Ok(shop_actors::Wiring::new(Toy {
+                state: ctx.state,
+                events: ctx.events,
+            })
+            .with_consumer(undeclared))
         }),
     )
     .await

@@ -6,22 +6,23 @@ use shop_nats::manifest::{EndpointKind, Manifest, ServiceManifest};
 
 use crate::exit::{Failure, USAGE};
 
-/// Every declaration in the system, in start order, the gateway last.
-pub fn all() -> Manifest {
-    Manifest {
+/// Every declaration in the system, in start order, the gateway last; or the
+/// first mistake one of them holds.
+pub fn all() -> Result<Manifest, String> {
+    Ok(Manifest {
         services: vec![
-            product_service::declaration().manifest(),
-            user_service::declaration().manifest(),
-            payment_service::declaration().manifest(),
-            notification_service::declaration().manifest(),
-            order_service::declaration().manifest(),
+            product_service::declaration().checked_manifest()?,
+            user_service::declaration().checked_manifest()?,
+            payment_service::declaration().checked_manifest()?,
+            notification_service::declaration().checked_manifest()?,
+            order_service::declaration().checked_manifest()?,
             gateway::route_table::declaration(),
         ],
-    }
+    })
 }
 
 pub fn run(json: bool, markdown: bool) -> Result<(), Failure> {
-    let manifest = all();
+    let manifest = all().map_err(|e| Failure::new(USAGE, format!("invalid declaration: {e}")))?;
     if markdown {
         print!("{}", markdown_tables(&manifest));
     } else if json {
@@ -174,7 +175,7 @@ mod tests {
 
     #[test]
     fn the_system_manifest_has_no_problems() {
-        let manifest = all();
+        let manifest = all().unwrap();
         assert_eq!(manifest.problems(), Vec::<String>::new());
         let names: Vec<&str> = manifest.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
@@ -197,7 +198,7 @@ mod tests {
     fn docs_subjects_lists_every_declared_subject() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/subjects.md");
         let docs = std::fs::read_to_string(&path).unwrap_or_default();
-        let manifest = all();
+        let manifest = all().unwrap();
         for (service, endpoint) in manifest.endpoints() {
             assert!(
                 docs.contains(&format!("`{}`", endpoint.subject)),
@@ -219,7 +220,7 @@ mod tests {
 
     #[test]
     fn text_shows_access_and_callers() {
-        let manifest = all();
+        let manifest = all().unwrap();
         let product = manifest.service("product").map(text).unwrap_or_default();
         assert!(product.contains("product.stock.reserve"), "{product}");
         assert!(product.contains("internal (order)"), "{product}");

@@ -4,9 +4,6 @@ use clap::Parser;
 use gateway::config::GatewayConfig;
 use shop_actors::telemetry;
 
-#[global_allocator]
-static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = GatewayConfig::parse();

@@ -41,11 +41,10 @@ pub const STREAM: &str = "NOTIFICATION";
 
 /// The notification service: what it serves, consumes, publishes and owns.
 pub fn declaration() -> Declaration<Notifications> {
-    Declaration::new(
+    shop_actors::declare!(
         SERVICE,
-        "Messages to users: welcome and order mails, exactly once per event",
+        "Messages to users: welcome and order mails, exactly once per event"
     )
-    .version(env!("CARGO_PKG_VERSION"))
     .stream(STREAM, &["events.notification.>"], NotificationProjection)
     .publishes(&[
         "events.notification.sent.*",
@@ -54,42 +53,4 @@ pub fn declaration() -> Declaration<Notifications> {
     .consumes(USERS_CONSUMER, USER_STREAM, USER_SUBJECTS)
     .consumes(ORDERS_CONSUMER, ORDER_STREAM, ORDER_SUBJECTS)
     .endpoint("notification.list", Access::user(), read(list::list))
-}
-
-#[cfg(test)]
-mod tests {
-    use shop_nats::manifest::{Access, EndpointKind};
-
-    use crate::notifier::{recipient_subject, sent_subject};
-
-    #[test]
-    fn the_declaration_is_consistent() {
-        let declaration = super::declaration();
-        assert_eq!(declaration.check(), Ok(()));
-        let manifest = declaration.manifest();
-        assert_eq!(manifest.endpoints.len(), 1);
-        let list = manifest.endpoint("notification.list");
-        assert_eq!(
-            list.map(|e| (e.name.as_str(), &e.access, e.kind)),
-            Some(("list", &Access::user(), EndpointKind::Read))
-        );
-        let consumers: Vec<(&str, &str)> = manifest
-            .consumes
-            .iter()
-            .map(|c| (c.durable.as_str(), c.stream.as_str()))
-            .collect();
-        assert_eq!(
-            consumers,
-            [
-                ("notification-users", "USER"),
-                ("notification-orders", "ORDER")
-            ]
-        );
-        // The subjects it appends to are the ones it declares.
-        let declared = |subject: String| {
-            let (parent, _) = subject.rsplit_once('.').unwrap();
-            manifest.publishes.contains(&format!("{parent}.*"))
-        };
-        assert!(declared(sent_subject("n")) && declared(recipient_subject("u")));
-    }
 }

@@ -40,18 +40,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     .await
 }
 
-#[global_allocator]
-static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.runtime.log_format);
-    match serve(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "notification-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    shop_actors::process::exit_code("notification-service", serve(cli).await)
 }

@@ -32,8 +32,7 @@ pub const STREAM: &str = "ORDER";
 
 /// The order service: what it serves, publishes, calls, consumes and owns.
 pub fn declaration() -> Declaration<Orders> {
-    Declaration::new(SERVICE, "Orders and the order-placement saga")
-        .version(env!("CARGO_PKG_VERSION"))
+    shop_actors::declare!(SERVICE, "Orders and the order-placement saga")
         .stream(STREAM, &["events.order.>"], OrderProjection)
         .publishes(&["events.order.*"])
         .calls(&[
@@ -50,22 +49,4 @@ pub fn declaration() -> Declaration<Orders> {
         .endpoint("order.get", Access::user(), read(get::get))
         .endpoint("order.list", Access::user(), read(list::list))
         .endpoint("order.cancel", Access::user(), write(cancel::cancel))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_declaration_is_consistent() {
-        let declaration = super::declaration();
-        assert_eq!(declaration.check(), Ok(()));
-        // In the order of the old `ENDPOINTS`: `$SRV.INFO` and 404s list them so.
-        let subjects = declaration.endpoints.iter().map(|e| e.subject);
-        assert!(subjects.eq(["order.create", "order.get", "order.list", "order.cancel"]));
-        // The saga's consumer, as `saga::consumer` wires it.
-        let saga = &declaration.consumes[..];
-        assert!(
-            matches!(saga, [c] if c.durable == "order-saga" && c.stream == "ORDER" && c.filters == ["events.order.>"])
-        );
-        assert_eq!(declaration.buckets, [super::tokens::BUCKET]);
-    }
 }

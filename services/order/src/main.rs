@@ -25,9 +25,6 @@ struct Cli {
     fault_at: Option<String>,
 }
 
-#[global_allocator]
-static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -62,11 +59,5 @@ async fn main() -> ExitCode {
                 .with_consumer(saga::consumer(saga, ack_wait, concurrency)))
         })
         .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "order-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    shop_actors::process::exit_code("order-service", result)
 }

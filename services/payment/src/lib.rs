@@ -35,11 +35,10 @@ pub const STREAM: &str = "PAYMENT";
 
 /// The payment service: what it serves, publishes and owns.
 pub fn declaration() -> Declaration<Payments> {
-    Declaration::new(
+    shop_actors::declare!(
         SERVICE,
-        "Charges and refunds through the payment provider, exactly once per idempotency key",
+        "Charges and refunds through the payment provider, exactly once per idempotency key"
     )
-    .version(env!("CARGO_PKG_VERSION"))
     .stream(STREAM, &["events.payment.>"], PaymentProjection)
     .publishes(&["events.payment.*"])
     .bucket(LEDGER_BUCKET)
@@ -58,29 +57,4 @@ pub fn declaration() -> Declaration<Payments> {
         Access::user().or_services(&["order"]),
         read(get::get),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use shop_actors::Access;
-
-    #[test]
-    fn the_declaration_is_consistent() {
-        let declaration = super::declaration();
-        assert_eq!(declaration.check(), Ok(()));
-        // In the order of the old `ENDPOINTS`: `$SRV.INFO` and 404s list them so.
-        let served: Vec<_> = (declaration.endpoints.iter())
-            .map(|e| (e.subject, e.access.clone(), e.route.request))
-            .collect();
-        let order = || vec!["order".to_string()];
-        assert_eq!(
-            served,
-            [
-                ("payment.charge", Access::Internal(order()), "ChargePayment"),
-                ("payment.refund", Access::Internal(order()), "RefundPayment"),
-                ("payment.get", Access::User(order()), "GetPayment"),
-            ]
-        );
-        assert_eq!(declaration.buckets, [super::local_provider::LEDGER_BUCKET]);
-    }
 }

@@ -20,9 +20,6 @@ struct Cli {
     payment: PaymentConfig,
 }
 
-#[global_allocator]
-static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -54,11 +51,5 @@ async fn main() -> ExitCode {
         )))
     })
     .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "payment-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    shop_actors::process::exit_code("payment-service", result)
 }

@@ -357,14 +357,12 @@ pub fn decide_update(
     request: &UpdateProduct,
 ) -> Result<Decision, ServiceError> {
     let current = current.ok_or_else(|| not_found(&request.id))?;
-    if let Some(expected) = request.expected_revision {
-        if expected != current.revision {
-            return Err(ServiceError::conflict(format!(
-                "product {} is at revision {}, not the expected {expected}",
-                current.id, current.revision
-            )));
-        }
-    }
+    shop_actors::eventlog::check_expected_revision(
+        "product",
+        &current.id,
+        current.revision,
+        request.expected_revision,
+    )?;
     let mut product = current.clone();
     if let Some(name) = &request.name {
         product.name = validate_name(name)?;

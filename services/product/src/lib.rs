@@ -25,11 +25,10 @@ pub const STREAM: &str = "PRODUCT";
 
 /// The product service: what it serves, publishes and owns.
 pub fn declaration() -> Declaration<Products> {
-    Declaration::new(
+    shop_actors::declare!(
         SERVICE,
-        "Catalog and inventory: products, prices, stock reservations",
+        "Catalog and inventory: products, prices, stock reservations"
     )
-    .version(env!("CARGO_PKG_VERSION"))
     .stream(STREAM, &["events.product.>"], ProductProjection)
     .publishes(&["events.product.*"])
     .endpoint("product.create", Access::admin(), write(create::create))
@@ -46,21 +45,4 @@ pub fn declaration() -> Declaration<Products> {
         Access::internal(&["order"]),
         write(stock::release),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_declaration_is_consistent() {
-        let declaration = super::declaration();
-        assert_eq!(declaration.check(), Ok(()));
-        let manifest = declaration.manifest();
-        assert_eq!(manifest.endpoints.len(), 6);
-        assert_eq!(
-            manifest
-                .endpoint("product.stock.reserve")
-                .map(|e| e.name.as_str()),
-            Some("stock_reserve")
-        );
-    }
 }

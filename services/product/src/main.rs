@@ -22,9 +22,6 @@ enum Command {
     Seed { file: PathBuf },
 }
 
-#[global_allocator]
-static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,11 +35,5 @@ async fn main() -> ExitCode {
         }
         Command::Seed { file } => seed::seed(&cli.runtime.nats, &file).await,
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "product-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    shop_actors::process::exit_code("product-service", result)
 }

@@ -375,14 +375,12 @@ pub fn decide_update(
     request: &UpdateUser,
 ) -> Result<Decision, ServiceError> {
     let current = current.ok_or_else(|| not_found(&request.id))?;
-    if let Some(expected) = request.expected_revision {
-        if expected != current.revision {
-            return Err(ServiceError::conflict(format!(
-                "user {} is at revision {}, not the expected {expected}",
-                current.id, current.revision
-            )));
-        }
-    }
+    shop_actors::eventlog::check_expected_revision(
+        "user",
+        &current.id,
+        current.revision,
+        request.expected_revision,
+    )?;
     let mut account = current.account();
     if let Some(name) = &request.name {
         account.name = validate_name(name)?;

@@ -38,8 +38,7 @@ pub const STREAM: &str = "USER";
 
 /// The user service: what it serves, publishes and owns.
 pub fn declaration() -> Declaration<Users> {
-    Declaration::new(SERVICE, "Accounts, credentials, profiles and token signing")
-        .version(env!("CARGO_PKG_VERSION"))
+    shop_actors::declare!(SERVICE, "Accounts, credentials, profiles and token signing")
         .stream(STREAM, &["events.user.>"], UserProjection)
         .publishes(&[
             "events.user.registered.*",
@@ -53,52 +52,4 @@ pub fn declaration() -> Declaration<Users> {
         .endpoint("user.get", Access::user(), read(get::get))
         .endpoint("user.update", Access::user(), write(update::update))
         .endpoint("user.keys", Access::Public, write(endpoints::keys::keys))
-}
-
-#[cfg(test)]
-mod tests {
-    use shop_nats::manifest::{Access, EndpointKind};
-
-    #[test]
-    fn the_declaration_is_consistent() {
-        let declaration = super::declaration();
-        assert_eq!(declaration.check(), Ok(()));
-        let manifest = declaration.manifest();
-        let subjects: Vec<&str> = manifest
-            .endpoints
-            .iter()
-            .map(|e| e.subject.as_str())
-            .collect();
-        assert_eq!(
-            subjects,
-            [
-                "user.register",
-                "user.login",
-                "user.get",
-                "user.update",
-                "user.keys"
-            ]
-        );
-        let get = manifest.endpoint("user.get");
-        assert_eq!(
-            get.map(|e| (&e.access, e.kind)),
-            Some((&Access::user(), EndpointKind::Read))
-        );
-        assert_eq!(
-            manifest.endpoint("user.keys").map(|e| e.request.as_str()),
-            Some("Empty")
-        );
-        assert_eq!(
-            manifest.owns.buckets,
-            [super::keys::BUCKET, super::throttle::BUCKET]
-        );
-        // The subjects it appends to are the ones it declares.
-        let declared = |subject: String| {
-            let (parent, _) = subject.rsplit_once('.').unwrap();
-            manifest.publishes.contains(&format!("{parent}.*"))
-        };
-        assert!(declared(super::endpoints::registered_subject("k")));
-        assert!(declared(super::endpoints::profile_subject("u")));
-        assert!(declared(super::endpoints::credential_subject("u")));
-    }
 }

@@ -28,9 +28,6 @@ enum Command {
     RotateKeys,
 }
 
-#[global_allocator]
-static ALLOCATOR: shop_actors::Allocator = shop_actors::Allocator;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,13 +36,7 @@ async fn main() -> ExitCode {
         Command::Serve => serve(cli.runtime, cli.user).await,
         Command::RotateKeys => rotate_keys(cli.runtime, cli.user).await,
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "user-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    shop_actors::process::exit_code("user-service", result)
 }
 
 async fn serve(runtime: RuntimeConfig, user: UserConfig) -> anyhow::Result<()> {

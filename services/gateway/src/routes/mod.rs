@@ -22,7 +22,12 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::{error::ApiError, middleware::front_door, Gateway};
+use crate::{
+    context::{Identity, RequestContext},
+    error::ApiError,
+    middleware::front_door,
+    Gateway,
+};
 
 /// The gateway's router, with the front door on every route.
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -102,6 +107,39 @@ pub async fn json_object(
         Ok(_) => Err(ApiError::bad_request("request body must be a JSON object")),
         Err(e) => Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
     }
+}
+
+/// The request body as a JSON object, within the size limit ([`json_object`]);
+/// as an extractor it must come last.
+pub struct JsonBody(pub Map<String, Value>);
+
+impl axum::extract::FromRequest<Arc<Gateway>> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        gw: &Arc<Gateway>,
+    ) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        json_object(gw, &parts.headers, body).await.map(JsonBody)
+    }
+}
+
+/// Calls `subject` with `payload` as `identity` (`None`: public data) and
+/// answers `status` with the service's JSON reply as it is.
+pub async fn relay(
+    gw: &Gateway,
+    ctx: &RequestContext,
+    subject: &str,
+    payload: &impl serde::Serialize,
+    identity: Option<&Identity>,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let reply = gw
+        .downstream
+        .call(subject, encode(payload)?, &ctx.trace, identity)
+        .await?;
+    Ok(json_reply(status, reply))
 }
 
 /// Refuses a body field the gateway sets itself.

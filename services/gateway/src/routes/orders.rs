@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::{
-    body::Body,
     extract::{
         rejection::{PathRejection, QueryRejection},
         Path, Query, State,
@@ -14,11 +13,10 @@ use axum::{
     response::Response,
     Extension,
 };
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{encode, json_object, json_reply, path_id, query, refuse_field};
+use super::{path_id, query, refuse_field, relay, JsonBody};
 use crate::{context::RequestContext, error::ApiError, Gateway};
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -40,10 +38,9 @@ pub async fn create(
     State(gw): State<Arc<Gateway>>,
     Extension(ctx): Extension<Arc<RequestContext>>,
     headers: HeaderMap,
-    body: Body,
+    JsonBody(mut body): JsonBody,
 ) -> Result<Response, ApiError> {
     let user = ctx.user()?;
-    let mut body = json_object(&gw, &headers, body).await?;
     refuse_field(&body, "user_id", "orders are placed for the token's user")?;
     body.insert(
         "user_id".to_string(),
@@ -60,11 +57,12 @@ pub async fn create(
             );
         }
     }
-    as_caller(
+    relay(
         &gw,
         &ctx,
         "order.create",
-        encode(&body)?,
+        &body,
+        Some(user),
         StatusCode::CREATED,
     )
     .await
@@ -80,7 +78,7 @@ pub async fn list(
     params
         .user_id
         .get_or_insert_with(|| user.user_id().to_string());
-    as_caller(&gw, &ctx, "order.list", encode(&params)?, StatusCode::OK).await
+    relay(&gw, &ctx, "order.list", &params, Some(user), StatusCode::OK).await
 }
 
 pub async fn get_one(
@@ -106,30 +104,15 @@ async fn by_id(
     path: Result<Path<String>, PathRejection>,
     subject: &str,
 ) -> Result<Response, ApiError> {
-    ctx.user()?;
+    let user = ctx.user()?;
     let id = path_id(path)?;
-    as_caller(
+    relay(
         gw,
         ctx,
         subject,
-        encode(&json!({"id": id}))?,
+        &json!({"id": id}),
+        Some(user),
         StatusCode::OK,
     )
     .await
-}
-
-/// Calls the order service as the signed-in caller (whose id and roles go in
-/// the caller headers) and answers `status` with its reply.
-async fn as_caller(
-    gw: &Gateway,
-    ctx: &RequestContext,
-    subject: &str,
-    payload: Bytes,
-    status: StatusCode,
-) -> Result<Response, ApiError> {
-    let reply = gw
-        .downstream
-        .call(subject, payload, &ctx.trace, Some(ctx.user()?))
-        .await?;
-    Ok(json_reply(status, reply))
 }

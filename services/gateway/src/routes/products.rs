@@ -3,12 +3,11 @@
 use std::sync::Arc;
 
 use axum::{
-    body::Body,
     extract::{
         rejection::{PathRejection, QueryRejection},
         FromRequestParts, Path, Query, State,
     },
-    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
+    http::{header, request::Parts, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Extension,
 };
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shop_nats::TraceContext;
 
-use super::{encode, json_object, json_reply, path_id, query};
+use super::{encode, json_reply, path_id, query, relay, JsonBody};
 use crate::{
     cache::{if_none_match, Cached},
     context::RequestContext,
@@ -126,28 +125,28 @@ pub async fn list(
 pub async fn create(
     State(gw): State<Arc<Gateway>>,
     Extension(ctx): Extension<Arc<RequestContext>>,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let admin = ctx.admin()?;
-    let body = json_object(&gw, &headers, body).await?;
-    let reply = gw
-        .downstream
-        .call("product.create", encode(&body)?, &ctx.trace, Some(admin))
-        .await?;
-    Ok(json_reply(StatusCode::CREATED, reply))
+    relay(
+        &gw,
+        &ctx,
+        "product.create",
+        &body,
+        Some(admin),
+        StatusCode::CREATED,
+    )
+    .await
 }
 
 pub async fn update(
     State(gw): State<Arc<Gateway>>,
     Extension(ctx): Extension<Arc<RequestContext>>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(mut body): JsonBody,
 ) -> Result<Response, ApiError> {
     let admin = ctx.admin()?;
     let id = path_id(path)?;
-    let mut body = json_object(&gw, &headers, body).await?;
     match body.get("id") {
         Some(Value::String(given)) if *given == id => {}
         Some(_) => {

@@ -2,44 +2,26 @@
 
 use std::sync::Arc;
 
-use axum::{
-    body::Body,
-    extract::State,
-    http::{HeaderMap, StatusCode},
-    response::Response,
-    Extension,
-};
-use serde_json::Value;
+use axum::{extract::State, http::StatusCode, response::Response, Extension};
+use serde_json::{json, Value};
 
-use super::{encode, json_object, json_reply, refuse_field};
+use super::{refuse_field, relay, JsonBody};
 use crate::{context::RequestContext, error::ApiError, Gateway};
 
 pub async fn register(
     State(gw): State<Arc<Gateway>>,
     Extension(ctx): Extension<Arc<RequestContext>>,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let body = json_object(&gw, &headers, body).await?;
-    let reply = gw
-        .downstream
-        .call("user.register", encode(&body)?, &ctx.trace, None)
-        .await?;
-    Ok(json_reply(StatusCode::CREATED, reply))
+    relay(&gw, &ctx, "user.register", &body, None, StatusCode::CREATED).await
 }
 
 pub async fn login(
     State(gw): State<Arc<Gateway>>,
     Extension(ctx): Extension<Arc<RequestContext>>,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let body = json_object(&gw, &headers, body).await?;
-    let reply = gw
-        .downstream
-        .call("user.login", encode(&body)?, &ctx.trace, None)
-        .await?;
-    Ok(json_reply(StatusCode::OK, reply))
+    relay(&gw, &ctx, "user.login", &body, None, StatusCode::OK).await
 }
 
 pub async fn me(
@@ -47,27 +29,17 @@ pub async fn me(
     Extension(ctx): Extension<Arc<RequestContext>>,
 ) -> Result<Response, ApiError> {
     let user = ctx.user()?;
-    let payload = encode(&serde_json::json!({"id": user.user_id()}))?;
-    let reply = gw
-        .downstream
-        .call("user.get", payload, &ctx.trace, Some(user))
-        .await?;
-    Ok(json_reply(StatusCode::OK, reply))
+    let payload = json!({"id": user.user_id()});
+    relay(&gw, &ctx, "user.get", &payload, Some(user), StatusCode::OK).await
 }
 
 pub async fn update_me(
     State(gw): State<Arc<Gateway>>,
     Extension(ctx): Extension<Arc<RequestContext>>,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(mut body): JsonBody,
 ) -> Result<Response, ApiError> {
     let user = ctx.user()?;
-    let mut body = json_object(&gw, &headers, body).await?;
     refuse_field(&body, "id", "the account is the token's")?;
     body.insert("id".to_string(), Value::String(user.user_id().to_string()));
-    let reply = gw
-        .downstream
-        .call("user.update", encode(&body)?, &ctx.trace, Some(user))
-        .await?;
-    Ok(json_reply(StatusCode::OK, reply))
+    relay(&gw, &ctx, "user.update", &body, Some(user), StatusCode::OK).await
 }
