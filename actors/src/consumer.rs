@@ -27,7 +27,7 @@ use shop_nats::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, parking::SetAside};
 
 /// Stream that keeps every dead-lettered event, on `deadletter.<durable>`.
 pub const DEADLETTER_STREAM: &str = "DEADLETTER";
@@ -425,17 +425,14 @@ async fn dead_letter(
     event: &ConsumedEvent,
     reason: &str,
 ) -> Result<(), String> {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        DEADLETTER_REASON_HEADER,
-        reason.replace(['\r', '\n'], " ").as_str(),
-    );
-    headers.insert("Shop-Original-Subject", event.subject.as_str());
-    headers.insert("Shop-Original-Stream", event.stream.as_str());
-    headers.insert(
-        "Shop-Original-Sequence",
-        event.stream_sequence.to_string().as_str(),
-    );
+    let mut headers = SetAside {
+        subject: &event.subject,
+        stream: &event.stream,
+        sequence: event.stream_sequence,
+        headers: event.headers.as_ref(),
+        reason,
+    }
+    .headers(DEADLETTER_REASON_HEADER);
     headers.insert("Shop-Deliveries", event.delivered.to_string().as_str());
     headers.insert(
         "Nats-Msg-Id",

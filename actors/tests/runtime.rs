@@ -16,15 +16,15 @@ use shop_actors::consumer::{ConsumedEvent, ConsumerSpec, EventHandler, HandleErr
 use shop_actors::{
     metrics::Metrics,
     supervisor::{ChildSpec, RestartPolicy, ServiceSupervisor, SupervisorArgs, SupervisorMsg},
-    EndpointSpec, Handler, HandlerResult, Projection, Request, RuntimeConfig, ServiceSpec,
-    StoredEvent,
+    ApplyError, EndpointSpec, Handler, HandlerResult, Projection, Request, RuntimeConfig,
+    ServiceSpec, StoredEvent,
 };
 use shop_nats::discovery::{Registry, RegistryEvent};
 use testkit::{request_json, NatsServer};
 
 struct NoProjection;
 impl Projection for NoProjection {
-    fn apply(&self, _event: &StoredEvent<'_>, _batch: &mut sled::Batch) -> Result<(), String> {
+    fn apply(&self, _event: &StoredEvent<'_>, _batch: &mut sled::Batch) -> Result<(), ApplyError> {
         Ok(())
     }
 }
