@@ -2,7 +2,8 @@
 //! this one) publish, shared by every instance of the service.
 //!
 //! An event is acknowledged only after its handler returned `Ok`, that is after
-//! the handler stored its effect. A transient failure is redelivered after a
+//! the handler stored its effect; while the handler runs, the server is told
+//! every third of the ack wait that the event is still in hand. A transient failure is redelivered after a
 //! backoff; a permanent failure, or a transient one on the last attempt, moves
 //! the event to the `DEADLETTER` stream with the reason, and is counted.
 //!
@@ -47,8 +48,9 @@ pub struct ConsumerSpec {
     pub backoff: Vec<Duration>,
     /// Events handled at once by one instance.
     pub concurrency: usize,
-    /// How long an event may be in hand before the server redelivers it
-    /// (to another instance if this one died).
+    /// How long an event may go without word from its instance before the
+    /// server redelivers it (to another instance if this one died). A running
+    /// handler sends progress every third of it, however long it takes.
     pub ack_wait: Duration,
     pub handler: Arc<dyn EventHandler>,
 }
@@ -325,16 +327,17 @@ async fn handle(
 ) {
     let spec = &shared.spec;
     let delivered = event.delivered;
-    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+    let work = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
         spec.handler.clone().handle(event.clone()),
-    ))
-    .await
-    .unwrap_or_else(|panic| {
-        Err(HandleError::Transient(format!(
-            "handler panicked: {}",
-            crate::endpoint::panic_message(&*panic)
-        )))
-    });
+    ));
+    let outcome = keep_lease(&message, spec.ack_wait, work)
+        .await
+        .unwrap_or_else(|panic| {
+            Err(HandleError::Transient(format!(
+                "handler panicked: {}",
+                crate::endpoint::panic_message(&*panic)
+            )))
+        });
     if let (Some(span), Err(failure)) = (span, &outcome) {
         span.set_failed(&failure.to_string());
     }
@@ -382,6 +385,32 @@ async fn handle(
                         .ack_with(AckKind::Nak(Some(spec.backoff_after(delivered))))
                         .await;
                     consumed("retry");
+                }
+            }
+        }
+    }
+}
+
+/// Runs `work` while telling the server, every third of `ack_wait`, that the
+/// event is still in hand (`AckKind::Progress`), so a handler that takes longer
+/// than the ack wait keeps its delivery instead of the server handing the event
+/// to another instance while it still runs.
+async fn keep_lease<F: std::future::Future>(
+    message: &jetstream::Message,
+    ack_wait: Duration,
+    work: F,
+) -> F::Output {
+    let every = (ack_wait / 3).max(Duration::from_millis(10));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!(subject = %message.subject, error = %e, "progress ack failed");
                 }
             }
         }
