@@ -117,7 +117,7 @@ async fn poison_on_every_stream_stops_nothing() {
         .await;
     let first_id = first["id"].as_str().unwrap().to_string();
     let settled = shop
-        .settle(&[first_id.clone()], Duration::from_secs(20))
+        .settle(std::slice::from_ref(&first_id), Duration::from_secs(20))
         .await;
     assert_eq!(settled[&first_id]["status"], "confirmed");
 
@@ -152,7 +152,7 @@ async fn poison_on_every_stream_stops_nothing() {
         .await;
     let order_id = order["id"].as_str().unwrap().to_string();
     let settled = shop
-        .settle(&[order_id.clone()], Duration::from_secs(20))
+        .settle(std::slice::from_ref(&order_id), Duration::from_secs(20))
         .await;
     assert_eq!(settled[&order_id]["status"], "confirmed", "{settled:?}");
     assert_eq!(shop.stock("after").await, 3);
