@@ -21,7 +21,7 @@ use std::{
 };
 
 use async_nats::{
-    jetstream::{self, consumer::DeliverPolicy},
+    jetstream::{self, consumer::DeliverPolicy, stream::RawMessageErrorKind},
     HeaderMap,
 };
 use futures::{FutureExt, StreamExt};
@@ -32,6 +32,7 @@ use tokio::sync::{watch, OnceCell};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    eventlog::Append,
     metrics::Metrics,
     parking::{self, SetAside},
     store::{encode_u64, Store, CHECKPOINT_KEY},
@@ -41,6 +42,13 @@ use crate::{
 const MAX_BATCH: usize = 512;
 /// Tries of a batch that fails in a way that may pass, before the actor fails.
 const TRANSIENT_TRIES: u32 = 3;
+/// Reserved keys of the events this store parked: the prefix, then the stream
+/// sequence (8 bytes, big-endian); the value is the reason's metric label.
+const PARKED_KEY_PREFIX: &[u8] = b"\0parked/";
+
+fn parked_key(sequence: u64) -> Vec<u8> {
+    [PARKED_KEY_PREFIX, &encode_u64(sequence)].concat()
+}
 
 /// One event read from the stream.
 pub struct StoredEvent<'a> {
@@ -260,6 +268,59 @@ impl StateShared {
         }
     }
 
+    /// Whether this store parked (skipped) the event at `sequence`.
+    pub fn parked(&self, sequence: u64) -> Result<bool, ServiceError> {
+        self.store
+            .tree()
+            .contains_key(parked_key(sequence))
+            .map_err(|e| ServiceError::internal(format!("reading local store: {e}")))
+    }
+
+    /// After an append to `append.subject` conflicted: when every event stored
+    /// on that subject after the expected revision is one this instance parked
+    /// (they changed nothing), expects the last of them instead. Without this,
+    /// poison on an aggregate's subject would make every later write to that
+    /// aggregate conflict. The local state must have caught up first.
+    pub async fn expect_past_parked(&self, append: &mut Append) -> Result<(), ServiceError> {
+        let Some(expected) = append.expected_revision else {
+            return Ok(());
+        };
+        let parked_any = self
+            .store
+            .tree()
+            .scan_prefix(PARKED_KEY_PREFIX)
+            .next()
+            .is_some();
+        if !parked_any {
+            return Ok(());
+        }
+        let unavailable = |e: &dyn std::fmt::Display| {
+            ServiceError::unavailable(format!("reading stream {}: {e}", self.stream))
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut past = expected;
+        loop {
+            match stream
+                .get_first_raw_message_by_subject(&append.subject, past + 1)
+                .await
+            {
+                Ok(message) if self.parked(message.sequence)? => past = message.sequence,
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+        if past != expected {
+            tracing::info!(subject = %append.subject, expected, past, "expecting past events parked on the subject");
+            append.expected_revision = Some(past);
+        }
+        Ok(())
+    }
+
     /// The stream's last sequence, from the server.
     pub async fn stream_last_sequence(&self) -> Result<u64, ServiceError> {
         let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| {
@@ -426,11 +487,13 @@ async fn apply_batch(
         tries += 1;
         let failure = match project(shared.projection.as_ref(), &events) {
             Ok((mut batch, poison)) => {
-                if !std::mem::replace(&mut parked, true) {
-                    for (event, why) in &poison {
+                for (event, why) in &poison {
+                    if !parked {
                         park(shared, event, why).await;
                     }
+                    batch.insert(parked_key(event.sequence), why.label());
                 }
+                parked = true;
                 batch.insert(CHECKPOINT_KEY, &encode_u64(last_sequence));
                 match shared.store.tree().apply_batch(batch) {
                     Ok(()) => break poison,

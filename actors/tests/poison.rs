@@ -15,12 +15,13 @@ use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use ractor::Actor;
 use shop_actors::{
+    eventlog::Written,
     metrics::Metrics,
     parking::PARKED_STREAM,
     state::{StateActor, StateShared},
-    ApplyError, Projection, Store, StoredEvent,
+    Append, ApplyError, EventLog, Projection, Store, StoredEvent,
 };
-use shop_nats::NatsConfig;
+use shop_nats::{NatsConfig, TraceContext};
 use testkit::NatsServer;
 
 /// Stores `{"id": ..., "n": ...}` under its id. `flaky` fails (transiently)
@@ -258,4 +259,79 @@ async fn a_failure_that_may_pass_is_retried_and_never_skipped() {
         messages.next().await.is_some(),
         "the event is still in its stream"
     );
+}
+
+/// Poison on an aggregate's own subject would make every later write to it
+/// conflict: an append expects past the events parked there, but never past
+/// an event that was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_past_poison_on_their_subject_but_not_past_events() {
+    let nats = NatsServer::start().await.unwrap();
+    let js = jetstream::new(nats.client().await.unwrap());
+    js.create_stream(stream::Config {
+        name: "ITEMS".into(),
+        subjects: vec!["events.item.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let a = publish(&js, "events.item.a", br#"{"id":"a","n":1}"#).await;
+    let junk = publish(&js, "events.item.a", b"\x00\xff not an item").await;
+    let instance = Instance::start(&nats, 0).await;
+    let state = instance.shared.handle();
+    state.wait_for(junk, Duration::from_secs(5)).await.unwrap();
+    let append = |expected: u64| Append {
+        subject: "events.item.a".into(),
+        event_type: "item",
+        payload: br#"{"id":"a","n":2}"#.as_slice().into(),
+        expected_revision: Some(expected),
+        msg_id: EventLog::new_msg_id(),
+    };
+
+    let mut past_junk = append(a);
+    instance
+        .shared
+        .expect_past_parked(&mut past_junk)
+        .await
+        .unwrap();
+    assert_eq!(past_junk.expected_revision, Some(junk));
+
+    // Through the write path: decided on `a`'s revision before the junk, the
+    // append conflicts once, then lands after the junk.
+    let events = EventLog::new(js.clone(), instance.shared.clone());
+    let written = events
+        .write("a", &TraceContext::new_root(), |_| Ok(Some(append(a))))
+        .await
+        .unwrap();
+    let Written::Appended(appended) = written else {
+        panic!("nothing written: {written:?}");
+    };
+    assert_eq!(appended.revision, junk + 1);
+    assert_eq!(instance.value("a"), Some(2));
+
+    // Junk again, after an applied event: an append decided before that event
+    // still conflicts (no lost update).
+    let junk_again = publish(&js, "events.item.a", b"\x00\xff").await;
+    state
+        .wait_for(junk_again, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut stale = append(a);
+    instance
+        .shared
+        .expect_past_parked(&mut stale)
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.expected_revision,
+        Some(a),
+        "not past the applied event"
+    );
+    let mut current = append(appended.revision);
+    instance
+        .shared
+        .expect_past_parked(&mut current)
+        .await
+        .unwrap();
+    assert_eq!(current.expected_revision, Some(junk_again));
 }

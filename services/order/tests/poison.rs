@@ -1,9 +1,11 @@
-//! Poison on every service's stream, through the whole shop: junk bytes, and a
-//! copy of a real event under another aggregate's subject, are published straight
-//! onto the PRODUCT, USER, PAYMENT, ORDER and NOTIFICATION streams. Every service
-//! keeps reading and writing (an order placed afterwards goes through all of
-//! them), parks and counts both events, dead-letters what its consumers cannot
-//! decode, and a new instance of each rebuilds its state past them.
+//! Poison on every service's stream, through the whole shop: junk bytes on the
+//! subject of an existing aggregate, and a copy of a real event under another
+//! aggregate's subject, are published straight onto the PRODUCT, USER, PAYMENT,
+//! ORDER and NOTIFICATION streams. Every service keeps reading and writing (an
+//! order placed afterwards goes through all of them, and cancelling the first
+//! order writes to the aggregates that got the junk), parks and counts both
+//! events, dead-letters what its consumers cannot decode, and a new instance of
+//! each rebuilds its state past them.
 
 mod common;
 
@@ -67,10 +69,12 @@ async fn parked(admin_addr: &str, reason: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// What was written after the poison, read back: a product, a login, an order,
-/// its payment and the buyer's notifications.
-async fn read_back(shop: &Shop, buyer: &str, order_id: &str) -> Value {
+/// What was written after the poison, read back: products, a login, the
+/// orders, the new order's payment and the buyer's notifications.
+async fn read_back(shop: &Shop, buyer: &str, order_id: &str, cancelled_id: &str) -> Value {
     let product = shop.req("product.get", json!({"id": "after"})).await;
+    let mug = shop.req("product.get", json!({"id": "mug"})).await;
+    let cancelled = shop.req("order.get", json!({"id": cancelled_id})).await;
     let login = shop
         .req(
             "user.login",
@@ -92,6 +96,8 @@ async fn read_back(shop: &Shop, buyer: &str, order_id: &str) -> Value {
     kinds.sort_by_key(|k| k.to_string());
     json!({
         "product": [product.error, product.body["stock"].clone()],
+        "mug": [mug.error, mug.body["stock"].clone()],
+        "cancelled": [cancelled.error, cancelled.body["status"].clone()],
         "login": [login.error, login.body["user"]["id"].clone()],
         "order": [order.error, order.body["status"].clone()],
         "payment": [payment.error, payment.body["status"].clone()],
@@ -121,8 +127,8 @@ async fn poison_on_every_stream_stops_nothing() {
         .await;
     assert_eq!(settled[&first_id]["status"], "confirmed");
 
-    // Junk, and a copy of the stream's first event under a subject naming
-    // another aggregate, on each stream.
+    // On each stream, junk on the subject of its first event's aggregate, and
+    // a copy of that event under a subject naming another aggregate.
     let mut junk_on_order = None;
     for (_, stream) in STREAMS {
         let original = first_message(&js, stream, ">").await;
@@ -131,10 +137,10 @@ async fn poison_on_every_stream_stops_nothing() {
             .rsplit_once('.')
             .map(|(prefix, _)| prefix.to_string())
             .unwrap();
-        let junk = publish(&js, format!("{prefix}.junk"), Bytes::from_static(JUNK)).await;
+        let junk = publish(&js, original.subject.to_string(), Bytes::from_static(JUNK)).await;
         publish(&js, format!("{prefix}.forged"), original.payload.clone()).await;
         if *stream == "ORDER" {
-            junk_on_order = Some((format!("{prefix}.junk"), junk));
+            junk_on_order = Some((original.subject.to_string(), junk));
         }
     }
 
@@ -145,30 +151,36 @@ async fn poison_on_every_stream_stops_nothing() {
     let order = shop
         .place(
             &bob,
-            json!([{"product_id": "after", "quantity": 2}]),
+            json!([{"product_id": "after", "quantity": 2}, {"product_id": "mug", "quantity": 1}]),
             "tok_ok",
             "bob-1",
         )
         .await;
     let order_id = order["id"].as_str().unwrap().to_string();
-    let settled = shop
-        .settle(std::slice::from_ref(&order_id), Duration::from_secs(20))
-        .await;
+    // Cancelling the first order writes the order, its payment (a refund) and
+    // the mug (a release): aggregates whose subjects got the junk.
+    let cancel = shop.req("order.cancel", json!({"id": first_id})).await;
+    assert!(cancel.is_ok(), "{:?}", cancel.error);
+    let ids = [order_id.clone(), first_id.clone()];
+    let settled = shop.settle(&ids, Duration::from_secs(30)).await;
     assert_eq!(settled[&order_id]["status"], "confirmed", "{settled:?}");
+    assert_eq!(settled[&first_id]["status"], "cancelled", "{settled:?}");
     assert_eq!(shop.stock("after").await, 3);
     let expected = json!({
         "product": [null, 3],
+        "mug": [null, 9],
+        "cancelled": [null, "cancelled"],
         "login": [null, bob],
         "order": [null, "confirmed"],
         "payment": [null, "captured"],
         "notifications": [null, ["order_confirmed", "welcome"]],
     });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut seen = read_back(&shop, &bob, &order_id).await;
+    let mut seen = read_back(&shop, &bob, &order_id, &first_id).await;
     // The confirmation e-mail follows the order's confirmation.
     while seen != expected && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        seen = read_back(&shop, &bob, &order_id).await;
+        seen = read_back(&shop, &bob, &order_id, &first_id).await;
     }
     assert_eq!(seen, expected);
 
@@ -227,7 +239,7 @@ async fn poison_on_every_stream_stops_nothing() {
     for process in &mut shop.processes[..old] {
         process.kill9().unwrap();
     }
-    assert_eq!(read_back(&shop, &bob, &order_id).await, expected);
+    assert_eq!(read_back(&shop, &bob, &order_id, &first_id).await, expected);
 
     // Parked once each, however many instances parked them.
     let mut parked_stream = js.get_stream("PARKED").await.unwrap();
