@@ -93,6 +93,14 @@ impl Instance {
         }
     }
 
+    /// Waits (at most 5 s) until the state has applied `revision`.
+    async fn caught_up(&self, revision: u64) -> Result<(), shop_nats::ServiceError> {
+        self.shared
+            .handle()
+            .wait_for(revision, Duration::from_secs(5))
+            .await
+    }
+
     fn value(&self, id: &str) -> Option<u64> {
         self.shared
             .store
@@ -110,6 +118,20 @@ impl Instance {
     }
 }
 
+/// A nats-server with the empty stream `ITEMS` on `events.item.>`.
+async fn items_stream() -> (NatsServer, jetstream::Context) {
+    let nats = NatsServer::start().await.unwrap();
+    let js = jetstream::new(nats.client().await.unwrap());
+    js.create_stream(stream::Config {
+        name: "ITEMS".into(),
+        subjects: vec!["events.item.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    (nats, js)
+}
+
 async fn publish(js: &jetstream::Context, subject: &str, payload: &'static [u8]) -> u64 {
     js.publish(subject.to_string(), payload.into())
         .await
@@ -121,32 +143,17 @@ async fn publish(js: &jetstream::Context, subject: &str, payload: &'static [u8])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_parked_once_and_skipped_by_every_instance() {
-    let nats = NatsServer::start().await.unwrap();
-    let js = jetstream::new(nats.client().await.unwrap());
-    js.create_stream(stream::Config {
-        name: "ITEMS".into(),
-        subjects: vec!["events.item.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (nats, js) = items_stream().await;
     publish(&js, "events.item.a", br#"{"id":"a","n":1}"#).await;
     let running = Instance::start(&nats, 0).await;
-    running
-        .shared
-        .handle()
-        .wait_for(1, Duration::from_secs(5))
-        .await
-        .unwrap();
+    running.caught_up(1).await.unwrap();
 
     // Junk, then a forged event for `a` under `b`'s subject, then a good one.
     let junk = publish(&js, "events.item.junk", b"\x00\xff not an item").await;
     let forged = publish(&js, "events.item.b", br#"{"id":"a","n":99}"#).await;
     let good = publish(&js, "events.item.c", br#"{"id":"c","n":3}"#).await;
     running
-        .shared
-        .handle()
-        .wait_for(good, Duration::from_secs(5))
+        .caught_up(good)
         .await
         .expect("the state moved past the poison");
     assert_eq!(
@@ -163,9 +170,7 @@ async fn poison_is_parked_once_and_skipped_by_every_instance() {
     // A new instance rebuilds from the stream's start, past the same events.
     let rebuilt = Instance::start(&nats, 0).await;
     rebuilt
-        .shared
-        .handle()
-        .wait_for(good, Duration::from_secs(5))
+        .caught_up(good)
         .await
         .expect("catch-up moved past the poison");
     assert_eq!(
@@ -210,25 +215,12 @@ async fn poison_is_parked_once_and_skipped_by_every_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_that_may_pass_is_retried_and_never_skipped() {
-    let nats = NatsServer::start().await.unwrap();
-    let js = jetstream::new(nats.client().await.unwrap());
-    js.create_stream(stream::Config {
-        name: "ITEMS".into(),
-        subjects: vec!["events.item.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (nats, js) = items_stream().await;
     let flaky = publish(&js, "events.item.flaky", br#"{"id":"flaky","n":7}"#).await;
 
     // Fails twice, then applies: within the actor's own retries.
     let retried = Instance::start(&nats, 2).await;
-    retried
-        .shared
-        .handle()
-        .wait_for(flaky, Duration::from_secs(5))
-        .await
-        .unwrap();
+    retried.caught_up(flaky).await.unwrap();
     assert_eq!(retried.value("flaky"), Some(7));
     assert!(!retried.actor.is_finished());
 
@@ -266,20 +258,11 @@ async fn a_failure_that_may_pass_is_retried_and_never_skipped() {
 /// an event that was applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_go_past_poison_on_their_subject_but_not_past_events() {
-    let nats = NatsServer::start().await.unwrap();
-    let js = jetstream::new(nats.client().await.unwrap());
-    js.create_stream(stream::Config {
-        name: "ITEMS".into(),
-        subjects: vec!["events.item.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (nats, js) = items_stream().await;
     let a = publish(&js, "events.item.a", br#"{"id":"a","n":1}"#).await;
     let junk = publish(&js, "events.item.a", b"\x00\xff not an item").await;
     let instance = Instance::start(&nats, 0).await;
-    let state = instance.shared.handle();
-    state.wait_for(junk, Duration::from_secs(5)).await.unwrap();
+    instance.caught_up(junk).await.unwrap();
     let append = |expected: u64| Append {
         subject: "events.item.a".into(),
         event_type: "item",
@@ -288,13 +271,15 @@ async fn writes_go_past_poison_on_their_subject_but_not_past_events() {
         msg_id: EventLog::new_msg_id(),
     };
 
-    let mut past_junk = append(a);
-    instance
-        .shared
-        .expect_past_parked(&mut past_junk)
-        .await
-        .unwrap();
-    assert_eq!(past_junk.expected_revision, Some(junk));
+    // The revision an append decided on `decided` is sent with.
+    let sent_with = |decided: u64| {
+        let (shared, mut append) = (instance.shared.clone(), append(decided));
+        async move {
+            shared.expect_past_parked(&mut append).await.unwrap();
+            append.expected_revision
+        }
+    };
+    assert_eq!(sent_with(a).await, Some(junk));
 
     // Through the write path: decided on `a`'s revision before the junk, the
     // append conflicts once, then lands after the junk.
@@ -312,26 +297,7 @@ async fn writes_go_past_poison_on_their_subject_but_not_past_events() {
     // Junk again, after an applied event: an append decided before that event
     // still conflicts (no lost update).
     let junk_again = publish(&js, "events.item.a", b"\x00\xff").await;
-    state
-        .wait_for(junk_again, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let mut stale = append(a);
-    instance
-        .shared
-        .expect_past_parked(&mut stale)
-        .await
-        .unwrap();
-    assert_eq!(
-        stale.expected_revision,
-        Some(a),
-        "not past the applied event"
-    );
-    let mut current = append(appended.revision);
-    instance
-        .shared
-        .expect_past_parked(&mut current)
-        .await
-        .unwrap();
-    assert_eq!(current.expected_revision, Some(junk_again));
+    instance.caught_up(junk_again).await.unwrap();
+    assert_eq!(sent_with(a).await, Some(a), "not past the applied event");
+    assert_eq!(sent_with(appended.revision).await, Some(junk_again));
 }

@@ -211,13 +211,27 @@ mod tests {
         b.record(permit.probe, Outcome::Failure, now);
     }
 
+    /// As many failures at `now` as open the circuit.
+    fn open_at(b: &Arc<CircuitBreaker>, now: Instant) {
+        for _ in 0..b.config.failure_threshold {
+            fail_at(b, now);
+        }
+    }
+
+    /// At `at` a probe gets through (not wedged), and its success closes the circuit.
+    fn probe_closes(b: &Arc<CircuitBreaker>, at: Instant) {
+        let probe = b.try_acquire_at(at).expect("a probe");
+        assert!(probe.is_probe());
+        probe.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(!b.try_acquire_at(at).expect("closed").is_probe());
+    }
+
     #[test]
     fn opens_after_threshold_and_fails_fast() {
         let b = breaker(Duration::from_secs(10));
         let t0 = Instant::now();
-        for _ in 0..3 {
-            fail_at(&b, t0);
-        }
+        open_at(&b, t0);
         assert_eq!(b.state(), BreakerState::Open);
         let retry_after = b.try_acquire_at(t0 + Duration::from_secs(4)).unwrap_err();
         assert_eq!(retry_after, Duration::from_secs(6));
@@ -239,9 +253,7 @@ mod tests {
     fn half_open_lets_one_probe_through() {
         let b = breaker(Duration::from_secs(10));
         let t0 = Instant::now();
-        for _ in 0..3 {
-            fail_at(&b, t0);
-        }
+        open_at(&b, t0);
         let later = t0 + Duration::from_secs(11);
         let probe = b.try_acquire_at(later).expect("probe allowed");
         assert!(probe.is_probe());
@@ -257,25 +269,17 @@ mod tests {
             "re-opened"
         );
         let much_later = Instant::now() + Duration::from_secs(11);
-        b.try_acquire_at(much_later).expect("probe").success();
-        assert_eq!(b.state(), BreakerState::Closed);
-        assert!(!b.try_acquire_at(much_later).unwrap().is_probe());
+        probe_closes(&b, much_later);
     }
 
     #[test]
     fn a_dropped_probe_frees_its_slot_and_counts_as_failed() {
         let b = breaker(Duration::from_millis(1));
         let t0 = Instant::now();
-        for _ in 0..3 {
-            fail_at(&b, t0);
-        }
+        open_at(&b, t0);
         let probe = b.try_acquire_at(t0 + Duration::from_secs(1)).unwrap();
         drop(probe);
-        let after = Instant::now() + Duration::from_secs(1);
-        let next = b.try_acquire_at(after).expect("not wedged: a new probe");
-        assert!(next.is_probe());
-        next.success();
-        assert_eq!(b.state(), BreakerState::Closed);
+        probe_closes(&b, Instant::now() + Duration::from_secs(1));
     }
 
     #[test]
@@ -286,15 +290,10 @@ mod tests {
             b.try_acquire_at(t0).unwrap().inconclusive();
         }
         assert_eq!(b.state(), BreakerState::Closed);
-        for _ in 0..3 {
-            fail_at(&b, t0);
-        }
+        open_at(&b, t0);
         let later = t0 + Duration::from_secs(1);
         b.try_acquire_at(later).unwrap().inconclusive();
-        let probe = b.try_acquire_at(later).expect("slot freed at once");
-        assert!(probe.is_probe());
-        probe.success();
-        assert_eq!(b.state(), BreakerState::Closed);
+        probe_closes(&b, later);
     }
 
     #[test]
@@ -302,9 +301,7 @@ mod tests {
         let b = breaker(Duration::from_millis(1));
         let t0 = Instant::now();
         let stale = b.try_acquire_at(t0).unwrap();
-        for _ in 0..3 {
-            fail_at(&b, t0);
-        }
+        open_at(&b, t0);
         let later = t0 + Duration::from_secs(1);
         let probe = b.try_acquire_at(later).unwrap();
         stale.failure();
@@ -320,9 +317,7 @@ mod tests {
         const CALLERS: usize = 64;
         let open_for = Duration::from_millis(20);
         let b = breaker(open_for);
-        for _ in 0..3 {
-            fail_at(&b, Instant::now());
-        }
+        open_at(&b, Instant::now());
         for round in 0..5 {
             tokio::time::sleep(open_for).await;
             assert_eq!(b.state(), BreakerState::HalfOpen, "round {round}");

@@ -44,6 +44,22 @@ async fn call(client: &ServiceClient, subject: &str) -> Result<serde_json::Value
     client.call(subject, &json!({}), options, None).await
 }
 
+/// A caller as services connect (reconnecting forever), whose breakers open
+/// after two failures and stay open a minute.
+async fn reconnecting_caller(nats: &NatsServer) -> (shop_nats::Connection, ServiceClient) {
+    let connection = shop_nats::connect(&NatsConfig::with_url(nats.url()), "caller")
+        .await
+        .unwrap();
+    let client = ServiceClient::with_breaker_config(
+        connection.client.clone(),
+        BreakerConfig {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(60),
+        },
+    );
+    (connection, client)
+}
+
 /// Waits (at most 5 s) until `breaker` is in `state`.
 async fn until_state(breaker: &CircuitBreaker, state: BreakerState) {
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -134,16 +150,7 @@ async fn racing_callers_at_half_open_send_one_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_restart_does_not_open_the_breaker() {
     let mut nats = NatsServer::start().await.unwrap();
-    let connection = shop_nats::connect(&NatsConfig::with_url(nats.url()), "caller")
-        .await
-        .unwrap();
-    let client = ServiceClient::with_breaker_config(
-        connection.client.clone(),
-        BreakerConfig {
-            failure_threshold: 2,
-            open_for: Duration::from_secs(60),
-        },
-    );
+    let (connection, client) = reconnecting_caller(&nats).await;
     let breaker = client.breaker("svc");
     let service = nats.client().await.unwrap();
     let responding = responder(&service, "svc.get", Duration::ZERO).await;
@@ -202,16 +209,7 @@ async fn a_nats_server_restart_does_not_open_the_breaker() {
 #[tokio::test]
 async fn no_responders_without_a_reconnect_opens_the_breaker() {
     let nats = NatsServer::start().await.unwrap();
-    let connection = shop_nats::connect(&NatsConfig::with_url(nats.url()), "caller")
-        .await
-        .unwrap();
-    let client = ServiceClient::with_breaker_config(
-        connection.client.clone(),
-        BreakerConfig {
-            failure_threshold: 2,
-            open_for: Duration::from_secs(60),
-        },
-    );
+    let (_connection, client) = reconnecting_caller(&nats).await;
     for _ in 0..2 {
         call(&client, "svc.get").await.unwrap_err();
     }
