@@ -119,7 +119,10 @@ impl Link {
     /// The connect count now, noting a reconnect the first time it is seen.
     fn observe(&self) -> u64 {
         let connects = self.stats.connects.load(Ordering::Relaxed);
-        if self.seen.swap(connects, Ordering::Relaxed) != connects {
+        // Loads only on every call; a write only when the count changed.
+        if self.seen.load(Ordering::Relaxed) != connects
+            && self.seen.swap(connects, Ordering::Relaxed) != connects
+        {
             *self
                 .reconnected_at
                 .lock()
