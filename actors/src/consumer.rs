@@ -3,9 +3,10 @@
 //!
 //! An event is acknowledged only after its handler returned `Ok`, that is after
 //! the handler stored its effect; while the handler runs, the server is told
-//! every third of the ack wait that the event is still in hand. A transient failure is redelivered after a
-//! backoff; a permanent failure, or a transient one on the last attempt, moves
-//! the event to the `DEADLETTER` stream with the reason, and is counted.
+//! every third of the ack wait that the event is still in hand. A transient
+//! failure is redelivered after a backoff; a permanent failure (an event that
+//! cannot be decoded is one), or a transient one on the last attempt, moves the
+//! event to the `DEADLETTER` stream with the reason, and is counted.
 //!
 //! Each event is handled inside its trace (from the event's `traceparent`): log
 //! records carry its id, and with spans on (`shop_nats::otel`) a consumer span
