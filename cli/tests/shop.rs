@@ -5,8 +5,8 @@ use std::{process::Command, sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures::{future::BoxFuture, FutureExt, StreamExt};
 use shop_actors::{
-    EndpointSpec, Handler, HandlerResult, Projection, Request, RuntimeConfig, ServiceSpec,
-    StoredEvent, Wiring,
+    ApplyError, EndpointSpec, Handler, HandlerResult, Projection, Request, RuntimeConfig,
+    ServiceSpec, StoredEvent, Wiring,
 };
 use shop_nats::{
     discovery::{Registry, RegistryEvent},
@@ -16,7 +16,7 @@ use testkit::NatsServer;
 
 struct NoProjection;
 impl Projection for NoProjection {
-    fn apply(&self, _: &StoredEvent<'_>, _: &mut sled::Batch) -> Result<(), String> {
+    fn apply(&self, _: &StoredEvent<'_>, _: &mut sled::Batch) -> Result<(), ApplyError> {
         Ok(())
     }
 }
