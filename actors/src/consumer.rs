@@ -2,9 +2,11 @@
 //! this one) publish, shared by every instance of the service.
 //!
 //! An event is acknowledged only after its handler returned `Ok`, that is after
-//! the handler stored its effect. A transient failure is redelivered after a
-//! backoff; a permanent failure, or a transient one on the last attempt, moves
-//! the event to the `DEADLETTER` stream with the reason, and is counted.
+//! the handler stored its effect; while the handler runs, the server is told
+//! every third of the ack wait that the event is still in hand. A transient
+//! failure is redelivered after a backoff; a permanent failure (an event that
+//! cannot be decoded is one), or a transient one on the last attempt, moves the
+//! event to the `DEADLETTER` stream with the reason, and is counted.
 //!
 //! Each event is handled inside its trace (from the event's `traceparent`): log
 //! records carry its id, and with spans on (`shop_nats::otel`) a consumer span
@@ -27,7 +29,7 @@ use shop_nats::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, parking::SetAside};
 
 /// Stream that keeps every dead-lettered event, on `deadletter.<durable>`.
 pub const DEADLETTER_STREAM: &str = "DEADLETTER";
@@ -47,8 +49,9 @@ pub struct ConsumerSpec {
     pub backoff: Vec<Duration>,
     /// Events handled at once by one instance.
     pub concurrency: usize,
-    /// How long an event may be in hand before the server redelivers it
-    /// (to another instance if this one died).
+    /// How long an event may go without word from its instance before the
+    /// server redelivers it (to another instance if this one died). A running
+    /// handler sends progress every third of it, however long it takes.
     pub ack_wait: Duration,
     pub handler: Arc<dyn EventHandler>,
 }
@@ -325,16 +328,17 @@ async fn handle(
 ) {
     let spec = &shared.spec;
     let delivered = event.delivered;
-    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+    let work = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
         spec.handler.clone().handle(event.clone()),
-    ))
-    .await
-    .unwrap_or_else(|panic| {
-        Err(HandleError::Transient(format!(
-            "handler panicked: {}",
-            crate::responder::panic_message(&*panic)
-        )))
-    });
+    ));
+    let outcome = keep_lease(&message, spec.ack_wait, work)
+        .await
+        .unwrap_or_else(|panic| {
+            Err(HandleError::Transient(format!(
+                "handler panicked: {}",
+                crate::responder::panic_message(&*panic)
+            )))
+        });
     if let (Some(span), Err(failure)) = (span, &outcome) {
         span.set_failed(&failure.to_string());
     }
@@ -388,6 +392,32 @@ async fn handle(
     }
 }
 
+/// Runs `work` while telling the server, every third of `ack_wait`, that the
+/// event is still in hand (`AckKind::Progress`), so a handler that takes longer
+/// than the ack wait keeps its delivery instead of the server handing the event
+/// to another instance while it still runs.
+async fn keep_lease<F: std::future::Future>(
+    message: &jetstream::Message,
+    ack_wait: Duration,
+    work: F,
+) -> F::Output {
+    let every = (ack_wait / 3).max(Duration::from_millis(10));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!(subject = %message.subject, error = %e, "progress ack failed");
+                }
+            }
+        }
+    }
+}
+
 /// How far a durable consumer is behind its stream, as the server sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerLag {
@@ -425,17 +455,14 @@ async fn dead_letter(
     event: &ConsumedEvent,
     reason: &str,
 ) -> Result<(), String> {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        DEADLETTER_REASON_HEADER,
-        reason.replace(['\r', '\n'], " ").as_str(),
-    );
-    headers.insert("Shop-Original-Subject", event.subject.as_str());
-    headers.insert("Shop-Original-Stream", event.stream.as_str());
-    headers.insert(
-        "Shop-Original-Sequence",
-        event.stream_sequence.to_string().as_str(),
-    );
+    let mut headers = SetAside {
+        subject: &event.subject,
+        stream: &event.stream,
+        sequence: event.stream_sequence,
+        headers: event.headers.as_ref(),
+        reason,
+    }
+    .headers(DEADLETTER_REASON_HEADER);
     headers.insert("Shop-Deliveries", event.delivered.to_string().as_str());
     headers.insert(
         "Nats-Msg-Id",

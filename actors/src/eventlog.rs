@@ -169,13 +169,18 @@ impl EventLog {
         F: FnMut(&StateHandle) -> Result<Option<Append>, ServiceError>,
     {
         let _guard = self.stripe(aggregate).lock().await;
+        let mut conflicted = false;
         for attempt in 0..MAX_ATTEMPTS {
-            let Some(append) = decide(&self.state)? else {
+            let Some(mut append) = decide(&self.state)? else {
                 return Ok(Written::Unchanged);
             };
+            if conflicted {
+                self.shared.expect_past_parked(&mut append).await?;
+            }
             match self.append(&append, trace).await {
                 Ok(appended) => return Ok(Written::Appended(appended)),
                 Err(AppendError::Conflict) => {
+                    conflicted = true;
                     tracing::debug!(aggregate, attempt, "write conflict; catching up");
                     self.catch_up().await?;
                     let jitter = rand::rng().random_range(0..=(1u64 << attempt.min(4)));

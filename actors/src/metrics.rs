@@ -21,6 +21,7 @@ pub struct Metrics {
     pub state_applied_revision: IntGauge,
     pub state_lag: IntGauge,
     pub state_events_applied: IntCounter,
+    pub state_events_parked: IntCounterVec,
     pub events_consumed: IntCounterVec,
     pub dead_letters: IntCounterVec,
 }
@@ -96,6 +97,13 @@ impl Metrics {
             "state_events_applied_total",
             "Stream events applied to the local store since start",
         )?;
+        let state_events_parked = IntCounterVec::new(
+            Opts::new(
+                "state_events_parked_total",
+                "Stream events the local store could not apply, parked and skipped, per reason (undecodable, wrong_aggregate, invalid)",
+            ),
+            &["reason"],
+        )?;
         let events_consumed = IntCounterVec::new(
             Opts::new("events_consumed_total", "Events handled by durable consumers, per consumer and outcome (ok, retry, dead_letter)"),
             &["consumer", "outcome"],
@@ -120,6 +128,7 @@ impl Metrics {
         registry.register(Box::new(state_applied_revision.clone()))?;
         registry.register(Box::new(state_lag.clone()))?;
         registry.register(Box::new(state_events_applied.clone()))?;
+        registry.register(Box::new(state_events_parked.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -133,6 +142,7 @@ impl Metrics {
             state_applied_revision,
             state_lag,
             state_events_applied,
+            state_events_parked,
             events_consumed,
             dead_letters,
         })

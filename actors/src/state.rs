@@ -3,6 +3,14 @@
 //! Each batch of events and the stream sequence it reaches (the checkpoint) are
 //! written in one sled batch, so a restart resumes exactly after the last
 //! applied event and a new instance rebuilds its state from the stream.
+//!
+//! An event the projection can never apply (undecodable, naming another
+//! aggregate than its subject, making the projection panic) does not stop the
+//! state: it is parked in the `PARKED` stream with the reason
+//! ([`crate::parking`]), counted in `shop_state_events_parked_total{reason}`,
+//! logged, and skipped; the checkpoint moves past it, so writes waiting for their
+//! own later event are not held up. A failure that may pass (writing to sled) is
+//! retried a few times; then the actor fails and its supervisor restarts it.
 
 use std::{
     sync::{
@@ -13,22 +21,34 @@ use std::{
 };
 
 use async_nats::{
-    jetstream::{self, consumer::DeliverPolicy},
+    jetstream::{self, consumer::DeliverPolicy, stream::RawMessageErrorKind},
     HeaderMap,
 };
 use futures::{FutureExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::de::DeserializeOwned;
 use shop_nats::ServiceError;
-use tokio::sync::watch;
+use tokio::sync::{watch, OnceCell};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    eventlog::Append,
     metrics::Metrics,
+    parking::{self, SetAside},
     store::{encode_u64, Store, CHECKPOINT_KEY},
 };
 
 /// Events applied in one sled batch at most.
 const MAX_BATCH: usize = 512;
+/// Tries of a batch that fails in a way that may pass, before the actor fails.
+const TRANSIENT_TRIES: u32 = 3;
+/// Reserved keys of the events this store parked: the prefix, then the stream
+/// sequence (8 bytes, big-endian); the value is the reason's metric label.
+const PARKED_KEY_PREFIX: &[u8] = b"\0parked/";
+
+fn parked_key(sequence: u64) -> Vec<u8> {
+    [PARKED_KEY_PREFIX, &encode_u64(sequence)].concat()
+}
 
 /// One event read from the stream.
 pub struct StoredEvent<'a> {
@@ -39,11 +59,85 @@ pub struct StoredEvent<'a> {
     pub payload: &'a [u8],
 }
 
+impl StoredEvent<'_> {
+    /// The JSON payload as `T`. A payload that is not one is undecodable; the
+    /// reason says where decoding stopped, never what the payload holds.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ApplyError> {
+        serde_json::from_slice(self.payload).map_err(|e| {
+            let kind = match e.classify() {
+                serde_json::error::Category::Io => "i/o",
+                serde_json::error::Category::Syntax => "syntax",
+                serde_json::error::Category::Data => "data",
+                serde_json::error::Category::Eof => "truncated",
+            };
+            let what = std::any::type_name::<T>();
+            let what = what.rsplit("::").next().unwrap_or(what);
+            ApplyError::Undecodable(format!(
+                "not a {what}: {kind} error at line {} column {}",
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+
+    /// Refuses an event whose body names aggregate `id` while its subject's last
+    /// token (the aggregate the stream keeps it under) names another.
+    pub fn check_aggregate(&self, id: &str) -> Result<(), ApplyError> {
+        let subject_id = self.subject.rsplit('.').next().unwrap_or(self.subject);
+        if subject_id == id {
+            Ok(())
+        } else {
+            Err(ApplyError::WrongAggregate(format!(
+                "the event names {id} but its subject {} names {subject_id}",
+                self.subject
+            )))
+        }
+    }
+}
+
+/// Why an event could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// The payload is not an event of this stream: parked at once.
+    Undecodable(String),
+    /// The body names another aggregate than the subject: parked at once.
+    WrongAggregate(String),
+    /// Can never be applied for another reason: parked at once.
+    Invalid(String),
+    /// May pass later (e.g. a store error): retried, then the state actor fails.
+    Transient(String),
+}
+
+impl ApplyError {
+    /// The `reason` label of `shop_state_events_parked_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            ApplyError::Undecodable(_) => "undecodable",
+            ApplyError::WrongAggregate(_) => "wrong_aggregate",
+            ApplyError::Invalid(_) => "invalid",
+            ApplyError::Transient(_) => "transient",
+        }
+    }
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Undecodable(reason) => write!(f, "undecodable: {reason}"),
+            ApplyError::WrongAggregate(reason) => write!(f, "wrong aggregate: {reason}"),
+            ApplyError::Invalid(reason) | ApplyError::Transient(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// How a service's events become local state. Events are self-contained (they
 /// carry the resulting state), so `apply` only writes: it never reads the store,
 /// which lets many events share one batch.
+///
+/// `apply` decodes with [`StoredEvent::decode`] and checks the aggregate with
+/// [`StoredEvent::check_aggregate`] before writing anything.
 pub trait Projection: Send + Sync + 'static {
-    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), String>;
+    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), ApplyError>;
 }
 
 /// Read access to the local state and how far it has caught up.
@@ -108,6 +202,8 @@ pub struct StateShared {
     flushed: AtomicU64,
     flush_needed: tokio::sync::Notify,
     lag: Arc<AtomicU64>,
+    /// Set once the `PARKED` stream is known to exist.
+    parked_stream: OnceCell<()>,
     pub stop: CancellationToken,
 }
 
@@ -134,6 +230,7 @@ impl StateShared {
             flushed: AtomicU64::new(checkpoint),
             flush_needed: tokio::sync::Notify::new(),
             lag: Arc::default(),
+            parked_stream: OnceCell::new(),
             stop: CancellationToken::new(),
         }))
     }
@@ -169,6 +266,59 @@ impl StateShared {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether this store parked (skipped) the event at `sequence`.
+    pub fn parked(&self, sequence: u64) -> Result<bool, ServiceError> {
+        self.store
+            .tree()
+            .contains_key(parked_key(sequence))
+            .map_err(|e| ServiceError::internal(format!("reading local store: {e}")))
+    }
+
+    /// After an append to `append.subject` conflicted: when every event stored
+    /// on that subject after the expected revision is one this instance parked
+    /// (they changed nothing), expects the last of them instead. Without this,
+    /// poison on an aggregate's subject would make every later write to that
+    /// aggregate conflict. The local state must have caught up first.
+    pub async fn expect_past_parked(&self, append: &mut Append) -> Result<(), ServiceError> {
+        let Some(expected) = append.expected_revision else {
+            return Ok(());
+        };
+        let parked_any = self
+            .store
+            .tree()
+            .scan_prefix(PARKED_KEY_PREFIX)
+            .next()
+            .is_some();
+        if !parked_any {
+            return Ok(());
+        }
+        let unavailable = |e: &dyn std::fmt::Display| {
+            ServiceError::unavailable(format!("reading stream {}: {e}", self.stream))
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut past = expected;
+        loop {
+            match stream
+                .get_first_raw_message_by_subject(&append.subject, past + 1)
+                .await
+            {
+                Ok(message) if self.parked(message.sequence)? => past = message.sequence,
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+        if past != expected {
+            tracing::info!(subject = %append.subject, expected, past, "expecting past events parked on the subject");
+            append.expected_revision = Some(past);
+        }
+        Ok(())
     }
 
     /// The stream's last sequence, from the server.
@@ -303,45 +453,61 @@ impl Actor for StateActor {
                     _ => break,
                 }
             }
-            apply_batch(&shared, &batch_messages)?;
+            apply_batch(&shared, &batch_messages).await?;
         }
         myself.stop(Some("stopped".to_string()));
         Ok(())
     }
 }
 
-fn apply_batch(
+async fn apply_batch(
     shared: &StateShared,
     messages: &[jetstream::Message],
 ) -> Result<(), ActorProcessingErr> {
-    let mut batch = sled::Batch::default();
-    let mut last_sequence = 0;
+    let mut events = Vec::with_capacity(messages.len());
     let mut pending = 0;
     for message in messages {
         let info = message
             .info()
             .map_err(|e| format!("reading stream message metadata: {e}"))?;
-        let event = StoredEvent {
+        pending = info.pending;
+        events.push(StoredEvent {
             sequence: info.stream_sequence,
             subject: message.subject.as_str(),
             headers: message.headers.as_ref(),
             payload: &message.payload,
-        };
-        shared.projection.apply(&event, &mut batch).map_err(|e| {
-            format!(
-                "applying event {} ({}) from {}: {e}",
-                info.stream_sequence, message.subject, shared.stream
-            )
-        })?;
-        last_sequence = info.stream_sequence;
-        pending = info.pending;
+        });
     }
-    batch.insert(CHECKPOINT_KEY, &encode_u64(last_sequence));
-    shared
-        .store
-        .tree()
-        .apply_batch(batch)
-        .map_err(|e| format!("writing events up to {last_sequence} to sled: {e}"))?;
+    let Some(last_sequence) = events.last().map(|e| e.sequence) else {
+        return Ok(());
+    };
+    let mut tries = 0;
+    let mut parked = false;
+    let poison = loop {
+        tries += 1;
+        let failure = match project(shared.projection.as_ref(), &events) {
+            Ok((mut batch, poison)) => {
+                for (event, why) in &poison {
+                    if !parked {
+                        park(shared, event, why).await;
+                    }
+                    batch.insert(parked_key(event.sequence), why.label());
+                }
+                parked = true;
+                batch.insert(CHECKPOINT_KEY, &encode_u64(last_sequence));
+                match shared.store.tree().apply_batch(batch) {
+                    Ok(()) => break poison,
+                    Err(e) => format!("writing events up to {last_sequence} to sled: {e}"),
+                }
+            }
+            Err(reason) => reason,
+        };
+        if tries >= TRANSIENT_TRIES {
+            return Err(format!("{failure} (tried {tries} times)").into());
+        }
+        tracing::warn!(stream = %shared.stream, last_sequence, attempt = tries, error = %failure, "applying events failed; retrying");
+        tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+    };
     shared.applied_tx.send_replace(last_sequence);
     shared.lag.store(pending, Ordering::Relaxed);
     shared
@@ -352,7 +518,223 @@ fn apply_batch(
     shared
         .metrics
         .state_events_applied
-        .inc_by(messages.len() as u64);
+        .inc_by((events.len() - poison.len()) as u64);
     shared.flush_needed.notify_one();
     Ok(())
+}
+
+/// Events left out of a batch, with why.
+type Poison<'e> = Vec<(&'e StoredEvent<'e>, ApplyError)>;
+
+/// Applies `events` to a new batch, leaving out those that can never be
+/// applied; returns the batch and the left-out events. `Err` is a failure that
+/// may pass on a retry.
+fn project<'e>(
+    projection: &dyn Projection,
+    events: &'e [StoredEvent<'e>],
+) -> Result<(sled::Batch, Poison<'e>), String> {
+    let mut batch = sled::Batch::default();
+    let mut poison = Vec::new();
+    for event in events {
+        match apply_one(projection, event, &mut batch) {
+            Ok(()) => {}
+            Err(ApplyError::Transient(reason)) => {
+                return Err(format!(
+                    "applying event {} ({}): {reason}",
+                    event.sequence, event.subject
+                ))
+            }
+            Err(why) => poison.push((event, why)),
+        }
+    }
+    if poison.is_empty() {
+        return Ok((batch, poison));
+    }
+    // A refused event may have written part of itself: build the batch again
+    // from the others alone.
+    let mut clean = sled::Batch::default();
+    for event in events {
+        if poison.iter().all(|(p, _)| p.sequence != event.sequence) {
+            apply_one(projection, event, &mut clean).map_err(|e| {
+                format!(
+                    "applying event {} ({}) again: {e}",
+                    event.sequence, event.subject
+                )
+            })?;
+        }
+    }
+    Ok((clean, poison))
+}
+
+/// The projection's `apply`, with a panic turned into a refusal of the event.
+fn apply_one(
+    projection: &dyn Projection,
+    event: &StoredEvent<'_>,
+    batch: &mut sled::Batch,
+) -> Result<(), ApplyError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        projection.apply(event, batch)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(ApplyError::Invalid(format!(
+            "the projection panicked: {}",
+            crate::responder::panic_message(&*panic)
+        )))
+    })
+}
+
+/// Parks an event the projection refused, counts and logs it. Storing the
+/// parked copy is best effort: the event stays in its own stream at its
+/// sequence, and the log line says where, so it is never lost.
+async fn park(shared: &StateShared, event: &StoredEvent<'_>, why: &ApplyError) {
+    let reason = why.to_string();
+    shared
+        .metrics
+        .state_events_parked
+        .with_label_values(&[why.label()])
+        .inc();
+    let subject = parking::parked_subject(shared.store.service(), &shared.stream, event.sequence);
+    let set_aside = SetAside {
+        subject: event.subject,
+        stream: &shared.stream,
+        sequence: event.sequence,
+        headers: event.headers,
+        reason: &reason,
+    };
+    let stored = match shared
+        .parked_stream
+        .get_or_try_init(|| parking::ensure_parked_stream(&shared.js, &shared.stream))
+        .await
+    {
+        Ok(()) => {
+            let payload = bytes::Bytes::copy_from_slice(event.payload);
+            parking::park(&shared.js, subject.clone(), &set_aside, payload).await
+        }
+        Err(e) => Err(e),
+    };
+    match stored {
+        Ok(()) => tracing::error!(
+            stream = %shared.stream,
+            sequence = event.sequence,
+            subject = event.subject,
+            reason,
+            parked_as = subject,
+            "event cannot be applied: parked and skipped"
+        ),
+        Err(e) => tracing::error!(
+            stream = %shared.stream,
+            sequence = event.sequence,
+            subject = event.subject,
+            reason,
+            error = %e,
+            "event cannot be applied: skipped, and parking it failed (it stays in its stream)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stores `{"id": ..., "n": ...}` under its id; panics on the id "boom".
+    struct Items;
+
+    #[derive(serde::Deserialize)]
+    struct Item {
+        id: String,
+        n: u64,
+    }
+
+    impl Projection for Items {
+        fn apply(
+            &self,
+            event: &StoredEvent<'_>,
+            batch: &mut sled::Batch,
+        ) -> Result<(), ApplyError> {
+            let item: Item = event.decode()?;
+            // A write before the checks: a refused event must leave no trace.
+            batch.insert(format!("seen/{}", event.sequence).as_bytes(), b"1");
+            event.check_aggregate(&item.id)?;
+            assert_ne!(item.id, "boom", "the projection cannot handle boom");
+            batch.insert(item.id.as_bytes(), &item.n.to_be_bytes());
+            Ok(())
+        }
+    }
+
+    fn event<'a>(sequence: u64, subject: &'a str, payload: &'a [u8]) -> StoredEvent<'a> {
+        StoredEvent {
+            sequence,
+            subject,
+            headers: None,
+            payload,
+        }
+    }
+
+    #[test]
+    fn poison_is_left_out_of_the_batch_and_the_rest_applied() {
+        let events = [
+            event(1, "events.item.a", br#"{"id":"a","n":1}"#),
+            event(2, "events.item.junk", b"\x00\xffnot json"),
+            event(3, "events.item.b", br#"{"id":"a","n":99}"#),
+            event(4, "events.item.boom", br#"{"id":"boom","n":4}"#),
+            event(5, "events.item.c", br#"{"id":"c","n":5}"#),
+        ];
+        let (batch, poison) = project(&Items, &events).unwrap();
+        let labels: Vec<_> = poison
+            .iter()
+            .map(|(e, why)| (e.sequence, why.label()))
+            .collect();
+        assert_eq!(
+            labels,
+            [(2, "undecodable"), (3, "wrong_aggregate"), (4, "invalid")]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("items").unwrap();
+        tree.apply_batch(batch).unwrap();
+        let n = |key: &str| tree.get(key).unwrap().map(|v| v.to_vec());
+        assert_eq!(
+            n("a"),
+            Some(1u64.to_be_bytes().to_vec()),
+            "not overwritten by the forged event"
+        );
+        assert_eq!(n("c"), Some(5u64.to_be_bytes().to_vec()));
+        assert_eq!(n("seen/1"), Some(b"1".to_vec()));
+        for refused in ["seen/3", "seen/4", "boom"] {
+            assert_eq!(n(refused), None, "{refused}: a refused event wrote nothing");
+        }
+    }
+
+    #[test]
+    fn reasons_never_quote_the_payload() {
+        let payload = br#"{"id":"a","n":"hunter2-secret"}"#;
+        let why = event(1, "events.item.a", payload)
+            .decode::<Item>()
+            .map(|_| ())
+            .unwrap_err();
+        let text = why.to_string();
+        assert!(
+            text.starts_with("undecodable: not a Item: data error at line 1"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        let forged = event(2, "events.item.b", br#"{"id":"a","n":1}"#);
+        assert_eq!(
+            forged.check_aggregate("a").unwrap_err().to_string(),
+            "wrong aggregate: the event names a but its subject events.item.b names b"
+        );
+    }
+
+    struct Failing;
+    impl Projection for Failing {
+        fn apply(&self, _: &StoredEvent<'_>, _: &mut sled::Batch) -> Result<(), ApplyError> {
+            Err(ApplyError::Transient("disk on fire".into()))
+        }
+    }
+
+    #[test]
+    fn a_transient_failure_is_not_poison() {
+        let events = [event(7, "events.item.a", br#"{"id":"a","n":1}"#)];
+        let failure = project(&Failing, &events).map(|_| ()).unwrap_err();
+        assert_eq!(failure, "applying event 7 (events.item.a): disk on fire");
+    }
 }

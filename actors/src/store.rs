@@ -13,6 +13,7 @@ pub const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    service: std::sync::Arc<str>,
 }
 
 impl Store {
@@ -34,11 +35,20 @@ impl Store {
         let tree = db
             .open_tree(service)
             .with_context(|| format!("opening tree {service} in {}", path.display()))?;
-        Ok(Self { db, tree })
+        Ok(Self {
+            db,
+            tree,
+            service: service.into(),
+        })
     }
 
     pub fn tree(&self) -> &sled::Tree {
         &self.tree
+    }
+
+    /// The service this store belongs to.
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     /// The last stream sequence applied to this store (0 when new).

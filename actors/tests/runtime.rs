@@ -17,7 +17,7 @@ use shop_actors::{
     metrics::Metrics,
     read,
     supervisor::{ChildSpec, RestartPolicy, ServiceSupervisor, SupervisorArgs, SupervisorMsg},
-    write, Access, Declaration, Empty, HandlerResult, Projection, Request, RequestBody,
+    write, Access, ApplyError, Declaration, Empty, HandlerResult, Projection, Request, RequestBody,
     RuntimeConfig, StoredEvent,
 };
 use shop_nats::discovery::{Registry, RegistryEvent};
@@ -25,7 +25,7 @@ use testkit::{request_json, NatsServer};
 
 struct NoProjection;
 impl Projection for NoProjection {
-    fn apply(&self, _event: &StoredEvent<'_>, _batch: &mut sled::Batch) -> Result<(), String> {
+    fn apply(&self, _event: &StoredEvent<'_>, _batch: &mut sled::Batch) -> Result<(), ApplyError> {
         Ok(())
     }
 }

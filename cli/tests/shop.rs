@@ -5,8 +5,8 @@ use std::{process::Command, time::Duration};
 use bytes::Bytes;
 use futures::StreamExt;
 use shop_actors::{
-    read, Access, Declaration, HandlerResult, Projection, Request, RequestBody, RuntimeConfig,
-    StoredEvent, Wiring,
+    read, Access, ApplyError, Declaration, HandlerResult, Projection, Request, RequestBody,
+    RuntimeConfig, StoredEvent, Wiring,
 };
 use shop_nats::{
     discovery::{Registry, RegistryEvent},
@@ -16,7 +16,7 @@ use testkit::NatsServer;
 
 struct NoProjection;
 impl Projection for NoProjection {
-    fn apply(&self, _: &StoredEvent<'_>, _: &mut sled::Batch) -> Result<(), String> {
+    fn apply(&self, _: &StoredEvent<'_>, _: &mut sled::Batch) -> Result<(), ApplyError> {
         Ok(())
     }
 }

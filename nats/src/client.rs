@@ -2,24 +2,35 @@
 //!
 //! Every call has a timeout; only calls marked idempotent are retried (on
 //! transient failures, with backoff); each target service has its own circuit
-//! breaker; the caller's trace context travels in `traceparent` (from a client
-//! span of its own when spans are on, see [`crate::otel`]); and a request
-//! nobody listens to fails at once with a clear 503 (NATS "no responders").
+//! breaker (a half-open probe's outcome is recorded even when its caller stops
+//! waiting, and a failure caused by this process's own reconnecting connection
+//! is not held against the target); the caller's trace context travels in
+//! `traceparent` (from a client span of its own when spans are on, see
+//! [`crate::otel`]); and a request nobody listens to fails at once with a clear
+//! 503 (NATS "no responders").
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
 };
 
-use async_nats::{client::RequestErrorKind, Client, HeaderMap, Message};
+use async_nats::{
+    client::{RequestErrorKind, Statistics},
+    connection::State,
+    Client, HeaderMap, Message,
+};
 use bytes::Bytes;
 use rand::Rng;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
-    breaker::{BreakerConfig, CircuitBreaker},
+    breaker::{BreakerConfig, CircuitBreaker, Permit},
     codec::{Encoding, CONTENT_TYPE_HEADER},
+    connect::MAX_RECONNECT_DELAY,
     error::ServiceError,
     otel::{self, SpanKind},
     trace::TraceContext,
@@ -75,6 +86,70 @@ pub struct ServiceClient {
     nats: Client,
     breaker_config: BreakerConfig,
     breakers: Arc<Mutex<HashMap<String, Arc<CircuitBreaker>>>>,
+    link: Arc<Link>,
+}
+
+/// How long after this process's connection comes back "no responders" is not
+/// held against a target: the target's instances reconnect on their own backoff
+/// (at most [`MAX_RECONNECT_DELAY`] plus a quarter), so for a while after a
+/// server restart nobody may be subscribed yet although every instance is alive.
+pub const RECONNECT_GRACE: Duration = MAX_RECONNECT_DELAY.saturating_mul(2);
+
+/// This process's own NATS connection as the breakers see it: a call that failed
+/// while it was down or reconnecting says nothing about the target.
+struct Link {
+    stats: Arc<Statistics>,
+    /// The connect count last seen (1 after the first connect).
+    seen: AtomicU64,
+    /// When the connect count was first seen to change: the last reconnect.
+    reconnected_at: Mutex<Option<Instant>>,
+}
+
+impl Link {
+    fn new(nats: &Client) -> Self {
+        let stats = nats.statistics();
+        let seen = AtomicU64::new(stats.connects.load(Ordering::Relaxed));
+        Self {
+            stats,
+            seen,
+            reconnected_at: Mutex::default(),
+        }
+    }
+
+    /// The connect count now, noting a reconnect the first time it is seen.
+    fn observe(&self) -> u64 {
+        let connects = self.stats.connects.load(Ordering::Relaxed);
+        // Loads only on every call; a write only when the count changed.
+        if self.seen.load(Ordering::Relaxed) != connects
+            && self.seen.swap(connects, Ordering::Relaxed) != connects
+        {
+            *self
+                .reconnected_at
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+        }
+        connects
+    }
+
+    /// Whether a failed call that started at connect count `started` may be the
+    /// connection's doing rather than the target's.
+    fn excuses(&self, nats: &Client, started: u64, no_responders: bool) -> bool {
+        if self.observe() != started || nats.connection_state() != State::Connected {
+            return true;
+        }
+        no_responders
+            && self
+                .reconnected_at
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .is_some_and(|at| at.elapsed() < RECONNECT_GRACE)
+    }
+}
+
+/// One attempt's result, and whether NATS found nobody subscribed.
+struct Attempt {
+    outcome: Result<Message, ServiceError>,
+    no_responders: bool,
 }
 
 impl ServiceClient {
@@ -84,6 +159,7 @@ impl ServiceClient {
 
     pub fn with_breaker_config(nats: Client, breaker_config: BreakerConfig) -> Self {
         Self {
+            link: Arc::new(Link::new(&nats)),
             nats,
             breaker_config,
             breakers: Arc::default(),
@@ -158,12 +234,12 @@ impl ServiceClient {
             if attempt > 0 {
                 tokio::time::sleep(retry_delay(attempt)).await;
             }
-            if let Err(retry_after) = breaker.try_acquire() {
-                return Err(ServiceError::unavailable(format!(
+            let permit = breaker.try_acquire().map_err(|retry_after| {
+                ServiceError::unavailable(format!(
                     "{service} is failing: circuit open, retry after {} ms",
                     retry_after.as_millis()
-                )));
-            }
+                ))
+            })?;
             let mut headers = extra.clone();
             if options.encoding != Encoding::Json {
                 headers.insert(CONTENT_TYPE_HEADER, options.encoding.content_type());
@@ -190,39 +266,32 @@ impl ServiceClient {
                 .payload(payload.clone())
                 .headers(headers)
                 .timeout(Some(options.timeout));
-            let outcome = match self.nats.send_request(subject.to_string(), request).await {
-                Ok(reply) => match ServiceError::from_reply(reply.headers.as_ref(), &reply.payload)
-                {
-                    None => Ok(reply),
-                    Some(err) => Err(err),
-                },
-                Err(err) => Err(match err.kind() {
-                    RequestErrorKind::NoResponders => ServiceError::unavailable(format!(
-                        "no instance of {service} is listening on {subject}"
-                    )),
-                    RequestErrorKind::TimedOut => ServiceError::timeout(format!(
-                        "{subject} did not answer within {} ms",
-                        options.timeout.as_millis()
-                    )),
-                    _ => ServiceError::unavailable(format!("request to {subject} failed: {err}")),
-                }),
+            let outcome = if permit.is_probe() {
+                // The probe's outcome decides for every caller of this service, so
+                // it is awaited and recorded even if this caller stops waiting
+                // (e.g. a sibling in a `try_join_all` was refused).
+                let (client, target) = (self.clone(), subject.to_string());
+                let probe = tokio::spawn(async move {
+                    client
+                        .attempt(&target, request, options.timeout, permit)
+                        .await
+                });
+                probe.await.unwrap_or_else(|e| {
+                    Err(ServiceError::internal(format!(
+                        "probe call to {subject} failed: {e}"
+                    )))
+                })
+            } else {
+                self.attempt(subject, request, options.timeout, permit)
+                    .await
             };
             if let (Some(span), Err(err)) = (span.as_mut(), &outcome) {
                 span.set_error(err.code, &err.message);
             }
             drop(span);
             match outcome {
-                Ok(reply) => {
-                    breaker.record_success();
-                    return Ok(reply);
-                }
+                Ok(reply) => return Ok(reply),
                 Err(err) => {
-                    // A 4xx is the caller's problem, not a sign the service is failing.
-                    if err.code >= 500 {
-                        breaker.record_failure();
-                    } else {
-                        breaker.record_success();
-                    }
                     if !err.is_transient() {
                         return Err(err);
                     }
@@ -232,6 +301,62 @@ impl ServiceClient {
             }
         }
         Err(last_error)
+    }
+
+    /// Sends one request and records what it showed about the target in `permit`.
+    async fn attempt(
+        &self,
+        subject: &str,
+        request: async_nats::Request,
+        timeout: Duration,
+        permit: Permit,
+    ) -> Result<Message, ServiceError> {
+        let connects = self.link.observe();
+        let Attempt {
+            outcome,
+            no_responders,
+        } = self.send(subject, request, timeout).await;
+        match &outcome {
+            // A 4xx is the caller's problem, not a sign the service is failing.
+            Ok(_) => permit.success(),
+            Err(err) if err.code < 500 => permit.success(),
+            Err(_) if self.link.excuses(&self.nats, connects, no_responders) => {
+                permit.inconclusive()
+            }
+            Err(_) => permit.failure(),
+        }
+        outcome
+    }
+
+    async fn send(
+        &self,
+        subject: &str,
+        request: async_nats::Request,
+        timeout: Duration,
+    ) -> Attempt {
+        let service = subject.split('.').next().unwrap_or(subject);
+        match self.nats.send_request(subject.to_string(), request).await {
+            Ok(reply) => Attempt {
+                outcome: match ServiceError::from_reply(reply.headers.as_ref(), &reply.payload) {
+                    None => Ok(reply),
+                    Some(err) => Err(err),
+                },
+                no_responders: false,
+            },
+            Err(err) => Attempt {
+                no_responders: err.kind() == RequestErrorKind::NoResponders,
+                outcome: Err(match err.kind() {
+                    RequestErrorKind::NoResponders => ServiceError::unavailable(format!(
+                        "no instance of {service} is listening on {subject}"
+                    )),
+                    RequestErrorKind::TimedOut => ServiceError::timeout(format!(
+                        "{subject} did not answer within {} ms",
+                        timeout.as_millis()
+                    )),
+                    _ => ServiceError::unavailable(format!("request to {subject} failed: {err}")),
+                }),
+            },
+        }
     }
 }
 

@@ -99,11 +99,14 @@ impl NatsConfig {
     }
 }
 
-/// Exponential backoff from 100 ms up to 5 s, with jitter so that a fleet of
-/// instances does not reconnect in lock step.
+/// Longest wait between two reconnection attempts, before jitter (up to a quarter more).
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// Exponential backoff from 100 ms up to [`MAX_RECONNECT_DELAY`], with jitter so
+/// that a fleet of instances does not reconnect in lock step.
 pub fn reconnect_delay(attempts: usize) -> Duration {
     let base = 100u64.saturating_mul(1 << attempts.min(6));
-    let capped = base.min(5_000);
+    let capped = base.min(MAX_RECONNECT_DELAY.as_millis() as u64);
     let jitter = rand::rng().random_range(0..=capped / 4);
     Duration::from_millis(capped + jitter)
 }

@@ -12,7 +12,7 @@
 //! `notification.sent` event as 16 hex digits.
 
 use bytes::Bytes;
-use shop_actors::{Projection, StoredEvent};
+use shop_actors::{ApplyError, Projection, StoredEvent};
 use shop_nats::ServiceError;
 
 use crate::domain::{NotificationEvent, Recipient};
@@ -36,8 +36,8 @@ pub fn recipient_key(user_id: &str) -> Vec<u8> {
     format!("r/{user_id}").into_bytes()
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    shop_actors::store::encode_versioned(FORMAT_VERSION, value)
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApplyError> {
+    shop_actors::store::encode_versioned(FORMAT_VERSION, value).map_err(ApplyError::Invalid)
 }
 
 fn body(value: &[u8]) -> Result<&[u8], ServiceError> {
@@ -118,11 +118,10 @@ pub fn user_page(
 pub struct NotificationProjection;
 
 impl Projection for NotificationProjection {
-    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), String> {
-        let decoded: NotificationEvent = serde_json::from_slice(event.payload)
-            .map_err(|e| format!("undecodable notification event: {e}"))?;
-        match decoded {
+    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), ApplyError> {
+        match event.decode()? {
             NotificationEvent::Sent { notification } => {
+                event.check_aggregate(&notification.id)?;
                 batch.insert(
                     sent_key(&notification.source_event),
                     notification.id.as_bytes(),
@@ -133,6 +132,7 @@ impl Projection for NotificationProjection {
                 );
             }
             NotificationEvent::RecipientRecorded { mut recipient } => {
+                event.check_aggregate(&recipient.user_id)?;
                 recipient.revision = event.sequence;
                 batch.insert(recipient_key(&recipient.user_id), encode(&recipient)?);
             }
@@ -154,13 +154,21 @@ mod tests {
     }
 
     fn apply(tree: &sled::Tree, sequence: u64, event: &NotificationEvent) {
+        let subject = match event {
+            NotificationEvent::Sent { notification } => {
+                format!("events.notification.sent.{}", notification.id)
+            }
+            NotificationEvent::RecipientRecorded { recipient } => {
+                format!("events.notification.recipient.{}", recipient.user_id)
+            }
+        };
         let payload = serde_json::to_vec(event).unwrap();
         let mut batch = sled::Batch::default();
         NotificationProjection
             .apply(
                 &StoredEvent {
                     sequence,
-                    subject: "events.notification.x",
+                    subject: &subject,
                     headers: None,
                     payload: &payload,
                 },

@@ -6,7 +6,7 @@
 //! | `u/<user_id>/<!created_ms>/<order_id>`| order id (a user's orders, newest first) |
 //! | `a/<created_ms>/<order_id>`           | order id, while the saga is still running (for the deadline sweeper) |
 
-use shop_actors::{Projection, StoredEvent};
+use shop_actors::{ApplyError, Projection, StoredEvent};
 use shop_nats::ServiceError;
 
 use crate::domain::{Order, OrderEvent, Status};
@@ -93,14 +93,15 @@ pub fn active_before(tree: &sled::Tree, before_ms: u64) -> Result<Vec<Order>, Se
 pub struct OrderProjection;
 
 impl Projection for OrderProjection {
-    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), String> {
-        let decoded: OrderEvent = serde_json::from_slice(event.payload)
-            .map_err(|e| format!("undecodable order event: {e}"))?;
+    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), ApplyError> {
+        let decoded: OrderEvent = event.decode()?;
         let mut order = decoded.order;
+        event.check_aggregate(&order.id)?;
         order.revision = event.sequence;
         batch.insert(
             order_key(&order.id),
-            shop_actors::store::encode_versioned(FORMAT_VERSION, &order)?,
+            shop_actors::store::encode_versioned(FORMAT_VERSION, &order)
+                .map_err(ApplyError::Invalid)?,
         );
         batch.insert(user_key(&order), order.id.as_bytes());
         if order.status.is_final() || order.status == Status::Cancelling {

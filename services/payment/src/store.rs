@@ -5,7 +5,7 @@
 //! |------------------|-------------------------------------------------|
 //! | `p/<payment_id>` | format byte + JSON of the payment and its charge attempt |
 
-use shop_actors::{Projection, StoredEvent};
+use shop_actors::{ApplyError, Projection, StoredEvent};
 use shop_nats::ServiceError;
 
 use crate::domain::{PaymentEvent, PaymentRecord};
@@ -41,13 +41,13 @@ pub fn record(tree: &sled::Tree, payment_id: &str) -> Result<Option<PaymentRecor
 pub struct PaymentProjection;
 
 impl Projection for PaymentProjection {
-    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), String> {
-        let decoded: PaymentEvent = serde_json::from_slice(event.payload)
-            .map_err(|e| format!("undecodable payment event: {e}"))?;
+    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), ApplyError> {
+        let decoded: PaymentEvent = event.decode()?;
         let mut record = decoded.record();
+        event.check_aggregate(&record.payment.payment_id)?;
         record.payment.revision = event.sequence;
-        let mut value = vec![FORMAT_VERSION];
-        serde_json::to_writer(&mut value, &record).map_err(|e| e.to_string())?;
+        let value = shop_actors::store::encode_versioned(FORMAT_VERSION, &record)
+            .map_err(ApplyError::Invalid)?;
         batch.insert(payment_key(&record.payment.payment_id), value);
         Ok(())
     }
@@ -87,7 +87,7 @@ mod tests {
             .apply(
                 &StoredEvent {
                     sequence: 7,
-                    subject: "events.payment.x",
+                    subject: &format!("events.payment.{}", command.payment_id),
                     headers: None,
                     payload: &payload,
                 },

@@ -10,7 +10,7 @@
 //! stored bytes without decoding and re-encoding them.
 
 use bytes::Bytes;
-use shop_actors::{Projection, StoredEvent};
+use shop_actors::{ApplyError, Projection, StoredEvent};
 use shop_nats::ServiceError;
 
 use crate::domain::{Product, ProductEvent, Reservation};
@@ -27,8 +27,8 @@ pub fn reservation_key(product_id: &str, reservation_id: &str) -> Vec<u8> {
     format!("r/{product_id}/{reservation_id}").into_bytes()
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    shop_actors::store::encode_versioned(FORMAT_VERSION, value)
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApplyError> {
+    shop_actors::store::encode_versioned(FORMAT_VERSION, value).map_err(ApplyError::Invalid)
 }
 
 fn body(value: &[u8]) -> Result<&[u8], ServiceError> {
@@ -109,10 +109,10 @@ pub fn product_page(
 pub struct ProductProjection;
 
 impl Projection for ProductProjection {
-    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), String> {
-        let decoded: ProductEvent = serde_json::from_slice(event.payload)
-            .map_err(|e| format!("undecodable product event: {e}"))?;
+    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), ApplyError> {
+        let decoded: ProductEvent = event.decode()?;
         let mut product = decoded.product().clone();
+        event.check_aggregate(&product.id)?;
         product.revision = event.sequence;
         batch.insert(product_key(&product.id), encode(&product)?);
         if let Some((reservation_id, reservation)) = decoded.reservation() {
@@ -156,7 +156,7 @@ mod tests {
             .apply(
                 &StoredEvent {
                     sequence,
-                    subject: "events.product.x",
+                    subject: &format!("events.product.{}", event.product().id),
                     headers: None,
                     payload: &payload,
                 },

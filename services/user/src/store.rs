@@ -8,7 +8,7 @@
 //! | `c/<user_id>`    | format byte + the argon2id PHC string               |
 
 use serde::{Deserialize, Serialize};
-use shop_actors::{Projection, StoredEvent};
+use shop_actors::{ApplyError, Projection, StoredEvent};
 use shop_nats::ServiceError;
 
 use crate::domain::{email_key, UserEvent, UserProfile};
@@ -37,8 +37,8 @@ pub fn credential_key(id: &str) -> Vec<u8> {
     format!("c/{id}").into_bytes()
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    shop_actors::store::encode_versioned(FORMAT_VERSION, value)
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApplyError> {
+    shop_actors::store::encode_versioned(FORMAT_VERSION, value).map_err(ApplyError::Invalid)
 }
 
 fn body(value: &[u8]) -> Result<&[u8], ServiceError> {
@@ -86,13 +86,13 @@ pub fn credential(tree: &sled::Tree, id: &str) -> Result<Option<String>, Service
 pub struct UserProjection;
 
 impl Projection for UserProjection {
-    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), String> {
-        let decoded: UserEvent = serde_json::from_slice(event.payload)
-            .map_err(|e| format!("undecodable user event: {e}"))?;
-        match decoded {
+    fn apply(&self, event: &StoredEvent<'_>, batch: &mut sled::Batch) -> Result<(), ApplyError> {
+        match event.decode()? {
             UserEvent::Registered { user } => {
                 let id = user.id.clone();
-                batch.insert(email_index_key(&email_key(&user.email)), id.as_bytes());
+                let email = email_key(&user.email);
+                event.check_aggregate(&email)?;
+                batch.insert(email_index_key(&email), id.as_bytes());
                 let stored = StoredUser {
                     profile: UserProfile::new(user, event.sequence),
                     profile_revision: 0,
@@ -101,6 +101,7 @@ impl Projection for UserProjection {
             }
             UserEvent::Updated { user } => {
                 let id = user.id.clone();
+                event.check_aggregate(&id)?;
                 let stored = StoredUser {
                     profile: UserProfile::new(user, event.sequence),
                     profile_revision: event.sequence,
@@ -111,6 +112,7 @@ impl Projection for UserProjection {
                 user_id,
                 password_hash,
             } => {
+                event.check_aggregate(&user_id)?;
                 let mut value = vec![FORMAT_VERSION];
                 value.extend_from_slice(password_hash.expose().as_bytes());
                 batch.insert(credential_key(&user_id), value);
@@ -142,6 +144,19 @@ mod tests {
         }
     }
 
+    /// The subject the user service stores `event` under.
+    fn subject(event: &UserEvent) -> String {
+        match event {
+            UserEvent::Registered { user } => {
+                format!("events.user.registered.{}", email_key(&user.email))
+            }
+            UserEvent::Updated { user } => format!("events.user.profile.{}", user.id),
+            UserEvent::CredentialSet { user_id, .. } => {
+                format!("events.user.credential.{user_id}")
+            }
+        }
+    }
+
     fn apply(tree: &sled::Tree, sequence: u64, event: &UserEvent) {
         let payload = serde_json::to_vec(event).unwrap();
         let mut batch = sled::Batch::default();
@@ -149,7 +164,7 @@ mod tests {
             .apply(
                 &StoredEvent {
                     sequence,
-                    subject: "events.user.x",
+                    subject: &subject(event),
                     headers: None,
                     payload: &payload,
                 },
