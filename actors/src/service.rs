@@ -207,7 +207,7 @@ where
         js: js.clone(),
         events,
         state: state.clone(),
-        client: ServiceClient::new(nats.clone()),
+        client: ServiceClient::new(nats.clone()).calling_only(&spec.calls),
         instance_id: instance_id.clone(),
         config: config.clone(),
     })

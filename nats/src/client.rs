@@ -87,6 +87,8 @@ pub struct ServiceClient {
     breaker_config: BreakerConfig,
     breakers: Arc<Mutex<HashMap<String, Arc<CircuitBreaker>>>>,
     link: Arc<Link>,
+    /// The subjects this client may call (a service's declared calls); `None`: any.
+    calls: Option<Arc<[String]>>,
 }
 
 /// How long after this process's connection comes back "no responders" is not
@@ -163,7 +165,15 @@ impl ServiceClient {
             nats,
             breaker_config,
             breakers: Arc::default(),
+            calls: None,
         }
+    }
+
+    /// This client, refusing (500) any subject outside `calls`: a service's
+    /// client may only call what its declaration says it calls.
+    pub fn calling_only(mut self, calls: &[&str]) -> Self {
+        self.calls = Some(calls.iter().map(|s| s.to_string()).collect());
+        self
     }
 
     pub fn nats(&self) -> &Client {
@@ -222,6 +232,13 @@ impl ServiceClient {
         trace: Option<&TraceContext>,
         extra: &HeaderMap,
     ) -> Result<Message, ServiceError> {
+        if let Some(calls) = &self.calls {
+            if !calls.iter().any(|c| c == subject) {
+                return Err(ServiceError::internal(format!(
+                    "{subject} is not among the subjects this service declares it calls"
+                )));
+            }
+        }
         let service = subject.split('.').next().unwrap_or(subject);
         let breaker = self.breaker(service);
         let attempts = if options.idempotent {

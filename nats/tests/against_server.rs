@@ -311,3 +311,32 @@ async fn registry_lists_and_watches_instances() {
     );
     assert_eq!(registry.get("product", "a").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_client_calls_only_its_declared_subjects() {
+    let server = NatsServer::start().await.unwrap();
+    let nats = server.client().await.unwrap();
+    let (seen, _) = flaky_responder(&nats, 0).await;
+    let declared = ServiceClient::new(nats.clone()).calling_only(&["svc.flaky"]);
+    let ok: serde_json::Value = declared
+        .call("svc.flaky", &json!({}), CallOptions::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(ok["ok"], true);
+
+    let mut other = nats.subscribe("svc.other").await.unwrap();
+    let err = declared
+        .call_raw("svc.other", "{}".into(), CallOptions::default(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 500);
+    assert!(
+        err.message.contains("not among the subjects"),
+        "{}",
+        err.message
+    );
+    nats.flush().await.unwrap();
+    let sent = tokio::time::timeout(Duration::from_millis(200), other.next()).await;
+    assert!(sent.is_err(), "nothing was sent to the undeclared subject");
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
