@@ -28,9 +28,11 @@ pub struct GatewayConfig {
     /// Requests a client may make at once after being idle.
     #[arg(long, env = "GATEWAY_RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
-    /// Use the first address of `X-Forwarded-For` as the client's (only behind a proxy that sets it).
-    #[arg(long, env = "GATEWAY_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
-    pub trust_forwarded_for: bool,
+    /// Proxies in front of the gateway (IP addresses or CIDR ranges, comma-separated)
+    /// whose `X-Forwarded-For` is believed: the client is the rightmost address
+    /// that is not one of them. Empty: `X-Forwarded-For` is ignored.
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", default_value = "", value_parser = parse_proxies)]
+    pub trusted_proxies: TrustedProxies,
     /// Time allowed for each call to a service, in milliseconds.
     #[arg(long, env = "GATEWAY_TIMEOUT_MS", default_value_t = 2000)]
     pub timeout_ms: u64,
@@ -88,6 +90,30 @@ fn parse_service_timeouts(value: &str) -> Result<ServiceTimeouts, String> {
         out.push((service, ms));
     }
     Ok(ServiceTimeouts(out))
+}
+
+/// The proxies whose `X-Forwarded-For` the gateway believes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, addr: &std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(addr))
+    }
+}
+
+fn parse_proxies(value: &str) -> Result<TrustedProxies, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{v:?} is not an IP address or CIDR range"))
+        })
+        .collect::<Result<_, _>>()
+        .map(TrustedProxies)
 }
 
 fn parse_switch(value: &str) -> Result<bool, String> {

@@ -20,6 +20,7 @@ use shop_nats::{otel, TraceContext};
 
 use crate::{
     auth::{bearer, Bearer},
+    config::TrustedProxies,
     context::{Identity, RequestContext},
     error::{retry_after_secs, ApiError},
     rate_limit::ClientKey,
@@ -68,7 +69,7 @@ pub async fn front_door(
     };
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let client = client_addr(request.headers(), peer.ip(), gw.config.trust_forwarded_for);
+    let client = client_addr(request.headers(), peer.ip(), &gw.config.trusted_proxies);
     let api = uri.path().starts_with("/api/");
 
     let identity: Result<Option<Arc<Identity>>, ApiError> = if api {
@@ -150,18 +151,33 @@ pub async fn front_door(
     response
 }
 
-/// The client's address: the connection's peer, or the first address of
-/// `X-Forwarded-For` when the gateway is told to trust it.
-fn client_addr(headers: &HeaderMap, peer: IpAddr, trust_forwarded_for: bool) -> IpAddr {
-    if !trust_forwarded_for {
+/// The client's address. A request from a trusted proxy is traced back through
+/// `X-Forwarded-For` from the right (the end the proxies append to), past every
+/// trusted proxy, to the first address that is not one: that is the client. The
+/// entries to its left are whatever the client wrote and mean nothing. A
+/// request from anyone else is its peer, whatever its headers say.
+fn client_addr(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    if !trusted.contains(&peer) {
         return peer;
     }
-    headers
-        .get(FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|first| first.trim().parse().ok())
-        .unwrap_or(peer)
+    let mut client = peer;
+    let hops = headers
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(addr) = hop.trim().parse::<IpAddr>() else {
+            // Unreadable: the hop before it (a trusted proxy) is as far as we can see.
+            return client;
+        };
+        client = addr;
+        if !trusted.contains(&addr) {
+            return addr;
+        }
+    }
+    client
 }
 
 #[cfg(test)]
@@ -172,20 +188,78 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn forwarded_for_only_when_trusted() {
-        let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    fn trusted(list: &str) -> TrustedProxies {
+        <crate::config::GatewayConfig as clap::Parser>::parse_from([
+            "gateway",
+            "--trusted-proxies",
+            list,
+        ])
+        .trusted_proxies
+    }
+
+    fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    fn forwarded(value: &'static str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            FORWARDED_FOR,
-            HeaderValue::from_static("203.0.113.7, 10.0.0.1"),
-        );
-        assert_eq!(client_addr(&headers, peer, false), peer);
+        headers.insert(FORWARDED_FOR, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_a_trusted_proxy() {
+        let proxy = ip(10, 0, 0, 1);
+        let headers = forwarded("203.0.113.7");
         assert_eq!(
-            client_addr(&headers, peer, true),
-            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))
+            client_addr(&headers, proxy, &TrustedProxies::default()),
+            proxy
         );
-        headers.insert(FORWARDED_FOR, HeaderValue::from_static("garbage"));
-        assert_eq!(client_addr(&headers, peer, true), peer);
+        assert_eq!(
+            client_addr(&headers, ip(198, 51, 100, 9), &trusted("10.0.0.0/8")),
+            ip(198, 51, 100, 9)
+        );
+        assert_eq!(
+            client_addr(&headers, proxy, &trusted("10.0.0.0/8")),
+            ip(203, 0, 113, 7)
+        );
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop_not_what_it_wrote() {
+        let proxies = trusted("10.0.0.0/8, 192.0.2.10");
+        // The client wrote 1.2.3.4 itself; the edge proxy appended its real address.
+        let headers = forwarded("1.2.3.4, 203.0.113.7, 192.0.2.10");
+        assert_eq!(
+            client_addr(&headers, ip(10, 0, 0, 1), &proxies),
+            ip(203, 0, 113, 7)
+        );
+        let mut two = HeaderMap::new();
+        two.append(FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        two.append(FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        assert_eq!(
+            client_addr(&two, ip(10, 0, 0, 1), &proxies),
+            ip(203, 0, 113, 7)
+        );
+        // Garbage stops the walk at the last proxy that wrote a readable hop.
+        let garbage = forwarded("203.0.113.7, garbage, 10.1.1.1");
+        assert_eq!(
+            client_addr(&garbage, ip(10, 0, 0, 1), &proxies),
+            ip(10, 1, 1, 1)
+        );
+        // Nothing but proxies: the leftmost of them.
+        let proxies_only = forwarded("10.9.9.9");
+        assert_eq!(
+            client_addr(&proxies_only, ip(10, 0, 0, 1), &proxies),
+            ip(10, 9, 9, 9)
+        );
+        assert!(
+            <crate::config::GatewayConfig as clap::Parser>::try_parse_from([
+                "gateway",
+                "--trusted-proxies",
+                "nope"
+            ])
+            .is_err()
+        );
     }
 }
