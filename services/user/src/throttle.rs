@@ -1,13 +1,16 @@
 //! Slowing down repeated login failures for one account, across instances.
 //!
-//! Failures are counted per normalized email (known or not, so the answer
+//! Attempts are counted per normalized email (known or not, so the answer
 //! never tells whether an account exists) in the key-value bucket
-//! `user_login_failures`, keyed by the email's hex SHA-256. After
-//! `max_failures` failures, every attempt is refused with 429 until a lockout
-//! has passed since the last failure; the lockout doubles with each further
-//! failure up to a cap. Attempts refused this way are not checked and not
-//! counted. A success clears the count; entries expire on their own
-//! `window` after the last failure.
+//! `user_login_failures`, keyed by the email's hex SHA-256. An attempt is
+//! counted as a failure *before* its password is hashed ([`LoginThrottle::admit`],
+//! compare-and-set), so a burst of guesses sent at once cannot all pass the
+//! check while none has failed yet: at most `max_failures` are ever let
+//! through. After that, every attempt is refused with 429 until a lockout has
+//! passed since the last one; the lockout doubles with each further failure up
+//! to a cap. Attempts refused this way are not checked and not counted. A
+//! success clears the count; entries expire on their own `window` after the
+//! last attempt.
 
 use std::time::Duration;
 
@@ -93,12 +96,6 @@ pub fn too_many(wait: Duration) -> ServiceError {
     ))
 }
 
-/// What the throttle saw at the start of an attempt.
-#[derive(Debug, Clone, Copy)]
-pub struct Seen {
-    failures: Option<Failures>,
-}
-
 /// The failure counts in NATS.
 #[derive(Clone)]
 pub struct LoginThrottle {
@@ -129,22 +126,18 @@ impl LoginThrottle {
         Ok(Self { kv, policy })
     }
 
-    /// Refuses the attempt with 429 while the account is locked out.
-    pub async fn check(&self, key: &str, now_ms: u64) -> Result<Seen, ServiceError> {
-        let failures = self.read(key).await?.map(|(f, _)| f);
-        if let Some(wait) = self.policy.locked_for(failures.as_ref(), now_ms) {
-            return Err(too_many(wait));
-        }
-        Ok(Seen { failures })
-    }
-
-    /// Counts a failure (compare-and-set, so concurrent failures on any instance all count).
-    pub async fn failed(&self, key: &str, now_ms: u64) -> Result<(), ServiceError> {
+    /// Lets an attempt through, counted as a failure until it succeeds, or
+    /// refuses it with 429 while the account is locked out. The check and the
+    /// count are one compare-and-set, so concurrent attempts on any instance
+    /// see each other.
+    pub async fn admit(&self, key: &str, now_ms: u64) -> Result<(), ServiceError> {
         for _ in 0..CAS_ATTEMPTS {
             let current = self.read(key).await?;
-            let next = self
-                .policy
-                .record_failure(current.as_ref().map(|(f, _)| f), now_ms);
+            let failures = current.as_ref().map(|(f, _)| *f);
+            if let Some(wait) = self.policy.locked_for(failures.as_ref(), now_ms) {
+                return Err(too_many(wait));
+            }
+            let next = self.policy.record_failure(failures.as_ref(), now_ms);
             let value = serde_json::to_vec(&next)
                 .map_err(|e| ServiceError::internal(format!("encoding failure count: {e}")))?;
             let outcome = match current {
@@ -176,7 +169,7 @@ impl LoginThrottle {
                 Err((true, _)) => continue,
                 Err((false, e)) => {
                     return Err(ServiceError::unavailable(format!(
-                        "recording a failed login: {e}"
+                        "counting a login attempt: {e}"
                     )))
                 }
             }
@@ -186,12 +179,11 @@ impl LoginThrottle {
         ))
     }
 
-    /// Clears the count after a successful login (only if there was one).
-    pub async fn succeeded(&self, key: &str, seen: Seen) {
-        if seen.failures.is_some() {
-            if let Err(e) = self.kv.delete(key).await {
-                tracing::warn!(error = %e, "clearing failed-login count");
-            }
+    /// Clears the count after a successful login (the attempt itself was
+    /// counted by [`LoginThrottle::admit`]).
+    pub async fn succeeded(&self, key: &str) {
+        if let Err(e) = self.kv.delete(key).await {
+            tracing::warn!(error = %e, "clearing failed-login count");
         }
     }
 

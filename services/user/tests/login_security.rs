@@ -133,6 +133,45 @@ async fn repeated_failures_are_slowed_down_on_every_instance() {
     );
 }
 
+#[tokio::test]
+async fn a_burst_of_guesses_cannot_all_pass_the_check() {
+    let c = Cluster::start_with_env(
+        3,
+        &[("LOGIN_MAX_FAILURES", "3"), ("LOGIN_LOCKOUT_SECS", "60")],
+    )
+    .await
+    .unwrap();
+    c.register("target@example.com", "right password", "Target")
+        .await;
+    // Twenty guesses sent at once, spread over three instances: each is counted
+    // before its hash is checked, so no more than three are ever checked.
+    let guesses = (0..20).map(|i| {
+        let password = format!("guess number {i}");
+        let c = &c;
+        async move { c.login("target@example.com", &password).await }
+    });
+    let replies = futures::future::join_all(guesses).await;
+    let checked = replies.iter().filter(|r| r.error_code == Some(401)).count();
+    let refused = replies
+        .iter()
+        .filter(|r| matches!(r.error_code, Some(429) | Some(503)))
+        .count();
+    assert!(checked <= 3, "{checked} guesses were checked: {replies:?}");
+    assert_eq!(
+        checked + refused,
+        20,
+        "every guess is checked or refused: {replies:?}"
+    );
+    assert!(replies.iter().all(|r| !r.is_ok()));
+    // The right password is refused too while the lockout lasts.
+    assert_eq!(
+        c.login("target@example.com", "right password")
+            .await
+            .error_code,
+        Some(429)
+    );
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]

@@ -22,7 +22,8 @@ impl RequestBody for Login {
 /// Answers a signed token for a matching email and password; 401 otherwise.
 pub async fn login(users: Arc<Users>, request: Request, login: Login) -> HandlerResult {
     let key = email_key(&domain::validate_login(&login)?);
-    let seen = users.throttle.check(&key, clock::now_ms()).await?;
+    // Counted before the hash is checked: a burst of guesses cannot all pass.
+    users.throttle.admit(&key, clock::now_ms()).await?;
     // Every registration acknowledged before this login is visible to it.
     users.events.catch_up().await?;
     let tree = users.tree();
@@ -37,12 +38,9 @@ pub async fn login(users: Arc<Users>, request: Request, login: Login) -> Handler
     let matched = users.hasher.verify(&login.password, stored_hash).await?;
     let user = match account {
         Some((user, _)) if matched => user,
-        _ => {
-            users.throttle.failed(&key, clock::now_ms()).await?;
-            return Err(domain::invalid_credentials());
-        }
+        _ => return Err(domain::invalid_credentials()),
     };
-    users.throttle.succeeded(&key, seen).await;
+    users.throttle.succeeded(&key).await;
     request.encode(&issue_token(&users, user.profile).await?)
 }
 
