@@ -207,7 +207,9 @@ where
         js: js.clone(),
         events,
         state: state.clone(),
-        client: ServiceClient::new(nats.clone()).calling_only(&spec.calls),
+        client: ServiceClient::new(nats.clone())
+            .calling_only(&spec.calls)
+            .as_service(spec.name),
         instance_id: instance_id.clone(),
         config: config.clone(),
     })

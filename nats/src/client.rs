@@ -89,7 +89,14 @@ pub struct ServiceClient {
     link: Arc<Link>,
     /// The subjects this client may call (a service's declared calls); `None`: any.
     calls: Option<Arc<[String]>>,
+    /// The calling service, sent in [`CALLER_SERVICE_HEADER`] on every call.
+    caller: Option<Arc<str>>,
 }
+
+/// Header naming the service a call comes from, so the callee can keep what
+/// different callers name alike apart (payment scopes idempotency keys by it).
+/// Only services the bus lets publish on the subject can set it.
+pub const CALLER_SERVICE_HEADER: &str = "Shop-Caller-Service";
 
 /// How long after this process's connection comes back "no responders" is not
 /// held against a target: the target's instances reconnect on their own backoff
@@ -166,7 +173,15 @@ impl ServiceClient {
             breaker_config,
             breakers: Arc::default(),
             calls: None,
+            caller: None,
         }
+    }
+
+    /// This client, naming `service` as the caller of every call
+    /// ([`CALLER_SERVICE_HEADER`]).
+    pub fn as_service(mut self, service: &str) -> Self {
+        self.caller = Some(service.into());
+        self
     }
 
     /// This client, refusing (500) any subject outside `calls`: a service's
@@ -258,6 +273,9 @@ impl ServiceClient {
                 ))
             })?;
             let mut headers = extra.clone();
+            if let Some(caller) = &self.caller {
+                headers.insert(CALLER_SERVICE_HEADER, caller.as_ref());
+            }
             if options.encoding != Encoding::Json {
                 headers.insert(CONTENT_TYPE_HEADER, options.encoding.content_type());
             }

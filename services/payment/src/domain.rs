@@ -74,6 +74,10 @@ pub struct Payment {
     pub refunds: Vec<Refund>,
     /// Stream sequence of the payment's last change.
     pub revision: u64,
+    /// A fingerprint of the payment token it was charged with (never the
+    /// token): a retry of the key with another token is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_fingerprint: Option<String>,
 }
 
 impl Payment {
@@ -167,6 +171,7 @@ pub struct ChargeCommand {
     pub order_id: String,
     pub amount: Money,
     pub token: PaymentToken,
+    pub token_fingerprint: String,
 }
 
 /// A checked refund request.
@@ -307,11 +312,26 @@ impl shop_actors::Event for PaymentEvent {
 
 // ---- ids and validation -----------------------------------------------------
 
-/// The payment a charge's idempotency key names.
-pub fn payment_id_for(idempotency_key: &str) -> String {
-    Uuid::new_v5(&PAYMENT_NAMESPACE, idempotency_key.as_bytes())
+/// The payment a charge's idempotency key names, within the calling service's
+/// keys (`scope`, from [`shop_nats::client::CALLER_SERVICE_HEADER`]; empty for
+/// a call that names no service): two services using the same key name two
+/// payments.
+pub fn payment_id_for(scope: &str, idempotency_key: &str) -> String {
+    let name = match scope {
+        "" => idempotency_key.to_string(),
+        scope => format!("{scope}\u{0}{idempotency_key}"),
+    };
+    Uuid::new_v5(&PAYMENT_NAMESPACE, name.as_bytes())
         .simple()
         .to_string()
+}
+
+/// What a payment remembers of its token: enough to tell a retry with another
+/// token apart, nothing to charge with (SHA-256, first 16 bytes, hex).
+pub fn token_fingerprint(token: &PaymentToken) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.expose().as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The refund a refund's idempotency key names, within its payment.
@@ -350,20 +370,25 @@ fn validate_token(token: &PaymentToken) -> Result<(), ServiceError> {
     Ok(())
 }
 
-pub fn validate_charge(request: &ChargePayment) -> Result<ChargeCommand, ServiceError> {
+/// Checks a charge request from the service `scope` names (see [`payment_id_for`]).
+pub fn validate_charge(
+    request: &ChargePayment,
+    scope: &str,
+) -> Result<ChargeCommand, ServiceError> {
     validate_id("order_id", &request.order_id)?;
     validate_idempotency_key(&request.idempotency_key)?;
     validate_token(&request.payment_token)?;
     Ok(ChargeCommand {
-        payment_id: payment_id_for(&request.idempotency_key),
+        payment_id: payment_id_for(scope, &request.idempotency_key),
         order_id: request.order_id.clone(),
         amount: Money::new(request.amount_cents, &request.currency)?,
         token: request.payment_token.clone(),
+        token_fingerprint: token_fingerprint(&request.payment_token),
     })
 }
 
-/// The payment a get request names.
-pub fn validate_get(request: &GetPayment) -> Result<String, ServiceError> {
+/// The payment a get request names; a key is looked up within `scope`'s keys.
+pub fn validate_get(request: &GetPayment, scope: &str) -> Result<String, ServiceError> {
     match (&request.payment_id, &request.idempotency_key) {
         (Some(payment_id), None) => {
             validate_id("payment_id", payment_id)?;
@@ -371,7 +396,7 @@ pub fn validate_get(request: &GetPayment) -> Result<String, ServiceError> {
         }
         (None, Some(key)) => {
             validate_idempotency_key(key)?;
-            Ok(payment_id_for(key))
+            Ok(payment_id_for(scope, key))
         }
         _ => Err(ServiceError::bad_request(
             "give exactly one of payment_id or idempotency_key",
@@ -439,6 +464,7 @@ pub fn decide_charge(
                 refunded_cents: 0,
                 refunds: Vec::new(),
                 revision: 0,
+                token_fingerprint: Some(command.token_fingerprint.clone()),
             },
             attempt: ChargeAttempt {
                 number: 1,
@@ -455,12 +481,17 @@ pub fn decide_charge(
         )));
     };
     let payment = &record.payment;
+    let other_token = payment
+        .token_fingerprint
+        .as_ref()
+        .is_some_and(|fingerprint| *fingerprint != command.token_fingerprint);
     if payment.order_id != command.order_id
         || payment.amount_cents != command.amount.amount_cents
         || payment.currency != command.amount.currency
+        || other_token
     {
         return Err(ServiceError::conflict(format!(
-            "idempotency_key already used for payment {} (order {}, {} {}); use a new key for a different charge",
+            "idempotency_key already used for payment {} (order {}, {} {}, another payment token or not); use a new key for a different charge",
             payment.payment_id, payment.order_id, payment.amount_cents, payment.currency
         )));
     }
@@ -698,13 +729,16 @@ mod tests {
     const LEASE: u64 = 30_000;
 
     fn charge(key: &str, amount: i64) -> ChargeCommand {
-        validate_charge(&ChargePayment {
-            order_id: "o1".into(),
-            amount_cents: amount,
-            currency: "usd".into(),
-            payment_token: PaymentToken::new("tok_ok"),
-            idempotency_key: key.into(),
-        })
+        validate_charge(
+            &ChargePayment {
+                order_id: "o1".into(),
+                amount_cents: amount,
+                currency: "usd".into(),
+                payment_token: PaymentToken::new("tok_ok"),
+                idempotency_key: key.into(),
+            },
+            "order",
+        )
         .unwrap()
     }
 
@@ -753,12 +787,43 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_scoped_by_the_calling_service() {
+        assert_ne!(
+            payment_id_for("order", "k1"),
+            payment_id_for("subscriptions", "k1")
+        );
+        assert_ne!(payment_id_for("order", "k1"), payment_id_for("", "k1"));
+        assert_eq!(payment_id_for("", "k1"), payment_id_for("", "k1"));
+    }
+
+    #[test]
+    fn a_key_is_bound_to_its_token() {
+        let record = claimed("k", 500);
+        let mut other = charge("k", 500);
+        other.token = PaymentToken::new("tok_other");
+        other.token_fingerprint = token_fingerprint(&other.token);
+        let err = decide_charge(Some(&record), &other, "a", 1_500, LEASE).unwrap_err();
+        assert_eq!(err.code, 409);
+        assert!(
+            err.message.contains("idempotency_key already used"),
+            "{}",
+            err.message
+        );
+        // The fingerprint is not the token.
+        let fingerprint = record.payment.token_fingerprint.clone().unwrap_or_default();
+        assert_eq!(fingerprint.len(), 32);
+        assert!(!fingerprint.contains("tok_ok"));
+        // The same token again is the same charge.
+        assert!(decide_charge(Some(&record), &charge("k", 500), "a", 1_500, LEASE).is_ok());
+    }
+
+    #[test]
     fn ids_are_derived_from_keys() {
-        assert_eq!(payment_id_for("k1"), payment_id_for("k1"));
-        assert_ne!(payment_id_for("k1"), payment_id_for("k2"));
-        assert_eq!(payment_id_for("k1").len(), 32);
+        assert_eq!(payment_id_for("order", "k1"), payment_id_for("order", "k1"));
+        assert_ne!(payment_id_for("order", "k1"), payment_id_for("order", "k2"));
+        assert_eq!(payment_id_for("order", "k1").len(), 32);
         assert_ne!(refund_id_for("p1", "r"), refund_id_for("p2", "r"));
-        assert!(validate_id("payment_id", &payment_id_for("k1")).is_ok());
+        assert!(validate_id("payment_id", &payment_id_for("order", "k1")).is_ok());
     }
 
     #[test]
@@ -767,12 +832,15 @@ mod tests {
             idempotency_key: Some("k1".into()),
             ..Default::default()
         };
-        assert_eq!(validate_get(&by_key).unwrap(), payment_id_for("k1"));
+        assert_eq!(
+            validate_get(&by_key, "order").unwrap(),
+            payment_id_for("order", "k1")
+        );
         let by_id = GetPayment {
             payment_id: Some("abc".into()),
             ..Default::default()
         };
-        assert_eq!(validate_get(&by_id).unwrap(), "abc");
+        assert_eq!(validate_get(&by_id, "order").unwrap(), "abc");
         for bad in [
             GetPayment::default(),
             GetPayment {
@@ -785,7 +853,7 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            assert_eq!(validate_get(&bad).unwrap_err().code, 400);
+            assert_eq!(validate_get(&bad, "order").unwrap_err().code, 400);
         }
     }
 
@@ -835,12 +903,15 @@ mod tests {
                 "payment_token",
             ),
         ] {
-            let err = validate_charge(&request).unwrap_err();
+            let err = validate_charge(&request, "order").unwrap_err();
             assert_eq!(err.code, 400);
             assert!(err.message.contains(needle), "{}", err.message);
             assert!(!err.message.contains("secret"));
         }
-        assert_eq!(validate_charge(&base).unwrap().amount.currency, "EUR");
+        assert_eq!(
+            validate_charge(&base, "order").unwrap().amount.currency,
+            "EUR"
+        );
     }
 
     #[test]

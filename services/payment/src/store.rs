@@ -68,13 +68,16 @@ mod tests {
             .unwrap()
             .open_tree("payment")
             .unwrap();
-        let command = validate_charge(&ChargePayment {
-            order_id: "o1".into(),
-            amount_cents: 500,
-            currency: "USD".into(),
-            payment_token: PaymentToken::new("tok_ok"),
-            idempotency_key: "k".into(),
-        })
+        let command = validate_charge(
+            &ChargePayment {
+                order_id: "o1".into(),
+                amount_cents: 500,
+                currency: "USD".into(),
+                payment_token: PaymentToken::new("tok_ok"),
+                idempotency_key: "k".into(),
+            },
+            "order",
+        )
         .unwrap();
         let ChargeDecision::Claim(event) = decide_charge(None, &command, "a", 1, 10).unwrap()
         else {

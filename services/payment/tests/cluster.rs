@@ -57,7 +57,7 @@ async fn a_hundred_concurrent_retries_on_three_instances_capture_once() {
         .unwrap();
     let secret_token = format!("tok_ok_{}", uuid::Uuid::new_v4().simple());
     let key = "order-77-payment";
-    let payment_id = payment_id_for(key);
+    let payment_id = payment_id_for("", key);
     let request = charge_request(key, &secret_token, 12_345).to_string();
 
     let tasks: Vec<_> = (0..100)

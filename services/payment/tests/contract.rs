@@ -17,7 +17,7 @@ async fn charges_answer_by_token() {
     let ok = c.charge("order-1-attempt", "tok_ok", 2_500).await;
     assert!(ok.is_ok(), "{:?}", ok.error);
     let payment_id = ok.body["payment_id"].as_str().unwrap().to_string();
-    assert_eq!(payment_id, payment_id_for("order-1-attempt"));
+    assert_eq!(payment_id, payment_id_for("", "order-1-attempt"));
     assert_eq!(ok.body["status"], "captured");
     assert_eq!(ok.body["order_id"], "order-order-1-attempt");
     assert_eq!(ok.body["amount_cents"], 2_500);
@@ -59,7 +59,7 @@ async fn charges_answer_by_token() {
     let flaky = c.charge("flaky-1", "tok_flaky", 900).await;
     assert!(flaky.is_ok(), "{:?}", flaky.error);
     assert_eq!(flaky.body["status"], "captured");
-    let ledger = c.ledger(&payment_id_for("flaky-1")).await.unwrap();
+    let ledger = c.ledger(&payment_id_for("", "flaky-1")).await.unwrap();
     assert_eq!(
         (ledger.failures, ledger.requests),
         (2, 3),
@@ -98,7 +98,7 @@ async fn charges_answer_by_token() {
     assert_eq!(captured.body["payment"]["status"], "captured");
     assert_eq!(captured.body["payment"]["amount_cents"], 2_500);
     assert_eq!(
-        c.events_of(&payment_id_for("declined-2"), "payment.declined")
+        c.events_of(&payment_id_for("", "declined-2"), "payment.declined")
             .await[0]
             .body["payment"]["reason"],
         "insufficient_funds"
@@ -115,7 +115,7 @@ async fn charges_answer_by_token() {
 #[tokio::test]
 async fn a_timed_out_charge_stays_pending_and_its_retry_captures_once() {
     let c = Cluster::start(1).await.unwrap();
-    let payment_id = payment_id_for("slow-1");
+    let payment_id = payment_id_for("", "slow-1");
 
     let sent = Instant::now();
     let timed_out = c

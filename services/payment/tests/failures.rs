@@ -19,7 +19,7 @@ const LEASE: &[(&str, &str)] = &[("PAYMENT_CHARGE_LEASE_MS", "3000")];
 async fn a_charge_held_by_a_killed_instance_is_taken_over_after_its_lease() {
     let mut c = Cluster::start_with_env(1, LEASE).await.unwrap();
     let key = "order-crash-1";
-    let payment_id = payment_id_for(key);
+    let payment_id = payment_id_for("", key);
     let request = charge_request(key, "tok_timeout", 8_800);
 
     let ledger = async_nats::jetstream::new(c.client.clone())

@@ -21,7 +21,7 @@ use shop_actors::{Changed, HandlerResult, Request, RequestBody};
 use shop_nats::{clock::now_ms, ServiceError};
 use tokio::time::Instant;
 
-use super::{still_pending, Deadline, Payments};
+use super::{caller_scope, still_pending, Deadline, Payments};
 use crate::{
     domain::{self, ChargeCommand, ChargeDecision, ChargePayment, ChargeReply, PaymentStatus},
     provider::{self, ChargeOutcome, ChargeRequest, DeclineReason, ProviderError},
@@ -32,7 +32,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(200);
 
 impl RequestBody for ChargePayment {
     fn validate(&self) -> Result<(), ServiceError> {
-        domain::validate_charge(self).map(|_| ())
+        domain::validate_charge(self, "").map(|_| ())
     }
 }
 
@@ -43,7 +43,7 @@ pub async fn charge(
     request: Request,
     charge: ChargePayment,
 ) -> HandlerResult {
-    let command = domain::validate_charge(&charge)?;
+    let command = domain::validate_charge(&charge, caller_scope(&request))?;
     let deadline = payments.deadline(&request)?;
     let id = command.payment_id.as_str();
     let lease_ms = payments.settings.lease.as_millis() as u64;

@@ -9,7 +9,7 @@ use crate::domain::{self, GetPayment};
 
 impl RequestBody for GetPayment {
     fn validate(&self) -> Result<(), ServiceError> {
-        domain::validate_get(self).map(|_| ())
+        domain::validate_get(self, "").map(|_| ())
     }
 
     fn min_revision(&self) -> Option<u64> {
@@ -19,7 +19,7 @@ impl RequestBody for GetPayment {
 
 /// Answers with the payment the request names, as this instance has it.
 pub fn get(payments: &Payments, request: &Request, get: GetPayment) -> HandlerResult {
-    let payment_id = domain::validate_get(&get)?;
+    let payment_id = domain::validate_get(&get, super::caller_scope(request))?;
     let record = payments
         .record(&payment_id)?
         .ok_or_else(|| domain::not_found(&payment_id))?;

@@ -133,3 +133,11 @@ fn still_pending(error: &ProviderError, what: &str) -> ServiceError {
         _ => ServiceError::unavailable(message),
     }
 }
+
+/// The calling service whose idempotency keys a request's key is one of: its
+/// [`shop_nats::client::CALLER_SERVICE_HEADER`], or none.
+pub fn caller_scope(request: &Request) -> &str {
+    request
+        .header(shop_nats::client::CALLER_SERVICE_HEADER)
+        .unwrap_or_default()
+}
