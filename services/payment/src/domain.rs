@@ -576,7 +576,7 @@ pub fn decide_charge_unresolved(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefundDecision {
     /// Reserve the amount with this event, then ask the provider.
-    Start(PaymentEvent),
+    Start(Box<PaymentEvent>),
     /// Started earlier without a confirmation: ask the provider (again).
     Resume(Refund),
     /// Already refunded: answer with it.
@@ -663,11 +663,11 @@ pub fn decide_refund(
     };
     let mut next = record.clone();
     next.payment.refunds.push(refund.clone());
-    Ok(RefundDecision::Start(PaymentEvent::new(
+    Ok(RefundDecision::Start(Box::new(PaymentEvent::new(
         EventKind::RefundStarted,
         next,
         Some(refund),
-    )))
+    ))))
 }
 
 /// Records the provider's answer to a pending refund (`Err` = refused, with

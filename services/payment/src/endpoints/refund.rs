@@ -51,7 +51,7 @@ pub async fn refund(
             |current| {
                 let decision = domain::decide_refund(current, &command)?;
                 let start = match &decision {
-                    RefundDecision::Start(event) => Some(event.clone()),
+                    RefundDecision::Start(event) => Some((**event).clone()),
                     _ => None,
                 };
                 let currency = current
