@@ -66,23 +66,6 @@ enum EncodingArg {
     Bincode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum SyncArg {
-    /// `sync_interval: always` (nats/config/nats-server.conf, what the project ships).
-    Always,
-    /// JetStream's default (nats/config/nats-server-dev.conf).
-    Default,
-}
-
-impl From<SyncArg> for JetStreamSync {
-    fn from(s: SyncArg) -> Self {
-        match s {
-            SyncArg::Always => JetStreamSync::Always,
-            SyncArg::Default => JetStreamSync::Default,
-        }
-    }
-}
-
 /// How a scenario is loaded.
 #[derive(Debug, Args)]
 struct LoadArgs {
@@ -252,7 +235,7 @@ struct RunArgs {
     spawn: bool,
     /// With --spawn: JetStream sync of the nats-server.
     #[arg(long, value_enum, default_value = "always")]
-    sync: SyncArg,
+    sync: JetStreamSync,
     /// With --spawn: instances of the scenario's main service.
     #[arg(long, default_value_t = 1)]
     instances: usize,
@@ -315,7 +298,7 @@ struct ScalingArgs {
     load: LoadArgs,
     /// JetStream sync of the nats-server.
     #[arg(long, value_enum, default_value = "always")]
-    sync: SyncArg,
+    sync: JetStreamSync,
     #[command(flatten)]
     stack: StackArgs,
     #[command(flatten)]
@@ -483,7 +466,7 @@ fn finish(file: &mut ResultsFile, output: &OutputArgs, markdown: Option<&Path>) 
 /// the main one), the echo responder or the gateway when it needs them.
 async fn spawn_for(scenario: Scenario, args: &RunArgs, opts: &Options) -> Result<(Stack, Target)> {
     let mut stack = Stack::new(args.stack.config()?)?;
-    let url = stack.start_nats(args.sync.into()).await?;
+    let url = stack.start_nats(args.sync).await?;
     let main = scenario
         .scaled_service()
         .or(scenario.services().first().copied());
@@ -641,7 +624,7 @@ async fn scaling_command(args: ScalingArgs) -> Result<()> {
     let counts = scaling::parse_counts(&args.instances)?;
     let opts = args.load.options(args.scenario)?;
     let mut stack = Stack::new(args.stack.config()?)?;
-    let url = stack.start_nats(args.sync.into()).await?;
+    let url = stack.start_nats(args.sync).await?;
     for other in args.scenario.services().iter().filter(|s| **s != service) {
         stack.start_service(other, &[]).await?;
     }
