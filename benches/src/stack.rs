@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use shop_process::{free_port, workspace_root, NatsServer, Process, Spec, Stopped};
 
 use crate::cpu::Watched;
+use crate::scenarios::Target;
 
 /// How long a process may take to print its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -156,6 +157,17 @@ impl Stack {
     /// Instances of `role` running.
     pub fn count(&self, role: &str) -> usize {
         self.members.iter().filter(|m| m.role == role).count()
+    }
+
+    /// What a scenario runs against here, with `instances` of its service.
+    pub fn target(&self, instances: Option<usize>) -> Result<Target> {
+        Ok(Target {
+            nats_url: self.nats_url()?.to_string(),
+            http_url: None,
+            watched: self.watched(),
+            instances,
+            nats_sync: self.sync.map(|s| s.name().to_string()),
+        })
     }
 
     /// Every process, for CPU accounting.

@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::load::Model;
-use crate::machine::{self, workspace_root};
-use crate::results::{ResultsFile, ScalingRun, ScenarioResult, Settings, SCHEMA};
-use crate::scenarios::{self, gateway_get::PRODUCT_PATH, Options, Scenario, Target, ECHO_SUBJECT};
+use crate::machine;
+use crate::report::fmt_ms;
+use crate::results::{check_targets, ResultsFile, ScalingRun, ScenarioResult, Settings};
+use crate::scenarios::{self, gateway_get::PRODUCT_PATH, reads, Options, Scenario, ECHO_SUBJECT};
+use crate::seed::read_id;
 use crate::stack::{JetStreamSync, Stack, StackConfig};
-use crate::{nats, scaling, targets};
+use crate::{nats, scaling};
 
 /// Least warm-up of an HTTP point that wrk did not warm up first (V8's JIT
 /// needs a few seconds of load before the Express baseline runs at speed).
@@ -50,7 +52,11 @@ pub struct SuiteConfig {
     pub wrk: bool,
     /// Only these scenarios (and `scaling`); empty = all.
     pub only: Vec<String>,
-    pub command: String,
+}
+
+/// This program's arguments, as the results file records them.
+pub fn command_line() -> String {
+    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
 }
 
 impl SuiteConfig {
@@ -73,7 +79,6 @@ impl SuiteConfig {
             instances: vec![1, 2, 4],
             wrk: true,
             only: Vec::new(),
-            command: "suite".to_string(),
         }
     }
 
@@ -121,8 +126,7 @@ impl Run {
                     "         {}: {:.0} ok/s, p99 {} ms, {} errors{}",
                     r.key,
                     r.throughput_per_s,
-                    r.latency_ms
-                        .map_or("-".to_string(), |l| crate::table::fmt_ms(l.p99)),
+                    r.latency_ms.map_or("-".to_string(), |l| fmt_ms(l.p99)),
                     r.errors,
                     if problems.is_empty() {
                         String::new()
@@ -154,59 +158,36 @@ impl Run {
     }
 }
 
-fn target(stack: &Stack, instances: Option<usize>) -> Result<Target> {
-    Ok(Target {
-        nats_url: stack.nats_url()?.to_string(),
-        http_url: None,
-        watched: stack.watched(),
-        instances,
-        nats_sync: stack.sync().map(|s| s.name().to_string()),
-    })
-}
-
 /// Runs the suite; returns the results file and the failures (also in its notes).
 pub async fn run(cfg: &SuiteConfig) -> Result<(ResultsFile, Vec<String>)> {
-    let root = workspace_root();
+    let extra = [
+        ("rounds_echo_product_get", serde_json::json!(cfg.rounds)),
+        ("products", serde_json::json!(cfg.products)),
+        ("read_rate", serde_json::json!(cfg.read_rate)),
+        ("order_rates", serde_json::json!(cfg.order_rates)),
+        ("mixed_rate", serde_json::json!(cfg.mixed_rate)),
+        (
+            "mix",
+            serde_json::json!(scenarios::Mix::default().describe()),
+        ),
+        (
+            "settle_timeout_s",
+            serde_json::json!(cfg.settle_timeout.as_secs_f64()),
+        ),
+        ("instances", serde_json::json!(cfg.instances)),
+    ];
+    let settings = Settings {
+        quick: cfg.quick,
+        duration_s: cfg.duration.as_secs_f64(),
+        warmup_s: cfg.warmup.as_secs_f64(),
+        timeout_s: cfg.timeout.as_secs_f64(),
+        in_flight: cfg.in_flight,
+        nats_url: None,
+        services_rust_log: Some(cfg.stack.services_rust_log.clone()),
+        extra: extra.map(|(k, v)| (k.to_string(), v)).into_iter().collect(),
+    };
     let mut run = Run {
-        file: ResultsFile {
-            schema: SCHEMA.to_string(),
-            created_at: crate::results::now_rfc3339(),
-            command: cfg.command.clone(),
-            machine: machine::machine(),
-            versions: machine::versions(&root),
-            settings: Settings {
-                quick: cfg.quick,
-                duration_s: cfg.duration.as_secs_f64(),
-                warmup_s: cfg.warmup.as_secs_f64(),
-                timeout_s: cfg.timeout.as_secs_f64(),
-                in_flight: cfg.in_flight,
-                nats_url: None,
-                services_rust_log: Some(cfg.stack.services_rust_log.clone()),
-                extra: [
-                    ("rounds_echo_product_get", serde_json::json!(cfg.rounds)),
-                    ("products", serde_json::json!(cfg.products)),
-                    ("read_rate", serde_json::json!(cfg.read_rate)),
-                    ("order_rates", serde_json::json!(cfg.order_rates)),
-                    ("mixed_rate", serde_json::json!(cfg.mixed_rate)),
-                    (
-                        "mix",
-                        serde_json::json!(scenarios::Mix::default().describe()),
-                    ),
-                    (
-                        "settle_timeout_s",
-                        serde_json::json!(cfg.settle_timeout.as_secs_f64()),
-                    ),
-                    ("instances", serde_json::json!(cfg.instances)),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            },
-            results: Vec::new(),
-            scaling: Vec::new(),
-            targets: Vec::new(),
-            notes: Vec::new(),
-        },
+        file: ResultsFile::new(command_line(), settings),
         failures: Vec::new(),
         started: Instant::now(),
     };
@@ -250,7 +231,7 @@ pub async fn run(cfg: &SuiteConfig) -> Result<(ResultsFile, Vec<String>)> {
         }
         stack.stop().await;
     }
-    run.file.targets = targets::check(&run.file);
+    run.file.targets = check_targets(&run.file);
     run.progress("suite done");
     Ok((run.file, run.failures))
 }
@@ -263,7 +244,7 @@ async fn start_nats(
     let url = stack.start_nats(sync).await?;
     let client = nats::connect(&url, "shop-bench-suite", Duration::from_secs(10)).await?;
     if run.file.versions.nats_server.is_none() {
-        run.file.versions.nats_server = Some(nats::server_version(&client));
+        run.file.versions.nats_server = Some(client.server_info().version);
     }
     Ok(client)
 }
@@ -271,13 +252,11 @@ async fn start_nats(
 async fn reads(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {
     let client = start_nats(run, stack, JetStreamSync::Always).await?;
     stack.start_service("product", &[]).await?;
-    scenarios::product_get::seed_reads(&client, cfg.products).await?;
+    reads::seed_reads(&client, cfg.products).await?;
     // The echo reply is as big as a product's, so the only difference between
     // the two is the work product.get does.
-    let first = crate::seed::product_id(scenarios::READ_PREFIX, 0);
-    let reply_bytes =
-        scenarios::product_get::probe(&client, &first, shop_nats::Encoding::Json, cfg.timeout)
-            .await?;
+    let json = shop_nats::Encoding::Json;
+    let reply_bytes = reads::probe(&client, &read_id(0), json, cfg.timeout).await?;
     stack.start_echo(ECHO_SUBJECT, reply_bytes).await?;
     run.file
         .settings
@@ -305,7 +284,7 @@ async fn reads(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()
                     round + 1,
                     cfg.rounds
                 ));
-                let t = target(stack, Some(1))?;
+                let t = stack.target(Some(1))?;
                 let outcome = scenarios::run(s, &t, &cfg.options(c)).await;
                 if let Some(r) = run.record(s.name(), outcome) {
                     if s == Scenario::Echo {
@@ -347,7 +326,7 @@ async fn reads(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()
     for (s, opts) in points {
         stack.check_alive()?;
         run.progress(&format!("{} ({})", s.name(), opts.model.describe()));
-        let t = target(stack, Some(1))?;
+        let t = stack.target(Some(1))?;
         let outcome = scenarios::run(s, &t, &opts).await;
         let r = run.record(s.name(), outcome);
         run.push(r);
@@ -418,16 +397,13 @@ async fn http_point(
     seed: bool,
     wrk: Option<&PathBuf>,
 ) -> Result<ScenarioResult> {
-    let mut t = target(stack, Some(1))?;
+    let mut t = stack.target(Some(1))?;
     t.http_url = Some(format!("{base}{PRODUCT_PATH}"));
     // wrk first: a cross-check, and a warm-up for what it measures (the
     // Express baseline's JIT in particular), so no target is measured cold.
     let mut wrk_rps = None;
     if let Some(wrk) = wrk {
-        let url = format!(
-            "{base}{}",
-            PRODUCT_PATH.replace("{id}", &crate::seed::product_id(scenarios::READ_PREFIX, 0))
-        );
+        let url = format!("{base}{}", PRODUCT_PATH.replace("{id}", &read_id(0)));
         match run_wrk(
             wrk,
             &url,
@@ -503,7 +479,7 @@ async fn orders(
             rate: cfg.mixed_rate,
         });
         run.progress(&format!("mixed ({})", opts.model.describe()));
-        let t = target(stack, Some(1))?;
+        let t = stack.target(Some(1))?;
         let outcome = scenarios::run(Scenario::Mixed, &t, &opts).await;
         let r = run.record("mixed", outcome);
         run.push(r);
@@ -517,7 +493,7 @@ async fn orders(
                 opts.model.describe(),
                 sync.name()
             ));
-            let t = target(stack, Some(1))?;
+            let t = stack.target(Some(1))?;
             let outcome = scenarios::run(Scenario::OrderPlace, &t, &opts).await;
             let r = run.record("order-place", outcome);
             run.push(r);
