@@ -8,34 +8,36 @@
 //! `gateway-get`, `order-place`, `mixed`, `scaling`, `cpu`.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cpu::CpuUse;
+use crate::cpu::{CpuUse, MACHINE_BUSY, MACHINE_STOLEN};
 use crate::load::Model;
 use crate::results::{ResultsFile, ScalingRun, ScenarioResult};
 use crate::stats::Latency;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Align {
-    Left,
-    Right,
-}
 
 /// A table rendered as aligned text or as markdown.
 #[derive(Debug, Clone)]
 pub struct Table {
     headers: Vec<String>,
-    align: Vec<Align>,
+    /// Per column: aligned right (numbers) rather than left.
+    right: Vec<bool>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub fn new(columns: &[(&str, Align)]) -> Self {
+    /// Columns separated by `|`; a `>` before a name aligns it right.
+    pub fn new(columns: &str) -> Self {
+        let columns = columns.split('|').map(|c| match c.strip_prefix('>') {
+            Some(name) => (name.to_string(), true),
+            None => (c.to_string(), false),
+        });
+        let (headers, right) = columns.unzip();
         Self {
-            headers: columns.iter().map(|(h, _)| h.to_string()).collect(),
-            align: columns.iter().map(|(_, a)| *a).collect(),
+            headers,
+            right,
             rows: Vec::new(),
         }
     }
@@ -46,58 +48,36 @@ impl Table {
         self.rows.push(cells);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     pub fn text(&self) -> String {
-        let widths: Vec<usize> = (0..self.headers.len())
-            .map(|i| {
-                self.rows
-                    .iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([self.headers[i].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
+        let width = |i: usize| {
+            let cells = self.rows.iter().map(|r| &r[i]).chain([&self.headers[i]]);
+            cells.map(|c| c.chars().count()).max().unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..self.headers.len()).map(width).collect();
         let line = |cells: &[String]| {
+            let cells = cells.iter().zip(&widths).zip(&self.right);
             let parts: Vec<String> = cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| match self.align[i] {
-                    Align::Left => format!("{c:<w$}", w = widths[i]),
-                    Align::Right => format!("{c:>w$}", w = widths[i]),
+                .map(|((c, &w), &right)| match right {
+                    true => format!("{c:>w$}"),
+                    false => format!("{c:<w$}"),
                 })
                 .collect();
-            parts.join("  ").trim_end().to_string()
+            parts.join("  ").trim_end().to_string() + "\n"
         };
-        let mut out = line(&self.headers);
-        out.push('\n');
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        out.push_str(&rule.join("  "));
-        out.push('\n');
-        for r in &self.rows {
-            out.push_str(&line(r));
-            out.push('\n');
-        }
+        let mut out = line(&self.headers) + &rule.join("  ") + "\n";
+        self.rows.iter().for_each(|r| out.push_str(&line(r)));
         out
     }
 
     pub fn markdown(&self) -> String {
-        let mut out = format!("| {} |\n", self.headers.join(" | "));
-        let rule: Vec<&str> = self
-            .align
-            .iter()
-            .map(|a| match a {
-                Align::Left => "---",
-                Align::Right => "---:",
-            })
+        let rule: Vec<&str> = (self.right.iter())
+            .map(|&r| if r { "---:" } else { "---" })
             .collect();
-        out.push_str(&format!("|{}|\n", rule.join("|")));
+        let mut out = format!("| {} |\n|{}|\n", self.headers.join(" | "), rule.join("|"));
         for r in &self.rows {
             let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
-            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
         }
         out
     }
@@ -105,14 +85,11 @@ impl Table {
 
 /// Milliseconds with about three significant digits.
 pub fn fmt_ms(v: f64) -> String {
-    if v < 1.0 {
-        format!("{v:.3}")
-    } else if v < 10.0 {
-        format!("{v:.2}")
-    } else if v < 100.0 {
-        format!("{v:.1}")
-    } else {
-        group_thousands(v.round() as u64)
+    match v {
+        v if v < 1.0 => format!("{v:.3}"),
+        v if v < 10.0 => format!("{v:.2}"),
+        v if v < 100.0 => format!("{v:.1}"),
+        v => group_thousands(v.round() as u64),
     }
 }
 
@@ -124,10 +101,9 @@ pub fn fmt_secs(v: f64) -> String {
 
 /// A rate: whole numbers with thousands separators, one decimal below 100.
 pub fn fmt_rate(v: f64) -> String {
-    if v < 100.0 {
-        format!("{v:.1}")
-    } else {
-        group_thousands(v.round() as u64)
+    match v < 100.0 {
+        true => format!("{v:.1}"),
+        false => group_thousands(v.round() as u64),
     }
 }
 
@@ -147,31 +123,26 @@ fn opt_ms(l: &Option<Latency>, f: fn(&Latency) -> f64) -> String {
     l.as_ref().map_or("-".to_string(), |l| fmt_ms(f(l)))
 }
 
+/// The first ten characters of a git revision, or `?`.
+fn short_rev(rev: &Option<String>) -> &str {
+    rev.as_deref().map_or("?", |r| &r[..r.len().min(10)])
+}
+
 /// `nats-server 0.92, product 0.61, load-generator 0.48; machine busy 1.85,
 /// stolen 0.04` (cores).
 pub fn cpu_summary(cpu: &[CpuUse]) -> String {
-    let mut sorted: Vec<&CpuUse> = cpu
-        .iter()
+    let mut sorted: Vec<&CpuUse> = (cpu.iter())
         .filter(|c| !crate::cpu::is_machine_role(&c.role))
         .collect();
     sorted.sort_by(|a, b| b.cores.total_cmp(&a.cores));
-    let mut text = sorted
-        .iter()
-        .map(|c| {
-            if c.processes > 1 {
-                format!("{}×{} {:.2}", c.role, c.processes, c.cores)
-            } else {
-                format!("{} {:.2}", c.role, c.cores)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let each = sorted.iter().map(|c| match c.processes {
+        n if n > 1 => format!("{}×{n} {:.2}", c.role, c.cores),
+        _ => format!("{} {:.2}", c.role, c.cores),
+    });
+    let mut text = each.collect::<Vec<_>>().join(", ");
     let machine = |role: &str| cpu.iter().find(|c| c.role == role).map(|c| c.cores);
-    if let (Some(busy), Some(stolen)) = (
-        machine(crate::cpu::MACHINE_BUSY),
-        machine(crate::cpu::MACHINE_STOLEN),
-    ) {
-        text.push_str(&format!("; machine busy {busy:.2}, stolen {stolen:.2}"));
+    if let (Some(busy), Some(stolen)) = (machine(MACHINE_BUSY), machine(MACHINE_STOLEN)) {
+        let _ = write!(text, "; machine busy {busy:.2}, stolen {stolen:.2}");
     }
     text
 }
@@ -179,52 +150,28 @@ pub fn cpu_summary(cpu: &[CpuUse]) -> String {
 /// The echo result a closed-loop point is measured against: the same
 /// concurrency (open-loop points run at a chosen rate, so no ratio).
 pub fn echo_baseline<'a>(file: &'a ResultsFile, r: &ScenarioResult) -> Option<&'a ScenarioResult> {
-    if !matches!(r.model, Model::Closed { .. }) {
-        return None;
-    }
-    file.results
+    let closed = matches!(r.model, Model::Closed { .. });
+    let mut echoes = file
+        .results
         .iter()
-        .find(|e| e.scenario == "echo" && e.model == r.model)
+        .filter(|e| closed && e.scenario == "echo");
+    echoes.find(|e| e.model == r.model)
 }
 
-/// The percentile columns every latency table shows, between `before` and `after`.
-fn with_latency(
-    before: &[(&'static str, Align)],
-    after: &[(&'static str, Align)],
-) -> Vec<(&'static str, Align)> {
-    let latency = ["p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"].map(|h| (h, Align::Right));
-    [before, &latency[..], after].concat()
-}
+/// The percentile columns every latency table shows.
+const LATENCY_COLUMNS: &str = ">p50 ms|>p90 ms|>p99 ms|>p99.9 ms|>max ms";
 
-/// The cells of the [`with_latency`] columns.
+/// The cells of the [`LATENCY_COLUMNS`].
 fn latency_cells(l: &Option<Latency>) -> [String; 5] {
-    [
-        opt_ms(l, |l| l.p50),
-        opt_ms(l, |l| l.p90),
-        opt_ms(l, |l| l.p99),
-        opt_ms(l, |l| l.p99_9),
-        opt_ms(l, |l| l.max),
-    ]
-}
-
-fn variant_text(r: &ScenarioResult) -> String {
-    let mut parts: Vec<String> = r.variant.iter().cloned().collect();
-    if let Some(n) = r.instances.filter(|n| *n > 1) {
-        parts.push(format!("×{n}"));
-    }
-    parts.join(" ")
+    let fields: [fn(&Latency) -> f64; 5] =
+        [|l| l.p50, |l| l.p90, |l| l.p99, |l| l.p99_9, |l| l.max];
+    fields.map(|f| opt_ms(l, f))
 }
 
 /// Every point of a file: throughput, percentiles, errors, ratio to echo.
 pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
-    let mut t = Table::new(&with_latency(
-        &[
-            ("scenario", Align::Left),
-            ("variant", Align::Left),
-            ("load", Align::Left),
-            ("ok/s", Align::Right),
-        ],
-        &[("errors", Align::Right), ("vs echo", Align::Right)],
+    let mut t = Table::new(&format!(
+        "scenario|variant|load|>ok/s|{LATENCY_COLUMNS}|>errors|>vs echo"
     ));
     for r in results {
         let vs_echo = match echo_baseline(file, r) {
@@ -233,14 +180,15 @@ pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
             }
             _ => String::new(),
         };
-        let errors = if r.errors == 0 {
-            "0".to_string()
-        } else {
-            format!("{} ({:.1}%)", r.errors, r.error_rate() * 100.0)
+        let errors = match r.errors {
+            0 => "0".to_string(),
+            n => format!("{n} ({:.1}%)", r.error_rate() * 100.0),
         };
+        let mut variant: Vec<String> = r.variant.iter().cloned().collect();
+        variant.extend(r.instances.filter(|n| *n > 1).map(|n| format!("×{n}")));
         let mut row = vec![
             r.scenario.clone(),
-            variant_text(r),
+            variant.join(" "),
             r.model.describe(),
             fmt_rate(r.throughput_per_s),
         ];
@@ -253,20 +201,10 @@ pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
 
 /// Per-operation breakdown of a mixed point.
 pub fn ops_table(r: &ScenarioResult) -> Table {
-    let mut t = Table::new(&with_latency(
-        &[
-            ("operation", Align::Left),
-            ("share", Align::Right),
-            ("ok/s", Align::Right),
-        ],
-        &[("errors", Align::Right)],
-    ));
+    let mut t = Table::new(&format!("operation|>share|>ok/s|{LATENCY_COLUMNS}|>errors"));
     for op in &r.ops {
-        let mut row = vec![
-            op.name.clone(),
-            format!("{:.0}%", op.share * 100.0),
-            fmt_rate(op.throughput_per_s),
-        ];
+        let share = format!("{:.0}%", op.share * 100.0);
+        let mut row = vec![op.name.clone(), share, fmt_rate(op.throughput_per_s)];
         row.extend(latency_cells(&op.latency_ms));
         row.push(op.errors.to_string());
         t.row(row);
@@ -276,16 +214,8 @@ pub fn ops_table(r: &ScenarioResult) -> Table {
 
 /// 1, 2, 4 instances: throughput, speedup, efficiency, latency and CPU.
 pub fn scaling_table(run: &ScalingRun) -> Table {
-    let mut t = Table::new(&[
-        ("instances", Align::Right),
-        ("ok/s", Align::Right),
-        ("speedup", Align::Right),
-        ("efficiency", Align::Right),
-        ("p50 ms", Align::Right),
-        ("p99 ms", Align::Right),
-        ("errors", Align::Right),
-        ("CPU (cores)", Align::Left),
-    ]);
+    let mut t =
+        Table::new(">instances|>ok/s|>speedup|>efficiency|>p50 ms|>p99 ms|>errors|CPU (cores)");
     for p in &run.points {
         t.row(vec![
             p.instances.to_string(),
@@ -301,138 +231,118 @@ pub fn scaling_table(run: &ScalingRun) -> Table {
     t
 }
 
+pub fn targets_table(file: &ResultsFile) -> Table {
+    let mut t = Table::new("target|wanted|measured|met");
+    for c in &file.targets {
+        let met = match c.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        t.row(vec![
+            c.name.clone(),
+            c.target.clone(),
+            c.measured.clone(),
+            met.into(),
+        ]);
+    }
+    t
+}
+
+/// The lines after the results table: CPU, send lag, checks, extra figures
+/// and errors of each point.
+fn details(r: &ScenarioResult) -> Vec<String> {
+    let key = &r.key;
+    let mut lines = Vec::new();
+    if !r.cpu.is_empty() {
+        lines.push(format!("{key}: CPU {}", cpu_summary(&r.cpu)));
+    }
+    if let Some(lag) = &r.send_lag_ms {
+        let (p99, max) = (fmt_ms(lag.p99), fmt_ms(lag.max));
+        lines.push(format!(
+            "{key}: generator send lag p99 {p99} ms, max {max} ms"
+        ));
+    }
+    for c in &r.checks {
+        let outcome = if c.passed { "ok" } else { "FAILED" };
+        lines.push(format!("{key}: check {} {outcome}: {}", c.name, c.detail));
+    }
+    for (k, v) in &r.extra {
+        lines.push(format!("{key}: {k} = {}", fmt_rate(*v)));
+    }
+    if r.errors > 0 {
+        let first = r.first_error.as_deref().unwrap_or("-");
+        lines.push(format!("{key}: errors {:?}, first: {first}", r.error_kinds));
+    }
+    lines
+}
+
 /// The whole file for the terminal: settings line, results, breakdowns,
 /// checks, scaling, targets, notes.
 pub fn report_text(file: &ResultsFile) -> String {
-    let mut out = String::new();
-    let v = &file.versions;
-    out.push_str(&format!(
+    let (v, m) = (&file.versions, &file.machine);
+    let mut out = format!(
         "shop-bench {} | {} | git {}{} | nats-server {} | {} ({} cores, {:.1} GiB) | {} {}\n\n",
         v.shop_bench,
         v.rustc,
-        v.git_rev.as_deref().map_or("?", |r| &r[..r.len().min(10)]),
+        short_rev(&v.git_rev),
         if v.git_dirty == Some(true) {
             "+dirty"
         } else {
             ""
         },
         v.nats_server.as_deref().unwrap_or("?"),
-        file.machine.cpu_model,
-        file.machine.cores,
-        file.machine.memory_bytes as f64 / (1u64 << 30) as f64,
-        file.machine.os,
-        file.machine.kernel,
-    ));
+        m.cpu_model,
+        m.cores,
+        m.memory_bytes as f64 / (1u64 << 30) as f64,
+        m.os,
+        m.kernel,
+    );
     let all: Vec<&ScenarioResult> = file.results.iter().collect();
     if !all.is_empty() {
         out.push_str(&results_table(file, &all).text());
     }
     for r in &file.results {
         if !r.ops.is_empty() {
-            out.push_str(&format!(
-                "\n{} ({}): per operation\n",
-                r.key,
-                r.model.describe()
-            ));
+            let _ = writeln!(out, "\n{} ({}): per operation", r.key, r.model.describe());
             out.push_str(&ops_table(r).text());
         }
-        for p in &r.phases {
-            if let Some(l) = &p.latency_ms {
-                out.push_str(&format!(
-                    "{}: {} p50 {} ms, p99 {} ms, max {} ms\n",
-                    r.key,
-                    p.name,
-                    fmt_ms(l.p50),
-                    fmt_ms(l.p99),
-                    fmt_ms(l.max)
-                ));
-            }
+        for (name, l) in r
+            .phases
+            .iter()
+            .filter_map(|p| Some((&p.name, p.latency_ms?)))
+        {
+            let (p50, p99, max) = (fmt_ms(l.p50), fmt_ms(l.p99), fmt_ms(l.max));
+            let _ = writeln!(
+                out,
+                "{}: {name} p50 {p50} ms, p99 {p99} ms, max {max} ms",
+                r.key
+            );
         }
     }
-    let details: Vec<String> = file
-        .results
-        .iter()
-        .flat_map(|r| {
-            let mut lines = Vec::new();
-            if !r.cpu.is_empty() {
-                lines.push(format!("{}: CPU {}", r.key, cpu_summary(&r.cpu)));
-            }
-            if let Some(lag) = &r.send_lag_ms {
-                lines.push(format!(
-                    "{}: generator send lag p99 {} ms, max {} ms",
-                    r.key,
-                    fmt_ms(lag.p99),
-                    fmt_ms(lag.max)
-                ));
-            }
-            for c in &r.checks {
-                lines.push(format!(
-                    "{}: check {} {}: {}",
-                    r.key,
-                    c.name,
-                    if c.passed { "ok" } else { "FAILED" },
-                    c.detail
-                ));
-            }
-            for (k, v) in &r.extra {
-                lines.push(format!("{}: {k} = {}", r.key, fmt_rate(*v)));
-            }
-            if r.errors > 0 {
-                lines.push(format!(
-                    "{}: errors {:?}, first: {}",
-                    r.key,
-                    r.error_kinds,
-                    r.first_error.as_deref().unwrap_or("-")
-                ));
-            }
-            lines
-        })
-        .collect();
+    let details: Vec<String> = file.results.iter().flat_map(details).collect();
     if !details.is_empty() {
         out.push('\n');
-        for l in details {
-            out.push_str(&l);
-            out.push('\n');
-        }
+        details
+            .iter()
+            .for_each(|l| out.push_str(&(l.clone() + "\n")));
     }
     for run in &file.scaling {
-        out.push_str(&format!(
-            "\nscaling {}, instances of {}:\n",
+        let _ = writeln!(
+            out,
+            "\nscaling {}, instances of {}:",
             run.title(),
             run.service
-        ));
+        );
         out.push_str(&scaling_table(run).text());
     }
     if file.targets.iter().any(|t| t.met.is_some()) {
-        out.push_str("\ntargets:\n");
-        out.push_str(&targets_table(file).text());
+        out.push_str(&format!("\ntargets:\n{}", targets_table(file).text()));
     }
-    for n in &file.notes {
-        out.push_str(&format!("note: {n}\n"));
-    }
+    file.notes
+        .iter()
+        .for_each(|n| out.push_str(&format!("note: {n}\n")));
     out
-}
-
-pub fn targets_table(file: &ResultsFile) -> Table {
-    let mut t = Table::new(&[
-        ("target", Align::Left),
-        ("wanted", Align::Left),
-        ("measured", Align::Left),
-        ("met", Align::Left),
-    ]);
-    for c in &file.targets {
-        t.row(vec![
-            c.name.clone(),
-            c.target.clone(),
-            c.measured.clone(),
-            match c.met {
-                Some(true) => "yes".to_string(),
-                Some(false) => "**no**".to_string(),
-                None => "not measured".to_string(),
-            },
-        ]);
-    }
-    t
 }
 
 // --- comparison with an older file ---------------------------------------------
@@ -445,81 +355,58 @@ fn ratio(new: Option<f64>, old: Option<f64>) -> String {
     }
 }
 
-fn pick(l: &Option<Latency>, f: fn(&Latency) -> f64) -> Option<f64> {
-    l.as_ref().map(f)
-}
+/// The figures of one point that are compared: throughput, latency, errors.
+type Figures<'a> = (f64, &'a Option<Latency>, u64);
 
-fn ms(v: Option<f64>) -> String {
-    v.map_or("-".to_string(), fmt_ms)
-}
-
-/// The figures of one point that are compared.
-struct Figures<'a> {
-    throughput: f64,
-    latency: &'a Option<Latency>,
-    errors: u64,
-}
-
-impl<'a> From<&'a ScenarioResult> for Figures<'a> {
-    fn from(r: &'a ScenarioResult) -> Self {
-        Self {
-            throughput: r.throughput_per_s,
-            latency: &r.latency_ms,
-            errors: r.errors,
-        }
-    }
-}
-
-fn row(key: &str, new: Figures<'_>, old: Figures<'_>) -> Vec<String> {
-    let (n, o) = (new.latency, old.latency);
+fn row(
+    key: String,
+    (new_rate, n, new_errors): Figures,
+    (old_rate, o, old_errors): Figures,
+) -> Vec<String> {
+    let get = |l: &Option<Latency>, f: fn(&Latency) -> f64| l.as_ref().map(f);
+    let both = |f: fn(&Latency) -> f64| (get(n, f), get(o, f));
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), fmt_ms);
+    let change = |f: fn(&Latency) -> f64| format!("{} → {}", ms(both(f).1), ms(both(f).0));
+    let times = |f: fn(&Latency) -> f64| ratio(both(f).0, both(f).1);
     vec![
-        key.to_string(),
-        fmt_rate(old.throughput),
-        fmt_rate(new.throughput),
-        ratio(Some(new.throughput), Some(old.throughput)),
-        format!("{} → {}", ms(pick(o, |l| l.p50)), ms(pick(n, |l| l.p50))),
-        ratio(pick(n, |l| l.p50), pick(o, |l| l.p50)),
-        ratio(pick(n, |l| l.p90), pick(o, |l| l.p90)),
-        format!("{} → {}", ms(pick(o, |l| l.p99)), ms(pick(n, |l| l.p99))),
-        ratio(pick(n, |l| l.p99), pick(o, |l| l.p99)),
-        ratio(pick(n, |l| l.p99_9), pick(o, |l| l.p99_9)),
-        ratio(pick(n, |l| l.max), pick(o, |l| l.max)),
-        format!("{} → {}", old.errors, new.errors),
+        key,
+        fmt_rate(old_rate),
+        fmt_rate(new_rate),
+        ratio(Some(new_rate), Some(old_rate)),
+        change(|l| l.p50),
+        times(|l| l.p50),
+        times(|l| l.p90),
+        change(|l| l.p99),
+        times(|l| l.p99),
+        times(|l| l.p99_9),
+        times(|l| l.max),
+        format!("{old_errors} → {new_errors}"),
     ]
 }
 
 /// The comparison table and what could not be matched.
 pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
-    let mut t = Table::new(&[
-        ("point", Align::Left),
-        ("ok/s old", Align::Right),
-        ("ok/s new", Align::Right),
-        ("ok/s ×", Align::Right),
-        ("p50 ms", Align::Right),
-        ("p50 ×", Align::Right),
-        ("p90 ×", Align::Right),
-        ("p99 ms", Align::Right),
-        ("p99 ×", Align::Right),
-        ("p99.9 ×", Align::Right),
-        ("max ×", Align::Right),
-        ("errors", Align::Right),
-    ]);
+    let mut t = Table::new(
+        "point|>ok/s old|>ok/s new|>ok/s ×|>p50 ms|>p50 ×|>p90 ×|>p99 ms|>p99 ×|>p99.9 ×|>max ×|>errors",
+    );
     let mut notes = Vec::new();
+    fn figures(r: &ScenarioResult) -> Figures<'_> {
+        (r.throughput_per_s, &r.latency_ms, r.errors)
+    }
     for r in &new.results {
         match old.result(&r.key) {
-            Some(o) => t.row(row(&r.key, r.into(), o.into())),
+            Some(o) => t.row(row(r.key.clone(), figures(r), figures(o))),
             None => notes.push(format!("{}: not in the old file", r.key)),
         }
     }
-    for o in &old.results {
-        if new.result(&o.key).is_none() {
-            notes.push(format!("{}: only in the old file", o.key));
-        }
+    for o in old.results.iter().filter(|o| new.result(&o.key).is_none()) {
+        notes.push(format!("{}: only in the old file", o.key));
     }
     for run in &new.scaling {
-        let Some(old_run) = old.scaling.iter().find(|o| {
+        let same = |o: &&ScalingRun| {
             o.scenario == run.scenario && o.variant == run.variant && o.model == run.model
-        }) else {
+        };
+        let Some(old_run) = old.scaling.iter().find(same) else {
             notes.push(format!("scaling {}: not in the old file", run.scenario));
             continue;
         };
@@ -527,38 +414,32 @@ pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
             let Some(op) = old_run.points.iter().find(|o| o.instances == p.instances) else {
                 continue;
             };
+            let key = format!(
+                "scaling {} {} ×{}",
+                run.scenario,
+                run.model.key(),
+                p.instances
+            );
+            let new_figures = (p.throughput_per_s, &p.latency_ms, p.errors);
             t.row(row(
-                &format!(
-                    "scaling {} {} ×{}",
-                    run.scenario,
-                    run.model.key(),
-                    p.instances
-                ),
-                Figures {
-                    throughput: p.throughput_per_s,
-                    latency: &p.latency_ms,
-                    errors: p.errors,
-                },
-                Figures {
-                    throughput: op.throughput_per_s,
-                    latency: &op.latency_ms,
-                    errors: op.errors,
-                },
+                key,
+                new_figures,
+                (op.throughput_per_s, &op.latency_ms, op.errors),
             ));
         }
     }
-    if new.machine.cpu_model != old.machine.cpu_model || new.machine.cores != old.machine.cores {
+    let (n, o) = (&new.machine, &old.machine);
+    if n.cpu_model != o.cpu_model || n.cores != o.cores {
         notes.push(format!(
             "different machines: {} ({} cores) now, {} ({} cores) then",
-            new.machine.cpu_model, new.machine.cores, old.machine.cpu_model, old.machine.cores
+            n.cpu_model, n.cores, o.cpu_model, o.cores
         ));
     }
-    if new.settings.duration_s != old.settings.duration_s
-        || new.settings.quick != old.settings.quick
-    {
+    let (n, o) = (&new.settings, &old.settings);
+    if n.duration_s != o.duration_s || n.quick != o.quick {
         notes.push(format!(
             "different durations: {:.0} s per point now, {:.0} s then",
-            new.settings.duration_s, old.settings.duration_s
+            n.duration_s, o.duration_s
         ));
     }
     (t, notes)
@@ -568,14 +449,14 @@ pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
 pub fn compare_text(new: &ResultsFile, old: &ResultsFile) -> String {
     let (t, notes) = compare(new, old);
     let mut out = format!(
-        "compared with {} (git {}): ratios are new/old; ok/s above 1 and latency below 1 are better\n",
+        "compared with {} (git {}): ratios are new/old; ok/s above 1 and latency below 1 are better\n{}",
         old.created_at,
-        old.versions.git_rev.as_deref().map_or("?", |r| &r[..r.len().min(10)])
+        short_rev(&old.versions.git_rev),
+        t.text()
     );
-    out.push_str(&t.text());
-    for n in notes {
-        out.push_str(&format!("note: {n}\n"));
-    }
+    notes
+        .iter()
+        .for_each(|n| out.push_str(&format!("note: {n}\n")));
     out
 }
 
@@ -585,38 +466,25 @@ const END: &str = "<!-- /bench -->";
 const START_PREFIX: &str = "<!-- bench:";
 
 fn not_measured(file: &ResultsFile, about: &str) -> String {
-    let notes: Vec<&String> = file.notes.iter().filter(|n| n.contains(about)).collect();
     let mut out = "_Not measured in this run._\n".to_string();
-    for n in notes {
-        out.push_str(&format!("\n_{n}_\n"));
+    for n in file.notes.iter().filter(|n| n.contains(about)) {
+        let _ = write!(out, "\n_{n}_\n");
     }
     out
 }
 
-fn results_of<'a>(file: &'a ResultsFile, scenarios: &[&str]) -> Vec<&'a ScenarioResult> {
-    file.results
-        .iter()
-        .filter(|r| scenarios.contains(&r.scenario.as_str()))
-        .collect()
-}
-
-/// A command line with the workspace's absolute paths made relative.
-fn relative(command: &str) -> String {
-    let root = shop_process::workspace_root().display().to_string();
-    command.replace(&format!("{root}/"), "")
-}
-
 fn run_section(file: &ResultsFile) -> String {
-    let v = &file.versions;
-    let m = &file.machine;
-    let s = &file.settings;
+    let (v, m, s) = (&file.versions, &file.machine, &file.settings);
+    // The command line with the workspace's absolute paths made relative.
+    let root = shop_process::workspace_root().display().to_string();
+    let command = file.command.replace(&format!("{root}/"), "");
     format!(
         "Run of {} (`shop-bench {}`): git {}{}; {}; nats-server {}{}.\n\
          Machine: {}, {} cores, {:.0} GiB, {}, kernel {}. Load generator, nats-server and\n\
          services share these cores. {} s measured per point after {} s of warm-up{}.\n",
         file.created_at,
-        relative(&file.command),
-        v.git_rev.as_deref().map_or("?", |r| &r[..r.len().min(10)]),
+        command,
+        short_rev(&v.git_rev),
         if v.git_dirty == Some(true) {
             " (with uncommitted changes)"
         } else {
@@ -635,84 +503,66 @@ fn run_section(file: &ResultsFile) -> String {
         m.kernel,
         fmt_secs(s.duration_s),
         fmt_secs(s.warmup_s),
-        if s.quick {
-            " (**quick mode: figures only show that everything runs**)"
-        } else {
-            ""
+        match s.quick {
+            true => " (**quick mode: figures only show that everything runs**)",
+            false => "",
         },
     )
 }
 
+/// Checks, extra figures, phases and errors of `results`, as a markdown list.
 fn extra_lines(results: &[&ScenarioResult]) -> String {
     let mut out = String::new();
     for r in results {
+        let key = &r.key;
         for c in &r.checks {
-            out.push_str(&format!(
-                "- {}: {} {}: {}\n",
-                r.key,
-                c.name,
-                if c.passed { "ok" } else { "**FAILED**" },
-                c.detail
-            ));
+            let outcome = if c.passed { "ok" } else { "**FAILED**" };
+            let _ = writeln!(out, "- {key}: {} {outcome}: {}", c.name, c.detail);
         }
         for (k, v) in &r.extra {
-            out.push_str(&format!("- {}: {k} = {}\n", r.key, fmt_rate(*v)));
+            let _ = writeln!(out, "- {key}: {k} = {}", fmt_rate(*v));
         }
-        for p in &r.phases {
-            if let Some(l) = &p.latency_ms {
-                out.push_str(&format!(
-                    "- {}: {} p50 {} ms, p90 {} ms, p99 {} ms, max {} ms\n",
-                    r.key,
-                    p.name,
-                    fmt_ms(l.p50),
-                    fmt_ms(l.p90),
-                    fmt_ms(l.p99),
-                    fmt_ms(l.max)
-                ));
-            }
+        for (name, l) in r
+            .phases
+            .iter()
+            .filter_map(|p| Some((&p.name, p.latency_ms?)))
+        {
+            let (p50, p90, p99, max) = (fmt_ms(l.p50), fmt_ms(l.p90), fmt_ms(l.p99), fmt_ms(l.max));
+            let _ = writeln!(
+                out,
+                "- {key}: {name} p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms"
+            );
         }
         if r.errors > 0 {
-            out.push_str(&format!(
-                "- {}: errors {}; first: {}\n",
-                r.key,
-                r.error_kinds
-                    .iter()
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                r.first_error.as_deref().unwrap_or("-").replace('|', "/")
-            ));
+            let kinds: Vec<String> = r
+                .error_kinds
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let first = r.first_error.as_deref().unwrap_or("-").replace('|', "/");
+            let _ = writeln!(out, "- {key}: errors {}; first: {first}", kinds.join(", "));
         }
     }
     out
 }
 
+/// The results table of `scenarios` (with each mixed point's operations) and
+/// their extra lines; `about` finds the notes of a run that skipped them.
 fn table_section(file: &ResultsFile, scenarios: &[&str], about: &str) -> String {
-    let results = results_of(file, scenarios);
+    let results: Vec<&ScenarioResult> = (file.results.iter())
+        .filter(|r| scenarios.contains(&r.scenario.as_str()))
+        .collect();
     if results.is_empty() {
         return not_measured(file, about);
     }
     let mut out = results_table(file, &results).markdown();
-    let extra = extra_lines(&results);
-    if !extra.is_empty() {
-        out.push('\n');
-        out.push_str(&extra);
-    }
-    out
-}
-
-fn mixed_section(file: &ResultsFile) -> String {
-    let results = results_of(file, &["mixed"]);
-    if results.is_empty() {
-        return not_measured(file, "mixed");
-    }
-    let mut out = results_table(file, &results).markdown();
-    for r in &results {
-        out.push_str(&format!(
+    for r in results.iter().filter(|r| r.scenario == "mixed") {
+        let _ = write!(
+            out,
             "\nPer operation ({}, {}):\n\n",
             r.key,
             r.model.describe()
-        ));
+        );
         out.push_str(&ops_table(r).markdown());
     }
     let extra = extra_lines(&results);
@@ -727,72 +577,63 @@ fn scaling_section(file: &ResultsFile) -> String {
     if file.scaling.is_empty() {
         return not_measured(file, "scaling");
     }
-    let mut out = String::new();
-    for run in &file.scaling {
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&format!(
+    let runs = file.scaling.iter().map(|run| {
+        let title = format!(
             "{}, instances of `{}` in one queue group:\n\n",
             run.title(),
             run.service
-        ));
-        out.push_str(&scaling_table(run).markdown());
-    }
-    out
+        );
+        title + &scaling_table(run).markdown()
+    });
+    runs.collect::<Vec<_>>().join("\n")
 }
 
 fn cpu_section(file: &ResultsFile) -> String {
-    let mut t = Table::new(&[("point", Align::Left), ("CPU used, cores", Align::Left)]);
+    let mut t = Table::new("point|CPU used, cores");
     for r in file.results.iter().filter(|r| !r.cpu.is_empty()) {
         t.row(vec![r.key.clone(), cpu_summary(&r.cpu)]);
     }
-    if t.is_empty() {
-        return not_measured(file, "cpu");
+    match t.rows.is_empty() {
+        true => not_measured(file, "cpu"),
+        false => t.markdown(),
     }
-    t.markdown()
 }
 
 /// Every section's generated text.
 pub fn sections(file: &ResultsFile) -> BTreeMap<&'static str, String> {
-    let mut s = BTreeMap::new();
-    s.insert("run", run_section(file));
-    s.insert(
-        "targets",
-        if file.targets.is_empty() {
-            not_measured(file, "target")
-        } else {
-            targets_table(file).markdown()
-        },
-    );
-    s.insert("results", {
-        let all: Vec<&ScenarioResult> = file.results.iter().collect();
-        if all.is_empty() {
-            not_measured(file, "results")
-        } else {
-            results_table(file, &all).markdown()
-        }
-    });
-    s.insert(
-        "reads",
-        table_section(file, &["echo", "product-get", "product-list"], "product"),
-    );
-    s.insert(
-        "stock-contention",
-        table_section(file, &["stock-contention"], "stock-contention"),
-    );
-    s.insert(
-        "gateway-get",
-        table_section(file, &["gateway-get"], "gateway"),
-    );
-    s.insert(
-        "order-place",
-        table_section(file, &["order-place"], "order-place"),
-    );
-    s.insert("mixed", mixed_section(file));
-    s.insert("scaling", scaling_section(file));
-    s.insert("cpu", cpu_section(file));
-    s
+    let all: Vec<&ScenarioResult> = file.results.iter().collect();
+    let targets = match file.targets.is_empty() {
+        true => not_measured(file, "target"),
+        false => targets_table(file).markdown(),
+    };
+    let results = match all.is_empty() {
+        true => not_measured(file, "results"),
+        false => results_table(file, &all).markdown(),
+    };
+    BTreeMap::from([
+        ("run", run_section(file)),
+        ("targets", targets),
+        ("results", results),
+        (
+            "reads",
+            table_section(file, &["echo", "product-get", "product-list"], "product"),
+        ),
+        (
+            "stock-contention",
+            table_section(file, &["stock-contention"], "stock-contention"),
+        ),
+        (
+            "gateway-get",
+            table_section(file, &["gateway-get"], "gateway"),
+        ),
+        (
+            "order-place",
+            table_section(file, &["order-place"], "order-place"),
+        ),
+        ("mixed", table_section(file, &["mixed"], "mixed")),
+        ("scaling", scaling_section(file)),
+        ("cpu", cpu_section(file)),
+    ])
 }
 
 /// `doc` with every known marked block replaced; also returns the names replaced.
@@ -817,9 +658,7 @@ pub fn rewrite(doc: &str, sections: &BTreeMap<&str, String>) -> Result<(String, 
         out.push_str(&rest[..marker_end]);
         match sections.get(name) {
             Some(text) => {
-                out.push('\n');
-                out.push_str(text.trim_end());
-                out.push('\n');
+                let _ = writeln!(out, "\n{}", text.trim_end());
                 replaced.push(name.to_string());
             }
             None => out.push_str(&rest[marker_end..end]),
@@ -862,7 +701,7 @@ mod tests {
 
     #[test]
     fn tables_align_and_escape() {
-        let mut t = Table::new(&[("name", Align::Left), ("n", Align::Right)]);
+        let mut t = Table::new("name|>n");
         t.row(vec!["a|b".into(), "1".into()]);
         t.row(vec!["long name".into(), "1,000".into()]);
         assert_eq!(

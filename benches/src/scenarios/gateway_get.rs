@@ -55,11 +55,13 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         let clients = connect_clients(&target.nats_url, 1, opts.timeout).await?;
         seed_reads(&clients[0], opts.products).await?;
     }
+    let rest = &url["http://".len()..];
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let uris = (0..opts.products.max(1))
-        .map(|i| url.replace("{id}", &read_id(i)).parse::<Uri>())
+        .map(|i| path.replace("{id}", &read_id(i)).parse::<Uri>())
         .collect::<Result<Vec<Uri>, _>>()
         .with_context(|| format!("{url}: not a URL"))?;
-    let client = Client::new(opts.timeout);
+    let client = Client::new(authority, opts.timeout);
     let probe = client
         .get(&uris[0])
         .await
