@@ -220,14 +220,17 @@ impl Stack {
         if !config.exists() {
             bail!("{} is missing", config.display());
         }
+        let log = self.log_file("nats-server");
         let nats = NatsServer::new(self.data.path())
             .bin(&self.config.nats_server)
             .config_file(config)
             .monitor_port(free_port()?)
             .store_dir(self.data.path().join("jetstream"))
-            .log_file(self.log_file("nats-server"))
-            .ready_timeout(READY_TIMEOUT)
-            .die_with_parent()
+            .process(|p| {
+                p.log_file(log)
+                    .ready_timeout(READY_TIMEOUT)
+                    .die_with_parent()
+            })
             .start()
             .await?;
         let url = nats.url();

@@ -260,9 +260,11 @@ async fn ensure_nats(
         .host(&host)
         .port(port)
         .store_dir(&store)
-        .log_file(&log)
-        .ready_timeout(NATS_READY)
-        .own_process_group();
+        .process(|p| {
+            p.log_file(&log)
+                .ready_timeout(NATS_READY)
+                .own_process_group()
+        });
     server = match paths.root.join("nats/config/nats-server.conf") {
         shipped if shipped.is_file() => server.config_file(shipped),
         _ => server.config_text(

@@ -11,7 +11,9 @@
 //! - [`Process`] stops with SIGTERM and a grace period, then SIGKILL; dies at
 //!   once with [`Process::kill9`] (chaos tests); restarts with the same settings.
 //! - [`NatsServer`] builds a nats-server from a configuration file or text
-//!   (JetStream store, ports) and starts it as a [`NatsProcess`].
+//!   (JetStream store, ports) and starts it as a [`NatsProcess`]; a server
+//!   with auth, or each node of a cluster (`server_name`, `cluster { routes }`),
+//!   is its own configuration text.
 //! - [`locate`]: the nats-server binary, free loopback ports, the workspace
 //!   and its binaries.
 //!

@@ -29,42 +29,38 @@ pub enum NatsConfig {
 #[derive(Debug, Clone)]
 pub struct NatsServer {
     dir: PathBuf,
-    name: String,
     bin: Option<PathBuf>,
     config: NatsConfig,
     host: String,
     port: Option<u16>,
     monitor_port: Option<u16>,
     store_dir: Option<PathBuf>,
-    ready_timeout: Duration,
-    log_file: Option<PathBuf>,
-    own_group: bool,
-    die_with_parent: bool,
+    /// How the process runs: name, log file, readiness timeout, process group.
+    spec: Spec,
 }
 
 impl NatsServer {
     /// A server named `nats-server` whose generated configuration and (unless
     /// [`NatsServer::store_dir`] says otherwise) JetStream store go in `dir`;
-    /// JetStream on, otherwise the server's defaults, on a free port of 127.0.0.1.
+    /// JetStream on, otherwise the server's defaults, on a free port of
+    /// 127.0.0.1; ready within 30 s.
     pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_path_buf(),
-            name: "nats-server".to_string(),
             bin: None,
             config: NatsConfig::Text("jetstream { store_dir: $NATS_STORE_DIR }\n".to_string()),
             host: "127.0.0.1".to_string(),
             port: None,
             monitor_port: None,
             store_dir: None,
-            ready_timeout: Duration::from_secs(30),
-            log_file: None,
-            own_group: false,
-            die_with_parent: false,
+            spec: Spec::new("nats-server", "nats-server").ready_timeout(Duration::from_secs(30)),
         }
     }
 
+    /// Its name in errors and of its generated configuration file,
+    /// `<dir>/<name>.conf` (default `nats-server`; a cluster's nodes need one each).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.spec.name = name.into();
         self
     }
 
@@ -108,26 +104,9 @@ impl NatsServer {
         self
     }
 
-    /// How long `Server is ready` may take (default 30 s).
-    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
-        self
-    }
-
-    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.log_file = Some(path.into());
-        self
-    }
-
-    /// See [`Spec::own_process_group`].
-    pub fn own_process_group(mut self) -> Self {
-        self.own_group = true;
-        self
-    }
-
-    /// See [`Spec::die_with_parent`].
-    pub fn die_with_parent(mut self) -> Self {
-        self.die_with_parent = true;
+    /// Adjusts how the process runs, e.g. `|p| p.log_file(..).own_process_group()`.
+    pub fn process(mut self, adjust: impl FnOnce(Spec) -> Spec) -> Self {
+        self.spec = adjust(self.spec);
         self
     }
 
@@ -138,10 +117,11 @@ impl NatsServer {
             Some(bin) => bin,
             None => nats_server_bin(&workspace_root())?,
         };
+        let name = self.spec.name().to_string();
         let config = match self.config {
             NatsConfig::File(path) => path,
             NatsConfig::Text(text) => {
-                let path = self.dir.join(format!("{}.conf", self.name));
+                let path = self.dir.join(format!("{name}.conf"));
                 std::fs::write(&path, text)
                     .with_context(|| format!("writing {}", path.display()))?;
                 path
@@ -151,28 +131,19 @@ impl NatsServer {
             Some(port) => port,
             None => free_port()?,
         };
-        let store_dir = self
-            .store_dir
-            .unwrap_or_else(|| self.dir.join(format!("{}-store", self.name)));
-        let mut spec = Spec::new(&self.name, &bin)
+        let store_dir = (self.store_dir).unwrap_or_else(|| self.dir.join(format!("{name}-store")));
+        let monitor = self
+            .monitor_port
+            .map(|port| ["-m".to_string(), port.to_string()]);
+        let spec = self
+            .spec
+            .program(&bin)
             .arg("-c")
             .arg(&config)
             .args(["-a", &self.host, "-p", &port.to_string()])
+            .args(monitor.into_iter().flatten())
             .env("NATS_STORE_DIR", &store_dir)
-            .ready_line("Server is ready")
-            .ready_timeout(self.ready_timeout);
-        if let Some(monitor) = self.monitor_port {
-            spec = spec.args(["-m".to_string(), monitor.to_string()]);
-        }
-        if let Some(log) = self.log_file {
-            spec = spec.log_file(log);
-        }
-        if self.own_group {
-            spec = spec.own_process_group();
-        }
-        if self.die_with_parent {
-            spec = spec.die_with_parent();
-        }
+            .ready_line("Server is ready");
         let process = spec.start().await.with_context(|| {
             format!(
                 "starting {} (scripts/setup.sh installs nats-server)",
@@ -226,6 +197,33 @@ mod tests {
         assert!(std::net::TcpStream::connect(addr).is_err());
         nats.process.restart().await.unwrap();
         std::net::TcpStream::connect(addr).unwrap();
+    }
+
+    /// What `shop up --nats-cluster 3` and cluster tests will build on: three
+    /// builders, each with its own name, configuration text and route port.
+    #[tokio::test]
+    async fn three_servers_with_routes_form_a_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
+        let routes: Vec<String> = (route_ports.iter())
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let mut servers = Vec::new();
+        for (i, port) in route_ports.iter().enumerate() {
+            let config = format!(
+                "server_name: n{i}\njetstream {{ store_dir: $NATS_STORE_DIR }}\n\
+                 cluster {{ name: shop, listen: 127.0.0.1:{port}, routes: [{}] }}\n",
+                routes.join(", ")
+            );
+            let server = NatsServer::new(dir.path()).name(format!("nats-{i}"));
+            servers.push(server.config_text(config).start().await.unwrap());
+        }
+        for server in &servers {
+            let routed = server
+                .process
+                .wait_for_line("Route connection created", Duration::from_secs(20));
+            routed.await.unwrap();
+        }
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// What to run and how to tell it is ready; [`Spec::start`] runs it.
 #[derive(Debug, Clone)]
 pub struct Spec {
-    name: String,
+    pub(crate) name: String,
     program: PathBuf,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
@@ -52,6 +52,11 @@ impl Spec {
             own_group: false,
             die_with_parent: false,
         }
+    }
+
+    pub(crate) fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = program.into();
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {

@@ -34,7 +34,7 @@ impl NatsServer {
         let server = shop_process::NatsServer::new(dir.path())
             .bin(nats_server_bin())
             .config_text(TEST_CONFIG)
-            .ready_timeout(READY_TIMEOUT)
+            .process(|p| p.ready_timeout(READY_TIMEOUT))
             .start()
             .await?;
         Ok(Self { server, _dir: dir })
