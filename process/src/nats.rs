@@ -229,13 +229,8 @@ mod tests {
     #[tokio::test]
     async fn a_bad_configuration_fails_with_the_servers_words() {
         let dir = tempfile::tempdir().unwrap();
-        let err = NatsServer::new(dir.path())
-            .config_text("this is { not a config")
-            .start()
-            .await
-            .err()
-            .unwrap();
-        let text = format!("{err:#}");
+        let broken = NatsServer::new(dir.path()).config_text("this is { not a config");
+        let text = crate::process::tests::failure(broken.start()).await;
         assert!(text.contains("exited"), "{text}");
         assert!(text.contains("Parse error"), "{text}");
     }

@@ -468,23 +468,26 @@ impl Drop for Process {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn sh(name: &str, script: &str) -> Spec {
         Spec::new(name, "sh").args(["-c", script])
     }
 
+    /// The error of a start that must fail, as text with its causes.
+    pub(crate) async fn failure<T>(start: impl std::future::Future<Output = Result<T>>) -> String {
+        match start.await {
+            Ok(_) => panic!("started, but should have failed"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
     #[tokio::test]
     async fn an_exit_before_ready_is_reported_with_the_output() {
         let started = Instant::now();
-        let err = sh("broken", "echo starting; echo broken >&2; exit 3")
-            .ready_line("never printed")
-            .start()
-            .await
-            .err()
-            .unwrap();
-        let text = format!("{err:#}");
+        let broken = sh("broken", "echo starting; echo broken >&2; exit 3");
+        let text = failure(broken.ready_line("never printed").start()).await;
         assert!(text.contains("broken exited"), "{text}");
         assert!(text.contains("starting\nbroken"), "{text}");
         assert!(started.elapsed() < Duration::from_secs(10), "failed fast");
@@ -492,14 +495,8 @@ mod tests {
 
     #[tokio::test]
     async fn no_ready_line_in_time_is_an_error() {
-        let err = sh("silent", "echo hello; exec sleep 30")
-            .ready_line("ready")
-            .ready_timeout(Duration::from_millis(300))
-            .start()
-            .await
-            .err()
-            .unwrap();
-        let text = format!("{err:#}");
+        let silent = sh("silent", "echo hello; exec sleep 30").ready_line("ready");
+        let text = failure(silent.ready_timeout(Duration::from_millis(300)).start()).await;
         assert!(text.contains("did not print \"ready\""), "{text}");
         assert!(text.contains("hello"), "{text}");
     }
