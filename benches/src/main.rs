@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use shop_bench::load::{Model, OpenLimits};
+use shop_bench::load::Model;
 use shop_bench::results::{check_targets, ResultsFile, Settings};
-use shop_bench::scenarios::{self, reads, Mix, Options, Scenario, Target, ECHO_SUBJECT};
+use shop_bench::scenarios::{self, parse_duration, reads, Options, Scenario, Target, ECHO_SUBJECT};
 use shop_bench::stack::{JetStreamSync, Stack, StackConfig};
 use shop_bench::suite::{self, SuiteConfig, GATEWAY_CACHE_ENV};
 use shop_bench::{echo, nats, report, scaling, seed};
@@ -57,16 +57,8 @@ enum Command {
 enum ModelKind {
     Closed,
     Open,
-}
-
-/// `10s`, `500ms`, `2m`, `250us` (humantime), or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    match s.parse::<f64>() {
-        Ok(secs) => Duration::try_from_secs_f64(secs).with_context(|| format!("{s:?}")),
-        Err(_) => humantime::parse_duration(s)
-            .with_context(|| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m")),
-    }
+    #[value(skip)]
+    Default,
 }
 
 /// How a scenario is loaded.
@@ -83,99 +75,29 @@ struct LoadArgs {
     /// Arrivals per second (open loop).
     #[arg(long)]
     rate: Option<f64>,
-    /// Measured time per round (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
-    /// Warm-up before measuring.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    warmup: Duration,
-    /// Rounds; the throughput reported is their median.
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
-    /// Per-request timeout.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    timeout: Duration,
-    /// NATS connections of the load generator.
-    #[arg(long, default_value_t = 1)]
-    connections: usize,
-    /// product-get: request encoding (json or bincode).
-    #[arg(long, default_value = "json", value_parser = ["json", "bincode"])]
-    encoding: String,
-    /// Products seeded for the read scenarios.
-    #[arg(long, default_value_t = 1000)]
-    products: usize,
-    /// product-list: page size.
-    #[arg(long, default_value_t = 20)]
-    limit: u32,
-    /// stock-contention: number of products.
-    #[arg(long, default_value_t = 4)]
-    contention_products: usize,
-    /// stock-contention: stock of each (small values exercise running out).
-    #[arg(long, default_value_t = seed::DEFAULT_STOCK)]
-    stock: i64,
-    /// mixed: weights, e.g. get=70,list=20,login=5,order=5.
-    #[arg(long, default_value = "get=70,list=20,login=5,order=5")]
-    mix: String,
-    /// order-place: how long an order may take to be confirmed.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    settle_timeout: Duration,
-    /// Open loop: requests outstanding at most (beyond: counted as `overload` errors).
-    #[arg(long, default_value_t = 20_000)]
-    max_in_flight: usize,
-    /// Label of this point (gateway-get: cached, uncached, express).
-    #[arg(long)]
-    variant: Option<String>,
-    /// gateway-get: do not seed products through NATS (e.g. against the
-    /// Express baseline, which has them in memory).
-    #[arg(long)]
-    no_seed: bool,
+    #[command(flatten)]
+    options: Options,
 }
 
 impl LoadArgs {
-    fn model(&self, scenario: Scenario) -> Result<Model> {
+    fn options(&self, scenario: Scenario) -> Result<Options> {
         let kind = match (self.model, self.in_flight, self.rate) {
             (Some(k), _, _) => k,
             (None, Some(_), None) => ModelKind::Closed,
             (None, None, Some(_)) => ModelKind::Open,
             (None, Some(_), Some(_)) => bail!("--in-flight and --rate: choose one with --model"),
-            (None, None, None) => return Ok(scenario.default_model()),
+            (None, None, None) => ModelKind::Default,
         };
-        Ok(match kind {
+        let model = match kind {
+            ModelKind::Default => scenario.default_model(),
             ModelKind::Closed => Model::Closed {
                 in_flight: self.in_flight.unwrap_or(64),
             },
             ModelKind::Open => Model::Open {
-                rate: self
-                    .rate
-                    .context("--model open needs --rate (arrivals per second)")?,
+                rate: (self.rate).context("--model open needs --rate (arrivals per second)")?,
             },
-        })
-    }
-
-    fn options(&self, scenario: Scenario) -> Result<Options> {
-        Ok(Options {
-            model: self.model(scenario)?,
-            duration: self.duration,
-            warmup: self.warmup,
-            rounds: self.rounds.max(1),
-            timeout: self.timeout,
-            connections: self.connections.max(1),
-            encoding: match self.encoding.as_str() {
-                "bincode" => shop_nats::Encoding::Bincode,
-                _ => shop_nats::Encoding::Json,
-            },
-            products: self.products.max(1),
-            list_limit: self.limit,
-            contention_products: self.contention_products.max(1),
-            contention_stock: self.stock,
-            settle_timeout: self.settle_timeout,
-            mix: Mix::parse(&self.mix)?,
-            variant: self.variant.clone(),
-            seed: !self.no_seed,
-            open_limits: OpenLimits {
-                max_in_flight: self.max_in_flight.max(1),
-            },
-        })
+        };
+        Ok(self.options.clone().with_model(model))
     }
 }
 
@@ -588,23 +510,5 @@ async fn main() -> ExitCode {
             eprintln!("shop-bench: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        let secs = |s: &str| parse_duration(s).ok();
-        assert_eq!(secs("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(secs("10"), Some(Duration::from_secs(10)));
-        assert_eq!(secs("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(secs("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(secs("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(secs("250us"), Some(Duration::from_micros(250)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("").is_err());
     }
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use shop_nats::Encoding;
 
 use crate::cpu::{self, CpuUse, Watched};
-use crate::load::{self, Model, OpenLimits, Operation, Outcome, RunStats, Schedule};
+use crate::load::{self, Model, Operation, Outcome, RunStats, Schedule};
 use crate::nats;
 use crate::results::{Meta, ScenarioResult};
 pub use crate::seed::READ_PREFIX;
@@ -134,35 +134,93 @@ impl Target {
     }
 }
 
-/// How a scenario is run.
-#[derive(Debug, Clone)]
+/// `10s`, `500ms`, `2m`, `250us` (humantime), or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    match s.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).with_context(|| format!("{s:?}")),
+        Err(_) => humantime::parse_duration(s)
+            .with_context(|| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m")),
+    }
+}
+
+fn parse_encoding(s: &str) -> Result<Encoding> {
+    match s {
+        "json" => Ok(Encoding::Json),
+        "bincode" => Ok(Encoding::Bincode),
+        other => anyhow::bail!("{other:?}: json or bincode"),
+    }
+}
+
+/// How a scenario is run; its command-line flags too (`run`, `scaling`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// Set from --model, --in-flight and --rate (see [`Options::with_model`]).
+    #[arg(skip = Model::Closed { in_flight: 64 })]
     pub model: Model,
+    /// Measured time per round (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Warm-up before measuring.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Repetitions of the measurement; the reported throughput is their median.
+    /// Rounds; the throughput reported is their median.
+    #[arg(long, default_value_t = 1)]
     pub rounds: usize,
-    /// Per request.
+    /// Per-request timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// NATS connections of the load generator.
+    #[arg(long, default_value_t = 1)]
     pub connections: usize,
-    /// product-get: JSON or bincode.
+    /// product-get: request encoding (json or bincode).
+    #[arg(long, default_value = "json", value_parser = parse_encoding)]
     pub encoding: Encoding,
     /// Products seeded for the read scenarios.
+    #[arg(long, default_value_t = 1000)]
     pub products: usize,
     /// product-list: page size.
+    #[arg(long = "limit", default_value_t = 20)]
     pub list_limit: u32,
-    /// stock-contention: how many products, and the stock of each.
+    /// stock-contention: number of products.
+    #[arg(long, default_value_t = 4)]
     pub contention_products: usize,
+    /// stock-contention: stock of each (small values exercise running out).
+    #[arg(long = "stock", default_value_t = crate::seed::DEFAULT_STOCK)]
     pub contention_stock: i64,
-    /// order-place: how long to wait for an order to be confirmed.
+    /// order-place: how long an order may take to be confirmed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub settle_timeout: Duration,
+    /// mixed: weights, e.g. get=70,list=20,login=5,order=5.
+    #[arg(long, default_value = "get=70,list=20,login=5,order=5", value_parser = Mix::parse)]
     pub mix: Mix,
-    /// A label for this point (gateway-get: `cached`, `uncached`, `express`).
+    /// Label of this point (gateway-get: cached, uncached, express).
+    #[arg(long)]
     pub variant: Option<String>,
-    /// gateway-get: seed products through NATS first (not for the Express baseline).
+    /// gateway-get: seed products through NATS first (--no-seed: not, e.g.
+    /// against the Express baseline, which has them in memory).
+    #[arg(long = "no-seed", action = clap::ArgAction::SetFalse)]
     pub seed: bool,
-    pub open_limits: OpenLimits,
+    /// Open loop: requests outstanding at most (beyond: counted as `overload` errors).
+    #[arg(long, default_value_t = 20_000)]
+    pub max_in_flight: usize,
+}
+
+impl Options {
+    /// These options under `model`, with every count at least one.
+    pub fn with_model(mut self, model: Model) -> Self {
+        self.model = model;
+        for n in [
+            &mut self.rounds,
+            &mut self.connections,
+            &mut self.products,
+            &mut self.contention_products,
+            &mut self.max_in_flight,
+        ] {
+            *n = (*n).max(1);
+        }
+        self
+    }
 }
 
 impl Default for Options {
@@ -183,7 +241,7 @@ impl Default for Options {
             mix: Mix::default(),
             variant: None,
             seed: true,
-            open_limits: OpenLimits::default(),
+            max_in_flight: 20_000,
         }
     }
 }
@@ -214,7 +272,7 @@ pub async fn measure<O: Operation>(
     for _ in 0..opts.rounds.max(1) {
         let schedule = Schedule::starting_now(opts.warmup, opts.duration);
         let sampler = tokio::spawn(cpu::measure(target.watched.clone(), schedule));
-        runs.push(load::run(op.clone(), opts.model, schedule, opts.open_limits).await?);
+        runs.push(load::run(op.clone(), opts.model, schedule, opts.max_in_flight).await?);
         cpu_rounds.push(sampler.await.context("CPU sampler")?);
     }
     let rounds: Vec<&[CpuUse]> = cpu_rounds.iter().map(Vec::as_slice).collect();
@@ -301,6 +359,53 @@ impl Operation for NatsRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            options: Options,
+        }
+        let parse = |args: &[&str]| Flags::try_parse_from(args).map(|f| f.options);
+        let given = parse(&[
+            "x",
+            "--no-seed",
+            "--stock",
+            "5",
+            "--limit",
+            "7",
+            "--encoding",
+            "bincode",
+        ]);
+        let given = given.unwrap();
+        assert!(!given.seed && given.contention_stock == 5 && given.list_limit == 7);
+        assert_eq!(given.encoding, Encoding::Bincode);
+        let defaults = parse(&["x"]).unwrap();
+        assert!(defaults.seed && defaults.mix == Mix::default());
+        assert_eq!(defaults.duration, Options::default().duration);
+        assert!(parse(&["x", "--encoding", "xml"]).is_err());
+        let at_least_one = Options {
+            rounds: 0,
+            ..defaults
+        }
+        .with_model(Model::Open { rate: 1.0 });
+        assert_eq!(at_least_one.rounds, 1);
+    }
+
+    #[test]
+    fn durations() {
+        let secs = |s: &str| parse_duration(s).ok();
+        assert_eq!(secs("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(secs("10"), Some(Duration::from_secs(10)));
+        assert_eq!(secs("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(secs("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(secs("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(secs("250us"), Some(Duration::from_micros(250)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("").is_err());
+    }
 
     #[test]
     fn spread_covers_buckets_evenly() {
