@@ -355,10 +355,11 @@ async fn spawn(
     Ok(proc)
 }
 
-/// "<name> exited (<status>); last lines of <log>:" and the tail of its output.
-fn exited(proc: &Process, status: std::process::ExitStatus, lines: usize) -> String {
+/// "<name> exited[ at start] (<status>); last lines of <log>:" and the tail
+/// of its output.
+fn exited(proc: &Process, when: &str, status: std::process::ExitStatus, lines: usize) -> String {
     format!(
-        "{} exited ({status}); last lines of {}:\n{}",
+        "{} exited{when} ({status}); last lines of {}:\n{}",
         proc.name(),
         proc.log_file().unwrap_or(Path::new("-")).display(),
         proc.tail(lines)
@@ -404,7 +405,7 @@ async fn wait_until_registered(
                     if let Some(status) = proc.try_exit() {
                         return Err(Failure::new(
                             START_FAILED,
-                            exited(proc, status, 20).replacen(" exited ", " exited at start ", 1),
+                            exited(proc, " at start", status, 20),
                         ));
                     }
                 }
@@ -526,7 +527,7 @@ async fn watch_children(system: &mut System, signals: &mut Signals) {
                 for proc in all {
                     if let Some(status) = proc.try_exit() {
                         if reported.insert(proc.name().to_string()) {
-                            eprintln!("shop up: {}", exited(proc, status, 10));
+                            eprintln!("shop up: {}", exited(proc, "", status, 10));
                         }
                     }
                 }
