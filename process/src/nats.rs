@@ -70,6 +70,7 @@ impl NatsServer {
         self
     }
 
+    /// Uses the configuration file at `path` (e.g. `nats/config/nats-server.conf`).
     pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.config = NatsConfig::File(path.into());
         self
@@ -99,6 +100,7 @@ impl NatsServer {
         self
     }
 
+    /// The JetStream store, `$NATS_STORE_DIR` (default `<dir>/<name>-store`).
     pub fn store_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.store_dir = Some(dir.into());
         self
@@ -168,6 +170,7 @@ pub struct NatsProcess {
 }
 
 impl NatsProcess {
+    /// The client port.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -177,6 +180,7 @@ impl NatsProcess {
         format!("nats://{}:{}", self.host, self.port)
     }
 
+    /// Its JetStream store (kept across a restart).
     pub fn store_dir(&self) -> &Path {
         &self.store_dir
     }

@@ -59,11 +59,13 @@ impl Spec {
         self
     }
 
+    /// Appends one command-line argument.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
         self
     }
 
+    /// Appends command-line arguments.
     pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
         self.args.extend(args.into_iter().map(Into::into));
         self
@@ -76,6 +78,7 @@ impl Spec {
         self
     }
 
+    /// Sets environment variables, in order (see [`Spec::env`]).
     pub fn envs<I, K, V>(mut self, vars: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
@@ -87,6 +90,7 @@ impl Spec {
         self
     }
 
+    /// Runs it in `dir` (default: this program's working directory).
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self
@@ -138,6 +142,7 @@ impl Spec {
         self
     }
 
+    /// The name it was given, for errors and log file names.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -303,6 +308,7 @@ impl Process {
         )
     }
 
+    /// The name its [`Spec`] gave it.
     pub fn name(&self) -> &str {
         &self.spec.name
     }
@@ -317,6 +323,7 @@ impl Process {
         self.ready_line.as_deref()
     }
 
+    /// Where its output is written, if anywhere.
     pub fn log_file(&self) -> Option<&Path> {
         self.spec.log_file.as_deref()
     }
@@ -356,6 +363,7 @@ impl Process {
         self.status
     }
 
+    /// Whether it runs (reaping it if it has exited).
     pub fn is_running(&mut self) -> bool {
         self.try_exit().is_none() && self.child.is_some()
     }
