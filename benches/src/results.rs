@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::CpuUse;
 use crate::load::{Model, RunStats};
 use crate::machine::{self, Machine, Versions};
-use crate::report::{fmt_ms, fmt_rate};
-use crate::stats::{median, Latency, Tally};
+use crate::stats::{fmt_ms, fmt_rate, median, Latency, Tally};
 
 pub const SCHEMA: &str = "shop-bench/1";
 

@@ -1,5 +1,6 @@
 //! What a run observed: HDR latency histograms per operation, error counts by
-//! kind, and the percentiles reported (p50, p90, p99, p99.9, max).
+//! kind, the percentiles reported (p50, p90, p99, p99.9, max), and how its
+//! figures are written for people (`1,305`, `3.61`).
 
 use std::collections::BTreeMap;
 
@@ -193,6 +194,42 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// Milliseconds with about three significant digits.
+pub fn fmt_ms(v: f64) -> String {
+    match v {
+        v if v < 1.0 => format!("{v:.3}"),
+        v if v < 10.0 => format!("{v:.2}"),
+        v if v < 100.0 => format!("{v:.1}"),
+        v => group_thousands(v.round() as u64),
+    }
+}
+
+/// Seconds without needless decimals: `2`, `0.5`.
+pub fn fmt_secs(v: f64) -> String {
+    let text = format!("{v:.1}");
+    text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
+}
+
+/// A rate: whole numbers with thousands separators, one decimal below 100.
+pub fn fmt_rate(v: f64) -> String {
+    match v < 100.0 {
+        true => format!("{v:.1}"),
+        false => group_thousands(v.round() as u64),
+    }
+}
+
+pub fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +294,20 @@ mod tests {
             mean: 2.0,
         };
         assert!(!l.is_ordered());
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(fmt_ms(0.9624), "0.962");
+        assert_eq!(fmt_ms(3.6051), "3.61");
+        assert_eq!(fmt_ms(46.23), "46.2");
+        assert_eq!(fmt_ms(1304.6), "1,305");
+        assert_eq!(fmt_rate(58987.4), "58,987");
+        assert_eq!(fmt_rate(99.64), "99.6");
+        assert_eq!(group_thousands(1_234_567), "1,234,567");
+        assert_eq!(group_thousands(12), "12");
+        assert_eq!(fmt_secs(2.0), "2");
+        assert_eq!(fmt_secs(0.5), "0.5");
     }
 
     #[test]

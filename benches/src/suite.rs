@@ -17,11 +17,11 @@ use async_nats::Client;
 
 use crate::load::Model;
 use crate::machine;
-use crate::report::fmt_ms;
 use crate::results::{check_targets, ResultsFile, ScalingRun, ScenarioResult, Settings};
 use crate::scenarios::{self, gateway_get::PRODUCT_PATH, reads, Options, Scenario, ECHO_SUBJECT};
 use crate::seed::read_id;
 use crate::stack::{JetStreamSync, Stack, StackConfig};
+use crate::stats::fmt_ms;
 use crate::{nats, scaling};
 
 /// Least warm-up of an HTTP point that wrk did not warm up first (V8's JIT
