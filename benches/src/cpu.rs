@@ -138,6 +138,24 @@ pub async fn measure(mut watched: Vec<Watched>, schedule: Schedule) -> Vec<CpuUs
     used
 }
 
+/// `base` with each role's cores averaged over `rounds` (the rounds that
+/// sampled that role).
+pub fn average(base: &[CpuUse], rounds: &[&[CpuUse]]) -> Vec<CpuUse> {
+    let mean = |role: &str| {
+        let found = rounds
+            .iter()
+            .filter_map(|r| r.iter().find(|x| x.role == role));
+        let samples: Vec<f64> = found.map(|x| x.cores).collect();
+        samples.iter().sum::<f64>() / samples.len().max(1) as f64
+    };
+    base.iter()
+        .map(|c| CpuUse {
+            cores: mean(&c.role),
+            ..c.clone()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

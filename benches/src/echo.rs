@@ -67,7 +67,7 @@ pub async fn run(url: &str, subject: &str, queue: &str, reply_bytes: Option<usiz
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() -> Result<()> {
+pub async fn shutdown_signal() -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
     tokio::select! {

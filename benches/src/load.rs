@@ -122,22 +122,6 @@ impl Schedule {
     }
 }
 
-/// Limits of the open-loop generator.
-#[derive(Debug, Clone, Copy)]
-pub struct OpenLimits {
-    /// Requests outstanding at most; a request due beyond it is counted as an
-    /// `overload` error instead of being sent.
-    pub max_in_flight: usize,
-}
-
-impl Default for OpenLimits {
-    fn default() -> Self {
-        Self {
-            max_in_flight: 20_000,
-        }
-    }
-}
-
 /// The outcome of one run of a load model.
 #[derive(Debug)]
 pub struct RunStats {
@@ -151,26 +135,28 @@ pub struct RunStats {
 
 impl RunStats {
     /// Successful operations per second.
-    pub fn throughput(&self) -> Result<f64> {
-        let ok = self.tally.overall()?.ok();
-        Ok(if self.measured_s > 0.0 {
+    pub fn throughput(&self) -> f64 {
+        let ok = self.tally.overall().ok();
+        if self.measured_s > 0.0 {
             ok as f64 / self.measured_s
         } else {
             0.0
-        })
+        }
     }
 }
 
-/// Runs `op` under `model` for `schedule`.
+/// Runs `op` under `model` for `schedule`. Open loop: a request due while
+/// `max_in_flight` are outstanding is counted as an `overload` error instead
+/// of being sent.
 pub async fn run<O: Operation>(
     op: Arc<O>,
     model: Model,
     schedule: Schedule,
-    limits: OpenLimits,
+    max_in_flight: usize,
 ) -> Result<RunStats> {
     match model {
         Model::Closed { in_flight } => closed(op, in_flight, schedule).await,
-        Model::Open { rate } => open(op, rate, limits, schedule).await,
+        Model::Open { rate } => open(op, rate, max_in_flight, schedule).await,
     }
 }
 
@@ -179,16 +165,15 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// Records `outcome` of a request whose latency runs from `from`.
-fn record(tally: &mut Tally, outcome: Outcome, from: Instant, done: Instant) -> Result<()> {
+fn record(tally: &mut Tally, outcome: Outcome, from: Instant, done: Instant) {
     for (phase, at) in &outcome.phases {
-        tally.record_phase(phase, micros(at.saturating_duration_since(from)))?;
+        tally.record_phase(phase, micros(at.saturating_duration_since(from)));
     }
-    let op = tally.op(outcome.op)?;
+    let op = tally.op(outcome.op);
     match &outcome.result {
         Ok(bytes) => op.record_ok(micros(done.saturating_duration_since(from)), *bytes),
         Err(e) => op.record_error(e),
     }
-    Ok(())
 }
 
 async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Result<RunStats> {
@@ -200,7 +185,7 @@ async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Resu
     for _ in 0..in_flight {
         let (op, seq) = (op.clone(), seq.clone());
         workers.spawn(async move {
-            let mut tally = Tally::new()?;
+            let mut tally = Tally::default();
             loop {
                 let sent = Instant::now();
                 if sent >= s.end {
@@ -211,14 +196,14 @@ async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Resu
                 if done < s.measure_start || done >= s.end {
                     continue;
                 }
-                record(&mut tally, outcome, sent, done)?;
+                record(&mut tally, outcome, sent, done);
             }
-            anyhow::Ok(tally)
+            tally
         });
     }
-    let mut tally = Tally::new()?;
+    let mut tally = Tally::default();
     while let Some(joined) = workers.join_next().await {
-        tally.merge(&joined.context("load worker panicked")??)?;
+        tally.merge(&joined.context("load worker panicked")?);
     }
     Ok(RunStats {
         model: Model::Closed { in_flight },
@@ -237,7 +222,7 @@ struct Finished {
 async fn open<O: Operation>(
     op: Arc<O>,
     rate: f64,
-    limits: OpenLimits,
+    max_in_flight: usize,
     s: Schedule,
 ) -> Result<RunStats> {
     if !(rate.is_finite() && rate > 0.0) {
@@ -246,7 +231,7 @@ async fn open<O: Operation>(
     let interval = Duration::from_secs_f64(1.0 / rate);
     let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
     let collector = tokio::spawn(async move {
-        let mut tally = Tally::new()?;
+        let mut tally = Tally::default();
         let mut last_done: Option<Instant> = None;
         while let Some(f) = rx.recv().await {
             if f.intended < s.measure_start || f.intended >= s.end {
@@ -256,12 +241,11 @@ async fn open<O: Operation>(
             if f.outcome.result.is_ok() {
                 last_done = Some(last_done.map_or(done, |l| l.max(done)));
             }
-            tally
-                .send_lag_us
-                .saturating_record(micros(f.sent.saturating_duration_since(f.intended)).max(1));
-            record(&mut tally, f.outcome, f.intended, done)?;
+            let lag = micros(f.sent.saturating_duration_since(f.intended));
+            tally.send_lag_us.saturating_record(lag.max(1));
+            record(&mut tally, f.outcome, f.intended, done);
         }
-        anyhow::Ok((tally, last_done))
+        (tally, last_done)
     });
 
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -275,17 +259,13 @@ async fn open<O: Operation>(
             tokio::time::sleep_until(intended.into()).await;
         }
         let sent = Instant::now();
-        if in_flight.load(Ordering::Relaxed) >= limits.max_in_flight {
-            let error = OpError::new(
-                "overload",
-                format!(
-                    "{} requests outstanding: the generator dropped this one",
-                    limits.max_in_flight
-                ),
-            );
+        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            let outstanding = max_in_flight;
+            let dropped =
+                format!("{outstanding} requests outstanding: the generator dropped this one");
             let outcome = Outcome {
                 done: Some(sent),
-                ..Outcome::err(op.label(i), error)
+                ..Outcome::err(op.label(i), OpError::new("overload", dropped))
             };
             let _ = tx.send(Finished {
                 intended,
@@ -310,7 +290,7 @@ async fn open<O: Operation>(
         i += 1;
     }
     drop(tx);
-    let (tally, last_done) = collector.await.context("open-loop collector panicked")??;
+    let (tally, last_done) = collector.await.context("open-loop collector panicked")?;
     let window = s.measured().as_secs_f64();
     let measured_s = last_done
         .map(|l| l.saturating_duration_since(s.measure_start).as_secs_f64())
@@ -352,13 +332,13 @@ mod tests {
             Arc::new(Sleepy(Duration::from_millis(10))),
             Model::Closed { in_flight: 4 },
             s,
-            OpenLimits::default(),
+            20_000,
         )
         .await
         .unwrap();
-        let all = stats.tally.overall().unwrap();
+        let all = stats.tally.overall();
         // 4 in flight / ~10 ms each ≈ 400/s, 80% of them successes.
-        let rate = stats.throughput().unwrap();
+        let rate = stats.throughput();
         assert!((60.0..=340.0).contains(&rate), "rate {rate}");
         assert!(all.error_count() > 0);
         let l = crate::stats::Latency::from_histogram_us(&all.ok_us).unwrap();
@@ -385,17 +365,17 @@ mod tests {
             Arc::new(Serial(tokio::sync::Mutex::new(()))),
             Model::Open { rate: 200.0 },
             s,
-            OpenLimits::default(),
+            20_000,
         )
         .await
         .unwrap();
-        let all = stats.tally.overall().unwrap();
+        let all = stats.tally.overall();
         assert_eq!(all.ok(), 60);
         let l = crate::stats::Latency::from_histogram_us(&all.ok_us).unwrap();
         // The last one waited for the 59 before it: about 60 × 20 ms − 300 ms.
         assert!(l.max > 800.0, "max {} ms", l.max);
         // Achieved rate is what the server managed (~50/s), not the offered 200/s.
-        let rate = stats.throughput().unwrap();
+        let rate = stats.throughput();
         assert!(rate < 80.0, "rate {rate}");
         let lag = crate::stats::Latency::from_histogram_us(&stats.tally.send_lag_us).unwrap();
         assert!(lag.p99 < 50.0, "send lag {lag:?}");
@@ -408,11 +388,11 @@ mod tests {
             Arc::new(Sleepy(Duration::from_millis(500))),
             Model::Open { rate: 100.0 },
             s,
-            OpenLimits { max_in_flight: 5 },
+            5,
         )
         .await
         .unwrap();
-        let all = stats.tally.overall().unwrap();
+        let all = stats.tally.overall();
         assert_eq!(all.ok() + all.error_count(), 20);
         assert_eq!(all.errors.get("overload"), Some(&15));
     }

@@ -1,7 +1,7 @@
 //! What a result was measured on: the machine and the versions of everything
 //! involved, so two results files can be told apart.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
@@ -31,15 +31,6 @@ pub struct Versions {
     pub git_dirty: Option<bool>,
     /// Node.js, when the Express baseline ran.
     pub node: Option<String>,
-}
-
-/// The workspace this harness was built from (where `.tools/`, `nats/config/`
-/// and `benches/baselines/` live).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub fn machine() -> Machine {
@@ -150,7 +141,7 @@ mod tests {
     fn knows_this_machine_and_build() {
         let m = machine();
         assert!(m.cores >= 1);
-        let v = versions(&workspace_root());
+        let v = versions(&shop_process::workspace_root());
         assert!(v.rustc.starts_with("rustc "), "{}", v.rustc);
     }
 }

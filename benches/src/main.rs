@@ -6,7 +6,7 @@
 //! - `scaling <scenario> --instances 1,2,4`: the same load on 1, 2, 4 instances.
 //! - `report FILE`: a results file as tables; `--markdown` rewrites BENCHMARKS.md.
 //! - `compare NEW OLD`: ratios of every figure.
-//! - `echo-server`, `seed-products`, `wait-for`: building blocks for scripts.
+//! - `echo-server`: the raw NATS responder the echo scenario measures.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,14 +14,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use shop_bench::duration::parse_duration;
-use shop_bench::load::{Model, OpenLimits};
-use shop_bench::machine::{self, workspace_root};
-use shop_bench::results::{ResultsFile, ScenarioResult, Settings, SCHEMA};
-use shop_bench::scenarios::{self, Mix, Options, Scenario, Target, ECHO_SUBJECT};
+use shop_bench::load::Model;
+use shop_bench::results::{check_targets, ResultsFile, Settings};
+use shop_bench::scenarios::{self, parse_duration, reads, Options, Scenario, Target, ECHO_SUBJECT};
 use shop_bench::stack::{JetStreamSync, Stack, StackConfig};
 use shop_bench::suite::{self, SuiteConfig, GATEWAY_CACHE_ENV};
-use shop_bench::{compare, echo, markdown, nats, scaling, seed, table, targets};
+use shop_bench::{echo, nats, report, scaling, seed};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,42 +43,22 @@ enum Command {
     /// Print a results file as tables; optionally rewrite BENCHMARKS.md from it.
     Report(ReportArgs),
     /// Compare two results files: each figure's new/old ratio.
-    Compare(CompareArgs),
+    Compare {
+        /// The newer results file.
+        new: PathBuf,
+        /// The older results file.
+        old: PathBuf,
+    },
     /// Raw async-nats responder that replies with the request payload.
     EchoServer(EchoArgs),
-    /// Create benchmark products via `product.create` (idempotent: 409 is fine).
-    SeedProducts(SeedArgs),
-    /// Send requests until one gets a reply (any reply) or the deadline passes.
-    WaitFor(WaitArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ModelKind {
     Closed,
     Open,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum EncodingArg {
-    Json,
-    Bincode,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum SyncArg {
-    /// `sync_interval: always` (nats/config/nats-server.conf, what the project ships).
-    Always,
-    /// JetStream's default (nats/config/nats-server-dev.conf).
+    #[value(skip)]
     Default,
-}
-
-impl From<SyncArg> for JetStreamSync {
-    fn from(s: SyncArg) -> Self {
-        match s {
-            SyncArg::Always => JetStreamSync::Always,
-            SyncArg::Default => JetStreamSync::Default,
-        }
-    }
 }
 
 /// How a scenario is loaded.
@@ -97,99 +75,29 @@ struct LoadArgs {
     /// Arrivals per second (open loop).
     #[arg(long)]
     rate: Option<f64>,
-    /// Measured time per round (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
-    /// Warm-up before measuring.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    warmup: Duration,
-    /// Rounds; the throughput reported is their median.
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
-    /// Per-request timeout.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    timeout: Duration,
-    /// NATS connections of the load generator.
-    #[arg(long, default_value_t = 1)]
-    connections: usize,
-    /// product-get: request encoding.
-    #[arg(long, value_enum, default_value = "json")]
-    encoding: EncodingArg,
-    /// Products seeded for the read scenarios.
-    #[arg(long, default_value_t = 1000)]
-    products: usize,
-    /// product-list: page size.
-    #[arg(long, default_value_t = 20)]
-    limit: u32,
-    /// stock-contention: number of products.
-    #[arg(long, default_value_t = 4)]
-    contention_products: usize,
-    /// stock-contention: stock of each (small values exercise running out).
-    #[arg(long, default_value_t = seed::DEFAULT_STOCK)]
-    stock: i64,
-    /// mixed: weights, e.g. get=70,list=20,login=5,order=5.
-    #[arg(long, default_value = "get=70,list=20,login=5,order=5")]
-    mix: String,
-    /// order-place: how long an order may take to be confirmed.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    settle_timeout: Duration,
-    /// Open loop: requests outstanding at most (beyond: counted as `overload` errors).
-    #[arg(long, default_value_t = 20_000)]
-    max_in_flight: usize,
-    /// Label of this point (gateway-get: cached, uncached, express).
-    #[arg(long)]
-    variant: Option<String>,
-    /// gateway-get: do not seed products through NATS (e.g. against the
-    /// Express baseline, which has them in memory).
-    #[arg(long)]
-    no_seed: bool,
+    #[command(flatten)]
+    options: Options,
 }
 
 impl LoadArgs {
-    fn model(&self, scenario: Scenario) -> Result<Model> {
+    fn options(&self, scenario: Scenario) -> Result<Options> {
         let kind = match (self.model, self.in_flight, self.rate) {
             (Some(k), _, _) => k,
             (None, Some(_), None) => ModelKind::Closed,
             (None, None, Some(_)) => ModelKind::Open,
             (None, Some(_), Some(_)) => bail!("--in-flight and --rate: choose one with --model"),
-            (None, None, None) => return Ok(scenario.default_model()),
+            (None, None, None) => ModelKind::Default,
         };
-        Ok(match kind {
+        let model = match kind {
+            ModelKind::Default => scenario.default_model(),
             ModelKind::Closed => Model::Closed {
                 in_flight: self.in_flight.unwrap_or(64),
             },
             ModelKind::Open => Model::Open {
-                rate: self
-                    .rate
-                    .context("--model open needs --rate (arrivals per second)")?,
+                rate: (self.rate).context("--model open needs --rate (arrivals per second)")?,
             },
-        })
-    }
-
-    fn options(&self, scenario: Scenario) -> Result<Options> {
-        Ok(Options {
-            model: self.model(scenario)?,
-            duration: self.duration,
-            warmup: self.warmup,
-            rounds: self.rounds.max(1),
-            timeout: self.timeout,
-            connections: self.connections.max(1),
-            encoding: match self.encoding {
-                EncodingArg::Json => shop_nats::Encoding::Json,
-                EncodingArg::Bincode => shop_nats::Encoding::Bincode,
-            },
-            products: self.products.max(1),
-            list_limit: self.limit,
-            contention_products: self.contention_products.max(1),
-            contention_stock: self.stock,
-            settle_timeout: self.settle_timeout,
-            mix: Mix::parse(&self.mix)?,
-            variant: self.variant.clone(),
-            seed: !self.no_seed,
-            open_limits: OpenLimits {
-                max_in_flight: self.max_in_flight.max(1),
-            },
-        })
+        };
+        Ok(self.options.clone().with_model(model))
     }
 }
 
@@ -209,15 +117,13 @@ impl StackArgs {
     fn config(&self) -> Result<StackConfig> {
         let bin_dir = match &self.bin_dir {
             Some(d) => d.clone(),
-            None => std::env::current_exe()
-                .context("locating shop-bench")?
-                .parent()
-                .map(Path::to_path_buf)
-                .context("shop-bench has no directory")?,
+            None => shop_process::bin_dir()?,
         };
         let logs_dir = self.logs_dir.clone().unwrap_or_else(|| {
             let stamp = shop_bench::results::now_rfc3339().replace(':', "");
-            workspace_root().join("results/logs").join(stamp)
+            shop_process::workspace_root()
+                .join("results/logs")
+                .join(stamp)
         });
         Ok(StackConfig::new(bin_dir, logs_dir))
     }
@@ -252,7 +158,7 @@ struct RunArgs {
     spawn: bool,
     /// With --spawn: JetStream sync of the nats-server.
     #[arg(long, value_enum, default_value = "always")]
-    sync: SyncArg,
+    sync: JetStreamSync,
     /// With --spawn: instances of the scenario's main service.
     #[arg(long, default_value_t = 1)]
     instances: usize,
@@ -315,7 +221,7 @@ struct ScalingArgs {
     load: LoadArgs,
     /// JetStream sync of the nats-server.
     #[arg(long, value_enum, default_value = "always")]
-    sync: SyncArg,
+    sync: JetStreamSync,
     #[command(flatten)]
     stack: StackArgs,
     #[command(flatten)]
@@ -335,24 +241,10 @@ struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
-struct CompareArgs {
-    /// The newer results file.
-    new: PathBuf,
-    /// The older results file.
-    old: PathBuf,
-}
-
-#[derive(Debug, Args)]
-struct NatsArgs {
+struct EchoArgs {
     /// NATS server URL.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
-}
-
-#[derive(Debug, Args)]
-struct EchoArgs {
-    #[command(flatten)]
-    nats: NatsArgs,
     /// Subject to serve.
     #[arg(long, default_value = ECHO_SUBJECT)]
     subject: String,
@@ -365,116 +257,56 @@ struct EchoArgs {
     reply_bytes: Option<usize>,
 }
 
-#[derive(Debug, Args)]
-struct SeedArgs {
-    #[command(flatten)]
-    nats: NatsArgs,
-    /// Number of products to create.
-    #[arg(long, default_value_t = 1000)]
-    count: usize,
-    /// Product id prefix; ids are `<prefix><4-digit index>`.
-    #[arg(long, default_value = "bench-")]
-    prefix: String,
-    /// Subject of the create endpoint.
-    #[arg(long, default_value = "product.create")]
-    subject: String,
-    /// Requests in flight while seeding.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
-    /// Per-request timeout.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    timeout: Duration,
-    /// Write `{"id":"..."}` lines here.
-    #[arg(long)]
-    ids_out: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-struct WaitArgs {
-    #[command(flatten)]
-    nats: NatsArgs,
-    /// Subject to probe.
-    #[arg(long)]
-    subject: String,
-    /// Probe payload.
-    #[arg(long, default_value = "{}")]
-    payload: String,
-    /// Give up after this long.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    deadline: Duration,
-    /// Print the reply's payload.
-    #[arg(long)]
-    print: bool,
-}
-
-fn command_line() -> String {
-    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
-}
-
-fn empty_file(settings: Settings) -> ResultsFile {
-    ResultsFile {
-        schema: SCHEMA.to_string(),
-        created_at: shop_bench::results::now_rfc3339(),
-        command: command_line(),
-        machine: machine::machine(),
-        versions: machine::versions(&workspace_root()),
-        settings,
-        results: Vec::new(),
-        scaling: Vec::new(),
-        targets: Vec::new(),
-        notes: Vec::new(),
-    }
-}
-
-fn settings_of(opts: &Options, nats_url: Option<String>, rust_log: Option<String>) -> Settings {
-    Settings {
+/// A results file for this command line, with the settings of `opts`.
+fn empty_file(opts: &Options, nats_url: Option<String>, rust_log: Option<String>) -> ResultsFile {
+    let in_flight = match opts.model {
+        Model::Closed { in_flight } => in_flight,
+        Model::Open { .. } => 0,
+    };
+    let extra = [
+        ("model", serde_json::json!(opts.model)),
+        ("rounds", serde_json::json!(opts.rounds)),
+        ("connections", serde_json::json!(opts.connections)),
+        ("products", serde_json::json!(opts.products)),
+    ];
+    let settings = Settings {
         quick: false,
         duration_s: opts.duration.as_secs_f64(),
         warmup_s: opts.warmup.as_secs_f64(),
         timeout_s: opts.timeout.as_secs_f64(),
-        in_flight: match opts.model {
-            Model::Closed { in_flight } => in_flight,
-            Model::Open { .. } => 0,
-        },
+        in_flight,
         nats_url,
         services_rust_log: rust_log,
-        extra: [
-            ("model".to_string(), serde_json::json!(opts.model)),
-            ("rounds".to_string(), serde_json::json!(opts.rounds)),
-            (
-                "connections".to_string(),
-                serde_json::json!(opts.connections),
-            ),
-            ("products".to_string(), serde_json::json!(opts.products)),
-        ]
-        .into_iter()
-        .collect(),
-    }
+        extra: extra.map(|(k, v)| (k.to_string(), v)).into_iter().collect(),
+    };
+    ResultsFile::new(suite::command_line(), settings)
+}
+
+/// The version of the nats-server at `url`, when it answers.
+async fn nats_version(url: &str) -> Option<String> {
+    let client = nats::connect(url, "shop-bench-info", Duration::from_secs(5)).await;
+    client.ok().map(|c| c.server_info().version)
 }
 
 /// Prints the file, writes it, and compares it, as the output arguments ask.
 fn finish(file: &mut ResultsFile, output: &OutputArgs, markdown: Option<&Path>) -> Result<()> {
-    file.targets = targets::check(file);
-    print!("{}", table::report_text(file));
+    file.targets = check_targets(file);
+    print!("{}", report::report_text(file));
     if let Some(path) = &output.json_out {
         file.write(path)?;
         eprintln!("results: {}", path.display());
     }
     if let Some(path) = markdown {
-        let replaced = markdown::update(path, file)?;
-        eprintln!(
-            "{}: rewrote {}",
-            path.display(),
-            if replaced.is_empty() {
-                "nothing (no <!-- bench:NAME --> markers)".to_string()
-            } else {
-                replaced.join(", ")
-            }
-        );
+        let replaced = report::update(path, file)?;
+        let replaced = match replaced.is_empty() {
+            true => "nothing (no <!-- bench:NAME --> markers)".to_string(),
+            false => replaced.join(", "),
+        };
+        eprintln!("{}: rewrote {replaced}", path.display());
     }
     if let Some(old) = &output.compare {
         let old = ResultsFile::read(old)?;
-        print!("\n{}", compare::compare_text(file, &old));
+        print!("\n{}", report::compare_text(file, &old));
     }
     Ok(())
 }
@@ -483,10 +315,8 @@ fn finish(file: &mut ResultsFile, output: &OutputArgs, markdown: Option<&Path>) 
 /// the main one), the echo responder or the gateway when it needs them.
 async fn spawn_for(scenario: Scenario, args: &RunArgs, opts: &Options) -> Result<(Stack, Target)> {
     let mut stack = Stack::new(args.stack.config()?)?;
-    let url = stack.start_nats(args.sync.into()).await?;
-    let main = scenario
-        .scaled_service()
-        .or(scenario.services().first().copied());
+    let url = stack.start_nats(args.sync).await?;
+    let main = (scenario.scaled_service()).or(scenario.services().first().copied());
     for service in scenario.services() {
         let n = if Some(*service) == main {
             args.instances.max(1)
@@ -504,39 +334,28 @@ async fn spawn_for(scenario: Scenario, args: &RunArgs, opts: &Options) -> Result
             stack.start_echo(ECHO_SUBJECT, reply_bytes).await?;
         }
         Scenario::GatewayGet => {
-            let cache = if opts.variant.as_deref() == Some("uncached") {
-                "off"
-            } else {
-                "on"
-            };
-            let base = stack
-                .start_gateway("gateway", &[(GATEWAY_CACHE_ENV, cache)])
-                .await?;
+            let uncached = opts.variant.as_deref() == Some("uncached");
+            let cache = [(GATEWAY_CACHE_ENV, if uncached { "off" } else { "on" })];
+            let base = stack.start_gateway("gateway", &cache).await?;
             http_url = Some(format!("{base}{}", scenarios::gateway_get::PRODUCT_PATH));
         }
         _ => {}
     }
     let target = Target {
-        nats_url: url,
         http_url,
-        watched: stack.watched(),
-        instances: main.map(|m| stack.count(m)),
-        nats_sync: stack.sync().map(|s| s.name().to_string()),
+        ..stack.target(main.map(|m| stack.count(m)))?
     };
     Ok((stack, target))
 }
 
 /// The size of a seeded product's reply (so echo moves as many bytes), or 216.
 async fn echo_reply_size(url: &str, timeout: Duration) -> usize {
-    let id = seed::product_id(scenarios::READ_PREFIX, 0);
-    match nats::connect(url, "shop-bench-probe", timeout).await {
-        Ok(client) => {
-            scenarios::product_get::probe(&client, &id, shop_nats::Encoding::Json, timeout)
-                .await
-                .unwrap_or(216)
-        }
-        Err(_) => 216,
-    }
+    let Ok(client) = nats::connect(url, "shop-bench-probe", timeout).await else {
+        return 216;
+    };
+    let json = shop_nats::Encoding::Json;
+    let probe = reads::probe(&client, &seed::read_id(0), json, timeout).await;
+    probe.unwrap_or(216)
 }
 
 async fn run_command(args: RunArgs) -> Result<()> {
@@ -554,30 +373,22 @@ async fn run_command(args: RunArgs) -> Result<()> {
         if args.scenario == Scenario::Echo && !answers(&args.nats_url, ECHO_SUBJECT).await? {
             let mut s = Stack::new(args.stack.config()?)?;
             s.use_nats(&args.nats_url);
-            s.start_echo(
-                ECHO_SUBJECT,
-                echo_reply_size(&args.nats_url, opts.timeout).await,
-            )
-            .await?;
+            let reply_bytes = echo_reply_size(&args.nats_url, opts.timeout).await;
+            s.start_echo(ECHO_SUBJECT, reply_bytes).await?;
             target.watched = s.watched();
             stack = Some(s);
         }
         (stack, target)
     };
-    let mut file = empty_file(settings_of(
-        &opts,
-        (!args.spawn).then(|| args.nats_url.clone()),
-        stack.as_ref().map(|s| s.config.services_rust_log.clone()),
-    ));
-    if let Ok(client) = nats::connect(&target.nats_url, "shop-bench-info", opts.timeout).await {
-        file.versions.nats_server = Some(nats::server_version(&client));
-    }
+    let nats_url = (!args.spawn).then(|| args.nats_url.clone());
+    let rust_log = stack.as_ref().map(|s| s.config.services_rust_log.clone());
+    let mut file = empty_file(&opts, nats_url, rust_log);
+    file.versions.nats_server = nats_version(&target.nats_url).await;
     let result = scenarios::run(args.scenario, &target, &opts).await;
     if let Some(s) = stack.as_mut() {
         s.stop().await;
     }
-    let result: ScenarioResult = result?;
-    file.results.push(result);
+    file.results.push(result?);
     finish(&mut file, &args.output, None)
 }
 
@@ -593,22 +404,15 @@ async fn answers(url: &str, subject: &str) -> Result<bool> {
 
 async fn suite_command(args: SuiteArgs) -> Result<bool> {
     let mut cfg = SuiteConfig::standard(args.stack.config()?, args.quick);
-    if let Some(d) = args.duration {
-        cfg.duration = d;
-    }
-    if let Some(w) = args.warmup {
-        cfg.warmup = w;
-    }
-    if let Some(r) = args.rounds {
-        cfg.rounds = r.max(1);
-    }
+    cfg.duration = args.duration.unwrap_or(cfg.duration);
+    cfg.warmup = args.warmup.unwrap_or(cfg.warmup);
+    cfg.rounds = args.rounds.map_or(cfg.rounds, |r| r.max(1));
     cfg.order_rates = args.order_rates.clone();
     cfg.mixed_rate = args.mixed_rate;
     cfg.read_rate = args.read_rate;
     cfg.instances = scaling::parse_counts(&args.instances)?;
     cfg.wrk = !args.no_wrk;
     cfg.only = args.only.clone();
-    cfg.command = command_line();
     for name in &cfg.only {
         if name != "scaling" && !Scenario::ALL.iter().any(|s| s.name() == name) {
             bail!("--only {name}: not a scenario (or `scaling`)");
@@ -641,34 +445,18 @@ async fn scaling_command(args: ScalingArgs) -> Result<()> {
     let counts = scaling::parse_counts(&args.instances)?;
     let opts = args.load.options(args.scenario)?;
     let mut stack = Stack::new(args.stack.config()?)?;
-    let url = stack.start_nats(args.sync.into()).await?;
+    let url = stack.start_nats(args.sync).await?;
     for other in args.scenario.services().iter().filter(|s| **s != service) {
         stack.start_service(other, &[]).await?;
     }
-    let mut file = empty_file(settings_of(
-        &opts,
-        None,
-        Some(stack.config.services_rust_log.clone()),
-    ));
-    if let Ok(client) = nats::connect(&url, "shop-bench-info", opts.timeout).await {
-        file.versions.nats_server = Some(nats::server_version(&client));
-    }
-    let runs = scaling::run_on(&mut stack, &[(args.scenario, opts)], &counts, |what| {
-        eprintln!("{what}")
-    })
-    .await;
+    let rust_log = Some(stack.config.services_rust_log.clone());
+    let mut file = empty_file(&opts, None, rust_log);
+    file.versions.nats_server = nats_version(&url).await;
+    let plans = [(args.scenario, opts)];
+    let runs = scaling::run_on(&mut stack, &plans, &counts, |what| eprintln!("{what}")).await;
     stack.stop().await;
     file.scaling = runs?;
     finish(&mut file, &args.output, None)
-}
-
-fn report_command(args: ReportArgs) -> Result<()> {
-    let mut file = ResultsFile::read(&args.file)?;
-    let output = OutputArgs {
-        json_out: None,
-        compare: args.compare,
-    };
-    finish(&mut file, &output, args.markdown.as_deref())
 }
 
 async fn main_command(command: Command) -> Result<bool> {
@@ -676,48 +464,23 @@ async fn main_command(command: Command) -> Result<bool> {
         Command::Run(a) => run_command(a).await.map(|()| true),
         Command::Suite(a) => suite_command(a).await,
         Command::Scaling(a) => scaling_command(a).await.map(|()| true),
-        Command::Report(a) => report_command(a).map(|()| true),
-        Command::Compare(a) => {
-            let new = ResultsFile::read(&a.new)?;
-            let old = ResultsFile::read(&a.old)?;
-            print!("{}", compare::compare_text(&new, &old));
+        Command::Report(a) => {
+            let mut file = ResultsFile::read(&a.file)?;
+            let output = OutputArgs {
+                json_out: None,
+                compare: a.compare,
+            };
+            finish(&mut file, &output, a.markdown.as_deref()).map(|()| true)
+        }
+        Command::Compare { new, old } => {
+            let (new, old) = (ResultsFile::read(&new)?, ResultsFile::read(&old)?);
+            print!("{}", report::compare_text(&new, &old));
             Ok(true)
         }
-        Command::EchoServer(a) => echo::run(&a.nats.nats_url, &a.subject, &a.queue, a.reply_bytes)
+        Command::EchoServer(a) => echo::run(&a.nats_url, &a.subject, &a.queue, a.reply_bytes)
             .await
             .map(|()| true),
-        Command::SeedProducts(a) => seed::run(&seed::SeedConfig {
-            nats_url: a.nats.nats_url,
-            subject: a.subject,
-            count: a.count,
-            prefix: a.prefix,
-            concurrency: a.concurrency,
-            timeout: a.timeout,
-            ids_out: a.ids_out,
-        })
-        .await
-        .map(|()| true),
-        Command::WaitFor(a) => nats::wait_for(
-            &a.nats.nats_url,
-            &a.subject,
-            &a.payload,
-            a.deadline,
-            a.print,
-        )
-        .await
-        .map(|()| true),
     }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn interrupted() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        res = tokio::signal::ctrl_c() => res.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }
 
 #[tokio::main]
@@ -731,7 +494,7 @@ async fn main() -> ExitCode {
     } else {
         tokio::select! {
             outcome = main_command(cli.command) => outcome,
-            signal = interrupted() => match signal {
+            signal = shop_bench::echo::shutdown_signal() => match signal {
                 Ok(()) => {
                     eprintln!("shop-bench: interrupted; stopped what it started");
                     return ExitCode::from(130);

@@ -1,17 +1,11 @@
-//! Small NATS helpers shared by the subcommands.
+//! Small NATS helpers: connecting, and a reply as the outcome of a request.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use async_nats::{Client, ConnectOptions, HeaderMap, Message, RequestError, RequestErrorKind};
-use bytes::Bytes;
 
 use crate::stats::OpError;
-
-/// Header carrying the numeric error code of a NATS micro-service error reply.
-pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
-/// Header carrying the error description of a NATS micro-service error reply.
-pub const SERVICE_ERROR: &str = "Nats-Service-Error";
 
 /// Connects with a descriptive connection name and a default request timeout.
 pub async fn connect(url: &str, name: &str, request_timeout: Duration) -> Result<Client> {
@@ -23,15 +17,15 @@ pub async fn connect(url: &str, name: &str, request_timeout: Duration) -> Result
         .with_context(|| format!("connecting to NATS at {url}"))
 }
 
-/// A service error carried in reply headers: (code, description).
+/// A service error carried in reply headers (`Nats-Service-Error-Code`,
+/// `Nats-Service-Error`): (code, description).
 pub fn service_error(headers: Option<&HeaderMap>) -> Option<(String, String)> {
     let headers = headers?;
-    let code = headers.get(SERVICE_ERROR_CODE)?.as_str().to_owned();
+    let code = headers.get("Nats-Service-Error-Code")?.as_str().to_owned();
     let description = headers
-        .get(SERVICE_ERROR)
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
-    Some((code, description))
+        .get("Nats-Service-Error")
+        .map(|v| v.as_str().to_owned());
+    Some((code, description.unwrap_or_default()))
 }
 
 /// Stable short name for a request error kind (used as a counter key).
@@ -58,71 +52,4 @@ pub fn reply_outcome(result: Result<Message, RequestError>) -> Result<Message, O
         },
         Err(e) => Err(OpError::new(request_error_kind(e.kind()), e.to_string())),
     }
-}
-
-/// The version the connected server reports.
-pub fn server_version(client: &Client) -> String {
-    client.server_info().version
-}
-
-/// Repeatedly connects and sends `payload` to `subject` until any reply arrives
-/// (an error reply also proves the responder is up) or `deadline` elapses.
-/// With `print`, the reply's payload goes to stdout.
-pub async fn wait_for(
-    url: &str,
-    subject: &str,
-    payload: &str,
-    deadline: Duration,
-    print: bool,
-) -> Result<()> {
-    const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
-    const BACKOFF: Duration = Duration::from_millis(100);
-    let start = Instant::now();
-    let payload = Bytes::from(payload.to_owned());
-    let mut client: Option<Client> = None;
-    let mut last_error = String::from("no attempt made");
-    while start.elapsed() < deadline {
-        let c = match &client {
-            Some(c) => c.clone(),
-            None => match connect(url, "shop-bench-wait", ATTEMPT_TIMEOUT).await {
-                Ok(c) => {
-                    client = Some(c.clone());
-                    c
-                }
-                Err(e) => {
-                    last_error = format!("{e:#}");
-                    tokio::time::sleep(BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        match c.request(subject.to_owned(), payload.clone()).await {
-            Ok(reply) => {
-                report_probe_reply(subject, &reply, start.elapsed());
-                if print {
-                    println!("{}", String::from_utf8_lossy(&reply.payload));
-                }
-                return Ok(());
-            }
-            Err(e) => {
-                last_error = e.to_string();
-                tokio::time::sleep(BACKOFF).await;
-            }
-        }
-    }
-    bail!(
-        "no reply on {subject} within {:.1}s (last error: {last_error})",
-        deadline.as_secs_f64()
-    )
-}
-
-fn report_probe_reply(subject: &str, reply: &Message, waited: Duration) {
-    let status = match service_error(reply.headers.as_ref()) {
-        Some((code, desc)) => format!("service error {code} {desc}"),
-        None => "ok".to_owned(),
-    };
-    eprintln!(
-        "{subject} answered after {:.2}s ({status})",
-        waited.as_secs_f64()
-    );
 }

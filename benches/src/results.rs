@@ -1,6 +1,7 @@
 //! The JSON results file (`--json-out`): the machine, versions and settings of a
-//! run and every figure it measured. `--compare` reads an older one; `report`
-//! turns one into tables. Schema id: [`SCHEMA`]; fields are only ever added.
+//! run, every figure it measured, and the issue's targets checked against them
+//! ([`check_targets`]). `--compare` reads an older one; `report` turns one into
+//! tables (crate::report). Schema id: [`SCHEMA`]; fields are only ever added.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuUse;
 use crate::load::{Model, RunStats};
-use crate::machine::{Machine, Versions};
-use crate::stats::{median, Latency, Tally};
+use crate::machine::{self, Machine, Versions};
+use crate::stats::{fmt_ms, fmt_rate, median, Latency, Tally};
 
 pub const SCHEMA: &str = "shop-bench/1";
 
@@ -215,16 +216,11 @@ impl ScenarioResult {
         let Some(first) = runs.first() else {
             bail!("no runs to summarize");
         };
-        let mut tally = Tally::new()?;
-        for r in runs {
-            tally.merge(&r.tally)?;
-        }
-        let rounds: Vec<f64> = runs
-            .iter()
-            .map(RunStats::throughput)
-            .collect::<Result<_>>()?;
+        let mut tally = Tally::default();
+        runs.iter().for_each(|r| tally.merge(&r.tally));
+        let rounds: Vec<f64> = runs.iter().map(RunStats::throughput).collect();
         let measured_s: f64 = runs.iter().map(|r| r.measured_s).sum();
-        let all = tally.overall()?;
+        let all = tally.overall();
         let total_requests = (all.ok() + all.error_count()).max(1) as f64;
         let ops = if tally.ops.len() > 1 {
             tally
@@ -313,46 +309,27 @@ impl ScenarioResult {
         let all: Vec<&ScenarioResult> = std::iter::once(&combined).chain(&rest).collect();
         let throughputs: Vec<f64> = all.iter().map(|r| r.throughput_per_s).collect();
         let latencies: Vec<Latency> = all.iter().filter_map(|r| r.latency_ms).collect();
-        let med = |f: fn(&Latency) -> f64| median(&latencies.iter().map(f).collect::<Vec<_>>());
-        let latency = match (
-            med(|l| l.p50),
-            med(|l| l.p90),
-            med(|l| l.p99),
-            med(|l| l.p99_9),
-            med(|l| l.max),
-            med(|l| l.mean),
-        ) {
-            (Some(p50), Some(p90), Some(p99), Some(p99_9), Some(max), Some(mean)) => {
-                Some(Latency {
-                    p50,
-                    p90,
-                    p99,
-                    p99_9,
-                    max,
-                    mean,
-                })
-            }
-            _ => None,
+        let med = |f: fn(&Latency) -> f64| {
+            median(&latencies.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
         };
+        let latency = (!latencies.is_empty()).then(|| Latency {
+            p50: med(|l| l.p50),
+            p90: med(|l| l.p90),
+            p99: med(|l| l.p99),
+            p99_9: med(|l| l.p99_9),
+            max: med(|l| l.max),
+            mean: med(|l| l.mean),
+        });
         let mut error_kinds = BTreeMap::new();
-        for r in &all {
-            for (k, n) in &r.error_kinds {
-                *error_kinds.entry(k.clone()).or_insert(0) += n;
-            }
+        for (k, n) in all.iter().flat_map(|r| &r.error_kinds) {
+            *error_kinds.entry(k.clone()).or_insert(0) += n;
         }
-        let mut cpu = combined.cpu.clone();
-        for c in &mut cpu {
-            let samples: Vec<f64> = all
-                .iter()
-                .filter_map(|r| r.cpu.iter().find(|x| x.role == c.role).map(|x| x.cores))
-                .collect();
-            c.cores = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
-        }
+        let cpu_rounds: Vec<&[CpuUse]> = all.iter().map(|r| r.cpu.as_slice()).collect();
+        let cpu = crate::cpu::average(&combined.cpu, &cpu_rounds);
         let first_error = all.iter().find_map(|r| r.first_error.clone());
         let ok = all.iter().map(|r| r.ok).sum();
         let errors = all.iter().map(|r| r.errors).sum();
         let measured_s = all.iter().map(|r| r.measured_s).sum();
-        drop(all);
         combined.ok = ok;
         combined.errors = errors;
         combined.measured_s = measured_s;
@@ -420,8 +397,31 @@ impl ScenarioResult {
 }
 
 impl ResultsFile {
+    /// An empty file of this run: now, this machine, the versions known
+    /// without a server (the caller fills in `nats_server` and `node`).
+    pub fn new(command: String, settings: Settings) -> Self {
+        Self {
+            schema: SCHEMA.to_string(),
+            created_at: now_rfc3339(),
+            command,
+            machine: machine::machine(),
+            versions: machine::versions(&shop_process::workspace_root()),
+            settings,
+            results: Vec::new(),
+            scaling: Vec::new(),
+            targets: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Pretty-printed JSON to `path`, creating parent directories.
     pub fn write(&self, path: &Path) -> Result<()> {
-        write_json(path, self)
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut text = serde_json::to_string_pretty(self).context("serializing JSON")?;
+        text.push('\n');
+        fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
 
     pub fn read(path: &Path) -> Result<Self> {
@@ -444,16 +444,6 @@ impl ResultsFile {
     }
 }
 
-/// Pretty-printed JSON to `path`, creating parent directories.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut text = serde_json::to_string_pretty(value).context("serializing JSON")?;
-    text.push('\n');
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
 /// Now, RFC 3339 in UTC, to the second.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
@@ -461,6 +451,154 @@ pub fn now_rfc3339() -> String {
         .unwrap_or(now)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// product-get at 64 in flight: at least this share of echo's requests per second.
+pub const PRODUCT_GET_VS_ECHO: f64 = 0.60;
+/// gateway-get uncached: at least this many times the Express gateway.
+pub const GATEWAY_VS_EXPRESS: f64 = 10.0;
+/// Issue 6: the uncached gateway's p99 at 64 connections, in ms.
+pub const GATEWAY_P99_MS: f64 = 10.0;
+/// order-place: this many orders per second, sustained ...
+pub const ORDER_RATE: f64 = 500.0;
+/// ... with p99 time-to-confirmed under this (ms).
+pub const ORDER_P99_MS: f64 = 250.0;
+/// "Sustained": at least this share of the offered rate confirmed, and at most
+/// this share of orders failed or unsettled.
+const SUSTAINED_SHARE: f64 = 0.98;
+const MAX_ORDER_ERRORS: f64 = 0.001;
+
+fn find<'a>(
+    file: &'a ResultsFile,
+    scenario: &str,
+    variant: &str,
+    model: Model,
+) -> Option<&'a ScenarioResult> {
+    file.results.iter().find(|r| {
+        r.scenario == scenario && r.variant.as_deref() == Some(variant) && r.model == model
+    })
+}
+
+fn ratio_check(
+    name: &str,
+    target: String,
+    num: Option<&ScenarioResult>,
+    den: Option<&ScenarioResult>,
+    at_least: f64,
+    percent: bool,
+) -> TargetCheck {
+    match (num, den) {
+        (Some(n), Some(d)) if d.throughput_per_s > 0.0 => {
+            let ratio = n.throughput_per_s / d.throughput_per_s;
+            TargetCheck {
+                name: name.to_string(),
+                target,
+                measured: format!(
+                    "{} ({} vs {} ok/s)",
+                    if percent {
+                        format!("{:.0}%", ratio * 100.0)
+                    } else {
+                        format!("{ratio:.1}×")
+                    },
+                    fmt_rate(n.throughput_per_s),
+                    fmt_rate(d.throughput_per_s)
+                ),
+                met: Some(ratio >= at_least && n.errors == 0),
+            }
+        }
+        _ => TargetCheck {
+            name: name.to_string(),
+            target,
+            measured: "-".to_string(),
+            met: None,
+        },
+    }
+}
+
+/// The uncached gateway's p99 at 64 connections, against [`GATEWAY_P99_MS`].
+fn gateway_p99_check(uncached: Option<&ScenarioResult>) -> TargetCheck {
+    let p99 = uncached.and_then(|r| r.latency_ms.map(|l| l.p99));
+    TargetCheck {
+        name: "gateway-get uncached p99 (64 connections)".to_string(),
+        target: format!("< {GATEWAY_P99_MS:.0} ms"),
+        measured: p99.map_or_else(|| "-".to_string(), |p| format!("{p:.2} ms")),
+        met: p99.map(|p| p < GATEWAY_P99_MS),
+    }
+}
+
+/// Every one of the issue's targets, measured or not, from one file.
+pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
+    let c64 = Model::Closed { in_flight: 64 };
+    let echo = file
+        .results
+        .iter()
+        .find(|r| r.scenario == "echo" && r.model == c64);
+    let mut checks = vec![ratio_check(
+        "product-get vs echo (64 in flight)",
+        format!("≥ {:.0}% of echo", PRODUCT_GET_VS_ECHO * 100.0),
+        find(file, "product-get", "json", c64),
+        echo,
+        PRODUCT_GET_VS_ECHO,
+        true,
+    )];
+    // The stack the target names, express-http-proxy as such guides set it up
+    // (a new upstream connection per request), and the same stack tuned with
+    // keep-alive upstream connections, so the ratio is also shown against the
+    // stronger configuration.
+    let uncached = find(file, "gateway-get", "uncached", c64);
+    for (variant, how, stack) in [
+        ("express", "express-http-proxy defaults", "Express"),
+        ("express-keepalive", "keep-alive upstream", "tuned Express"),
+    ] {
+        checks.push(ratio_check(
+            &format!("gateway-get uncached vs Express ({how})"),
+            format!("≥ {GATEWAY_VS_EXPRESS:.0}× {stack} + express-http-proxy"),
+            uncached,
+            find(file, "gateway-get", variant, c64),
+            GATEWAY_VS_EXPRESS,
+            false,
+        ));
+    }
+    checks.push(gateway_p99_check(uncached));
+    let orders: Vec<&ScenarioResult> = file
+        .results
+        .iter()
+        .filter(|r| r.scenario == "order-place" && r.model == Model::Open { rate: ORDER_RATE })
+        .collect();
+    let wanted = format!("{ORDER_RATE:.0}/s sustained, p99 to confirmed < {ORDER_P99_MS:.0} ms");
+    if orders.is_empty() {
+        checks.push(TargetCheck {
+            name: "order-place".to_string(),
+            target: wanted.clone(),
+            measured: "-".to_string(),
+            met: None,
+        });
+    }
+    for r in orders {
+        let p99 = r.latency_ms.map(|l| l.p99);
+        let met = r.throughput_per_s >= ORDER_RATE * SUSTAINED_SHARE
+            && r.error_rate() <= MAX_ORDER_ERRORS
+            && p99.is_some_and(|p| p < ORDER_P99_MS);
+        checks.push(TargetCheck {
+            name: format!(
+                "order-place ({})",
+                r.nats_sync
+                    .as_deref()
+                    .map(|s| format!("sync {s}"))
+                    .or_else(|| r.variant.clone())
+                    .unwrap_or_default()
+            ),
+            target: wanted.clone(),
+            measured: format!(
+                "{}/s confirmed, p99 {} ms, {} failed or unsettled",
+                fmt_rate(r.throughput_per_s),
+                p99.map_or("-".to_string(), fmt_ms),
+                r.errors
+            ),
+            met: Some(met),
+        });
+    }
+    checks
 }
 
 #[cfg(test)]
@@ -471,15 +609,13 @@ pub mod tests {
     use std::time::Duration;
 
     pub fn run_stats(model: Model, oks: &[(&'static str, u64)], errors: u64) -> RunStats {
-        let mut tally = Tally::new().unwrap();
+        let mut tally = Tally::default();
         for (op, us) in oks {
-            tally.op(op).unwrap().record_ok(*us, 200);
+            tally.op(op).record_ok(*us, 200);
         }
         for _ in 0..errors {
-            tally
-                .op("product.get")
-                .unwrap()
-                .record_error(&OpError::new("service_404", "not found"));
+            let not_found = OpError::new("service_404", "not found");
+            tally.op("product.get").record_error(&not_found);
         }
         RunStats {
             model,
@@ -561,5 +697,55 @@ pub mod tests {
             problems[0].contains("no successful requests"),
             "{problems:?}"
         );
+    }
+
+    /// One point of `scenario` with one success of `p99_us` µs at `rps` ok/s.
+    pub fn point(
+        scenario: &str,
+        variant: Option<&str>,
+        model: Model,
+        rps: f64,
+        p99_us: u64,
+    ) -> ScenarioResult {
+        let mut r = ScenarioResult::from_runs(
+            Meta::new(scenario, variant, "x"),
+            &[run_stats(model, &[("op", p99_us)], 0)],
+            Vec::new(),
+        )
+        .unwrap();
+        r.throughput_per_s = rps;
+        r
+    }
+
+    #[test]
+    fn targets_from_one_file() {
+        let c64 = Model::Closed { in_flight: 64 };
+        let r500 = Model::Open { rate: 500.0 };
+        let file = ResultsFile {
+            results: vec![
+                point("echo", None, c64, 50_000.0, 1000),
+                point("product-get", Some("json"), c64, 31_000.0, 1000),
+                point("gateway-get", Some("uncached"), c64, 9_000.0, 1000),
+                point("gateway-get", Some("express"), c64, 1_000.0, 1000),
+                point("order-place", Some("sync-always"), r500, 495.0, 300_000),
+                point("order-place", Some("sync-default"), r500, 499.0, 120_000),
+            ],
+            ..ResultsFile::new(String::new(), Settings::default())
+        };
+        let checks = check_targets(&file);
+        assert_eq!(checks.len(), 6);
+        assert_eq!(checks[0].met, Some(true), "{:?}", checks[0]);
+        assert!(checks[0].measured.starts_with("62%"), "{:?}", checks[0]);
+        assert_eq!(checks[1].met, Some(false), "9× is short of 10×");
+        assert_eq!(checks[2].met, None, "no keep-alive baseline measured");
+        assert_eq!(checks[3].met, Some(true), "p99 1 ms: {:?}", checks[3]);
+        assert_eq!(checks[4].met, Some(false), "p99 300 ms");
+        assert_eq!(checks[5].met, Some(true), "{:?}", checks[5]);
+    }
+
+    #[test]
+    fn unmeasured_targets_say_so() {
+        let file = ResultsFile::new(String::new(), Settings::default());
+        assert!(check_targets(&file).iter().all(|c| c.met.is_none()));
     }
 }

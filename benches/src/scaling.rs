@@ -7,7 +7,7 @@
 use anyhow::{bail, Context, Result};
 
 use crate::results::{ScalingPoint, ScalingRun, ScenarioResult};
-use crate::scenarios::{self, Options, Scenario, Target};
+use crate::scenarios::{self, Options, Scenario};
 use crate::stack::Stack;
 
 /// Instance counts, ascending and without duplicates; at least one, none zero.
@@ -81,14 +81,7 @@ pub async fn run_on(
                 scenario.name(),
                 opts.model.describe()
             ));
-            let target = Target {
-                nats_url: stack.nats_url()?.to_string(),
-                http_url: None,
-                watched: stack.watched(),
-                instances: Some(n),
-                nats_sync: stack.sync().map(|s| s.name().to_string()),
-            };
-            let result = scenarios::run(*scenario, &target, opts).await?;
+            let result = scenarios::run(*scenario, &stack.target(Some(n))?, opts).await?;
             per_plan[i].push((n, result));
         }
     }
@@ -109,8 +102,6 @@ pub async fn run_on(
 mod tests {
     use super::*;
     use crate::load::Model;
-    use crate::results::tests::run_stats;
-    use crate::results::Meta;
 
     #[test]
     fn counts_parse_sorted() {
@@ -121,20 +112,9 @@ mod tests {
 
     #[test]
     fn efficiency_is_relative_to_the_first_point() {
-        let point = |rps: f64| {
-            let mut r = ScenarioResult::from_runs(
-                Meta::new("product-get", Some("json"), "product.get"),
-                &[run_stats(
-                    Model::Closed { in_flight: 64 },
-                    &[("op", 100)],
-                    0,
-                )],
-                Vec::new(),
-            )
-            .unwrap();
-            r.throughput_per_s = rps;
-            r
-        };
+        let c64 = Model::Closed { in_flight: 64 };
+        let point =
+            |rps: f64| crate::results::tests::point("product-get", Some("json"), c64, rps, 100);
         let p = points(&[(1, point(1000.0)), (2, point(1500.0)), (4, point(2000.0))]);
         assert_eq!(p.len(), 3);
         assert!((p[0].efficiency - 1.0).abs() < 1e-9);

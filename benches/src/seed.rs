@@ -1,7 +1,4 @@
-//! Seeds benchmark products through the product service's create endpoint.
-
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+//! Benchmark products, created through the product service's create endpoint.
 
 use anyhow::{bail, Context, Result};
 use async_nats::Client;
@@ -10,37 +7,23 @@ use futures::stream::{self, StreamExt};
 
 use crate::nats;
 
-#[derive(Debug, Clone)]
-pub struct SeedConfig {
-    pub nats_url: String,
-    pub subject: String,
-    pub count: usize,
-    pub prefix: String,
-    pub concurrency: usize,
-    pub timeout: Duration,
-    pub ids_out: Option<PathBuf>,
-}
-
-enum Outcome {
-    Created,
-    AlreadyExists,
-}
+/// Prefix of the products read by product-get, product-list, gateway-get and mixed.
+pub const READ_PREFIX: &str = "bench-";
+/// Stock of seeded products: enough that no benchmark runs out.
+pub const DEFAULT_STOCK: i64 = 1_000_000;
 
 /// Id of the `i`-th benchmark product, e.g. `bench-0042`.
 pub fn product_id(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:04}")
 }
 
-/// JSON body of the `i`-th benchmark product (description ~100 characters).
-pub fn product_json(id: &str, i: usize) -> serde_json::Value {
-    product_json_with_stock(id, i, DEFAULT_STOCK)
+/// Id of the `i`-th read product ([`READ_PREFIX`]).
+pub fn read_id(i: usize) -> String {
+    product_id(READ_PREFIX, i)
 }
 
-/// Stock of seeded products: enough that no benchmark runs out.
-pub const DEFAULT_STOCK: i64 = 1_000_000;
-
-/// [`product_json`] with a chosen stock.
-pub fn product_json_with_stock(id: &str, i: usize, stock: i64) -> serde_json::Value {
+/// JSON body of the `i`-th benchmark product (description ~100 characters).
+pub fn product_json(id: &str, i: usize, stock: i64) -> serde_json::Value {
     serde_json::json!({
         "id": id,
         "name": format!("Bench product {i}"),
@@ -53,117 +36,46 @@ pub fn product_json_with_stock(id: &str, i: usize, stock: i64) -> serde_json::Va
     })
 }
 
-/// What [`ensure_products`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seeded {
-    pub created: usize,
-    pub existing: usize,
-}
-
-/// Creates products `<prefix>0000` .. with `stock` each unless they exist
-/// (409 counts as present); returns their ids.
+/// Creates products `<prefix>0000` .. with `stock` each unless they exist,
+/// `concurrency` at a time; returns their ids.
 pub async fn ensure_products(
     client: &Client,
-    subject: &str,
     prefix: &str,
     count: usize,
     stock: i64,
     concurrency: usize,
-) -> Result<(Vec<String>, Seeded)> {
-    if concurrency == 0 {
-        bail!("seeding concurrency must be at least 1");
-    }
+) -> Result<Vec<String>> {
     let ids: Vec<String> = (0..count).map(|i| product_id(prefix, i)).collect();
-    let results: Vec<(String, Result<Outcome>)> = stream::iter(ids.iter().enumerate())
-        .map(|(i, id)| {
-            let client = client.clone();
-            async move {
-                let outcome = create_one(&client, subject, id, i, stock).await;
-                (id.clone(), outcome)
-            }
+    let failures: Vec<String> = stream::iter(ids.iter().enumerate())
+        .map(|(i, id)| async move {
+            let created = create(client, id, i, stock).await;
+            created.err().map(|e| format!("{id}: {e:#}"))
         })
-        .buffer_unordered(concurrency)
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(|failure| async move { failure })
         .collect()
         .await;
-
-    let mut seeded = Seeded {
-        created: 0,
-        existing: 0,
-    };
-    let mut failures: Vec<String> = Vec::new();
-    for (id, outcome) in results {
-        match outcome {
-            Ok(Outcome::Created) => seeded.created += 1,
-            Ok(Outcome::AlreadyExists) => seeded.existing += 1,
-            Err(e) => failures.push(format!("{id}: {e:#}")),
-        }
-    }
-    if !failures.is_empty() {
-        let shown: Vec<&str> = failures.iter().take(5).map(String::as_str).collect();
+    if let Some(first) = failures.first() {
         bail!(
-            "{} of {count} product creations failed; first: {}",
-            failures.len(),
-            shown.join("; ")
+            "{} of {count} product creations failed; first: {first}",
+            failures.len()
         );
     }
-    Ok((ids, seeded))
+    Ok(ids)
 }
 
-/// The `seed-products` command.
-pub async fn run(config: &SeedConfig) -> Result<()> {
-    let client = nats::connect(&config.nats_url, "shop-bench-seed", config.timeout).await?;
-    let start = Instant::now();
-    let (ids, seeded) = ensure_products(
-        &client,
-        &config.subject,
-        &config.prefix,
-        config.count,
-        DEFAULT_STOCK,
-        config.concurrency,
-    )
-    .await?;
-    eprintln!(
-        "seed-products: {} created, {} already existed, in {:.2}s",
-        seeded.created,
-        seeded.existing,
-        start.elapsed().as_secs_f64()
-    );
-
-    if let Some(path) = &config.ids_out {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let mut out = String::with_capacity(ids.len() * 24);
-        for id in &ids {
-            out.push_str(&serde_json::json!({ "id": id }).to_string());
-            out.push('\n');
-        }
-        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
-            "seed-products: wrote {} ids to {}",
-            ids.len(),
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-async fn create_one(
-    client: &Client,
-    subject: &str,
-    id: &str,
-    i: usize,
-    stock: i64,
-) -> Result<Outcome> {
-    let body = Bytes::from(product_json_with_stock(id, i, stock).to_string());
+/// Creates product `id` (the `i`-th of its kind) with `stock`; one that
+/// exists already (409) counts as created.
+pub async fn create(client: &Client, id: &str, i: usize, stock: i64) -> Result<()> {
+    let body = Bytes::from(product_json(id, i, stock).to_string());
     let reply = client
-        .request(subject.to_owned(), body)
+        .request("product.create", body)
         .await
-        .with_context(|| format!("request to {subject}"))?;
+        .with_context(|| format!("creating {id}"))?;
     match nats::service_error(reply.headers.as_ref()) {
-        None => Ok(Outcome::Created),
-        Some((code, _)) if code == "409" => Ok(Outcome::AlreadyExists),
-        Some((code, description)) => bail!("service error {code}: {description}"),
+        None => Ok(()),
+        Some((code, _)) if code == "409" => Ok(()),
+        Some((code, description)) => bail!("creating {id}: service error {code}: {description}"),
     }
 }
 
@@ -174,7 +86,7 @@ mod tests {
     #[test]
     fn product_shape() {
         assert_eq!(product_id("bench-", 7), "bench-0007");
-        let p = product_json("bench-0007", 7);
+        let p = product_json("bench-0007", 7, DEFAULT_STOCK);
         assert_eq!(p["id"], "bench-0007");
         assert_eq!(p["name"], "Bench product 7");
         assert_eq!(p["price_cents"], 1999);

@@ -1,6 +1,7 @@
 //! Starts what a benchmark needs and stops it again: a nats-server with the
 //! project's configuration, service instances (release builds), the echo
-//! responder, the HTTP gateway and the Express baseline.
+//! responder, the HTTP gateway and the Express baseline, all through
+//! `shop-process`.
 //!
 //! Every process gets its own log file under the run's log directory and is
 //! considered up when it prints its readiness line (nats-server: `Server is
@@ -9,17 +10,14 @@
 //! when the stack is stopped or dropped, and get SIGTERM from the kernel if the
 //! harness itself dies (Linux `PR_SET_PDEATHSIG`).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use shop_process::{free_port, workspace_root, NatsServer, Process, Spec, Stopped};
 
 use crate::cpu::Watched;
-use crate::machine::workspace_root;
+use crate::scenarios::Target;
 
 /// How long a process may take to print its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,11 +25,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// JetStream's `sync_interval` for a server the stack starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum JetStreamSync {
-    /// `nats/config/nats-server.conf`: fsync before every ack (what the project ships).
+    /// `sync_interval: always` (nats/config/nats-server.conf, what the project ships).
     Always,
-    /// `nats/config/nats-server-dev.conf`: the server's default (every 2 minutes).
+    /// JetStream's default, every 2 minutes (nats/config/nats-server-dev.conf).
     Default,
 }
 
@@ -82,7 +80,8 @@ impl StackConfig {
         let root = workspace_root();
         Self {
             bin_dir,
-            nats_server: nats_server_bin(&root),
+            nats_server: shop_process::nats_server_bin(&root)
+                .unwrap_or_else(|_| PathBuf::from("nats-server")),
             nats_config_dir: root.join("nats/config"),
             express_dir: root.join("benches/baselines/express"),
             node: PathBuf::from("node"),
@@ -101,72 +100,27 @@ impl StackConfig {
         self.bin_dir.join("gateway")
     }
 
-    pub fn shop_bench_bin(&self) -> PathBuf {
-        self.bin_dir.join("shop-bench")
-    }
-
     /// Whether the Express baseline can run (node and its modules installed).
     pub fn express_available(&self) -> bool {
-        self.express_dir.join("node_modules/express").is_dir()
-            && self
-                .express_dir
-                .join("node_modules/express-http-proxy")
-                .is_dir()
+        let modules = self.express_dir.join("node_modules");
+        modules.join("express").is_dir() && modules.join("express-http-proxy").is_dir()
     }
 }
 
-/// `NATS_SERVER_BIN`, else `<root>/.tools/bin/nats-server`, else `nats-server` on PATH.
-pub fn nats_server_bin(root: &Path) -> PathBuf {
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
-        return PathBuf::from(bin);
-    }
-    let local = root.join(".tools/bin/nats-server");
-    if local.exists() {
-        return local;
-    }
-    PathBuf::from("nats-server")
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; taken by whoever binds first).
-pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// A process the stack started.
-pub struct Proc {
-    /// What it is for CPU accounting: `nats-server`, `product`, `echo`, `gateway` ...
-    pub role: String,
-    /// Unique name: `product-2`; its log is `<name>.log`.
-    pub name: String,
-    pub pid: u32,
-    /// The line that announced readiness.
-    pub ready_line: String,
-    child: Child,
-    log: PathBuf,
+/// A process the stack started, under its role for CPU accounting
+/// (`nats-server`, `product`, `echo`, `gateway` ...).
+struct Member {
+    role: String,
+    process: Process,
 }
 
 /// Everything one benchmark phase runs against.
 pub struct Stack {
     pub config: StackConfig,
     data: tempfile::TempDir,
-    procs: Vec<Proc>,
+    members: Vec<Member>,
     nats_url: Option<String>,
     sync: Option<JetStreamSync>,
-    started: usize,
-}
-
-/// What to start: program, arguments, environment, and the readiness line.
-struct Spawn<'a> {
-    role: &'a str,
-    name: String,
-    program: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    cwd: Option<PathBuf>,
-    /// Text of the line that announces readiness; `None`: ready once started
-    /// (the caller then checks readiness its own way).
-    ready: Option<&'a str>,
 }
 
 impl Stack {
@@ -179,10 +133,9 @@ impl Stack {
                 .prefix("shop-bench-")
                 .tempdir()
                 .context("creating a data directory")?,
-            procs: Vec::new(),
+            members: Vec::new(),
             nats_url: None,
             sync: None,
-            started: 0,
         })
     }
 
@@ -203,18 +156,58 @@ impl Stack {
 
     /// Instances of `role` running.
     pub fn count(&self, role: &str) -> usize {
-        self.procs.iter().filter(|p| p.role == role).count()
+        self.members.iter().filter(|m| m.role == role).count()
+    }
+
+    /// What a scenario runs against here, with `instances` of its service.
+    pub fn target(&self, instances: Option<usize>) -> Result<Target> {
+        Ok(Target {
+            nats_url: self.nats_url()?.to_string(),
+            http_url: None,
+            watched: self.watched(),
+            instances,
+            nats_sync: self.sync.map(|s| s.name().to_string()),
+        })
     }
 
     /// Every process, for CPU accounting.
     pub fn watched(&self) -> Vec<Watched> {
-        self.procs
+        let pids = self
+            .members
             .iter()
-            .map(|p| Watched {
-                role: p.role.clone(),
-                pid: p.pid,
-            })
-            .collect()
+            .filter_map(|m| Some((m, m.process.pid()?)));
+        pids.map(|(m, pid)| Watched {
+            role: m.role.clone(),
+            pid,
+        })
+        .collect()
+    }
+
+    /// `<logs_dir>/<name>.log`, or `<name>-<n>.log` when that one is taken.
+    fn log_file(&self, name: &str) -> PathBuf {
+        let path = self.config.logs_dir.join(format!("{name}.log"));
+        if !path.exists() {
+            return path;
+        }
+        let n = self.members.len();
+        self.config.logs_dir.join(format!("{name}-{n}.log"))
+    }
+
+    /// Starts `spec` (as `role`) with the stack's log file, readiness timeout
+    /// and death with the harness.
+    async fn start(&mut self, role: &str, spec: Spec) -> Result<()> {
+        let log = self.log_file(spec.name());
+        let process = spec
+            .log_file(log)
+            .ready_timeout(READY_TIMEOUT)
+            .die_with_parent()
+            .start()
+            .await?;
+        self.members.push(Member {
+            role: role.to_string(),
+            process,
+        });
+        Ok(())
     }
 
     /// Starts nats-server with the project's configuration on free ports and a
@@ -227,31 +220,24 @@ impl Stack {
         if !config.exists() {
             bail!("{} is missing", config.display());
         }
-        let (port, monitor) = (free_port()?, free_port()?);
-        let store = self.data.path().join("jetstream");
-        let spawn = Spawn {
-            role: "nats-server",
-            name: "nats-server".to_string(),
-            program: self.config.nats_server.clone(),
-            args: vec![
-                "-c".into(),
-                config.display().to_string(),
-                "-a".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-                "-m".into(),
-                monitor.to_string(),
-            ],
-            env: vec![("NATS_STORE_DIR".into(), store.display().to_string())],
-            cwd: None,
-            ready: Some("Server is ready"),
-        };
-        let program = self.config.nats_server.display().to_string();
-        self.spawn(spawn)
-            .await
-            .with_context(|| format!("starting {program} (scripts/setup.sh installs it)"))?;
-        let url = format!("nats://127.0.0.1:{port}");
+        let log = self.log_file("nats-server");
+        let nats = NatsServer::new(self.data.path())
+            .bin(&self.config.nats_server)
+            .config_file(config)
+            .monitor_port(free_port()?)
+            .store_dir(self.data.path().join("jetstream"))
+            .process(|p| {
+                p.log_file(log)
+                    .ready_timeout(READY_TIMEOUT)
+                    .die_with_parent()
+            })
+            .start()
+            .await?;
+        let url = nats.url();
+        self.members.push(Member {
+            role: "nats-server".to_string(),
+            process: nats.process,
+        });
         self.nats_url = Some(url.clone());
         self.sync = Some(sync);
         Ok(url)
@@ -260,54 +246,30 @@ impl Stack {
     /// Starts one more instance of `service` (`product`, `user`, `payment`,
     /// `notification`, `order`) and waits until it serves.
     pub async fn start_service(&mut self, service: &str, env: &[(&str, &str)]) -> Result<()> {
-        let nats_url = self.nats_url()?.to_string();
-        let n = self.count(service) + 1;
-        let name = format!("{service}-{n}");
-        let data_dir = self.data.path().join(&name);
-        let mut vars: Vec<(String, String)> = vec![
-            ("NATS_URL".into(), nats_url),
-            ("INSTANCE_ID".into(), name.clone()),
-            ("DATA_DIR".into(), data_dir.display().to_string()),
-            ("ADMIN_ADDR".into(), "127.0.0.1:0".into()),
-            ("LOG_FORMAT".into(), "json".into()),
-            ("RUST_LOG".into(), self.config.services_rust_log.clone()),
-        ];
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let spawn = Spawn {
-            role: service,
-            name,
-            program: self.config.service_bin(service),
-            args: Vec::new(),
-            env: vars,
-            cwd: None,
-            ready: Some("\"service ready\""),
-        };
-        self.spawn(spawn).await.map(|_| ())
+        let name = format!("{service}-{}", self.count(service) + 1);
+        let spec = Spec::new(&name, self.config.service_bin(service))
+            .envs([
+                ("NATS_URL", self.nats_url()?),
+                ("INSTANCE_ID", &name),
+                ("ADMIN_ADDR", "127.0.0.1:0"),
+                ("LOG_FORMAT", "json"),
+                ("RUST_LOG", &self.config.services_rust_log),
+            ])
+            .env("DATA_DIR", self.data.path().join(&name))
+            .envs(env.iter().copied())
+            .ready_line("\"service ready\"");
+        self.start(service, spec).await
     }
 
     /// Starts the raw echo responder on `subject`, replying `reply_bytes` bytes.
     pub async fn start_echo(&mut self, subject: &str, reply_bytes: usize) -> Result<()> {
-        let nats_url = self.nats_url()?.to_string();
-        let spawn = Spawn {
-            role: "echo",
-            name: format!("echo-{}", self.count("echo") + 1),
-            program: self.config.shop_bench_bin(),
-            args: vec![
-                "echo-server".into(),
-                "--nats-url".into(),
-                nats_url,
-                "--subject".into(),
-                subject.into(),
-                "--queue".into(),
-                "bench".into(),
-                "--reply-bytes".into(),
-                reply_bytes.to_string(),
-            ],
-            env: Vec::new(),
-            cwd: None,
-            ready: Some("echo-server: serving"),
-        };
-        self.spawn(spawn).await.map(|_| ())
+        let name = format!("echo-{}", self.count("echo") + 1);
+        let spec = Spec::new(name, self.config.bin_dir.join("shop-bench"))
+            .args(["echo-server", "--nats-url", self.nats_url()?])
+            .args(["--subject", subject, "--queue", "bench", "--reply-bytes"])
+            .arg(reply_bytes.to_string())
+            .ready_line("echo-server: serving");
+        self.start("echo", spec).await
     }
 
     /// Starts the HTTP gateway on a free port with `env` (e.g. its cache switch);
@@ -315,34 +277,23 @@ impl Stack {
     /// rate limit is off (one load generator is one client) and so is its
     /// per-request access log (as the services' request logs are).
     pub async fn start_gateway(&mut self, role: &str, env: &[(&str, &str)]) -> Result<String> {
-        let nats_url = self.nats_url()?.to_string();
-        let port = free_port()?;
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port()?);
         let name = format!("{role}-{}", self.count(role) + 1);
-        let mut vars: Vec<(String, String)> = vec![
-            ("NATS_URL".into(), nats_url),
-            ("GATEWAY_ADDR".into(), addr.clone()),
-            ("INSTANCE_ID".into(), name.clone()),
-            ("GATEWAY_RATE_LIMIT_PER_SEC".into(), "0".into()),
-            ("LOG_FORMAT".into(), "json".into()),
-            (
-                "RUST_LOG".into(),
-                std::env::var("BENCH_GATEWAY_RUST_LOG")
-                    .unwrap_or_else(|_| GATEWAY_RUST_LOG.to_string()),
-            ),
-        ];
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let spawn = Spawn {
-            role,
-            name,
-            program: self.config.gateway_bin(),
-            args: Vec::new(),
-            env: vars,
-            cwd: None,
-            ready: Some("\"service ready\""),
-        };
-        self.spawn(spawn).await?;
-        wait_http(&addr, Duration::from_secs(30)).await?;
+        let rust_log = std::env::var("BENCH_GATEWAY_RUST_LOG")
+            .unwrap_or_else(|_| GATEWAY_RUST_LOG.to_string());
+        let spec = Spec::new(&name, self.config.gateway_bin())
+            .envs([
+                ("NATS_URL", self.nats_url()?),
+                ("GATEWAY_ADDR", &addr),
+                ("INSTANCE_ID", &name),
+                ("GATEWAY_RATE_LIMIT_PER_SEC", "0"),
+                ("LOG_FORMAT", "json"),
+                ("RUST_LOG", &rust_log),
+            ])
+            .envs(env.iter().copied())
+            .ready_line("\"service ready\"");
+        // It binds its address before it logs that it is ready.
+        self.start(role, spec).await?;
         Ok(format!("http://{addr}"))
     }
 
@@ -350,156 +301,56 @@ impl Stack {
     /// front of it (with `keep_alive`, reusing upstream connections instead of
     /// express-http-proxy's connection per request); returns the gateway's base URL.
     pub async fn start_express(&mut self, keep_alive: bool) -> Result<String> {
+        let dir = self.config.express_dir.clone();
         if !self.config.express_available() {
             bail!(
                 "the Express baseline is not installed: run `npm ci` in {}",
-                self.config.express_dir.display()
+                dir.display()
             );
         }
         let (product_port, gateway_port) = (free_port()?, free_port()?);
-        let dir = self.config.express_dir.clone();
+        let product_url = format!("127.0.0.1:{product_port}");
+        let keep_alive = if keep_alive { "1" } else { "0" };
         for (role, script, env) in [
             (
                 "express-product",
                 "product.js",
-                vec![("PORT".to_string(), product_port.to_string())],
+                vec![("PORT", product_port)],
             ),
             (
                 "express-gateway",
                 "gateway.js",
-                vec![
-                    ("PORT".to_string(), gateway_port.to_string()),
-                    (
-                        "PRODUCT_URL".to_string(),
-                        format!("127.0.0.1:{product_port}"),
-                    ),
-                    (
-                        "UPSTREAM_KEEPALIVE".to_string(),
-                        if keep_alive { "1" } else { "0" }.to_string(),
-                    ),
-                ],
+                vec![("PORT", gateway_port)],
             ),
         ] {
-            let spawn = Spawn {
-                role,
-                name: role.to_string(),
-                program: self.config.node.clone(),
-                args: vec![dir.join(script).display().to_string()],
-                env: env
-                    .into_iter()
-                    .chain([("NODE_ENV".into(), "production".into())])
-                    .collect(),
-                cwd: Some(dir.clone()),
-                ready: Some("listening"),
-            };
-            self.spawn(spawn).await?;
+            let mut spec = Spec::new(role, &self.config.node)
+                .arg(dir.join(script))
+                .envs(env.into_iter().map(|(k, v)| (k, v.to_string())))
+                .env("NODE_ENV", "production")
+                .current_dir(&dir)
+                .ready_line("listening");
+            if role == "express-gateway" {
+                spec = spec
+                    .env("PRODUCT_URL", &product_url)
+                    .env("UPSTREAM_KEEPALIVE", keep_alive);
+            }
+            self.start(role, spec).await?;
         }
         Ok(format!("http://127.0.0.1:{gateway_port}"))
     }
 
-    async fn spawn(&mut self, s: Spawn<'_>) -> Result<&Proc> {
-        let mut log_path = self.config.logs_dir.join(format!("{}.log", s.name));
-        if log_path.exists() {
-            log_path = self
-                .config
-                .logs_dir
-                .join(format!("{}-{}.log", s.name, self.started));
-        }
-        self.started += 1;
-        let mut command = Command::new(&s.program);
-        command
-            .args(&s.args)
-            .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(dir) = &s.cwd {
-            command.current_dir(dir);
-        }
-        die_with_parent(&mut command);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", s.program.display()))?;
-        let log = Arc::new(Mutex::new(
-            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?,
-        ));
-        let (tx, rx) = mpsc::channel::<String>();
-        let outputs: Vec<Box<dyn std::io::Read + Send>> = [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        for output in outputs {
-            let (log, tx, ready) = (log.clone(), tx.clone(), s.ready.map(str::to_string));
-            std::thread::spawn(move || {
-                let mut announced = ready.is_none();
-                for line in BufReader::new(output).lines().map_while(Result::ok) {
-                    if let Ok(mut f) = log.lock() {
-                        let _ = writeln!(f, "{line}");
-                    }
-                    if !announced && ready.as_deref().is_some_and(|r| line.contains(r)) {
-                        announced = true;
-                        let _ = tx.send(line);
-                    }
-                }
-            });
-        }
-        if s.ready.is_none() {
-            let _ = tx.send(String::new());
-        }
-        drop(tx);
-        let pid = child.id();
-        let waited = tokio::task::spawn_blocking(move || rx.recv_timeout(READY_TIMEOUT))
-            .await
-            .context("waiting for readiness")?;
-        match waited {
-            Ok(line) => {
-                self.procs.push(Proc {
-                    role: s.role.to_string(),
-                    name: s.name,
-                    pid,
-                    ready_line: line,
-                    child,
-                    log: log_path,
-                });
-                self.procs.last().context("process just added")
-            }
-            Err(_) => {
-                let status = child.try_wait().ok().flatten();
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{} {} within {:?}; last lines of {}:\n{}",
-                    s.name,
-                    match status {
-                        Some(st) => format!("exited ({st}) before it was ready"),
-                        None => "did not become ready".to_string(),
-                    },
-                    READY_TIMEOUT,
-                    log_path.display(),
-                    log_tail(&log_path, 20)
-                )
-            }
-        }
-    }
-
     /// Fails with the log tail of any process that has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        for p in &mut self.procs {
-            if let Ok(Some(status)) = p.child.try_wait() {
+        for m in &mut self.members {
+            if let Some(status) = m.process.try_exit() {
                 bail!(
                     "{} exited ({status}); last lines of {}:\n{}",
-                    p.name,
-                    p.log.display(),
-                    log_tail(&p.log, 20)
+                    m.process.name(),
+                    m.process
+                        .log_file()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    m.process.tail(20)
                 );
             }
         }
@@ -508,19 +359,19 @@ impl Stack {
 
     /// Stops every process of `role` (newest first).
     pub async fn stop_role(&mut self, role: &str) {
-        let (stop, keep): (Vec<Proc>, Vec<Proc>) = std::mem::take(&mut self.procs)
+        let (stop, keep) = std::mem::take(&mut self.members)
             .into_iter()
-            .partition(|p| p.role == role);
-        self.procs = keep;
-        for p in stop.into_iter().rev() {
-            stop_proc(p).await;
+            .partition(|m| m.role == role);
+        self.members = keep;
+        for m in stop.into_iter().rev() {
+            stop_member(m).await;
         }
     }
 
     /// Stops everything, newest first (services before the nats-server).
     pub async fn stop(&mut self) {
-        while let Some(p) = self.procs.pop() {
-            stop_proc(p).await;
+        while let Some(m) = self.members.pop() {
+            stop_member(m).await;
         }
         self.nats_url = None;
     }
@@ -530,143 +381,19 @@ impl Drop for Stack {
     /// Stops what is still running, newest first, each before the next, so
     /// services finish their graceful stop while the nats-server is still up.
     fn drop(&mut self) {
-        while let Some(mut p) = self.procs.pop() {
-            terminate(p.pid);
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = p.child.kill();
-            let _ = p.child.wait();
+        while let Some(mut m) = self.members.pop() {
+            let _ = m.process.stop_blocking(STOP_TIMEOUT);
         }
     }
 }
 
-fn terminate(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: sending a signal to a child this stack started and has not reaped.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-    }
-}
-
-async fn stop_proc(mut p: Proc) {
-    terminate(p.pid);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while matches!(p.child.try_wait(), Ok(None)) {
-        if Instant::now() >= deadline {
-            eprintln!(
-                "stack: {} did not stop in {STOP_TIMEOUT:?}; killing it",
-                p.name
-            );
-            let _ = p.child.kill();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = p.child.wait();
-}
-
-#[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
-
-/// The last `n` lines of a log file.
-pub fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Waits until something accepts TCP connections at `addr`.
-async fn wait_http(addr: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                bail!("nothing listens on {addr} after {timeout:?}: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(dir: &Path) -> StackConfig {
-        StackConfig::new(dir.join("bin"), dir.join("logs"))
-    }
-
-    #[tokio::test]
-    async fn a_process_that_exits_before_ready_is_reported_with_its_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut stack = Stack::new(config(dir.path())).unwrap();
-        let err = stack
-            .spawn(Spawn {
-                role: "sh",
-                name: "sh".into(),
-                program: "sh".into(),
-                args: vec!["-c".into(), "echo starting; echo broken >&2; exit 3".into()],
-                env: Vec::new(),
-                cwd: None,
-                ready: Some("never printed"),
-            })
-            .await
-            .err()
-            .unwrap();
-        let text = format!("{err:#}");
-        assert!(text.contains("exited"), "{text}");
-        assert!(text.contains("broken"), "{text}");
-        assert_eq!(stack.count("sh"), 0);
-    }
-
-    #[tokio::test]
-    async fn ready_processes_are_stopped_with_sigterm() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut stack = Stack::new(config(dir.path())).unwrap();
-        let pid = stack
-            .spawn(Spawn {
-                role: "sleeper",
-                name: "sleeper".into(),
-                program: "sh".into(),
-                args: vec!["-c".into(), "echo up and ready; exec sleep 60".into()],
-                env: Vec::new(),
-                cwd: None,
-                ready: Some("ready"),
-            })
-            .await
-            .unwrap()
-            .pid;
-        assert_eq!(stack.count("sleeper"), 1);
-        assert_eq!(stack.watched()[0].pid, pid);
-        stack.check_alive().unwrap();
-        let started = Instant::now();
-        stack.stop_role("sleeper").await;
-        assert!(
-            started.elapsed() < STOP_TIMEOUT,
-            "stopped by SIGTERM, not the timeout"
-        );
-        assert_eq!(stack.count("sleeper"), 0);
-        assert!(
-            crate::cpu::cpu_ticks(pid).is_none(),
-            "process {pid} is gone"
-        );
-        let log = std::fs::read_to_string(dir.path().join("logs/sleeper.log")).unwrap();
-        assert_eq!(log, "up and ready\n");
+async fn stop_member(mut m: Member) {
+    match m.process.stop(STOP_TIMEOUT).await {
+        Ok(Stopped::Killed) => eprintln!(
+            "stack: {} did not stop in {STOP_TIMEOUT:?}; killed it",
+            m.process.name()
+        ),
+        Err(e) => eprintln!("stack: stopping {}: {e:#}", m.process.name()),
+        Ok(_) => {}
     }
 }

@@ -1,9 +1,9 @@
 //! What a run observed: HDR latency histograms per operation, error counts by
-//! kind, and the percentiles reported (p50, p90, p99, p99.9, max).
+//! kind, the percentiles reported (p50, p90, p99, p99.9, max), and how its
+//! figures are written for people (`1,305`, `3.61`).
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +13,14 @@ pub const MAX_TRACKABLE_US: u64 = 3_600_000_000;
 pub const SIGFIGS: u8 = 3;
 
 /// New latency histogram in microseconds, 1 µs .. 1 h, 3 significant figures.
-pub fn new_histogram() -> Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, MAX_TRACKABLE_US, SIGFIGS).context("creating latency histogram")
+pub fn new_histogram() -> Histogram<u64> {
+    // Only bounds that contradict each other fail, and these are constants.
+    Histogram::new_with_bounds(1, MAX_TRACKABLE_US, SIGFIGS).expect("valid histogram bounds")
+}
+
+/// `into` plus `other`: histograms of the same bounds always add up.
+fn add(into: &mut Histogram<u64>, other: &Histogram<u64>) {
+    into.add(other).expect("histograms of the same bounds");
 }
 
 /// Latency percentiles in milliseconds.
@@ -80,16 +86,18 @@ pub struct OpTally {
     pub first_error: Option<String>,
 }
 
-impl OpTally {
-    pub fn new() -> Result<Self> {
-        Ok(Self {
-            ok_us: new_histogram()?,
+impl Default for OpTally {
+    fn default() -> Self {
+        Self {
+            ok_us: new_histogram(),
             ok_bytes: 0,
             errors: BTreeMap::new(),
             first_error: None,
-        })
+        }
     }
+}
 
+impl OpTally {
     pub fn ok(&self) -> u64 {
         self.ok_us.len()
     }
@@ -105,15 +113,12 @@ impl OpTally {
 
     pub fn record_error(&mut self, error: &OpError) {
         *self.errors.entry(error.kind.clone()).or_default() += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(error.message.clone());
-        }
+        self.first_error
+            .get_or_insert_with(|| error.message.clone());
     }
 
-    pub fn merge(&mut self, other: &OpTally) -> Result<()> {
-        self.ok_us
-            .add(&other.ok_us)
-            .context("merging latency histograms")?;
+    pub fn merge(&mut self, other: &OpTally) {
+        add(&mut self.ok_us, &other.ok_us);
         self.ok_bytes += other.ok_bytes;
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;
@@ -121,7 +126,6 @@ impl OpTally {
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
         }
-        Ok(())
     }
 }
 
@@ -137,59 +141,41 @@ pub struct Tally {
     pub send_lag_us: Histogram<u64>,
 }
 
-impl Tally {
-    pub fn new() -> Result<Self> {
-        Ok(Self {
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
             ops: BTreeMap::new(),
             phases: BTreeMap::new(),
-            send_lag_us: new_histogram()?,
-        })
+            send_lag_us: new_histogram(),
+        }
+    }
+}
+
+impl Tally {
+    pub fn op(&mut self, name: &'static str) -> &mut OpTally {
+        self.ops.entry(name).or_default()
     }
 
-    pub fn op(&mut self, name: &'static str) -> Result<&mut OpTally> {
-        if !self.ops.contains_key(name) {
-            self.ops.insert(name, OpTally::new()?);
-        }
-        self.ops
-            .get_mut(name)
-            .context("operation tally just inserted")
+    pub fn record_phase(&mut self, name: &'static str, us: u64) {
+        let phase = self.phases.entry(name).or_insert_with(new_histogram);
+        phase.saturating_record(us.max(1));
     }
 
-    pub fn record_phase(&mut self, name: &'static str, us: u64) -> Result<()> {
-        if !self.phases.contains_key(name) {
-            self.phases.insert(name, new_histogram()?);
-        }
-        if let Some(h) = self.phases.get_mut(name) {
-            h.saturating_record(us.max(1));
-        }
-        Ok(())
-    }
-
-    pub fn merge(&mut self, other: &Tally) -> Result<()> {
+    pub fn merge(&mut self, other: &Tally) {
         for (name, op) in &other.ops {
-            self.op(name)?.merge(op)?;
+            self.op(name).merge(op);
         }
         for (name, h) in &other.phases {
-            if !self.phases.contains_key(name) {
-                self.phases.insert(name, new_histogram()?);
-            }
-            if let Some(mine) = self.phases.get_mut(name) {
-                mine.add(h).context("merging phase histograms")?;
-            }
+            add(self.phases.entry(name).or_insert_with(new_histogram), h);
         }
-        self.send_lag_us
-            .add(&other.send_lag_us)
-            .context("merging send-lag histograms")?;
-        Ok(())
+        add(&mut self.send_lag_us, &other.send_lag_us);
     }
 
     /// All operations together.
-    pub fn overall(&self) -> Result<OpTally> {
-        let mut all = OpTally::new()?;
-        for op in self.ops.values() {
-            all.merge(op)?;
-        }
-        Ok(all)
+    pub fn overall(&self) -> OpTally {
+        let mut all = OpTally::default();
+        self.ops.values().for_each(|op| all.merge(op));
+        all
     }
 }
 
@@ -208,6 +194,42 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// Milliseconds with about three significant digits.
+pub fn fmt_ms(v: f64) -> String {
+    match v {
+        v if v < 1.0 => format!("{v:.3}"),
+        v if v < 10.0 => format!("{v:.2}"),
+        v if v < 100.0 => format!("{v:.1}"),
+        v => group_thousands(v.round() as u64),
+    }
+}
+
+/// Seconds without needless decimals: `2`, `0.5`.
+pub fn fmt_secs(v: f64) -> String {
+    let text = format!("{v:.1}");
+    text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
+}
+
+/// A rate: whole numbers with thousands separators, one decimal below 100.
+pub fn fmt_rate(v: f64) -> String {
+    match v < 100.0 {
+        true => format!("{v:.1}"),
+        false => group_thousands(v.round() as u64),
+    }
+}
+
+pub fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +241,7 @@ mod tests {
 
     #[test]
     fn percentiles_from_uniform_histogram() {
-        let mut h = new_histogram().unwrap();
+        let mut h = new_histogram();
         for us in 1..=10_000u64 {
             h.record(us).unwrap();
         }
@@ -231,25 +253,24 @@ mod tests {
         assert!(close(l.max, 10.0), "max {}", l.max);
         assert!(close(l.mean, 5.0005), "mean {}", l.mean);
         assert!(l.is_ordered());
-        assert!(Latency::from_histogram_us(&new_histogram().unwrap()).is_none());
+        assert!(Latency::from_histogram_us(&new_histogram()).is_none());
     }
 
     #[test]
     fn tallies_merge_per_operation() {
-        let mut a = Tally::new().unwrap();
-        let mut b = Tally::new().unwrap();
+        let mut a = Tally::default();
+        let mut b = Tally::default();
         for _ in 0..500 {
-            a.op("get").unwrap().record_ok(250, 200);
-            b.op("get").unwrap().record_ok(250, 100);
+            a.op("get").record_ok(250, 200);
+            b.op("get").record_ok(250, 100);
         }
-        b.op("login").unwrap().record_ok(30_000, 500);
+        b.op("login").record_ok(30_000, 500);
         for _ in 0..7 {
             a.op("get")
-                .unwrap()
                 .record_error(&OpError::new("service_404", "not found"));
         }
-        b.record_phase("reply", 100).unwrap();
-        a.merge(&b).unwrap();
+        b.record_phase("reply", 100);
+        a.merge(&b);
         let get = &a.ops["get"];
         assert_eq!(get.ok(), 1000);
         assert_eq!(get.ok_bytes, 300 * 500);
@@ -257,7 +278,7 @@ mod tests {
         assert_eq!(get.first_error.as_deref(), Some("not found"));
         assert_eq!(a.ops["login"].ok(), 1);
         assert_eq!(a.phases["reply"].len(), 1);
-        let all = a.overall().unwrap();
+        let all = a.overall();
         assert_eq!(all.ok(), 1001);
         assert_eq!(all.error_count(), 7);
     }
@@ -273,6 +294,20 @@ mod tests {
             mean: 2.0,
         };
         assert!(!l.is_ordered());
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(fmt_ms(0.9624), "0.962");
+        assert_eq!(fmt_ms(3.6051), "3.61");
+        assert_eq!(fmt_ms(46.23), "46.2");
+        assert_eq!(fmt_ms(1304.6), "1,305");
+        assert_eq!(fmt_rate(58987.4), "58,987");
+        assert_eq!(fmt_rate(99.64), "99.6");
+        assert_eq!(group_thousands(1_234_567), "1,234,567");
+        assert_eq!(group_thousands(12), "12");
+        assert_eq!(fmt_secs(2.0), "2");
+        assert_eq!(fmt_secs(0.5), "0.5");
     }
 
     #[test]

@@ -13,13 +13,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use async_nats::Client;
 
 use crate::load::Model;
-use crate::machine::{self, workspace_root};
-use crate::results::{ResultsFile, ScalingRun, ScenarioResult, Settings, SCHEMA};
-use crate::scenarios::{self, gateway_get::PRODUCT_PATH, Options, Scenario, Target, ECHO_SUBJECT};
+use crate::machine;
+use crate::results::{check_targets, ResultsFile, ScalingRun, ScenarioResult, Settings};
+use crate::scenarios::{self, gateway_get::PRODUCT_PATH, reads, Options, Scenario, ECHO_SUBJECT};
+use crate::seed::read_id;
 use crate::stack::{JetStreamSync, Stack, StackConfig};
-use crate::{nats, scaling, targets};
+use crate::stats::fmt_ms;
+use crate::{nats, scaling};
 
 /// Least warm-up of an HTTP point that wrk did not warm up first (V8's JIT
 /// needs a few seconds of load before the Express baseline runs at speed).
@@ -50,7 +53,11 @@ pub struct SuiteConfig {
     pub wrk: bool,
     /// Only these scenarios (and `scaling`); empty = all.
     pub only: Vec<String>,
-    pub command: String,
+}
+
+/// This program's arguments, as the results file records them.
+pub fn command_line() -> String {
+    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
 }
 
 impl SuiteConfig {
@@ -73,7 +80,6 @@ impl SuiteConfig {
             instances: vec![1, 2, 4],
             wrk: true,
             only: Vec::new(),
-            command: "suite".to_string(),
         }
     }
 
@@ -113,37 +119,43 @@ impl Run {
         eprintln!("[{:>5.0}s] {what}", self.started.elapsed().as_secs_f64());
     }
 
+    /// Reports a point's outcome; a failure is noted (in the file too).
     fn record(&mut self, what: &str, outcome: Result<ScenarioResult>) -> Option<ScenarioResult> {
         match outcome {
             Ok(r) => {
                 let problems = r.problems(0.01);
+                let problems = match problems.is_empty() {
+                    true => String::new(),
+                    false => format!(" — {}", problems.join("; ")),
+                };
+                let p99 = r.latency_ms.map_or("-".to_string(), |l| fmt_ms(l.p99));
+                let (key, rate, errors) = (&r.key, r.throughput_per_s, r.errors);
                 eprintln!(
-                    "         {}: {:.0} ok/s, p99 {} ms, {} errors{}",
-                    r.key,
-                    r.throughput_per_s,
-                    r.latency_ms
-                        .map_or("-".to_string(), |l| crate::table::fmt_ms(l.p99)),
-                    r.errors,
-                    if problems.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" — {}", problems.join("; "))
-                    }
+                    "         {key}: {rate:.0} ok/s, p99 {p99} ms, {errors} errors{problems}"
                 );
                 Some(r)
             }
             Err(e) => {
-                let message = format!("{what} failed: {e:#}");
-                eprintln!("         {message}");
-                self.file.notes.push(message.clone());
-                self.failures.push(message);
+                self.fail(format!("{what} failed: {e:#}"));
                 None
             }
         }
     }
 
-    fn push(&mut self, r: Option<ScenarioResult>) {
-        if let Some(r) = r {
+    fn fail(&mut self, message: String) {
+        eprintln!("         {message}");
+        self.file.notes.push(message.clone());
+        self.failures.push(message);
+    }
+
+    /// Runs one point of `scenario` on `stack` and keeps its result.
+    async fn point(&mut self, stack: &Stack, scenario: Scenario, opts: &Options, what: &str) {
+        self.progress(what);
+        let outcome = match stack.target(Some(1)) {
+            Ok(target) => scenarios::run(scenario, &target, opts).await,
+            Err(e) => Err(e),
+        };
+        if let Some(r) = self.record(scenario.name(), outcome) {
             self.file.results.push(r);
         }
     }
@@ -154,74 +166,48 @@ impl Run {
     }
 }
 
-fn target(stack: &Stack, instances: Option<usize>) -> Result<Target> {
-    Ok(Target {
-        nats_url: stack.nats_url()?.to_string(),
-        http_url: None,
-        watched: stack.watched(),
-        instances,
-        nats_sync: stack.sync().map(|s| s.name().to_string()),
-    })
-}
-
 /// Runs the suite; returns the results file and the failures (also in its notes).
 pub async fn run(cfg: &SuiteConfig) -> Result<(ResultsFile, Vec<String>)> {
-    let root = workspace_root();
+    let extra = [
+        ("rounds_echo_product_get", serde_json::json!(cfg.rounds)),
+        ("products", serde_json::json!(cfg.products)),
+        ("read_rate", serde_json::json!(cfg.read_rate)),
+        ("order_rates", serde_json::json!(cfg.order_rates)),
+        ("mixed_rate", serde_json::json!(cfg.mixed_rate)),
+        (
+            "mix",
+            serde_json::json!(scenarios::Mix::default().describe()),
+        ),
+        (
+            "settle_timeout_s",
+            serde_json::json!(cfg.settle_timeout.as_secs_f64()),
+        ),
+        ("instances", serde_json::json!(cfg.instances)),
+    ];
+    let settings = Settings {
+        quick: cfg.quick,
+        duration_s: cfg.duration.as_secs_f64(),
+        warmup_s: cfg.warmup.as_secs_f64(),
+        timeout_s: cfg.timeout.as_secs_f64(),
+        in_flight: cfg.in_flight,
+        nats_url: None,
+        services_rust_log: Some(cfg.stack.services_rust_log.clone()),
+        extra: extra.map(|(k, v)| (k.to_string(), v)).into_iter().collect(),
+    };
     let mut run = Run {
-        file: ResultsFile {
-            schema: SCHEMA.to_string(),
-            created_at: crate::results::now_rfc3339(),
-            command: cfg.command.clone(),
-            machine: machine::machine(),
-            versions: machine::versions(&root),
-            settings: Settings {
-                quick: cfg.quick,
-                duration_s: cfg.duration.as_secs_f64(),
-                warmup_s: cfg.warmup.as_secs_f64(),
-                timeout_s: cfg.timeout.as_secs_f64(),
-                in_flight: cfg.in_flight,
-                nats_url: None,
-                services_rust_log: Some(cfg.stack.services_rust_log.clone()),
-                extra: [
-                    ("rounds_echo_product_get", serde_json::json!(cfg.rounds)),
-                    ("products", serde_json::json!(cfg.products)),
-                    ("read_rate", serde_json::json!(cfg.read_rate)),
-                    ("order_rates", serde_json::json!(cfg.order_rates)),
-                    ("mixed_rate", serde_json::json!(cfg.mixed_rate)),
-                    (
-                        "mix",
-                        serde_json::json!(scenarios::Mix::default().describe()),
-                    ),
-                    (
-                        "settle_timeout_s",
-                        serde_json::json!(cfg.settle_timeout.as_secs_f64()),
-                    ),
-                    ("instances", serde_json::json!(cfg.instances)),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            },
-            results: Vec::new(),
-            scaling: Vec::new(),
-            targets: Vec::new(),
-            notes: Vec::new(),
-        },
+        file: ResultsFile::new(command_line(), settings),
         failures: Vec::new(),
         started: Instant::now(),
     };
-
+    let reads = [
+        "echo",
+        "product-get",
+        "product-list",
+        "stock-contention",
+        "gateway-get",
+    ];
     let phases: [(&str, &[&str]); 4] = [
-        (
-            "reads",
-            &[
-                "echo",
-                "product-get",
-                "product-list",
-                "stock-contention",
-                "gateway-get",
-            ],
-        ),
+        ("reads", &reads),
         ("orders", &["mixed", "order-place"]),
         ("orders-default-sync", &["order-place"]),
         ("scaling", &["scaling"]),
@@ -234,123 +220,94 @@ pub async fn run(cfg: &SuiteConfig) -> Result<(ResultsFile, Vec<String>)> {
         let mut stack_cfg = cfg.stack.clone();
         stack_cfg.logs_dir = cfg.stack.logs_dir.join(phase);
         let mut stack = Stack::new(stack_cfg)?;
+        let (stack_ref, run_ref) = (&mut stack, &mut run);
         let outcome = match phase {
-            "reads" => reads(cfg, &mut run, &mut stack).await,
-            "orders" => orders(cfg, &mut run, &mut stack, JetStreamSync::Always).await,
-            "orders-default-sync" => {
-                orders(cfg, &mut run, &mut stack, JetStreamSync::Default).await
-            }
-            _ => scaling_phase(cfg, &mut run, &mut stack).await,
+            "reads" => reads_phase(cfg, run_ref, stack_ref).await,
+            "orders" => orders(cfg, run_ref, stack_ref, JetStreamSync::Always).await,
+            "orders-default-sync" => orders(cfg, run_ref, stack_ref, JetStreamSync::Default).await,
+            _ => scaling_phase(cfg, run_ref, stack_ref).await,
         };
         if let Err(e) = outcome {
-            let message = format!("phase {phase} failed: {e:#}");
-            eprintln!("{message}");
-            run.file.notes.push(message.clone());
-            run.failures.push(message);
+            run.fail(format!("phase {phase} failed: {e:#}"));
         }
         stack.stop().await;
     }
-    run.file.targets = targets::check(&run.file);
+    run.file.targets = check_targets(&run.file);
     run.progress("suite done");
     Ok((run.file, run.failures))
 }
 
-async fn start_nats(
-    run: &mut Run,
-    stack: &mut Stack,
-    sync: JetStreamSync,
-) -> Result<async_nats::Client> {
+/// Starts the stack's nats-server; the first one's version goes in the file.
+async fn start_nats(run: &mut Run, stack: &mut Stack, sync: JetStreamSync) -> Result<Client> {
     let url = stack.start_nats(sync).await?;
     let client = nats::connect(&url, "shop-bench-suite", Duration::from_secs(10)).await?;
-    if run.file.versions.nats_server.is_none() {
-        run.file.versions.nats_server = Some(nats::server_version(&client));
-    }
+    let version = client.server_info().version;
+    run.file.versions.nats_server.get_or_insert(version);
     Ok(client)
 }
 
-async fn reads(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {
+async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {
     let client = start_nats(run, stack, JetStreamSync::Always).await?;
     stack.start_service("product", &[]).await?;
-    scenarios::product_get::seed_reads(&client, cfg.products).await?;
+    reads::seed_reads(&client, cfg.products).await?;
     // The echo reply is as big as a product's, so the only difference between
     // the two is the work product.get does.
-    let first = crate::seed::product_id(scenarios::READ_PREFIX, 0);
-    let reply_bytes =
-        scenarios::product_get::probe(&client, &first, shop_nats::Encoding::Json, cfg.timeout)
-            .await?;
+    let json = shop_nats::Encoding::Json;
+    let reply_bytes = reads::probe(&client, &read_id(0), json, cfg.timeout).await?;
     stack.start_echo(ECHO_SUBJECT, reply_bytes).await?;
-    run.file
-        .settings
-        .extra
-        .insert("echo_reply_bytes".into(), serde_json::json!(reply_bytes));
+    let extra = &mut run.file.settings.extra;
+    extra.insert("echo_reply_bytes".into(), serde_json::json!(reply_bytes));
 
     let c = cfg.closed();
-    if cfg.wants("echo") || cfg.wants("product-get") {
-        let (mut echoes, mut gets) = (Vec::new(), Vec::new());
-        for round in 0..cfg.rounds.max(1) {
-            // ABBA: echo first in even rounds, product-get first in odd ones.
-            let order = if round % 2 == 0 {
-                [Scenario::Echo, Scenario::ProductGet]
-            } else {
-                [Scenario::ProductGet, Scenario::Echo]
-            };
-            for s in order {
-                if !cfg.wants(s.name()) {
-                    continue;
-                }
-                run.progress(&format!(
-                    "{} ({}) round {}/{}",
-                    s.name(),
-                    c.describe(),
-                    round + 1,
-                    cfg.rounds
-                ));
-                let t = target(stack, Some(1))?;
-                let outcome = scenarios::run(s, &t, &cfg.options(c)).await;
-                if let Some(r) = run.record(s.name(), outcome) {
-                    if s == Scenario::Echo {
-                        echoes.push(r)
-                    } else {
-                        gets.push(r)
-                    }
-                }
-            }
+    let (mut echoes, mut gets) = (Vec::new(), Vec::new());
+    for round in 0..cfg.rounds.max(1) {
+        // ABBA: echo first in even rounds, product-get first in odd ones.
+        let mut order = [Scenario::Echo, Scenario::ProductGet];
+        if round % 2 == 1 {
+            order.reverse();
         }
-        for rounds in [echoes, gets] {
-            if !rounds.is_empty() {
-                run.push(Some(ScenarioResult::combine_rounds(rounds)?));
-            }
+        for s in order.into_iter().filter(|s| cfg.wants(s.name())) {
+            let rounds = cfg.rounds;
+            run.progress(&format!(
+                "{} ({}) round {}/{rounds}",
+                s.name(),
+                c.describe(),
+                round + 1
+            ));
+            let t = stack.target(Some(1))?;
+            let outcome = scenarios::run(s, &t, &cfg.options(c)).await;
+            let kept = if s == Scenario::Echo {
+                &mut echoes
+            } else {
+                &mut gets
+            };
+            kept.extend(run.record(s.name(), outcome));
         }
     }
-    let mut points: Vec<(Scenario, Options)> = Vec::new();
-    if cfg.wants("product-get") {
-        points.push((
-            Scenario::ProductGet,
-            Options {
-                encoding: shop_nats::Encoding::Bincode,
-                ..cfg.options(c)
-            },
-        ));
-        points.push((
+    for rounds in [echoes, gets].into_iter().filter(|r| !r.is_empty()) {
+        run.file
+            .results
+            .push(ScenarioResult::combine_rounds(rounds)?);
+    }
+    let bincode = Options {
+        encoding: shop_nats::Encoding::Bincode,
+        ..cfg.options(c)
+    };
+    let points = [
+        (Scenario::ProductGet, bincode),
+        (
             Scenario::ProductGet,
             cfg.options(Model::Open {
                 rate: cfg.read_rate,
             }),
-        ));
-    }
-    if cfg.wants("product-list") {
-        points.push((Scenario::ProductList, cfg.options(c)));
-    }
-    if cfg.wants("stock-contention") {
-        points.push((Scenario::StockContention, cfg.options(c)));
-    }
-    for (s, opts) in points {
+        ),
+        (Scenario::ProductList, cfg.options(c)),
+        (Scenario::StockContention, cfg.options(c)),
+    ];
+    for (s, opts) in points.iter().filter(|(s, _)| cfg.wants(s.name())) {
         stack.check_alive()?;
-        run.progress(&format!("{} ({})", s.name(), opts.model.describe()));
-        let t = target(stack, Some(1))?;
-        let outcome = scenarios::run(s, &t, &opts).await;
-        let r = run.record(s.name(), outcome);
-        run.push(r);
+        let what = format!("{} ({})", s.name(), opts.model.describe());
+        run.point(stack, *s, opts, &what).await;
     }
     if cfg.wants("gateway-get") {
         gateway(cfg, run, stack).await;
@@ -361,55 +318,62 @@ async fn reads(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()
 /// The gateway points; a part that cannot start is recorded as a failure and
 /// the others still run.
 async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
-    let c = cfg.closed();
-    let wrk = cfg.wrk.then(find_wrk).flatten();
+    let c = cfg.closed().describe();
+    let wrk = cfg.wrk.then(|| find_on_path("wrk")).flatten();
     if cfg.wrk && wrk.is_none() {
         run.note(
             "wrk is not installed: no wrk cross-check of gateway-get (apt-get install wrk)".into(),
         );
     }
-    if stack.config.gateway_bin().exists() {
-        for (variant, cache) in [("cached", "on"), ("uncached", "off")] {
-            let role = format!("gateway-{variant}");
-            run.progress(&format!("gateway-get {variant} ({})", c.describe()));
-            let outcome = match stack
-                .start_gateway(&role, &[(GATEWAY_CACHE_ENV, cache)])
-                .await
-            {
-                Ok(base) => http_point(cfg, stack, &base, variant, true, wrk.as_ref()).await,
-                Err(e) => Err(e.context("starting the gateway")),
-            };
-            let r = run.record(&format!("gateway-get {variant}"), outcome);
-            run.push(r);
-            stack.stop_role(&role).await;
-        }
+    let gateway = stack.config.gateway_bin();
+    if !gateway.exists() {
+        let skipped = format!(
+            "gateway-get (Rust gateway) skipped: {} is not built",
+            gateway.display()
+        );
+        run.note(skipped);
+    }
+    let rust = [("cached", "on"), ("uncached", "off")].map(|(v, cache)| (v, Some(cache)));
+    let rust = rust.into_iter().filter(|_| gateway.exists());
+    let express_dir = stack.config.express_dir.display().to_string();
+    let express = stack.config.express_available();
+    if express {
+        run.file.versions.node = machine::program_version(&stack.config.node);
     } else {
         run.note(format!(
-            "gateway-get (Rust gateway) skipped: {} is not built",
-            stack.config.gateway_bin().display()
+            "gateway-get Express baseline skipped: run `npm ci` in {express_dir}"
         ));
     }
-    if stack.config.express_available() {
-        run.file.versions.node = machine::program_version(&stack.config.node);
-        for (variant, keep_alive) in [("express", false), ("express-keepalive", true)] {
-            run.progress(&format!("gateway-get {variant} ({})", c.describe()));
-            let outcome = match stack.start_express(keep_alive).await {
-                Ok(base) => http_point(cfg, stack, &base, variant, false, wrk.as_ref()).await,
-                Err(e) => Err(e.context("starting the Express baseline")),
-            };
-            let r = run.record(&format!("gateway-get {variant}"), outcome);
-            run.push(r);
-            stack.stop_role("express-gateway").await;
-            stack.stop_role("express-product").await;
+    let node = [("express", None), ("express-keepalive", None)];
+    for (variant, cache) in rust.chain(node.into_iter().filter(|_| express)) {
+        run.progress(&format!("gateway-get {variant} ({c})"));
+        let role = format!("gateway-{variant}");
+        let started = match cache {
+            Some(cache) => {
+                stack
+                    .start_gateway(&role, &[(GATEWAY_CACHE_ENV, cache)])
+                    .await
+            }
+            None => stack.start_express(variant == "express-keepalive").await,
+        };
+        let outcome = match started {
+            Ok(base) => http_point(cfg, stack, &base, variant, cache.is_some(), wrk.as_ref()).await,
+            Err(e) => Err(e.context(match cache {
+                Some(_) => "starting the gateway",
+                None => "starting the Express baseline",
+            })),
+        };
+        let kept = run.record(&format!("gateway-get {variant}"), outcome);
+        run.file.results.extend(kept);
+        for role in [role.as_str(), "express-gateway", "express-product"] {
+            stack.stop_role(role).await;
         }
-    } else {
-        run.note(format!(
-            "gateway-get Express baseline skipped: run `npm ci` in {}",
-            stack.config.express_dir.display()
-        ));
     }
 }
 
+/// gateway-get against `base`, after `wrk` when it is installed: a
+/// cross-check, and a warm-up for what it measures (the Express baseline's
+/// JIT in particular), so no target is measured cold.
 async fn http_point(
     cfg: &SuiteConfig,
     stack: &Stack,
@@ -418,74 +382,61 @@ async fn http_point(
     seed: bool,
     wrk: Option<&PathBuf>,
 ) -> Result<ScenarioResult> {
-    let mut t = target(stack, Some(1))?;
+    let mut t = stack.target(Some(1))?;
     t.http_url = Some(format!("{base}{PRODUCT_PATH}"));
-    // wrk first: a cross-check, and a warm-up for what it measures (the
-    // Express baseline's JIT in particular), so no target is measured cold.
     let mut wrk_rps = None;
     if let Some(wrk) = wrk {
-        let url = format!(
-            "{base}{}",
-            PRODUCT_PATH.replace("{id}", &crate::seed::product_id(scenarios::READ_PREFIX, 0))
-        );
-        match run_wrk(
-            wrk,
-            &url,
-            cfg.in_flight,
-            cfg.duration.min(Duration::from_secs(5)),
-        )
-        .await
-        {
+        let url = format!("{base}{}", PRODUCT_PATH.replace("{id}", &read_id(0)));
+        let duration = cfg.duration.min(Duration::from_secs(5));
+        match run_wrk(wrk, &url, cfg.in_flight, duration).await {
             Ok(rps) => wrk_rps = Some(rps),
             Err(e) => eprintln!("         wrk failed: {e:#}"),
         }
     }
+    let warmup = match wrk_rps {
+        Some(_) => cfg.warmup,
+        None => cfg.warmup.max(HTTP_WARMUP),
+    };
     let opts = Options {
         variant: Some(variant.to_string()),
         seed,
-        warmup: if wrk_rps.is_some() {
-            cfg.warmup
-        } else {
-            cfg.warmup.max(HTTP_WARMUP)
-        },
+        warmup,
         ..cfg.options(cfg.closed())
     };
     let mut r = scenarios::run(Scenario::GatewayGet, &t, &opts).await?;
-    if let Some(rps) = wrk_rps {
-        r.extra.insert("wrk_requests_per_s".into(), rps);
-    }
+    r.extra
+        .extend(wrk_rps.map(|rps| ("wrk_requests_per_s".to_string(), rps)));
     Ok(r)
 }
 
-fn find_wrk() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("wrk"))
-            .find(|p| p.is_file())
-    })
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|p| p.join(program))
+        .find(|p| p.is_file())
 }
 
 /// `wrk -t1 -c<n> -d<s>` against one URL; its requests per second.
 async fn run_wrk(wrk: &PathBuf, url: &str, connections: usize, duration: Duration) -> Result<f64> {
-    let out = tokio::process::Command::new(wrk)
-        .args([
-            "-t1".to_string(),
-            format!("-c{connections}"),
-            format!("-d{}s", duration.as_secs().max(1)),
-            url.to_string(),
-        ])
-        .output()
-        .await
-        .context("running wrk")?;
+    let secs = duration.as_secs().max(1);
+    let args = [
+        "-t1".to_string(),
+        format!("-c{connections}"),
+        format!("-d{secs}s"),
+        url.into(),
+    ];
+    let out =
+        (tokio::process::Command::new(wrk).args(args).output().await).context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_wrk(&text).with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))
 }
 
 /// `Requests/sec:  12345.67` from wrk's output.
 pub fn parse_wrk(text: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
+    let rate = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"));
+    rate.and_then(|v| v.trim().parse().ok())
 }
 
 async fn orders(
@@ -502,26 +453,18 @@ async fn orders(
         let opts = cfg.options(Model::Open {
             rate: cfg.mixed_rate,
         });
-        run.progress(&format!("mixed ({})", opts.model.describe()));
-        let t = target(stack, Some(1))?;
-        let outcome = scenarios::run(Scenario::Mixed, &t, &opts).await;
-        let r = run.record("mixed", outcome);
-        run.push(r);
+        let what = format!("mixed ({})", opts.model.describe());
+        run.point(stack, Scenario::Mixed, &opts, &what).await;
     }
-    if cfg.wants("order-place") {
-        for &rate in &cfg.order_rates {
-            stack.check_alive()?;
-            let opts = cfg.options(Model::Open { rate });
-            run.progress(&format!(
-                "order-place ({}, sync {})",
-                opts.model.describe(),
-                sync.name()
-            ));
-            let t = target(stack, Some(1))?;
-            let outcome = scenarios::run(Scenario::OrderPlace, &t, &opts).await;
-            let r = run.record("order-place", outcome);
-            run.push(r);
-        }
+    for &rate in cfg.order_rates.iter().filter(|_| cfg.wants("order-place")) {
+        stack.check_alive()?;
+        let opts = cfg.options(Model::Open { rate });
+        let what = format!(
+            "order-place ({}, sync {})",
+            opts.model.describe(),
+            sync.name()
+        );
+        run.point(stack, Scenario::OrderPlace, &opts, &what).await;
     }
     stack.check_alive()
 }
@@ -529,15 +472,13 @@ async fn orders(
 async fn scaling_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {
     start_nats(run, stack, JetStreamSync::Always).await?;
     let c = cfg.closed();
-    let plans = vec![
+    let plans = [
         (Scenario::ProductGet, cfg.options(c)),
         (Scenario::ProductList, cfg.options(c)),
     ];
     let started = run.started;
-    let runs: Vec<ScalingRun> = scaling::run_on(stack, &plans, &cfg.instances, |what| {
-        eprintln!("[{:>5.0}s] {what}", started.elapsed().as_secs_f64());
-    })
-    .await?;
+    let progress = |what: &str| eprintln!("[{:>5.0}s] {what}", started.elapsed().as_secs_f64());
+    let runs: Vec<ScalingRun> = scaling::run_on(stack, &plans, &cfg.instances, progress).await?;
     run.file.scaling.extend(runs);
     Ok(())
 }

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use shop_bench::load::Model;
-use shop_bench::machine::workspace_root;
-use shop_bench::results::{ResultsFile, ScenarioResult, Settings, SCHEMA};
+use shop_bench::results::{check_targets, ResultsFile, ScenarioResult, Settings};
 use shop_bench::scenarios::{self, Options, Scenario, Target, ECHO_SUBJECT};
 use shop_bench::stack::{JetStreamSync, Stack, StackConfig};
 use shop_bench::suite::GATEWAY_CACHE_ENV;
-use shop_bench::{markdown, scaling, table, targets};
+use shop_bench::{report, scaling};
 use shop_nats::Encoding;
+use shop_process::workspace_root;
 
 const SERVICES: [&str; 5] = ["product", "user", "payment", "notification", "order"];
 
@@ -59,11 +59,8 @@ fn short(model: Model) -> Options {
 
 fn target(stack: &Stack, http_url: Option<String>) -> Target {
     Target {
-        nats_url: stack.nats_url().expect("nats").to_string(),
         http_url,
-        watched: stack.watched(),
-        instances: Some(1),
-        nats_sync: stack.sync().map(|s| s.name().to_string()),
+        ..stack.target(Some(1)).expect("nats")
     }
 }
 
@@ -261,18 +258,11 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
     stack.stop().await;
 
     let mut file = ResultsFile {
-        schema: SCHEMA.to_string(),
-        created_at: shop_bench::results::now_rfc3339(),
-        command: "smoke".to_string(),
-        machine: shop_bench::machine::machine(),
-        versions: shop_bench::machine::versions(&workspace_root()),
-        settings: Settings::default(),
         results,
         scaling: scaled,
-        targets: Vec::new(),
-        notes: Vec::new(),
+        ..ResultsFile::new("smoke".to_string(), Settings::default())
     };
-    file.targets = targets::check(&file);
+    file.targets = check_targets(&file);
     let path = logs.path().join("results.json");
     file.write(&path).expect("write results");
     let back = ResultsFile::read(&path).expect("read results");
@@ -284,7 +274,7 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
     };
     assert_eq!(summary(&back), summary(&file));
     assert_eq!(back.scaling.len(), file.scaling.len());
-    let text = table::report_text(&file);
+    let text = report::report_text(&file);
     for r in &file.results {
         assert!(
             text.contains(&r.scenario),
@@ -292,7 +282,7 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
             r.key
         );
     }
-    let sections = markdown::sections(&file);
+    let sections = report::sections(&file);
     assert!(
         sections["reads"].contains("product-get"),
         "{}",

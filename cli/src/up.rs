@@ -6,7 +6,9 @@
 //!
 //! Children run in process groups of their own, so a terminal's Ctrl-C reaches
 //! only this tool, which then stops them in order. Their output goes to
-//! `<run-dir>/logs/<name>.log`; their data to `<run-dir>/data/<name>`.
+//! `<run-dir>/logs/<name>.log`; their data to `<run-dir>/data/<name>`. The
+//! processes are started and stopped by `shop-process`, as tests and the
+//! bench harness start theirs.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +20,8 @@ use std::{
 
 use futures::StreamExt;
 use shop_nats::discovery::{Registry, RegistryEvent};
-use tokio::process::{Child, Command};
+use shop_process::{NatsServer, Process, Spec, Stopped};
+use tokio::process::Command;
 
 use crate::exit::{Failure, START_FAILED, UNREACHABLE, USAGE};
 
@@ -30,6 +33,8 @@ const GATEWAY: &str = "gateway";
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a child may take to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long a NATS server this starts may take to be ready.
+const NATS_READY: Duration = Duration::from_secs(10);
 const DEFAULT_ADMIN_EMAIL: &str = "admin@shop.example";
 const DEFAULT_ADMIN_PASSWORD: &str = "change-me-admin-password";
 
@@ -47,21 +52,12 @@ pub struct UpOptions {
     pub seed: bool,
 }
 
-/// One child process and where its output goes.
-struct Proc {
-    name: String,
-    child: Child,
-    pid: u32,
-    log: PathBuf,
-    exited: bool,
-}
-
 /// What this run started, so that it can stop it.
 #[derive(Default)]
 struct System {
-    nats: Option<Proc>,
-    gateway: Option<Proc>,
-    services: Vec<Proc>,
+    nats: Option<Process>,
+    gateway: Option<Process>,
+    services: Vec<Process>,
     /// Registry entries seen for our children: name → admin address.
     ready: BTreeMap<String, String>,
 }
@@ -201,13 +197,9 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
                 }
             }
             let bin = paths.bin_dir.join(format!("{service}-service"));
-            let proc = spawn(&name, &bin, &[], &env, &paths.logs())?;
-            println!(
-                "shop up: started {name} (pid {}, log {})",
-                proc.pid,
-                proc.log.display()
-            );
-            system.services.push(proc);
+            system
+                .services
+                .push(spawn(&name, &bin, &env, &paths.logs()).await?);
         }
     }
     let gateway_bin = paths.bin_dir.join(GATEWAY);
@@ -217,13 +209,7 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
             ("INSTANCE_ID".to_string(), "gateway-1".to_string()),
             ("GATEWAY_ADDR".to_string(), options.gateway_addr.clone()),
         ];
-        let proc = spawn("gateway-1", &gateway_bin, &[], &env, &paths.logs())?;
-        println!(
-            "shop up: started gateway-1 (pid {}, log {})",
-            proc.pid,
-            proc.log.display()
-        );
-        system.gateway = Some(proc);
+        system.gateway = Some(spawn("gateway-1", &gateway_bin, &env, &paths.logs()).await?);
     } else {
         println!(
             "shop up: no gateway binary in {}; the HTTP API is not started",
@@ -265,66 +251,39 @@ async fn ensure_nats(
             ),
         ));
     }
-    let bin = nats_server_bin(&paths.root).ok_or_else(|| {
-        Failure::new(
-            START_FAILED,
-            "no nats-server found (NATS_SERVER_BIN, .tools/bin or PATH): run scripts/setup.sh",
-        )
-    })?;
+    let bin = shop_process::nats_server_bin(&paths.root)
+        .map_err(|e| Failure::new(START_FAILED, e.to_string()))?;
     let store = paths.run_dir.join("nats");
-    let config = match paths.root.join("nats/config/nats-server.conf") {
-        shipped if shipped.is_file() => shipped,
-        _ => {
-            let generated = paths.run_dir.join("nats-server.conf");
-            std::fs::write(
-                &generated,
-                "max_payload: 8MB\njetstream { store_dir: $NATS_STORE_DIR, sync_interval: always }\n",
-            )
-            .map_err(|e| Failure::new(START_FAILED, format!("writing {}: {e}", generated.display())))?;
-            generated
-        }
+    let log = paths.logs().join("nats-server.log");
+    let mut server = NatsServer::new(&paths.run_dir)
+        .bin(bin)
+        .host(&host)
+        .port(port)
+        .store_dir(&store)
+        .process(|p| {
+            p.log_file(&log)
+                .ready_timeout(NATS_READY)
+                .own_process_group()
+        });
+    server = match paths.root.join("nats/config/nats-server.conf") {
+        shipped if shipped.is_file() => server.config_file(shipped),
+        _ => server.config_text(
+            "max_payload: 8MB\njetstream { store_dir: $NATS_STORE_DIR, sync_interval: always }\n",
+        ),
     };
-    let mut args = vec![
-        "-c".to_string(),
-        config.display().to_string(),
-        "-a".to_string(),
-        host.clone(),
-        "-p".to_string(),
-        port.to_string(),
-    ];
     if options.nats_http_port > 0 {
-        args.extend(["-m".to_string(), options.nats_http_port.to_string()]);
+        server = server.monitor_port(options.nats_http_port);
     }
-    let env = vec![("NATS_STORE_DIR".to_string(), store.display().to_string())];
     println!(
         "shop up: starting nats-server on {host}:{port} (store {}, log {})",
         store.display(),
-        paths.logs().join("nats-server.log").display()
+        log.display()
     );
-    let mut proc = spawn("nats-server", &bin, &args, &env, &paths.logs())?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !reachable(&host, port).await {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            proc.exited = true;
-            return Err(Failure::new(
-                START_FAILED,
-                format!(
-                    "nats-server exited at start ({status}); last lines of {}:\n{}",
-                    proc.log.display(),
-                    tail(&proc.log, 20)
-                ),
-            ));
-        }
-        if Instant::now() > deadline {
-            system.nats = Some(proc);
-            return Err(Failure::new(
-                START_FAILED,
-                format!("nats-server not reachable on {host}:{port} after 10 s"),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    system.nats = Some(proc);
+    let nats = server
+        .start()
+        .await
+        .map_err(|e| Failure::new(START_FAILED, format!("{e:#}")))?;
+    system.nats = Some(nats.process);
     Ok(())
 }
 
@@ -370,61 +329,41 @@ async fn reachable(host: &str, port: u16) -> bool {
     )
 }
 
-fn nats_server_bin(root: &Path) -> Option<PathBuf> {
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
-        return Some(PathBuf::from(bin));
-    }
-    let local = root.join(".tools/bin/nats-server");
-    if local.is_file() {
-        return Some(local);
-    }
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("nats-server"))
-            .find(|candidate| candidate.is_file())
-    })
-}
-
-/// Starts `bin` in a process group of its own, output appended to `<logs>/<name>.log`.
-fn spawn(
+/// Starts `bin` in a process group of its own, its output in `<logs>/<name>.log`.
+async fn spawn(
     name: &str,
     bin: &Path,
-    args: &[String],
     env: &[(String, String)],
     logs: &Path,
-) -> Result<Proc, Failure> {
-    let log = logs.join(format!("{name}.log"));
-    let open = || {
-        std::fs::File::create(&log)
-            .map_err(|e| Failure::new(START_FAILED, format!("creating {}: {e}", log.display())))
-    };
-    let out = open()?;
-    let err = out
-        .try_clone()
-        .map_err(|e| Failure::new(START_FAILED, format!("opening {}: {e}", log.display())))?;
-    let mut command = Command::new(bin);
-    command
-        .args(args)
+) -> Result<Process, Failure> {
+    let mut spec = Spec::new(name, bin)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .process_group(0)
-        .kill_on_drop(true);
+        .log_file(logs.join(format!("{name}.log")))
+        .own_process_group();
     if std::env::var_os("LOG_FORMAT").is_none() {
-        command.env("LOG_FORMAT", "pretty");
+        spec = spec.env("LOG_FORMAT", "pretty");
     }
-    let child = command
-        .spawn()
-        .map_err(|e| Failure::new(START_FAILED, format!("starting {}: {e}", bin.display())))?;
-    let pid = child.id().unwrap_or_default();
-    Ok(Proc {
-        name: name.to_string(),
-        child,
-        pid,
-        log,
-        exited: false,
-    })
+    let proc = spec
+        .start()
+        .await
+        .map_err(|e| Failure::new(START_FAILED, format!("{e:#}")))?;
+    println!(
+        "shop up: started {name} (pid {}, log {})",
+        proc.pid().unwrap_or_default(),
+        logs.join(format!("{name}.log")).display()
+    );
+    Ok(proc)
+}
+
+/// "<name> exited[ at start] (<status>); last lines of <log>:" and the tail
+/// of its output.
+fn exited(proc: &Process, when: &str, status: std::process::ExitStatus, lines: usize) -> String {
+    format!(
+        "{} exited{when} ({status}); last lines of {}:\n{}",
+        proc.name(),
+        proc.log_file().unwrap_or(Path::new("-")).display(),
+        proc.tail(lines)
+    )
 }
 
 /// Waits until every child has its registry entry (matched by pid, so a stale
@@ -437,7 +376,7 @@ async fn wait_until_registered(
         .services
         .iter()
         .chain(system.gateway.iter())
-        .map(|p| (p.name.clone(), p.pid))
+        .map(|p| (p.name().to_string(), p.pid().unwrap_or_default()))
         .collect();
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     let mut check = tokio::time::interval(Duration::from_millis(250));
@@ -463,16 +402,10 @@ async fn wait_until_registered(
             },
             _ = check.tick() => {
                 for proc in system.services.iter_mut().chain(system.gateway.iter_mut()) {
-                    if let Ok(Some(status)) = proc.child.try_wait() {
-                        proc.exited = true;
+                    if let Some(status) = proc.try_exit() {
                         return Err(Failure::new(
                             START_FAILED,
-                            format!(
-                                "{} exited at start ({status}); last lines of {}:\n{}",
-                                proc.name,
-                                proc.log.display(),
-                                tail(&proc.log, 20)
-                            ),
+                            exited(proc, " at start", status, 20),
                         ));
                     }
                 }
@@ -501,6 +434,7 @@ async fn seed(paths: &Paths, server: &str) {
         return;
     }
     let log = paths.logs().join("seed.log");
+    let mut text = Vec::new();
     for attempt in 1..=5 {
         let output = Command::new(paths.bin_dir.join("product-service"))
             .arg("seed")
@@ -511,7 +445,7 @@ async fn seed(paths: &Paths, server: &str) {
             .await;
         match output {
             Ok(output) => {
-                let mut text = output.stdout.clone();
+                text = output.stdout.clone();
                 text.extend_from_slice(&output.stderr);
                 let _ = std::fs::write(&log, &text);
                 if output.status.success() {
@@ -520,7 +454,8 @@ async fn seed(paths: &Paths, server: &str) {
                 }
             }
             Err(e) => {
-                let _ = std::fs::write(&log, e.to_string());
+                text = e.to_string().into_bytes();
+                let _ = std::fs::write(&log, &text);
             }
         }
         if attempt < 5 {
@@ -530,7 +465,7 @@ async fn seed(paths: &Paths, server: &str) {
     eprintln!(
         "shop up: WARNING seeding failed; last lines of {}:\n{}",
         log.display(),
-        tail(&log, 20)
+        shop_process::last_lines(&String::from_utf8_lossy(&text), 20)
     );
 }
 
@@ -580,6 +515,7 @@ fn summary(options: &UpOptions, system: &System, paths: &Paths, elapsed: Duratio
 
 /// Runs until a signal, reporting children that exit on their own.
 async fn watch_children(system: &mut System, signals: &mut Signals) {
+    let mut reported = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             signal = signals.next() => {
@@ -589,17 +525,10 @@ async fn watch_children(system: &mut System, signals: &mut Signals) {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 let all = system.services.iter_mut().chain(system.gateway.iter_mut()).chain(system.nats.iter_mut());
                 for proc in all {
-                    if proc.exited {
-                        continue;
-                    }
-                    if let Ok(Some(status)) = proc.child.try_wait() {
-                        proc.exited = true;
-                        eprintln!(
-                            "shop up: {} exited ({status}); last lines of {}:\n{}",
-                            proc.name,
-                            proc.log.display(),
-                            tail(&proc.log, 10)
-                        );
+                    if let Some(status) = proc.try_exit() {
+                        if reported.insert(proc.name().to_string()) {
+                            eprintln!("shop up: {}", exited(proc, "", status, 10));
+                        }
                     }
                 }
             }
@@ -611,61 +540,40 @@ async fn watch_children(system: &mut System, signals: &mut Signals) {
 async fn stop(system: &mut System) {
     let running = system
         .services
-        .iter()
-        .chain(system.gateway.iter())
-        .chain(system.nats.iter())
-        .any(|p| !p.exited);
+        .iter_mut()
+        .chain(system.gateway.iter_mut())
+        .chain(system.nats.iter_mut())
+        .any(|p| p.is_running());
     if !running {
         return;
     }
     println!("shop up: stopping...");
-    if let Some(gateway) = system.gateway.as_mut() {
-        stop_all(std::slice::from_mut(gateway)).await;
-    }
-    stop_all(&mut system.services).await;
-    if let Some(nats) = system.nats.as_mut() {
-        stop_all(std::slice::from_mut(nats)).await;
-    }
+    stop_all(system.gateway.iter_mut()).await;
+    stop_all(system.services.iter_mut()).await;
+    stop_all(system.nats.iter_mut()).await;
     println!("shop up: stopped");
 }
 
-/// SIGTERM to each, then waits; SIGKILL to what has not stopped after the grace period.
-async fn stop_all(procs: &mut [Proc]) {
-    for proc in procs.iter().filter(|p| !p.exited) {
-        // SAFETY: kill(2) with a pid this process spawned and has not reaped.
-        unsafe { libc::kill(proc.pid as i32, libc::SIGTERM) };
-    }
-    let waits = procs
-        .iter_mut()
-        .filter(|p| !p.exited)
-        .map(|proc| async move {
-            let status = match tokio::time::timeout(STOP_GRACE, proc.child.wait()).await {
-                Ok(status) => status.map(|s| s.to_string()),
-                Err(_) => {
-                    eprintln!(
-                        "shop up: {} did not stop within {} s; killing it",
-                        proc.name,
-                        STOP_GRACE.as_secs()
-                    );
-                    let _ = proc.child.kill().await;
-                    Ok("killed".to_string())
-                }
-            };
-            proc.exited = true;
-            if let Ok(status) = status {
-                if status != "exit status: 0" {
-                    println!("shop up: {} stopped ({status})", proc.name);
-                }
+/// SIGTERM to each at once, then waits; SIGKILL to what has not stopped after
+/// the grace period.
+async fn stop_all(procs: impl Iterator<Item = &mut Process>) {
+    let stops = procs.map(|proc| async move {
+        match proc.stop(STOP_GRACE).await {
+            Ok(Stopped::Exited(status)) if status.success() => {}
+            Ok(Stopped::Exited(status)) => println!("shop up: {} stopped ({status})", proc.name()),
+            Ok(Stopped::Killed) => {
+                eprintln!(
+                    "shop up: {} did not stop within {} s; killing it",
+                    proc.name(),
+                    STOP_GRACE.as_secs()
+                );
+                println!("shop up: {} stopped (killed)", proc.name());
             }
-        });
-    futures::future::join_all(waits).await;
-}
-
-/// The last `lines` lines of a log file.
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+            Ok(Stopped::NotRunning) => {}
+            Err(e) => eprintln!("shop up: stopping {}: {e:#}", proc.name()),
+        }
+    });
+    futures::future::join_all(stops).await;
 }
 
 /// SIGINT, SIGTERM and SIGHUP, as one stream of names.
@@ -717,14 +625,5 @@ mod tests {
         assert_eq!(hp("tls://[::1]:4333"), Some(("::1".into(), 4333)));
         assert_eq!(hp("127.0.0.1:7000"), Some(("127.0.0.1".into(), 7000)));
         assert_eq!(hp("nats://host:notaport"), None);
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("x.log");
-        std::fs::write(&file, "a\nb\nc\n").unwrap();
-        assert_eq!(tail(&file, 2), "b\nc");
-        assert_eq!(tail(&dir.path().join("missing"), 2), "");
     }
 }

@@ -1,6 +1,8 @@
 //! Test helpers: real nats-server processes (JetStream, temporary store, free
 //! loopback port) and real service processes, with readiness awaited from what
-//! they print rather than guessed with sleeps.
+//! they print rather than guessed with sleeps. The processes themselves are
+//! started, watched and stopped by `shop-process`, as `shop up` and the bench
+//! harness start theirs.
 
 pub mod cluster;
 pub mod http;
@@ -14,10 +16,4 @@ pub use nats_server::NatsServer;
 pub use reply::{request_json, Reply};
 pub use service::{workspace_bin, ServiceProcess};
 
-/// The workspace root (where `.tools/` lives).
-pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default()
-}
+pub use shop_process::workspace_root;

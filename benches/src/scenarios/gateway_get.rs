@@ -6,47 +6,41 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use hyper::Uri;
 
-use super::{
-    connect_clients, measure, product_get::seed_reads, spread, Options, Target, READ_PREFIX,
-};
-use crate::http::{Pool, Url};
+use super::{connect_clients, measure, reads::seed_reads, spread, Options, Target};
+use crate::http::Client;
 use crate::load::{Operation, Outcome};
-use crate::results::{Meta, ScenarioResult};
-use crate::seed;
+use crate::results::ScenarioResult;
+use crate::seed::read_id;
 use crate::stats::OpError;
 
 /// The gateway's product route; `{id}` is replaced per request.
 pub const PRODUCT_PATH: &str = "/api/products/{id}";
+const OP: &str = "GET product";
 
 struct HttpGet {
-    pool: Pool,
-    paths: Vec<String>,
+    client: Client,
+    uris: Vec<Uri>,
 }
 
 impl Operation for HttpGet {
     async fn call(&self, seq: u64) -> Outcome {
-        let path = &self.paths[(spread(seq) % self.paths.len() as u64) as usize];
-        match self.pool.get(path).await {
-            Ok(r) if r.status == 200 => Outcome::ok("GET product", r.body.len()),
-            Ok(r) => Outcome::err(
-                "GET product",
-                OpError::new(
-                    format!("http_{}", r.status),
-                    format!(
-                        "GET {path}: {} {}",
-                        r.status,
-                        String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
-                    ),
-                ),
-            ),
-            Err(e) => Outcome::err("GET product", e),
+        let uri = &self.uris[(spread(seq) % self.uris.len() as u64) as usize];
+        match self.client.get(uri).await {
+            Ok(r) if r.status == 200 => Outcome::ok(OP, r.body.len()),
+            Ok(r) => {
+                let body = String::from_utf8_lossy(&r.body[..r.body.len().min(200)]);
+                let message = format!("GET {uri}: {} {body}", r.status);
+                Outcome::err(OP, OpError::new(format!("http_{}", r.status), message))
+            }
+            Err(e) => Outcome::err(OP, e),
         }
     }
 
     fn label(&self, _seq: u64) -> &'static str {
-        "GET product"
+        OP
     }
 }
 
@@ -54,41 +48,33 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let Some(url) = &target.http_url else {
         bail!("gateway-get needs the gateway's URL (--url http://HOST:PORT{PRODUCT_PATH})");
     };
-    let url = Url::parse(url)?;
-    if !url.path.contains("{id}") {
-        bail!("{}: the URL path needs an {{id}} placeholder", url.path);
+    if !url.starts_with("http://") || !url.contains("{id}") {
+        bail!("{url}: expected an http:// URL with an {{id}} placeholder");
     }
     if opts.seed {
         let clients = connect_clients(&target.nats_url, 1, opts.timeout).await?;
         seed_reads(&clients[0], opts.products).await?;
     }
-    let paths: Vec<String> = (0..opts.products.max(1))
-        .map(|i| url.path_for(&seed::product_id(READ_PREFIX, i)))
-        .collect();
-    let pool = Pool::new(url.clone(), opts.timeout);
-    let probe = pool
-        .get(&paths[0])
+    let rest = &url["http://".len()..];
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let uris = (0..opts.products.max(1))
+        .map(|i| path.replace("{id}", &read_id(i)).parse::<Uri>())
+        .collect::<Result<Vec<Uri>, _>>()
+        .with_context(|| format!("{url}: not a URL"))?;
+    let client = Client::new(authority, opts.timeout);
+    let probe = client
+        .get(&uris[0])
         .await
-        .map_err(|e| anyhow::anyhow!("GET {}: {}", paths[0], e.message))?;
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let body: serde_json::Value = serde_json::from_slice(&probe.body).unwrap_or_default();
-    if probe.status != 200 || body["id"].as_str() != Some(&seed::product_id(READ_PREFIX, 0)) {
+    if probe.status != 200 || body["id"].as_str() != Some(&read_id(0)) {
+        let text = String::from_utf8_lossy(&probe.body[..probe.body.len().min(300)]);
         bail!(
-            "GET {} answered {} {}: expected the product",
-            paths[0],
-            probe.status,
-            String::from_utf8_lossy(&probe.body[..probe.body.len().min(300)])
+            "GET {} answered {} {text}: expected the product",
+            uris[0],
+            probe.status
         );
     }
-    let op = Arc::new(HttpGet { pool, paths });
-    let (runs, cpu) = measure(op, target, opts).await?;
-    let meta = Meta {
-        instances: target.instances,
-        nats_sync: target.nats_sync.clone(),
-        ..Meta::new(
-            "gateway-get",
-            opts.variant.as_deref(),
-            format!("http://{}{}", url.addr(), url.path),
-        )
-    };
-    ScenarioResult::from_runs(meta, &runs, cpu)
+    let (runs, cpu) = measure(Arc::new(HttpGet { client, uris }), target, opts).await?;
+    target.result("gateway-get", opts.variant.as_deref(), url, &runs, cpu)
 }

@@ -6,17 +6,78 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use async_nats::{Client, Request};
 use bytes::Bytes;
 
+use super::reads::{id_payloads, list_payloads, seed_reads};
 use super::{
-    connect_clients, id_payloads, measure, order_place, product_get::seed_reads, product_list,
-    run_id, spread, Mix, Options, Target, READ_PREFIX,
+    connect_clients, measure, order_place, pick, request, run_id, spread, Options, Target,
 };
 use crate::load::{Operation, Outcome};
-use crate::nats;
-use crate::results::{Meta, ScenarioResult};
+use crate::results::ScenarioResult;
+
+/// Mix of the `mixed` scenario, in relative weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mix {
+    pub get: u32,
+    pub list: u32,
+    pub login: u32,
+    pub order: u32,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self {
+            get: 70,
+            list: 20,
+            login: 5,
+            order: 5,
+        }
+    }
+}
+
+impl Mix {
+    /// Parses `get=70,list=20,login=5,order=5` (missing names weigh 0).
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut mix = Mix {
+            get: 0,
+            list: 0,
+            login: 0,
+            order: 0,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = part
+                .split_once('=')
+                .with_context(|| format!("mix entry {part:?}: expected name=weight"))?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .with_context(|| format!("mix entry {part:?}: weight must be a whole number"))?;
+            match name.trim() {
+                "get" => mix.get = weight,
+                "list" => mix.list = weight,
+                "login" => mix.login = weight,
+                "order" => mix.order = weight,
+                other => bail!("mix entry {other:?}: use get, list, login or order"),
+            }
+        }
+        if mix.get + mix.list + mix.login + mix.order == 0 {
+            bail!("the mix {s:?} has no weight");
+        }
+        Ok(mix)
+    }
+
+    pub fn describe(&self) -> String {
+        let Mix {
+            get,
+            list,
+            login,
+            order,
+        } = self;
+        format!("get={get},list={list},login={login},order={order}")
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -68,44 +129,31 @@ struct Mixed {
     timeout: Duration,
 }
 
-impl Mixed {
-    async fn request(&self, client: &Client, kind: Kind, payload: Bytes) -> Outcome {
-        let request = Request::new().payload(payload).timeout(Some(self.timeout));
-        match nats::reply_outcome(client.send_request(kind.name(), request).await) {
-            Ok(reply) => Outcome::ok(kind.name(), reply.payload.len()),
-            Err(e) => Outcome::err(kind.name(), e),
-        }
-    }
-}
-
 impl Operation for Mixed {
     async fn call(&self, seq: u64) -> Outcome {
         let client = &self.clients[(seq % self.clients.len() as u64) as usize];
-        let pick = |n: usize| (spread(seq.rotate_left(17)) % n as u64) as usize;
-        match kind(&self.mix, seq) {
-            Kind::Get => {
-                self.request(client, Kind::Get, self.gets[pick(self.gets.len())].clone())
-                    .await
-            }
-            Kind::List => {
-                self.request(
-                    client,
-                    Kind::List,
-                    self.lists[pick(self.lists.len())].clone(),
-                )
-                .await
-            }
-            Kind::Login => self.request(client, Kind::Login, self.login.clone()).await,
+        let kind = kind(&self.mix, seq);
+        let other = seq.rotate_left(17);
+        let payload = match kind {
+            Kind::Get => pick(&self.gets, other).clone(),
+            Kind::List => pick(&self.lists, other).clone(),
+            Kind::Login => self.login.clone(),
             Kind::Order => {
-                let product = &self.products[pick(self.products.len())];
+                let product = pick(&self.products, other);
                 let key = format!("mixed-{}-{seq}", self.run);
-                match order_place::create_order(client, &self.user_id, product, key, self.timeout)
+                let (op, user, timeout) = (kind.name(), &self.user_id, self.timeout);
+                return match order_place::create_order(client, op, user, product, key, timeout)
                     .await
                 {
-                    Ok((_, bytes, _)) => Outcome::ok(Kind::Order.name(), bytes),
-                    Err(e) => Outcome::err(Kind::Order.name(), e),
-                }
+                    Ok((_, bytes, _)) => Outcome::ok(op, bytes),
+                    Err(failed) => failed,
+                };
             }
+        };
+        let get = Request::new().payload(payload).timeout(Some(self.timeout));
+        match request(client, kind.name(), kind.name(), get).await {
+            Ok(reply) => Outcome::ok(kind.name(), reply.payload.len()),
+            Err(failed) => failed,
         }
     }
 
@@ -125,8 +173,8 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let op = Arc::new(Mixed {
         clients,
         mix: opts.mix,
-        gets: id_payloads(READ_PREFIX, opts.products),
-        lists: product_list::payloads(opts.products, opts.list_limit),
+        gets: id_payloads(opts.products),
+        lists: list_payloads(opts.products, opts.list_limit),
         login,
         user_id,
         products,
@@ -134,21 +182,26 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         timeout: opts.timeout,
     });
     let (runs, cpu) = measure(op, target, opts).await?;
-    let meta = Meta {
-        instances: target.instances,
-        nats_sync: target.nats_sync.clone(),
-        ..Meta::new(
-            "mixed",
-            opts.variant.as_deref(),
-            format!("mix {}", opts.mix.describe()),
-        )
-    };
-    ScenarioResult::from_runs(meta, &runs, cpu)
+    let under_load = format!("mix {}", opts.mix.describe());
+    target.result("mixed", opts.variant.as_deref(), under_load, &runs, cpu)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mixes_parse() {
+        assert_eq!(
+            Mix::parse("get=70,list=20,login=5,order=5").unwrap(),
+            Mix::default()
+        );
+        let m = Mix::parse("get=1").unwrap();
+        assert_eq!((m.get, m.list, m.login, m.order), (1, 0, 0, 0));
+        assert!(Mix::parse("get=0").is_err());
+        assert!(Mix::parse("browse=3").is_err());
+        assert!(Mix::parse("get=x").is_err());
+    }
 
     #[test]
     fn kinds_follow_the_weights() {

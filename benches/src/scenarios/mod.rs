@@ -1,26 +1,29 @@
-//! The named scenarios, one file each. A scenario prepares what it needs
-//! (seeded products, a user ...), builds an [`Operation`], runs it under the
-//! chosen load model and returns one [`ScenarioResult`].
+//! The named scenarios. A scenario prepares what it needs (seeded products, a
+//! user ...), builds an [`Operation`], runs it under the chosen load model and
+//! returns one [`ScenarioResult`]. `reads` holds echo, product-get and
+//! product-list; the others have a file each.
 
-pub mod echo;
 pub mod gateway_get;
 pub mod mixed;
 pub mod order_place;
-pub mod product_get;
-pub mod product_list;
+pub mod reads;
 pub mod stock_contention;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use async_nats::{Client, HeaderMap, Request, Subject};
+use async_nats::{Client, HeaderMap, Message, Request, Subject};
 use bytes::Bytes;
 use shop_nats::Encoding;
 
 use crate::cpu::{self, CpuUse, Watched};
-use crate::load::{self, Model, OpenLimits, Operation, Outcome, RunStats, Schedule};
+use crate::load::{self, Model, Operation, Outcome, RunStats, Schedule};
 use crate::nats;
+use crate::results::{Meta, ScenarioResult};
+pub use crate::seed::READ_PREFIX;
+pub use mixed::Mix;
+pub use reads::ECHO_SUBJECT;
 
 /// Every scenario `run` and `suite` know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,13 +71,10 @@ impl Scenario {
     pub fn services(self) -> &'static [&'static str] {
         match self {
             Scenario::Echo => &[],
-            Scenario::ProductGet
-            | Scenario::ProductList
-            | Scenario::StockContention
-            | Scenario::GatewayGet => &["product"],
             Scenario::OrderPlace | Scenario::Mixed => {
                 &["product", "user", "payment", "notification", "order"]
             }
+            _ => &["product"],
         }
     }
 
@@ -100,11 +100,6 @@ impl Scenario {
     }
 }
 
-/// Subject the echo responder serves.
-pub const ECHO_SUBJECT: &str = "bench.echo";
-/// Prefix of the products read by product-get, product-list, gateway-get and mixed.
-pub const READ_PREFIX: &str = "bench-";
-
 /// What a scenario runs against.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
@@ -120,94 +115,112 @@ pub struct Target {
     pub nats_sync: Option<String>,
 }
 
-/// Mix of the `mixed` scenario, in relative weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mix {
-    pub get: u32,
-    pub list: u32,
-    pub login: u32,
-    pub order: u32,
-}
-
-impl Default for Mix {
-    fn default() -> Self {
-        Self {
-            get: 70,
-            list: 20,
-            login: 5,
-            order: 5,
-        }
-    }
-}
-
-impl Mix {
-    /// Parses `get=70,list=20,login=5,order=5` (missing names weigh 0).
-    pub fn parse(s: &str) -> Result<Self> {
-        let mut mix = Mix {
-            get: 0,
-            list: 0,
-            login: 0,
-            order: 0,
+impl Target {
+    /// One point of `scenario` against this target, from its rounds.
+    pub fn result(
+        &self,
+        scenario: &str,
+        variant: Option<&str>,
+        under_load: impl Into<String>,
+        runs: &[RunStats],
+        cpu: Vec<CpuUse>,
+    ) -> Result<ScenarioResult> {
+        let meta = Meta {
+            instances: self.instances,
+            nats_sync: self.nats_sync.clone(),
+            ..Meta::new(scenario, variant, under_load)
         };
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, weight) = part
-                .split_once('=')
-                .with_context(|| format!("mix entry {part:?}: expected name=weight"))?;
-            let weight: u32 = weight
-                .trim()
-                .parse()
-                .with_context(|| format!("mix entry {part:?}: weight must be a whole number"))?;
-            match name.trim() {
-                "get" => mix.get = weight,
-                "list" => mix.list = weight,
-                "login" => mix.login = weight,
-                "order" => mix.order = weight,
-                other => anyhow::bail!("mix entry {other:?}: use get, list, login or order"),
-            }
-        }
-        if mix.get + mix.list + mix.login + mix.order == 0 {
-            anyhow::bail!("the mix {s:?} has no weight");
-        }
-        Ok(mix)
-    }
-
-    pub fn describe(&self) -> String {
-        format!(
-            "get={},list={},login={},order={}",
-            self.get, self.list, self.login, self.order
-        )
+        ScenarioResult::from_runs(meta, runs, cpu)
     }
 }
 
-/// How a scenario is run.
-#[derive(Debug, Clone)]
+/// `10s`, `500ms`, `2m`, `250us` (humantime), or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    match s.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).with_context(|| format!("{s:?}")),
+        Err(_) => humantime::parse_duration(s)
+            .with_context(|| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m")),
+    }
+}
+
+fn parse_encoding(s: &str) -> Result<Encoding> {
+    match s {
+        "json" => Ok(Encoding::Json),
+        "bincode" => Ok(Encoding::Bincode),
+        other => anyhow::bail!("{other:?}: json or bincode"),
+    }
+}
+
+/// How a scenario is run; its command-line flags too (`run`, `scaling`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// Set from --model, --in-flight and --rate (see [`Options::with_model`]).
+    #[arg(skip = Model::Closed { in_flight: 64 })]
     pub model: Model,
+    /// Measured time per round (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Warm-up before measuring.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Repetitions of the measurement; the reported throughput is their median.
+    /// Rounds; the throughput reported is their median.
+    #[arg(long, default_value_t = 1)]
     pub rounds: usize,
-    /// Per request.
+    /// Per-request timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// NATS connections of the load generator.
+    #[arg(long, default_value_t = 1)]
     pub connections: usize,
-    /// product-get: JSON or bincode.
+    /// product-get: request encoding (json or bincode).
+    #[arg(long, default_value = "json", value_parser = parse_encoding)]
     pub encoding: Encoding,
     /// Products seeded for the read scenarios.
+    #[arg(long, default_value_t = 1000)]
     pub products: usize,
     /// product-list: page size.
+    #[arg(long = "limit", default_value_t = 20)]
     pub list_limit: u32,
-    /// stock-contention: how many products, and the stock of each.
+    /// stock-contention: number of products.
+    #[arg(long, default_value_t = 4)]
     pub contention_products: usize,
+    /// stock-contention: stock of each (small values exercise running out).
+    #[arg(long = "stock", default_value_t = crate::seed::DEFAULT_STOCK)]
     pub contention_stock: i64,
-    /// order-place: how long to wait for an order to be confirmed.
+    /// order-place: how long an order may take to be confirmed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub settle_timeout: Duration,
+    /// mixed: weights, e.g. get=70,list=20,login=5,order=5.
+    #[arg(long, default_value = "get=70,list=20,login=5,order=5", value_parser = Mix::parse)]
     pub mix: Mix,
-    /// A label for this point (gateway-get: `cached`, `uncached`, `express`).
+    /// Label of this point (gateway-get: cached, uncached, express).
+    #[arg(long)]
     pub variant: Option<String>,
-    /// gateway-get: seed products through NATS first (not for the Express baseline).
+    /// gateway-get: seed products through NATS first (--no-seed: not, e.g.
+    /// against the Express baseline, which has them in memory).
+    #[arg(long = "no-seed", action = clap::ArgAction::SetFalse)]
     pub seed: bool,
-    pub open_limits: OpenLimits,
+    /// Open loop: requests outstanding at most (beyond: counted as `overload` errors).
+    #[arg(long, default_value_t = 20_000)]
+    pub max_in_flight: usize,
+}
+
+impl Options {
+    /// These options under `model`, with every count at least one.
+    pub fn with_model(mut self, model: Model) -> Self {
+        self.model = model;
+        for n in [
+            &mut self.rounds,
+            &mut self.connections,
+            &mut self.products,
+            &mut self.contention_products,
+            &mut self.max_in_flight,
+        ] {
+            *n = (*n).max(1);
+        }
+        self
+    }
 }
 
 impl Default for Options {
@@ -228,21 +241,17 @@ impl Default for Options {
             mix: Mix::default(),
             variant: None,
             seed: true,
-            open_limits: OpenLimits::default(),
+            max_in_flight: 20_000,
         }
     }
 }
 
 /// Runs `scenario` against `target`.
-pub async fn run(
-    scenario: Scenario,
-    target: &Target,
-    opts: &Options,
-) -> Result<crate::results::ScenarioResult> {
+pub async fn run(scenario: Scenario, target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let result = match scenario {
-        Scenario::Echo => echo::run(target, opts).await,
-        Scenario::ProductGet => product_get::run(target, opts).await,
-        Scenario::ProductList => product_list::run(target, opts).await,
+        Scenario::Echo => reads::echo(target, opts).await,
+        Scenario::ProductGet => reads::product_get(target, opts).await,
+        Scenario::ProductList => reads::product_list(target, opts).await,
         Scenario::StockContention => stock_contention::run(target, opts).await,
         Scenario::GatewayGet => gateway_get::run(target, opts).await,
         Scenario::OrderPlace => order_place::run(target, opts).await,
@@ -263,30 +272,14 @@ pub async fn measure<O: Operation>(
     for _ in 0..opts.rounds.max(1) {
         let schedule = Schedule::starting_now(opts.warmup, opts.duration);
         let sampler = tokio::spawn(cpu::measure(target.watched.clone(), schedule));
-        runs.push(load::run(op.clone(), opts.model, schedule, opts.open_limits).await?);
+        runs.push(load::run(op.clone(), opts.model, schedule, opts.max_in_flight).await?);
         cpu_rounds.push(sampler.await.context("CPU sampler")?);
     }
-    Ok((runs, average_cpu(&cpu_rounds)))
-}
-
-fn average_cpu(rounds: &[Vec<CpuUse>]) -> Vec<CpuUse> {
-    let Some(first) = rounds.first() else {
-        return Vec::new();
-    };
-    first
-        .iter()
-        .map(|c| {
-            let samples: Vec<f64> = rounds
-                .iter()
-                .filter_map(|r| r.iter().find(|x| x.role == c.role).map(|x| x.cores))
-                .collect();
-            CpuUse {
-                role: c.role.clone(),
-                processes: c.processes,
-                cores: samples.iter().sum::<f64>() / samples.len().max(1) as f64,
-            }
-        })
-        .collect()
+    let rounds: Vec<&[CpuUse]> = cpu_rounds.iter().map(Vec::as_slice).collect();
+    Ok((
+        runs,
+        cpu::average(rounds.first().copied().unwrap_or_default(), &rounds),
+    ))
 }
 
 /// `n` NATS connections for the load generator.
@@ -304,10 +297,8 @@ pub fn run_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!(
-        "{:x}",
-        (nanos as u64) ^ u64::from(std::process::id()).rotate_left(40)
-    )
+    let pid = u64::from(std::process::id()).rotate_left(40);
+    format!("{:x}", (nanos as u64) ^ pid)
 }
 
 /// SplitMix64: a cheap, well-spread hash of a request number (for choosing
@@ -319,12 +310,27 @@ pub fn spread(seq: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// One of `items`, picked by request number `seq`.
+pub fn pick<T>(items: &[T], seq: u64) -> &T {
+    &items[(spread(seq) % items.len() as u64) as usize]
+}
+
+/// A NATS request with a timeout, its reply as an outcome of `op`.
+pub async fn request(
+    client: &Client,
+    op: &'static str,
+    subject: impl Into<Subject>,
+    request: Request,
+) -> Result<Message, Outcome> {
+    nats::reply_outcome(client.send_request(subject.into(), request).await)
+        .map_err(|e| Outcome::err(op, e))
+}
+
 /// A request-reply to one subject, payloads taken in turn; a reply with error
 /// headers counts as an error of its code.
 pub struct NatsRequest {
     pub name: &'static str,
     pub clients: Vec<Client>,
-    pub subject: Subject,
     pub payloads: Vec<Bytes>,
     pub headers: Option<HeaderMap>,
     pub timeout: Duration,
@@ -333,14 +339,15 @@ pub struct NatsRequest {
 impl Operation for NatsRequest {
     async fn call(&self, seq: u64) -> Outcome {
         let client = &self.clients[(seq % self.clients.len() as u64) as usize];
-        let payload = self.payloads[(spread(seq) % self.payloads.len() as u64) as usize].clone();
-        let mut request = Request::new().payload(payload).timeout(Some(self.timeout));
+        let mut req = Request::new()
+            .payload(pick(&self.payloads, seq).clone())
+            .timeout(Some(self.timeout));
         if let Some(h) = &self.headers {
-            request = request.headers(h.clone());
+            req = req.headers(h.clone());
         }
-        match nats::reply_outcome(client.send_request(self.subject.clone(), request).await) {
+        match request(client, self.name, Subject::from_static(self.name), req).await {
             Ok(reply) => Outcome::ok(self.name, reply.payload.len()),
-            Err(e) => Outcome::err(self.name, e),
+            Err(failed) => failed,
         }
     }
 
@@ -349,30 +356,55 @@ impl Operation for NatsRequest {
     }
 }
 
-/// `{"id":"<id>"}` payloads of products `0..count` with `prefix`.
-pub fn id_payloads(prefix: &str, count: usize) -> Vec<Bytes> {
-    (0..count.max(1))
-        .map(|i| {
-            Bytes::from(serde_json::json!({ "id": crate::seed::product_id(prefix, i) }).to_string())
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn mixes_parse() {
-        assert_eq!(
-            Mix::parse("get=70,list=20,login=5,order=5").unwrap(),
-            Mix::default()
-        );
-        let m = Mix::parse("get=1").unwrap();
-        assert_eq!((m.get, m.list, m.login, m.order), (1, 0, 0, 0));
-        assert!(Mix::parse("get=0").is_err());
-        assert!(Mix::parse("browse=3").is_err());
-        assert!(Mix::parse("get=x").is_err());
+    fn options_are_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            options: Options,
+        }
+        let parse = |args: &[&str]| Flags::try_parse_from(args).map(|f| f.options);
+        let given = parse(&[
+            "x",
+            "--no-seed",
+            "--stock",
+            "5",
+            "--limit",
+            "7",
+            "--encoding",
+            "bincode",
+        ]);
+        let given = given.unwrap();
+        assert!(!given.seed && given.contention_stock == 5 && given.list_limit == 7);
+        assert_eq!(given.encoding, Encoding::Bincode);
+        let defaults = parse(&["x"]).unwrap();
+        assert!(defaults.seed && defaults.mix == Mix::default());
+        assert_eq!(defaults.duration, Options::default().duration);
+        assert!(parse(&["x", "--encoding", "xml"]).is_err());
+        let at_least_one = Options {
+            rounds: 0,
+            ..defaults
+        }
+        .with_model(Model::Open { rate: 1.0 });
+        assert_eq!(at_least_one.rounds, 1);
+    }
+
+    #[test]
+    fn durations() {
+        let secs = |s: &str| parse_duration(s).ok();
+        assert_eq!(secs("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(secs("10"), Some(Duration::from_secs(10)));
+        assert_eq!(secs("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(secs("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(secs("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(secs("250us"), Some(Duration::from_micros(250)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

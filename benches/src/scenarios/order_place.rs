@@ -15,10 +15,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
-use super::{connect_clients, measure, run_id, spread, Options, Target};
+use super::{connect_clients, measure, pick, request, run_id, Options, Target};
 use crate::load::{Operation, Outcome};
-use crate::nats;
-use crate::results::{Meta, ScenarioResult};
+use crate::results::ScenarioResult;
 use crate::seed;
 use crate::stats::OpError;
 
@@ -145,12 +144,11 @@ pub async fn register_user(client: &Client, run: &str) -> Result<(String, String
     let email = format!("bench-{run}@example.com");
     let password = format!("bench-password-{run}");
     let body = serde_json::json!({ "email": email, "password": password, "name": "Bench" });
-    let reply = nats::reply_outcome(
-        client
-            .request("user.register", Bytes::from(body.to_string()))
-            .await,
-    )
-    .map_err(|e| anyhow::anyhow!("registering the bench user: {}", e.message))?;
+    let reply = client
+        .request("user.register", body.to_string().into())
+        .await;
+    let reply = crate::nats::reply_outcome(reply)
+        .map_err(|e| anyhow::anyhow!("registering the bench user: {}", e.message))?;
     let profile: serde_json::Value = serde_json::from_slice(&reply.payload)?;
     let id = profile["id"]
         .as_str()
@@ -159,30 +157,37 @@ pub async fn register_user(client: &Client, run: &str) -> Result<(String, String
     Ok((id, email, password))
 }
 
-/// Sends `order.create` for one unit of a product; returns the order id and the reply time.
+/// Sends `order.create` for one unit of a product (failures count as `op`);
+/// returns the order id, the reply size and when the reply came.
 pub async fn create_order(
     client: &Client,
+    op: &'static str,
     user_id: &str,
     product: &str,
     key: String,
     timeout: Duration,
-) -> Result<(String, usize, Instant), OpError> {
+) -> Result<(String, usize, Instant), Outcome> {
     let body = serde_json::json!({
         "user_id": user_id,
         "items": [{"product_id": product, "quantity": 1}],
         "payment_token": "tok_ok",
         "idempotency_key": key,
     });
-    let request = Request::new()
+    let create = Request::new()
         .payload(Bytes::from(body.to_string()))
         .timeout(Some(timeout));
-    let reply = nats::reply_outcome(client.send_request("order.create", request).await)?;
+    let reply = request(client, op, "order.create", create).await?;
     let replied = Instant::now();
     let id = serde_json::from_slice::<serde_json::Value>(&reply.payload)
         .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_string))
-        .ok_or_else(|| OpError::new("bad_reply", "order.create reply without id"))?;
-    Ok((id, reply.payload.len(), replied))
+        .and_then(|v| v["id"].as_str().map(str::to_string));
+    let bad = || {
+        Outcome::err(
+            op,
+            OpError::new("bad_reply", "order.create reply without id"),
+        )
+    };
+    Ok((id.ok_or_else(bad)?, reply.payload.len(), replied))
 }
 
 struct PlaceOrder {
@@ -198,12 +203,12 @@ struct PlaceOrder {
 impl Operation for PlaceOrder {
     async fn call(&self, seq: u64) -> Outcome {
         let client = &self.clients[(seq % self.clients.len() as u64) as usize];
-        let product = &self.products[(spread(seq) % self.products.len() as u64) as usize];
         let key = format!("bench-{}-{seq}", self.run);
+        let product = pick(&self.products, seq);
         let (id, bytes, replied) =
-            match create_order(client, &self.user_id, product, key, self.timeout).await {
+            match create_order(client, OP, &self.user_id, product, key, self.timeout).await {
                 Ok(created) => created,
-                Err(e) => return Outcome::err(OP, e),
+                Err(failed) => return failed,
             };
         let phases = vec![(CREATE_REPLY, replied)];
         match self.tracker.wait(&id, self.settle_timeout).await {
@@ -243,16 +248,7 @@ impl Operation for PlaceOrder {
 
 /// Products to order, created unless present.
 pub async fn seed_order_products(client: &Client) -> Result<Vec<String>> {
-    let (ids, _) = seed::ensure_products(
-        client,
-        "product.create",
-        PRODUCT_PREFIX,
-        20,
-        seed::DEFAULT_STOCK,
-        8,
-    )
-    .await?;
-    Ok(ids)
+    seed::ensure_products(client, PRODUCT_PREFIX, 20, seed::DEFAULT_STOCK, 8).await
 }
 
 pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
@@ -273,20 +269,10 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let measured = measure(op, target, opts).await;
     watcher.abort();
     let (runs, cpu) = measured?;
-    let variant = opts
-        .variant
-        .clone()
-        .or_else(|| target.nats_sync.as_ref().map(|s| format!("sync-{s}")));
-    let meta = Meta {
-        instances: target.instances,
-        nats_sync: target.nats_sync.clone(),
-        ..Meta::new(
-            "order-place",
-            variant.as_deref(),
-            "order.create → events.order.*",
-        )
-    };
-    ScenarioResult::from_runs(meta, &runs, cpu)
+    let sync = target.nats_sync.as_ref().map(|s| format!("sync-{s}"));
+    let variant = opts.variant.clone().or(sync);
+    let under_load = "order.create → events.order.*";
+    target.result("order-place", variant.as_deref(), under_load, &runs, cpu)
 }
 
 #[cfg(test)]

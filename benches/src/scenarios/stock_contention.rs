@@ -13,13 +13,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use async_nats::{Client, Request, Subject};
+use async_nats::{Client, Request};
 use bytes::Bytes;
 
 use super::{connect_clients, measure, run_id, Options, Target};
 use crate::load::{Operation, Outcome};
-use crate::nats;
-use crate::results::{Check, Meta, ScenarioResult};
+use crate::results::{Check, ScenarioResult};
 use crate::stats::OpError;
 
 pub const SUBJECT: &str = "product.stock.reserve";
@@ -57,11 +56,11 @@ impl Operation for Reserve {
             "quantity": 1,
             "reservation_id": format!("sc-{}-{seq}", self.run),
         });
-        let request = Request::new()
+        let reserve = Request::new()
             .payload(Bytes::from(body.to_string()))
             .timeout(Some(self.timeout));
         let seen = &self.seen[k];
-        match nats::reply_outcome(client.send_request(SUBJECT, request).await) {
+        match crate::nats::reply_outcome(client.send_request(SUBJECT, reserve).await) {
             Ok(reply) => {
                 seen.ok.fetch_add(1, Ordering::Relaxed);
                 let parsed: Option<(i64, u64)> =
@@ -96,26 +95,12 @@ impl Operation for Reserve {
     }
 }
 
-async fn create(client: &Client, id: &str, stock: i64) -> Result<()> {
-    let body = crate::seed::product_json_with_stock(id, 0, stock);
-    nats::reply_outcome(
-        client
-            .request("product.create", Bytes::from(body.to_string()))
-            .await,
-    )
-    .map_err(|e| anyhow::anyhow!("creating {id}: {}", e.message))?;
-    Ok(())
-}
-
 /// The product's stock once the local state includes `min_revision`.
 async fn final_stock(client: &Client, id: &str, min_revision: u64) -> Result<i64> {
     let body = serde_json::json!({ "id": id, "min_revision": min_revision });
-    let reply = nats::reply_outcome(
-        client
-            .request(Subject::from("product.get"), Bytes::from(body.to_string()))
-            .await,
-    )
-    .map_err(|e| anyhow::anyhow!("reading {id}: {}", e.message))?;
+    let reply = client.request("product.get", body.to_string().into()).await;
+    let reply = crate::nats::reply_outcome(reply)
+        .map_err(|e| anyhow::anyhow!("reading {id}: {}", e.message))?;
     let product: serde_json::Value = serde_json::from_slice(&reply.payload)?;
     product["stock"]
         .as_i64()
@@ -167,7 +152,7 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         .map(|k| format!("sc-{run}-{k}"))
         .collect();
     for id in &products {
-        create(&clients[0], id, opts.contention_stock).await?;
+        crate::seed::create(&clients[0], id, 0, opts.contention_stock).await?;
     }
     let checker = clients[0].clone();
     let op = Arc::new(Reserve {
@@ -212,30 +197,18 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         },
     });
 
-    let variant = opts
-        .variant
-        .clone()
-        .unwrap_or_else(|| format!("{}p", op.products.len()));
-    let meta = Meta {
-        instances: target.instances,
-        nats_sync: target.nats_sync.clone(),
-        ..Meta::new("stock-contention", Some(&variant), SUBJECT)
-    };
-    let mut result = ScenarioResult::from_runs(meta, &runs, cpu)?;
+    let variant = (opts.variant.clone()).unwrap_or_else(|| format!("{}p", op.products.len()));
+    let mut result = target.result("stock-contention", Some(&variant), SUBJECT, &runs, cpu)?;
     result.checks = checks;
     let in_window_409 = result.error_kinds.get("service_409").copied().unwrap_or(0);
-    result
-        .extra
-        .insert("conflicts_409".into(), in_window_409 as f64);
-    result
-        .extra
-        .insert("reserved_total".into(), total_ok as f64);
-    result
-        .extra
-        .insert("refused_409_total".into(), total_conflicts as f64);
-    result
-        .extra
-        .insert("unknown_outcome_total".into(), total_unknown as f64);
+    for (name, n) in [
+        ("conflicts_409", in_window_409),
+        ("reserved_total", total_ok),
+        ("refused_409_total", total_conflicts),
+        ("unknown_outcome_total", total_unknown),
+    ] {
+        result.extra.insert(name.to_string(), n as f64);
+    }
     Ok(result)
 }
 

@@ -1,0 +1,737 @@
+//! Reports of a results file: aligned text tables for the terminal, the
+//! comparison with an older file (`--compare`: new/old ratios of each figure,
+//! points matched by key), and the generated tables of BENCHMARKS.md.
+//!
+//! Generated markdown lives between `<!-- bench:NAME -->` and `<!-- /bench -->`;
+//! everything outside the markers (prose, earlier measurements) is left as it
+//! is. Sections: `run`, `targets`, `results`, `reads`, `stock-contention`,
+//! `gateway-get`, `order-place`, `mixed`, `scaling`, `cpu`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cpu::{CpuUse, MACHINE_BUSY, MACHINE_STOLEN};
+use crate::load::Model;
+use crate::results::{ResultsFile, ScalingRun, ScenarioResult};
+use crate::stats::{fmt_ms, fmt_rate, fmt_secs, Latency};
+
+/// A table rendered as aligned text or as markdown.
+#[derive(Debug, Clone)]
+pub struct Table {
+    headers: Vec<String>,
+    /// Per column: aligned right (numbers) rather than left.
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Columns separated by `|`; a `>` before a name aligns it right.
+    pub fn new(columns: &str) -> Self {
+        let columns = columns.split('|').map(|c| match c.strip_prefix('>') {
+            Some(name) => (name.to_string(), true),
+            None => (c.to_string(), false),
+        });
+        let (headers, right) = columns.unzip();
+        Self {
+            headers,
+            right,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row; missing cells are blank, extra ones are dropped.
+    pub fn row(&mut self, mut cells: Vec<String>) {
+        cells.resize(self.headers.len(), String::new());
+        self.rows.push(cells);
+    }
+
+    pub fn text(&self) -> String {
+        let width = |i: usize| {
+            let cells = self.rows.iter().map(|r| &r[i]).chain([&self.headers[i]]);
+            cells.map(|c| c.chars().count()).max().unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..self.headers.len()).map(width).collect();
+        let line = |cells: &[String]| {
+            let cells = cells.iter().zip(&widths).zip(&self.right);
+            let parts: Vec<String> = cells
+                .map(|((c, &w), &right)| match right {
+                    true => format!("{c:>w$}"),
+                    false => format!("{c:<w$}"),
+                })
+                .collect();
+            parts.join("  ").trim_end().to_string() + "\n"
+        };
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        let mut out = line(&self.headers) + &rule.join("  ") + "\n";
+        self.rows.iter().for_each(|r| out.push_str(&line(r)));
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let rule: Vec<&str> = (self.right.iter())
+            .map(|&r| if r { "---:" } else { "---" })
+            .collect();
+        let mut out = format!("| {} |\n|{}|\n", self.headers.join(" | "), rule.join("|"));
+        for r in &self.rows {
+            let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+        out
+    }
+}
+
+fn opt_ms(l: &Option<Latency>, f: fn(&Latency) -> f64) -> String {
+    l.as_ref().map_or("-".to_string(), |l| fmt_ms(f(l)))
+}
+
+/// The first ten characters of a git revision, or `?`.
+fn short_rev(rev: &Option<String>) -> &str {
+    rev.as_deref().map_or("?", |r| &r[..r.len().min(10)])
+}
+
+/// `nats-server 0.92, product 0.61, load-generator 0.48; machine busy 1.85,
+/// stolen 0.04` (cores).
+pub fn cpu_summary(cpu: &[CpuUse]) -> String {
+    let mut sorted: Vec<&CpuUse> = (cpu.iter())
+        .filter(|c| !crate::cpu::is_machine_role(&c.role))
+        .collect();
+    sorted.sort_by(|a, b| b.cores.total_cmp(&a.cores));
+    let each = sorted.iter().map(|c| match c.processes {
+        n if n > 1 => format!("{}×{n} {:.2}", c.role, c.cores),
+        _ => format!("{} {:.2}", c.role, c.cores),
+    });
+    let mut text = each.collect::<Vec<_>>().join(", ");
+    let machine = |role: &str| cpu.iter().find(|c| c.role == role).map(|c| c.cores);
+    if let (Some(busy), Some(stolen)) = (machine(MACHINE_BUSY), machine(MACHINE_STOLEN)) {
+        let _ = write!(text, "; machine busy {busy:.2}, stolen {stolen:.2}");
+    }
+    text
+}
+
+/// The echo result a closed-loop point is measured against: the same
+/// concurrency (open-loop points run at a chosen rate, so no ratio).
+pub fn echo_baseline<'a>(file: &'a ResultsFile, r: &ScenarioResult) -> Option<&'a ScenarioResult> {
+    let closed = matches!(r.model, Model::Closed { .. });
+    let mut echoes = file
+        .results
+        .iter()
+        .filter(|e| closed && e.scenario == "echo");
+    echoes.find(|e| e.model == r.model)
+}
+
+/// The percentile columns every latency table shows.
+const LATENCY_COLUMNS: &str = ">p50 ms|>p90 ms|>p99 ms|>p99.9 ms|>max ms";
+
+/// The cells of the [`LATENCY_COLUMNS`].
+fn latency_cells(l: &Option<Latency>) -> [String; 5] {
+    let fields: [fn(&Latency) -> f64; 5] =
+        [|l| l.p50, |l| l.p90, |l| l.p99, |l| l.p99_9, |l| l.max];
+    fields.map(|f| opt_ms(l, f))
+}
+
+/// Every point of a file: throughput, percentiles, errors, ratio to echo.
+pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
+    let mut t = Table::new(&format!(
+        "scenario|variant|load|>ok/s|{LATENCY_COLUMNS}|>errors|>vs echo"
+    ));
+    for r in results {
+        let vs_echo = match echo_baseline(file, r) {
+            Some(e) if e.key != r.key && e.throughput_per_s > 0.0 => {
+                format!("{:.0}%", r.throughput_per_s / e.throughput_per_s * 100.0)
+            }
+            _ => String::new(),
+        };
+        let errors = match r.errors {
+            0 => "0".to_string(),
+            n => format!("{n} ({:.1}%)", r.error_rate() * 100.0),
+        };
+        let mut variant: Vec<String> = r.variant.iter().cloned().collect();
+        variant.extend(r.instances.filter(|n| *n > 1).map(|n| format!("×{n}")));
+        let mut row = vec![
+            r.scenario.clone(),
+            variant.join(" "),
+            r.model.describe(),
+            fmt_rate(r.throughput_per_s),
+        ];
+        row.extend(latency_cells(&r.latency_ms));
+        row.extend([errors, vs_echo]);
+        t.row(row);
+    }
+    t
+}
+
+/// Per-operation breakdown of a mixed point.
+pub fn ops_table(r: &ScenarioResult) -> Table {
+    let mut t = Table::new(&format!("operation|>share|>ok/s|{LATENCY_COLUMNS}|>errors"));
+    for op in &r.ops {
+        let share = format!("{:.0}%", op.share * 100.0);
+        let mut row = vec![op.name.clone(), share, fmt_rate(op.throughput_per_s)];
+        row.extend(latency_cells(&op.latency_ms));
+        row.push(op.errors.to_string());
+        t.row(row);
+    }
+    t
+}
+
+/// 1, 2, 4 instances: throughput, speedup, efficiency, latency and CPU.
+pub fn scaling_table(run: &ScalingRun) -> Table {
+    let mut t =
+        Table::new(">instances|>ok/s|>speedup|>efficiency|>p50 ms|>p99 ms|>errors|CPU (cores)");
+    for p in &run.points {
+        t.row(vec![
+            p.instances.to_string(),
+            fmt_rate(p.throughput_per_s),
+            format!("{:.2}×", p.speedup),
+            format!("{:.0}%", p.efficiency * 100.0),
+            opt_ms(&p.latency_ms, |l| l.p50),
+            opt_ms(&p.latency_ms, |l| l.p99),
+            p.errors.to_string(),
+            cpu_summary(&p.cpu),
+        ]);
+    }
+    t
+}
+
+pub fn targets_table(file: &ResultsFile) -> Table {
+    let mut t = Table::new("target|wanted|measured|met");
+    for c in &file.targets {
+        let met = match c.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        t.row(vec![
+            c.name.clone(),
+            c.target.clone(),
+            c.measured.clone(),
+            met.into(),
+        ]);
+    }
+    t
+}
+
+/// The lines after the results table: CPU, send lag, checks, extra figures
+/// and errors of each point.
+fn details(r: &ScenarioResult) -> Vec<String> {
+    let key = &r.key;
+    let mut lines = Vec::new();
+    if !r.cpu.is_empty() {
+        lines.push(format!("{key}: CPU {}", cpu_summary(&r.cpu)));
+    }
+    if let Some(lag) = &r.send_lag_ms {
+        let (p99, max) = (fmt_ms(lag.p99), fmt_ms(lag.max));
+        lines.push(format!(
+            "{key}: generator send lag p99 {p99} ms, max {max} ms"
+        ));
+    }
+    for c in &r.checks {
+        let outcome = if c.passed { "ok" } else { "FAILED" };
+        lines.push(format!("{key}: check {} {outcome}: {}", c.name, c.detail));
+    }
+    for (k, v) in &r.extra {
+        lines.push(format!("{key}: {k} = {}", fmt_rate(*v)));
+    }
+    if r.errors > 0 {
+        let first = r.first_error.as_deref().unwrap_or("-");
+        lines.push(format!("{key}: errors {:?}, first: {first}", r.error_kinds));
+    }
+    lines
+}
+
+/// The whole file for the terminal: settings line, results, breakdowns,
+/// checks, scaling, targets, notes.
+pub fn report_text(file: &ResultsFile) -> String {
+    let (v, m) = (&file.versions, &file.machine);
+    let mut out = format!(
+        "shop-bench {} | {} | git {}{} | nats-server {} | {} ({} cores, {:.1} GiB) | {} {}\n\n",
+        v.shop_bench,
+        v.rustc,
+        short_rev(&v.git_rev),
+        if v.git_dirty == Some(true) {
+            "+dirty"
+        } else {
+            ""
+        },
+        v.nats_server.as_deref().unwrap_or("?"),
+        m.cpu_model,
+        m.cores,
+        m.memory_bytes as f64 / (1u64 << 30) as f64,
+        m.os,
+        m.kernel,
+    );
+    let all: Vec<&ScenarioResult> = file.results.iter().collect();
+    if !all.is_empty() {
+        out.push_str(&results_table(file, &all).text());
+    }
+    for r in &file.results {
+        if !r.ops.is_empty() {
+            let _ = writeln!(out, "\n{} ({}): per operation", r.key, r.model.describe());
+            out.push_str(&ops_table(r).text());
+        }
+        for (name, l) in r
+            .phases
+            .iter()
+            .filter_map(|p| Some((&p.name, p.latency_ms?)))
+        {
+            let (p50, p99, max) = (fmt_ms(l.p50), fmt_ms(l.p99), fmt_ms(l.max));
+            let _ = writeln!(
+                out,
+                "{}: {name} p50 {p50} ms, p99 {p99} ms, max {max} ms",
+                r.key
+            );
+        }
+    }
+    let details: Vec<String> = file.results.iter().flat_map(details).collect();
+    if !details.is_empty() {
+        out.push('\n');
+        details
+            .iter()
+            .for_each(|l| out.push_str(&(l.clone() + "\n")));
+    }
+    for run in &file.scaling {
+        let _ = writeln!(
+            out,
+            "\nscaling {}, instances of {}:",
+            run.title(),
+            run.service
+        );
+        out.push_str(&scaling_table(run).text());
+    }
+    if file.targets.iter().any(|t| t.met.is_some()) {
+        out.push_str(&format!("\ntargets:\n{}", targets_table(file).text()));
+    }
+    file.notes
+        .iter()
+        .for_each(|n| out.push_str(&format!("note: {n}\n")));
+    out
+}
+
+// --- comparison with an older file ---------------------------------------------
+
+/// new / old, or `-` when either is missing or the old one is zero.
+fn ratio(new: Option<f64>, old: Option<f64>) -> String {
+    match (new, old) {
+        (Some(n), Some(o)) if o > 0.0 => format!("{:.2}×", n / o),
+        _ => "-".to_string(),
+    }
+}
+
+/// The figures of one point that are compared: throughput, latency, errors.
+type Figures<'a> = (f64, &'a Option<Latency>, u64);
+
+fn row(
+    key: String,
+    (new_rate, n, new_errors): Figures,
+    (old_rate, o, old_errors): Figures,
+) -> Vec<String> {
+    let get = |l: &Option<Latency>, f: fn(&Latency) -> f64| l.as_ref().map(f);
+    let both = |f: fn(&Latency) -> f64| (get(n, f), get(o, f));
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), fmt_ms);
+    let change = |f: fn(&Latency) -> f64| format!("{} → {}", ms(both(f).1), ms(both(f).0));
+    let times = |f: fn(&Latency) -> f64| ratio(both(f).0, both(f).1);
+    vec![
+        key,
+        fmt_rate(old_rate),
+        fmt_rate(new_rate),
+        ratio(Some(new_rate), Some(old_rate)),
+        change(|l| l.p50),
+        times(|l| l.p50),
+        times(|l| l.p90),
+        change(|l| l.p99),
+        times(|l| l.p99),
+        times(|l| l.p99_9),
+        times(|l| l.max),
+        format!("{old_errors} → {new_errors}"),
+    ]
+}
+
+/// The comparison table and what could not be matched.
+pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
+    let mut t = Table::new(
+        "point|>ok/s old|>ok/s new|>ok/s ×|>p50 ms|>p50 ×|>p90 ×|>p99 ms|>p99 ×|>p99.9 ×|>max ×|>errors",
+    );
+    let mut notes = Vec::new();
+    fn figures(r: &ScenarioResult) -> Figures<'_> {
+        (r.throughput_per_s, &r.latency_ms, r.errors)
+    }
+    for r in &new.results {
+        match old.result(&r.key) {
+            Some(o) => t.row(row(r.key.clone(), figures(r), figures(o))),
+            None => notes.push(format!("{}: not in the old file", r.key)),
+        }
+    }
+    for o in old.results.iter().filter(|o| new.result(&o.key).is_none()) {
+        notes.push(format!("{}: only in the old file", o.key));
+    }
+    for run in &new.scaling {
+        let same = |o: &&ScalingRun| {
+            o.scenario == run.scenario && o.variant == run.variant && o.model == run.model
+        };
+        let Some(old_run) = old.scaling.iter().find(same) else {
+            notes.push(format!("scaling {}: not in the old file", run.scenario));
+            continue;
+        };
+        for p in &run.points {
+            let Some(op) = old_run.points.iter().find(|o| o.instances == p.instances) else {
+                continue;
+            };
+            let key = format!(
+                "scaling {} {} ×{}",
+                run.scenario,
+                run.model.key(),
+                p.instances
+            );
+            let new_figures = (p.throughput_per_s, &p.latency_ms, p.errors);
+            t.row(row(
+                key,
+                new_figures,
+                (op.throughput_per_s, &op.latency_ms, op.errors),
+            ));
+        }
+    }
+    let (n, o) = (&new.machine, &old.machine);
+    if n.cpu_model != o.cpu_model || n.cores != o.cores {
+        notes.push(format!(
+            "different machines: {} ({} cores) now, {} ({} cores) then",
+            n.cpu_model, n.cores, o.cpu_model, o.cores
+        ));
+    }
+    let (n, o) = (&new.settings, &old.settings);
+    if n.duration_s != o.duration_s || n.quick != o.quick {
+        notes.push(format!(
+            "different durations: {:.0} s per point now, {:.0} s then",
+            n.duration_s, o.duration_s
+        ));
+    }
+    (t, notes)
+}
+
+/// The comparison as terminal text, with how to read it.
+pub fn compare_text(new: &ResultsFile, old: &ResultsFile) -> String {
+    let (t, notes) = compare(new, old);
+    let mut out = format!(
+        "compared with {} (git {}): ratios are new/old; ok/s above 1 and latency below 1 are better\n{}",
+        old.created_at,
+        short_rev(&old.versions.git_rev),
+        t.text()
+    );
+    notes
+        .iter()
+        .for_each(|n| out.push_str(&format!("note: {n}\n")));
+    out
+}
+
+// --- BENCHMARKS.md ------------------------------------------------------------------
+
+const END: &str = "<!-- /bench -->";
+const START_PREFIX: &str = "<!-- bench:";
+
+fn not_measured(file: &ResultsFile, about: &str) -> String {
+    let mut out = "_Not measured in this run._\n".to_string();
+    for n in file.notes.iter().filter(|n| n.contains(about)) {
+        let _ = write!(out, "\n_{n}_\n");
+    }
+    out
+}
+
+fn run_section(file: &ResultsFile) -> String {
+    let (v, m, s) = (&file.versions, &file.machine, &file.settings);
+    // The command line with the workspace's absolute paths made relative.
+    let root = shop_process::workspace_root().display().to_string();
+    let command = file.command.replace(&format!("{root}/"), "");
+    format!(
+        "Run of {} (`shop-bench {}`): git {}{}; {}; nats-server {}{}.\n\
+         Machine: {}, {} cores, {:.0} GiB, {}, kernel {}. Load generator, nats-server and\n\
+         services share these cores. {} s measured per point after {} s of warm-up{}.\n",
+        file.created_at,
+        command,
+        short_rev(&v.git_rev),
+        if v.git_dirty == Some(true) {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        },
+        v.rustc,
+        v.nats_server.as_deref().unwrap_or("?"),
+        v.node
+            .as_deref()
+            .map(|n| format!("; node {n}"))
+            .unwrap_or_default(),
+        m.cpu_model,
+        m.cores,
+        m.memory_bytes as f64 / (1u64 << 30) as f64,
+        m.os,
+        m.kernel,
+        fmt_secs(s.duration_s),
+        fmt_secs(s.warmup_s),
+        match s.quick {
+            true => " (**quick mode: figures only show that everything runs**)",
+            false => "",
+        },
+    )
+}
+
+/// Checks, extra figures, phases and errors of `results`, as a markdown list.
+fn extra_lines(results: &[&ScenarioResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        let key = &r.key;
+        for c in &r.checks {
+            let outcome = if c.passed { "ok" } else { "**FAILED**" };
+            let _ = writeln!(out, "- {key}: {} {outcome}: {}", c.name, c.detail);
+        }
+        for (k, v) in &r.extra {
+            let _ = writeln!(out, "- {key}: {k} = {}", fmt_rate(*v));
+        }
+        for (name, l) in r
+            .phases
+            .iter()
+            .filter_map(|p| Some((&p.name, p.latency_ms?)))
+        {
+            let (p50, p90, p99, max) = (fmt_ms(l.p50), fmt_ms(l.p90), fmt_ms(l.p99), fmt_ms(l.max));
+            let _ = writeln!(
+                out,
+                "- {key}: {name} p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms"
+            );
+        }
+        if r.errors > 0 {
+            let kinds: Vec<String> = r
+                .error_kinds
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let first = r.first_error.as_deref().unwrap_or("-").replace('|', "/");
+            let _ = writeln!(out, "- {key}: errors {}; first: {first}", kinds.join(", "));
+        }
+    }
+    out
+}
+
+/// The results table of `scenarios` (with each mixed point's operations) and
+/// their extra lines; `about` finds the notes of a run that skipped them.
+fn table_section(file: &ResultsFile, scenarios: &[&str], about: &str) -> String {
+    let results: Vec<&ScenarioResult> = (file.results.iter())
+        .filter(|r| scenarios.contains(&r.scenario.as_str()))
+        .collect();
+    if results.is_empty() {
+        return not_measured(file, about);
+    }
+    let mut out = results_table(file, &results).markdown();
+    for r in results.iter().filter(|r| r.scenario == "mixed") {
+        let _ = write!(
+            out,
+            "\nPer operation ({}, {}):\n\n",
+            r.key,
+            r.model.describe()
+        );
+        out.push_str(&ops_table(r).markdown());
+    }
+    let extra = extra_lines(&results);
+    if !extra.is_empty() {
+        out.push('\n');
+        out.push_str(&extra);
+    }
+    out
+}
+
+fn scaling_section(file: &ResultsFile) -> String {
+    if file.scaling.is_empty() {
+        return not_measured(file, "scaling");
+    }
+    let runs = file.scaling.iter().map(|run| {
+        let title = format!(
+            "{}, instances of `{}` in one queue group:\n\n",
+            run.title(),
+            run.service
+        );
+        title + &scaling_table(run).markdown()
+    });
+    runs.collect::<Vec<_>>().join("\n")
+}
+
+fn cpu_section(file: &ResultsFile) -> String {
+    let mut t = Table::new("point|CPU used, cores");
+    for r in file.results.iter().filter(|r| !r.cpu.is_empty()) {
+        t.row(vec![r.key.clone(), cpu_summary(&r.cpu)]);
+    }
+    match t.rows.is_empty() {
+        true => not_measured(file, "cpu"),
+        false => t.markdown(),
+    }
+}
+
+/// Every section's generated text.
+pub fn sections(file: &ResultsFile) -> BTreeMap<&'static str, String> {
+    let all: Vec<&ScenarioResult> = file.results.iter().collect();
+    let targets = match file.targets.is_empty() {
+        true => not_measured(file, "target"),
+        false => targets_table(file).markdown(),
+    };
+    let results = match all.is_empty() {
+        true => not_measured(file, "results"),
+        false => results_table(file, &all).markdown(),
+    };
+    BTreeMap::from([
+        ("run", run_section(file)),
+        ("targets", targets),
+        ("results", results),
+        (
+            "reads",
+            table_section(file, &["echo", "product-get", "product-list"], "product"),
+        ),
+        (
+            "stock-contention",
+            table_section(file, &["stock-contention"], "stock-contention"),
+        ),
+        (
+            "gateway-get",
+            table_section(file, &["gateway-get"], "gateway"),
+        ),
+        (
+            "order-place",
+            table_section(file, &["order-place"], "order-place"),
+        ),
+        ("mixed", table_section(file, &["mixed"], "mixed")),
+        ("scaling", scaling_section(file)),
+        ("cpu", cpu_section(file)),
+    ])
+}
+
+/// `doc` with every known marked block replaced; also returns the names replaced.
+pub fn rewrite(doc: &str, sections: &BTreeMap<&str, String>) -> Result<(String, Vec<String>)> {
+    let mut out = String::with_capacity(doc.len());
+    let mut replaced = Vec::new();
+    let mut rest = doc;
+    while let Some(start) = rest.find(START_PREFIX) {
+        let after_prefix = &rest[start + START_PREFIX.len()..];
+        let Some(close) = after_prefix.find("-->") else {
+            bail!("unterminated marker {START_PREFIX}... in the document");
+        };
+        let name = after_prefix[..close].trim();
+        let marker_end = start + START_PREFIX.len() + close + 3;
+        let Some(end_rel) = rest[marker_end..].find(END) else {
+            bail!("marker {START_PREFIX}{name} --> has no {END}");
+        };
+        let end = marker_end + end_rel;
+        if rest[marker_end..end].contains(START_PREFIX) {
+            bail!("marker {START_PREFIX}{name} --> is not closed before the next marker");
+        }
+        out.push_str(&rest[..marker_end]);
+        match sections.get(name) {
+            Some(text) => {
+                let _ = writeln!(out, "\n{}", text.trim_end());
+                replaced.push(name.to_string());
+            }
+            None => out.push_str(&rest[marker_end..end]),
+        }
+        out.push_str(END);
+        rest = &rest[end + END.len()..];
+    }
+    out.push_str(rest);
+    Ok((out, replaced))
+}
+
+/// Rewrites the marked blocks of the markdown file at `path` from `file`.
+pub fn update(path: &Path, file: &ResultsFile) -> Result<Vec<String>> {
+    let doc =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (text, replaced) = rewrite(&doc, &sections(file))?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::tests::run_stats;
+    use crate::results::{Meta, Settings};
+
+    #[test]
+    fn tables_align_and_escape() {
+        let mut t = Table::new("name|>n");
+        t.row(vec!["a|b".into(), "1".into()]);
+        t.row(vec!["long name".into(), "1,000".into()]);
+        assert_eq!(
+            t.text(),
+            "name           n\n---------  -----\na|b            1\nlong name  1,000\n"
+        );
+        assert_eq!(
+            t.markdown(),
+            "| name | n |\n|---|---:|\n| a\\|b | 1 |\n| long name | 1,000 |\n"
+        );
+    }
+
+    fn file(points: &[(&str, u64)]) -> ResultsFile {
+        let point = |(scenario, us): &(&str, u64)| {
+            // 2 s window: 4 requests = 2/s.
+            let run = run_stats(Model::Closed { in_flight: 64 }, &[("op", *us); 4], 0);
+            ScenarioResult::from_runs(Meta::new(scenario, None, "x"), &[run], Vec::new()).unwrap()
+        };
+        ResultsFile {
+            results: points.iter().map(point).collect(),
+            ..ResultsFile::new("suite".into(), Settings::default())
+        }
+    }
+
+    #[test]
+    fn ratios_are_new_over_old() {
+        let old = file(&[("echo", 2000), ("gone", 1000)]);
+        let mut new = file(&[("echo", 1000), ("fresh", 1000)]);
+        new.results[0].throughput_per_s = 3.0;
+        let (t, notes) = compare(&new, &old);
+        let text = t.text();
+        assert!(text.contains("2.00 → 1.00"), "{text}");
+        assert!(text.contains("1.50×"), "{text}");
+        assert!(text.contains("0.50×"), "{text}");
+        assert!(notes
+            .iter()
+            .any(|n| n.contains("fresh c64: not in the old")));
+        assert!(notes
+            .iter()
+            .any(|n| n.contains("gone c64: only in the old")));
+    }
+
+    #[test]
+    fn missing_or_zero_gives_no_ratio() {
+        assert_eq!(ratio(Some(1.0), Some(0.0)), "-");
+        assert_eq!(ratio(None, Some(1.0)), "-");
+        assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50×");
+    }
+
+    #[test]
+    fn only_marked_blocks_change() {
+        let doc = "# Title\nprose\n<!-- bench:a -->\nold a\n<!-- /bench -->\nmore prose\n<!-- bench:zzz -->\nkept\n<!-- /bench -->\nend\n";
+        let mut s = BTreeMap::new();
+        s.insert("a", "new a\n| t |\n".to_string());
+        let (out, replaced) = rewrite(doc, &s).unwrap();
+        assert_eq!(
+            out,
+            "# Title\nprose\n<!-- bench:a -->\nnew a\n| t |\n<!-- /bench -->\nmore prose\n<!-- bench:zzz -->\nkept\n<!-- /bench -->\nend\n"
+        );
+        assert_eq!(replaced, vec!["a"]);
+        // Rewriting again is stable.
+        assert_eq!(rewrite(&out, &s).unwrap().0, out);
+    }
+
+    #[test]
+    fn broken_markers_are_refused() {
+        let s = BTreeMap::new();
+        assert!(rewrite("<!-- bench:a -->\nno end\n", &s).is_err());
+        assert!(rewrite("<!-- bench:a -->\n<!-- bench:b -->\n<!-- /bench -->", &s).is_err());
+    }
+
+    #[test]
+    fn an_empty_run_says_not_measured() {
+        let file = ResultsFile {
+            notes: vec!["gateway-get skipped: no gateway binary".into()],
+            ..ResultsFile::new("suite --quick".into(), Settings::default())
+        };
+        let s = sections(&file);
+        assert!(s["gateway-get"].contains("Not measured"));
+        assert!(s["gateway-get"].contains("no gateway binary"));
+        assert!(s["run"].contains("suite --quick"));
+    }
+}
