@@ -31,18 +31,19 @@ struct Cli {
     /// For tests that need dead letters.
     #[arg(long, env = "ORDER_SAGA_MAX_DELIVER", default_value_t = 0)]
     saga_max_deliver: i64,
-    /// TEST ONLY: abort the process at this saga point (after_reserve, after_charge,
-    /// before_confirm, after_compensate), or hold the step there until the order
-    /// changes (hold_before_charge, hold_after_charge). Never set in production.
-    #[arg(long, env = "ORDER_FAULT_AT")]
-    fault_at: Option<String>,
+    /// TEST ONLY: abort the process at these saga points (after_reserve,
+    /// after_charge, before_confirm, after_compensate), or hold the step there
+    /// until the order's saga has ended (hold_before_charge, hold_after_charge);
+    /// comma-separated. Never set in production.
+    #[arg(long, env = "ORDER_FAULT_AT", value_delimiter = ',')]
+    fault_at: Vec<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.runtime.log_format);
-    if let Some(point) = &cli.fault_at {
+    for point in &cli.fault_at {
         if !saga::FAULT_POINTS.contains(&point.as_str()) {
             tracing::error!(point, known = ?saga::FAULT_POINTS, "unknown ORDER_FAULT_AT point");
             return ExitCode::FAILURE;

@@ -72,9 +72,10 @@ pub const DURABLE: &str = "order-saga";
 /// What the saga consumes of the `ORDER` stream: every order event.
 pub const FILTERS: &[&str] = &["events.order.>"];
 
-/// Where a test may ask an instance to die (`ORDER_FAULT_AT`; test-only):
-/// the `after_*`/`before_confirm` points abort the process; the `hold_*`
-/// points stop the step there until another event changes the order.
+/// Where a test may ask an instance to die (`ORDER_FAULT_AT`, one or more,
+/// comma-separated; test-only): the `after_*`/`before_confirm` points abort the
+/// process; the `hold_*` points stop the step there until the order's saga has
+/// ended (another instance, or another step of this one, finished it).
 pub const FAULT_POINTS: &[&str] = &[
     "after_reserve",
     "after_charge",
@@ -84,7 +85,7 @@ pub const FAULT_POINTS: &[&str] = &[
     "hold_after_charge",
 ];
 
-/// Longest a `hold_*` fault point waits for the order to change.
+/// Longest a `hold_*` fault point waits for the order's saga to end.
 const HOLD_LIMIT: Duration = Duration::from_secs(120);
 
 /// The saga's state: the order stream, clients for the services it calls,
@@ -94,8 +95,8 @@ pub struct Saga {
     pub client: ServiceClient,
     pub tokens: PaymentTokens,
     pub retries: CompensationRetries,
-    /// Test-only fault hook: abort the process (or hold the step) at this point.
-    pub fault_at: Option<String>,
+    /// Test-only fault hook: abort the process (or hold the step) at these points.
+    pub fault_at: Vec<String>,
 }
 
 /// How the saga's consumer retries: every step failing transiently is
@@ -228,8 +229,12 @@ pub fn retry_backoff(max: Duration) -> Vec<Duration> {
 }
 
 impl Saga {
+    fn at_fault(&self, point: &str) -> bool {
+        self.fault_at.iter().any(|p| p == point)
+    }
+
     fn fault(&self, point: &str) {
-        if self.fault_at.as_deref() == Some(point) {
+        if self.at_fault(point) {
             tracing::error!(
                 point,
                 "ORDER_FAULT_AT reached: aborting the process (test-only fault hook)"
@@ -238,19 +243,25 @@ impl Saga {
         }
     }
 
-    /// Test-only: holds the step here until another event changes `order`.
+    /// Test-only: holds the step here until the order's saga has ended.
     async fn hold(&self, point: &str, order: &Order) {
-        if self.fault_at.as_deref() != Some(point) {
+        if !self.at_fault(point) {
             return;
         }
         tracing::warn!(
             point,
             order_id = %order.id,
-            "ORDER_FAULT_AT reached: holding the step until the order changes (test-only fault hook)"
+            "ORDER_FAULT_AT reached: holding the step until the order's saga ends (test-only fault hook)"
         );
         let state = self.events.state();
         let until = tokio::time::Instant::now() + HOLD_LIMIT;
-        while tokio::time::Instant::now() < until && !self.moved_on(order) {
+        let ended = |id: &str| {
+            store::order(state.tree(), id)
+                .ok()
+                .flatten()
+                .is_some_and(|o| o.status.is_final())
+        };
+        while tokio::time::Instant::now() < until && !ended(&order.id) {
             let _ = state
                 .wait_for(state.applied() + 1, Duration::from_millis(200))
                 .await;

@@ -19,6 +19,36 @@ pub struct Shop {
 
 pub const SERVICES: &[&str] = &["product", "payment", "user", "notification"];
 
+/// The order a `PAYMENT` stream event is about.
+pub fn payment_order_id(event: &Value) -> String {
+    event["payment"]["order_id"]
+        .as_str()
+        .or(event["order_id"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The amount a `PAYMENT` stream event moved (a refund's, else the payment's).
+pub fn payment_amount(event: &Value) -> i64 {
+    event["amount_cents"]
+        .as_i64()
+        .or(event["refund"]["amount_cents"].as_i64())
+        .or(event["payment"]["amount_cents"].as_i64())
+        .unwrap_or(0)
+}
+
+/// What the payment service did for one order, from its stream and its reply.
+#[derive(Debug)]
+pub struct Money {
+    /// `payment.captured` events of the order.
+    pub captures: usize,
+    /// `payment.refunded` events of the order, and their total.
+    pub refunds: usize,
+    pub refunded_cents: i64,
+    /// The payment as `payment.get` answers it (once the stream is read), if captured.
+    pub payment: Option<Value>,
+}
+
 impl Shop {
     /// `replicas` instances of every service, including `order` (with `order_env`).
     pub async fn start(replicas: usize, order_env: &[(&str, &str)]) -> anyhow::Result<Self> {
@@ -64,6 +94,14 @@ impl Shop {
         ];
         all.extend_from_slice(env);
         self.add("order", &all).await
+    }
+
+    /// The index in `processes` of the first instance of `service`.
+    pub fn instance(&self, service: &str) -> usize {
+        self.processes
+            .iter()
+            .position(|p| p.instance_id.starts_with(&format!("{service}-")))
+            .unwrap_or_else(|| panic!("no {service} instance"))
     }
 
     pub async fn req(&self, subject: &str, payload: Value) -> Reply {
@@ -161,7 +199,53 @@ impl Shop {
         done
     }
 
-    /// Events of a stream whose JSON `type` is `kind`, filtered by `keep`.
+    /// The last sequence `stream` holds.
+    pub async fn last_sequence(&self, stream: &str) -> u64 {
+        let js = async_nats::jetstream::new(self.client.clone());
+        js.get_stream(stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .last_sequence
+    }
+
+    /// Captures and refunds of `order_id`, and its payment as the payment
+    /// service answers it at the stream's last revision.
+    pub async fn money(&self, order_id: &str) -> Money {
+        let of_order = |events: Vec<Value>| -> Vec<Value> {
+            events
+                .into_iter()
+                .filter(|e| payment_order_id(e) == order_id)
+                .collect()
+        };
+        let captures = of_order(self.stream_events("PAYMENT", "payment.captured").await);
+        let refunds = of_order(self.stream_events("PAYMENT", "payment.refunded").await);
+        let payment = match captures.first() {
+            Some(capture) => {
+                let last = self.last_sequence("PAYMENT").await;
+                let reply = self
+                    .req(
+                        "payment.get",
+                        json!({"payment_id": capture["payment"]["payment_id"], "min_revision": last}),
+                    )
+                    .await;
+                assert!(reply.is_ok(), "payment.get: {:?}", reply.error);
+                Some(reply.body)
+            }
+            None => None,
+        };
+        Money {
+            captures: captures.len(),
+            refunds: refunds.len(),
+            refunded_cents: refunds.iter().map(payment_amount).sum(),
+            payment,
+        }
+    }
+
+    /// Events of a stream whose JSON `type` is `kind`.
     pub async fn stream_events(&self, stream: &str, kind: &str) -> Vec<Value> {
         let js = async_nats::jetstream::new(self.client.clone());
         let stream = js.get_stream(stream).await.unwrap();
