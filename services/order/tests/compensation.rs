@@ -21,17 +21,6 @@ async fn order_events(shop: &Shop, kind: &str, id: &str) -> usize {
         .count()
 }
 
-/// `shop_order_compensation_retries_total{step}` of the instance at `admin_addr`.
-async fn compensation_retries(admin_addr: &str, step: &str) -> f64 {
-    let (_, metrics) = testkit::http::get(admin_addr, "/metrics").await.unwrap();
-    testkit::metrics::value(
-        &metrics,
-        "shop_order_compensation_retries_total",
-        &[("step", step)],
-    )
-    .unwrap_or(0.0)
-}
-
 /// Asserts that `order` ended cancelled by its user with every captured cent back.
 async fn assert_refunded(shop: &Shop, order: &Value, total_cents: i64, what: &str) {
     let id = order["id"].as_str().unwrap();
@@ -55,19 +44,7 @@ async fn an_order_cancelled_during_a_35_s_product_outage_is_cancelled_and_refund
         .unwrap();
     shop.product("kb", 10, 2_500).await;
     let user = shop.user("outage@example.com").await;
-    let placed = shop
-        .place(
-            &user,
-            json!([{"product_id": "kb", "quantity": 2}]),
-            "tok_ok",
-            "outage",
-        )
-        .await;
-    let id = placed["id"].as_str().unwrap().to_string();
-    let settled = shop
-        .settle(std::slice::from_ref(&id), Duration::from_secs(30))
-        .await;
-    assert_eq!(settled[&id]["status"], "confirmed");
+    let id = shop.confirmed(&user, "kb", 2, "outage").await;
     assert_eq!(shop.stock("kb").await, 8);
 
     let product = shop.instance("product");
@@ -95,18 +72,14 @@ async fn an_order_cancelled_during_a_35_s_product_outage_is_cancelled_and_refund
     let during = shop.req("order.get", json!({"id": id})).await;
     assert_eq!(during.body["status"], "cancelling", "{:?}", during.body);
     let admin = shop.processes[order].admin_addr.clone();
-    let retries = compensation_retries(&admin, "release").await;
+    let retries = common::metric(
+        &admin,
+        "shop_order_compensation_retries_total",
+        &[("step", "release")],
+    )
+    .await;
     assert!(retries >= 10.0, "{retries} failed attempts counted");
-    let js = async_nats::jetstream::new(shop.client.clone());
-    let dead = js
-        .get_stream("DEADLETTER")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages;
+    let dead = shop.stream_state("DEADLETTER").await.messages;
     assert_eq!(
         dead, 0,
         "nothing dead-lettered while the failure is transient"

@@ -62,19 +62,7 @@ async fn dead_letters_are_listed_and_replayed_to_their_end() {
     shop.product("kb", 10, 2_000).await;
     shop.product("probe", 10, 100).await;
     let user = shop.user("dlq@example.com").await;
-    let placed = shop
-        .place(
-            &user,
-            json!([{"product_id": "kb", "quantity": 1}]),
-            "tok_ok",
-            "dlq-1",
-        )
-        .await;
-    let id = placed["id"].as_str().unwrap().to_string();
-    let settled = shop
-        .settle(std::slice::from_ref(&id), Duration::from_secs(30))
-        .await;
-    assert_eq!(settled[&id]["status"], "confirmed");
+    let id = shop.confirmed(&user, "kb", 1, "dlq-1").await;
 
     // Junk on the product stream: parked by the product service.
     let mut parked = shop.client.subscribe("parked.>").await.unwrap();

@@ -37,6 +37,13 @@ pub fn payment_amount(event: &Value) -> i64 {
         .unwrap_or(0)
 }
 
+/// The value of the series `name` with `labels` on the instance at
+/// `admin_addr`'s `/metrics` (0 when absent).
+pub async fn metric(admin_addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (_, metrics) = testkit::http::get(admin_addr, "/metrics").await.unwrap();
+    testkit::metrics::value(&metrics, name, labels).unwrap_or(0.0)
+}
+
 /// What the payment service did for one order, from its stream and its reply.
 #[derive(Debug)]
 pub struct Money {
@@ -119,16 +126,7 @@ impl Shop {
 
     pub async fn stock(&self, id: &str) -> i64 {
         // Read through the stream's latest revision so the answer is not stale.
-        let js = async_nats::jetstream::new(self.client.clone());
-        let last = js
-            .get_stream("PRODUCT")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .last_sequence;
+        let last = self.last_sequence("PRODUCT").await;
         let reply = self
             .req("product.get", json!({"id": id, "min_revision": last}))
             .await;
@@ -154,6 +152,25 @@ impl Shop {
         assert!(reply.is_ok(), "order.create: {:?}", reply.error);
         assert_eq!(reply.body["status"], "pending");
         reply.body
+    }
+
+    /// Places an order of `quantity` × `product` paid with `tok_ok` and waits
+    /// until it is confirmed; returns its id.
+    pub async fn confirmed(
+        &self,
+        user_id: &str,
+        product: &str,
+        quantity: i64,
+        key: &str,
+    ) -> String {
+        let items = json!([{"product_id": product, "quantity": quantity}]);
+        let placed = self.place(user_id, items, "tok_ok", key).await;
+        let id = placed["id"].as_str().expect("order id").to_string();
+        let settled = self
+            .settle(std::slice::from_ref(&id), Duration::from_secs(30))
+            .await;
+        assert_eq!(settled[&id]["status"], "confirmed", "{:?}", settled[&id]);
+        id
     }
 
     /// Waits until every given order is confirmed or cancelled; returns them by id.
@@ -199,8 +216,8 @@ impl Shop {
         done
     }
 
-    /// The last sequence `stream` holds.
-    pub async fn last_sequence(&self, stream: &str) -> u64 {
+    /// What `stream` holds now (messages, first and last sequence).
+    pub async fn stream_state(&self, stream: &str) -> async_nats::jetstream::stream::State {
         let js = async_nats::jetstream::new(self.client.clone());
         js.get_stream(stream)
             .await
@@ -209,7 +226,12 @@ impl Shop {
             .await
             .unwrap()
             .state
-            .last_sequence
+            .clone()
+    }
+
+    /// The last sequence `stream` holds.
+    pub async fn last_sequence(&self, stream: &str) -> u64 {
+        self.stream_state(stream).await.last_sequence
     }
 
     /// Captures and refunds of `order_id`, and its payment as the payment
@@ -253,15 +275,7 @@ impl Shop {
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
             .await
             .unwrap();
-        let last = js
-            .get_stream(stream.cached_info().config.name.clone())
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .last_sequence;
+        let last = self.last_sequence(&stream.cached_info().config.name).await;
         let mut out = Vec::new();
         if last == 0 {
             return out;
