@@ -50,7 +50,7 @@ async fn main() -> ExitCode {
         }
         tracing::warn!(
             point,
-            "ORDER_FAULT_AT is set: this instance will abort there (test-only)"
+            "ORDER_FAULT_AT is set: this instance will abort or hold its saga step there (test-only)"
         );
     }
     let deadline = Duration::from_secs(cli.deadline_secs);
