@@ -34,6 +34,8 @@ use crate::{metrics::Metrics, parking::SetAside};
 /// Stream that keeps every dead-lettered event, on `deadletter.<durable>`.
 pub const DEADLETTER_STREAM: &str = "DEADLETTER";
 pub const DEADLETTER_REASON_HEADER: &str = "Shop-Dead-Letter-Reason";
+/// How many times the dead-lettered event was delivered.
+pub const DELIVERIES_HEADER: &str = "Shop-Deliveries";
 
 /// A durable consumer a service runs.
 #[derive(Clone)]
@@ -463,7 +465,7 @@ async fn dead_letter(
         reason,
     }
     .headers(DEADLETTER_REASON_HEADER);
-    headers.insert("Shop-Deliveries", event.delivered.to_string().as_str());
+    headers.insert(DELIVERIES_HEADER, event.delivered.to_string().as_str());
     headers.insert(
         "Nats-Msg-Id",
         format!("deadletter:{}:{}", shared.spec.durable, event.event_id()).as_str(),

@@ -1,9 +1,10 @@
 //! Prometheus metrics of one service instance, labelled with service and instance.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+/// The counter types a service's own series use (see [`Metrics::counter_vec`]).
+pub use prometheus::{IntCounter, IntCounterVec};
 
 /// Every metric the runtime exports. Per-endpoint series are resolved once per
 /// endpoint (see [`EndpointMetrics`]) so the hot path does no label lookups.
@@ -146,6 +147,19 @@ impl Metrics {
             events_consumed,
             dead_letters,
         })
+    }
+
+    /// Registers a counter of the service's own (exported as `shop_<name>`,
+    /// labelled with service and instance like every other series).
+    pub fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> anyhow::Result<IntCounterVec> {
+        let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+        self.registry.register(Box::new(counter.clone()))?;
+        Ok(counter)
     }
 
     pub fn endpoint(&self, name: &str) -> EndpointMetrics {

@@ -70,6 +70,9 @@ pub struct ServiceContext {
     pub client: ServiceClient,
     pub instance_id: String,
     pub config: RuntimeConfig,
+    /// This instance's metrics, for series of the service's own
+    /// ([`Metrics::counter_vec`]); served on `/metrics` with the runtime's.
+    pub metrics: Metrics,
 }
 
 /// Runs the service `declaration` describes until SIGTERM/SIGINT. `wire`
@@ -212,6 +215,7 @@ where
             .as_service(spec.name),
         instance_id: instance_id.clone(),
         config: config.clone(),
+        metrics: metrics.clone(),
     })
     .await?;
     check_consumers(&spec, &consumers)?;

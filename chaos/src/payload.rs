@@ -90,6 +90,10 @@ impl Generator {
             10 => (0..self.rng.random_range(1..64))
                 .map(|_| self.rng.random::<u8>())
                 .collect(),
+            // A bincode length prefix claiming exabytes, then little else.
+            11 if self.rng.random_bool(0.5) => vec![
+                0xff, 0xc9, 0x3f, 0x5e, 0x3a, 0x5a, 0xc9, 0x70, 0x6f, 1, 2, 3,
+            ],
             11 => Vec::new(),
             _ => {
                 let dropped = self.drop_a_field(value);

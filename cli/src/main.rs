@@ -4,6 +4,7 @@
 //! 3 NATS unreachable, 4 nobody answered (no responders, no such instance, or a
 //! timeout), 5 `shop up` could not start a part of the system.
 
+mod dlq;
 mod exit;
 mod http;
 mod logs;
@@ -21,7 +22,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "shop",
     version,
-    about = "Run and talk to a shop: the whole system, requests, status, logs, Prometheus discovery"
+    about = "Run and talk to a shop: the whole system, requests, status, logs, dead letters, Prometheus discovery"
 )]
 struct Cli {
     /// NATS server URL.
@@ -115,6 +116,12 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         markdown: bool,
     },
+    /// What the system set aside (DEADLETTER, PARKED): list it, replay the
+    /// order saga's dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Write Prometheus file-based discovery targets for every instance, and keep
     /// the file up to date as instances come and go.
     PrometheusTargets {
@@ -198,6 +205,7 @@ async fn main() -> ExitCode {
                 .await
             }
             Command::PrometheusTargets { file, once } => targets::run(&client, &file, once).await,
+            Command::Dlq { command } => dlq::run(&client, command).await,
         }
     }
     .await;

@@ -15,6 +15,25 @@ pub async fn run(
 ) -> Result<(), Failure> {
     let payload: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| Failure::new(USAGE, format!("the payload is not JSON: {e}")))?;
+    let reply = request(client, subject, &payload, timeout).await?;
+    match serde_json::from_slice::<serde_json::Value>(&reply) {
+        Ok(value) => println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        ),
+        Err(_) => println!("{}", String::from_utf8_lossy(&reply)),
+    }
+    Ok(())
+}
+
+/// Sends `payload` to `subject` and returns the reply's body, or why not with
+/// its exit code: nobody answered (4) or the service answered an error (1).
+pub async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: &serde_json::Value,
+    timeout: Duration,
+) -> Result<bytes::Bytes, Failure> {
     let request = async_nats::Request::new()
         .payload(payload.to_string().into())
         .timeout(Some(timeout));
@@ -38,12 +57,5 @@ pub async fn run(
             format!("error {}: {}", err.code, err.message),
         ));
     }
-    match serde_json::from_slice::<serde_json::Value>(&reply.payload) {
-        Ok(value) => println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        ),
-        Err(_) => println!("{}", String::from_utf8_lossy(&reply.payload)),
-    }
-    Ok(())
+    Ok(reply.payload)
 }

@@ -67,8 +67,19 @@ impl Encoding {
     }
 }
 
-fn bincode_config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Largest value bincode decodes or encodes (the server's payload limit). Without
+/// a limit, a length prefix in a crafted payload makes the decoder allocate
+/// whatever it says, and an allocation of exabytes aborts the process (found by
+/// the property test below).
+pub const BINCODE_LIMIT: usize = 8 * 1024 * 1024;
+
+/// bincode 2's standard configuration (what clients use), with [`BINCODE_LIMIT`].
+fn bincode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<BINCODE_LIMIT>,
+> {
+    bincode::config::standard().with_limit::<BINCODE_LIMIT>()
 }
 
 #[cfg(test)]

@@ -66,6 +66,12 @@ pub struct Order {
     pub reason: Option<String>,
     /// Set once the charge is captured.
     pub payment_id: Option<String>,
+    /// When cancelling or cancelled: the status the order was in when its
+    /// cancellation was recorded, which tells compensation whether a charge
+    /// may exist (see [`payment_check`]). Absent on orders cancelled before
+    /// this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_from: Option<Status>,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -133,6 +139,14 @@ pub struct CancelOrder {
     pub id: String,
 }
 
+/// `order.redrive`: run the order's current saga step again (an operator's
+/// replay of a dead-lettered saga event, `shop dlq replay`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveOrder {
+    pub id: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPage {
     pub items: Vec<Order>,
@@ -149,6 +163,10 @@ pub struct OrderEvent {
     pub order: Order,
 }
 
+/// The type of the event that asks the saga to run an order's current step
+/// again; the order in it is unchanged but for `updated_at_ms`.
+pub const REDRIVEN: &str = "order.redriven";
+
 impl OrderEvent {
     /// The event recording `order` as it is now; its type follows the status.
     pub fn new(order: Order) -> Self {
@@ -157,11 +175,22 @@ impl OrderEvent {
             order,
         }
     }
+
+    /// The event that re-drives `order`'s saga from its current status.
+    pub fn redriven(order: Order) -> Self {
+        Self {
+            kind: REDRIVEN.to_string(),
+            order,
+        }
+    }
 }
 
 impl shop_actors::Event for OrderEvent {
     fn type_name(&self) -> &'static str {
-        event_type(self.order.status)
+        match self.kind.as_str() {
+            REDRIVEN => REDRIVEN,
+            _ => event_type(self.order.status),
+        }
     }
 }
 
@@ -276,6 +305,7 @@ pub fn price_order(
         status: Status::Pending,
         reason: None,
         payment_id: None,
+        cancelled_from: None,
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
         revision: 0,
@@ -311,10 +341,11 @@ pub fn advance(order: &Order, to: Status, now_ms: u64) -> Result<Order, ServiceE
     Ok(next)
 }
 
-/// Starts compensation with `reason` (keeps the first reason if already cancelling).
+/// Starts compensation with `reason`, remembering the status it starts from.
 pub fn start_cancelling(order: &Order, reason: &str, now_ms: u64) -> Result<Order, ServiceError> {
     let mut next = advance(order, Status::Cancelling, now_ms)?;
     next.reason = Some(reason.to_string());
+    next.cancelled_from = Some(order.status);
     Ok(next)
 }
 
@@ -346,6 +377,87 @@ pub fn next_step(order: &Order) -> Step {
         Status::Cancelling => Step::Compensate,
         Status::Confirmed | Status::Cancelled => Step::Done,
     }
+}
+
+/// How compensation finds the money to give back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentCheck {
+    /// No charge was made and none can be made any more: the order was
+    /// cancelled before its charge step, or its charge was declined (a final
+    /// outcome for the charge's key).
+    Nothing,
+    /// The order recorded this captured payment: refund it.
+    Refund(String),
+    /// The order was cancelled at `stock_reserved`: its charge may have been
+    /// captured without being recorded, or may still be on its way (another
+    /// instance is charging right now). Sending the charge again with the
+    /// order's key settles it: the payment service answers the outcome the key
+    /// already has, waits for an attempt in flight, or charges now; after that
+    /// answer no other charge can land under the key. Then refund what it captured.
+    Settle,
+    /// The order was cancelled before it recorded `cancelled_from`: look the
+    /// payment up by the charge's key (and settle it if it is still pending).
+    Lookup,
+}
+
+/// What compensation does about payment for a `cancelling` order. A charge is
+/// only ever sent by the charge step of an order at `stock_reserved` (and by
+/// [`PaymentCheck::Settle`]), so an order cancelled from `pending` was never
+/// charged; the revision check on every append makes `cancelled_from` the
+/// status the order really had when the cancellation was recorded.
+pub fn payment_check(order: &Order) -> PaymentCheck {
+    if let Some(payment_id) = &order.payment_id {
+        return PaymentCheck::Refund(payment_id.clone());
+    }
+    let declined = order.reason.as_deref() == Some(reason::PAYMENT_DECLINED);
+    match order.cancelled_from {
+        Some(Status::Pending) => PaymentCheck::Nothing,
+        // Declined is only recorded by the charge step on a declined reply.
+        _ if declined => PaymentCheck::Nothing,
+        Some(_) => PaymentCheck::Settle,
+        // Recorded before `cancelled_from` existed: only the reserve step
+        // cancels with these reasons, and it runs before any charge.
+        None if matches!(
+            order.reason.as_deref(),
+            Some(reason::OUT_OF_STOCK | reason::PRODUCT_UNAVAILABLE)
+        ) =>
+        {
+            PaymentCheck::Nothing
+        }
+        None => PaymentCheck::Lookup,
+    }
+}
+
+/// Whether the capture `payment_id` is one `order` (as recorded now) will
+/// never record: the order is cancelling or cancelled without it, so the
+/// charge step that captured it refunds it. (An order still at
+/// `stock_reserved`, re-driven meanwhile, records the same capture in its
+/// next charge step: the key is the same.)
+pub fn capture_orphaned(order: &Order, payment_id: &str) -> bool {
+    matches!(order.status, Status::Cancelling | Status::Cancelled)
+        && order.payment_id.as_deref() != Some(payment_id)
+}
+
+/// What `order.redrive` records: the order unchanged but for its update time,
+/// so the saga runs its current step again; nothing when its saga has ended.
+pub fn decide_redrive(
+    order: Option<&Order>,
+    id: &str,
+    now_ms: u64,
+) -> Result<Option<Order>, ServiceError> {
+    let order = order.ok_or_else(|| not_found(id))?;
+    if order.status.is_final() {
+        return Ok(None);
+    }
+    let mut next = order.clone();
+    next.updated_at_ms = now_ms;
+    Ok(Some(next))
+}
+
+/// Whether a `cancelling` order's compensation has been failing for at least
+/// `threshold_ms` (counted from when the cancellation, or its re-drive, was recorded).
+pub fn compensation_stalled(order: &Order, now_ms: u64, threshold_ms: u64) -> bool {
+    order.status == Status::Cancelling && now_ms.saturating_sub(order.updated_at_ms) >= threshold_ms
 }
 
 /// Whether a non-final order has been stuck past its deadline.
@@ -616,6 +728,154 @@ mod tests {
             !is_overdue(&order(Status::Cancelling), u64::MAX, 1_000),
             "already compensating"
         );
+    }
+
+    fn cancelling(from: Status, why: &str) -> Order {
+        start_cancelling(&order(from), why, 9).unwrap()
+    }
+
+    #[test]
+    fn cancelling_remembers_where_it_started() {
+        for from in [
+            Status::Pending,
+            Status::StockReserved,
+            Status::Paid,
+            Status::Confirmed,
+        ] {
+            let o = cancelling(from, reason::CANCELLED_BY_USER);
+            assert_eq!(o.cancelled_from, Some(from));
+            let json = serde_json::to_value(&o).unwrap();
+            assert_eq!(json["cancelled_from"], serde_json::to_value(from).unwrap());
+        }
+        let fresh = serde_json::to_value(order(Status::Pending)).unwrap();
+        assert!(
+            fresh.get("cancelled_from").is_none(),
+            "absent until cancelling"
+        );
+        let old: Order = serde_json::from_value(fresh).unwrap();
+        assert_eq!(
+            old.cancelled_from, None,
+            "orders stored before it read back"
+        );
+    }
+
+    #[test]
+    fn compensation_settles_any_charge_that_may_exist() {
+        use PaymentCheck::*;
+        let by_user = reason::CANCELLED_BY_USER;
+        assert_eq!(
+            payment_check(&cancelling(Status::Pending, by_user)),
+            Nothing
+        );
+        assert_eq!(
+            payment_check(&cancelling(Status::Pending, reason::OUT_OF_STOCK)),
+            Nothing
+        );
+        assert_eq!(
+            payment_check(&cancelling(Status::StockReserved, by_user)),
+            Settle,
+            "a charge may be captured, or on its way"
+        );
+        assert_eq!(
+            payment_check(&cancelling(Status::StockReserved, reason::TIMED_OUT)),
+            Settle
+        );
+        assert_eq!(
+            payment_check(&cancelling(Status::StockReserved, reason::PAYMENT_FAILED)),
+            Settle
+        );
+        assert_eq!(
+            payment_check(&cancelling(Status::StockReserved, reason::PAYMENT_DECLINED)),
+            Nothing,
+            "a declined charge is final"
+        );
+        let mut paid = order(Status::Paid);
+        paid.payment_id = Some("p1".into());
+        for from in [paid.clone(), {
+            let mut c = paid.clone();
+            c.status = Status::Confirmed;
+            c
+        }] {
+            let o = start_cancelling(&from, by_user, 9).unwrap();
+            assert_eq!(payment_check(&o), Refund("p1".into()));
+        }
+        // Cancelled before `cancelled_from` was recorded.
+        let mut legacy = cancelling(Status::StockReserved, by_user);
+        legacy.cancelled_from = None;
+        assert_eq!(payment_check(&legacy), Lookup);
+        legacy.reason = Some(reason::OUT_OF_STOCK.into());
+        assert_eq!(payment_check(&legacy), Nothing);
+        legacy.reason = Some(reason::PRODUCT_UNAVAILABLE.into());
+        assert_eq!(payment_check(&legacy), Nothing);
+        legacy.reason = Some(reason::PAYMENT_DECLINED.into());
+        assert_eq!(payment_check(&legacy), Nothing);
+        legacy.reason = Some(reason::TIMED_OUT.into());
+        assert_eq!(payment_check(&legacy), Lookup);
+    }
+
+    #[test]
+    fn a_capture_the_order_will_never_record_is_orphaned() {
+        let cancelled = cancelling(Status::StockReserved, reason::CANCELLED_BY_USER);
+        assert!(capture_orphaned(&cancelled, "p1"));
+        let mut done = advance(&cancelled, Status::Cancelled, 10).unwrap();
+        assert!(capture_orphaned(&done, "p1"));
+        done.payment_id = Some("p1".into());
+        assert!(
+            !capture_orphaned(&done, "p1"),
+            "recorded: compensation refunds it"
+        );
+        let mut paid = order(Status::Paid);
+        paid.payment_id = Some("p1".into());
+        assert!(!capture_orphaned(&paid, "p1"), "recorded");
+        assert!(
+            !capture_orphaned(&order(Status::StockReserved), "p1"),
+            "re-driven: its next charge step records the same capture"
+        );
+    }
+
+    #[test]
+    fn redrive_runs_an_unfinished_saga_again() {
+        let o = cancelling(Status::Confirmed, reason::CANCELLED_BY_USER);
+        let again = decide_redrive(Some(&o), "o1", 77).unwrap().unwrap();
+        assert_eq!(again.updated_at_ms, 77);
+        assert_eq!(
+            Order {
+                updated_at_ms: o.updated_at_ms,
+                ..again.clone()
+            },
+            o,
+            "nothing else changes"
+        );
+        assert_eq!(next_step(&again), Step::Compensate);
+        let event = OrderEvent::redriven(again);
+        assert_eq!(event.kind, REDRIVEN);
+        assert_eq!(shop_actors::Event::type_name(&event), REDRIVEN);
+        assert_eq!(
+            shop_actors::Event::type_name(&OrderEvent::new(o.clone())),
+            "order.cancelling"
+        );
+        assert_eq!(
+            decide_redrive(Some(&order(Status::StockReserved)), "o1", 1)
+                .unwrap()
+                .map(|o| o.status),
+            Some(Status::StockReserved)
+        );
+        for done in [Status::Cancelled, Status::Confirmed] {
+            assert_eq!(decide_redrive(Some(&order(done)), "o1", 1).unwrap(), None);
+        }
+        assert_eq!(decide_redrive(None, "o9", 1).unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn stalled_compensation() {
+        let o = cancelling(Status::Paid, reason::CANCELLED_BY_USER); // updated at 9
+        assert!(!compensation_stalled(&o, 9 + 29_999, 30_000));
+        assert!(compensation_stalled(&o, 9 + 30_000, 30_000));
+        assert!(!compensation_stalled(
+            &order(Status::Paid),
+            u64::MAX,
+            30_000
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! - A request enters through the runtime's endpoint actors, which decode and
 //!   validate it and call its handler, a plain function in [`endpoints`] (one
 //!   file each: [`endpoints::create`], [`endpoints::get`], [`endpoints::list`],
-//!   [`endpoints::cancel`]).
+//!   [`endpoints::cancel`], and [`endpoints::redrive`] for operators).
 //! - The saga ([`saga::Saga`]) is a durable consumer of the `ORDER` stream shared
 //!   by every instance: each recorded step triggers the next one.
 //! - Rules and the state machine are plain functions in [`domain`].
@@ -22,7 +22,7 @@ pub mod tokens;
 use shop_actors::{read, write, Access, Declaration};
 
 use crate::{
-    endpoints::{cancel, create, get, list, Orders},
+    endpoints::{cancel, create, get, list, redrive, Orders},
     store::OrderProjection,
 };
 
@@ -49,4 +49,5 @@ pub fn declaration() -> Declaration<Orders> {
         .endpoint("order.get", Access::user(), read(get::get))
         .endpoint("order.list", Access::user(), read(list::list))
         .endpoint("order.cancel", Access::user(), write(cancel::cancel))
+        .endpoint("order.redrive", Access::admin(), write(redrive::redrive))
 }

@@ -19,45 +19,62 @@ struct Cli {
     /// Saga steps handled at once per instance.
     #[arg(long, env = "ORDER_SAGA_CONCURRENCY", default_value_t = 64)]
     saga_concurrency: usize,
-    /// TEST ONLY: abort the process at this saga point (after_reserve, after_charge,
-    /// before_confirm, after_compensate). Never set in production.
-    #[arg(long, env = "ORDER_FAULT_AT")]
-    fault_at: Option<String>,
+    /// Longest wait, in seconds, between two attempts of a saga step that keeps
+    /// failing (the wait doubles from 0.2 s up to this).
+    #[arg(long, env = "ORDER_SAGA_RETRY_MAX_SECS", default_value_t = 30)]
+    saga_retry_max_secs: u64,
+    /// A warning is logged once an order's compensation has been failing this many seconds.
+    #[arg(long, env = "ORDER_COMPENSATION_WARN_SECS", default_value_t = 30)]
+    compensation_warn_secs: u64,
+    /// Attempts before a saga step that keeps failing transiently is
+    /// dead-lettered; 0 (the default): never, it is retried until it succeeds.
+    /// For tests that need dead letters.
+    #[arg(long, env = "ORDER_SAGA_MAX_DELIVER", default_value_t = 0)]
+    saga_max_deliver: i64,
+    /// TEST ONLY: abort the process at these saga points (after_reserve,
+    /// after_charge, before_confirm, after_compensate), or hold the step there
+    /// until the order's saga has ended (hold_before_charge, hold_after_charge);
+    /// comma-separated. Never set in production.
+    #[arg(long, env = "ORDER_FAULT_AT", value_delimiter = ',')]
+    fault_at: Vec<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.runtime.log_format);
-    if let Some(point) = &cli.fault_at {
+    for point in &cli.fault_at {
         if !saga::FAULT_POINTS.contains(&point.as_str()) {
             tracing::error!(point, known = ?saga::FAULT_POINTS, "unknown ORDER_FAULT_AT point");
             return ExitCode::FAILURE;
         }
         tracing::warn!(
             point,
-            "ORDER_FAULT_AT is set: this instance will abort there (test-only)"
+            "ORDER_FAULT_AT is set: this instance will abort or hold its saga step there (test-only)"
         );
     }
-    let (deadline, ack_wait, concurrency, fault_at) = (
-        Duration::from_secs(cli.deadline_secs),
-        Duration::from_secs(cli.saga_ack_wait_secs.max(1)),
-        cli.saga_concurrency.max(1),
-        cli.fault_at.clone(),
-    );
-    let result =
-        shop_actors::run(declaration(), cli.runtime, move |ctx| async move {
-            let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas).await?;
-            let saga = Arc::new(saga::Saga {
-                events: ctx.events.clone(),
-                client: ctx.client.clone(),
-                tokens: tokens.clone(),
-                fault_at,
-            });
-            tokio::spawn(saga::sweep_overdue(saga.clone(), deadline));
-            Ok(Wiring::new(Orders::new(ctx.events, ctx.client, tokens))
-                .with_consumer(saga::consumer(saga, ack_wait, concurrency)))
-        })
-        .await;
+    let deadline = Duration::from_secs(cli.deadline_secs);
+    let warn_after = Duration::from_secs(cli.compensation_warn_secs);
+    let settings = saga::SagaSettings {
+        ack_wait: Duration::from_secs(cli.saga_ack_wait_secs.max(1)),
+        concurrency: cli.saga_concurrency.max(1),
+        retry_max: Duration::from_secs(cli.saga_retry_max_secs.max(1)),
+        max_deliver: (cli.saga_max_deliver > 0).then_some(cli.saga_max_deliver),
+    };
+    let fault_at = cli.fault_at.clone();
+    let result = shop_actors::run(declaration(), cli.runtime, move |ctx| async move {
+        let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas).await?;
+        let saga = Arc::new(saga::Saga {
+            events: ctx.events.clone(),
+            client: ctx.client.clone(),
+            tokens: tokens.clone(),
+            retries: saga::CompensationRetries::new(&ctx.metrics, warn_after)?,
+            fault_at,
+        });
+        tokio::spawn(saga::sweep_overdue(saga.clone(), deadline));
+        Ok(Wiring::new(Orders::new(ctx.events, ctx.client, tokens))
+            .with_consumer(saga::consumer(saga, &settings)))
+    })
+    .await;
     shop_actors::process::exit_code("order-service", result)
 }

@@ -4,21 +4,64 @@
 //! an instance dies at any step, another one resumes from the recorded state.
 //! Steps call other services idempotently (derived reservation ids and payment
 //! idempotency keys), so a step repeated after a crash has no second effect.
+//!
+//! Every saga ends. A step that fails transiently is redelivered with a capped
+//! backoff for as long as it fails (the consumer holds it on the server, so an
+//! instance crash only hands it to another instance); forward steps end when
+//! the deadline sweep cancels their order, compensation when it succeeds. A
+//! step that can never succeed is dead-lettered with its reason, for an
+//! operator to list and replay (`shop dlq`).
+//!
+//! # No refund is lost: a cancel racing a charge
+//!
+//! The steps involved: the charge step sends the charge (C: captured at the
+//! payment service) and records `paid` (R); a cancel is recorded (X, by a user
+//! or the deadline sweep); compensation (K) runs on the `cancelling` event.
+//! Every append expects the order's revision, so R and X cannot both land on
+//! the same revision, and `cancelled_from` in X is the status the order really
+//! had. A charge is only ever sent for an order at `stock_reserved`.
+//!
+//! - X before the order reached `stock_reserved` (`cancelled_from: pending`):
+//!   no charge step will run for it, none ran: K refunds nothing.
+//! - C, R, X: the order carries `payment_id`; K refunds it (`payment.refund`
+//!   catches up with its stream when it does not know the payment, so it never
+//!   answers from a replica that is behind).
+//! - X at `stock_reserved`, with C before, during or after it, on this or any
+//!   other instance, or never: K sends the charge again with the order's key
+//!   ([`domain::PaymentCheck::Settle`]). The payment service answers the
+//!   outcome the key has, waits for an attempt in flight, or charges now;
+//!   once it has answered, no charge can land under the key any more. K then
+//!   refunds what was captured (refund key `order-<id>:refund`).
+//! - C, X, R: R finds the order moved on; the charge step refunds its capture
+//!   at once with the same refund key (the payment service refunds once).
+//!   When it dies first, K's settlement above finds the capture.
+//! - A crash between any two steps: the unacknowledged event is redelivered
+//!   to another instance. A redelivered charge step whose order moved on does
+//!   nothing (K settles); a redelivered K starts again (settle, refund,
+//!   release and record are all idempotent).
+//!
+//! The price: an order cancelled at `stock_reserved` whose charge had not been
+//! sent yet is charged by K and refunded at once, rather than left uncharged.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures::{future::BoxFuture, FutureExt};
 use serde::Deserialize;
 use serde_json::json;
 use shop_actors::{
     consumer::{ConsumedEvent, ConsumerSpec, EventHandler, HandleError},
+    metrics::{IntCounterVec, Metrics},
     EventLog,
 };
 use shop_nats::{clock::now_ms, CallOptions, ServiceClient, ServiceError, TraceContext};
 
 use crate::{
-    domain::{self, reason, Order, OrderEvent, Status, Step},
-    endpoints::change_order,
+    domain::{self, reason, Order, OrderEvent, PaymentCheck, Status, Step},
+    endpoints::{record_order, Recorded},
     store,
     tokens::PaymentTokens,
 };
@@ -29,22 +72,119 @@ pub const DURABLE: &str = "order-saga";
 /// What the saga consumes of the `ORDER` stream: every order event.
 pub const FILTERS: &[&str] = &["events.order.>"];
 
-/// Where a test may ask an instance to die (`ORDER_FAULT_AT`; test-only).
+/// Where a test may ask an instance to die (`ORDER_FAULT_AT`, one or more,
+/// comma-separated; test-only): the `after_*`/`before_confirm` points abort the
+/// process; the `hold_*` points stop the step there until the order's saga has
+/// ended (another instance, or another step of this one, finished it).
 pub const FAULT_POINTS: &[&str] = &[
     "after_reserve",
     "after_charge",
     "before_confirm",
     "after_compensate",
+    "hold_before_charge",
+    "hold_after_charge",
 ];
 
+/// Longest a `hold_*` fault point waits for the order's saga to end.
+const HOLD_LIMIT: Duration = Duration::from_secs(120);
+
 /// The saga's state: the order stream, clients for the services it calls,
-/// and the payment tokens.
+/// the payment tokens, and how compensation retries are reported.
 pub struct Saga {
     pub events: EventLog,
     pub client: ServiceClient,
     pub tokens: PaymentTokens,
-    /// Test-only fault hook: abort the process at this point.
-    pub fault_at: Option<String>,
+    pub retries: CompensationRetries,
+    /// Test-only fault hook: abort the process (or hold the step) at these points.
+    pub fault_at: Vec<String>,
+}
+
+/// How the saga's consumer retries: every step failing transiently is
+/// redelivered after a backoff that doubles up to `retry_max`.
+#[derive(Debug, Clone)]
+pub struct SagaSettings {
+    /// How soon another instance takes over a step from one that stopped answering.
+    pub ack_wait: Duration,
+    /// Steps in progress at once per instance.
+    pub concurrency: usize,
+    /// Longest wait between two attempts of a failing step.
+    pub retry_max: Duration,
+    /// Attempts before a transiently failing step is dead-lettered; `None`:
+    /// never (a test setting brings the dead letters back).
+    pub max_deliver: Option<i64>,
+}
+
+/// Counts compensation attempts that failed transiently
+/// (`shop_order_compensation_retries_total{step}`) and warns, once per order
+/// and instance, when an order's compensation has been failing for `warn_after`.
+pub struct CompensationRetries {
+    counter: IntCounterVec,
+    warn_after: Duration,
+    warned: Mutex<HashSet<String>>,
+}
+
+/// At most this many orders are remembered as warned about; then the memory starts over.
+const MAX_WARNED: usize = 10_000;
+
+impl CompensationRetries {
+    /// Registers the counter with the instance's metrics.
+    pub fn new(metrics: &Metrics, warn_after: Duration) -> anyhow::Result<Self> {
+        let counter = metrics.counter_vec(
+            "order_compensation_retries_total",
+            "Compensation attempts that failed transiently and will be retried, per step (payment, refund, release, record)",
+            &["step"],
+        )?;
+        Ok(Self {
+            counter,
+            warn_after,
+            warned: Mutex::default(),
+        })
+    }
+
+    fn failed(&self, order: &Order, step: &str, reason: &str) {
+        self.counter.with_label_values(&[step]).inc();
+        let now = now_ms();
+        let first_warning =
+            domain::compensation_stalled(order, now, self.warn_after.as_millis() as u64)
+                && self
+                    .warned
+                    .lock()
+                    .map(|mut warned| {
+                        if warned.len() >= MAX_WARNED {
+                            warned.clear();
+                        }
+                        warned.insert(order.id.clone())
+                    })
+                    .unwrap_or(false);
+        let failing_for_secs = now.saturating_sub(order.updated_at_ms) / 1000;
+        if first_warning {
+            tracing::warn!(order_id = %order.id, step, failing_for_secs, reason, "compensation keeps failing; still retrying");
+        } else {
+            tracing::debug!(order_id = %order.id, step, failing_for_secs, reason, "compensation failed; will retry");
+        }
+    }
+
+    fn finished(&self, order_id: &str) {
+        if let Ok(mut warned) = self.warned.lock() {
+            warned.remove(order_id);
+        }
+    }
+}
+
+/// A compensation that did not finish: which part failed, and how.
+struct Unfinished {
+    step: &'static str,
+    error: HandleError,
+}
+
+trait AtStep<T> {
+    fn at(self, step: &'static str) -> Result<T, Unfinished>;
+}
+
+impl<T> AtStep<T> for Result<T, HandleError> {
+    fn at(self, step: &'static str) -> Result<T, Unfinished> {
+        self.map_err(|error| Unfinished { step, error })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,15 +205,77 @@ fn transient(e: ServiceError) -> HandleError {
     HandleError::Transient(e.to_string())
 }
 
+/// A failure of a call another service may answer differently later.
+fn retryable(e: &ServiceError) -> bool {
+    e.is_transient() || e.code >= 500
+}
+
+/// The waits between attempts of a failing step: 0.2, 0.5, 1 s, then doubling
+/// from 2 s, capped at `max` (the last value repeats for every later attempt).
+pub fn retry_backoff(max: Duration) -> Vec<Duration> {
+    let mut waits = vec![
+        Duration::from_millis(200),
+        Duration::from_millis(500),
+        Duration::from_secs(1),
+    ];
+    let mut next = Duration::from_secs(2);
+    while next < max {
+        waits.push(next);
+        next *= 2;
+    }
+    waits.retain(|w| *w < max);
+    waits.push(max.max(Duration::from_millis(100)));
+    waits
+}
+
 impl Saga {
+    fn at_fault(&self, point: &str) -> bool {
+        self.fault_at.iter().any(|p| p == point)
+    }
+
     fn fault(&self, point: &str) {
-        if self.fault_at.as_deref() == Some(point) {
+        if self.at_fault(point) {
             tracing::error!(
                 point,
                 "ORDER_FAULT_AT reached: aborting the process (test-only fault hook)"
             );
             std::process::abort();
         }
+    }
+
+    /// Test-only: holds the step here until the order's saga has ended.
+    async fn hold(&self, point: &str, order: &Order) {
+        if !self.at_fault(point) {
+            return;
+        }
+        tracing::warn!(
+            point,
+            order_id = %order.id,
+            "ORDER_FAULT_AT reached: holding the step until the order's saga ends (test-only fault hook)"
+        );
+        let state = self.events.state();
+        let until = tokio::time::Instant::now() + HOLD_LIMIT;
+        let ended = |id: &str| {
+            store::order(state.tree(), id)
+                .ok()
+                .flatten()
+                .is_some_and(|o| o.status.is_final())
+        };
+        while tokio::time::Instant::now() < until && !ended(&order.id) {
+            let _ = state
+                .wait_for(state.applied() + 1, Duration::from_millis(200))
+                .await;
+        }
+        tracing::warn!(point, order_id = %order.id, "ORDER_FAULT_AT: the held step goes on");
+    }
+
+    /// Whether the local state has a later revision of `order` than the one
+    /// this step runs for (a later event drives the saga from there).
+    fn moved_on(&self, order: &Order) -> bool {
+        store::order(self.events.state().tree(), &order.id)
+            .ok()
+            .flatten()
+            .is_some_and(|current| current.revision != order.revision)
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -90,27 +292,40 @@ impl Saga {
         self.client.call(subject, &body, options, Some(trace)).await
     }
 
-    /// Moves `order` to `to`, unless another instance or request moved it first.
+    /// Records `change(order)` unless another event moved the order on first
+    /// (then nothing is appended and the order as it is now comes back). A
+    /// change the state machine refuses is a permanent failure.
     async fn advance(
         &self,
         order: &Order,
         trace: &TraceContext,
         change: impl Fn(&Order) -> Result<Order, ServiceError>,
-    ) -> Result<Option<Order>, HandleError> {
+    ) -> Result<Recorded, HandleError> {
         let msg_id = format!("order.saga:{}:{}", order.id, order.revision);
-        change_order(
-            &self.events,
-            trace,
-            &order.id,
-            Some(msg_id),
-            |current| match current {
-                Some(current) if current.revision == order.revision => change(current).map(Some),
-                _ => Ok(None),
-            },
-        )
-        .await
-        .map(|recorded| recorded.filter(|o| o.revision != order.revision))
-        .map_err(transient)
+        let mut refused = None;
+        let recorded =
+            record_order(
+                &self.events,
+                trace,
+                &order.id,
+                Some(msg_id),
+                |current| match current {
+                    Some(current) if current.revision == order.revision => match change(current) {
+                        Ok(next) => Ok(Some(OrderEvent::new(next))),
+                        Err(e) => {
+                            refused = Some(e);
+                            Ok(None)
+                        }
+                    },
+                    _ => Ok(None),
+                },
+            )
+            .await
+            .map_err(transient)?;
+        match refused {
+            Some(e) => Err(HandleError::Permanent(format!("order {}: {e}", order.id))),
+            None => Ok(recorded),
+        }
     }
 
     async fn cancel(
@@ -150,10 +365,13 @@ impl Saga {
         .map(|_| ())
     }
 
-    async fn charge(&self, order: &Order, trace: &TraceContext) -> Result<(), HandleError> {
-        let Some(token) = self.tokens.get(&order.id).await.map_err(transient)? else {
-            return self.cancel(order, reason::PAYMENT_FAILED, trace).await;
-        };
+    /// `payment.charge` with the order's key: captures once, however often sent.
+    async fn send_charge(
+        &self,
+        order: &Order,
+        token: &str,
+        trace: &TraceContext,
+    ) -> Result<ChargeReply, ServiceError> {
         let body = json!({
             "order_id": order.id,
             "amount_cents": order.total_cents,
@@ -161,32 +379,48 @@ impl Saga {
             "payment_token": token,
             "idempotency_key": order.charge_key(),
         });
-        let reply = match self
-            .call::<ChargeReply>("payment.charge", body, trace)
+        self.call::<ChargeReply>("payment.charge", body, trace)
             .await
-        {
+    }
+
+    async fn charge(&self, order: &Order, trace: &TraceContext) -> Result<(), HandleError> {
+        let Some(token) = self.tokens.get(&order.id).await.map_err(transient)? else {
+            return self.cancel(order, reason::PAYMENT_FAILED, trace).await;
+        };
+        if self.moved_on(order) {
+            // Cancelled (or re-driven) meanwhile: the later event decides.
+            return Ok(());
+        }
+        self.hold("hold_before_charge", order).await;
+        let reply = match self.send_charge(order, &token, trace).await {
             Ok(reply) => reply,
-            Err(e) if e.is_client_error() => {
-                return self.cancel(order, reason::PAYMENT_FAILED, trace).await
-            }
-            Err(e) => return Err(transient(e)),
+            Err(e) if retryable(&e) => return Err(transient(e)),
+            Err(_) => return self.cancel(order, reason::PAYMENT_FAILED, trace).await,
         };
         if reply.status != "captured" {
             tracing::info!(order_id = %order.id, reason = ?reply.reason, "payment declined");
             return self.cancel(order, reason::PAYMENT_DECLINED, trace).await;
         }
         self.fault("after_charge");
+        self.hold("hold_after_charge", order).await;
         let payment_id = reply.payment_id.clone();
-        let paid = self
+        let now = self
             .advance(order, trace, |o| {
                 let mut next = domain::advance(o, Status::Paid, now_ms())?;
                 next.payment_id = Some(payment_id.clone());
                 Ok(next)
             })
-            .await?;
-        if paid.is_none() {
-            // The order moved on (cancelled meanwhile): the money must go back.
-            self.refund(order, &reply.payment_id, trace).await?;
+            .await?
+            .order()
+            .ok_or_else(|| HandleError::Transient(format!("order {} vanished", order.id)))?;
+        if domain::capture_orphaned(&now, &reply.payment_id) {
+            // Cancelled between the capture and its recording: give the money
+            // back now. Compensation settles the charge too (same refund key),
+            // so a failure here loses nothing.
+            tracing::info!(order_id = %order.id, payment_id = %reply.payment_id, "charge captured after the order was cancelled; refunding it");
+            if let Err(e) = self.refund(order, &reply.payment_id, trace).await {
+                tracing::warn!(order_id = %order.id, payment_id = %reply.payment_id, error = %e, "refunding the unrecorded capture failed; compensation refunds it");
+            }
         }
         Ok(())
     }
@@ -203,7 +437,7 @@ impl Saga {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if e.is_transient() || e.code >= 500 => Err(transient(e)),
+            Err(e) if retryable(&e) => Err(transient(e)),
             Err(e) => Err(HandleError::Permanent(format!(
                 "refunding {payment_id} for order {}: {e}",
                 order.id
@@ -211,18 +445,51 @@ impl Saga {
         }
     }
 
-    /// The payment captured for this order, if any, even when the order never
-    /// recorded it (the instance died between the charge and recording it). A
-    /// charge whose outcome is still pending (its provider call timed out) is
-    /// settled first by sending it again with the same key.
-    async fn captured_payment(
+    /// The captured payment compensation must refund, if any (see the module docs).
+    async fn money_to_return(
         &self,
         order: &Order,
         trace: &TraceContext,
     ) -> Result<Option<String>, HandleError> {
-        if let Some(id) = &order.payment_id {
-            return Ok(Some(id.clone()));
+        match domain::payment_check(order) {
+            PaymentCheck::Nothing => Ok(None),
+            PaymentCheck::Refund(payment_id) => Ok(Some(payment_id)),
+            PaymentCheck::Settle => self.settle_charge(order, trace).await,
+            PaymentCheck::Lookup => self.look_up_payment(order, trace).await,
         }
+    }
+
+    /// Sends the order's charge again: its answer is the key's final outcome.
+    async fn settle_charge(
+        &self,
+        order: &Order,
+        trace: &TraceContext,
+    ) -> Result<Option<String>, HandleError> {
+        let Some(token) = self.tokens.get(&order.id).await.map_err(transient)? else {
+            // The token outlived its 24 h: nothing can be in flight any more.
+            return self.look_up_payment(order, trace).await;
+        };
+        match self.send_charge(order, &token, trace).await {
+            Ok(reply) if reply.status == "captured" => Ok(Some(reply.payment_id)),
+            Ok(_) => Ok(None),
+            Err(e) if retryable(&e) => Err(transient(e)),
+            // Refused before anything was charged (the same request as every
+            // charge of this order, so none of them charged).
+            Err(e) if e.code == 400 => Ok(None),
+            Err(e) => Err(HandleError::Permanent(format!(
+                "settling the charge of order {}: {e}",
+                order.id
+            ))),
+        }
+    }
+
+    /// The payment under the order's charge key, for orders cancelled before
+    /// `cancelled_from` was recorded; a pending one is settled first.
+    async fn look_up_payment(
+        &self,
+        order: &Order,
+        trace: &TraceContext,
+    ) -> Result<Option<String>, HandleError> {
         let payment = match self
             .call::<PaymentLookup>(
                 "payment.get",
@@ -244,17 +511,7 @@ impl Saga {
                         payment.payment_id, order.id
                     )));
                 };
-                let body = json!({
-                    "order_id": order.id,
-                    "amount_cents": order.total_cents,
-                    "currency": order.currency,
-                    "payment_token": token,
-                    "idempotency_key": order.charge_key(),
-                });
-                match self
-                    .call::<ChargeReply>("payment.charge", body, trace)
-                    .await
-                {
+                match self.send_charge(order, &token, trace).await {
                     Ok(reply) if reply.status == "captured" => Ok(Some(reply.payment_id)),
                     Ok(_) => Ok(None),
                     Err(e) => Err(transient(e)),
@@ -264,10 +521,7 @@ impl Saga {
         }
     }
 
-    async fn compensate(&self, order: &Order, trace: &TraceContext) -> Result<(), HandleError> {
-        if let Some(payment_id) = self.captured_payment(order, trace).await? {
-            self.refund(order, &payment_id, trace).await?;
-        }
+    async fn release_all(&self, order: &Order, trace: &TraceContext) -> Result<(), HandleError> {
         for (index, line) in order.items.iter().enumerate() {
             let body = json!({"product_id": line.product_id, "quantity": line.quantity, "reservation_id": order.reservation_id(index)});
             match self
@@ -277,38 +531,65 @@ impl Saga {
                 Ok(_) => {}
                 // Never reserved under that id (a tombstone is recorded), or the product is gone.
                 Err(e) if e.code == 404 => {}
-                Err(e) if e.is_client_error() => {
+                Err(e) if retryable(&e) => return Err(transient(e)),
+                Err(e) => {
                     return Err(HandleError::Permanent(format!(
                         "releasing {} for order {}: {e}",
                         line.product_id, order.id
                     )))
                 }
-                Err(e) => return Err(transient(e)),
             }
         }
+        Ok(())
+    }
+
+    /// Refund what was captured, release every line, record `cancelled`.
+    async fn try_compensate(&self, order: &Order, trace: &TraceContext) -> Result<(), Unfinished> {
+        if let Some(payment_id) = self.money_to_return(order, trace).await.at("payment")? {
+            self.refund(order, &payment_id, trace).await.at("refund")?;
+        }
+        self.release_all(order, trace).await.at("release")?;
         self.fault("after_compensate");
-        if self
+        let recorded = self
             .advance(order, trace, |o| {
                 domain::advance(o, Status::Cancelled, now_ms())
             })
-            .await?
-            .is_some()
-        {
+            .await
+            .at("record")?;
+        if let Recorded::Appended(_) = recorded {
             self.tokens.forget(&order.id).await;
             tracing::info!(order_id = %order.id, reason = ?order.reason, "order cancelled");
         }
         Ok(())
     }
 
+    async fn compensate(&self, order: &Order, trace: &TraceContext) -> Result<(), HandleError> {
+        let outcome = self.try_compensate(order, trace).await;
+        match &outcome {
+            Ok(()) => self.retries.finished(&order.id),
+            Err(Unfinished {
+                step,
+                error: HandleError::Transient(reason),
+            }) => self.retries.failed(order, step, reason),
+            Err(Unfinished {
+                step,
+                error: HandleError::Permanent(reason),
+            }) => {
+                self.retries.finished(&order.id);
+                tracing::error!(order_id = %order.id, step, reason, "compensation cannot finish by itself; the event goes to DEADLETTER for an operator (shop dlq ls, shop dlq replay)");
+            }
+        }
+        outcome.map_err(|unfinished| unfinished.error)
+    }
+
     async fn confirm(&self, order: &Order, trace: &TraceContext) -> Result<(), HandleError> {
         self.fault("before_confirm");
-        if self
+        let recorded = self
             .advance(order, trace, |o| {
                 domain::advance(o, Status::Confirmed, now_ms())
             })
-            .await?
-            .is_some()
-        {
+            .await?;
+        if let Recorded::Appended(_) = recorded {
             self.tokens.forget(&order.id).await;
             tracing::info!(order_id = %order.id, "order confirmed");
         }
@@ -356,26 +637,20 @@ impl EventHandler for Saga {
     }
 }
 
-/// The saga's durable consumer (the one [`crate::declaration`] declares):
-/// `ack_wait` before another instance takes over a step of one that stopped
-/// answering, `concurrency` steps at once per instance.
-pub fn consumer(saga: Arc<Saga>, ack_wait: Duration, concurrency: usize) -> ConsumerSpec {
+/// The saga's durable consumer (the one [`crate::declaration`] declares).
+pub fn consumer(saga: Arc<Saga>, settings: &SagaSettings) -> ConsumerSpec {
     let mut consumer = ConsumerSpec::new(DURABLE, crate::STREAM, FILTERS, saga);
-    consumer.ack_wait = ack_wait;
-    consumer.concurrency = concurrency;
-    consumer.max_deliver = 10;
-    consumer.backoff = vec![
-        Duration::from_millis(200),
-        Duration::from_millis(500),
-        Duration::from_secs(1),
-        Duration::from_secs(2),
-    ];
+    consumer.ack_wait = settings.ack_wait;
+    consumer.concurrency = settings.concurrency;
+    consumer.max_deliver = settings.max_deliver.unwrap_or(i64::MAX);
+    consumer.backoff = retry_backoff(settings.retry_max);
     consumer
 }
 
-/// Cancels orders whose saga has not finished within `deadline` (their steps
-/// keep failing, or their events were dead-lettered). Every instance sweeps;
-/// the revision check lets only one cancel each order.
+/// Cancels orders whose saga has not finished within `deadline` (their
+/// forward steps keep failing). Every instance sweeps; the revision check lets
+/// only one cancel each order. Orders already `cancelling` are not touched:
+/// their compensation is retried by the consumer until it finishes.
 pub async fn sweep_overdue(saga: Arc<Saga>, deadline: Duration) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -397,5 +672,25 @@ pub async fn sweep_overdue(saga: Arc<Saga>, deadline: Duration) {
                 tracing::warn!(order_id = %order.id, error = %e, "cancelling an overdue order");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        assert_eq!(
+            retry_backoff(secs(30.0)),
+            [0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0].map(secs)
+        );
+        assert_eq!(retry_backoff(secs(2.0)), [0.2, 0.5, 1.0, 2.0].map(secs));
+        assert_eq!(retry_backoff(secs(0.7)), [0.2, 0.5, 0.7].map(secs));
+        assert_eq!(retry_backoff(Duration::ZERO), [secs(0.1)]);
     }
 }

@@ -60,13 +60,12 @@ async fn publish(js: &jetstream::Context, subject: String, payload: Bytes) -> u6
 
 /// `shop_state_events_parked_total{reason}` of the instance at `admin_addr`.
 async fn parked(admin_addr: &str, reason: &str) -> f64 {
-    let (_, metrics) = testkit::http::get(admin_addr, "/metrics").await.unwrap();
-    testkit::metrics::value(
-        &metrics,
+    common::metric(
+        admin_addr,
         "shop_state_events_parked_total",
         &[("reason", reason)],
     )
-    .unwrap_or(0.0)
+    .await
 }
 
 /// What was written after the poison, read back: products, a login, the

@@ -4,7 +4,7 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::Shop;
+use common::{payment_amount, payment_order_id, Shop};
 use serde_json::{json, Value};
 
 /// Notifications sent to `user_id` about orders, once `expected` have arrived.
@@ -30,22 +30,6 @@ async fn order_notifications(shop: &Shop, user_id: &str, expected: usize) -> Vec
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn payment_order_id(event: &Value) -> String {
-    event["payment"]["order_id"]
-        .as_str()
-        .or(event["order_id"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn payment_amount(event: &Value) -> i64 {
-    event["amount_cents"]
-        .as_i64()
-        .or(event["refund"]["amount_cents"].as_i64())
-        .or(event["payment"]["amount_cents"].as_i64())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +131,6 @@ async fn confirmed_declined_and_out_of_stock() {
 async fn bad_orders_are_refused_and_change_nothing() {
     let shop = Shop::start(1, &[]).await.unwrap();
     shop.product("kb", 10, 4_999).await;
-    let js = async_nats::jetstream::new(shop.client.clone());
     let cases = [
         (
             json!({"user_id": "u1", "items": [], "payment_token": "tok_ok", "idempotency_key": "k"}),
@@ -179,16 +162,11 @@ async fn bad_orders_are_refused_and_change_nothing() {
             reply.error
         );
     }
-    let order_stream = js
-        .get_stream("ORDER")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
-    assert_eq!(order_stream, 0, "no order event written");
+    assert_eq!(
+        shop.last_sequence("ORDER").await,
+        0,
+        "no order event written"
+    );
     assert_eq!(
         shop.req("order.get", json!({"id": "nope"}))
             .await

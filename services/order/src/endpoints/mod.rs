@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod create;
 pub mod get;
 pub mod list;
+pub mod redrive;
 
 use shop_actors::{Change, EventLog};
 use shop_nats::{ServiceClient, ServiceError, TraceContext};
@@ -44,6 +45,59 @@ impl Orders {
     }
 }
 
+/// What became of a decision to change an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The decision's event is stored: the order as it is now, with its new revision.
+    Appended(Order),
+    /// Nothing was appended (the decision found nothing to do, or the same
+    /// message id was stored before): the order as the local state has it.
+    Unchanged(Option<Order>),
+}
+
+impl Recorded {
+    /// The order after the change, whoever made it.
+    pub fn order(self) -> Option<Order> {
+        match self {
+            Recorded::Appended(order) => Some(order),
+            Recorded::Unchanged(order) => order,
+        }
+    }
+}
+
+/// Appends the event `decide` returns (given the current order, read once),
+/// with the current order's revision as the expected one, or nothing when it
+/// returns `None`.
+pub async fn record_order<F>(
+    events: &EventLog,
+    trace: &TraceContext,
+    id: &str,
+    msg_id: Option<String>,
+    mut decide: F,
+) -> Result<Recorded, ServiceError>
+where
+    F: FnMut(Option<&Order>) -> Result<Option<OrderEvent>, ServiceError>,
+{
+    let changed = events
+        .change(id, trace, msg_id, |tree| {
+            let current = store::order(tree, id)?;
+            let expected_revision = current.as_ref().map_or(0, |o| o.revision);
+            Ok(decide(current.as_ref())?.map(|event| Change {
+                subject: event_subject(id),
+                expected_revision,
+                event,
+            }))
+        })
+        .await?;
+    match changed.appended() {
+        Some((event, revision)) => Ok(Recorded::Appended(Order {
+            revision,
+            ..event.order
+        })),
+        None => store::order(events.state().tree(), id).map(Recorded::Unchanged),
+    }
+}
+
 /// Appends the order `decide` returns (given the current one, read once), with
 /// the current order's revision as the expected one, or nothing when it
 /// returns `None`. Returns the order as recorded, with its new revision, or
@@ -58,22 +112,9 @@ pub async fn change_order<F>(
 where
     F: FnMut(Option<&Order>) -> Result<Option<Order>, ServiceError>,
 {
-    let changed = events
-        .change(id, trace, msg_id, |tree| {
-            let current = store::order(tree, id)?;
-            let expected_revision = current.as_ref().map_or(0, |o| o.revision);
-            Ok(decide(current.as_ref())?.map(|next| Change {
-                subject: event_subject(id),
-                expected_revision,
-                event: OrderEvent::new(next),
-            }))
-        })
-        .await?;
-    match changed.appended() {
-        Some((event, revision)) => Ok(Some(Order {
-            revision,
-            ..event.order
-        })),
-        None => store::order(events.state().tree(), id),
-    }
+    record_order(events, trace, id, msg_id, |current| {
+        Ok(decide(current)?.map(OrderEvent::new))
+    })
+    .await
+    .map(Recorded::order)
 }

@@ -19,6 +19,43 @@ pub struct Shop {
 
 pub const SERVICES: &[&str] = &["product", "payment", "user", "notification"];
 
+/// The order a `PAYMENT` stream event is about.
+pub fn payment_order_id(event: &Value) -> String {
+    event["payment"]["order_id"]
+        .as_str()
+        .or(event["order_id"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The amount a `PAYMENT` stream event moved (a refund's, else the payment's).
+pub fn payment_amount(event: &Value) -> i64 {
+    event["amount_cents"]
+        .as_i64()
+        .or(event["refund"]["amount_cents"].as_i64())
+        .or(event["payment"]["amount_cents"].as_i64())
+        .unwrap_or(0)
+}
+
+/// The value of the series `name` with `labels` on the instance at
+/// `admin_addr`'s `/metrics` (0 when absent).
+pub async fn metric(admin_addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (_, metrics) = testkit::http::get(admin_addr, "/metrics").await.unwrap();
+    testkit::metrics::value(&metrics, name, labels).unwrap_or(0.0)
+}
+
+/// What the payment service did for one order, from its stream and its reply.
+#[derive(Debug)]
+pub struct Money {
+    /// `payment.captured` events of the order.
+    pub captures: usize,
+    /// `payment.refunded` events of the order, and their total.
+    pub refunds: usize,
+    pub refunded_cents: i64,
+    /// The payment as `payment.get` answers it (once the stream is read), if captured.
+    pub payment: Option<Value>,
+}
+
 impl Shop {
     /// `replicas` instances of every service, including `order` (with `order_env`).
     pub async fn start(replicas: usize, order_env: &[(&str, &str)]) -> anyhow::Result<Self> {
@@ -66,6 +103,14 @@ impl Shop {
         self.add("order", &all).await
     }
 
+    /// The index in `processes` of the first instance of `service`.
+    pub fn instance(&self, service: &str) -> usize {
+        self.processes
+            .iter()
+            .position(|p| p.instance_id.starts_with(&format!("{service}-")))
+            .unwrap_or_else(|| panic!("no {service} instance"))
+    }
+
     pub async fn req(&self, subject: &str, payload: Value) -> Reply {
         request_json(&self.client, subject, payload.to_string())
             .await
@@ -81,16 +126,7 @@ impl Shop {
 
     pub async fn stock(&self, id: &str) -> i64 {
         // Read through the stream's latest revision so the answer is not stale.
-        let js = async_nats::jetstream::new(self.client.clone());
-        let last = js
-            .get_stream("PRODUCT")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .last_sequence;
+        let last = self.last_sequence("PRODUCT").await;
         let reply = self
             .req("product.get", json!({"id": id, "min_revision": last}))
             .await;
@@ -116,6 +152,25 @@ impl Shop {
         assert!(reply.is_ok(), "order.create: {:?}", reply.error);
         assert_eq!(reply.body["status"], "pending");
         reply.body
+    }
+
+    /// Places an order of `quantity` × `product` paid with `tok_ok` and waits
+    /// until it is confirmed; returns its id.
+    pub async fn confirmed(
+        &self,
+        user_id: &str,
+        product: &str,
+        quantity: i64,
+        key: &str,
+    ) -> String {
+        let items = json!([{"product_id": product, "quantity": quantity}]);
+        let placed = self.place(user_id, items, "tok_ok", key).await;
+        let id = placed["id"].as_str().expect("order id").to_string();
+        let settled = self
+            .settle(std::slice::from_ref(&id), Duration::from_secs(30))
+            .await;
+        assert_eq!(settled[&id]["status"], "confirmed", "{:?}", settled[&id]);
+        id
     }
 
     /// Waits until every given order is confirmed or cancelled; returns them by id.
@@ -161,7 +216,58 @@ impl Shop {
         done
     }
 
-    /// Events of a stream whose JSON `type` is `kind`, filtered by `keep`.
+    /// What `stream` holds now (messages, first and last sequence).
+    pub async fn stream_state(&self, stream: &str) -> async_nats::jetstream::stream::State {
+        let js = async_nats::jetstream::new(self.client.clone());
+        js.get_stream(stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .clone()
+    }
+
+    /// The last sequence `stream` holds.
+    pub async fn last_sequence(&self, stream: &str) -> u64 {
+        self.stream_state(stream).await.last_sequence
+    }
+
+    /// Captures and refunds of `order_id`, and its payment as the payment
+    /// service answers it at the stream's last revision.
+    pub async fn money(&self, order_id: &str) -> Money {
+        let of_order = |events: Vec<Value>| -> Vec<Value> {
+            events
+                .into_iter()
+                .filter(|e| payment_order_id(e) == order_id)
+                .collect()
+        };
+        let captures = of_order(self.stream_events("PAYMENT", "payment.captured").await);
+        let refunds = of_order(self.stream_events("PAYMENT", "payment.refunded").await);
+        let payment = match captures.first() {
+            Some(capture) => {
+                let last = self.last_sequence("PAYMENT").await;
+                let reply = self
+                    .req(
+                        "payment.get",
+                        json!({"payment_id": capture["payment"]["payment_id"], "min_revision": last}),
+                    )
+                    .await;
+                assert!(reply.is_ok(), "payment.get: {:?}", reply.error);
+                Some(reply.body)
+            }
+            None => None,
+        };
+        Money {
+            captures: captures.len(),
+            refunds: refunds.len(),
+            refunded_cents: refunds.iter().map(payment_amount).sum(),
+            payment,
+        }
+    }
+
+    /// Events of a stream whose JSON `type` is `kind`.
     pub async fn stream_events(&self, stream: &str, kind: &str) -> Vec<Value> {
         let js = async_nats::jetstream::new(self.client.clone());
         let stream = js.get_stream(stream).await.unwrap();
@@ -169,15 +275,7 @@ impl Shop {
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
             .await
             .unwrap();
-        let last = js
-            .get_stream(stream.cached_info().config.name.clone())
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .last_sequence;
+        let last = self.last_sequence(&stream.cached_info().config.name).await;
         let mut out = Vec::new();
         if last == 0 {
             return out;
