@@ -14,7 +14,7 @@
 
 use async_nats::HeaderMap;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -265,6 +265,69 @@ impl Caller {
     }
 }
 
+/// A private signing key and its key id (the user service signs with the
+/// keys it alone holds; tests sign with their own).
+#[derive(Clone)]
+pub struct TokenSigner {
+    kid: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// The key from its 32-byte secret seed; the key id is the RFC 7638 thumbprint.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(seed);
+        let kid = thumbprint(&key.verifying_key());
+        Self { kid, key }
+    }
+
+    /// A key that claims another key's id: a forger, for tests.
+    pub fn claiming_kid(seed: &[u8; 32], kid: &str) -> Self {
+        Self {
+            kid: kid.to_string(),
+            key: SigningKey::from_bytes(seed),
+        }
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The secret seed (for sealing it; never log it).
+    pub fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    pub fn jwk(&self) -> Jwk {
+        Jwk::ed25519(&self.key.verifying_key(), &self.kid)
+    }
+
+    /// A compact JWS of `claims`, with the header `{"alg":"EdDSA","typ":"JWT","kid":...}`.
+    pub fn sign(&self, claims: &Claims) -> Result<String, serde_json::Error> {
+        let header = JwsHeader {
+            alg: ALG.to_string(),
+            typ: Some("JWT".to_string()),
+            kid: Some(self.kid.clone()),
+            crit: None,
+        };
+        let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
+        let signature = self.key.sign(token.as_bytes());
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        Ok(token)
+    }
+}
+
 /// What an `Authorization` value holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bearer<'a> {
@@ -303,8 +366,6 @@ pub fn bearer_headers(token: &str) -> HeaderMap {
 
 #[cfg(test)]
 mod tests {
-    use ed25519_dalek::{Signer, SigningKey};
-
     use super::*;
 
     const NOW: u64 = 1_700_000_000;
