@@ -3,6 +3,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use clap::Parser;
 use order_service::{declaration, endpoints::Orders, saga, tokens::PaymentTokens};
 use shop_actors::{telemetry, RuntimeConfig, Wiring};
+use shop_nats::sealed::DataKeys;
 
 /// Orders and the order-placement saga.
 #[derive(Parser)]
@@ -39,6 +40,13 @@ async fn main() -> ExitCode {
             "ORDER_FAULT_AT is set: this instance will abort there (test-only)"
         );
     }
+    let data_keys = match DataKeys::from_env("ORDER_DATA_KEY") {
+        Ok(keys) => keys,
+        Err(e) => {
+            let missing = Err(anyhow::anyhow!("order data key: {e}"));
+            return shop_actors::process::exit_code("order-service", missing);
+        }
+    };
     let (deadline, ack_wait, concurrency, fault_at) = (
         Duration::from_secs(cli.deadline_secs),
         Duration::from_secs(cli.saga_ack_wait_secs.max(1)),
@@ -47,7 +55,7 @@ async fn main() -> ExitCode {
     );
     let result =
         shop_actors::run(declaration(), cli.runtime, move |ctx| async move {
-            let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas).await?;
+            let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas, data_keys).await?;
             let saga = Arc::new(saga::Saga {
                 events: ctx.events.clone(),
                 client: ctx.client.clone(),

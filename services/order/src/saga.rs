@@ -156,6 +156,7 @@ impl Saga {
         };
         let body = json!({
             "order_id": order.id,
+            "user_id": order.user_id,
             "amount_cents": order.total_cents,
             "currency": order.currency,
             "payment_token": token,
@@ -246,6 +247,7 @@ impl Saga {
                 };
                 let body = json!({
                     "order_id": order.id,
+                    "user_id": order.user_id,
                     "amount_cents": order.total_cents,
                     "currency": order.currency,
                     "payment_token": token,
