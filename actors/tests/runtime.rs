@@ -21,31 +21,10 @@ use shop_actors::{
     RuntimeConfig, StoredEvent,
 };
 use shop_nats::{
-    auth::{bearer_headers, Claims, Jwks, TokenSigner, AUDIENCE, ISSUER},
+    auth::{bearer_headers, Claims, TokenSigner, AUDIENCE, ISSUER},
     discovery::{Registry, RegistryEvent},
 };
 use testkit::{request_json, NatsServer};
-
-/// Answers `user.keys` with `issuer`'s public key, as the user service would.
-async fn serve_keys(
-    client: &async_nats::Client,
-    issuer: &TokenSigner,
-) -> tokio::task::JoinHandle<()> {
-    let mut requests = client.subscribe("user.keys").await.unwrap();
-    client.flush().await.unwrap();
-    let jwks = serde_json::to_vec(&Jwks {
-        keys: vec![issuer.jwk()],
-    })
-    .unwrap();
-    let client = client.clone();
-    tokio::spawn(async move {
-        while let Some(request) = requests.next().await {
-            if let Some(reply) = request.reply {
-                let _ = client.publish(reply, jwks.clone().into()).await;
-            }
-        }
-    })
-}
 
 struct NoProjection;
 impl Projection for NoProjection {
@@ -332,22 +311,8 @@ async fn requests_are_decoded_validated_and_access_checked_before_the_handler() 
     let client = nats.client().await.unwrap();
 
     // A stand-in user service: the keys tokens are verified with.
-    let issuer = TokenSigner::from_seed(&[7; 32]);
-    let keys = serve_keys(&client, &issuer).await;
-    let token = |user: &str, roles: &[&str]| {
-        let now = shop_nats::clock::now_secs();
-        issuer
-            .sign(&Claims {
-                sub: user.into(),
-                email: format!("{user}@example.com"),
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-                iss: ISSUER.into(),
-                aud: AUDIENCE.into(),
-                iat: now,
-                exp: now + 600,
-            })
-            .unwrap()
-    };
+    let issuer = testkit::tokens::Issuer::serve(&client).await.unwrap();
+    let token = |user: &str, roles: &[&str]| issuer.token(user, roles);
     let customer = bearer_headers(&token("u1", &["customer"]));
     for (payload, message) in [
         ("{}", "missing field `name`"),
@@ -393,7 +358,7 @@ async fn requests_are_decoded_validated_and_access_checked_before_the_handler() 
     assert_eq!(refused.error_code, Some(403));
     let admitted = call("toy.admin.hello", bearer_headers(&token("u2", &["customer", "admin"]))).await;
     assert!(admitted.is_ok(), "{:?}", admitted.error);
-    let forged = TokenSigner::claiming_kid(&[8; 32], issuer.kid());
+    let forged = TokenSigner::claiming_kid(&[8; 32], issuer.signer().kid());
     let now = shop_nats::clock::now_secs();
     let forged = forged
         .sign(&Claims {
@@ -408,7 +373,6 @@ async fn requests_are_decoded_validated_and_access_checked_before_the_handler() 
         .unwrap();
     let reply = call("toy.admin.hello", bearer_headers(&forged)).await;
     assert_eq!(reply.error_code, Some(401), "{:?}", reply.error);
-    keys.abort();
     task.abort();
 }
 

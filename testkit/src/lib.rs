@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod nats_server;
 pub mod reply;
 pub mod service;
+pub mod tokens;
 
 pub use cluster::Cluster;
 pub use nats_server::NatsServer;
