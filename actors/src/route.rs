@@ -85,7 +85,7 @@ where
                         (handler.clone(), service.clone(), state.clone());
                     Dispatch::Later(
                         async move {
-                            state.wait_for(min, MIN_REVISION_WAIT).await?;
+                            state.wait_for_read(min, MIN_REVISION_WAIT).await?;
                             handler(&service, &request, body)
                         }
                         .boxed(),

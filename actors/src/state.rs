@@ -146,6 +146,10 @@ pub struct StateHandle {
     store: Store,
     applied: watch::Receiver<u64>,
     lag: Arc<AtomicU64>,
+    /// The stream it tails, to tell a revision not applied yet from one that
+    /// does not exist.
+    js: jetstream::Context,
+    stream: Arc<str>,
 }
 
 impl StateHandle {
@@ -165,6 +169,26 @@ impl StateHandle {
     /// Stream messages known to be waiting to be applied.
     pub fn lag(&self) -> u64 {
         self.lag.load(Ordering::Relaxed)
+    }
+
+    /// For a read that asks for `min_revision`: waits (at most `timeout`) until
+    /// the local state has applied it, unless the stream has no such revision
+    /// yet, which is the caller's mistake (400) rather than a reason to wait.
+    pub async fn wait_for_read(
+        &self,
+        min_revision: u64,
+        timeout: Duration,
+    ) -> Result<(), ServiceError> {
+        if self.applied() >= min_revision {
+            return Ok(());
+        }
+        let last = stream_last_sequence(&self.js, &self.stream).await?;
+        if min_revision > last {
+            return Err(ServiceError::bad_request(format!(
+                "min_revision {min_revision} is beyond the stream's last revision {last}"
+            )));
+        }
+        self.wait_for(min_revision, timeout).await
     }
 
     /// Waits until the local state has applied `revision`, for at most `timeout`.
@@ -240,6 +264,8 @@ impl StateShared {
             store: self.store.clone(),
             applied: self.applied_tx.subscribe(),
             lag: self.lag.clone(),
+            js: self.js.clone(),
+            stream: self.stream.as_str().into(),
         }
     }
 
@@ -323,14 +349,18 @@ impl StateShared {
 
     /// The stream's last sequence, from the server.
     pub async fn stream_last_sequence(&self) -> Result<u64, ServiceError> {
-        let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| {
-            ServiceError::unavailable(format!("reading stream {}: {e}", self.stream))
-        })?;
-        let info = stream.info().await.map_err(|e| {
-            ServiceError::unavailable(format!("reading stream {}: {e}", self.stream))
-        })?;
-        Ok(info.state.last_sequence)
+        stream_last_sequence(&self.js, &self.stream).await
     }
+}
+
+/// The last sequence `stream` holds, from the server.
+async fn stream_last_sequence(js: &jetstream::Context, stream: &str) -> Result<u64, ServiceError> {
+    let unavailable = |e: &dyn std::fmt::Display| {
+        ServiceError::unavailable(format!("reading stream {stream}: {e}"))
+    };
+    let mut handle = js.get_stream(stream).await.map_err(|e| unavailable(&e))?;
+    let info = handle.info().await.map_err(|e| unavailable(&e))?;
+    Ok(info.state.last_sequence)
 }
 
 /// Opens an ordered consumer on the stream from just after the local checkpoint.

@@ -268,38 +268,40 @@ async fn a_saturated_pool_answers_503_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_with_min_revision_waits_for_the_state_then_answers() {
+async fn a_read_with_min_revision_answers_from_state_that_has_it() {
     let nats = NatsServer::start().await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let task = start_toy(&nats, data.path(), &[]).await;
     let client = nats.client().await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
 
-    // Revision 1 does not exist yet: the read must not answer before it is applied.
-    let waiting = {
-        let client = client.clone();
-        tokio::spawn(async move { request_json(&client, "toy.ok", r#"{"min_revision":1}"#).await })
-    };
-    js.publish("events.toy.a", Bytes::from_static(b"{}"))
+    // Revision 1 is stored; a read asking for it right away must not answer
+    // from state that has not applied it yet (it waits if it has to).
+    js.publish("events.toy.declared.a", Bytes::from_static(b"{}"))
         .await
         .unwrap()
         .await
         .unwrap();
-    let reply = waiting.await.unwrap().unwrap();
+    let reply = request_json(&client, "toy.ok", r#"{"min_revision":1}"#)
+        .await
+        .unwrap();
     assert!(reply.is_ok(), "{:?}", reply.error);
     assert_eq!(
         reply.body["applied"], 1,
         "answered from state that has revision 1"
     );
 
-    // A revision that never comes: 503 after the bounded wait, not a hang.
+    // A revision the stream does not have is the caller's mistake: 400 at once.
     let started = Instant::now();
     let reply = request_json(&client, "toy.ok", r#"{"min_revision":1000}"#)
         .await
         .unwrap();
-    assert_eq!(reply.error_code, Some(503));
-    assert!(reply.error.unwrap().contains("behind the requested 1000"));
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(reply.error_code, Some(400));
+    assert!(reply
+        .error
+        .unwrap()
+        .contains("beyond the stream's last revision 1"));
+    assert!(started.elapsed() < Duration::from_secs(1));
     task.abort();
 }
 

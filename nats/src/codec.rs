@@ -74,6 +74,31 @@ fn bincode_config() -> bincode::config::Configuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Whatever bytes arrive, decoding answers a value or a 400, for both
+        /// encodings, and what encodes decodes back to itself.
+        #[test]
+        fn any_bytes_decode_or_are_refused_with_a_400(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            for encoding in [Encoding::Json, Encoding::Bincode] {
+                if let Err(e) = encoding.decode::<serde_json::Value>(&bytes) {
+                    proptest::prop_assert_eq!(e.code, 400);
+                }
+                if let Err(e) = encoding.decode::<(String, u64, Vec<i32>)>(&bytes) {
+                    proptest::prop_assert_eq!(e.code, 400);
+                }
+            }
+        }
+
+        #[test]
+        fn what_encodes_decodes_back(value in (".{0,40}", proptest::prelude::any::<u64>(), proptest::collection::vec(proptest::prelude::any::<i32>(), 0..8))) {
+            for encoding in [Encoding::Json, Encoding::Bincode] {
+                let bytes = encoding.encode(&value).map_err(|e| proptest::test_runner::TestCaseError::fail(e.message))?;
+                let back: (String, u64, Vec<i32>) = encoding.decode(&bytes).map_err(|e| proptest::test_runner::TestCaseError::fail(e.message))?;
+                proptest::prop_assert_eq!(&back, &value);
+            }
+        }
+    }
     use serde::Deserialize;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod nats_server;
+pub mod props;
 pub mod reply;
 pub mod service;
 pub mod tokens;

@@ -51,18 +51,19 @@ async fn three_instances_share_work_and_read_their_writes() {
         "writes spread too: {updates:?}"
     );
 
-    // A read far in the future is refused clearly instead of answered stale.
+    // A revision the stream does not have is refused at once, clearly, instead
+    // of waited for or answered stale.
     let future = c
         .req(
             "product.get",
             json!({"id": "shared", "min_revision": 1_000_000}),
         )
         .await;
-    assert_eq!(future.error_code, Some(503));
+    assert_eq!(future.error_code, Some(400));
     assert!(future
         .error
         .unwrap()
-        .contains("behind the requested 1000000"));
+        .contains("min_revision 1000000 is beyond the stream's last revision"));
 }
 
 #[tokio::test]
