@@ -161,12 +161,17 @@ mod tests {
         assert_eq!(caller.map(|c| c.user_id.clone()), Some("u1".to_string()));
         let missing = decide(&Access::user(), None).unwrap_err();
         assert_eq!((missing.error.code, missing.reason), (401, "no_token"));
-        assert!(missing.error.message.contains("Authorization: Bearer"), "{missing:?}");
+        assert!(
+            missing.error.message.contains("Authorization: Bearer"),
+            "{missing:?}"
+        );
         assert_eq!(decide(&Access::admin(), None).unwrap_err().error.code, 401);
         assert!(decide(&Access::user().or_services(&["order"]), None)
             .unwrap()
             .is_none());
-        assert!(decide(&Access::internal(&["order"]), None).unwrap().is_none());
+        assert!(decide(&Access::internal(&["order"]), None)
+            .unwrap()
+            .is_none());
         assert!(decide(&Access::Public, None).unwrap().is_none());
     }
 
@@ -180,11 +185,18 @@ mod tests {
             Access::internal(&["order"]),
         ] {
             let refused = decide(&access, bad()).unwrap_err();
-            assert_eq!((refused.error.code, refused.reason), (401, "bad_signature"), "{access:?}");
+            assert_eq!(
+                (refused.error.code, refused.reason),
+                (401, "bad_signature"),
+                "{access:?}"
+            );
         }
         let unreachable = Some(Err(VerifyError::Unavailable("down".into())));
         let refused = decide(&Access::user(), unreachable).unwrap_err();
-        assert_eq!((refused.error.code, refused.reason), (503, "keys_unavailable"));
+        assert_eq!(
+            (refused.error.code, refused.reason),
+            (503, "keys_unavailable")
+        );
     }
 
     #[test]

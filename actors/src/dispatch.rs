@@ -142,9 +142,7 @@ impl Dispatcher {
         let caller = match check {
             Check::Done(Ok(caller)) => Some(caller),
             Check::Done(Err(refused)) => {
-                self.auth_refused
-                    .with_label_values(&[refused.reason])
-                    .inc();
+                self.auth_refused.with_label_values(&[refused.reason]).inc();
                 self.responder
                     .respond(index, reply_to, encoding, started, Err(refused.error))
                     .await;
@@ -275,7 +273,6 @@ impl Dispatcher {
                 .await;
         }
     }
-
 }
 
 /// The server span of one request, started when it was received.

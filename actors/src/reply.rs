@@ -106,8 +106,7 @@ mod tests {
 
     #[test]
     fn refusals_are_counted() {
-        let counter =
-            IntCounterVec::new(Opts::new("refused", "test"), &["source"]).unwrap();
+        let counter = IntCounterVec::new(Opts::new("refused", "test"), &["source"]).unwrap();
         let guard = ReplyGuard::new("_INBOX.", counter.clone());
         assert!(guard.allows("_INBOX.x", "product.get", "endpoint"));
         for _ in 0..3 {
@@ -116,6 +115,10 @@ mod tests {
         assert!(!guard.allows("elsewhere", "$SRV.PING", "srv"));
         assert_eq!(counter.with_label_values(&["endpoint"]).get(), 3);
         assert_eq!(counter.with_label_values(&["srv"]).get(), 1);
-        assert_eq!(guard.unlogged.load(Ordering::Relaxed), 3, "one line, three held back");
+        assert_eq!(
+            guard.unlogged.load(Ordering::Relaxed),
+            3,
+            "one line, three held back"
+        );
     }
 }

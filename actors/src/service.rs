@@ -243,8 +243,9 @@ where
         config.reply_prefix()?,
         metrics.replies_refused.clone(),
     ));
-    let mut dispatcher = Dispatcher::new(responder.clone(), routes, pool.clone(), config.max_payload)
-        .with_replies(replies.clone());
+    let mut dispatcher =
+        Dispatcher::new(responder.clone(), routes, pool.clone(), config.max_payload)
+            .with_replies(replies.clone());
     if let Some(verifier) = &verifier {
         dispatcher = dispatcher.with_verifier(verifier.clone());
     }

@@ -101,10 +101,7 @@ impl Actor for SrvActor {
 
 async fn answer(args: &SrvArgs, message: Message) {
     let Some(reply) = message.reply else { return };
-    if !args
-        .replies
-        .allows(&reply, message.subject.as_str(), "srv")
-    {
+    if !args.replies.allows(&reply, message.subject.as_str(), "srv") {
         return;
     }
     let verb = message

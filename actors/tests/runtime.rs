@@ -356,9 +356,17 @@ async fn requests_are_decoded_validated_and_access_checked_before_the_handler() 
     let reply = call("toy.hello", bearer_headers(&token("u1", &["customer"]))).await;
     assert!(reply.is_ok(), "{:?}", reply.error);
     assert_eq!(reply.body["caller"], "u1", "the handler sees the caller");
-    let refused = call("toy.admin.hello", bearer_headers(&token("u1", &["customer"]))).await;
+    let refused = call(
+        "toy.admin.hello",
+        bearer_headers(&token("u1", &["customer"])),
+    )
+    .await;
     assert_eq!(refused.error_code, Some(403));
-    let admitted = call("toy.admin.hello", bearer_headers(&token("u2", &["customer", "admin"]))).await;
+    let admitted = call(
+        "toy.admin.hello",
+        bearer_headers(&token("u2", &["customer", "admin"])),
+    )
+    .await;
     assert!(admitted.is_ok(), "{:?}", admitted.error);
     let forged = TokenSigner::claiming_kid(&[8; 32], issuer.signer().kid());
     let now = shop_nats::clock::now_secs();
@@ -764,6 +772,9 @@ async fn replies_go_only_to_inbox_subjects() {
     assert!(request_json(&client, "toy.ok", "{}").await.unwrap().is_ok());
     client.flush().await.unwrap();
     let leaked = tokio::time::timeout(Duration::from_millis(300), stolen.next()).await;
-    assert!(leaked.is_err(), "nothing was published on events.user.>: {leaked:?}");
+    assert!(
+        leaked.is_err(),
+        "nothing was published on events.user.>: {leaked:?}"
+    );
     task.abort();
 }

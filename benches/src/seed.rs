@@ -65,7 +65,10 @@ pub async fn admin_headers(client: &Client) -> Result<HeaderMap> {
             Err(e) if Instant::now() < deadline && matches!(e.code, 401 | 503) => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
-            Err(e) => bail!("logging in as the admin {email} to seed products: {}", e.message),
+            Err(e) => bail!(
+                "logging in as the admin {email} to seed products: {}",
+                e.message
+            ),
         }
     }
 }

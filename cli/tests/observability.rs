@@ -325,7 +325,9 @@ async fn one_trace_spans_services_and_their_logs() {
         format!("00-{trace_id}-{parent_span}-01").as_str(),
     );
     headers.insert("tracestate", "shop=test");
-    let tess = system.login("tess@example.com", "correct horse battery").await;
+    let tess = system
+        .login("tess@example.com", "correct horse battery")
+        .await;
     headers.insert("Authorization", format!("Bearer {tess}").as_str());
     let body = json!({"user_id": user_id, "items": [{"product_id": "sku-traced", "quantity": 1}], "payment_token": "tok_ok", "idempotency_key": "traced-1"});
     let reply = system

@@ -449,18 +449,31 @@ mod tests {
         let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
         let with = |claims: Claims| verify(&jwks, &sign(&key, &header, &claims), NOW);
         assert_eq!(
-            with(Claims { iss: "elsewhere".into(), ..claims() }),
+            with(Claims {
+                iss: "elsewhere".into(),
+                ..claims()
+            }),
             Err(TokenError::WrongClaims("wrong issuer"))
         );
         assert_eq!(
-            with(Claims { aud: String::new(), ..claims() }),
+            with(Claims {
+                aud: String::new(),
+                ..claims()
+            }),
             Err(TokenError::WrongClaims("wrong audience"))
         );
         assert_eq!(
-            with(Claims { exp: NOW + MAX_TOKEN_LIFETIME_SECS + 1, ..claims() }),
+            with(Claims {
+                exp: NOW + MAX_TOKEN_LIFETIME_SECS + 1,
+                ..claims()
+            }),
             Err(TokenError::WrongClaims("lifetime over 24 h"))
         );
-        assert!(with(Claims { exp: NOW + MAX_TOKEN_LIFETIME_SECS, ..claims() }).is_ok());
+        assert!(with(Claims {
+            exp: NOW + MAX_TOKEN_LIFETIME_SECS,
+            ..claims()
+        })
+        .is_ok());
         assert_eq!(TokenError::WrongClaims("x").reason(), "claims");
     }
 
@@ -480,9 +493,15 @@ mod tests {
     #[test]
     fn reads_bearer_values() {
         assert_eq!(bearer(None), Bearer::None);
-        assert_eq!(bearer(Some("Bearer abc.def.ghi")), Bearer::Token("abc.def.ghi"));
+        assert_eq!(
+            bearer(Some("Bearer abc.def.ghi")),
+            Bearer::Token("abc.def.ghi")
+        );
         assert_eq!(bearer(Some("bearer  abc")), Bearer::Token("abc"));
-        assert!(matches!(bearer(Some("Basic dXNlcjpwdw==")), Bearer::Invalid(_)));
+        assert!(matches!(
+            bearer(Some("Basic dXNlcjpwdw==")),
+            Bearer::Invalid(_)
+        ));
         assert!(matches!(bearer(Some("Bearer ")), Bearer::Invalid(_)));
         assert!(matches!(bearer(Some("abc")), Bearer::Invalid(_)));
         let headers = bearer_headers("t.o.k");

@@ -48,7 +48,9 @@ pub enum KeyError {
 pub enum SealError {
     #[error("the value is not sealed (expected {FORMAT}.<key id>.<data>)")]
     NotSealed,
-    #[error("the value is sealed with key {0}, which this service is not given (set the previous key?)")]
+    #[error(
+        "the value is sealed with key {0}, which this service is not given (set the previous key?)"
+    )]
     UnknownKey(String),
     #[error("the sealed value does not open with key {0}: altered, or sealed for another place")]
     Corrupt(String),
@@ -132,9 +134,11 @@ impl DataKeys {
     /// and optionally `<name>_PREVIOUS_FILE` or `<name>_PREVIOUS`; e.g. `name`
     /// = `USER_DATA_KEY`. The current key is required.
     pub fn from_env(name: &str) -> Result<Self, KeyError> {
-        Self::from_lookup(name, |var| std::env::var(var).ok(), |path| {
-            std::fs::read_to_string(path)
-        })
+        Self::from_lookup(
+            name,
+            |var| std::env::var(var).ok(),
+            |path| std::fs::read_to_string(path),
+        )
     }
 
     /// [`Self::from_env`] with the variables and files read through `var` and `read`.
@@ -259,9 +263,8 @@ fn load_one(
             "set {file_var} or {name}, not both"
         ))),
         (Some(path), None) => {
-            let text = read(Path::new(&path)).map_err(|e| {
-                KeyError::Invalid(format!("{file_var}: cannot read {path}: {e}"))
-            })?;
+            let text = read(Path::new(&path))
+                .map_err(|e| KeyError::Invalid(format!("{file_var}: cannot read {path}: {e}")))?;
             DataKey::parse(&text, &format!("{file_var} ({path})")).map(Some)
         }
         (None, Some(text)) => DataKey::parse(&text, name).map(Some),
@@ -287,14 +290,20 @@ mod tests {
     fn sealed_values_open_only_with_their_key_and_context() {
         let keys = DataKeys::new(key(1), None);
         let sealed = keys.seal(b"$argon2id$secret-hash", "user.credential:u1");
-        assert!(sealed.starts_with(&format!("v1.{}.", key(1).id())), "{sealed}");
+        assert!(
+            sealed.starts_with(&format!("v1.{}.", key(1).id())),
+            "{sealed}"
+        );
         assert!(!sealed.contains("argon2"));
         assert_eq!(
             keys.open(&sealed, "user.credential:u1").unwrap(),
             b"$argon2id$secret-hash"
         );
         // Random nonces: the same plaintext seals differently each time.
-        assert_ne!(sealed, keys.seal(b"$argon2id$secret-hash", "user.credential:u1"));
+        assert_ne!(
+            sealed,
+            keys.seal(b"$argon2id$secret-hash", "user.credential:u1")
+        );
         assert_eq!(
             keys.open(&sealed, "user.credential:u2"),
             Err(SealError::Corrupt(key(1).id().to_string()))
@@ -366,7 +375,10 @@ mod tests {
         assert_eq!(from_file.current().id(), key(1).id());
         assert!(from_file.previous().is_none());
         let with_previous = lookup(
-            &[("USER_DATA_KEY", &text(2)), ("USER_DATA_KEY_PREVIOUS", &text(1))],
+            &[
+                ("USER_DATA_KEY", &text(2)),
+                ("USER_DATA_KEY_PREVIOUS", &text(1)),
+            ],
             &[],
             "USER_DATA_KEY",
         )
@@ -381,12 +393,8 @@ mod tests {
         );
         let short = lookup(&[("USER_DATA_KEY", "c2hvcnQ=")], &[], "USER_DATA_KEY").unwrap_err();
         assert!(short.to_string().contains("5 bytes"), "{short}");
-        let unreadable = lookup(
-            &[("USER_DATA_KEY_FILE", "/nope")],
-            &[],
-            "USER_DATA_KEY",
-        )
-        .unwrap_err();
+        let unreadable =
+            lookup(&[("USER_DATA_KEY_FILE", "/nope")], &[], "USER_DATA_KEY").unwrap_err();
         assert!(unreadable.to_string().contains("/nope"), "{unreadable}");
         let both = lookup(
             &[("USER_DATA_KEY", &text(1)), ("USER_DATA_KEY_FILE", "/k")],
@@ -396,7 +404,10 @@ mod tests {
         .unwrap_err();
         assert!(both.to_string().contains("not both"), "{both}");
         let same = lookup(
-            &[("USER_DATA_KEY", &text(1)), ("USER_DATA_KEY_PREVIOUS", &text(1))],
+            &[
+                ("USER_DATA_KEY", &text(1)),
+                ("USER_DATA_KEY_PREVIOUS", &text(1)),
+            ],
             &[],
             "USER_DATA_KEY",
         )
@@ -412,6 +423,9 @@ mod tests {
         let shown = format!("{keys:?}");
         assert!(shown.contains(key(7).id()), "{shown}");
         assert!(!shown.contains(&text(7)), "{shown}");
-        assert_eq!(DataKey::parse(&DataKey::generate_text(), "x").map(|_| ()), Ok(()));
+        assert_eq!(
+            DataKey::parse(&DataKey::generate_text(), "x").map(|_| ()),
+            Ok(())
+        );
     }
 }

@@ -299,7 +299,11 @@ mod tests {
         let key = SigningKey::from_bytes(&[3; 32]);
         let published = Arc::new(RwLock::new(jwks(&[&key])));
         let calls = Arc::new(AtomicU64::new(0));
-        let verifier = Arc::new(verifier(published, calls.clone(), Duration::from_millis(50)));
+        let verifier = Arc::new(verifier(
+            published,
+            calls.clone(),
+            Duration::from_millis(50),
+        ));
         let tokens: Vec<String> = (0..32).map(|i| token(&key, &format!("u{i}"))).collect();
         let results = futures::future::join_all(tokens.iter().map(|t| {
             let verifier = verifier.clone();
@@ -385,7 +389,9 @@ mod tests {
         assert!(matches!(err, VerifyError::Unavailable(_)), "{err:?}");
         assert_eq!(err.to_service_error().code, 503);
         assert_eq!(
-            VerifyError::Token(TokenError::Expired).to_service_error().code,
+            VerifyError::Token(TokenError::Expired)
+                .to_service_error()
+                .code,
             401
         );
     }

@@ -215,13 +215,20 @@ impl Operation for PlaceOrder {
         let client = &self.clients[(seq % self.clients.len() as u64) as usize];
         let key = format!("bench-{}-{seq}", self.run);
         let product = pick(&self.products, seq);
-        let (id, bytes, replied) =
-            match create_order(client, OP, &self.auth, &self.user_id, product, key, self.timeout)
-                .await
-            {
-                Ok(created) => created,
-                Err(failed) => return failed,
-            };
+        let (id, bytes, replied) = match create_order(
+            client,
+            OP,
+            &self.auth,
+            &self.user_id,
+            product,
+            key,
+            self.timeout,
+        )
+        .await
+        {
+            Ok(created) => created,
+            Err(failed) => return failed,
+        };
         let phases = vec![(CREATE_REPLY, replied)];
         match self.tracker.wait(&id, self.settle_timeout).await {
             Some(s) if s.status == "confirmed" => Outcome {

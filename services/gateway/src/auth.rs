@@ -53,7 +53,9 @@ impl Authenticator {
                     .await
                     .map_err(|e| ServiceError::new(e.status.as_u16(), e.message))?;
                 serde_json::from_slice::<Jwks>(&reply).map_err(|e| {
-                    ServiceError::unavailable(format!("user.keys answered something unreadable: {e}"))
+                    ServiceError::unavailable(format!(
+                        "user.keys answered something unreadable: {e}"
+                    ))
                 })
             }
             .boxed()

@@ -400,7 +400,11 @@ async fn every_documented_route_is_served(shop: &Shop, admin: &str) {
     assert_eq!(public.status, 404, "{public:?}");
     let health = http.get("/health", None).await;
     assert_eq!(health.status, 200);
-    assert_eq!(health.json, json!({"status": "ok"}), "nothing but the status");
+    assert_eq!(
+        health.json,
+        json!({"status": "ok"}),
+        "nothing but the status"
+    );
     let detailed = shop.admin.get("/health", None).await;
     assert_eq!(detailed.json["status"], "ok", "{}", detailed.json);
     assert!(detailed.json["services"]["order"]["live"].as_u64() >= Some(1));
@@ -410,11 +414,10 @@ async fn every_documented_route_is_served(shop: &Shop, admin: &str) {
         .unwrap()
         .contains("shop_gateway_http_responses_total"));
     // The registry names the admin listener, where Prometheus finds /metrics.
-    let registry = shop_nats::discovery::Registry::open(&async_nats::jetstream::new(
-        shop.client.clone(),
-    ))
-    .await
-    .unwrap();
+    let registry =
+        shop_nats::discovery::Registry::open(&async_nats::jetstream::new(shop.client.clone()))
+            .await
+            .unwrap();
     let gateways = registry.list(Some("gateway")).await.unwrap();
     assert_eq!(
         gateways[0].admin_addr.as_deref(),

@@ -47,7 +47,10 @@ async fn notifications(shop: &Shop, token: &str, user_id: &str, n: usize) -> Vec
             return items;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "{n} notifications for {user_id}: {items:?}");
+        assert!(
+            !left.is_zero(),
+            "{n} notifications for {user_id}: {items:?}"
+        );
         // Each delivery is logged: wait for the next line rather than guess.
         let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), lines.recv()).await;
     }
@@ -101,12 +104,21 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
         ("notification.list", json!({"user_id": ann}), 403),
     ] {
         let reply = shop.req_with(subject, bob_h.clone(), payload.clone()).await;
-        assert_eq!(reply.error_code, Some(code), "bob on {subject}: {:?}", reply.error);
+        assert_eq!(
+            reply.error_code,
+            Some(code),
+            "bob on {subject}: {:?}",
+            reply.error
+        );
         // Claiming to be ann, with the admin role, next to bob's real token: still bob.
         let reply = shop
             .req_with(subject, claiming(bob_h.clone(), &ann), payload.clone())
             .await;
-        assert_eq!(reply.error_code, Some(code), "bob claiming ann on {subject}");
+        assert_eq!(
+            reply.error_code,
+            Some(code),
+            "bob claiming ann on {subject}"
+        );
         // The claim alone: no token, no user.
         let reply = shop
             .req_with(subject, claiming(HeaderMap::new(), &ann), payload.clone())
@@ -118,7 +130,11 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
         } else {
             Some(401)
         };
-        assert_eq!(reply.error_code, expected, "a claim alone on {subject}: {:?}", reply.error);
+        assert_eq!(
+            reply.error_code, expected,
+            "a claim alone on {subject}: {:?}",
+            reply.error
+        );
         // Ann's own token, and the admin's, reach them.
         if subject != "order.cancel" && subject != "user.update" {
             let own = shop.req_as(&ann_token, subject, payload.clone()).await;
@@ -134,10 +150,21 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
             json!({"id": "forged", "name": "Forged", "price_cents": 1, "currency": "USD", "stock": 1}),
         )
         .await;
-    assert_eq!(forged_admin.error_code, Some(403), "no admin power from a header");
-    assert_eq!(shop.req_as(&admin, "order.get", json!({"id": order_id})).await.body["status"], "confirmed");
     assert_eq!(
-        shop.req_as(&ann_token, "user.get", json!({"id": ann})).await.body["name"],
+        forged_admin.error_code,
+        Some(403),
+        "no admin power from a header"
+    );
+    assert_eq!(
+        shop.req_as(&admin, "order.get", json!({"id": order_id}))
+            .await
+            .body["status"],
+        "confirmed"
+    );
+    assert_eq!(
+        shop.req_as(&ann_token, "user.get", json!({"id": ann}))
+            .await
+            .body["name"],
         "Test Customer",
         "unchanged"
     );
@@ -157,7 +184,11 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
         .await;
     assert_eq!(listed.status, 403);
     let cancel = http
-        .post(&format!("/api/orders/{order_id}/cancel"), Some(&bob_token), json!({}))
+        .post(
+            &format!("/api/orders/{order_id}/cancel"),
+            Some(&bob_token),
+            json!({}),
+        )
         .await;
     assert_eq!(cancel.status, 404);
     let claimed = http
@@ -172,7 +203,11 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
             None,
         )
         .await;
-    assert_eq!(claimed.json["id"], bob.as_str(), "the token decides: {claimed:?}");
+    assert_eq!(
+        claimed.json["id"],
+        bob.as_str(),
+        "the token decides: {claimed:?}"
+    );
     let anonymous = http
         .send(
             hyper::Method::GET,
@@ -193,15 +228,22 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
     let mut stolen = shop.client.subscribe("events.user.>").await.unwrap();
     shop.client.flush().await.unwrap();
     shop.client
-        .publish_with_reply("product.get", "events.user.registered.x", r#"{"id":"lamp"}"#.into())
+        .publish_with_reply(
+            "product.get",
+            "events.user.registered.x",
+            r#"{"id":"lamp"}"#.into(),
+        )
         .await
         .unwrap();
     shop.client.flush().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, text) = testkit::http::get(&product, "/metrics").await.unwrap();
-        let refused =
-            testkit::metrics::value(&text, "shop_replies_refused_total", &[("source", "endpoint")]);
+        let refused = testkit::metrics::value(
+            &text,
+            "shop_replies_refused_total",
+            &[("source", "endpoint")],
+        );
         if refused == Some(1.0) {
             break;
         }
@@ -209,7 +251,10 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let leaked = tokio::time::timeout(Duration::from_millis(300), stolen.next()).await;
-    assert!(leaked.is_err(), "a product landed on events.user.>: {leaked:?}");
+    assert!(
+        leaked.is_err(),
+        "a product landed on events.user.>: {leaked:?}"
+    );
 
     // --- Secrets at rest, read directly as a privileged client. ---
     let user_keys = shop.user_data_keys();
@@ -222,7 +267,10 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
         URL_SAFE_NO_PAD.encode(seed),
         base64::engine::general_purpose::STANDARD.encode(seed),
     ] {
-        assert!(!stored_text.contains(&form), "a seed in clear in the bucket");
+        assert!(
+            !stored_text.contains(&form),
+            "a seed in clear in the bucket"
+        );
     }
     let user_stream = js.get_stream("USER").await.unwrap();
     let mut credentials = 0;
@@ -232,12 +280,19 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
             continue;
         };
         let raw = String::from_utf8_lossy(&message.payload).to_string();
-        assert!(!raw.contains("$argon2"), "a hash in clear on {}", message.subject);
+        assert!(
+            !raw.contains("$argon2"),
+            "a hash in clear on {}",
+            message.subject
+        );
         assert!(!raw.contains(PASSWORD) && !raw.contains(ADMIN_PASSWORD));
         if message.subject.starts_with("events.user.credential.") {
             credentials += 1;
             let event: Value = serde_json::from_str(&raw).unwrap();
-            assert!(event["sealed_password_hash"].as_str().unwrap().starts_with("v1."));
+            assert!(event["sealed_password_hash"]
+                .as_str()
+                .unwrap()
+                .starts_with("v1."));
         }
     }
     assert_eq!(credentials, 3, "ann, bob and the admin");
@@ -260,17 +315,24 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
     );
 
     // --- No secret in any log line or LOGS record. ---
-    let user_key_text =
-        std::fs::read_to_string(shop.data_key_file("user")).unwrap().trim().to_string();
-    let order_key_text =
-        std::fs::read_to_string(shop.data_key_file("order")).unwrap().trim().to_string();
+    let user_key_text = std::fs::read_to_string(shop.data_key_file("user"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let order_key_text = std::fs::read_to_string(shop.data_key_file("order"))
+        .unwrap()
+        .trim()
+        .to_string();
     let secrets = [
         ("a password", PASSWORD.to_string()),
         ("the admin password", ADMIN_PASSWORD.to_string()),
         ("ann's token", ann_token.clone()),
         ("bob's token", bob_token.clone()),
         ("the admin's token", admin.clone()),
-        ("a token's signature", ann_token.rsplit('.').next().unwrap().to_string()),
+        (
+            "a token's signature",
+            ann_token.rsplit('.').next().unwrap().to_string(),
+        ),
         ("the payment token", PAYMENT_TOKEN.to_string()),
         ("the user data key", user_key_text),
         ("the order data key", order_key_text),
@@ -294,7 +356,10 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
     }
     for line in &lines {
         for (what, secret) in &secrets {
-            assert!(!line.contains(secret.as_str()), "{what} in a log line: {line}");
+            assert!(
+                !line.contains(secret.as_str()),
+                "{what} in a log line: {line}"
+            );
         }
     }
     assert!(!anns_notifications.is_empty());

@@ -144,7 +144,9 @@ async fn welcome_then_order_messages_listed_newest_first() {
 
     // A user lists their own notifications only; a claimed user is no user.
     let ann = c.1.headers("u-ann", &["customer"]);
-    let own = c.list_with(ann, json!({"user_id": "u-ann", "limit": 100})).await;
+    let own = c
+        .list_with(ann, json!({"user_id": "u-ann", "limit": 100}))
+        .await;
     assert!(own.is_ok(), "{:?}", own.error);
     assert_eq!(own.body["items"].as_array().map(Vec::len), Some(3));
     let bob = c.1.headers("u-bob", &["customer"]);

@@ -392,7 +392,9 @@ pub fn check_create(caller: &Caller, user_id: &str) -> Result<(), ServiceError> 
 /// A caller lists only their own orders; an admin anyone's.
 pub fn check_list(caller: &Caller, user_id: &str) -> Result<(), ServiceError> {
     if !caller.may_act_for(user_id) {
-        return Err(ServiceError::forbidden("only your own orders can be listed"));
+        return Err(ServiceError::forbidden(
+            "only your own orders can be listed",
+        ));
     }
     Ok(())
 }

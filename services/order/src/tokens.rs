@@ -62,17 +62,19 @@ impl PaymentTokens {
     /// The order's token, opened; `None` when there is none (or it is not
     /// one this service sealed: a token is never kept in clear).
     pub async fn get(&self, order_id: &str) -> Result<Option<String>, ServiceError> {
-        let stored = self
-            .kv
-            .get(order_id)
-            .await
-            .map_err(|e| ServiceError::unavailable(format!("reading the payment token: {e}")))?;
+        let stored =
+            self.kv.get(order_id).await.map_err(|e| {
+                ServiceError::unavailable(format!("reading the payment token: {e}"))
+            })?;
         let Some(stored) = stored else {
             return Ok(None);
         };
         let stored = String::from_utf8_lossy(&stored);
         if !is_sealed(&stored) {
-            tracing::warn!(order_id, "a payment token in clear was ignored (and forgotten)");
+            tracing::warn!(
+                order_id,
+                "a payment token in clear was ignored (and forgotten)"
+            );
             self.forget(order_id).await;
             return Ok(None);
         }

@@ -70,13 +70,20 @@ async fn callers_reach_only_their_own_orders() {
         .unwrap_err();
     assert_eq!(hidden.code, 404);
     assert_eq!(hidden.message, format!("order {id} not found"));
-    let unknown = req_with(&shop, bob_h.clone(), "order.get", json!({"id": "no-such-order"}))
-        .await
-        .unwrap_err();
+    let unknown = req_with(
+        &shop,
+        bob_h.clone(),
+        "order.get",
+        json!({"id": "no-such-order"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(unknown.code, 404, "the same answer as for an unknown id");
-    assert!(req_with(&shop, admin.clone(), "order.get", json!({"id": id}))
-        .await
-        .is_ok());
+    assert!(
+        req_with(&shop, admin.clone(), "order.get", json!({"id": id}))
+            .await
+            .is_ok()
+    );
 
     let listed = req_with(&shop, bob_h.clone(), "order.list", json!({"user_id": ann}))
         .await
@@ -121,7 +128,12 @@ async fn claimed_users_and_roles_count_for_nothing() {
     let ann = shop.user("ann@example.com").await;
     let bob = shop.user("bob@example.com").await;
     let order = shop
-        .place(&ann, json!([{"product_id": "lamp", "quantity": 1}]), "tok_ok", "k1")
+        .place(
+            &ann,
+            json!([{"product_id": "lamp", "quantity": 1}]),
+            "tok_ok",
+            "k1",
+        )
         .await;
     let id = order["id"].as_str().unwrap().to_string();
 
@@ -152,9 +164,14 @@ async fn claimed_users_and_roles_count_for_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code, 404, "{err:?}");
-    let err = req_with(&shop, bob_claiming.clone(), "order.list", json!({"user_id": ann}))
-        .await
-        .unwrap_err();
+    let err = req_with(
+        &shop,
+        bob_claiming.clone(),
+        "order.list",
+        json!({"user_id": ann}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code, 403, "{err:?}");
     let err = req_with(
         &shop,

@@ -1014,13 +1014,21 @@ mod tests {
         };
         assert!(visible_to(Some(&caller("u1", &["customer"])), payment.clone()).is_ok());
         assert!(visible_to(Some(&caller("a", &["customer", "admin"])), payment.clone()).is_ok());
-        assert!(visible_to(None, payment.clone()).is_ok(), "the order service");
+        assert!(
+            visible_to(None, payment.clone()).is_ok(),
+            "the order service"
+        );
         let hidden = visible_to(Some(&caller("u2", &["customer"])), payment.clone()).unwrap_err();
         assert_eq!(hidden.code, 404);
         assert_eq!(hidden, not_found(&payment.payment_id));
-        let legacy = Payment { user_id: None, ..payment };
+        let legacy = Payment {
+            user_id: None,
+            ..payment
+        };
         assert_eq!(
-            visible_to(Some(&caller("u1", &["customer"])), legacy.clone()).unwrap_err().code,
+            visible_to(Some(&caller("u1", &["customer"])), legacy.clone())
+                .unwrap_err()
+                .code,
             404
         );
         assert!(visible_to(Some(&caller("a", &["admin"])), legacy).is_ok());

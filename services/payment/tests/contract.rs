@@ -361,7 +361,10 @@ async fn a_payment_is_read_by_its_user_only() {
     assert!(own.is_ok(), "{:?}", own.error);
     assert_eq!(own.body["user_id"], "u-payer");
     assert!(as_(issuer.admin()).await.is_ok());
-    assert!(as_(async_nats::HeaderMap::new()).await.is_ok(), "the order service");
+    assert!(
+        as_(async_nats::HeaderMap::new()).await.is_ok(),
+        "the order service"
+    );
     let other = as_(issuer.headers("u-other", &["customer"])).await;
     assert_eq!(other.error_code, Some(404), "{:?}", other.error);
     let mut forged = issuer.headers("u-other", &["customer"]);

@@ -629,6 +629,8 @@ mod tests {
             {"type": "user.credential_set", "user_id": "u1", "password_hash": "$argon2id$x"}
         ))
         .unwrap();
-        assert!(matches!(legacy, UserEvent::CredentialSet { password_hash, .. } if password_hash.expose() == "$argon2id$x"));
+        assert!(
+            matches!(legacy, UserEvent::CredentialSet { password_hash, .. } if password_hash.expose() == "$argon2id$x")
+        );
     }
 }

@@ -87,15 +87,13 @@ impl StoredKey {
         let seed = if is_sealed(&self.seed) {
             data_keys
                 .open(&self.seed, &seed_context(&self.kid))
-                .map_err(|e| {
-                    ServiceError::internal(format!("signing key {}: {e}", self.kid))
-                })?
+                .map_err(|e| ServiceError::internal(format!("signing key {}: {e}", self.kid)))?
         } else {
             URL_SAFE_NO_PAD.decode(&self.seed).unwrap_or_default()
         };
-        let seed: [u8; 32] = seed.try_into().map_err(|_| {
-            ServiceError::internal(format!("signing key {} is corrupt", self.kid))
-        })?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| ServiceError::internal(format!("signing key {} is corrupt", self.kid)))?;
         let signer = TokenSigner::from_seed(&seed);
         if signer.kid() != self.kid {
             return Err(ServiceError::internal(format!(
@@ -283,7 +281,10 @@ impl KeyRing {
             }
             match self.kv.update(KEYSET, encode(&set)?, revision).await {
                 Ok(new_revision) => {
-                    tracing::info!(keys = set.keys.len(), "signing keys sealed with the current data key");
+                    tracing::info!(
+                        keys = set.keys.len(),
+                        "signing keys sealed with the current data key"
+                    );
                     if had_clear {
                         self.delete_history_before(new_revision).await?;
                     }
@@ -443,7 +444,10 @@ mod tests {
         assert!(key.seed.starts_with("v1."), "{json}");
         let back: KeySet = serde_json::from_str(&json).unwrap();
         assert_eq!(back, set);
-        assert_eq!(back.current().unwrap().signer(&keys).unwrap().kid(), key.kid);
+        assert_eq!(
+            back.current().unwrap().signer(&keys).unwrap().kid(),
+            key.kid
+        );
         assert!(!format!("{set:?}").contains(&key.seed));
         let err = key.signer(&data_keys(2)).unwrap_err();
         assert_eq!(err.code, 500);
@@ -466,7 +470,10 @@ mod tests {
         assert!(legacy.keys[0].in_clear());
         assert!(legacy.reseal(&old).unwrap());
         assert!(!legacy.keys[0].in_clear());
-        assert_eq!(legacy.published(1, TTL, &old).unwrap().keys[0], signer.jwk());
+        assert_eq!(
+            legacy.published(1, TTL, &old).unwrap().keys[0],
+            signer.jwk()
+        );
         assert!(!legacy.reseal(&old).unwrap(), "nothing left to do");
 
         // Rotating the data key: the previous one opens, the current one seals.
@@ -476,6 +483,9 @@ mod tests {
         );
         assert!(set.reseal(&rotated).unwrap());
         assert!(rotated.is_current(&set.keys[0].seed));
-        assert_eq!(set.keys[0].signer(&data_keys(2)).unwrap().kid(), signer.kid());
+        assert_eq!(
+            set.keys[0].signer(&data_keys(2)).unwrap().kid(),
+            signer.kid()
+        );
     }
 }

@@ -82,7 +82,10 @@ pub async fn reseal(js: &jetstream::Context, ring: &KeyRing) -> anyhow::Result<R
         let publish = PublishMessage::build()
             .payload(serde_json::to_vec(&event)?.into())
             .message_id(format!("user.credential.reseal:{user_id}:{sequence}"))
-            .header(shop_actors::eventlog::EVENT_TYPE_HEADER, "user.credential_set")
+            .header(
+                shop_actors::eventlog::EVENT_TYPE_HEADER,
+                "user.credential_set",
+            )
             .header(
                 shop_nats::trace::TRACEPARENT_HEADER,
                 TraceContext::new_root().header_value().as_str(),
@@ -101,11 +104,7 @@ pub async fn reseal(js: &jetstream::Context, ring: &KeyRing) -> anyhow::Result<R
 }
 
 /// The credential sealed with the current key, or `None` when it already is.
-fn reseal_one(
-    keys: &DataKeys,
-    user_id: &str,
-    stored: &Secret,
-) -> anyhow::Result<Option<Secret>> {
+fn reseal_one(keys: &DataKeys, user_id: &str, stored: &Secret) -> anyhow::Result<Option<Secret>> {
     let context = credential_context(user_id);
     let hash = match stored.expose() {
         sealed if is_sealed(sealed) => {
@@ -137,10 +136,18 @@ mod tests {
         let under_old = Secret::new(old.seal(b"$argon2id$h", &context));
         let resealed = reseal_one(&keys, "u1", &under_old).unwrap().unwrap();
         assert!(keys.is_current(resealed.expose()));
-        assert_eq!(keys.open_text(resealed.expose(), &context).unwrap(), "$argon2id$h");
+        assert_eq!(
+            keys.open_text(resealed.expose(), &context).unwrap(),
+            "$argon2id$h"
+        );
         assert!(reseal_one(&keys, "u1", &resealed).unwrap().is_none());
-        let clear = reseal_one(&keys, "u1", &Secret::new("$argon2id$h")).unwrap().unwrap();
+        let clear = reseal_one(&keys, "u1", &Secret::new("$argon2id$h"))
+            .unwrap()
+            .unwrap();
         assert!(!clear.expose().contains("argon2"));
-        assert!(reseal_one(&keys, "u2", &under_old).is_err(), "bound to its account");
+        assert!(
+            reseal_one(&keys, "u2", &under_old).is_err(),
+            "bound to its account"
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 pub use shop_nats::auth::{
     thumbprint, verify, Claims, Jwk, Jwks, JwsHeader, TokenError, TokenSigner, ALG, AUDIENCE,
-    ISSUER, MAX_CLOCK_SKEW_SECS, MAX_TOKEN_LIFETIME_SECS, MAX_TOKEN_LEN,
+    ISSUER, MAX_CLOCK_SKEW_SECS, MAX_TOKEN_LEN, MAX_TOKEN_LIFETIME_SECS,
 };
 
 #[cfg(test)]

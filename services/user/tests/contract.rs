@@ -105,24 +105,41 @@ async fn register_login_get_update_keys() {
     .await
     .unwrap();
     assert_eq!(mine.body, user);
-    let other = c.register("zed@example.com", "correct horse battery", "Zed").await;
+    let other = c
+        .register("zed@example.com", "correct horse battery", "Zed")
+        .await;
     let other_id = other["id"].as_str().unwrap();
     for (subject, payload) in [
         ("user.get", json!({"id": other_id})),
         ("user.update", json!({"id": other_id, "name": "Hacked"})),
     ] {
-        let refused =
-            testkit::request_json_with_headers(&c.client, subject, own.clone(), payload.to_string())
-                .await
-                .unwrap();
-        assert_eq!(refused.error_code, Some(404), "{subject}: {:?}", refused.error);
+        let refused = testkit::request_json_with_headers(
+            &c.client,
+            subject,
+            own.clone(),
+            payload.to_string(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            refused.error_code,
+            Some(404),
+            "{subject}: {:?}",
+            refused.error
+        );
         let mut claimed = async_nats::HeaderMap::new();
         claimed.insert("Shop-User-Id", other_id);
         claimed.insert("Shop-User-Roles", "customer,admin");
-        let refused = testkit::request_json_with_headers(&c.client, subject, claimed, payload.to_string())
-            .await
-            .unwrap();
-        assert_eq!(refused.error_code, Some(401), "{subject}: {:?}", refused.error);
+        let refused =
+            testkit::request_json_with_headers(&c.client, subject, claimed, payload.to_string())
+                .await
+                .unwrap();
+        assert_eq!(
+            refused.error_code,
+            Some(401),
+            "{subject}: {:?}",
+            refused.error
+        );
     }
     let zed = c.req("user.get", json!({"id": other_id})).await;
     assert_eq!(zed.body["name"], "Zed", "nothing changed");
@@ -279,7 +296,11 @@ async fn events_carry_no_credential_where_others_read() {
     // the user data key; neither it nor the password is anywhere in clear.
     for e in &events {
         assert!(!e.raw.contains(password), "password in {}", e.subject);
-        assert!(!e.raw.contains("$argon2"), "a hash in clear in {}", e.subject);
+        assert!(
+            !e.raw.contains("$argon2"),
+            "a hash in clear in {}",
+            e.subject
+        );
     }
     let credential = events
         .iter()

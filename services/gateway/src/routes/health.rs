@@ -33,7 +33,10 @@ fn serving(gw: &Gateway) -> bool {
 /// `{"status":"down"}` without NATS or while stopping. Says nothing more.
 pub async fn liveness(State(gw): State<Arc<Gateway>>) -> Response {
     if serving(&gw) {
-        json_reply(StatusCode::OK, bytes::Bytes::from_static(b"{\"status\":\"ok\"}"))
+        json_reply(
+            StatusCode::OK,
+            bytes::Bytes::from_static(b"{\"status\":\"ok\"}"),
+        )
     } else {
         json_reply(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -99,7 +99,9 @@ impl Shop {
             .await
             .unwrap();
         self.http = Http {
-            addr: process.ready_field("addr").expect("the gateway's public address"),
+            addr: process
+                .ready_field("addr")
+                .expect("the gateway's public address"),
         };
         self.admin = Http {
             addr: process.admin_addr.clone(),

@@ -122,9 +122,14 @@ impl Cluster {
 
     /// `notification.list` with these headers.
     pub async fn list_with(&self, headers: async_nats::HeaderMap, payload: Value) -> Reply {
-        request_json_with_headers(&self.client, "notification.list", headers, payload.to_string())
-            .await
-            .unwrap_or_else(|e| panic!("notification.list failed: {e:#}"))
+        request_json_with_headers(
+            &self.client,
+            "notification.list",
+            headers,
+            payload.to_string(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("notification.list failed: {e:#}"))
     }
 
     /// The list for a user, from state that includes everything stored so far.

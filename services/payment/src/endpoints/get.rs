@@ -24,5 +24,8 @@ pub fn get(payments: &Payments, request: &Request, get: GetPayment) -> HandlerRe
     let record = payments
         .record(&payment_id)?
         .ok_or_else(|| domain::not_found(&payment_id))?;
-    request.encode(&domain::visible_to(request.caller.as_deref(), record.payment)?)
+    request.encode(&domain::visible_to(
+        request.caller.as_deref(),
+        record.payment,
+    )?)
 }
