@@ -162,9 +162,6 @@ impl Dispatcher {
         };
         let Some(caller) = caller else {
             // The token names a key not fetched yet: verify and run in the pool.
-            if let Some(span) = span.take() {
-                self.responder.hold_span(&reply_to, span);
-            }
             let (route, access, verifier, refused) = (
                 self.routes[index].clone(),
                 endpoint.access.clone(),
@@ -195,15 +192,8 @@ impl Dispatcher {
                     Dispatch::Later(work) => work.await,
                 }
             };
-            self.submit(PoolJob {
-                endpoint: index,
-                work: shop_nats::trace::scope(&trace, work).boxed(),
-                encoding,
-                reply_to,
-                started,
-                permit: None,
-            })
-            .await;
+            let job = self.job(index, &trace, work.boxed(), encoding, &reply_to, started);
+            self.submit(job, span.take()).await;
             return;
         };
         let request = Request {
@@ -221,18 +211,8 @@ impl Dispatcher {
         let result = match dispatched {
             Ok(Dispatch::Now(result)) => result,
             Ok(Dispatch::Later(work)) => {
-                if let Some(span) = span.take() {
-                    self.responder.hold_span(&reply_to, span);
-                }
-                self.submit(PoolJob {
-                    endpoint: index,
-                    work: shop_nats::trace::scope(&trace, work).boxed(),
-                    encoding,
-                    reply_to,
-                    started,
-                    permit: None,
-                })
-                .await;
+                let job = self.job(index, &trace, work, encoding, &reply_to, started);
+                self.submit(job, span.take()).await;
                 return;
             }
             Err(panic) => {
@@ -259,8 +239,32 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
-    /// Hands `job` to the pool, or answers 503 when it is saturated.
-    async fn submit(&self, job: PoolJob) {
+    /// The pool job running `work` for endpoint `index` in `trace`'s scope.
+    fn job(
+        &self,
+        index: usize,
+        trace: &TraceContext,
+        work: futures::future::BoxFuture<'static, crate::request::HandlerResult>,
+        encoding: Encoding,
+        reply_to: &Subject,
+        started: Instant,
+    ) -> PoolJob {
+        PoolJob {
+            endpoint: index,
+            work: shop_nats::trace::scope(trace, work).boxed(),
+            encoding,
+            reply_to: reply_to.clone(),
+            started,
+            permit: None,
+        }
+    }
+
+    /// Hands `job` to the pool (its server span, if any, ends with the reply),
+    /// or answers 503 when the pool is saturated.
+    async fn submit(&self, job: PoolJob, span: Option<otel::Span>) {
+        if let Some(span) = span {
+            self.responder.hold_span(&job.reply_to, span);
+        }
         let (index, encoding, started) = (job.endpoint, job.encoding, job.started);
         if let Err(reply_to) = self.pool.submit(job) {
             let err = ServiceError::unavailable(format!(
