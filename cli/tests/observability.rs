@@ -493,6 +493,10 @@ async fn a_gateway_request_and_its_notification_share_one_trace() {
                 && spans
                     .iter()
                     .any(|s| s.service == "order" && s.name == "order.create")
+                // Each process exports in batches of its own: wait for the gateway's too.
+                && spans
+                    .iter()
+                    .any(|s| s.service == "gateway" && s.name == "POST /api/orders")
         })
         .await;
     let create = spans
