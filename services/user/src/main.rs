@@ -55,7 +55,7 @@ async fn serve(runtime: RuntimeConfig, user: UserConfig) -> anyhow::Result<()> {
 
 async fn rotate_keys(runtime: RuntimeConfig, user: UserConfig) -> anyhow::Result<()> {
     let settings = user.settings()?;
-    let connection = shop_nats::connect(&runtime.nats, "user-rotate-keys").await?;
+    let connection = shop_nats::connect(&runtime.nats, "user", "user-rotate-keys").await?;
     let js = async_nats::jetstream::new(connection.client.clone());
     let ring = KeyRing::open(&js, runtime.js_replicas).await?;
     let set = ring.rotate(clock::now_secs(), settings.token_ttl).await?;
