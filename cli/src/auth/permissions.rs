@@ -23,7 +23,8 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 use shop_actors::{
-    consumer::DEADLETTER_STREAM, log_publisher::LOGS_STREAM, parking::PARKED_STREAM,
+    consumer::DEADLETTER_STREAM, endpoint::ROUND_TRIP_SUBJECT, log_publisher::LOGS_STREAM,
+    parking::PARKED_STREAM,
 };
 use shop_nats::{
     connect::inbox_prefix,
@@ -88,6 +89,9 @@ pub fn of_service(service: &ServiceManifest) -> Result<Permissions, String> {
         p.subscribe.insert(format!("$SRV.*.{name}"));
         p.subscribe.insert(format!("$SRV.*.{name}.*"));
         p.responses = true;
+        // Leaving the queue group waits for a "no responders" answer from the
+        // server to a subject nobody serves (actors/src/endpoint.rs).
+        p.publish.insert(ROUND_TRIP_SUBJECT.to_string());
     }
     p.subscribe.extend(service.subscribes.iter().cloned());
     p.subscribe.insert(format!("{}.>", inbox_prefix(name)));
