@@ -12,7 +12,7 @@ pub mod reply;
 pub mod service;
 
 pub use cluster::Cluster;
-pub use nats_server::NatsServer;
+pub use nats_server::{operator_creds_of, service_auth_env, NatsServer};
 pub use reply::{request_json, Reply};
 pub use service::{workspace_bin, ServiceProcess};
 

@@ -25,7 +25,8 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `bin` with `NATS_URL`, `INSTANCE_ID`, `DATA_DIR` and JSON logs, and
     /// waits for its "service ready" log line (`TESTKIT_ECHO` set: every line
-    /// is echoed to stderr).
+    /// is echoed to stderr). On a server with auth (`NatsServer::start`) it
+    /// connects as its own identity, from the binary's name.
     pub async fn start(
         bin: &Path,
         nats_url: &str,
@@ -42,6 +43,8 @@ impl ServiceProcess {
                 ("RUST_LOG", "info"),
             ])
             .env("DATA_DIR", data_dir)
+            // Auth (issue #13, the bus): NATS_CREDS of the binary's identity, data keys.
+            .envs(crate::nats_server::service_auth_env(nats_url, bin))
             .envs(extra_env.iter().copied())
             .ready_line("\"service ready\"")
             .ready_timeout(READY_TIMEOUT)
