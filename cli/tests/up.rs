@@ -3,15 +3,20 @@
 
 use std::{
     io::{BufRead, BufReader},
+    path::Path,
     process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-fn shop(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shop"))
-        .arg("--server")
-        .arg(url)
+/// Runs `shop` against `url`, as the identity of `creds` when given.
+fn shop(url: &str, creds: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+    command.arg("--server").arg(url).env_remove("NATS_CREDS");
+    if let Some(creds) = creds {
+        command.arg("--creds").arg(creds);
+    }
+    let out = command
         .args(args)
         .output()
         .unwrap();
@@ -20,6 +25,22 @@ fn shop(url: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Sends `shop up` SIGINT if the test ends (fails) while it runs, so that it
+/// stops what it started instead of leaving it running.
+struct StopOnDrop(Option<u32>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -78,6 +99,7 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let mut guard = StopOnDrop(Some(up.id()));
     let (tx, lines) = mpsc::channel();
     let stdout = up.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -89,7 +111,7 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
     wait_for(
         &lines,
         &mut seen,
-        "The system is running",
+        "Press Ctrl-C to stop everything",
         Duration::from_secs(120),
     );
     let printed = seen.join("\n");
@@ -112,7 +134,16 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
         );
     }
 
-    let (code, out, err) = shop(&url, &["status", "--json"]);
+    // Auth is on: the run's operator identity may look, an anonymous client may not.
+    let operator = run_dir.path().join("auth/operator.creds");
+    assert!(
+        printed.contains(&format!("nats --creds {} req product.get", operator.display())),
+        "{printed}"
+    );
+    let (code, _, err) = shop(&url, None, &["status"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("authorization violation"), "{err}");
+    let (code, out, err) = shop(&url, Some(&operator), &["status", "--json"]);
     assert_eq!(code, 0, "{err}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.len(), 6, "{out}");
@@ -120,7 +151,11 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
         .iter()
         .map(|r| r["pid"].as_u64().unwrap() as u32)
         .collect();
-    let (code, out, err) = shop(&url, &["req", "product.get", r#"{"id":"sku-keyboard"}"#]);
+    let (code, out, err) = shop(
+        &url,
+        Some(&operator),
+        &["req", "product.get", r#"{"id":"sku-keyboard"}"#],
+    );
     assert_eq!(code, 0, "the demo catalog is there: {err}");
     assert!(out.contains("Mechanical Keyboard"), "{out}");
 
@@ -136,6 +171,7 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    guard.0 = None;
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = lines.try_iter().collect();
     assert!(
@@ -158,6 +194,7 @@ fn up_without_service_binaries_says_so() {
     let empty = tempfile::tempdir().unwrap();
     let (code, _, err) = shop(
         &format!("nats://127.0.0.1:{port}"),
+        None,
         &[
             "up",
             "--bin-dir",
@@ -168,4 +205,19 @@ fn up_without_service_binaries_says_so() {
     );
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("product-service is missing"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_a_running_server_needs_its_auth_dir() {
+    let nats = testkit::NatsServer::start().await.unwrap();
+    let run_dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let run = run_dir.path().display().to_string();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        shop(&url, None, &["up", "--run-dir", &run, "--no-seed"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--auth-dir"), "{err}");
 }
