@@ -404,3 +404,51 @@ async fn a_consumer_on_another_stream_is_pinned_to_its_declared_filter() {
             .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_revokes_the_old_identities_once_the_server_reloads() {
+    let nats = NatsServer::start().await.unwrap();
+    let auth = nats.auth_dir().unwrap().to_path_buf();
+    let kept = tempfile::tempdir().unwrap();
+    let old = kept.path().join("product.creds");
+    std::fs::copy(auth.join("product.creds"), &old).unwrap();
+    let connect = |creds: std::path::PathBuf| {
+        let url = nats.url();
+        async move {
+            async_nats::ConnectOptions::with_credentials_file(creds)
+                .await
+                .unwrap()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(url)
+                .await
+        }
+    };
+    connect(old.clone()).await.expect("the current identity connects");
+
+    let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(["auth", "init", "--rotate"])
+        .arg(&auth)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    let pid = nats.pid().unwrap().to_string();
+    let reload = std::process::Command::new(testkit::nats_server::nats_server_bin())
+        .arg("--signal")
+        .arg(format!("reload={pid}"))
+        .output()
+        .unwrap();
+    assert!(reload.status.success(), "{reload:?}");
+    nats.wait_for_log("Reloaded server configuration", REPORTED)
+        .await
+        .unwrap();
+
+    let refused = connect(old).await.expect_err("the rotated-out identity is refused");
+    assert_eq!(
+        refused.kind(),
+        async_nats::ConnectErrorKind::AuthorizationViolation,
+        "{refused}"
+    );
+    connect(auth.join("product.creds"))
+        .await
+        .expect("the new identity connects");
+}

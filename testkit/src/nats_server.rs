@@ -178,6 +178,16 @@ impl NatsServer {
         })
     }
 
+    /// The server's process id (for `nats-server --signal reload=<pid>`).
+    pub fn pid(&self) -> Option<u32> {
+        self.server.process.pid()
+    }
+
+    /// Waits for a line of the server's output containing `needle`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.server.process.wait_for_line(needle, timeout).await
+    }
+
     /// Stops the server (SIGTERM, then waits for it to exit).
     pub fn stop(&mut self) -> anyhow::Result<()> {
         self.server.process.stop_blocking(STOP_GRACE).map(|_| ())

@@ -61,6 +61,21 @@ impl KeyDir {
         }
     }
 
+    /// The operator JWT issued by an earlier run, if any.
+    pub fn operator_jwt(&self) -> Result<Option<String>> {
+        let path = self.dir.join("operator.jwt");
+        match path.exists() {
+            true => std::fs::read_to_string(&path)
+                .map(|text| Some(text.trim().to_string()))
+                .with_context(|| format!("reading {}", path.display())),
+            false => Ok(None),
+        }
+    }
+
+    pub fn save_operator_jwt(&self, jwt: &str) -> Result<()> {
+        write_secret(&self.dir.join("operator.jwt"), jwt.as_bytes())
+    }
+
     /// User public keys no longer accepted, with the second they were revoked.
     pub fn revocations(&self) -> Result<BTreeMap<String, i64>> {
         let path = self.dir.join("revocations.json");

@@ -27,6 +27,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use nkeys::KeyPair;
 use shop_nats::manifest::Manifest;
 
 use crate::exit::{Failure, USAGE};
@@ -97,11 +98,7 @@ pub fn init(dir: &Path, manifest: &Manifest, rotate: bool) -> Result<Initialized
         )?;
     }
 
-    let operator_jwt = jwt::encode(
-        jwt::operator(OPERATOR_NAME, &operator, &system.public_key()),
-        &operator,
-        now,
-    )?;
+    let operator_jwt = operator_jwt(&keys, &operator, &system.public_key(), now)?;
     let account_jwt = jwt::encode(
         jwt::account(ACCOUNT_NAME, &account.public_key(), true, &revocations),
         &operator,
@@ -142,6 +139,28 @@ pub fn init(dir: &Path, manifest: &Manifest, rotate: bool) -> Result<Initialized
         revoked,
         new_data_keys,
     })
+}
+
+/// The operator JWT: the one issued before while it still names this
+/// operator and system account, since a running server cannot reload a
+/// changed operator (`config reload not supported for TrustedOperators`).
+fn operator_jwt(keys: &KeyDir, operator: &KeyPair, system_account: &str, now: i64) -> Result<String> {
+    if let Some(kept) = keys.operator_jwt()? {
+        let claims = jwt::decode(&kept)?;
+        if claims["sub"] == operator.public_key().as_str()
+            && claims["iss"] == operator.public_key().as_str()
+            && claims["nats"]["system_account"] == system_account
+        {
+            return Ok(kept);
+        }
+    }
+    let issued = jwt::encode(
+        jwt::operator(OPERATOR_NAME, operator, system_account),
+        operator,
+        now,
+    )?;
+    keys.save_operator_jwt(&issued)?;
+    Ok(issued)
 }
 
 fn now() -> Result<i64> {
@@ -235,7 +254,15 @@ mod tests {
             jwt::decode(text.lines().nth(1).unwrap()).unwrap()
         };
         let product = jwt_of("product");
+        let operator_line = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("operator: "))
+                .map(str::to_string)
+        };
+        let before = operator_line(&included);
         let again = init(&auth, &manifest, false).unwrap();
+        let included = std::fs::read_to_string(auth.join(AUTH_INCLUDE)).unwrap();
+        assert_eq!(operator_line(&included), before, "a server can reload it");
         assert!(again.new_data_keys.is_empty());
         assert_eq!(jwt_of("product")["sub"], product["sub"], "same identity");
 
