@@ -65,6 +65,9 @@ pub struct StackConfig {
     /// `RUST_LOG` of the services: quiet by default (per-request logging would
     /// be measured too), but the readiness line must get through.
     pub services_rust_log: String,
+    /// NATS auth on (as shipped: `shop auth init`, every process on its own
+    /// identity, the load generator as operator), or off to measure its cost.
+    pub auth: bool,
 }
 
 /// Default `RUST_LOG` for services under load (`BENCH_RUST_LOG` overrides).
@@ -88,6 +91,7 @@ impl StackConfig {
             logs_dir,
             services_rust_log: std::env::var("BENCH_RUST_LOG")
                 .unwrap_or_else(|_| SERVICES_RUST_LOG.to_string()),
+            auth: true,
         }
     }
 
@@ -121,6 +125,8 @@ pub struct Stack {
     members: Vec<Member>,
     nats_url: Option<String>,
     sync: Option<JetStreamSync>,
+    /// The auth directory of the nats-server this stack started with auth.
+    auth_dir: Option<PathBuf>,
 }
 
 impl Stack {
@@ -136,6 +142,7 @@ impl Stack {
             members: Vec::new(),
             nats_url: None,
             sync: None,
+            auth_dir: None,
         })
     }
 
@@ -221,9 +228,24 @@ impl Stack {
             bail!("{} is missing", config.display());
         }
         let log = self.log_file("nats-server");
-        let nats = NatsServer::new(self.data.path())
+        let mut nats = NatsServer::new(self.data.path()).config_file(config);
+        if self.config.auth {
+            let dir = self.auth_init()?;
+            nats = match sync {
+                JetStreamSync::Always => nats.config_file(dir.join("nats-server.conf")),
+                // The same auth, included, with JetStream's default sync.
+                JetStreamSync::Default => nats.config_text(format!(
+                    "max_payload: 8MB\njetstream {{ store_dir: $NATS_STORE_DIR }}\ninclude {}\n",
+                    dir.join("auth.conf").display()
+                )),
+            };
+            crate::nats::use_credentials(Some(dir.join("operator.creds")));
+            self.auth_dir = Some(dir);
+        } else {
+            crate::nats::use_credentials(None);
+        }
+        let nats = nats
             .bin(&self.config.nats_server)
-            .config_file(config)
             .monitor_port(free_port()?)
             .store_dir(self.data.path().join("jetstream"))
             .process(|p| {
@@ -243,6 +265,40 @@ impl Stack {
         Ok(url)
     }
 
+    /// Runs `shop auth init <data>/auth` (the `shop` next to the services).
+    fn auth_init(&self) -> Result<PathBuf> {
+        let dir = self.data.path().join("auth");
+        let shop = self.config.bin_dir.join("shop");
+        let output = std::process::Command::new(&shop)
+            .args(["auth", "init"])
+            .arg(&dir)
+            .output()
+            .with_context(|| format!("running {} auth init", shop.display()))?;
+        if !output.status.success() {
+            bail!(
+                "shop auth init failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(dir)
+    }
+
+    /// `NATS_CREDS` of `identity` (and the data keys of services that have
+    /// one) when the stack's server has auth; an empty `NATS_CREDS` otherwise.
+    fn auth_env(&self, identity: &str) -> Vec<(String, String)> {
+        let Some(dir) = &self.auth_dir else {
+            return vec![("NATS_CREDS".into(), String::new())];
+        };
+        let path = |file: String| dir.join(file).display().to_string();
+        let mut env = vec![("NATS_CREDS".into(), path(format!("{identity}.creds")))];
+        match identity {
+            "user" => env.push(("USER_DATA_KEY_FILE".into(), path("user-data.key".into()))),
+            "order" => env.push(("ORDER_DATA_KEY_FILE".into(), path("order-data.key".into()))),
+            _ => {}
+        }
+        env
+    }
+
     /// Starts one more instance of `service` (`product`, `user`, `payment`,
     /// `notification`, `order`) and waits until it serves.
     pub async fn start_service(&mut self, service: &str, env: &[(&str, &str)]) -> Result<()> {
@@ -256,6 +312,7 @@ impl Stack {
                 ("RUST_LOG", &self.config.services_rust_log),
             ])
             .env("DATA_DIR", self.data.path().join(&name))
+            .envs(self.auth_env(service))
             .envs(env.iter().copied())
             .ready_line("\"service ready\"");
         self.start(service, spec).await
@@ -268,6 +325,7 @@ impl Stack {
             .args(["echo-server", "--nats-url", self.nats_url()?])
             .args(["--subject", subject, "--queue", "bench", "--reply-bytes"])
             .arg(reply_bytes.to_string())
+            .envs(self.auth_env("operator"))
             .ready_line("echo-server: serving");
         self.start("echo", spec).await
     }
@@ -290,6 +348,7 @@ impl Stack {
                 ("LOG_FORMAT", "json"),
                 ("RUST_LOG", &rust_log),
             ])
+            .envs(self.auth_env("gateway"))
             .envs(env.iter().copied())
             .ready_line("\"service ready\"");
         // It binds its address before it logs that it is ready.
@@ -374,6 +433,7 @@ impl Stack {
             stop_member(m).await;
         }
         self.nats_url = None;
+        self.auth_dir = None;
     }
 }
 
