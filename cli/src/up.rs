@@ -81,7 +81,9 @@ struct Credentials {
 impl Credentials {
     /// The `.creds` file of `identity`, if auth is on.
     fn creds(&self, identity: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|dir| crate::auth::creds_path(dir, identity))
+        self.dir
+            .as_ref()
+            .map(|dir| crate::auth::creds_path(dir, identity))
     }
 
     /// `NATS_CREDS` (and a data key, for the services that have one) for
@@ -328,7 +330,10 @@ async fn ensure_nats(
             let manifest = crate::manifest::all()
                 .map_err(|e| Failure::new(USAGE, format!("invalid declaration: {e}")))?;
             crate::auth::init(&dir, &manifest, false).map_err(|e| {
-                Failure::new(START_FAILED, format!("shop auth init {}: {e:#}", dir.display()))
+                Failure::new(
+                    START_FAILED,
+                    format!("shop auth init {}: {e:#}", dir.display()),
+                )
             })?;
             Credentials { dir: Some(dir) }
         }
@@ -343,7 +348,10 @@ async fn ensure_nats(
                 .ready_timeout(NATS_READY)
                 .own_process_group()
         });
-    server = match (&credentials.dir, paths.root.join("nats/config/nats-server.conf")) {
+    server = match (
+        &credentials.dir,
+        paths.root.join("nats/config/nats-server.conf"),
+    ) {
         (Some(dir), _) => server.config_file(dir.join(crate::auth::SERVER_CONFIG)),
         (None, shipped) if shipped.is_file() => server.config_file(shipped),
         (None, _) => server.config_text(

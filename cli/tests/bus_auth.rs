@@ -31,7 +31,10 @@ struct Bus {
 impl Bus {
     async fn start() -> Self {
         let nats = NatsServer::start().await.unwrap();
-        assert!(nats.auth_dir().is_some(), "testkit starts servers with auth");
+        assert!(
+            nats.auth_dir().is_some(),
+            "testkit starts servers with auth"
+        );
         let operator = nats.client().await.unwrap();
         let data = tempfile::tempdir().unwrap();
         let fast_hash = [("ARGON2_MEMORY_KIB", "1024"), ("ARGON2_ITERATIONS", "1")];
@@ -203,7 +206,9 @@ async fn the_gateway_cannot_listen_everywhere_or_charge_or_read_secrets() {
     let mut everything = gateway.subscribe(">").await.unwrap();
     violations.expect(r#"Subscription to ">""#).await;
     let mut user_events = gateway.subscribe("events.user.>").await.unwrap();
-    violations.expect(r#"Subscription to "events.user.>""#).await;
+    violations
+        .expect(r#"Subscription to "events.user.>""#)
+        .await;
     gateway.flush().await.unwrap();
     for (subscription, subject) in [
         (&mut everything, "events.user.registered.x"),
@@ -235,7 +240,9 @@ async fn the_gateway_cannot_listen_everywhere_or_charge_or_read_secrets() {
     assert!(answered.is_ok(), "the stand-in answers: {answered:?}");
     for subject in ["payment.charge", "payment.refund"] {
         unanswered(&gateway, subject, "{}").await;
-        violations.expect(&format!(r#"Publish to "{subject}""#)).await;
+        violations
+            .expect(&format!(r#"Publish to "{subject}""#))
+            .await;
     }
 
     // The token-signing keys: neither the bucket's API nor its subjects.
@@ -271,7 +278,9 @@ async fn the_gateway_cannot_listen_everywhere_or_charge_or_read_secrets() {
         ),
     ] {
         unanswered(&gateway, subject, &body.to_string()).await;
-        violations.expect(&format!(r#"Publish to "{subject}""#)).await;
+        violations
+            .expect(&format!(r#"Publish to "{subject}""#))
+            .await;
     }
     unanswered(&gateway, "$JS.API.STREAM.MSG.GET.USER", r#"{"seq":1}"#).await;
     violations
@@ -304,7 +313,10 @@ async fn a_service_keeps_to_its_own_events_requests_and_buckets() {
         .publish("events.product.p1", "{}".into())
         .await
         .unwrap();
-    product.publish("events.order.o1", "{}".into()).await.unwrap();
+    product
+        .publish("events.order.o1", "{}".into())
+        .await
+        .unwrap();
     product.flush().await.unwrap();
     violations.expect(r#"Publish to "events.order.o1""#).await;
     let own = tokio::time::timeout(REPORTED, product_events.next()).await;
@@ -317,10 +329,17 @@ async fn a_service_keeps_to_its_own_events_requests_and_buckets() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(first.subject.as_str(), "events.order.marker", "the forged event was dropped");
+    assert_eq!(
+        first.subject.as_str(),
+        "events.order.marker",
+        "the forged event was dropped"
+    );
 
     // Another service's requests: neither in that service's queue group nor plainly.
-    let mut stolen = product.queue_subscribe("order.>", "order".into()).await.unwrap();
+    let mut stolen = product
+        .queue_subscribe("order.>", "order".into())
+        .await
+        .unwrap();
     violations.expect(r#"Subscription to "order.>""#).await;
     let _plain = product.subscribe("user.login").await.unwrap();
     violations.expect(r#"Subscription to "user.login""#).await;
@@ -351,7 +370,9 @@ async fn a_service_keeps_to_its_own_events_requests_and_buckets() {
     }
     // The order service's own identity reads its bucket (the same request works).
     let (order, mut order_violations) = bus.connect_as("order").await;
-    let tokens = jetstream::new(order).get_key_value("order_payment_tokens").await;
+    let tokens = jetstream::new(order)
+        .get_key_value("order_payment_tokens")
+        .await;
     assert!(tokens.is_ok(), "{:?}", tokens.err());
     assert!(order_violations.none());
 }
@@ -423,7 +444,9 @@ async fn rotation_revokes_the_old_identities_once_the_server_reloads() {
                 .await
         }
     };
-    connect(old.clone()).await.expect("the current identity connects");
+    connect(old.clone())
+        .await
+        .expect("the current identity connects");
 
     let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_shop"))
         .args(["auth", "init", "--rotate"])
@@ -442,7 +465,9 @@ async fn rotation_revokes_the_old_identities_once_the_server_reloads() {
         .await
         .unwrap();
 
-    let refused = connect(old).await.expect_err("the rotated-out identity is refused");
+    let refused = connect(old)
+        .await
+        .expect_err("the rotated-out identity is refused");
     assert_eq!(
         refused.kind(),
         async_nats::ConnectErrorKind::AuthorizationViolation,

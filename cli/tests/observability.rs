@@ -204,10 +204,7 @@ fn shop(url: &str, args: &[&str]) -> (i32, String, String) {
     if let Some(creds) = testkit::operator_creds_of(url) {
         command.arg("--creds").arg(creds);
     }
-    let out = command
-        .args(args)
-        .output()
-        .unwrap();
+    let out = command.args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

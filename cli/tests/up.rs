@@ -16,10 +16,7 @@ fn shop(url: &str, creds: Option<&Path>, args: &[&str]) -> (i32, String, String)
     if let Some(creds) = creds {
         command.arg("--creds").arg(creds);
     }
-    let out = command
-        .args(args)
-        .output()
-        .unwrap();
+    let out = command.args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -137,7 +134,10 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
     // Auth is on: the run's operator identity may look, an anonymous client may not.
     let operator = run_dir.path().join("auth/operator.creds");
     assert!(
-        printed.contains(&format!("nats --creds {} req product.get", operator.display())),
+        printed.contains(&format!(
+            "nats --creds {} req product.get",
+            operator.display()
+        )),
         "{printed}"
     );
     let (code, _, err) = shop(&url, None, &["status"]);

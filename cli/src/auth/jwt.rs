@@ -143,10 +143,7 @@ mod tests {
         let claims = operator("shop", &operator_key, "ABC");
         let jwt = encode(claims, &operator_key, 1_700_000_000).unwrap();
         let header = jwt.split('.').next().unwrap();
-        assert_eq!(
-            URL_SAFE_NO_PAD.decode(header).unwrap(),
-            HEADER.as_bytes()
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(header).unwrap(), HEADER.as_bytes());
         let decoded = decode(&jwt).unwrap();
         assert_eq!(decoded["iss"], operator_key.public_key());
         assert_eq!(decoded["sub"], operator_key.public_key());

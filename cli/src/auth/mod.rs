@@ -144,7 +144,12 @@ pub fn init(dir: &Path, manifest: &Manifest, rotate: bool) -> Result<Initialized
 /// The operator JWT: the one issued before while it still names this
 /// operator and system account, since a running server cannot reload a
 /// changed operator (`config reload not supported for TrustedOperators`).
-fn operator_jwt(keys: &KeyDir, operator: &KeyPair, system_account: &str, now: i64) -> Result<String> {
+fn operator_jwt(
+    keys: &KeyDir,
+    operator: &KeyPair,
+    system_account: &str,
+    now: i64,
+) -> Result<String> {
     if let Some(kept) = keys.operator_jwt()? {
         let claims = jwt::decode(&kept)?;
         if claims["sub"] == operator.public_key().as_str()
@@ -239,10 +244,19 @@ mod tests {
         assert_eq!(first.revoked, 0);
         assert_eq!(first.new_data_keys.len(), 2);
         for name in [
-            "product", "user", "payment", "notification", "order", "gateway", "operator",
+            "product",
+            "user",
+            "payment",
+            "notification",
+            "order",
+            "gateway",
+            "operator",
         ] {
             let text = std::fs::read_to_string(creds_path(&auth, name)).unwrap();
-            assert!(text.starts_with("-----BEGIN NATS USER JWT-----\n"), "{name}");
+            assert!(
+                text.starts_with("-----BEGIN NATS USER JWT-----\n"),
+                "{name}"
+            );
         }
         let config = std::fs::read_to_string(auth.join(SERVER_CONFIG)).unwrap();
         assert!(config.contains("include auth.conf"));

@@ -322,7 +322,10 @@ mod tests {
         assert!(!p.subscribe.contains("a.>"), "{p:?}");
         assert!(p.subscribe.contains("$SRV.*.a.*"), "{p:?}");
         assert!(p.subscribe.contains("_INBOX.a.>"), "{p:?}");
-        assert!(!p.subscribe.iter().any(|s| s.starts_with("_INBOX.>")), "{p:?}");
+        assert!(
+            !p.subscribe.iter().any(|s| s.starts_with("_INBOX.>")),
+            "{p:?}"
+        );
         assert!(p.responses);
         assert!(p.publish.contains("events.a.*"), "{p:?}");
         assert!(!p.publish.iter().any(|s| s.starts_with("a.")), "{p:?}");
@@ -343,15 +346,18 @@ mod tests {
         ] {
             assert!(p.publish.contains(owned), "{owned} missing from {p:?}");
         }
-        for refused in ["$JS.API.>", "$JS.API.STREAM.DELETE.A", "$JS.API.STREAM.PURGE.A"] {
+        for refused in [
+            "$JS.API.>",
+            "$JS.API.STREAM.DELETE.A",
+            "$JS.API.STREAM.PURGE.A",
+        ] {
             assert!(!p.publish.contains(refused), "{refused} in {p:?}");
         }
         // Every JetStream right names one of its own streams or a shared one.
         let allowed = ["A", "KV_a_secrets", "KV_registry", "LOGS", "PARKED"];
         for subject in p.publish.iter().filter(|s| s.starts_with("$JS.API.")) {
             let named = allowed.iter().any(|stream| {
-                subject.ends_with(&format!(".{stream}"))
-                    || subject.contains(&format!(".{stream}."))
+                subject.ends_with(&format!(".{stream}")) || subject.contains(&format!(".{stream}."))
             });
             assert!(named || subject == "$JS.API.INFO", "{subject}");
         }
@@ -389,7 +395,15 @@ mod tests {
         let names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(
             names,
-            ["product", "user", "payment", "notification", "order", "gateway", "operator"]
+            [
+                "product",
+                "user",
+                "payment",
+                "notification",
+                "order",
+                "gateway",
+                "operator"
+            ]
         );
         let of = |name: &str| {
             all.iter()
@@ -403,11 +417,14 @@ mod tests {
         assert!(!gateway.publish.contains("payment.charge"));
         assert!(!gateway.publish.contains("payment.refund"));
         assert!(gateway.publish.contains("user.login"));
-        assert!(!gateway.publish.iter().any(|s| s.contains("user_signing_keys")));
+        assert!(!gateway
+            .publish
+            .iter()
+            .any(|s| s.contains("user_signing_keys")));
         let notification = of("notification");
-        assert!(notification.publish.contains(
-            "$JS.API.CONSUMER.CREATE.USER.notification-users.events.user.registered.>"
-        ));
+        assert!(notification
+            .publish
+            .contains("$JS.API.CONSUMER.CREATE.USER.notification-users.events.user.registered.>"));
         assert!(!notification.publish.iter().any(|s| s.contains("KV_user")));
         let order = of("order");
         assert!(order.publish.contains("payment.charge"));

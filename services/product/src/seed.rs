@@ -16,7 +16,11 @@ pub async fn seed(nats: &NatsConfig, file: &Path) -> anyhow::Result<()> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let products: Vec<CreateProduct> = serde_json::from_str(&text)
         .with_context(|| format!("parsing {} as a list of products", file.display()))?;
-    let client = ServiceClient::new(shop_nats::connect(nats, OPERATOR_IDENTITY, "product-seed").await?.client);
+    let client = ServiceClient::new(
+        shop_nats::connect(nats, OPERATOR_IDENTITY, "product-seed")
+            .await?
+            .client,
+    );
     let options = CallOptions::default()
         .idempotent()
         .retries(5)

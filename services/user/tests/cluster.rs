@@ -143,7 +143,10 @@ fn rotate_keys(c: &Cluster) -> serde_json::Value {
     let output = Command::new(common::user_bin())
         .arg("rotate-keys")
         .env("NATS_URL", c.nats.url())
-        .envs(testkit::service_auth_env(&c.nats.url(), &common::user_bin()))
+        .envs(testkit::service_auth_env(
+            &c.nats.url(),
+            &common::user_bin(),
+        ))
         .env("LOG_FORMAT", "json")
         .env("TOKEN_TTL_SECS", "3600")
         .output()
