@@ -231,10 +231,6 @@ pub fn run_permissions(markdown: bool, json: bool) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
-    /// Where `shop auth permissions --markdown` goes in `docs/security.md`.
-    const DOCS_BEGIN: &str = "<!-- shop auth permissions --markdown: begin -->";
-    const DOCS_END: &str = "<!-- shop auth permissions --markdown: end -->";
-
     #[test]
     fn init_writes_the_server_config_creds_and_keys_and_keeps_identities() {
         let dir = tempfile::tempdir().unwrap();
@@ -243,15 +239,8 @@ mod tests {
         let first = init(&auth, &manifest, false).unwrap();
         assert_eq!(first.revoked, 0);
         assert_eq!(first.new_data_keys.len(), 2);
-        for name in [
-            "product",
-            "user",
-            "payment",
-            "notification",
-            "order",
-            "gateway",
-            "operator",
-        ] {
+        assert_eq!(first.identities.len(), manifest.services.len() + 1);
+        for name in &first.identities {
             let text = std::fs::read_to_string(creds_path(&auth, name)).unwrap();
             assert!(
                 text.starts_with("-----BEGIN NATS USER JWT-----\n"),
@@ -299,13 +288,11 @@ mod tests {
     /// (regenerate with `scripts/docs-manifest.sh`).
     #[test]
     fn docs_security_carries_the_generated_permissions() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/security.md");
-        let docs = std::fs::read_to_string(&path).unwrap_or_default();
         let (_, identities) = system_identities().unwrap();
-        let block = docs
-            .split_once(DOCS_BEGIN)
-            .and_then(|(_, rest)| rest.split_once(DOCS_END))
-            .map(|(block, _)| block.trim().to_string());
+        let block = crate::manifest::generated_block(
+            "docs/security.md",
+            "shop auth permissions --markdown",
+        );
         assert_eq!(
             block.as_deref(),
             Some(permissions::markdown_table(&identities).trim()),

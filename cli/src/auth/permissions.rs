@@ -148,6 +148,20 @@ pub fn kv_stream(bucket: &str) -> String {
 /// by the client, pull or push with flow control), acknowledge. Not delete
 /// or purge it.
 fn stream_owner(stream: &str) -> Vec<String> {
+    let mut out = stream_reader(stream);
+    out.extend([
+        format!("{API}.CONSUMER.INFO.{stream}.*"),
+        format!("{API}.CONSUMER.DELETE.{stream}.*"),
+        format!("{API}.CONSUMER.MSG.NEXT.{stream}.*"),
+        format!("$JS.ACK.{stream}.>"),
+    ]);
+    out
+}
+
+/// Set up a stream and read all of it: get messages (key-value gets are
+/// direct gets of the last message on a subject) and run ordered consumers
+/// on it (key-value watches and key listings are pushed ones, with flow control).
+fn stream_reader(stream: &str) -> Vec<String> {
     let mut out = shared_stream(stream);
     out.extend([
         format!("{API}.STREAM.MSG.GET.{stream}"),
@@ -155,10 +169,6 @@ fn stream_owner(stream: &str) -> Vec<String> {
         format!("{API}.DIRECT.GET.{stream}.>"),
         format!("{API}.CONSUMER.CREATE.{stream}"),
         format!("{API}.CONSUMER.CREATE.{stream}.>"),
-        format!("{API}.CONSUMER.INFO.{stream}.*"),
-        format!("{API}.CONSUMER.DELETE.{stream}.*"),
-        format!("{API}.CONSUMER.MSG.NEXT.{stream}.*"),
-        format!("$JS.ACK.{stream}.>"),
         format!("$JS.FC.{stream}.>"),
     ]);
     out
@@ -198,17 +208,8 @@ fn foreign_consumer(consumer: &ConsumerManifest) -> Result<Vec<String>, String> 
 /// The `registry` bucket: set it up, read and watch every entry, write only
 /// `<service>.<instance>` keys of its own.
 fn registry_writer(service: &str) -> Vec<String> {
-    let stream = kv_stream(REGISTRY_BUCKET);
-    let mut out = shared_stream(&stream);
-    out.extend([
-        format!("{API}.STREAM.MSG.GET.{stream}"),
-        format!("{API}.DIRECT.GET.{stream}"),
-        format!("{API}.DIRECT.GET.{stream}.>"),
-        format!("{API}.CONSUMER.CREATE.{stream}"),
-        format!("{API}.CONSUMER.CREATE.{stream}.>"),
-        format!("$JS.FC.{stream}.>"),
-        format!("$KV.{REGISTRY_BUCKET}.{service}.>"),
-    ]);
+    let mut out = stream_reader(&kv_stream(REGISTRY_BUCKET));
+    out.push(format!("$KV.{REGISTRY_BUCKET}.{service}.>"));
     out
 }
 
@@ -393,18 +394,9 @@ mod tests {
         let manifest = crate::manifest::all().unwrap();
         let all = identities(&manifest).unwrap();
         let names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "product",
-                "user",
-                "payment",
-                "notification",
-                "order",
-                "gateway",
-                "operator"
-            ]
-        );
+        let mut declared: Vec<&str> = manifest.services.iter().map(|s| s.name.as_str()).collect();
+        declared.push(OPERATOR);
+        assert_eq!(names, declared);
         let of = |name: &str| {
             all.iter()
                 .find(|i| i.name == name)
