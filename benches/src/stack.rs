@@ -284,10 +284,11 @@ impl Stack {
     }
 
     /// `NATS_CREDS` of `identity` (and the data keys of services that have
-    /// one) when the stack's server has auth; an empty `NATS_CREDS` otherwise.
+    /// one) when the stack's server has auth; nothing otherwise (and the
+    /// children never inherit the harness's own `NATS_CREDS`).
     fn auth_env(&self, identity: &str) -> Vec<(String, String)> {
         let Some(dir) = &self.auth_dir else {
-            return vec![("NATS_CREDS".into(), String::new())];
+            return Vec::new();
         };
         let path = |file: String| dir.join(file).display().to_string();
         let mut env = vec![("NATS_CREDS".into(), path(format!("{identity}.creds")))];
@@ -312,6 +313,7 @@ impl Stack {
                 ("RUST_LOG", &self.config.services_rust_log),
             ])
             .env("DATA_DIR", self.data.path().join(&name))
+            .env_remove("NATS_CREDS")
             .envs(self.auth_env(service))
             .envs(env.iter().copied())
             .ready_line("\"service ready\"");
@@ -325,6 +327,7 @@ impl Stack {
             .args(["echo-server", "--nats-url", self.nats_url()?])
             .args(["--subject", subject, "--queue", "bench", "--reply-bytes"])
             .arg(reply_bytes.to_string())
+            .env_remove("NATS_CREDS")
             .envs(self.auth_env("operator"))
             .ready_line("echo-server: serving");
         self.start("echo", spec).await
@@ -348,6 +351,7 @@ impl Stack {
                 ("LOG_FORMAT", "json"),
                 ("RUST_LOG", &rust_log),
             ])
+            .env_remove("NATS_CREDS")
             .envs(self.auth_env("gateway"))
             .envs(env.iter().copied())
             .ready_line("\"service ready\"");

@@ -87,11 +87,11 @@ impl Credentials {
     }
 
     /// `NATS_CREDS` (and a data key, for the services that have one) for
-    /// `identity`; an empty `NATS_CREDS` without auth, so that one set in
-    /// this tool's environment does not reach the children.
+    /// `identity`; nothing without auth (children are started without this
+    /// tool's own `NATS_CREDS`).
     fn env(&self, identity: &str) -> Vec<(String, String)> {
         let Some(dir) = &self.dir else {
-            return vec![("NATS_CREDS".to_string(), String::new())];
+            return Vec::new();
         };
         let mut env = vec![(
             "NATS_CREDS".to_string(),
@@ -457,6 +457,7 @@ async fn spawn(
     logs: &Path,
 ) -> Result<Process, Failure> {
     let mut spec = Spec::new(name, bin)
+        .env_remove("NATS_CREDS")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .log_file(logs.join(format!("{name}.log")))
         .own_process_group();
@@ -560,6 +561,7 @@ async fn seed(paths: &Paths, server: &str) {
             .arg("seed")
             .arg(&catalog)
             .env("NATS_URL", server)
+            .env_remove("NATS_CREDS")
             .envs(paths.credentials.env(crate::auth::permissions::OPERATOR))
             .stdin(Stdio::null())
             .output()

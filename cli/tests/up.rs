@@ -221,3 +221,49 @@ async fn up_on_a_running_server_needs_its_auth_dir() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--auth-dir"), "{err}");
 }
+
+#[test]
+fn up_without_auth_runs_an_open_bus_and_says_so() {
+    let port = testkit::nats_server::free_port().unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(["--server", &url, "up", "--no-auth", "--no-seed"])
+        .args(["--replicas", "1", "--admin-port-base", "0"])
+        .args(["--gateway-addr", "127.0.0.1:0", "--nats-http-port", "0"])
+        .arg("--root")
+        .arg(testkit::workspace_root())
+        .arg("--run-dir")
+        .arg(run_dir.path())
+        .env("NATS_SERVER_BIN", testkit::nats_server::nats_server_bin())
+        // Credentials in this environment must not reach the children.
+        .env("NATS_CREDS", run_dir.path().join("no-such.creds"))
+        .env_remove("NATS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut guard = StopOnDrop(Some(up.id()));
+    let (tx, lines) = mpsc::channel();
+    let stdout = up.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    wait_for(&lines, &mut seen, "Press Ctrl-C", Duration::from_secs(120));
+    let printed = seen.join("\n");
+    assert!(printed.contains("WARNING auth is OFF"), "{printed}");
+    assert!(!run_dir.path().join("auth").exists(), "no auth directory");
+
+    let (code, out, err) = shop(&url, None, &["status", "--json"]);
+    assert_eq!(code, 0, "an anonymous client may: {err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 6, "{out}");
+
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let status = up.wait().unwrap();
+    guard.0 = None;
+    assert_eq!(status.code(), Some(0));
+}

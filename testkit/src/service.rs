@@ -44,6 +44,7 @@ impl ServiceProcess {
             ])
             .env("DATA_DIR", data_dir)
             // Auth (issue #13, the bus): NATS_CREDS of the binary's identity, data keys.
+            .env_remove("NATS_CREDS")
             .envs(crate::nats_server::service_auth_env(nats_url, bin))
             .envs(extra_env.iter().copied())
             .ready_line("\"service ready\"")
