@@ -105,6 +105,7 @@ impl Credentials {
         env
     }
 }
+
 /// What this run started, so that it can stop it.
 #[derive(Default)]
 struct System {
@@ -280,7 +281,6 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
     if options.seed {
         seed(&paths, &options.server).await;
     }
-
     Ok(paths)
 }
 
