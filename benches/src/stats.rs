@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use thousands::Separable;
 
 /// Highest latency the histograms track, in microseconds (1 hour).
 pub const MAX_TRACKABLE_US: u64 = 3_600_000_000;
@@ -51,9 +52,29 @@ impl Latency {
         })
     }
 
+    /// Each figure the median of the same figure of `rounds`; `None` if empty.
+    pub fn median(rounds: &[Latency]) -> Option<Self> {
+        let med = |f: fn(&Latency) -> f64| {
+            median(&rounds.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+        };
+        (!rounds.is_empty()).then(|| Latency {
+            p50: med(|l| l.p50),
+            p90: med(|l| l.p90),
+            p99: med(|l| l.p99),
+            p99_9: med(|l| l.p99_9),
+            max: med(|l| l.max),
+            mean: med(|l| l.mean),
+        })
+    }
+
+    /// p50, p90, p99, p99.9 and max, in that order.
+    pub fn percentiles(&self) -> [f64; 5] {
+        [self.p50, self.p90, self.p99, self.p99_9, self.max]
+    }
+
     /// p50 ≤ p90 ≤ p99 ≤ p99.9 ≤ max, all finite and non-negative.
     pub fn is_ordered(&self) -> bool {
-        let v = [self.p50, self.p90, self.p99, self.p99_9, self.max];
+        let v = self.percentiles();
         v.iter().all(|x| x.is_finite() && *x >= 0.0) && v.windows(2).all(|w| w[0] <= w[1])
     }
 }
@@ -200,7 +221,7 @@ pub fn fmt_ms(v: f64) -> String {
         v if v < 1.0 => format!("{v:.3}"),
         v if v < 10.0 => format!("{v:.2}"),
         v if v < 100.0 => format!("{v:.1}"),
-        v => group_thousands(v.round() as u64),
+        v => (v.round() as u64).separate_with_commas(),
     }
 }
 
@@ -214,20 +235,8 @@ pub fn fmt_secs(v: f64) -> String {
 pub fn fmt_rate(v: f64) -> String {
     match v < 100.0 {
         true => format!("{v:.1}"),
-        false => group_thousands(v.round() as u64),
+        false => (v.round() as u64).separate_with_commas(),
     }
-}
-
-pub fn group_thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -298,16 +307,20 @@ mod tests {
 
     #[test]
     fn numbers_read_well() {
-        assert_eq!(fmt_ms(0.9624), "0.962");
-        assert_eq!(fmt_ms(3.6051), "3.61");
-        assert_eq!(fmt_ms(46.23), "46.2");
-        assert_eq!(fmt_ms(1304.6), "1,305");
-        assert_eq!(fmt_rate(58987.4), "58,987");
-        assert_eq!(fmt_rate(99.64), "99.6");
-        assert_eq!(group_thousands(1_234_567), "1,234,567");
-        assert_eq!(group_thousands(12), "12");
-        assert_eq!(fmt_secs(2.0), "2");
-        assert_eq!(fmt_secs(0.5), "0.5");
+        let cases: [(fn(f64) -> String, f64, &str); 9] = [
+            (fmt_ms, 0.9624, "0.962"),
+            (fmt_ms, 3.6051, "3.61"),
+            (fmt_ms, 46.23, "46.2"),
+            (fmt_ms, 1304.6, "1,305"),
+            (fmt_rate, 1_234_567.0, "1,234,567"),
+            (fmt_rate, 58987.4, "58,987"),
+            (fmt_rate, 99.64, "99.6"),
+            (fmt_secs, 2.0, "2"),
+            (fmt_secs, 0.5, "0.5"),
+        ];
+        for (format, value, text) in cases {
+            assert_eq!(format(value), text, "{value}");
+        }
     }
 
     #[test]

@@ -260,7 +260,8 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
     let mut file = ResultsFile {
         results,
         scaling: scaled,
-        ..ResultsFile::new("smoke".to_string(), Settings::default())
+        command: "smoke".to_string(),
+        ..ResultsFile::new(Settings::default())
     };
     file.targets = check_targets(&file);
     let path = logs.path().join("results.json");
