@@ -12,7 +12,7 @@ use hyper::Uri;
 use super::{connect_clients, measure, reads::seed_reads, spread, Options, Target};
 use crate::http::Client;
 use crate::load::{Operation, Outcome};
-use crate::results::ScenarioResult;
+use crate::results::{Meta, ScenarioResult};
 use crate::seed::read_id;
 use crate::stats::OpError;
 
@@ -75,6 +75,6 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
             probe.status
         );
     }
-    let (runs, cpu) = measure(Arc::new(HttpGet { client, uris }), target, opts).await?;
-    target.result("gateway-get", opts.variant.as_deref(), url, &runs, cpu)
+    let meta = Meta::new("gateway-get", opts.variant.as_deref(), url);
+    measure(Arc::new(HttpGet { client, uris }), target, opts, meta).await
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use shop_nats::Encoding;
 
 use crate::cpu::{self, CpuUse, Watched};
-use crate::load::{self, Model, Operation, Outcome, RunStats, Schedule};
+use crate::load::{self, Model, Operation, Outcome, Schedule};
 use crate::nats;
 use crate::results::{Meta, ScenarioResult};
 pub use crate::seed::READ_PREFIX;
@@ -45,16 +45,6 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
-        Scenario::Echo,
-        Scenario::ProductGet,
-        Scenario::ProductList,
-        Scenario::StockContention,
-        Scenario::GatewayGet,
-        Scenario::OrderPlace,
-        Scenario::Mixed,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Echo => "echo",
@@ -113,25 +103,6 @@ pub struct Target {
     pub instances: Option<usize>,
     /// JetStream sync setting, when the harness started the server.
     pub nats_sync: Option<String>,
-}
-
-impl Target {
-    /// One point of `scenario` against this target, from its rounds.
-    pub fn result(
-        &self,
-        scenario: &str,
-        variant: Option<&str>,
-        under_load: impl Into<String>,
-        runs: &[RunStats],
-        cpu: Vec<CpuUse>,
-    ) -> Result<ScenarioResult> {
-        let meta = Meta {
-            instances: self.instances,
-            nats_sync: self.nats_sync.clone(),
-            ..Meta::new(scenario, variant, under_load)
-        };
-        ScenarioResult::from_runs(meta, runs, cpu)
-    }
 }
 
 /// `10s`, `500ms`, `2m`, `250us` (humantime), or a bare number of seconds.
@@ -207,6 +178,18 @@ pub struct Options {
 }
 
 impl Options {
+    /// Options from command-line flags (e.g. `["--stock", "5"]`), the
+    /// defaults for the rest.
+    pub fn from_flags(flags: &[&str]) -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            options: Options,
+        }
+        let args = std::iter::once("shop-bench").chain(flags.iter().copied());
+        <Flags as clap::Parser>::try_parse_from(args).map(|f| f.options)
+    }
+
     /// These options under `model`, with every count at least one.
     pub fn with_model(mut self, model: Model) -> Self {
         self.model = model;
@@ -224,25 +207,10 @@ impl Options {
 }
 
 impl Default for Options {
+    /// The command line's defaults.
     fn default() -> Self {
-        Self {
-            model: Model::Closed { in_flight: 64 },
-            duration: Duration::from_secs(10),
-            warmup: Duration::from_secs(2),
-            rounds: 1,
-            timeout: Duration::from_secs(5),
-            connections: 1,
-            encoding: Encoding::Json,
-            products: 1000,
-            list_limit: 20,
-            contention_products: 4,
-            contention_stock: crate::seed::DEFAULT_STOCK,
-            settle_timeout: Duration::from_secs(30),
-            mix: Mix::default(),
-            variant: None,
-            seed: true,
-            max_in_flight: 20_000,
-        }
+        // Without flags every field takes its default, and those parse.
+        Self::from_flags(&[]).expect("the default flags parse")
     }
 }
 
@@ -261,12 +229,14 @@ pub async fn run(scenario: Scenario, target: &Target, opts: &Options) -> Result<
 }
 
 /// Runs `op` for `opts.rounds` rounds under `opts.model`, sampling CPU of the
-/// watched processes in each measurement window (averaged over rounds).
+/// watched processes in each measurement window (averaged over rounds); the
+/// point `meta` names, on `target`.
 pub async fn measure<O: Operation>(
     op: Arc<O>,
     target: &Target,
     opts: &Options,
-) -> Result<(Vec<RunStats>, Vec<CpuUse>)> {
+    meta: Meta,
+) -> Result<ScenarioResult> {
     let mut runs = Vec::with_capacity(opts.rounds.max(1));
     let mut cpu_rounds: Vec<Vec<CpuUse>> = Vec::new();
     for _ in 0..opts.rounds.max(1) {
@@ -276,10 +246,13 @@ pub async fn measure<O: Operation>(
         cpu_rounds.push(sampler.await.context("CPU sampler")?);
     }
     let rounds: Vec<&[CpuUse]> = cpu_rounds.iter().map(Vec::as_slice).collect();
-    Ok((
-        runs,
-        cpu::average(rounds.first().copied().unwrap_or_default(), &rounds),
-    ))
+    let cpu = cpu::average(rounds.first().copied().unwrap_or_default(), &rounds);
+    let meta = Meta {
+        instances: target.instances,
+        nats_sync: target.nats_sync.clone(),
+        ..meta
+    };
+    ScenarioResult::from_runs(meta, &runs, cpu)
 }
 
 /// `n` NATS connections for the load generator.
@@ -362,15 +335,7 @@ mod tests {
 
     #[test]
     fn options_are_flags() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Flags {
-            #[command(flatten)]
-            options: Options,
-        }
-        let parse = |args: &[&str]| Flags::try_parse_from(args).map(|f| f.options);
-        let given = parse(&[
-            "x",
+        let flags = [
             "--no-seed",
             "--stock",
             "5",
@@ -378,33 +343,37 @@ mod tests {
             "7",
             "--encoding",
             "bincode",
-        ]);
-        let given = given.unwrap();
+        ];
+        let given = Options::from_flags(&flags).unwrap();
         assert!(!given.seed && given.contention_stock == 5 && given.list_limit == 7);
         assert_eq!(given.encoding, Encoding::Bincode);
-        let defaults = parse(&["x"]).unwrap();
+        let defaults = Options::default();
         assert!(defaults.seed && defaults.mix == Mix::default());
-        assert_eq!(defaults.duration, Options::default().duration);
-        assert!(parse(&["x", "--encoding", "xml"]).is_err());
-        let at_least_one = Options {
+        assert_eq!(defaults.duration, Duration::from_secs(10));
+        assert!(Options::from_flags(&["--encoding", "xml"]).is_err());
+        let no_rounds = Options {
             rounds: 0,
             ..defaults
-        }
-        .with_model(Model::Open { rate: 1.0 });
-        assert_eq!(at_least_one.rounds, 1);
+        };
+        assert_eq!(no_rounds.with_model(Model::Open { rate: 1.0 }).rounds, 1);
     }
 
     #[test]
     fn durations() {
-        let secs = |s: &str| parse_duration(s).ok();
-        assert_eq!(secs("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(secs("10"), Some(Duration::from_secs(10)));
-        assert_eq!(secs("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(secs("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(secs("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(secs("250us"), Some(Duration::from_micros(250)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("").is_err());
+        let millis = [
+            ("10s", 10_000),
+            ("10", 10_000),
+            ("1.5", 1500),
+            ("500ms", 500),
+        ];
+        for (text, ms) in millis.into_iter().chain([("2m", 120_000)]) {
+            assert_eq!(parse_duration(text).ok(), Some(Duration::from_millis(ms)));
+        }
+        assert_eq!(
+            parse_duration("250us").ok(),
+            Some(Duration::from_micros(250))
+        );
+        assert!(parse_duration("ten").is_err() && parse_duration("").is_err());
     }
 
     #[test]
@@ -422,7 +391,7 @@ mod tests {
     #[test]
     fn names_are_the_cli_names() {
         use clap::ValueEnum;
-        for s in Scenario::ALL {
+        for s in Scenario::value_variants() {
             let v = s.to_possible_value().unwrap();
             assert_eq!(v.get_name(), s.name());
         }

@@ -13,13 +13,14 @@ use anyhow::{Context, Result};
 use async_nats::{Client, Request};
 use bytes::Bytes;
 use futures::StreamExt;
+use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::{connect_clients, measure, pick, request, run_id, Options, Target};
 use crate::load::{Operation, Outcome};
-use crate::results::ScenarioResult;
-use crate::seed;
+use crate::results::{Meta, ScenarioResult};
 use crate::stats::OpError;
+use crate::{nats, seed};
 
 /// Operation name: an order from create to confirmed.
 pub const OP: &str = "order.create→confirmed";
@@ -50,20 +51,16 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// Order `id` settled: wakes its waiter, or keeps it for the waiter to come
+    /// (the first event of an order counts).
     pub fn settled(&self, id: String, settled: Settled) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };
         match slots.remove(&id) {
-            Some(Slot::Waiting(tx)) => {
-                let _ = tx.send(settled);
-            }
-            Some(Slot::Arrived(first)) => {
-                slots.insert(id, Slot::Arrived(first));
-            }
-            None => {
-                slots.insert(id, Slot::Arrived(settled));
-            }
+            Some(Slot::Waiting(tx)) => _ = tx.send(settled),
+            Some(first) => _ = slots.insert(id, first),
+            None => _ = slots.insert(id, Slot::Arrived(settled)),
         }
     }
 
@@ -71,26 +68,33 @@ impl Tracker {
     pub async fn wait(&self, id: &str, timeout: Duration) -> Option<Settled> {
         let rx = {
             let mut slots = self.slots.lock().ok()?;
-            match slots.remove(id) {
-                Some(Slot::Arrived(s)) => return Some(s),
-                _ => {
-                    let (tx, rx) = oneshot::channel();
-                    slots.insert(id.to_string(), Slot::Waiting(tx));
-                    rx
-                }
+            if let Some(Slot::Arrived(s)) = slots.remove(id) {
+                return Some(s);
             }
+            let (tx, rx) = oneshot::channel();
+            slots.insert(id.to_string(), Slot::Waiting(tx));
+            rx
         };
-        let settled = tokio::time::timeout(timeout, rx)
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let settled = tokio::time::timeout(timeout, rx).await;
+        let settled = settled.ok().and_then(Result::ok);
         if settled.is_none() {
-            if let Ok(mut slots) = self.slots.lock() {
-                slots.remove(id);
-            }
+            self.slots.lock().ok()?.remove(id);
         }
         settled
     }
+}
+
+/// The part of an order event the harness reads.
+#[derive(Deserialize)]
+struct OrderEvent {
+    order: EventOrder,
+}
+
+#[derive(Deserialize)]
+struct EventOrder {
+    id: String,
+    status: String,
+    reason: Option<String>,
 }
 
 /// Subscribes to order events and feeds confirmed/cancelled ones to a tracker.
@@ -105,56 +109,37 @@ pub async fn watch_orders(client: &Client) -> Result<(Arc<Tracker>, tokio::task:
     let task = tokio::spawn(async move {
         while let Some(message) = events.next().await {
             let at = Instant::now();
-            let event_type = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(EVENT_TYPE_HEADER))
-                .map(|v| v.as_str().to_string());
-            if !matches!(
-                event_type.as_deref(),
-                Some("order.confirmed" | "order.cancelled") | None
-            ) {
+            let headers = message.headers.as_ref();
+            let event_type = headers.and_then(|h| h.get(EVENT_TYPE_HEADER));
+            let is_final = |t: &str| matches!(t, "order.confirmed" | "order.cancelled");
+            if event_type.is_some_and(|t| !is_final(t.as_str())) {
                 continue;
             }
-            let Ok(event) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {
+            let Ok(OrderEvent { order }) = serde_json::from_slice(&message.payload) else {
                 continue;
             };
-            let order = &event["order"];
-            let status = order["status"].as_str().unwrap_or_default();
-            if status != "confirmed" && status != "cancelled" {
-                continue;
-            }
-            if let Some(id) = order["id"].as_str() {
-                feed.settled(
-                    id.to_string(),
-                    Settled {
-                        status: status.to_string(),
-                        reason: order["reason"].as_str().map(str::to_string),
-                        at,
-                    },
-                );
+            if matches!(order.status.as_str(), "confirmed" | "cancelled") {
+                let (status, reason) = (order.status, order.reason);
+                feed.settled(order.id, Settled { status, reason, at });
             }
         }
     });
     Ok((tracker, task))
 }
 
-/// Registers a fresh user; returns its id (and the password, for logins).
+/// Registers a fresh user; returns its id, email and password (for logins).
 pub async fn register_user(client: &Client, run: &str) -> Result<(String, String, String)> {
     let email = format!("bench-{run}@example.com");
     let password = format!("bench-password-{run}");
     let body = serde_json::json!({ "email": email, "password": password, "name": "Bench" });
-    let reply = client
-        .request("user.register", body.to_string().into())
-        .await;
-    let reply = crate::nats::reply_outcome(reply)
+    let reply = client.request("user.register", body.to_string().into());
+    let reply = nats::reply_outcome(reply.await)
         .map_err(|e| anyhow::anyhow!("registering the bench user: {}", e.message))?;
     let profile: serde_json::Value = serde_json::from_slice(&reply.payload)?;
     let id = profile["id"]
         .as_str()
-        .context("user.register reply without id")?
-        .to_string();
-    Ok((id, email, password))
+        .context("user.register reply without id")?;
+    Ok((id.to_string(), email, password))
 }
 
 /// Sends `order.create` for one unit of a product (failures count as `op`);
@@ -181,13 +166,9 @@ pub async fn create_order(
     let id = serde_json::from_slice::<serde_json::Value>(&reply.payload)
         .ok()
         .and_then(|v| v["id"].as_str().map(str::to_string));
-    let bad = || {
-        Outcome::err(
-            op,
-            OpError::new("bad_reply", "order.create reply without id"),
-        )
-    };
-    Ok((id.ok_or_else(bad)?, reply.payload.len(), replied))
+    let bad = OpError::new("bad_reply", "order.create reply without id");
+    let id = id.ok_or_else(|| Outcome::err(op, bad))?;
+    Ok((id, reply.payload.len(), replied))
 }
 
 struct PlaceOrder {
@@ -205,40 +186,27 @@ impl Operation for PlaceOrder {
         let client = &self.clients[(seq % self.clients.len() as u64) as usize];
         let key = format!("bench-{}-{seq}", self.run);
         let product = pick(&self.products, seq);
-        let (id, bytes, replied) =
-            match create_order(client, OP, &self.user_id, product, key, self.timeout).await {
-                Ok(created) => created,
-                Err(failed) => return failed,
-            };
-        let phases = vec![(CREATE_REPLY, replied)];
-        match self.tracker.wait(&id, self.settle_timeout).await {
-            Some(s) if s.status == "confirmed" => Outcome {
-                done: Some(s.at),
-                phases,
-                ..Outcome::ok(OP, bytes)
-            },
-            Some(s) => Outcome {
-                done: Some(s.at),
-                phases,
-                ..Outcome::err(
-                    OP,
-                    OpError::new(
-                        format!("cancelled_{}", s.reason.as_deref().unwrap_or("unknown")),
-                        format!("order {id} was cancelled ({:?})", s.reason),
-                    ),
-                )
-            },
-            None => Outcome {
-                phases,
-                ..Outcome::err(
-                    OP,
-                    OpError::new(
-                        "unsettled",
-                        format!("order {id} not settled within {:?}", self.settle_timeout),
-                    ),
-                )
-            },
-        }
+        let created = create_order(client, OP, &self.user_id, product, key, self.timeout);
+        let (id, bytes, replied) = match created.await {
+            Ok(created) => created,
+            Err(failed) => return failed,
+        };
+        let settled = self.tracker.wait(&id, self.settle_timeout).await;
+        let mut outcome = match &settled {
+            Some(s) if s.status == "confirmed" => Outcome::ok(OP, bytes),
+            Some(s) => {
+                let kind = format!("cancelled_{}", s.reason.as_deref().unwrap_or("unknown"));
+                let message = format!("order {id} was cancelled ({:?})", s.reason);
+                Outcome::err(OP, OpError::new(kind, message))
+            }
+            None => {
+                let message = format!("order {id} not settled within {:?}", self.settle_timeout);
+                Outcome::err(OP, OpError::new("unsettled", message))
+            }
+        };
+        outcome.done = settled.map(|s| s.at);
+        outcome.phases = vec![(CREATE_REPLY, replied)];
+        outcome
     }
 
     fn label(&self, _seq: u64) -> &'static str {
@@ -266,13 +234,16 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         timeout: opts.timeout,
         settle_timeout: opts.settle_timeout,
     });
-    let measured = measure(op, target, opts).await;
-    watcher.abort();
-    let (runs, cpu) = measured?;
     let sync = target.nats_sync.as_ref().map(|s| format!("sync-{s}"));
     let variant = opts.variant.clone().or(sync);
-    let under_load = "order.create → events.order.*";
-    target.result("order-place", variant.as_deref(), under_load, &runs, cpu)
+    let meta = Meta::new(
+        "order-place",
+        variant.as_deref(),
+        "order.create → events.order.*",
+    );
+    let measured = measure(op, target, opts, meta).await;
+    watcher.abort();
+    measured
 }
 
 #[cfg(test)]
