@@ -605,8 +605,7 @@ pub fn update(path: &Path, file: &ResultsFile) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::tests::run_stats;
-    use crate::results::{Meta, Settings};
+    use crate::results::Settings;
 
     #[test]
     fn tables_align_and_escape() {
@@ -621,36 +620,6 @@ mod tests {
             t.markdown(),
             "| name | n |\n|---|---:|\n| a\\|b | 1 |\n| long name | 1,000 |\n"
         );
-    }
-
-    fn file(points: &[(&str, u64)]) -> ResultsFile {
-        let point = |(scenario, us): &(&str, u64)| {
-            // 2 s window: 4 requests = 2/s.
-            let run = run_stats(Model::Closed { in_flight: 64 }, &[("op", *us); 4], 0);
-            ScenarioResult::from_runs(Meta::new(scenario, None, "x"), &[run], Vec::new()).unwrap()
-        };
-        ResultsFile {
-            results: points.iter().map(point).collect(),
-            ..ResultsFile::new(Settings::default())
-        }
-    }
-
-    #[test]
-    fn ratios_are_new_over_old() {
-        let old = file(&[("echo", 2000), ("gone", 1000)]);
-        let mut new = file(&[("echo", 1000), ("fresh", 1000)]);
-        new.results[0].throughput_per_s = 3.0;
-        let (t, notes) = compare(&new, &old);
-        let text = t.text();
-        assert!(text.contains("2.00 → 1.00"), "{text}");
-        assert!(text.contains("1.50×"), "{text}");
-        assert!(text.contains("0.50×"), "{text}");
-        assert!(notes
-            .iter()
-            .any(|n| n.contains("fresh c64: not in the old")));
-        assert!(notes
-            .iter()
-            .any(|n| n.contains("gone c64: only in the old")));
     }
 
     #[test]

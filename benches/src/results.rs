@@ -557,6 +557,10 @@ pub mod tests {
     use crate::stats::OpError;
     use std::time::Duration;
 
+    const C64: Model = Model::Closed { in_flight: 64 };
+
+    /// A 2 s round after 1 s of warm-up: one success per entry of `oks`
+    /// (operation, µs) and `errors` failed `product.get`s.
     pub fn run_stats(model: Model, oks: &[(&'static str, u64)], errors: u64) -> RunStats {
         let mut tally = Tally::default();
         for (op, us) in oks {
@@ -566,86 +570,14 @@ pub mod tests {
             let not_found = OpError::new("service_404", "not found");
             tally.op("product.get").record_error(&not_found);
         }
+        let schedule = Schedule::starting_now(Duration::from_secs(1), Duration::from_secs(2));
+        let measured_s = 2.0;
         RunStats {
             model,
-            schedule: Schedule::starting_now(Duration::from_secs(1), Duration::from_secs(2)),
+            schedule,
             tally,
-            measured_s: 2.0,
+            measured_s,
         }
-    }
-
-    #[test]
-    fn rounds_merge_into_one_point() {
-        let model = Model::Closed { in_flight: 64 };
-        let a = run_stats(model, &[("product.get", 1000); 10], 0);
-        let b = run_stats(model, &[("product.get", 3000); 30], 2);
-        let c = run_stats(model, &[("product.get", 2000); 20], 0);
-        let meta = Meta::new("product-get", Some("json"), "product.get");
-        let r = ScenarioResult::from_runs(meta, &[a, b, c], Vec::new()).unwrap();
-        assert_eq!(r.key, "product-get/json c64");
-        assert_eq!(r.rounds, vec![5.0, 15.0, 10.0]);
-        assert_eq!(r.throughput_per_s, 10.0);
-        assert_eq!(r.ok, 60);
-        assert_eq!(r.errors, 2);
-        assert!((r.warmup_s - 1.0).abs() < 1e-9 && (r.duration_s - 2.0).abs() < 1e-9);
-        assert!(r.ops.is_empty(), "one operation: no breakdown");
-        assert!(r.problems(0.05).is_empty(), "{:?}", r.problems(0.05));
-        assert_eq!(r.problems(0.01).len(), 1);
-    }
-
-    #[test]
-    fn mixed_operations_are_broken_down() {
-        let run = run_stats(
-            Model::Open { rate: 100.0 },
-            &[
-                ("product.get", 1000),
-                ("product.get", 1000),
-                ("user.login", 30_000),
-            ],
-            1,
-        );
-        let r =
-            ScenarioResult::from_runs(Meta::new("mixed", None, "mix"), &[run], Vec::new()).unwrap();
-        assert_eq!(r.ops.len(), 2);
-        let get = r.ops.iter().find(|o| o.name == "product.get").unwrap();
-        assert_eq!((get.ok, get.errors), (2, 1));
-        assert!((get.share - 0.75).abs() < 1e-9);
-    }
-
-    #[test]
-    fn separate_rounds_combine_by_median() {
-        let model = Model::Closed { in_flight: 64 };
-        let point = |n: usize, us: u64| {
-            let oks: Vec<(&'static str, u64)> = vec![("product.get", us); n];
-            let meta = Meta::new("echo", None, "bench.echo");
-            ScenarioResult::from_runs(meta, &[run_stats(model, &oks, 1)], Vec::new()).unwrap()
-        };
-        let r =
-            ScenarioResult::combine_rounds(vec![point(10, 1000), point(30, 3000), point(20, 2000)])
-                .unwrap();
-        assert_eq!(r.rounds, vec![5.0, 15.0, 10.0]);
-        assert_eq!(r.throughput_per_s, 10.0);
-        assert_eq!((r.ok, r.errors), (60, 3));
-        assert!((r.latency_ms.unwrap().p50 - 2.0).abs() < 0.01);
-        let other = ScenarioResult::from_runs(
-            Meta::new("product-get", None, "product.get"),
-            &[run_stats(model, &[("product.get", 1)], 0)],
-            Vec::new(),
-        )
-        .unwrap();
-        assert!(ScenarioResult::combine_rounds(vec![point(1, 1), other]).is_err());
-    }
-
-    #[test]
-    fn no_successes_is_a_problem() {
-        let run = run_stats(Model::Closed { in_flight: 1 }, &[], 3);
-        let r = ScenarioResult::from_runs(Meta::new("echo", None, "bench.echo"), &[run], vec![])
-            .unwrap();
-        let problems = r.problems(1.0);
-        assert!(
-            problems[0].contains("no successful requests"),
-            "{problems:?}"
-        );
     }
 
     /// One point of `scenario` with one success of `p99_us` µs at `rps` ok/s.
@@ -656,45 +588,68 @@ pub mod tests {
         rps: f64,
         p99_us: u64,
     ) -> ScenarioResult {
-        let mut r = ScenarioResult::from_runs(
-            Meta::new(scenario, variant, "x"),
-            &[run_stats(model, &[("op", p99_us)], 0)],
-            Vec::new(),
-        )
-        .unwrap();
+        let runs = [run_stats(model, &[("op", p99_us)], 0)];
+        let meta = Meta::new(scenario, variant, "x");
+        let mut r = ScenarioResult::from_runs(meta, &runs, Vec::new()).unwrap();
         r.throughput_per_s = rps;
         r
     }
 
     #[test]
-    fn targets_from_one_file() {
-        let c64 = Model::Closed { in_flight: 64 };
-        let r500 = Model::Open { rate: 500.0 };
-        let file = ResultsFile {
-            results: vec![
-                point("echo", None, c64, 50_000.0, 1000),
-                point("product-get", Some("json"), c64, 31_000.0, 1000),
-                point("gateway-get", Some("uncached"), c64, 9_000.0, 1000),
-                point("gateway-get", Some("express"), c64, 1_000.0, 1000),
-                point("order-place", Some("sync-always"), r500, 495.0, 300_000),
-                point("order-place", Some("sync-default"), r500, 499.0, 120_000),
-            ],
-            ..ResultsFile::new(Settings::default())
-        };
-        let checks = check_targets(&file);
-        assert_eq!(checks.len(), 6);
-        assert_eq!(checks[0].met, Some(true), "{:?}", checks[0]);
-        assert!(checks[0].measured.starts_with("62%"), "{:?}", checks[0]);
-        assert_eq!(checks[1].met, Some(false), "9× is short of 10×");
-        assert_eq!(checks[2].met, None, "no keep-alive baseline measured");
-        assert_eq!(checks[3].met, Some(true), "p99 1 ms: {:?}", checks[3]);
-        assert_eq!(checks[4].met, Some(false), "p99 300 ms");
-        assert_eq!(checks[5].met, Some(true), "{:?}", checks[5]);
+    fn rounds_make_one_point_merged_or_measured_apart() {
+        // 10, 30 and 20 successes of 1, 3 and 2 ms in 2 s rounds, an error in each.
+        let round = |n: usize, us: u64| run_stats(C64, &vec![("product.get", us); n], 1);
+        let rounds = || [round(10, 1000), round(30, 3000), round(20, 2000)];
+        let meta = || Meta::new("product-get", Some("json"), "product.get");
+        let merged = ScenarioResult::from_runs(meta(), &rounds(), Vec::new()).unwrap();
+        let apart = rounds().map(|r| ScenarioResult::from_runs(meta(), &[r], Vec::new()));
+        let apart = apart.into_iter().collect::<Result<Vec<_>>>().unwrap();
+        let combined = ScenarioResult::combine_rounds(apart).unwrap();
+        for r in [&merged, &combined] {
+            assert_eq!(r.key, "product-get/json c64");
+            assert_eq!(
+                (r.rounds.as_slice(), r.throughput_per_s),
+                (&[5.0, 15.0, 10.0][..], 10.0)
+            );
+            assert_eq!((r.ok, r.errors), (60, 3));
+            assert!((r.warmup_s - 1.0).abs() < 1e-9 && (r.duration_s - 2.0).abs() < 1e-9);
+            assert!(r.ops.is_empty(), "one operation: no breakdown");
+            assert!(r.problems(0.05).is_empty(), "{:?}", r.problems(0.05));
+            assert_eq!(r.problems(0.01).len(), 1, "4.8% errors");
+        }
+        assert!(
+            (combined.latency_ms.unwrap().p50 - 2.0).abs() < 0.01,
+            "median of p50s"
+        );
+        let echo = point("echo", None, C64, 1.0, 1);
+        assert!(ScenarioResult::combine_rounds(vec![merged, echo]).is_err());
     }
 
     #[test]
-    fn unmeasured_targets_say_so() {
-        let file = ResultsFile::new(Settings::default());
-        assert!(check_targets(&file).iter().all(|c| c.met.is_none()));
+    fn mixed_operations_are_broken_down() {
+        let oks = [
+            ("product.get", 1000),
+            ("product.get", 1000),
+            ("user.login", 30_000),
+        ];
+        let run = run_stats(Model::Open { rate: 100.0 }, &oks, 1);
+        let meta = Meta::new("mixed", None, "mix");
+        let r = ScenarioResult::from_runs(meta, &[run], Vec::new()).unwrap();
+        assert_eq!(r.ops.len(), 2);
+        let get = r.ops.iter().find(|o| o.name == "product.get").unwrap();
+        assert_eq!((get.ok, get.errors), (2, 1));
+        assert!((get.share - 0.75).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_successes_is_a_problem() {
+        let run = run_stats(Model::Closed { in_flight: 1 }, &[], 3);
+        let meta = Meta::new("echo", None, "bench.echo");
+        let r = ScenarioResult::from_runs(meta, &[run], vec![]).unwrap();
+        let problems = r.problems(1.0);
+        assert!(
+            problems[0].contains("no successful requests"),
+            "{problems:?}"
+        );
     }
 }

@@ -476,7 +476,7 @@ async fn scaling_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use crate::scenarios::from_flags;
 
     #[test]
     fn reads_wrk_output() {
@@ -487,13 +487,8 @@ mod tests {
 
     #[test]
     fn quick_mode_is_short() {
-        #[derive(clap::Parser)]
-        struct Flags {
-            #[command(flatten)]
-            suite: SuiteConfig,
-        }
-        let parse = |args: &[&str]| Flags::try_parse_from(args).map(|f| f.suite);
-        let (quick, full) = (parse(&["x", "--quick"]).unwrap(), parse(&["x"]).unwrap());
+        let parse = |flags: &str| from_flags::<SuiteConfig>(flags).unwrap();
+        let (quick, full) = (parse("--quick"), parse(""));
         let (q, f) = (quick.options(quick.closed()), full.options(full.closed()));
         assert!(q.duration < f.duration && quick.rounds() <= full.rounds());
         assert_eq!(
@@ -502,7 +497,7 @@ mod tests {
         );
         assert_eq!(full.instances, vec![1, 2, 4]);
         assert!(full.wants("echo"));
-        let only = parse(&["x", "--only", "echo", "--duration", "1s"]).unwrap();
+        let only = parse("--only echo --duration 1s");
         assert!(only.wants("echo") && !only.wants("mixed"));
         assert_eq!(only.options(only.closed()).duration, Duration::from_secs(1));
     }

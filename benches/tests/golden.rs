@@ -17,7 +17,9 @@ fn outputs(file: &mut ResultsFile) -> (String, String) {
     file.command = file.command.replace("{root}", &root);
     file.targets = check_targets(file);
     let sections = report::sections(file);
-    let names = sections.keys().map(|n| format!("<!-- bench:{n} -->\n<!-- /bench -->\n"));
+    let names = sections
+        .keys()
+        .map(|n| format!("<!-- bench:{n} -->\n<!-- /bench -->\n"));
     let template = names.collect::<String>();
     let (markdown, _) = report::rewrite(&template, &sections).expect("well-formed markers");
     (report::report_text(file), markdown)

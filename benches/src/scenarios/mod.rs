@@ -178,18 +178,6 @@ pub struct Options {
 }
 
 impl Options {
-    /// Options from command-line flags (e.g. `["--stock", "5"]`), the
-    /// defaults for the rest.
-    pub fn from_flags(flags: &[&str]) -> Result<Self, clap::Error> {
-        #[derive(clap::Parser)]
-        struct Flags {
-            #[command(flatten)]
-            options: Options,
-        }
-        let args = std::iter::once("shop-bench").chain(flags.iter().copied());
-        <Flags as clap::Parser>::try_parse_from(args).map(|f| f.options)
-    }
-
     /// These options under `model`, with every count at least one.
     pub fn with_model(mut self, model: Model) -> Self {
         self.model = model;
@@ -210,8 +198,20 @@ impl Default for Options {
     /// The command line's defaults.
     fn default() -> Self {
         // Without flags every field takes its default, and those parse.
-        Self::from_flags(&[]).expect("the default flags parse")
+        from_flags("").expect("the default flags parse")
     }
+}
+
+/// `T`'s command-line flags parsed from `flags` (e.g. `--stock 5`, split at
+/// white space), the defaults for the rest.
+pub fn from_flags<T: clap::Args>(flags: &str) -> Result<T, clap::Error> {
+    #[derive(clap::Parser)]
+    struct Flags<T: clap::Args> {
+        #[command(flatten)]
+        flags: T,
+    }
+    let args = std::iter::once("shop-bench").chain(flags.split_whitespace());
+    <Flags<T> as clap::Parser>::try_parse_from(args).map(|f| f.flags)
 }
 
 /// Runs `scenario` against `target`.
@@ -335,22 +335,14 @@ mod tests {
 
     #[test]
     fn options_are_flags() {
-        let flags = [
-            "--no-seed",
-            "--stock",
-            "5",
-            "--limit",
-            "7",
-            "--encoding",
-            "bincode",
-        ];
-        let given = Options::from_flags(&flags).unwrap();
+        let given: Options =
+            from_flags("--no-seed --stock 5 --limit 7 --encoding bincode").unwrap();
         assert!(!given.seed && given.contention_stock == 5 && given.list_limit == 7);
         assert_eq!(given.encoding, Encoding::Bincode);
         let defaults = Options::default();
         assert!(defaults.seed && defaults.mix == Mix::default());
         assert_eq!(defaults.duration, Duration::from_secs(10));
-        assert!(Options::from_flags(&["--encoding", "xml"]).is_err());
+        assert!(from_flags::<Options>("--encoding xml").is_err());
         let no_rounds = Options {
             rounds: 0,
             ..defaults
