@@ -228,9 +228,9 @@ struct EchoArgs {
     reply_bytes: Option<usize>,
 }
 
-/// A results file for a run of points with `opts`, on a stack started with
-/// `services_rust_log` (when it started one).
-fn empty_file(opts: &Options, services_rust_log: Option<String>) -> ResultsFile {
+/// A results file for points run with `opts`; `spawned`: on a stack this
+/// program started (else against the system at `nats_url`).
+async fn empty_file(opts: &Options, stack: &Stack, spawned: bool) -> Result<ResultsFile> {
     let mut settings = Settings::new(
         opts,
         [
@@ -240,14 +240,13 @@ fn empty_file(opts: &Options, services_rust_log: Option<String>) -> ResultsFile 
             ("products", json!(opts.products)),
         ],
     );
-    settings.services_rust_log = services_rust_log;
-    ResultsFile::new(settings)
-}
-
-/// The version of the nats-server at `url`, when it answers.
-async fn nats_version(url: &str) -> Option<String> {
+    let url = stack.nats_url()?;
+    settings.nats_url = (!spawned).then(|| url.to_string());
+    settings.services_rust_log = spawned.then(|| stack.config.services_rust_log.clone());
+    let mut file = ResultsFile::new(settings);
     let client = nats::connect(url, "shop-bench-info", Duration::from_secs(5)).await;
-    client.ok().map(|c| c.server_info().version)
+    file.versions.nats_server = client.ok().map(|c| c.server_info().version);
+    Ok(file)
 }
 
 /// Prints the file, writes it, and compares it, as the output arguments ask.
@@ -273,85 +272,46 @@ fn finish(file: &mut ResultsFile, output: &OutputArgs, markdown: Option<&Path>) 
     Ok(())
 }
 
-/// Starts a stack for one scenario: nats-server, its services (`instances` of
-/// the main one), the echo responder or the gateway when it needs them.
-async fn spawn_for(scenario: Scenario, args: &RunArgs, opts: &Options) -> Result<(Stack, Target)> {
-    let mut stack = Stack::new(args.stack.config()?)?;
-    let url = stack.start_nats(args.sync).await?;
+/// Starts nats-server and what `scenario` needs on `stack`: its services
+/// (`instances` of the main one, the others once), the echo responder or the
+/// gateway; returns what to run it against.
+async fn spawn_for(
+    stack: &mut Stack,
+    scenario: Scenario,
+    sync: JetStreamSync,
+    instances: usize,
+    opts: &Options,
+) -> Result<Target> {
+    stack.start_nats(sync).await?;
     let main = (scenario.scaled_service()).or(scenario.services().first().copied());
     for service in scenario.services() {
-        let n = if Some(*service) == main {
-            args.instances.max(1)
-        } else {
-            1
-        };
+        let n = if Some(*service) == main { instances } else { 1 };
         for _ in 0..n {
             stack.start_service(service, &[]).await?;
         }
     }
-    let mut http_url = None;
+    let mut target = stack.target(main.map(|m| stack.count(m)))?;
     match scenario {
-        Scenario::Echo => {
-            let reply_bytes = echo_reply_size(&url, opts.timeout).await;
-            stack.start_echo(ECHO_SUBJECT, reply_bytes).await?;
-        }
+        Scenario::Echo => start_echo(stack, opts).await?,
         Scenario::GatewayGet => {
             let uncached = opts.variant.as_deref() == Some("uncached");
             let cache = [(GATEWAY_CACHE_ENV, if uncached { "off" } else { "on" })];
             let base = stack.start_gateway("gateway", &cache).await?;
-            http_url = Some(format!("{base}{}", scenarios::gateway_get::PRODUCT_PATH));
+            target.http_url = Some(format!("{base}{}", scenarios::gateway_get::PRODUCT_PATH));
         }
         _ => {}
     }
-    let target = Target {
-        http_url,
-        ..stack.target(main.map(|m| stack.count(m)))?
-    };
-    Ok((stack, target))
+    target.watched = stack.watched();
+    Ok(target)
 }
 
-/// The size of a seeded product's reply (so echo moves as many bytes), or 216.
-async fn echo_reply_size(url: &str, timeout: Duration) -> usize {
-    let Ok(client) = nats::connect(url, "shop-bench-probe", timeout).await else {
-        return 216;
-    };
+/// Starts the echo responder, replying as many bytes as a seeded product's
+/// reply (216 when there is no product service to ask).
+async fn start_echo(stack: &mut Stack, opts: &Options) -> Result<()> {
+    let client = nats::connect(stack.nats_url()?, "shop-bench-probe", opts.timeout).await?;
     let json = shop_nats::Encoding::Json;
-    let probe = reads::probe(&client, &seed::read_id(0), json, timeout).await;
-    probe.unwrap_or(216)
-}
-
-async fn run_command(args: RunArgs) -> Result<()> {
-    let opts = args.load.options(args.scenario)?;
-    let (mut stack, target) = if args.spawn {
-        let (stack, target) = spawn_for(args.scenario, &args, &opts).await?;
-        (Some(stack), target)
-    } else {
-        let mut target = Target {
-            nats_url: args.nats_url.clone(),
-            http_url: Some(args.url.clone()),
-            ..Target::default()
-        };
-        let mut stack = None;
-        if args.scenario == Scenario::Echo && !answers(&args.nats_url, ECHO_SUBJECT).await? {
-            let mut s = Stack::new(args.stack.config()?)?;
-            s.use_nats(&args.nats_url);
-            let reply_bytes = echo_reply_size(&args.nats_url, opts.timeout).await;
-            s.start_echo(ECHO_SUBJECT, reply_bytes).await?;
-            target.watched = s.watched();
-            stack = Some(s);
-        }
-        (stack, target)
-    };
-    let rust_log = stack.as_ref().map(|s| s.config.services_rust_log.clone());
-    let mut file = empty_file(&opts, rust_log);
-    file.settings.nats_url = (!args.spawn).then(|| args.nats_url.clone());
-    file.versions.nats_server = nats_version(&target.nats_url).await;
-    let result = scenarios::run(args.scenario, &target, &opts).await;
-    if let Some(s) = stack.as_mut() {
-        s.stop().await;
-    }
-    file.results.push(result?);
-    finish(&mut file, &args.output, None)
+    let probe = reads::probe(&client, &seed::read_id(0), json, opts.timeout).await;
+    stack.start_echo(ECHO_SUBJECT, probe.unwrap_or(216)).await
 }
 
 /// Whether anything answers requests on `subject`.
@@ -362,6 +322,30 @@ async fn answers(url: &str, subject: &str) -> Result<bool> {
         Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(false),
         Err(e) => Err(e).with_context(|| format!("probing {subject}")),
     }
+}
+
+async fn run_command(args: RunArgs) -> Result<()> {
+    let opts = args.load.options(args.scenario)?;
+    let mut stack = Stack::new(args.stack.config()?)?;
+    let target = if args.spawn {
+        let instances = args.instances.max(1);
+        spawn_for(&mut stack, args.scenario, args.sync, instances, &opts).await?
+    } else {
+        stack.use_nats(&args.nats_url);
+        if args.scenario == Scenario::Echo && !answers(&args.nats_url, ECHO_SUBJECT).await? {
+            start_echo(&mut stack, &opts).await?;
+        }
+        let http_url = Some(args.url.clone());
+        Target {
+            http_url,
+            ..stack.target(None)?
+        }
+    };
+    let mut file = empty_file(&opts, &stack, args.spawn).await?;
+    let result = scenarios::run(args.scenario, &target, &opts).await;
+    stack.stop().await;
+    file.results.push(result?);
+    finish(&mut file, &args.output, None)
 }
 
 async fn suite_command(args: SuiteArgs) -> Result<bool> {
@@ -377,28 +361,22 @@ async fn suite_command(args: SuiteArgs) -> Result<bool> {
     finish(&mut file, &args.output, args.markdown.as_deref())?;
     if !failures.is_empty() {
         eprintln!("suite: {} point(s) failed:", failures.len());
-        for f in &failures {
-            eprintln!("  {f}");
-        }
+        failures.iter().for_each(|f| eprintln!("  {f}"));
     }
     Ok(failures.is_empty())
 }
 
 async fn scaling_command(args: ScalingArgs) -> Result<()> {
-    let Some(service) = args.scenario.scaled_service() else {
+    if args.scenario.scaled_service().is_none() {
         bail!(
             "{} has no single service to scale (use product-get, product-list, stock-contention or order-place)",
             args.scenario.name()
         );
-    };
+    }
     let opts = args.load.options(args.scenario)?;
     let mut stack = Stack::new(args.stack.config()?)?;
-    let url = stack.start_nats(args.sync).await?;
-    for other in args.scenario.services().iter().filter(|s| **s != service) {
-        stack.start_service(other, &[]).await?;
-    }
-    let mut file = empty_file(&opts, Some(stack.config.services_rust_log.clone()));
-    file.versions.nats_server = nats_version(&url).await;
+    spawn_for(&mut stack, args.scenario, args.sync, 0, &opts).await?;
+    let mut file = empty_file(&opts, &stack, true).await?;
     let plans = [(args.scenario, opts)];
     let counts = &args.instances;
     let runs = scaling::run_on(&mut stack, &plans, counts, |what| eprintln!("{what}")).await;
@@ -407,6 +385,7 @@ async fn scaling_command(args: ScalingArgs) -> Result<()> {
     finish(&mut file, &args.output, None)
 }
 
+/// Runs `command`; `Ok(false)` when it ran but something in it failed.
 async fn main_command(command: Command) -> Result<bool> {
     match command {
         Command::Run(a) => run_command(a).await.map(|()| true),
@@ -425,31 +404,30 @@ async fn main_command(command: Command) -> Result<bool> {
             print!("{}", report::compare_text(&new, &old));
             Ok(true)
         }
-        Command::EchoServer(a) => echo::run(&a.nats_url, &a.subject, &a.queue, a.reply_bytes)
-            .await
-            .map(|()| true),
+        Command::EchoServer(a) => {
+            let served = echo::run(&a.nats_url, &a.subject, &a.queue, a.reply_bytes);
+            served.await.map(|()| true)
+        }
     }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let is_echo = matches!(cli.command, Command::EchoServer(_));
+    let command = Cli::parse().command;
     // The echo server handles its own signals; everything else stops the
     // processes it started (the work future is dropped, its stack with it).
-    let outcome = if is_echo {
-        main_command(cli.command).await
-    } else {
-        tokio::select! {
-            outcome = main_command(cli.command) => outcome,
-            signal = shop_bench::echo::shutdown_signal() => match signal {
+    let outcome = match command {
+        Command::EchoServer(_) => main_command(command).await,
+        command => tokio::select! {
+            outcome = main_command(command) => outcome,
+            signal = echo::shutdown_signal() => match signal {
                 Ok(()) => {
                     eprintln!("shop-bench: interrupted; stopped what it started");
                     return ExitCode::from(130);
                 }
                 Err(e) => Err(e),
             },
-        }
+        },
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -3,9 +3,8 @@
 use anyhow::{bail, Context, Result};
 use async_nats::Client;
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
-
-use crate::nats;
+use futures::stream::{self, TryStreamExt};
+use shop_nats::ServiceError;
 
 /// Prefix of the products read by product-get, product-list, gateway-get and mixed.
 pub const READ_PREFIX: &str = "bench-";
@@ -37,7 +36,7 @@ pub fn product_json(id: &str, i: usize, stock: i64) -> serde_json::Value {
 }
 
 /// Creates products `<prefix>0000` .. with `stock` each unless they exist,
-/// `concurrency` at a time; returns their ids.
+/// `concurrency` at a time; returns their ids (or the first failure).
 pub async fn ensure_products(
     client: &Client,
     prefix: &str,
@@ -46,21 +45,9 @@ pub async fn ensure_products(
     concurrency: usize,
 ) -> Result<Vec<String>> {
     let ids: Vec<String> = (0..count).map(|i| product_id(prefix, i)).collect();
-    let failures: Vec<String> = stream::iter(ids.iter().enumerate())
-        .map(|(i, id)| async move {
-            let created = create(client, id, i, stock).await;
-            created.err().map(|e| format!("{id}: {e:#}"))
-        })
-        .buffer_unordered(concurrency.max(1))
-        .filter_map(|failure| async move { failure })
-        .collect()
-        .await;
-    if let Some(first) = failures.first() {
-        bail!(
-            "{} of {count} product creations failed; first: {first}",
-            failures.len()
-        );
-    }
+    stream::iter(ids.iter().enumerate().map(anyhow::Ok))
+        .try_for_each_concurrent(concurrency.max(1), |(i, id)| create(client, id, i, stock))
+        .await?;
     Ok(ids)
 }
 
@@ -68,14 +55,11 @@ pub async fn ensure_products(
 /// exists already (409) counts as created.
 pub async fn create(client: &Client, id: &str, i: usize, stock: i64) -> Result<()> {
     let body = Bytes::from(product_json(id, i, stock).to_string());
-    let reply = client
-        .request("product.create", body)
-        .await
-        .with_context(|| format!("creating {id}"))?;
-    match nats::service_error(reply.headers.as_ref()) {
-        None => Ok(()),
-        Some((code, _)) if code == "409" => Ok(()),
-        Some((code, description)) => bail!("creating {id}: service error {code}: {description}"),
+    let reply = client.request("product.create", body).await;
+    let reply = reply.with_context(|| format!("creating {id}"))?;
+    match ServiceError::from_reply(reply.headers.as_ref(), &reply.payload) {
+        Some(e) if e.code != 409 => bail!("creating {id}: service error {e}"),
+        _ => Ok(()),
     }
 }
 
