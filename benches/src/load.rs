@@ -379,12 +379,4 @@ mod tests {
         assert_eq!(all.ok() + all.error_count(), 30);
         assert_eq!(all.errors.get("overload"), Some(&25));
     }
-
-    #[test]
-    fn models_describe_themselves() {
-        assert_eq!(Model::Closed { in_flight: 64 }.describe(), "closed 64");
-        assert_eq!(Model::Open { rate: 500.0 }.key(), "r500");
-        let json = serde_json::to_string(&Model::Open { rate: 5.0 }).unwrap();
-        assert_eq!(json, r#"{"kind":"open","rate":5.0}"#);
-    }
 }

@@ -1,8 +1,10 @@
 //! The documented outputs of results files, byte for byte: `report`'s text,
 //! `compare`'s table and the generated sections of BENCHMARKS.md, from the
 //! files in tests/golden/ (`first.json` has only the fields of the schema's
-//! first version; the others are written as shop-bench writes them, which is
-//! checked too; `{root}` in a command line stands for the workspace). After a deliberate change of an output, rewrite the expected
+//! first version; `empty.json` measured nothing; the others are written as
+//! shop-bench writes them, which is checked too; `{root}` in a command line
+//! stands for the workspace). The sections are written into a document with
+//! prose and a marker of no section, which are kept as they are. After a deliberate change of an output, rewrite the expected
 //! files with `GOLDEN_UPDATE=1 cargo test -p shop-bench --test golden`.
 
 use std::fs;
@@ -17,11 +19,12 @@ fn outputs(file: &mut ResultsFile) -> (String, String) {
     file.command = file.command.replace("{root}", &root);
     file.targets = check_targets(file);
     let sections = report::sections(file);
-    let names = sections
-        .keys()
-        .map(|n| format!("<!-- bench:{n} -->\n<!-- /bench -->\n"));
-    let template = names.collect::<String>();
+    let marker = |n: &&str| format!("<!-- bench:{n} -->\nold\n<!-- /bench -->\n");
+    let kept = "prose\n<!-- bench:zzz -->\nkept\n<!-- /bench -->\n";
+    let template = sections.keys().map(marker).collect::<String>() + kept;
     let (markdown, _) = report::rewrite(&template, &sections).expect("well-formed markers");
+    let again = report::rewrite(&markdown, &sections).expect("well-formed markers");
+    assert_eq!(again.0, markdown, "rewriting again changes nothing");
     (report::report_text(file), markdown)
 }
 
@@ -30,14 +33,19 @@ fn outputs_are_as_documented() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let update = std::env::var_os("GOLDEN_UPDATE").is_some();
     let read = |name: &str| ResultsFile::read(&dir.join(name)).expect(name);
-    let (mut new, old, mut first) = (read("new.json"), read("old.json"), read("first.json"));
+    let (mut new, old) = (read("new.json"), read("old.json"));
+    let (mut first, mut empty) = (read("first.json"), read("empty.json"));
     let mut expected = Vec::new();
     for (name, file) in [("new.json", &new), ("old.json", &old)] {
         let written = serde_json::to_string_pretty(file).expect("serializes") + "\n";
         expected.push((name.to_string(), written));
     }
     expected.push(("compare.txt".into(), report::compare_text(&new, &old)));
-    for (name, file) in [("new", &mut new), ("first", &mut first)] {
+    for (name, file) in [
+        ("new", &mut new),
+        ("first", &mut first),
+        ("empty", &mut empty),
+    ] {
         let (text, markdown) = outputs(file);
         expected.push((format!("{name}-report.txt"), text));
         expected.push((format!("{name}-sections.md"), markdown));

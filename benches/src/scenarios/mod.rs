@@ -266,12 +266,12 @@ pub async fn connect_clients(url: &str, n: usize, timeout: Duration) -> Result<V
 
 /// A short id unique to this run, for idempotency keys and fresh entities.
 pub fn run_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let pid = u64::from(std::process::id()).rotate_left(40);
-    format!("{:x}", (nanos as u64) ^ pid)
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    let nanos = now.map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "{:x}",
+        nanos ^ u64::from(std::process::id()).rotate_left(40)
+    )
 }
 
 /// SplitMix64: a cheap, well-spread hash of a request number (for choosing

@@ -251,25 +251,18 @@ mod tests {
     use super::*;
 
     fn settled(status: &str) -> Settled {
-        Settled {
-            status: status.to_string(),
-            reason: None,
-            at: Instant::now(),
-        }
+        let (status, reason, at) = (status.to_string(), None, Instant::now());
+        Settled { status, reason, at }
     }
 
     #[tokio::test]
-    async fn an_event_before_the_reply_is_kept_for_the_waiter() {
-        let t = Tracker::default();
+    async fn orders_settle_whenever_their_event_comes() {
+        let t = Arc::new(Tracker::default());
+        // The event before the reply: kept for the waiter.
         t.settled("a".into(), settled("confirmed"));
         let s = t.wait("a", Duration::from_millis(10)).await.unwrap();
         assert_eq!(s.status, "confirmed");
-        assert!(t.slots.lock().unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_waiter_gets_the_event_when_it_comes() {
-        let t = Arc::new(Tracker::default());
+        // The event after the reply: the waiter gets it.
         let t2 = t.clone();
         let waiter = tokio::spawn(async move { t2.wait("b", Duration::from_secs(5)).await });
         while t.slots.lock().unwrap().is_empty() {
@@ -277,11 +270,7 @@ mod tests {
         }
         t.settled("b".into(), settled("cancelled"));
         assert_eq!(waiter.await.unwrap().unwrap().status, "cancelled");
-    }
-
-    #[tokio::test]
-    async fn an_order_that_never_settles_times_out_and_is_forgotten() {
-        let t = Tracker::default();
+        // No event: the wait times out and the order is forgotten.
         assert!(t.wait("c", Duration::from_millis(20)).await.is_none());
         assert!(t.slots.lock().unwrap().is_empty());
     }
