@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use async_nats::{Client, HeaderMap, Request};
 use bytes::Bytes;
 use product_service::domain::{GetProduct, Product};
+use serde_json::json;
 use shop_nats::codec::CONTENT_TYPE_HEADER;
 use shop_nats::Encoding;
 
@@ -48,24 +49,17 @@ pub async fn seed_reads(client: &Client, products: usize) -> Result<()> {
 /// `{"id":"<id>"}` payloads of the read products `0..count`.
 pub fn id_payloads(count: usize) -> Vec<Bytes> {
     let ids = (0..count.max(1)).map(read_id);
-    ids.map(|id| Bytes::from(serde_json::json!({ "id": id }).to_string()))
+    ids.map(|id| Bytes::from(json!({ "id": id }).to_string()))
         .collect()
 }
 
 /// Page requests: one from the start, then from cursors every `limit` products.
 pub fn list_payloads(products: usize, limit: u32) -> Vec<Bytes> {
     let step = (limit as usize).max(1);
-    let cursors = (step..products).step_by(step).map(|i| Some(read_id(i - 1)));
-    std::iter::once(None)
-        .chain(cursors)
-        .map(|cursor| {
-            let page = match cursor {
-                Some(cursor) => serde_json::json!({ "limit": limit, "cursor": cursor }),
-                None => serde_json::json!({ "limit": limit }),
-            };
-            Bytes::from(page.to_string())
-        })
-        .collect()
+    let cursors = (step..products).step_by(step).map(|i| read_id(i - 1));
+    let pages = cursors.map(|cursor| json!({ "limit": limit, "cursor": cursor }));
+    let pages = std::iter::once(json!({ "limit": limit })).chain(pages);
+    pages.map(|page| Bytes::from(page.to_string())).collect()
 }
 
 fn bincode_headers() -> HeaderMap {
@@ -151,7 +145,7 @@ pub async fn product_get(target: &Target, opts: &Options) -> Result<ScenarioResu
 pub async fn product_list(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let client = nats::connect(&target.nats_url, "shop-bench-seed", opts.timeout).await?;
     seed_reads(&client, opts.products).await?;
-    let first_page = serde_json::json!({ "limit": opts.list_limit }).to_string();
+    let first_page = json!({ "limit": opts.list_limit }).to_string();
     let first = nats::reply_outcome(client.request(LIST, first_page.into()).await)
         .map_err(|e| anyhow::anyhow!("{LIST}: {}", e.message))?;
     let page: serde_json::Value = serde_json::from_slice(&first.payload)?;
