@@ -12,7 +12,7 @@ use shop_actors::Store;
 mod common;
 
 /// `product.stock_reserved` events for `n` products, as the stream holds them.
-fn events(n: usize) -> Vec<Vec<u8>> {
+fn events(n: usize) -> Vec<(String, Vec<u8>)> {
     common::encode((0..n).map(|i| ProductEvent::StockReserved {
         product: common::product(i % 1000),
         reservation_id: format!("bench-res-{i}"),

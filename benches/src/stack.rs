@@ -150,10 +150,6 @@ impl Stack {
             .context("no nats-server started in this stack")
     }
 
-    pub fn sync(&self) -> Option<JetStreamSync> {
-        self.sync
-    }
-
     /// Instances of `role` running.
     pub fn count(&self, role: &str) -> usize {
         self.members.iter().filter(|m| m.role == role).count()

@@ -23,21 +23,24 @@ pub fn product(i: usize) -> Product {
     }
 }
 
-/// `events` as the stream holds them (JSON).
-pub fn encode(events: impl Iterator<Item = ProductEvent>) -> Vec<Vec<u8>> {
-    events
-        .map(|e| serde_json::to_vec(&e).expect("encode event"))
-        .collect()
+/// `events` as the stream holds them: each one's subject (which names its
+/// product) and its JSON.
+pub fn encode(events: impl Iterator<Item = ProductEvent>) -> Vec<(String, Vec<u8>)> {
+    let stored = |e: ProductEvent| {
+        let subject = format!("events.product.{}", e.product().id);
+        (subject, serde_json::to_vec(&e).expect("encode event"))
+    };
+    events.map(stored).collect()
 }
 
-/// Applies `payloads` (stream sequences from `first_sequence` on) through the
+/// Applies `events` (stream sequences from `first_sequence` on) through the
 /// product projection, with the checkpoint, in one sled batch.
-pub fn apply(tree: &sled::Tree, payloads: &[Vec<u8>], first_sequence: u64) {
+pub fn apply(tree: &sled::Tree, events: &[(String, Vec<u8>)], first_sequence: u64) {
     let mut batch = sled::Batch::default();
-    for (i, payload) in payloads.iter().enumerate() {
+    for (i, (subject, payload)) in events.iter().enumerate() {
         let event = StoredEvent {
             sequence: first_sequence + i as u64,
-            subject: "events.product.bench",
+            subject,
             headers: None,
             payload,
         };
@@ -45,7 +48,7 @@ pub fn apply(tree: &sled::Tree, payloads: &[Vec<u8>], first_sequence: u64) {
             .apply(&event, &mut batch)
             .expect("projection accepts the event");
     }
-    let last = first_sequence + payloads.len() as u64 - 1;
+    let last = first_sequence + events.len() as u64 - 1;
     batch.insert(CHECKPOINT_KEY, &encode_u64(last)[..]);
     tree.apply_batch(batch).expect("apply batch");
 }

@@ -21,7 +21,6 @@ use crate::cpu::{self, CpuUse, Watched};
 use crate::load::{self, Model, Operation, Outcome, Schedule};
 use crate::nats;
 use crate::results::{Meta, ScenarioResult};
-pub use crate::seed::READ_PREFIX;
 pub use mixed::Mix;
 pub use reads::ECHO_SUBJECT;
 
