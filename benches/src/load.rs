@@ -282,7 +282,7 @@ async fn open<O: Operation>(
             last_done = Some(last_done.map_or(done, |l| l.max(done)));
         }
         let lag = micros(f.sent.saturating_duration_since(f.intended));
-        tally.send_lag_us.saturating_record(lag.max(1));
+        tally.send_lag_us.record(lag);
         record(&mut tally, f.outcome, f.intended, done);
     }
     let window = s.measured().as_secs_f64();

@@ -13,15 +13,28 @@ pub const MAX_TRACKABLE_US: u64 = 3_600_000_000;
 /// Significant figures kept by the histograms (0.1% resolution).
 pub const SIGFIGS: u8 = 3;
 
-/// New latency histogram in microseconds, 1 µs .. 1 h, 3 significant figures.
-pub fn new_histogram() -> Histogram<u64> {
-    // Only bounds that contradict each other fail, and these are constants.
-    Histogram::new_with_bounds(1, MAX_TRACKABLE_US, SIGFIGS).expect("valid histogram bounds")
+/// A latency histogram in microseconds, 1 µs .. 1 h, 3 significant figures.
+#[derive(Debug, Clone)]
+pub struct Hist(pub Histogram<u64>);
+
+impl Default for Hist {
+    fn default() -> Self {
+        // Only bounds that contradict each other fail, and these are constants.
+        let h = Histogram::new_with_bounds(1, MAX_TRACKABLE_US, SIGFIGS);
+        Hist(h.expect("valid histogram bounds"))
+    }
 }
 
-/// `into` plus `other`: histograms of the same bounds always add up.
-fn add(into: &mut Histogram<u64>, other: &Histogram<u64>) {
-    into.add(other).expect("histograms of the same bounds");
+impl Hist {
+    /// Records `us`, at least 1 µs and at most the highest trackable value.
+    pub fn record(&mut self, us: u64) {
+        self.0.saturating_record(us.max(1));
+    }
+
+    /// Adds `other`: histograms of the same bounds always add up.
+    pub fn add(&mut self, other: &Hist) {
+        self.0.add(&other.0).expect("histograms of the same bounds");
+    }
 }
 
 /// Latency percentiles in milliseconds.
@@ -37,7 +50,7 @@ pub struct Latency {
 
 impl Latency {
     /// Percentiles of a histogram recorded in microseconds; `None` if it is empty.
-    pub fn from_histogram_us(h: &Histogram<u64>) -> Option<Self> {
+    pub fn from_histogram_us(Hist(h): &Hist) -> Option<Self> {
         if h.is_empty() {
             return None;
         }
@@ -97,30 +110,19 @@ impl OpError {
 }
 
 /// One operation's successes, failures and latencies.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct OpTally {
     /// Latencies of successful requests, microseconds.
-    pub ok_us: Histogram<u64>,
+    pub ok_us: Hist,
     /// Reply bytes of successful requests (a suspiciously small reply shows here).
     pub ok_bytes: u64,
     pub errors: BTreeMap<String, u64>,
     pub first_error: Option<String>,
 }
 
-impl Default for OpTally {
-    fn default() -> Self {
-        Self {
-            ok_us: new_histogram(),
-            ok_bytes: 0,
-            errors: BTreeMap::new(),
-            first_error: None,
-        }
-    }
-}
-
 impl OpTally {
     pub fn ok(&self) -> u64 {
-        self.ok_us.len()
+        self.ok_us.0.len()
     }
 
     pub fn error_count(&self) -> u64 {
@@ -128,7 +130,7 @@ impl OpTally {
     }
 
     pub fn record_ok(&mut self, latency_us: u64, bytes: usize) {
-        self.ok_us.saturating_record(latency_us.max(1));
+        self.ok_us.record(latency_us);
         self.ok_bytes += bytes as u64;
     }
 
@@ -139,7 +141,7 @@ impl OpTally {
     }
 
     pub fn merge(&mut self, other: &OpTally) {
-        add(&mut self.ok_us, &other.ok_us);
+        self.ok_us.add(&other.ok_us);
         self.ok_bytes += other.ok_bytes;
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;
@@ -151,25 +153,15 @@ impl OpTally {
 }
 
 /// Everything a run (or one worker of it) observed inside the measurement window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Tally {
     /// Per operation (a scenario with one kind of request has one entry).
     pub ops: BTreeMap<&'static str, OpTally>,
     /// Intermediate timings, e.g. order-place's `order.create` reply, microseconds
     /// from the same start as the operation's latency.
-    pub phases: BTreeMap<&'static str, Histogram<u64>>,
+    pub phases: BTreeMap<&'static str, Hist>,
     /// Open loop only: how late each request was sent after its intended time.
-    pub send_lag_us: Histogram<u64>,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Self {
-            ops: BTreeMap::new(),
-            phases: BTreeMap::new(),
-            send_lag_us: new_histogram(),
-        }
-    }
+    pub send_lag_us: Hist,
 }
 
 impl Tally {
@@ -178,8 +170,7 @@ impl Tally {
     }
 
     pub fn record_phase(&mut self, name: &'static str, us: u64) {
-        let phase = self.phases.entry(name).or_insert_with(new_histogram);
-        phase.saturating_record(us.max(1));
+        self.phases.entry(name).or_default().record(us);
     }
 
     pub fn merge(&mut self, other: &Tally) {
@@ -187,9 +178,9 @@ impl Tally {
             self.op(name).merge(op);
         }
         for (name, h) in &other.phases {
-            add(self.phases.entry(name).or_insert_with(new_histogram), h);
+            self.phases.entry(name).or_default().add(h);
         }
-        add(&mut self.send_lag_us, &other.send_lag_us);
+        self.send_lag_us.add(&other.send_lag_us);
     }
 
     /// All operations together.
@@ -245,10 +236,8 @@ mod tests {
 
     #[test]
     fn percentiles_from_uniform_histogram() {
-        let mut h = new_histogram();
-        for us in 1..=10_000u64 {
-            h.record(us).unwrap();
-        }
+        let mut h = Hist::default();
+        (1..=10_000u64).for_each(|us| h.record(us));
         let l = Latency::from_histogram_us(&h).unwrap();
         let expected = [(l.p50, 5.0), (l.p90, 9.0), (l.p99, 9.9), (l.p99_9, 9.99)];
         for (actual, ms) in expected
@@ -260,7 +249,7 @@ mod tests {
         }
         assert!(l.is_ordered());
         assert!(!Latency { p90: 1.0, ..l }.is_ordered(), "p90 below p50");
-        assert!(Latency::from_histogram_us(&new_histogram()).is_none());
+        assert!(Latency::from_histogram_us(&Hist::default()).is_none());
     }
 
     #[test]
@@ -284,7 +273,7 @@ mod tests {
         assert_eq!(get.errors.get("service_404"), Some(&7));
         assert_eq!(get.first_error.as_deref(), Some("not found"));
         assert_eq!(a.ops["login"].ok(), 1);
-        assert_eq!(a.phases["reply"].len(), 1);
+        assert_eq!(a.phases["reply"].0.len(), 1);
         let all = a.overall();
         assert_eq!(all.ok(), 1001);
         assert_eq!(all.error_count(), 7);
