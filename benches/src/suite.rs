@@ -288,14 +288,12 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
         encoding: Encoding::Bincode,
         ..c.clone()
     };
+    let open = cfg.options(Model::Open {
+        rate: cfg.read_rate,
+    });
     let points = [
         (Scenario::ProductGet, bincode),
-        (
-            Scenario::ProductGet,
-            cfg.options(Model::Open {
-                rate: cfg.read_rate,
-            }),
-        ),
+        (Scenario::ProductGet, open),
         (Scenario::ProductList, c.clone()),
         (Scenario::StockContention, c),
     ];
