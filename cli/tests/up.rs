@@ -70,15 +70,24 @@ fn wait_for(
     }
 }
 
-#[test]
-fn up_starts_everything_and_ctrl_c_stops_it() {
-    let port = testkit::nats_server::free_port().unwrap();
-    let url = format!("nats://127.0.0.1:{port}");
-    let run_dir = tempfile::tempdir().unwrap();
+/// Starts `shop up --replicas 1` on `url` with free ports, `run_dir` and
+/// `args`, and waits until it says the system runs; returns it, the guard
+/// that stops it if the test fails, its further output and what it printed.
+fn start_up(
+    url: &str,
+    run_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (
+    std::process::Child,
+    StopOnDrop,
+    mpsc::Receiver<String>,
+    Vec<String>,
+) {
     let mut up = Command::new(env!("CARGO_BIN_EXE_shop"))
         .args([
             "--server",
-            &url,
+            url,
             "up",
             "--replicas",
             "1",
@@ -86,17 +95,20 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
             "0",
         ])
         .args(["--gateway-addr", "127.0.0.1:0", "--nats-http-port", "0"])
+        .args(args)
         .arg("--root")
         .arg(testkit::workspace_root())
         .arg("--run-dir")
-        .arg(run_dir.path())
+        .arg(run_dir)
         .env("NATS_SERVER_BIN", testkit::nats_server::nats_server_bin())
         .env_remove("NATS_URL")
+        .env_remove("NATS_CREDS")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut guard = StopOnDrop(Some(up.id()));
+    let guard = StopOnDrop(Some(up.id()));
     let (tx, lines) = mpsc::channel();
     let stdout = up.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -111,6 +123,15 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
         "Press Ctrl-C to stop everything",
         Duration::from_secs(120),
     );
+    (up, guard, lines, seen)
+}
+
+#[test]
+fn up_starts_everything_and_ctrl_c_stops_it() {
+    let port = testkit::nats_server::free_port().unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let run_dir = tempfile::tempdir().unwrap();
+    let (mut up, mut guard, lines, seen) = start_up(&url, run_dir.path(), &[], &[]);
     let printed = seen.join("\n");
     assert!(
         printed.contains(&format!("starting nats-server on 127.0.0.1:{port}")),
@@ -227,32 +248,14 @@ fn up_without_auth_runs_an_open_bus_and_says_so() {
     let port = testkit::nats_server::free_port().unwrap();
     let url = format!("nats://127.0.0.1:{port}");
     let run_dir = tempfile::tempdir().unwrap();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_shop"))
-        .args(["--server", &url, "up", "--no-auth", "--no-seed"])
-        .args(["--replicas", "1", "--admin-port-base", "0"])
-        .args(["--gateway-addr", "127.0.0.1:0", "--nats-http-port", "0"])
-        .arg("--root")
-        .arg(testkit::workspace_root())
-        .arg("--run-dir")
-        .arg(run_dir.path())
-        .env("NATS_SERVER_BIN", testkit::nats_server::nats_server_bin())
-        // Credentials in this environment must not reach the children.
-        .env("NATS_CREDS", run_dir.path().join("no-such.creds"))
-        .env_remove("NATS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut guard = StopOnDrop(Some(up.id()));
-    let (tx, lines) = mpsc::channel();
-    let stdout = up.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    wait_for(&lines, &mut seen, "Press Ctrl-C", Duration::from_secs(120));
+    // Credentials in this environment must not reach the children.
+    let stray = run_dir.path().join("no-such.creds");
+    let (mut up, mut guard, _lines, seen) = start_up(
+        &url,
+        run_dir.path(),
+        &["--no-auth", "--no-seed"],
+        &[("NATS_CREDS", stray.as_os_str())],
+    );
     let printed = seen.join("\n");
     assert!(printed.contains("WARNING auth is OFF"), "{printed}");
     assert!(!run_dir.path().join("auth").exists(), "no auth directory");
