@@ -37,6 +37,14 @@ pub struct RuntimeConfig {
     /// JetStream replicas for the service's stream (3 in a cluster).
     #[arg(long, env = "JS_REPLICAS", default_value_t = 1)]
     pub js_replicas: usize,
+    /// Replies go only to subjects under this prefix (client inboxes); a request
+    /// naming another reply subject gets no answer (counted and logged).
+    #[arg(long, env = "REPLY_PREFIX", default_value = crate::reply::DEFAULT_REPLY_PREFIX)]
+    pub reply_prefix: String,
+    /// Seconds between fetches of the token keys (`user.keys`), for services
+    /// with user or admin endpoints; an unknown key id fetches them at once.
+    #[arg(long, env = "JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
     /// `json` (one object per line) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -56,6 +64,20 @@ impl RuntimeConfig {
                 .unwrap_or(2)
                 .min(8)
         }
+    }
+
+    /// The reply prefix, checked: non-empty, ending with `.`, no wildcards or spaces.
+    pub fn reply_prefix(&self) -> anyhow::Result<&str> {
+        let prefix = self.reply_prefix.as_str();
+        anyhow::ensure!(
+            prefix.len() > 1
+                && prefix.ends_with('.')
+                && !prefix.starts_with('.')
+                && !prefix.contains(['*', '>', ' ', '\t'])
+                && !prefix.contains(".."),
+            "REPLY_PREFIX {prefix:?} must be subject tokens ending with '.', e.g. _INBOX."
+        );
+        Ok(prefix)
     }
 
     /// The configured instance id, validated, or a fresh random one.

@@ -36,6 +36,9 @@ macro_rules! declare {
     };
 }
 
+/// The subject answering the keys users' tokens are verified with.
+pub const KEYS_SUBJECT: &str = "user.keys";
+
 /// One endpoint: its subject, who may call it, and its handler.
 pub struct Endpoint<S> {
     /// As `nats micro` shows it: the subject after `<service>.`, dots as `_`.
@@ -148,8 +151,13 @@ impl<S: Send + Sync + 'static> Declaration<S> {
     }
 
     /// An endpoint: `subject` (under `<name>.`), who may call it, its handler
-    /// ([`crate::route::read`] or [`crate::route::write`]).
+    /// ([`crate::route::read`] or [`crate::route::write`]). A user or admin
+    /// endpoint makes the service call [`KEYS_SUBJECT`] (its users' tokens are
+    /// verified with those keys), so that call is declared with it.
     pub fn endpoint(mut self, subject: &'static str, access: Access, route: Route<S>) -> Self {
+        if access.needs_user() && !self.calls.contains(&KEYS_SUBJECT) {
+            self.calls.push(KEYS_SUBJECT);
+        }
         let name = subject
             .strip_prefix(self.name)
             .and_then(|rest| rest.strip_prefix('.'))
@@ -162,6 +170,11 @@ impl<S: Send + Sync + 'static> Declaration<S> {
             route,
         });
         self
+    }
+
+    /// Whether some endpoint serves users (or admins): the service verifies tokens.
+    pub fn verifies_tokens(&self) -> bool {
+        self.endpoints.iter().any(|e| e.access.needs_user())
     }
 
     /// Mistakes a declaration can hold: a subject outside `<name>.`, one subject

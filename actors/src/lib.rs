@@ -38,6 +38,7 @@ pub mod parking;
 pub mod pool;
 pub mod process;
 pub mod registry;
+pub mod reply;
 pub mod request;
 pub mod responder;
 pub mod route;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub state_events_parked: IntCounterVec,
     pub events_consumed: IntCounterVec,
     pub dead_letters: IntCounterVec,
+    pub replies_refused: IntCounterVec,
+    pub auth_refused: IntCounterVec,
 }
 
 /// The series of one endpoint.
@@ -116,6 +118,22 @@ impl Metrics {
             ),
             &["consumer"],
         )?;
+        let replies_refused = IntCounterVec::new(
+            Opts::new(
+                "replies_refused_total",
+                "Requests left unanswered because their reply subject is outside the inbox prefix (REPLY_PREFIX), per source (endpoint, srv)",
+            ),
+            &["source"],
+        )?;
+        let auth_refused = IntCounterVec::new(
+            Opts::new(
+                "auth_refused_total",
+                "Requests refused by the access check, per reason (no_token, bad_header, expired, bad_signature, unknown_key, claims, malformed, algorithm, not_yet_valid, forbidden, keys_unavailable)",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(replies_refused.clone()))?;
+        registry.register(Box::new(auth_refused.clone()))?;
         registry.register(Box::new(events_consumed.clone()))?;
         registry.register(Box::new(dead_letters.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -146,6 +164,8 @@ impl Metrics {
             state_events_parked,
             events_consumed,
             dead_letters,
+            replies_refused,
+            auth_refused,
         })
     }
 

@@ -1,6 +1,8 @@
 //! What a handler receives: the request as it arrived, who made it, and its
 //! payload decoded once into the endpoint's request type.
 
+use std::sync::Arc;
+
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use schemars::JsonSchema;
@@ -20,9 +22,10 @@ pub struct Request {
     /// JSON unless the request asked for bincode; the reply must use the same.
     pub encoding: Encoding,
     pub trace: TraceContext,
-    /// The user the request is made for, as the runtime's access check
-    /// established it; `None` for a call from another service.
-    pub caller: Option<Caller>,
+    /// The user the request is made for, proven by the token the runtime's
+    /// access check verified; `None` without one (public data, or a call from
+    /// a service the endpoint lists).
+    pub caller: Option<Arc<Caller>>,
 }
 
 impl Request {
@@ -32,6 +35,14 @@ impl Request {
 
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> HandlerResult {
         self.encoding.encode(value)
+    }
+
+    /// The verified user the request is made for, or 401: for handlers of
+    /// per-user data that no service calls without a user.
+    pub fn user(&self) -> Result<&Caller, ServiceError> {
+        self.caller
+            .as_deref()
+            .ok_or_else(|| ServiceError::unauthorized("this request needs a user's token"))
     }
 
     /// A header value, if present.

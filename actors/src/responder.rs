@@ -74,6 +74,11 @@ impl Endpoints {
             .collect()
     }
 
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub(crate) fn lookup(&self, subject: &str) -> Option<usize> {
         self.by_subject.get(subject).copied()
     }

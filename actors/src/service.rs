@@ -12,9 +12,11 @@ use async_nats::{
 use futures::FutureExt;
 use ractor::{Actor, ActorRef};
 use shop_nats::{
+    auth::Jwks,
     discovery::{InstanceInfo, Registry},
     jetstream::ensure_stream,
-    ServiceClient,
+    verifier::TokenVerifier,
+    CallOptions, ServiceClient,
 };
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -30,6 +32,7 @@ use crate::{
     metrics::Metrics,
     pool::WorkerPool,
     registry::{self, RegistryActor, RegistryArgs},
+    reply::ReplyGuard,
     responder::{Endpoints, Responder},
     srv::{SrvActor, SrvArgs, SrvIdentity},
     state::{StateActor, StateHandle, StateShared},
@@ -98,6 +101,7 @@ where
         .check()
         .map_err(|e| anyhow::anyhow!("invalid declaration: {e}"))?;
     let instance_id = config.instance_id()?;
+    config.reply_prefix()?;
     let mut telemetry = None;
     let result = serve(declaration, config, instance_id, wire, &mut telemetry).await;
     if let Err(e) = &result {
@@ -205,14 +209,18 @@ where
 
     let publishes = spec.publishes.iter().map(|s| s.to_string()).collect();
     let events = EventLog::new(js.clone(), state_shared.clone(), publishes);
+    let client = ServiceClient::new(nats.clone())
+        .calling_only(&spec.calls)
+        .as_service(spec.name);
+    let verifier = spec
+        .verifies_tokens()
+        .then(|| Arc::new(token_verifier(client.clone())));
     let Wiring { service, consumers } = wire(ServiceContext {
         nats: nats.clone(),
         js: js.clone(),
         events,
         state: state.clone(),
-        client: ServiceClient::new(nats.clone())
-            .calling_only(&spec.calls)
-            .as_service(spec.name),
+        client,
         instance_id: instance_id.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
@@ -235,12 +243,17 @@ where
     )
     .await?;
     let routes = spec.bind(service, state.clone());
-    let dispatcher = Arc::new(Dispatcher::new(
-        responder.clone(),
-        routes,
-        pool.clone(),
-        config.max_payload,
+    let replies = Arc::new(ReplyGuard::new(
+        config.reply_prefix()?,
+        metrics.replies_refused.clone(),
     ));
+    let mut dispatcher =
+        Dispatcher::new(responder.clone(), routes, pool.clone(), config.max_payload)
+            .with_replies(replies.clone());
+    if let Some(verifier) = &verifier {
+        dispatcher = dispatcher.with_verifier(verifier.clone());
+    }
+    let dispatcher = Arc::new(dispatcher);
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
     for i in 0..config.endpoint_actor_count() {
@@ -277,6 +290,7 @@ where
             stop: drain.clone(),
             identity: identity.clone(),
             responder: responder.clone(),
+            replies: replies.clone(),
         })
         .await?;
     }
@@ -363,6 +377,13 @@ where
         })
         .await?;
     }
+    if let Some(verifier) = verifier {
+        tokio::spawn(refresh_keys(
+            verifier,
+            Duration::from_secs(config.jwks_refresh_secs.max(1)),
+            drain.clone(),
+        ));
+    }
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(
         service = spec.name,
@@ -428,6 +449,46 @@ where
             Ok(())
         }
         Some(reason) => anyhow::bail!("service failed: {reason}"),
+    }
+}
+
+/// A verifier of users' tokens with the keys of `user.keys`, fetched through
+/// the service's own client (so with its timeout and breaker).
+fn token_verifier(client: ServiceClient) -> TokenVerifier {
+    TokenVerifier::new(Arc::new(move || {
+        let client = client.clone();
+        async move {
+            let options = CallOptions::default()
+                .idempotent()
+                .timeout(Duration::from_secs(2));
+            client
+                .call::<_, Jwks>(
+                    crate::declaration::KEYS_SUBJECT,
+                    &serde_json::json!({}),
+                    options,
+                    None,
+                )
+                .await
+        }
+        .boxed()
+    }))
+}
+
+/// Fetches the token keys at start (the user service may not be up yet:
+/// then the first token fetches them) and every `every`, until `stop`.
+async fn refresh_keys(verifier: Arc<TokenVerifier>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = verifier.refresh().await {
+                    tracing::debug!(error = %e, "token keys not fetched; fetched again when a token needs them");
+                }
+            }
+            _ = prune.tick() => verifier.prune(),
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

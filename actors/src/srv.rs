@@ -8,7 +8,10 @@ use futures::{stream::select_all, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
 
-use crate::responder::{Endpoint, Responder};
+use crate::{
+    reply::ReplyGuard,
+    responder::{Endpoint, Responder},
+};
 
 /// Who this instance is, as the protocol reports it.
 #[derive(Clone)]
@@ -27,6 +30,8 @@ pub struct SrvArgs {
     pub stop: tokio_util::sync::CancellationToken,
     pub identity: SrvIdentity,
     pub responder: Arc<Responder>,
+    /// Replies only to inboxes, as the endpoints.
+    pub replies: Arc<ReplyGuard>,
 }
 
 #[derive(Clone, Copy)]
@@ -96,6 +101,9 @@ impl Actor for SrvActor {
 
 async fn answer(args: &SrvArgs, message: Message) {
     let Some(reply) = message.reply else { return };
+    if !args.replies.allows(&reply, message.subject.as_str(), "srv") {
+        return;
+    }
     let verb = message
         .subject
         .as_str()

@@ -20,7 +20,10 @@ use shop_actors::{
     write, Access, ApplyError, Declaration, Empty, HandlerResult, Projection, Request, RequestBody,
     RuntimeConfig, StoredEvent,
 };
-use shop_nats::discovery::{Registry, RegistryEvent};
+use shop_nats::{
+    auth::{bearer_headers, Claims, TokenSigner, AUDIENCE, ISSUER},
+    discovery::{Registry, RegistryEvent},
+};
 use testkit::{request_json, NatsServer};
 
 struct NoProjection;
@@ -309,13 +312,20 @@ async fn requests_are_decoded_validated_and_access_checked_before_the_handler() 
     let task = start_toy(&nats, data.path(), &[]).await;
     let client = nats.client().await.unwrap();
 
+    // A stand-in user service: the keys tokens are verified with.
+    let issuer = testkit::tokens::Issuer::serve(&client).await.unwrap();
+    let token = |user: &str, roles: &[&str]| issuer.token(user, roles);
+    let customer = bearer_headers(&token("u1", &["customer"]));
     for (payload, message) in [
         ("{}", "missing field `name`"),
         (r#"{"name":""}"#, "name must not be empty"),
         (r#"{"name":7}"#, "invalid type"),
         ("", "empty payload"),
     ] {
-        let reply = request_json(&client, "toy.hello", payload).await.unwrap();
+        let reply =
+            testkit::request_json_with_headers(&client, "toy.hello", customer.clone(), payload)
+                .await
+                .unwrap();
         assert_eq!(reply.error_code, Some(400), "{payload}");
         assert!(
             reply.error.as_deref().unwrap_or_default().contains(message),
@@ -327,49 +337,52 @@ async fn requests_are_decoded_validated_and_access_checked_before_the_handler() 
     let reply = request_json(&client, "toy.slow", "").await.unwrap();
     assert!(reply.is_ok(), "{:?}", reply.error);
 
-    let as_user = |user: &str, roles: &str| {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(shop_nats::auth::USER_ID_HEADER, user);
-        headers.insert(shop_nats::auth::USER_ROLES_HEADER, roles);
-        headers
+    let call = |subject: &'static str, headers: async_nats::HeaderMap| {
+        let client = client.clone();
+        async move {
+            testkit::request_json_with_headers(&client, subject, headers, r#"{"name":"a"}"#)
+                .await
+                .unwrap()
+        }
     };
-    let reply = client
-        .request_with_headers(
-            "toy.hello",
-            as_user("u1", "customer"),
-            r#"{"name":"a"}"#.into(),
-        )
-        .await
+    // Headers that merely claim a user or a role: 401.
+    let mut claimed = async_nats::HeaderMap::new();
+    claimed.insert("Shop-User-Id", "u1");
+    claimed.insert("Shop-User-Roles", "customer,admin");
+    for subject in ["toy.hello", "toy.admin.hello"] {
+        let reply = call(subject, claimed.clone()).await;
+        assert_eq!(reply.error_code, Some(401), "{subject}: {:?}", reply.error);
+    }
+    let reply = call("toy.hello", bearer_headers(&token("u1", &["customer"]))).await;
+    assert!(reply.is_ok(), "{:?}", reply.error);
+    assert_eq!(reply.body["caller"], "u1", "the handler sees the caller");
+    let refused = call(
+        "toy.admin.hello",
+        bearer_headers(&token("u1", &["customer"])),
+    )
+    .await;
+    assert_eq!(refused.error_code, Some(403));
+    let admitted = call(
+        "toy.admin.hello",
+        bearer_headers(&token("u2", &["customer", "admin"])),
+    )
+    .await;
+    assert!(admitted.is_ok(), "{:?}", admitted.error);
+    let forged = TokenSigner::claiming_kid(&[8; 32], issuer.signer().kid());
+    let now = shop_nats::clock::now_secs();
+    let forged = forged
+        .sign(&Claims {
+            sub: "u2".into(),
+            email: "u2@example.com".into(),
+            roles: vec!["admin".into()],
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now,
+            exp: now + 600,
+        })
         .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-    assert_eq!(body["caller"], "u1", "the handler sees the caller: {body}");
-    let refused = client
-        .request_with_headers(
-            "toy.admin.hello",
-            as_user("u1", "customer"),
-            r#"{"name":"a"}"#.into(),
-        )
-        .await
-        .unwrap();
-    let code = refused
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error-Code"))
-        .map(|v| v.to_string());
-    assert_eq!(code.as_deref(), Some("403"));
-    let admitted = client
-        .request_with_headers(
-            "toy.admin.hello",
-            as_user("u2", "customer,admin"),
-            r#"{"name":"a"}"#.into(),
-        )
-        .await
-        .unwrap();
-    assert!(admitted
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error-Code"))
-        .is_none());
+    let reply = call("toy.admin.hello", bearer_headers(&forged)).await;
+    assert_eq!(reply.error_code, Some(401), "{:?}", reply.error);
     task.abort();
 }
 
@@ -704,5 +717,64 @@ async fn consumers_ack_retry_and_dead_letter() {
         "every event acknowledged or terminated"
     );
     assert_eq!(consumer_info.num_pending, 0);
+    task.abort();
+}
+
+/// The toy instance's admin address, from its registry entry.
+async fn toy_admin_addr(nats: &NatsServer) -> String {
+    let client = nats.client().await.unwrap();
+    let registry = Registry::open(&async_nats::jetstream::new(client))
+        .await
+        .unwrap();
+    let instances = registry.list(Some("toy")).await.unwrap();
+    instances[0].admin_addr.clone().expect("an admin address")
+}
+
+/// `shop_replies_refused_total{source}` as the admin endpoint reports it.
+async fn refused_replies(admin: &str, source: &str) -> f64 {
+    let (_, text) = testkit::http::get(admin, "/metrics").await.unwrap();
+    testkit::metrics::value(&text, "shop_replies_refused_total", &[("source", source)])
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_go_only_to_inbox_subjects() {
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let task = start_toy(&nats, data.path(), &[]).await;
+    let client = nats.client().await.unwrap();
+    let admin = toy_admin_addr(&nats).await;
+
+    // Someone names another service's event subject as the reply subject.
+    let mut stolen = client.subscribe("events.user.>").await.unwrap();
+    client.flush().await.unwrap();
+    client
+        .publish_with_reply("toy.ok", "events.user.registered.x", "{}".into())
+        .await
+        .unwrap();
+    client
+        .publish_with_reply("toy.nothing", "events.user.profile.x", "{}".into())
+        .await
+        .unwrap();
+    client
+        .publish_with_reply("$SRV.PING.toy", "events.user.credential.x", "".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused_replies(&admin, "endpoint").await < 2.0
+        || refused_replies(&admin, "srv").await < 1.0
+    {
+        assert!(Instant::now() < deadline, "refusals counted within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Requests with an inbox are answered as always, on the same subscriptions.
+    assert!(request_json(&client, "toy.ok", "{}").await.unwrap().is_ok());
+    client.flush().await.unwrap();
+    let leaked = tokio::time::timeout(Duration::from_millis(300), stolen.next()).await;
+    assert!(
+        leaked.is_err(),
+        "nothing was published on events.user.>: {leaked:?}"
+    );
     task.abort();
 }

@@ -1,7 +1,10 @@
-//! Benchmark products, created through the product service's create endpoint.
+//! Benchmark products, created through the product service's create endpoint
+//! as the admin (`product.create` is for admins: [`admin_headers`]).
+
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use async_nats::Client;
+use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 
@@ -36,6 +39,40 @@ pub fn product_json(id: &str, i: usize, stock: i64) -> serde_json::Value {
     })
 }
 
+/// The admin account the stack's user service creates, when `ADMIN_EMAIL` /
+/// `ADMIN_PASSWORD` do not name another.
+pub const BENCH_ADMIN_EMAIL: &str = "bench-admin@shop.example";
+/// Its password.
+pub const BENCH_ADMIN_PASSWORD: &str = "bench-admin-password";
+
+/// The admin credentials: `ADMIN_EMAIL` / `ADMIN_PASSWORD`, or the bench's.
+pub fn admin_credentials() -> (String, String) {
+    (
+        std::env::var("ADMIN_EMAIL").unwrap_or_else(|_| BENCH_ADMIN_EMAIL.to_string()),
+        std::env::var("ADMIN_PASSWORD").unwrap_or_else(|_| BENCH_ADMIN_PASSWORD.to_string()),
+    )
+}
+
+/// Headers carrying an admin's token: logs in with [`admin_credentials`],
+/// retrying for a while (a user service that just started creates the
+/// account a moment after it is ready).
+pub async fn admin_headers(client: &Client) -> Result<HeaderMap> {
+    let (email, password) = admin_credentials();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match shop_nats::login::login(client, &email, &password, Duration::from_secs(10)).await {
+            Ok(token) => return Ok(shop_nats::auth::bearer_headers(&token)),
+            Err(e) if Instant::now() < deadline && matches!(e.code, 401 | 503) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => bail!(
+                "logging in as the admin {email} to seed products: {}",
+                e.message
+            ),
+        }
+    }
+}
+
 /// Creates products `<prefix>0000` .. with `stock` each unless they exist,
 /// `concurrency` at a time; returns their ids.
 pub async fn ensure_products(
@@ -46,9 +83,10 @@ pub async fn ensure_products(
     concurrency: usize,
 ) -> Result<Vec<String>> {
     let ids: Vec<String> = (0..count).map(|i| product_id(prefix, i)).collect();
+    let admin = &admin_headers(client).await?;
     let failures: Vec<String> = stream::iter(ids.iter().enumerate())
         .map(|(i, id)| async move {
-            let created = create(client, id, i, stock).await;
+            let created = create(client, admin, id, i, stock).await;
             created.err().map(|e| format!("{id}: {e:#}"))
         })
         .buffer_unordered(concurrency.max(1))
@@ -64,12 +102,18 @@ pub async fn ensure_products(
     Ok(ids)
 }
 
-/// Creates product `id` (the `i`-th of its kind) with `stock`; one that
-/// exists already (409) counts as created.
-pub async fn create(client: &Client, id: &str, i: usize, stock: i64) -> Result<()> {
+/// Creates product `id` (the `i`-th of its kind) with `stock`, as the admin
+/// whose token `admin` carries; one that exists already (409) counts as created.
+pub async fn create(
+    client: &Client,
+    admin: &HeaderMap,
+    id: &str,
+    i: usize,
+    stock: i64,
+) -> Result<()> {
     let body = Bytes::from(product_json(id, i, stock).to_string());
     let reply = client
-        .request("product.create", body)
+        .request_with_headers("product.create", admin.clone(), body)
         .await
         .with_context(|| format!("creating {id}"))?;
     match nats::service_error(reply.headers.as_ref()) {

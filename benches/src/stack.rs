@@ -121,6 +121,9 @@ pub struct Stack {
     members: Vec<Member>,
     nats_url: Option<String>,
     sync: Option<JetStreamSync>,
+    /// A user instance started for a product instance's seeding, not yet
+    /// asked for: the next request for a user instance is this one.
+    implicit_user: bool,
 }
 
 impl Stack {
@@ -136,6 +139,7 @@ impl Stack {
             members: Vec::new(),
             nats_url: None,
             sync: None,
+            implicit_user: false,
         })
     }
 
@@ -245,8 +249,36 @@ impl Stack {
 
     /// Starts one more instance of `service` (`product`, `user`, `payment`,
     /// `notification`, `order`) and waits until it serves.
+    /// The user service creates the admin that seeds products
+    /// ([`crate::seed::admin_headers`]), so a product instance brings one along.
     pub async fn start_service(&mut self, service: &str, env: &[(&str, &str)]) -> Result<()> {
+        if service == "product" && self.count("user") == 0 {
+            Box::pin(self.start_service("user", &[])).await?;
+            self.implicit_user = true;
+        } else if service == "user" && std::mem::take(&mut self.implicit_user) {
+            return Ok(());
+        }
         let name = format!("{service}-{}", self.count(service) + 1);
+        // Secrets at rest: the user and order services need their data keys.
+        let mut secrets: Vec<(String, String)> = Vec::new();
+        if let Some(var) = match service {
+            "user" => Some("USER_DATA_KEY_FILE"),
+            "order" => Some("ORDER_DATA_KEY_FILE"),
+            _ => None,
+        } {
+            let path = self.data.path().join(format!("{service}-data.key"));
+            if !path.exists() {
+                let key = shop_nats::sealed::DataKey::generate_text();
+                std::fs::write(&path, key + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            secrets.push((var.to_string(), path.display().to_string()));
+        }
+        if service == "user" {
+            let (email, password) = crate::seed::admin_credentials();
+            secrets.push(("ADMIN_EMAIL".to_string(), email));
+            secrets.push(("ADMIN_PASSWORD".to_string(), password));
+        }
         let spec = Spec::new(&name, self.config.service_bin(service))
             .envs([
                 ("NATS_URL", self.nats_url()?),
@@ -256,6 +288,7 @@ impl Stack {
                 ("RUST_LOG", &self.config.services_rust_log),
             ])
             .env("DATA_DIR", self.data.path().join(&name))
+            .envs(secrets)
             .envs(env.iter().copied())
             .ready_line("\"service ready\"");
         self.start(service, spec).await

@@ -8,6 +8,26 @@ use shop_chaos::fuzz::{self, Plan, Target};
 use shop_nats::manifest::Manifest;
 use testkit::{request_json, workspace_bin, NatsServer, ServiceProcess};
 
+const ADMIN_EMAIL: &str = "admin@shop.test";
+const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+/// The admin's token (the account appears a moment after the user service is ready).
+async fn admin_token(client: &async_nats::Client) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let login =
+            shop_nats::login::login(client, ADMIN_EMAIL, ADMIN_PASSWORD, Duration::from_secs(10))
+                .await;
+        match login {
+            Ok(token) => return token,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "admin login: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_survives_random_and_mutated_payloads() {
     let shop = workspace_bin("shop").unwrap();
@@ -29,7 +49,12 @@ async fn every_endpoint_survives_random_and_mutated_payloads() {
     let mut services = Vec::new();
     for service in ["product", "user", "payment", "notification", "order"] {
         let env: &[(&str, &str)] = match service {
-            "user" => &[("ARGON2_MEMORY_KIB", "1024"), ("ARGON2_ITERATIONS", "1")],
+            "user" => &[
+                ("ARGON2_MEMORY_KIB", "1024"),
+                ("ARGON2_ITERATIONS", "1"),
+                ("ADMIN_EMAIL", ADMIN_EMAIL),
+                ("ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ],
             _ => &[],
         };
         let bin = workspace_bin(&format!("{service}-service")).unwrap();
@@ -53,7 +78,9 @@ async fn every_endpoint_survives_random_and_mutated_payloads() {
         seed: number("FUZZ_SEED", 20261201),
         concurrency: 8,
         timeout: Duration::from_secs(10),
-        headers: async_nats::HeaderMap::new(),
+        // As the admin: user and admin endpoints get past the access check
+        // to the decoding and validation being fuzzed.
+        headers: shop_nats::auth::bearer_headers(&admin_token(&client).await),
     };
     let report = fuzz::run(&client, &targets, &plan).await;
     println!("{}", report.summary());

@@ -72,6 +72,12 @@ pub enum DlqCommand {
         /// Seconds to wait for each order's saga to end.
         #[arg(long, default_value_t = 60.0)]
         wait: f64,
+        /// The admin's email: `order.redrive` is an admin endpoint.
+        #[arg(long, env = "ADMIN_EMAIL")]
+        admin_email: String,
+        /// The admin's password (prefer the environment).
+        #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: String,
     },
 }
 
@@ -80,7 +86,13 @@ pub async fn run(client: &async_nats::Client, command: DlqCommand) -> Result<(),
     let js = jetstream::new(client.clone());
     match command {
         DlqCommand::Ls { json } => ls(&js, json).await,
-        DlqCommand::Replay { ids, all, wait } => {
+        DlqCommand::Replay {
+            ids,
+            all,
+            wait,
+            admin_email,
+            admin_password,
+        } => {
             let wait = Duration::from_secs_f64(wait.max(0.0));
             let ids = match all {
                 true => saga_dead_letters(&js).await?,
@@ -89,7 +101,20 @@ pub async fn run(client: &async_nats::Client, command: DlqCommand) -> Result<(),
                     .map(|id| parse_id(id))
                     .collect::<Result<_, _>>()?,
             };
-            replay_all(client, &js, ids, wait).await
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let token =
+                shop_nats::login::login(client, &admin_email, &admin_password, REQUEST_TIMEOUT)
+                    .await
+                    .map_err(|e| match e.code {
+                        503 => Failure::new(NO_ANSWER, e.message),
+                        _ => Failure::new(
+                            SERVICE_ERROR,
+                            format!("admin login: error {}: {}", e.code, e.message),
+                        ),
+                    })?;
+            replay_all(client, &js, ids, wait, &token).await
         }
     }
 }
@@ -352,11 +377,12 @@ async fn replay_all(
     js: &jetstream::Context,
     ids: Vec<(&'static str, u64)>,
     wait: Duration,
+    token: &str,
 ) -> Result<(), Failure> {
     let total = ids.len();
     let outcomes: Vec<_> = futures::stream::iter(ids)
         .map(|(stream, sequence)| async move {
-            let outcome = replay(client, js, stream, sequence, wait).await;
+            let outcome = replay(client, js, stream, sequence, wait, token).await;
             (format!("{stream}:{sequence}"), outcome)
         })
         .buffered(REPLAYS_AT_ONCE)
@@ -390,6 +416,7 @@ async fn replay(
     stream: &'static str,
     sequence: u64,
     wait: Duration,
+    token: &str,
 ) -> Result<String, Failure> {
     let id = format!("{stream}:{sequence}");
     let Some(mut source) = open(js, stream).await? else {
@@ -439,6 +466,7 @@ async fn replay(
         "order.redrive",
         &json!({"id": order_id}),
         REQUEST_TIMEOUT,
+        Some(token),
     )
     .await?;
     let mut order: Value = serde_json::from_slice(&reply)

@@ -73,6 +73,20 @@ enum Command {
         /// Seconds to wait for the reply.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
+        /// Log in as the admin (user.login with ADMIN_EMAIL / ADMIN_PASSWORD or
+        /// the flags below) and send the request with its token: to read or
+        /// change any user's data.
+        #[arg(long, conflicts_with = "token")]
+        admin: bool,
+        /// The admin's email, for --admin.
+        #[arg(long, env = "ADMIN_EMAIL")]
+        admin_email: Option<String>,
+        /// The admin's password, for --admin (prefer the environment).
+        #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: Option<String>,
+        /// Send this token (a user's, from user.login) in `Authorization: Bearer`.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Every live instance with version, uptime, health, counts, latency, state
     /// lag and consumer lag.
@@ -171,12 +185,30 @@ async fn main() -> ExitCode {
                 subject,
                 json,
                 timeout,
+                admin,
+                admin_email,
+                admin_password,
+                token,
             } => {
+                let acting_as = match (admin, token) {
+                    (true, _) => match (admin_email, admin_password) {
+                        (Some(email), Some(password)) => req::As::Admin { email, password },
+                        _ => {
+                            return Err(exit::Failure::new(
+                                exit::USAGE,
+                                "--admin needs ADMIN_EMAIL and ADMIN_PASSWORD (or --admin-email and --admin-password)",
+                            ))
+                        }
+                    },
+                    (false, Some(token)) => req::As::Token(token),
+                    (false, None) => req::As::Nobody,
+                };
                 req::run(
                     &client,
                     &subject,
                     &json,
                     Duration::from_secs_f64(timeout.max(0.001)),
+                    acting_as,
                 )
                 .await
             }

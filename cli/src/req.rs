@@ -1,4 +1,5 @@
-//! `shop req SUBJECT JSON`.
+//! `shop req SUBJECT JSON`, optionally as the admin (`--admin`: logs in with
+//! `user.login`) or with a user's token (`--token`).
 
 use std::time::Duration;
 
@@ -7,15 +8,38 @@ use shop_nats::ServiceError;
 
 use crate::exit::{Failure, NO_ANSWER, SERVICE_ERROR, USAGE};
 
+/// Whose token a request carries.
+pub enum As {
+    /// None: public subjects, or calls as a service.
+    Nobody,
+    /// This token (`--token`).
+    Token(String),
+    /// The admin's, logged in with these credentials (`--admin`).
+    Admin { email: String, password: String },
+}
+
 pub async fn run(
     client: &async_nats::Client,
     subject: &str,
     json: &str,
     timeout: Duration,
+    acting_as: As,
 ) -> Result<(), Failure> {
     let payload: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| Failure::new(USAGE, format!("the payload is not JSON: {e}")))?;
-    let reply = request(client, subject, &payload, timeout).await?;
+    let token = match acting_as {
+        As::Nobody => None,
+        As::Token(token) => Some(token),
+        As::Admin { email, password } => Some(
+            shop_nats::login::login(client, &email, &password, timeout)
+                .await
+                .map_err(|e| match e.code {
+                    503 => Failure::new(NO_ANSWER, e.message),
+                    _ => Failure::new(SERVICE_ERROR, format!("error {}: {}", e.code, e.message)),
+                })?,
+        ),
+    };
+    let reply = request(client, subject, &payload, timeout, token.as_deref()).await?;
     match serde_json::from_slice::<serde_json::Value>(&reply) {
         Ok(value) => println!(
             "{}",
@@ -26,17 +50,22 @@ pub async fn run(
     Ok(())
 }
 
-/// Sends `payload` to `subject` and returns the reply's body, or why not with
-/// its exit code: nobody answered (4) or the service answered an error (1).
+/// Sends `payload` to `subject`, with `token` as its bearer if any, and returns
+/// the reply's body, or why not with its exit code: nobody answered (4) or the
+/// service answered an error (1).
 pub async fn request(
     client: &async_nats::Client,
     subject: &str,
     payload: &serde_json::Value,
     timeout: Duration,
+    token: Option<&str>,
 ) -> Result<bytes::Bytes, Failure> {
-    let request = async_nats::Request::new()
+    let mut request = async_nats::Request::new()
         .payload(payload.to_string().into())
         .timeout(Some(timeout));
+    if let Some(token) = token {
+        request = request.headers(shop_nats::auth::bearer_headers(token));
+    }
     let reply = client
         .send_request(subject.to_string(), request)
         .await

@@ -15,7 +15,11 @@ use axum::{extract::State, http::StatusCode, routing::post, Router};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use testkit::{request_json, workspace_bin, NatsServer, ServiceProcess};
+use shop_nats::auth::bearer_headers;
+use testkit::{request_json, request_json_with_headers, workspace_bin, NatsServer, ServiceProcess};
+
+const ADMIN_EMAIL: &str = "admin@shop.test";
+const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::Notify,
@@ -145,7 +149,12 @@ impl System {
         let client = nats.client().await.unwrap();
         let data = tempfile::tempdir().unwrap();
         let mut env = env.to_vec();
-        env.extend([("ARGON2_MEMORY_KIB", "1024"), ("ARGON2_ITERATIONS", "1")]);
+        env.extend([
+            ("ARGON2_MEMORY_KIB", "1024"),
+            ("ARGON2_ITERATIONS", "1"),
+            ("ADMIN_EMAIL", ADMIN_EMAIL),
+            ("ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ]);
         let mut procs = HashMap::new();
         for (service, count) in services {
             let bin = if *service == "gateway" {
@@ -174,12 +183,31 @@ impl System {
         }
     }
 
+    /// A request as the admin (as an operator with `shop req --admin`).
     async fn req(&self, subject: &str, body: Value) -> Value {
-        let reply = request_json(&self.client, subject, body.to_string())
+        let admin = bearer_headers(&self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await);
+        let reply = request_json_with_headers(&self.client, subject, admin, body.to_string())
             .await
             .unwrap();
         assert!(reply.is_ok(), "{subject}: {:?}", reply.error);
         reply.body
+    }
+
+    /// A token for `email` (the admin account appears a moment after the user
+    /// service is ready: retried until then).
+    async fn login(&self, email: &str, password: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match shop_nats::login::login(&self.client, email, password, Duration::from_secs(10))
+                .await
+            {
+                Ok(token) => return token,
+                Err(e) => {
+                    assert!(std::time::Instant::now() < deadline, "login {email}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
     }
 
     async fn product_and_user(&self, sku: &str, email: &str) -> String {
@@ -297,6 +325,10 @@ async fn one_trace_spans_services_and_their_logs() {
         format!("00-{trace_id}-{parent_span}-01").as_str(),
     );
     headers.insert("tracestate", "shop=test");
+    let tess = system
+        .login("tess@example.com", "correct horse battery")
+        .await;
+    headers.insert("Authorization", format!("Bearer {tess}").as_str());
     let body = json!({"user_id": user_id, "items": [{"product_id": "sku-traced", "quantity": 1}], "payment_token": "tok_ok", "idempotency_key": "traced-1"});
     let reply = system
         .client
@@ -412,7 +444,9 @@ async fn a_gateway_request_and_its_notification_share_one_trace() {
     let mut services = SHOP.to_vec();
     services.push(("gateway", 1));
     let system = System::start(&services, &env).await;
-    let gateway = system.procs["gateway-1"].admin_addr.clone();
+    let gateway = system.procs["gateway-1"]
+        .ready_field("addr")
+        .expect("the gateway's public address");
     system
         .req(
             "product.create",
@@ -459,6 +493,10 @@ async fn a_gateway_request_and_its_notification_share_one_trace() {
                 && spans
                     .iter()
                     .any(|s| s.service == "order" && s.name == "order.create")
+                // Each process exports in batches of its own: wait for the gateway's too.
+                && spans
+                    .iter()
+                    .any(|s| s.service == "gateway" && s.name == "POST /api/orders")
         })
         .await;
     let create = spans

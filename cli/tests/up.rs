@@ -74,6 +74,15 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
         .arg(run_dir.path())
         .env("NATS_SERVER_BIN", testkit::nats_server::nats_server_bin())
         .env_remove("NATS_URL")
+        // The data keys `shop auth init` writes and `shop up` passes on; here
+        // the children inherit them. The admin seeds the demo catalog.
+        .env("USER_DATA_KEY", shop_nats::sealed::DataKey::generate_text())
+        .env(
+            "ORDER_DATA_KEY",
+            shop_nats::sealed::DataKey::generate_text(),
+        )
+        .env("ADMIN_EMAIL", "admin@shop.test")
+        .env("ADMIN_PASSWORD", "admin-password-for-tests")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -4,15 +4,17 @@
 //!   service. [`verify`] is pure (keys, token and the current time in, claims or
 //!   an error out), so anyone holding the reply of `user.keys` (a [`Jwks`]) can
 //!   check a token without calling the user service.
-//! - [`Caller`] is the verified identity the gateway passes downstream in the
-//!   headers [`USER_ID_HEADER`] and [`USER_ROLES_HEADER`]. A request without them
-//!   is a trusted internal call (an operator, another service). Anyone who may
-//!   publish on a service's subjects can set them, so NATS permissions are the
-//!   trust boundary: only the gateway and the services should publish there.
+//! - Tokens carry `iss` [`ISSUER`] and `aud` [`AUDIENCE`], and live at most
+//!   [`MAX_TOKEN_LIFETIME_SECS`]; [`verify`] refuses anything else.
+//! - A request made on behalf of a user carries the user's token in the NATS
+//!   header [`AUTHORIZATION_HEADER`] (`Bearer <token>`), as the gateway received
+//!   it; the receiving service verifies it ([`crate::verifier`]). [`Caller`] is
+//!   the identity a verified token proves: nothing else makes one, no header
+//!   that merely claims a user counts.
 
 use async_nats::HeaderMap;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -23,10 +25,14 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// How far in the future `iat` may be (clock skew between hosts), in seconds.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 60;
 
-/// Header carrying the verified user id of the caller.
-pub const USER_ID_HEADER: &str = "Shop-User-Id";
-/// Header carrying the caller's roles, comma-separated.
-pub const USER_ROLES_HEADER: &str = "Shop-User-Roles";
+/// Longest a token may live (`exp - iat`), in seconds: one day.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+/// The `iss` of every token: the user service.
+pub const ISSUER: &str = "shop/user";
+/// The `aud` of every token: the shop's services and gateway.
+pub const AUDIENCE: &str = "shop";
+/// The header (HTTP and NATS) carrying a user's token: `Bearer <token>`.
+pub const AUTHORIZATION_HEADER: &str = "Authorization";
 /// The role that may act on anyone's data.
 pub const ADMIN_ROLE: &str = "admin";
 
@@ -38,6 +44,12 @@ pub struct Claims {
     pub email: String,
     /// `customer`, `admin`.
     pub roles: Vec<String>,
+    /// Issuer: [`ISSUER`].
+    #[serde(default)]
+    pub iss: String,
+    /// Audience: [`AUDIENCE`].
+    #[serde(default)]
+    pub aud: String,
     /// Issued at, Unix seconds.
     pub iat: u64,
     /// Expires at, Unix seconds: refused from this second on.
@@ -106,6 +118,24 @@ pub enum TokenError {
     Expired,
     #[error("token is issued in the future")]
     NotYetValid,
+    #[error("token is not for this shop: {0}")]
+    WrongClaims(&'static str),
+}
+
+impl TokenError {
+    /// A short label for metrics: `malformed`, `algorithm`, `unknown_key`,
+    /// `bad_signature`, `expired`, `not_yet_valid`, `claims`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Malformed(_) => "malformed",
+            TokenError::Algorithm(_) => "algorithm",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::WrongClaims(_) => "claims",
+        }
+    }
 }
 
 /// RFC 7638 thumbprint of an Ed25519 public key: base64url(SHA-256 of the
@@ -120,8 +150,9 @@ pub fn thumbprint(key: &VerifyingKey) -> String {
 
 /// Checks `token` against `jwks` at time `now` (Unix seconds): the algorithm
 /// must be EdDSA, the key id must name an Ed25519 key of `jwks`, the signature
-/// must verify (strictly), `now` must be before `exp`, and `iat` no more than
-/// [`MAX_CLOCK_SKEW_SECS`] ahead of `now`.
+/// must verify (strictly), `now` must be before `exp`, `iat` no more than
+/// [`MAX_CLOCK_SKEW_SECS`] ahead of `now`, `iss` and `aud` must be the shop's
+/// and the lifetime at most [`MAX_TOKEN_LIFETIME_SECS`].
 pub fn verify(jwks: &Jwks, token: &str, now: u64) -> Result<Claims, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed("too long"));
@@ -175,6 +206,15 @@ pub fn verify(jwks: &Jwks, token: &str, now: u64) -> Result<Claims, TokenError> 
     if claims.iat > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
         return Err(TokenError::NotYetValid);
     }
+    if claims.iss != ISSUER {
+        return Err(TokenError::WrongClaims("wrong issuer"));
+    }
+    if claims.aud != AUDIENCE {
+        return Err(TokenError::WrongClaims("wrong audience"));
+    }
+    if claims.exp <= claims.iat || claims.exp - claims.iat > MAX_TOKEN_LIFETIME_SECS {
+        return Err(TokenError::WrongClaims("lifetime over 24 h"));
+    }
     Ok(claims)
 }
 
@@ -223,49 +263,109 @@ impl Caller {
     pub fn may_act_for(&self, user_id: &str) -> bool {
         self.user_id == user_id || self.is_admin()
     }
+}
 
-    /// The caller a message carries: `None` without a non-empty [`USER_ID_HEADER`].
-    pub fn from_headers(headers: Option<&HeaderMap>) -> Option<Self> {
-        let headers = headers?;
-        let user_id = headers.get(USER_ID_HEADER)?.as_str().trim();
-        if user_id.is_empty() {
-            return None;
+/// A private signing key and its key id (the user service signs with the
+/// keys it alone holds; tests sign with their own).
+#[derive(Clone)]
+pub struct TokenSigner {
+    kid: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// The key from its 32-byte secret seed; the key id is the RFC 7638 thumbprint.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(seed);
+        let kid = thumbprint(&key.verifying_key());
+        Self { kid, key }
+    }
+
+    /// A key that claims another key's id: a forger, for tests.
+    pub fn claiming_kid(seed: &[u8; 32], kid: &str) -> Self {
+        Self {
+            kid: kid.to_string(),
+            key: SigningKey::from_bytes(seed),
         }
-        let roles = headers
-            .get(USER_ROLES_HEADER)
-            .map(|v| {
-                v.as_str()
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|r| !r.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Some(Self {
-            user_id: user_id.to_string(),
-            roles,
-        })
     }
 
-    /// Writes the caller into `headers` (replacing any caller already there).
-    pub fn insert_into(&self, headers: &mut HeaderMap) {
-        headers.insert(USER_ID_HEADER, self.user_id.as_str());
-        headers.insert(USER_ROLES_HEADER, self.roles.join(",").as_str());
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
-    /// The headers that carry this caller.
-    pub fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        self.insert_into(&mut headers);
-        headers
+    /// The secret seed (for sealing it; never log it).
+    pub fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
     }
+
+    pub fn jwk(&self) -> Jwk {
+        Jwk::ed25519(&self.key.verifying_key(), &self.kid)
+    }
+
+    /// A compact JWS of `claims`, with the header `{"alg":"EdDSA","typ":"JWT","kid":...}`.
+    pub fn sign(&self, claims: &Claims) -> Result<String, serde_json::Error> {
+        let header = JwsHeader {
+            alg: ALG.to_string(),
+            typ: Some("JWT".to_string()),
+            kid: Some(self.kid.clone()),
+            crit: None,
+        };
+        let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
+        let signature = self.key.sign(token.as_bytes());
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        Ok(token)
+    }
+}
+
+/// What an `Authorization` value holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    /// No header.
+    None,
+    /// `Bearer <token>`.
+    Token(&'a str),
+    /// Something else, with why it is refused.
+    Invalid(&'static str),
+}
+
+/// Reads an `Authorization` value (`None` when the header is absent).
+pub fn bearer(value: Option<&str>) -> Bearer<'_> {
+    let Some(value) = value else {
+        return Bearer::None;
+    };
+    match value.trim().split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            let token = token.trim();
+            if token.is_empty() {
+                Bearer::Invalid("empty bearer token")
+            } else {
+                Bearer::Token(token)
+            }
+        }
+        _ => Bearer::Invalid("Authorization must be \"Bearer <token>\""),
+    }
+}
+
+/// The NATS headers that carry `token` on a request made for its user.
+pub fn bearer_headers(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION_HEADER, format!("Bearer {token}").as_str());
+    headers
 }
 
 #[cfg(test)]
 mod tests {
-    use ed25519_dalek::{Signer, SigningKey};
-
     use super::*;
 
     const NOW: u64 = 1_700_000_000;
@@ -275,6 +375,8 @@ mod tests {
             sub: "u1".into(),
             email: "ann@example.com".into(),
             roles: vec!["customer".into()],
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
             iat: NOW,
             exp: NOW + 3600,
         }
@@ -341,36 +443,71 @@ mod tests {
     }
 
     #[test]
-    fn caller_round_trips_through_headers() {
-        let caller = Caller {
-            user_id: "u1".into(),
-            roles: vec!["customer".into(), "admin".into()],
-        };
-        let headers = caller.headers();
+    fn issuer_audience_and_lifetime_are_checked() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (jwks, kid) = keyset(&key);
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
+        let with = |claims: Claims| verify(&jwks, &sign(&key, &header, &claims), NOW);
         assert_eq!(
-            headers.get(USER_ROLES_HEADER).map(|v| v.as_str()),
-            Some("customer,admin")
+            with(Claims {
+                iss: "elsewhere".into(),
+                ..claims()
+            }),
+            Err(TokenError::WrongClaims("wrong issuer"))
         );
-        let back = Caller::from_headers(Some(&headers)).unwrap();
-        assert_eq!(back, caller);
-        assert!(back.is_admin());
-        assert!(back.may_act_for("someone-else"));
+        assert_eq!(
+            with(Claims {
+                aud: String::new(),
+                ..claims()
+            }),
+            Err(TokenError::WrongClaims("wrong audience"))
+        );
+        assert_eq!(
+            with(Claims {
+                exp: NOW + MAX_TOKEN_LIFETIME_SECS + 1,
+                ..claims()
+            }),
+            Err(TokenError::WrongClaims("lifetime over 24 h"))
+        );
+        assert!(with(Claims {
+            exp: NOW + MAX_TOKEN_LIFETIME_SECS,
+            ..claims()
+        })
+        .is_ok());
+        assert_eq!(TokenError::WrongClaims("x").reason(), "claims");
     }
 
     #[test]
-    fn no_user_id_means_no_caller() {
-        assert_eq!(Caller::from_headers(None), None);
-        assert_eq!(Caller::from_headers(Some(&HeaderMap::new())), None);
-        let mut headers = HeaderMap::new();
-        headers.insert(USER_ID_HEADER, " ");
-        headers.insert(USER_ROLES_HEADER, "admin");
-        assert_eq!(Caller::from_headers(Some(&headers)), None);
-        let mut headers = HeaderMap::new();
-        headers.insert(USER_ID_HEADER, "u2");
-        let customer = Caller::from_headers(Some(&headers)).unwrap();
-        assert!(customer.roles.is_empty());
+    fn callers_act_for_themselves_and_admins_for_anyone() {
+        let customer = Caller::from_claims(&claims());
+        assert_eq!(customer.user_id, "u1");
         assert!(!customer.is_admin());
-        assert!(customer.may_act_for("u2"));
-        assert!(!customer.may_act_for("u3"));
+        assert!(customer.may_act_for("u1") && !customer.may_act_for("u2"));
+        let admin = Caller {
+            user_id: "a".into(),
+            roles: vec!["customer".into(), "admin".into()],
+        };
+        assert!(admin.is_admin() && admin.may_act_for("someone-else"));
+    }
+
+    #[test]
+    fn reads_bearer_values() {
+        assert_eq!(bearer(None), Bearer::None);
+        assert_eq!(
+            bearer(Some("Bearer abc.def.ghi")),
+            Bearer::Token("abc.def.ghi")
+        );
+        assert_eq!(bearer(Some("bearer  abc")), Bearer::Token("abc"));
+        assert!(matches!(
+            bearer(Some("Basic dXNlcjpwdw==")),
+            Bearer::Invalid(_)
+        ));
+        assert!(matches!(bearer(Some("Bearer ")), Bearer::Invalid(_)));
+        assert!(matches!(bearer(Some("abc")), Bearer::Invalid(_)));
+        let headers = bearer_headers("t.o.k");
+        assert_eq!(
+            bearer(headers.get(AUTHORIZATION_HEADER).map(|v| v.as_str())),
+            Bearer::Token("t.o.k")
+        );
     }
 }

@@ -49,7 +49,7 @@ impl Encoding {
                 serde_json::from_slice(payload)
                     .map_err(|e| ServiceError::bad_request(format!("invalid JSON: {e}")))
             }
-            Encoding::Bincode => bincode::serde::decode_from_slice(payload, bincode_config())
+            Encoding::Bincode => bincode::serde::decode_from_slice(payload, decode_config())
                 .map(|(value, _)| value)
                 .map_err(|e| ServiceError::bad_request(format!("invalid bincode: {e}"))),
         }
@@ -82,9 +82,33 @@ fn bincode_config() -> bincode::config::Configuration<
     bincode::config::standard().with_limit::<BINCODE_LIMIT>()
 }
 
+/// Most a bincode payload may make the decoder allocate (the largest payload
+/// the shipped nats-server passes on). Without a limit a length prefix from the
+/// wire (a few bytes claiming a string of petabytes) aborts the process.
+const DECODE_LIMIT: usize = 8 * 1024 * 1024;
+
+fn decode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT>,
+> {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_length_prefix_is_a_400_not_an_allocation() {
+        // A tuple whose string claims 2^62 bytes (varint: 0xFD + 8 bytes LE).
+        let mut payload = vec![0xFD];
+        payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        let err = Encoding::Bincode
+            .decode::<(String, u8)>(&payload)
+            .unwrap_err();
+        assert_eq!(err.code, 400, "{err:?}");
+    }
 
     proptest::proptest! {
         /// Whatever bytes arrive, decoding answers a value or a 400, for both

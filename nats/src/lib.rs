@@ -1,6 +1,9 @@
 //! NATS plumbing shared by every shop service.
 //!
-//! - [`auth`]: access-token verification and the caller identity passed downstream.
+//! - [`auth`]: access tokens, their verification, and the caller identity a verified token proves.
+//! - [`verifier`]: tokens checked against the user service's keys (cached, refreshed, single-flight).
+//! - [`login`]: `user.login` for tools that act as a user (`shop req --admin`, seeding).
+//! - [`sealed`]: secrets at rest, sealed with a service's data key (XChaCha20-Poly1305, rotatable).
 //! - [`clock`]: wall-clock time as milliseconds, seconds or RFC 3339.
 //! - [`connect`]: a connection from configuration that reconnects forever.
 //! - [`codec`]: JSON on the wire by default, bincode on request; the one place encoding lives.
@@ -22,11 +25,14 @@ pub mod connect;
 pub mod discovery;
 pub mod error;
 pub mod jetstream;
+pub mod login;
 pub mod manifest;
 pub mod money;
 pub mod otel;
+pub mod sealed;
 pub mod subject;
 pub mod trace;
+pub mod verifier;
 
 pub use async_nats;
 pub use client::{CallOptions, ServiceClient};

@@ -11,10 +11,11 @@ pub mod nats_server;
 pub mod props;
 pub mod reply;
 pub mod service;
+pub mod tokens;
 
 pub use cluster::Cluster;
 pub use nats_server::NatsServer;
-pub use reply::{request_json, Reply};
+pub use reply::{request_json, request_json_with_headers, Reply};
 pub use service::{workspace_bin, ServiceProcess};
 
 pub use shop_process::workspace_root;

@@ -27,9 +27,19 @@ pub async fn request_json(
     subject: &str,
     payload: impl Into<bytes::Bytes>,
 ) -> anyhow::Result<Reply> {
+    request_json_with_headers(client, subject, HeaderMap::new(), payload).await
+}
+
+/// [`request_json`] with `headers` (e.g. `Authorization: Bearer <token>`).
+pub async fn request_json_with_headers(
+    client: &async_nats::Client,
+    subject: &str,
+    headers: HeaderMap,
+    payload: impl Into<bytes::Bytes>,
+) -> anyhow::Result<Reply> {
     let message = tokio::time::timeout(
         Duration::from_secs(10),
-        client.request(subject.to_string(), payload.into()),
+        client.request_with_headers(subject.to_string(), headers, payload.into()),
     )
     .await
     .with_context(|| format!("{subject} timed out"))?

@@ -25,7 +25,8 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `bin` with `NATS_URL`, `INSTANCE_ID`, `DATA_DIR` and JSON logs, and
     /// waits for its "service ready" log line (`TESTKIT_ECHO` set: every line
-    /// is echoed to stderr).
+    /// is echoed to stderr). The user and order services get a data key
+    /// ([`data_key_env`]) unless `extra_env` names one.
     pub async fn start(
         bin: &Path,
         nats_url: &str,
@@ -33,6 +34,8 @@ impl ServiceProcess {
         data_dir: &Path,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        // testkit data keys: see data_key_env.
+        let data_key = data_key_env(bin, data_dir, extra_env)?;
         let process = Spec::new(instance_id, bin)
             .envs([
                 ("NATS_URL", nats_url),
@@ -42,6 +45,7 @@ impl ServiceProcess {
                 ("RUST_LOG", "info"),
             ])
             .env("DATA_DIR", data_dir)
+            .envs(data_key)
             .envs(extra_env.iter().copied())
             .ready_line("\"service ready\"")
             .ready_timeout(READY_TIMEOUT)
@@ -56,6 +60,13 @@ impl ServiceProcess {
         };
         service.read_admin_addr()?;
         Ok(service)
+    }
+
+    /// A field of the "service ready" line (e.g. the gateway's `addr`).
+    pub fn ready_field(&self, name: &str) -> Option<String> {
+        let line = self.process.ready_line()?;
+        let parsed: serde_json::Value = serde_json::from_str(line).ok()?;
+        parsed[name].as_str().map(str::to_string)
     }
 
     /// The admin address from the "service ready" line.
@@ -109,6 +120,58 @@ impl ServiceProcess {
         self.process.restart().await?;
         self.read_admin_addr()
     }
+}
+
+// ---- testkit data keys (secrets at rest) -------------------------------------
+
+/// The data key a service binary needs (`USER_DATA_KEY` for `user-service`,
+/// `ORDER_DATA_KEY` for `order-service`), as `<NAME>_FILE` naming a key file in
+/// the test's data directory (the parent of `data_dir`, which every instance
+/// of a test shares): made once, with 32 random bytes, and kept, so every
+/// instance of the test, restarted or not, seals and opens with the same key.
+/// Nothing when the binary needs none or `extra_env` sets one.
+pub fn data_key_env(
+    bin: &Path,
+    data_dir: &Path,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let service = bin
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix("-service"))
+        .unwrap_or_default();
+    let name = match service {
+        "user" => "USER_DATA_KEY",
+        "order" => "ORDER_DATA_KEY",
+        _ => return Ok(Vec::new()),
+    };
+    let file_var = format!("{name}_FILE");
+    if extra_env.iter().any(|(k, _)| *k == name || *k == file_var) {
+        return Ok(Vec::new());
+    }
+    let dir = data_dir.parent().unwrap_or(data_dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{service}-data.key"));
+    if !path.exists() {
+        use base64::Engine;
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let text = base64::engine::general_purpose::STANDARD.encode(bytes) + "\n";
+        // Written aside, then linked in place: instances starting together
+        // all end up with the first one's key, never a half-written file.
+        let aside = dir.join(format!(
+            ".{service}-data.key.{}.{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&aside, text).with_context(|| format!("writing {}", aside.display()))?;
+        let linked = std::fs::hard_link(&aside, &path);
+        let _ = std::fs::remove_file(&aside);
+        if let Err(e) = linked {
+            anyhow::ensure!(path.exists(), "creating {}: {e}", path.display());
+        }
+    }
+    Ok(vec![(file_var, path.display().to_string())])
 }
 
 /// The binary `name` of another workspace crate (for tests that run several

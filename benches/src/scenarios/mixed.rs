@@ -124,6 +124,7 @@ struct Mixed {
     lists: Vec<Bytes>,
     login: Bytes,
     user_id: String,
+    auth: async_nats::HeaderMap,
     products: Vec<String>,
     run: String,
     timeout: Duration,
@@ -142,8 +143,11 @@ impl Operation for Mixed {
                 let product = pick(&self.products, other);
                 let key = format!("mixed-{}-{seq}", self.run);
                 let (op, user, timeout) = (kind.name(), &self.user_id, self.timeout);
-                return match order_place::create_order(client, op, user, product, key, timeout)
-                    .await
+                let auth = &self.auth;
+                return match order_place::create_order(
+                    client, op, auth, user, product, key, timeout,
+                )
+                .await
                 {
                     Ok((_, bytes, _)) => Outcome::ok(op, bytes),
                     Err(failed) => failed,
@@ -167,7 +171,7 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     seed_reads(&clients[0], opts.products).await?;
     let products = order_place::seed_order_products(&clients[0]).await?;
     let run = run_id();
-    let (user_id, email, password) = order_place::register_user(&clients[0], &run).await?;
+    let (user_id, email, password, auth) = order_place::register_user(&clients[0], &run).await?;
     let login =
         Bytes::from(serde_json::json!({ "email": email, "password": password }).to_string());
     let op = Arc::new(Mixed {
@@ -177,6 +181,7 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         lists: list_payloads(opts.products, opts.list_limit),
         login,
         user_id,
+        auth,
         products,
         run,
         timeout: opts.timeout,

@@ -139,8 +139,12 @@ pub async fn watch_orders(client: &Client) -> Result<(Arc<Tracker>, tokio::task:
     Ok((tracker, task))
 }
 
-/// Registers a fresh user; returns its id (and the password, for logins).
-pub async fn register_user(client: &Client, run: &str) -> Result<(String, String, String)> {
+/// Registers a fresh user and logs it in; returns its id, email, password
+/// (for logins) and the headers carrying its token (order endpoints need it).
+pub async fn register_user(
+    client: &Client,
+    run: &str,
+) -> Result<(String, String, String, async_nats::HeaderMap)> {
     let email = format!("bench-{run}@example.com");
     let password = format!("bench-password-{run}");
     let body = serde_json::json!({ "email": email, "password": password, "name": "Bench" });
@@ -154,7 +158,10 @@ pub async fn register_user(client: &Client, run: &str) -> Result<(String, String
         .as_str()
         .context("user.register reply without id")?
         .to_string();
-    Ok((id, email, password))
+    let token = shop_nats::login::login(client, &email, &password, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow::anyhow!("logging the bench user in: {}", e.message))?;
+    Ok((id, email, password, shop_nats::auth::bearer_headers(&token)))
 }
 
 /// Sends `order.create` for one unit of a product (failures count as `op`);
@@ -162,6 +169,7 @@ pub async fn register_user(client: &Client, run: &str) -> Result<(String, String
 pub async fn create_order(
     client: &Client,
     op: &'static str,
+    auth: &async_nats::HeaderMap,
     user_id: &str,
     product: &str,
     key: String,
@@ -175,6 +183,7 @@ pub async fn create_order(
     });
     let create = Request::new()
         .payload(Bytes::from(body.to_string()))
+        .headers(auth.clone())
         .timeout(Some(timeout));
     let reply = request(client, op, "order.create", create).await?;
     let replied = Instant::now();
@@ -195,6 +204,7 @@ struct PlaceOrder {
     tracker: Arc<Tracker>,
     products: Vec<String>,
     user_id: String,
+    auth: async_nats::HeaderMap,
     run: String,
     timeout: Duration,
     settle_timeout: Duration,
@@ -205,11 +215,20 @@ impl Operation for PlaceOrder {
         let client = &self.clients[(seq % self.clients.len() as u64) as usize];
         let key = format!("bench-{}-{seq}", self.run);
         let product = pick(&self.products, seq);
-        let (id, bytes, replied) =
-            match create_order(client, OP, &self.user_id, product, key, self.timeout).await {
-                Ok(created) => created,
-                Err(failed) => return failed,
-            };
+        let (id, bytes, replied) = match create_order(
+            client,
+            OP,
+            &self.auth,
+            &self.user_id,
+            product,
+            key,
+            self.timeout,
+        )
+        .await
+        {
+            Ok(created) => created,
+            Err(failed) => return failed,
+        };
         let phases = vec![(CREATE_REPLY, replied)];
         match self.tracker.wait(&id, self.settle_timeout).await {
             Some(s) if s.status == "confirmed" => Outcome {
@@ -255,13 +274,14 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
     let products = seed_order_products(&clients[0]).await?;
     let run = run_id();
-    let (user_id, _, _) = register_user(&clients[0], &run).await?;
+    let (user_id, _, _, auth) = register_user(&clients[0], &run).await?;
     let (tracker, watcher) = watch_orders(&clients[0]).await?;
     let op = Arc::new(PlaceOrder {
         clients,
         tracker,
         products,
         user_id,
+        auth,
         run,
         timeout: opts.timeout,
         settle_timeout: opts.settle_timeout,

@@ -151,8 +151,9 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let products: Vec<String> = (0..opts.contention_products.max(1))
         .map(|k| format!("sc-{run}-{k}"))
         .collect();
+    let admin = crate::seed::admin_headers(&clients[0]).await?;
     for id in &products {
-        crate::seed::create(&clients[0], id, 0, opts.contention_stock).await?;
+        crate::seed::create(&clients[0], &admin, id, 0, opts.contention_stock).await?;
     }
     let checker = clients[0].clone();
     let op = Arc::new(Reserve {

@@ -13,6 +13,10 @@ pub struct GatewayConfig {
     /// Address the HTTP API listens on; port 0 picks a free one.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
+    /// Admin HTTP address (detailed /health, /ready, /metrics), as the
+    /// services' admin HTTP; port 0 picks a free one. Keep it off the public network.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:0")]
+    pub admin_addr: SocketAddr,
     /// Where and how to connect to NATS (`NATS_URL`, `NATS_CREDS` ...).
     #[command(flatten)]
     pub nats: NatsConfig,

@@ -8,11 +8,12 @@ use shop_nats::{auth::Caller, TraceContext};
 
 use crate::{error::ApiError, rate_limit::ClientKey};
 
-/// A verified bearer: who they are, and the NATS headers that say so downstream.
+/// A verified bearer: who they are, and the NATS headers that carry their
+/// token downstream (each service verifies it again).
 #[derive(Debug)]
 pub struct Identity {
-    pub caller: Caller,
-    /// [`Caller::headers`], built once per token.
+    pub caller: Arc<Caller>,
+    /// `Authorization: Bearer <the token as received>`.
     pub headers: HeaderMap,
     /// The rate-limit key of this user.
     pub client_key: ClientKey,
@@ -21,9 +22,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(caller: Caller, exp: u64) -> Self {
+    pub fn new(caller: Arc<Caller>, token: &str, exp: u64) -> Self {
         Self {
-            headers: caller.headers(),
+            headers: shop_nats::auth::bearer_headers(token),
             client_key: ClientKey::User(Arc::from(caller.user_id.as_str())),
             caller,
             exp,

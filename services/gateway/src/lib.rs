@@ -30,7 +30,7 @@ pub mod service;
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{atomic::AtomicBool, Arc},
     time::{Duration, Instant},
 };
 
@@ -71,6 +71,8 @@ pub struct Gateway {
     pub ids: RequestIds,
     /// `/api/openapi.json`, encoded once.
     pub openapi: Bytes,
+    /// Set once the gateway is stopping: `/health` and `/ready` answer 503.
+    pub draining: AtomicBool,
 }
 
 /// Runs the gateway until SIGTERM/SIGINT, then stops cleanly: leaves the
@@ -148,6 +150,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         cache,
         auth,
         metrics,
+        draining: AtomicBool::new(false),
     });
     tokio::spawn(housekeeping(gateway.clone(), stop.clone()));
 
@@ -167,6 +170,23 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             .with_graceful_shutdown(server_stop.cancelled_owned())
             .await
     });
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("binding ADMIN_ADDR {}", config.admin_addr))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_app = routes::admin_router(gateway.clone());
+    let admin_stop = CancellationToken::new();
+    {
+        let admin_stop = admin_stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(admin_listener, admin_app)
+                .with_graceful_shutdown(admin_stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin HTTP server failed");
+            }
+        });
+    }
 
     let registration = Registration::start(
         registry,
@@ -176,7 +196,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at,
             endpoints: Vec::new(),
-            admin_addr: Some(addr.to_string()),
+            admin_addr: Some(admin_addr.to_string()),
             host: shop_actors::process::hostname(),
             pid: std::process::id(),
         },
@@ -185,7 +205,8 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     tracing::info!(
         service = "gateway",
         instance_id,
-        admin_addr = %addr,
+        admin_addr = %admin_addr,
+        addr = %addr,
         url = %format!("http://{addr}"),
         cache = config.cache,
         rate_limit_per_sec = config.rate_limit_per_sec,
@@ -194,6 +215,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
 
     let signal = shop_actors::process::shutdown_signal().await;
     tracing::info!(signal, "shutting down");
+    gateway
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     registration.deregister().await;
     stop.cancel();
     match tokio::time::timeout(config.shutdown_timeout(), server).await {
@@ -202,6 +226,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("in-flight requests did not finish before the deadline"),
     }
+    admin_stop.cancel();
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "stopped cleanly"

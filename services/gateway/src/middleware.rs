@@ -79,7 +79,7 @@ pub async fn front_door(
                 gw.auth.count_refusal("malformed");
                 Err(ApiError::unauthorized(why))
             }
-            Bearer::Token(token) => gw.auth.authenticate(token, &trace).await.map(Some),
+            Bearer::Token(token) => gw.auth.authenticate(token).await.map(|i| Some(Arc::new(i))),
         }
     } else {
         Ok(None)

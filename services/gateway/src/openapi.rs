@@ -153,13 +153,8 @@ fn operation(route: &RouteSpec) -> Value {
             None,
             (
                 "200",
-                json!({"description": "JSON: status, checks, and per service its live instances and breaker state (503 when NATS is down)"}),
+                json!({"description": "{\"status\":\"ok\"}; 503 {\"status\":\"down\"} when NATS is down or the gateway is stopping. The detailed health, /ready and /metrics are served on the admin address (ADMIN_ADDR), not here"}),
             ),
-        ),
-        ("GET", "/metrics") => (
-            vec![],
-            None,
-            ("200", json!({"description": "Prometheus text format"})),
         ),
         _ => (vec![], None, ("200", json!({"description": "OK"}))),
     };

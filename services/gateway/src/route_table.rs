@@ -43,9 +43,12 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { method: "POST", path: "/api/orders/{id}/cancel", access: Access::User, summary: "Cancel one of the caller's orders", calls: &["order.cancel"] },
     RouteSpec { method: "GET", path: "/api/orders/{id}/details", access: Access::User, summary: "An order with its products' current details, its payment and its customer, fetched in parallel", calls: &["order.get", "product.get", "payment.get", "user.get"] },
     RouteSpec { method: "GET", path: "/api/openapi.json", access: Access::Public, summary: "This API, as OpenAPI 3.1", calls: &[] },
-    RouteSpec { method: "GET", path: "/health", access: Access::Public, summary: "The gateway's health and the registry's view of every service", calls: &[] },
-    RouteSpec { method: "GET", path: "/metrics", access: Access::Public, summary: "Prometheus metrics", calls: &[] },
+    RouteSpec { method: "GET", path: "/health", access: Access::Public, summary: "Liveness for load balancers: {\"status\":\"ok\"}, or 503 when NATS is down or the gateway is stopping (details, readiness and metrics are on the admin address)", calls: &[] },
 ];
+
+/// The admin listener's routes (`ADMIN_ADDR`), outside the public API and its
+/// OpenAPI document: detailed health, readiness, Prometheus metrics.
+pub const ADMIN_ROUTES: &[&str] = &["/health", "/ready", "/metrics"];
 
 /// The index in [`ROUTES`] of a matched route.
 pub fn route_index(method: &Method, path: &str) -> Option<usize> {

@@ -238,11 +238,11 @@ async fn a_customer_shops_through_the_gateway() {
 async fn cache_follows_product_events(shop: &Shop, admin: &str) {
     let http = &shop.http;
     let hits = |m: &str| metric(m, "shop_gateway_cache_hits_total");
-    let before = http.get("/metrics", None).await;
+    let before = shop.admin.get("/metrics", None).await;
     let first = http.get("/api/products/kb", None).await;
     let second = http.get("/api/products/kb", None).await;
     assert_eq!(first.body, second.body);
-    let after = http.get("/metrics", None).await;
+    let after = shop.admin.get("/metrics", None).await;
     assert!(
         hits(std::str::from_utf8(&after.body).unwrap())
             >= hits(std::str::from_utf8(&before.body).unwrap()) + 1.0,
@@ -393,7 +393,37 @@ async fn every_documented_route_is_served(shop: &Shop, admin: &str) {
             );
         }
     }
-    assert_eq!(count, 16, "every route is documented");
+    assert_eq!(count, 15, "every route is documented");
+
+    // Metrics and the detailed health are not public: they are on the admin listener.
+    let public = http.get("/metrics", None).await;
+    assert_eq!(public.status, 404, "{public:?}");
+    let health = http.get("/health", None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        health.json,
+        json!({"status": "ok"}),
+        "nothing but the status"
+    );
+    let detailed = shop.admin.get("/health", None).await;
+    assert_eq!(detailed.json["status"], "ok", "{}", detailed.json);
+    assert!(detailed.json["services"]["order"]["live"].as_u64() >= Some(1));
+    assert_eq!(shop.admin.get("/ready", None).await.status, 200);
+    let scraped = shop.admin.get("/metrics", None).await;
+    assert!(std::str::from_utf8(&scraped.body)
+        .unwrap()
+        .contains("shop_gateway_http_responses_total"));
+    // The registry names the admin listener, where Prometheus finds /metrics.
+    let registry =
+        shop_nats::discovery::Registry::open(&async_nats::jetstream::new(shop.client.clone()))
+            .await
+            .unwrap();
+    let gateways = registry.list(Some("gateway")).await.unwrap();
+    assert_eq!(
+        gateways[0].admin_addr.as_deref(),
+        Some(shop.admin.addr.as_str())
+    );
+    assert_ne!(shop.admin.addr, shop.http.addr);
 }
 
 /// Request ids, the access log (without tokens) and the metrics.
@@ -423,7 +453,7 @@ async fn observability(shop: &Shop, token: &str) {
         "no password in the gateway's logs"
     );
 
-    let metrics = http.get("/metrics", None).await;
+    let metrics = shop.admin.get("/metrics", None).await;
     let text = std::str::from_utf8(&metrics.body).unwrap();
     assert!(
         metric_line(

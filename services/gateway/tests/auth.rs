@@ -9,7 +9,7 @@ use common::Shop;
 use serde_json::json;
 use user_service::{
     keys::{KeySet, BUCKET, KEYSET},
-    token::{Claims, TokenSigner},
+    token::{Claims, TokenSigner, AUDIENCE, ISSUER},
 };
 
 fn now() -> u64 {
@@ -26,7 +26,10 @@ async fn real_signer(shop: &Shop) -> TokenSigner {
     let kv = js.get_key_value(BUCKET).await.unwrap();
     let value = kv.get(KEYSET).await.unwrap().expect("key set");
     let keys: KeySet = serde_json::from_slice(&value).unwrap();
-    keys.current().unwrap().signer().unwrap()
+    keys.current()
+        .unwrap()
+        .signer(&shop.user_data_keys())
+        .unwrap()
 }
 
 fn b64(value: &serde_json::Value) -> String {
@@ -46,6 +49,8 @@ async fn bad_tokens_are_refused_and_rotation_is_followed() {
         sub: user_id.clone(),
         email: "carol@example.com".into(),
         roles: vec!["customer".into()],
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
         iat,
         exp,
     };
@@ -71,7 +76,7 @@ async fn bad_tokens_are_refused_and_rotation_is_followed() {
         "{}.{}.{}",
         parts[0],
         b64(
-            &json!({"sub": user_id, "email": "carol@example.com", "roles": ["customer", "admin"], "iat": now(), "exp": now() + 600})
+            &json!({"sub": user_id, "email": "carol@example.com", "roles": ["customer", "admin"], "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600})
         ),
         parts[2]
     );
@@ -151,7 +156,7 @@ async fn bad_tokens_are_refused_and_rotation_is_followed() {
             );
         }
     }
-    let metrics = http.get("/metrics", None).await;
+    let metrics = shop.admin.get("/metrics", None).await;
     let text = std::str::from_utf8(&metrics.body).unwrap();
     for reason in [
         "expired",
@@ -182,6 +187,7 @@ async fn bad_tokens_are_refused_and_rotation_is_followed() {
     let rotate = std::process::Command::new(testkit::workspace_bin("user-service").unwrap())
         .arg("rotate-keys")
         .env("NATS_URL", shop.nats.url())
+        .env("USER_DATA_KEY_FILE", shop.data_key_file("user"))
         .env("LOG_FORMAT", "json")
         .output()
         .unwrap();
@@ -196,7 +202,7 @@ async fn bad_tokens_are_refused_and_rotation_is_followed() {
     assert_eq!(after_rotation.status, 200, "{after_rotation:?}");
     let old = http.get("/api/users/me", Some(&token)).await;
     assert_eq!(old.status, 200, "tokens of the retired key stay valid");
-    let health = http.get("/health", None).await;
+    let health = shop.admin.get("/health", None).await;
     assert_eq!(
         health.json["checks"]["token_keys"]["kids"]
             .as_array()

@@ -80,7 +80,7 @@ async fn dead_services_fail_fast_and_recover() {
     for reply in &timeouts {
         assert_eq!(reply.status, 504, "{reply:?}");
     }
-    let health = http.get("/health", None).await;
+    let health = shop.admin.get("/health", None).await;
     assert_eq!(order_breaker(&health.json), "open", "{}", health.json);
     assert_eq!(health.json["status"], "degraded");
     for path in ["/api/orders", details_path.as_str()] {
@@ -100,7 +100,7 @@ async fn dead_services_fail_fast_and_recover() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
     eventually_ok(&http, "/api/orders", &token).await;
     assert_eq!(
-        order_breaker(&http.get("/health", None).await.json),
+        order_breaker(&shop.admin.get("/health", None).await.json),
         "closed"
     );
 
@@ -120,12 +120,12 @@ async fn dead_services_fail_fast_and_recover() {
         codes.push(reply.status);
     }
     assert_eq!(codes, [503; 4]);
-    let health = http.get("/health", None).await;
+    let health = shop.admin.get("/health", None).await;
     assert_eq!(order_breaker(&health.json), "open", "{}", health.json);
     assert_eq!(http.get("/api/products/mug", None).await.status, 200);
     shop.service("order").restart().await.unwrap();
     eventually_ok(&http, "/api/orders", &token).await;
-    let health = http.get("/health", None).await;
+    let health = shop.admin.get("/health", None).await;
     assert_eq!(order_breaker(&health.json), "closed", "{}", health.json);
     let back = http.get(&details_path, Some(&token)).await;
     assert_eq!(back.json["complete"], true);

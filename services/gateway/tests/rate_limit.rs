@@ -68,7 +68,7 @@ async fn limits_are_hit_per_client_and_recover() {
     assert_eq!(recovered.status, 200, "served again after Retry-After");
     assert_eq!(http.get("/api/users/me", Some(&token)).await.status, 200);
 
-    let metrics = http.get("/metrics", None).await;
+    let metrics = shop.admin.get("/metrics", None).await;
     let text = std::str::from_utf8(&metrics.body).unwrap();
     let limited_total: f64 = text
         .lines()

@@ -63,9 +63,10 @@ async fn bad_list_requests_get_clear_4xx_and_change_nothing() {
     ];
     for (payload, needle) in cases {
         let shown: String = payload.chars().take(60).collect();
-        let reply = testkit::request_json(&c.client, "notification.list", payload)
-            .await
-            .unwrap();
+        let reply =
+            testkit::request_json_with_headers(&c.client, "notification.list", c.admin(), payload)
+                .await
+                .unwrap();
         assert_eq!(reply.error_code, Some(400), "{shown}: {:?}", reply.error);
         let message = reply.error.clone().unwrap_or_default();
         assert!(

@@ -141,6 +141,27 @@ async fn welcome_then_order_messages_listed_newest_first() {
     let other = c.list(json!({"user_id": "u-nobody"})).await;
     assert!(other.is_ok());
     assert_eq!(other.body, json!({"items": [], "next_cursor": null}));
+
+    // A user lists their own notifications only; a claimed user is no user.
+    let ann = c.1.headers("u-ann", &["customer"]);
+    let own = c
+        .list_with(ann, json!({"user_id": "u-ann", "limit": 100}))
+        .await;
+    assert!(own.is_ok(), "{:?}", own.error);
+    assert_eq!(own.body["items"].as_array().map(Vec::len), Some(3));
+    let bob = c.1.headers("u-bob", &["customer"]);
+    let refused = c.list_with(bob, json!({"user_id": "u-ann"})).await;
+    assert_eq!(refused.error_code, Some(403), "{:?}", refused.error);
+    assert_eq!(refused.body["error"]["code"], 403);
+    let mut claimed = async_nats::HeaderMap::new();
+    claimed.insert("Shop-User-Id", "u-ann");
+    claimed.insert("Shop-User-Roles", "admin");
+    let claimed = c.list_with(claimed, json!({"user_id": "u-ann"})).await;
+    assert_eq!(claimed.error_code, Some(401), "{:?}", claimed.error);
+    let anonymous = c
+        .list_with(async_nats::HeaderMap::new(), json!({"user_id": "u-ann"}))
+        .await;
+    assert_eq!(anonymous.error_code, Some(401));
 }
 
 #[tokio::test]

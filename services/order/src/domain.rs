@@ -469,15 +469,15 @@ pub fn is_overdue(order: &Order, now_ms: u64, deadline_ms: u64) -> bool {
 
 // ---- who may do what ------------------------------------------------------------
 
-/// Whether `caller` may see or cancel `order`: its owner or an admin. A request
-/// without a caller is a trusted internal call and may.
-pub fn may_access(caller: Option<&Caller>, order: &Order) -> bool {
-    caller.is_none_or(|c| c.may_act_for(&order.user_id))
+/// Whether `caller` (the user a verified token proves) may see or cancel
+/// `order`: its owner or an admin.
+pub fn may_access(caller: &Caller, order: &Order) -> bool {
+    caller.may_act_for(&order.user_id)
 }
 
 /// `order` if `caller` may see it; otherwise the same 404 as an unknown id, so
 /// nobody learns which ids belong to other users.
-pub fn visible_to(caller: Option<&Caller>, order: Order) -> Result<Order, ServiceError> {
+pub fn visible_to(caller: &Caller, order: Order) -> Result<Order, ServiceError> {
     if may_access(caller, &order) {
         Ok(order)
     } else {
@@ -492,23 +492,23 @@ pub fn not_found(id: &str) -> ServiceError {
 
 /// A caller places orders only for themselves (admins too: the order is paid
 /// with the caller's payment token).
-pub fn check_create(caller: Option<&Caller>, user_id: &str) -> Result<(), ServiceError> {
-    match caller {
-        Some(c) if c.user_id != user_id => Err(ServiceError::forbidden(
+pub fn check_create(caller: &Caller, user_id: &str) -> Result<(), ServiceError> {
+    if caller.user_id != user_id {
+        return Err(ServiceError::forbidden(
             "an order can only be placed for the calling user",
-        )),
-        _ => Ok(()),
+        ));
     }
+    Ok(())
 }
 
 /// A caller lists only their own orders; an admin anyone's.
-pub fn check_list(caller: Option<&Caller>, user_id: &str) -> Result<(), ServiceError> {
-    match caller {
-        Some(c) if !c.may_act_for(user_id) => Err(ServiceError::forbidden(
+pub fn check_list(caller: &Caller, user_id: &str) -> Result<(), ServiceError> {
+    if !caller.may_act_for(user_id) {
+        return Err(ServiceError::forbidden(
             "only your own orders can be listed",
-        )),
-        _ => Ok(()),
+        ));
     }
+    Ok(())
 }
 
 pub fn page_limit(limit: Option<u32>) -> Result<usize, ServiceError> {
@@ -575,24 +575,21 @@ mod tests {
             user_id: "a1".into(),
             roles: vec!["customer".into(), "admin".into()],
         };
-        assert!(may_access(None, &o), "internal calls are trusted");
-        assert!(may_access(Some(&owner), &o));
-        assert!(may_access(Some(&admin), &o));
-        assert!(!may_access(Some(&other), &o));
-        let hidden = visible_to(Some(&other), o.clone()).unwrap_err();
+        assert!(may_access(&owner, &o));
+        assert!(may_access(&admin, &o));
+        assert!(!may_access(&other, &o));
+        let hidden = visible_to(&other, o.clone()).unwrap_err();
         assert_eq!(hidden.code, 404);
         assert_eq!(hidden.message, "order o1 not found");
-        assert_eq!(visible_to(Some(&owner), o.clone()), Ok(o));
+        assert_eq!(visible_to(&owner, o.clone()), Ok(o));
 
-        assert!(check_create(None, "u1").is_ok());
-        assert!(check_create(Some(&owner), "u1").is_ok());
-        assert_eq!(check_create(Some(&other), "u1").unwrap_err().code, 403);
-        assert_eq!(check_create(Some(&admin), "u1").unwrap_err().code, 403);
+        assert!(check_create(&owner, "u1").is_ok());
+        assert_eq!(check_create(&other, "u1").unwrap_err().code, 403);
+        assert_eq!(check_create(&admin, "u1").unwrap_err().code, 403);
 
-        assert!(check_list(None, "u1").is_ok());
-        assert!(check_list(Some(&owner), "u1").is_ok());
-        assert!(check_list(Some(&admin), "u1").is_ok());
-        assert_eq!(check_list(Some(&other), "u1").unwrap_err().code, 403);
+        assert!(check_list(&owner, "u1").is_ok());
+        assert!(check_list(&admin, "u1").is_ok());
+        assert_eq!(check_list(&other, "u1").unwrap_err().code, 403);
     }
 
     #[test]

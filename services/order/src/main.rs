@@ -3,6 +3,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use clap::Parser;
 use order_service::{declaration, endpoints::Orders, saga, tokens::PaymentTokens};
 use shop_actors::{telemetry, RuntimeConfig, Wiring};
+use shop_nats::sealed::DataKeys;
 
 /// Orders and the order-placement saga.
 #[derive(Parser)]
@@ -53,6 +54,13 @@ async fn main() -> ExitCode {
             "ORDER_FAULT_AT is set: this instance will abort or hold its saga step there (test-only)"
         );
     }
+    let data_keys = match DataKeys::from_env("ORDER_DATA_KEY") {
+        Ok(keys) => keys,
+        Err(e) => {
+            let missing = Err(anyhow::anyhow!("order data key: {e}"));
+            return shop_actors::process::exit_code("order-service", missing);
+        }
+    };
     let deadline = Duration::from_secs(cli.deadline_secs);
     let warn_after = Duration::from_secs(cli.compensation_warn_secs);
     let settings = saga::SagaSettings {
@@ -63,7 +71,7 @@ async fn main() -> ExitCode {
     };
     let fault_at = cli.fault_at.clone();
     let result = shop_actors::run(declaration(), cli.runtime, move |ctx| async move {
-        let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas).await?;
+        let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas, data_keys).await?;
         let saga = Arc::new(saga::Saga {
             events: ctx.events.clone(),
             client: ctx.client.clone(),

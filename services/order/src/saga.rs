@@ -374,6 +374,7 @@ impl Saga {
     ) -> Result<ChargeReply, ServiceError> {
         let body = json!({
             "order_id": order.id,
+            "user_id": order.user_id,
             "amount_cents": order.total_cents,
             "currency": order.currency,
             "payment_token": token,

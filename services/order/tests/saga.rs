@@ -131,25 +131,26 @@ async fn confirmed_declined_and_out_of_stock() {
 async fn bad_orders_are_refused_and_change_nothing() {
     let shop = Shop::start(1, &[]).await.unwrap();
     shop.product("kb", 10, 4_999).await;
+    let u1 = shop.user("u1@example.com").await;
     let cases = [
         (
-            json!({"user_id": "u1", "items": [], "payment_token": "tok_ok", "idempotency_key": "k"}),
+            json!({"user_id": u1, "items": [], "payment_token": "tok_ok", "idempotency_key": "k"}),
             "items",
         ),
         (
-            json!({"user_id": "u1", "items": [{"product_id": "kb", "quantity": 0}], "payment_token": "tok_ok", "idempotency_key": "k"}),
+            json!({"user_id": u1, "items": [{"product_id": "kb", "quantity": 0}], "payment_token": "tok_ok", "idempotency_key": "k"}),
             "quantity",
         ),
         (
-            json!({"user_id": "u1", "items": [{"product_id": "ghost", "quantity": 1}], "payment_token": "tok_ok", "idempotency_key": "k"}),
+            json!({"user_id": u1, "items": [{"product_id": "ghost", "quantity": 1}], "payment_token": "tok_ok", "idempotency_key": "k"}),
             "does not exist",
         ),
         (
-            json!({"user_id": "u1", "items": [{"product_id": "kb", "quantity": 1}], "idempotency_key": "k"}),
+            json!({"user_id": u1, "items": [{"product_id": "kb", "quantity": 1}], "idempotency_key": "k"}),
             "payment_token",
         ),
         (
-            json!({"user_id": "u1", "items": "kb", "payment_token": "tok_ok", "idempotency_key": "k"}),
+            json!({"user_id": u1, "items": "kb", "payment_token": "tok_ok", "idempotency_key": "k"}),
             "invalid type",
         ),
     ];
@@ -287,9 +288,12 @@ async fn two_hundred_concurrent_orders_keep_every_invariant() {
                 json!([{"product_id": format!("p{}", n % 4), "quantity": 1 + n % 2}, {"product_id": format!("p{}", (n + 1) % 4), "quantity": 1}]),
             )
         };
+        let auth = shop.auth_of(&user);
         tasks.push(tokio::spawn(async move {
             let body = json!({"user_id": user, "items": items, "payment_token": token, "idempotency_key": format!("load-{n}")});
-            testkit::request_json(&client, "order.create", body.to_string()).await.unwrap()
+            testkit::request_json_with_headers(&client, "order.create", auth, body.to_string())
+                .await
+                .unwrap()
         }));
     }
     let mut ids = Vec::new();

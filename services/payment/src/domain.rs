@@ -63,6 +63,10 @@ pub struct Refund {
 pub struct Payment {
     pub payment_id: String,
     pub order_id: String,
+    /// The user the charge is for: who (besides admins) may read it.
+    /// Payments recorded before it was kept have none (admins only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub status: PaymentStatus,
     /// Why it was declined.
     #[serde(default)]
@@ -128,6 +132,8 @@ pub struct PaymentRecord {
 #[serde(deny_unknown_fields)]
 pub struct ChargePayment {
     pub order_id: String,
+    /// The user the charge is for (the order's), kept with the payment.
+    pub user_id: String,
     pub amount_cents: i64,
     pub currency: String,
     pub payment_token: PaymentToken,
@@ -169,6 +175,7 @@ pub struct GetPayment {
 pub struct ChargeCommand {
     pub payment_id: String,
     pub order_id: String,
+    pub user_id: String,
     pub amount: Money,
     pub token: PaymentToken,
     pub token_fingerprint: String,
@@ -376,11 +383,13 @@ pub fn validate_charge(
     scope: &str,
 ) -> Result<ChargeCommand, ServiceError> {
     validate_id("order_id", &request.order_id)?;
+    validate_id("user_id", &request.user_id)?;
     validate_idempotency_key(&request.idempotency_key)?;
     validate_token(&request.payment_token)?;
     Ok(ChargeCommand {
         payment_id: payment_id_for(scope, &request.idempotency_key),
         order_id: request.order_id.clone(),
+        user_id: request.user_id.clone(),
         amount: Money::new(request.amount_cents, &request.currency)?,
         token: request.payment_token.clone(),
         token_fingerprint: token_fingerprint(&request.payment_token),
@@ -428,6 +437,24 @@ pub fn not_found(payment_id: &str) -> ServiceError {
     ServiceError::not_found(format!("payment {payment_id} not found"))
 }
 
+/// `payment` if `caller` may read it (its user, or an admin; a request from a
+/// service the endpoint lists has no caller and may); otherwise the same 404
+/// as an unknown payment.
+pub fn visible_to(
+    caller: Option<&shop_nats::auth::Caller>,
+    payment: Payment,
+) -> Result<Payment, ServiceError> {
+    let Some(caller) = caller else {
+        return Ok(payment);
+    };
+    let owner = payment.user_id.as_deref();
+    if caller.is_admin() || owner == Some(caller.user_id.as_str()) {
+        Ok(payment)
+    } else {
+        Err(not_found(&payment.payment_id))
+    }
+}
+
 // ---- charge -----------------------------------------------------------------
 
 /// What a charge request does, given the payment its key names.
@@ -457,6 +484,7 @@ pub fn decide_charge(
             payment: Payment {
                 payment_id: command.payment_id.clone(),
                 order_id: command.order_id.clone(),
+                user_id: Some(command.user_id.clone()),
                 status: PaymentStatus::Pending,
                 reason: None,
                 amount_cents: command.amount.amount_cents,
@@ -485,7 +513,12 @@ pub fn decide_charge(
         .token_fingerprint
         .as_ref()
         .is_some_and(|fingerprint| *fingerprint != command.token_fingerprint);
+    let other_user = payment
+        .user_id
+        .as_ref()
+        .is_some_and(|user| *user != command.user_id);
     if payment.order_id != command.order_id
+        || other_user
         || payment.amount_cents != command.amount.amount_cents
         || payment.currency != command.amount.currency
         || other_token
@@ -732,6 +765,7 @@ mod tests {
         validate_charge(
             &ChargePayment {
                 order_id: "o1".into(),
+                user_id: "u1".into(),
                 amount_cents: amount,
                 currency: "usd".into(),
                 payment_token: PaymentToken::new("tok_ok"),
@@ -861,6 +895,7 @@ mod tests {
     fn charge_validation() {
         let base = ChargePayment {
             order_id: "o1".into(),
+            user_id: "u1".into(),
             amount_cents: 100,
             currency: "EUR".into(),
             payment_token: PaymentToken::new("tok_ok"),
@@ -887,6 +922,13 @@ mod tests {
                     ..base.clone()
                 },
                 "order_id",
+            ),
+            (
+                ChargePayment {
+                    user_id: "u 1".into(),
+                    ..base.clone()
+                },
+                "user_id",
             ),
             (
                 ChargePayment {
@@ -951,6 +993,45 @@ mod tests {
                 .code,
             409
         );
+        let mut other_user = charge("k", 500);
+        other_user.user_id = "u2".into();
+        assert_eq!(
+            decide_charge(Some(&record), &other_user, "b", 2_000, LEASE)
+                .unwrap_err()
+                .code,
+            409
+        );
+    }
+
+    #[test]
+    fn a_payment_is_read_by_its_user_an_admin_or_a_listed_service() {
+        use shop_nats::auth::Caller;
+        let payment = claimed("k", 500).payment;
+        assert_eq!(payment.user_id.as_deref(), Some("u1"));
+        let caller = |user: &str, roles: &[&str]| Caller {
+            user_id: user.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        assert!(visible_to(Some(&caller("u1", &["customer"])), payment.clone()).is_ok());
+        assert!(visible_to(Some(&caller("a", &["customer", "admin"])), payment.clone()).is_ok());
+        assert!(
+            visible_to(None, payment.clone()).is_ok(),
+            "the order service"
+        );
+        let hidden = visible_to(Some(&caller("u2", &["customer"])), payment.clone()).unwrap_err();
+        assert_eq!(hidden.code, 404);
+        assert_eq!(hidden, not_found(&payment.payment_id));
+        let legacy = Payment {
+            user_id: None,
+            ..payment
+        };
+        assert_eq!(
+            visible_to(Some(&caller("u1", &["customer"])), legacy.clone())
+                .unwrap_err()
+                .code,
+            404
+        );
+        assert!(visible_to(Some(&caller("a", &["admin"])), legacy).is_ok());
     }
 
     #[test]

@@ -71,6 +71,7 @@ mod tests {
         let command = validate_charge(
             &ChargePayment {
                 order_id: "o1".into(),
+                user_id: "u1".into(),
                 amount_cents: 500,
                 currency: "USD".into(),
                 payment_token: PaymentToken::new("tok_ok"),

@@ -69,7 +69,7 @@ async fn charges_answer_by_token() {
     let lower = c
         .req(
             "payment.charge",
-            json!({"order_id": "o-9", "amount_cents": 100, "currency": "eur", "payment_token": "tok_ok", "idempotency_key": "eur-1"}),
+            json!({"order_id": "o-9", "user_id": "u-payer", "amount_cents": 100, "currency": "eur", "payment_token": "tok_ok", "idempotency_key": "eur-1"}),
         )
         .await;
     assert_eq!(lower.body["currency"], "EUR");
@@ -336,4 +336,41 @@ async fn bincode_get_and_services_protocol() {
         subjects,
         ["payment.charge", "payment.refund", "payment.get"]
     );
+}
+
+/// `payment.get` answers a payment to its user, an admin, or the order
+/// service (whose calls carry no token); another user's token gets the 404 of
+/// an unknown payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_is_read_by_its_user_only() {
+    let c = Cluster::start(1).await.unwrap();
+    let issuer = testkit::tokens::Issuer::serve(&c.client).await.unwrap();
+    let charged = c.charge("own-1", "tok_ok", 700).await;
+    assert!(charged.is_ok(), "{:?}", charged.error);
+    let get = json!({"payment_id": charged.body["payment_id"]}).to_string();
+    let as_ = |headers| {
+        let get = get.clone();
+        let client = c.client.clone();
+        async move {
+            testkit::request_json_with_headers(&client, "payment.get", headers, get)
+                .await
+                .unwrap()
+        }
+    };
+    let own = as_(issuer.headers("u-payer", &["customer"])).await;
+    assert!(own.is_ok(), "{:?}", own.error);
+    assert_eq!(own.body["user_id"], "u-payer");
+    assert!(as_(issuer.admin()).await.is_ok());
+    assert!(
+        as_(async_nats::HeaderMap::new()).await.is_ok(),
+        "the order service"
+    );
+    let other = as_(issuer.headers("u-other", &["customer"])).await;
+    assert_eq!(other.error_code, Some(404), "{:?}", other.error);
+    let mut forged = issuer.headers("u-other", &["customer"]);
+    forged.insert("Shop-User-Id", "u-payer");
+    forged.insert("Shop-User-Roles", "admin");
+    assert_eq!(as_(forged).await.error_code, Some(404));
+    let bad = as_(shop_nats::auth::bearer_headers("not.a.token")).await;
+    assert_eq!(bad.error_code, Some(401), "{:?}", bad.error);
 }

@@ -18,8 +18,18 @@ struct Cli {
 enum Command {
     /// Serve requests (the default).
     Serve,
-    /// Create the products in FILE (a JSON array) unless they exist.
-    Seed { file: PathBuf },
+    /// Create the products in FILE (a JSON array) unless they exist, as the
+    /// admin (product.create is for admins: logs in with ADMIN_EMAIL and
+    /// ADMIN_PASSWORD).
+    Seed {
+        file: PathBuf,
+        /// The admin account to create the products as.
+        #[arg(long, env = "ADMIN_EMAIL")]
+        admin_email: String,
+        /// Its password (prefer the environment).
+        #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: String,
+    },
 }
 
 #[tokio::main]
@@ -33,7 +43,11 @@ async fn main() -> ExitCode {
             })
             .await
         }
-        Command::Seed { file } => seed::seed(&cli.runtime.nats, &file).await,
+        Command::Seed {
+            file,
+            admin_email,
+            admin_password,
+        } => seed::seed(&cli.runtime.nats, &file, &admin_email, &admin_password).await,
     };
     shop_actors::process::exit_code("product-service", result)
 }

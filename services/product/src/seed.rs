@@ -1,20 +1,37 @@
 //! `product-service seed FILE`: creates the products listed in a JSON file
 //! (an array of `product.create` requests with fixed ids); ones that already
-//! exist are left as they are, so seeding twice is harmless.
+//! exist are left as they are, so seeding twice is harmless. Creating
+//! products is for admins: the seed logs in as one (`user.login`) and sends
+//! its token.
 
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
 use shop_nats::{CallOptions, NatsConfig, ServiceClient};
 
-use crate::domain::{CreateProduct, Product};
+use crate::domain::CreateProduct;
 
-pub async fn seed(nats: &NatsConfig, file: &Path) -> anyhow::Result<()> {
+pub async fn seed(
+    nats: &NatsConfig,
+    file: &Path,
+    admin_email: &str,
+    admin_password: &str,
+) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let products: Vec<CreateProduct> = serde_json::from_str(&text)
         .with_context(|| format!("parsing {} as a list of products", file.display()))?;
-    let client = ServiceClient::new(shop_nats::connect(nats, "product-seed").await?.client);
+    let connection = shop_nats::connect(nats, "product-seed").await?;
+    let token = shop_nats::login::login(
+        &connection.client,
+        admin_email,
+        admin_password,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin = shop_nats::auth::bearer_headers(&token);
+    let client = ServiceClient::new(connection.client);
     let options = CallOptions::default()
         .idempotent()
         .retries(5)
@@ -22,8 +39,9 @@ pub async fn seed(nats: &NatsConfig, file: &Path) -> anyhow::Result<()> {
     let (mut created, mut existing) = (0, 0);
     for product in &products {
         let id = product.id.clone().unwrap_or_default();
+        let payload = bytes::Bytes::from(serde_json::to_vec(product)?);
         match client
-            .call::<_, Product>("product.create", product, options, None)
+            .call_raw_with_headers("product.create", payload, options, None, &admin)
             .await
         {
             Ok(_) => created += 1,

@@ -44,9 +44,7 @@ async fn bad_requests_get_clear_4xx_and_change_nothing() {
         ("product.stock.steal", "{}".into(), 404, "unknown subject"),
     ];
     for (subject, payload, code, needle) in cases {
-        let reply = testkit::request_json(&c.client, subject, payload.clone())
-            .await
-            .unwrap();
+        let reply = c.req_raw(subject, payload.clone()).await;
         let shown: String = payload.chars().take(80).collect();
         assert_eq!(
             reply.error_code,

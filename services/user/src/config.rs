@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use shop_nats::auth::MAX_TOKEN_LIFETIME_SECS;
+
 use crate::{
     domain::{self, NewAccount, Role, Secret},
     password::HashCost,
@@ -62,6 +64,10 @@ pub struct Settings {
 impl UserConfig {
     pub fn settings(&self) -> anyhow::Result<Settings> {
         anyhow::ensure!(self.token_ttl_secs > 0, "TOKEN_TTL_SECS must be at least 1");
+        anyhow::ensure!(
+            self.token_ttl_secs <= MAX_TOKEN_LIFETIME_SECS,
+            "TOKEN_TTL_SECS must be at most {MAX_TOKEN_LIFETIME_SECS} (24 h): tokens live no longer"
+        );
         anyhow::ensure!(
             self.login_max_failures > 0,
             "LOGIN_MAX_FAILURES must be at least 1"

@@ -176,7 +176,9 @@ pub struct LoginReply {
 
 /// A change in the `USER` stream. Registration and profile events carry the
 /// account as it is after the change and never a credential; the password
-/// hash travels only in `CredentialSet`, on its own subject.
+/// hash travels only in `CredentialSet`, on its own subject, sealed with the
+/// user data key (`sealed_password_hash`; events of older versions carried
+/// it in clear as `password_hash`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum UserEvent {
@@ -187,6 +189,7 @@ pub enum UserEvent {
     #[serde(rename = "user.credential_set")]
     CredentialSet {
         user_id: String,
+        #[serde(rename = "sealed_password_hash", alias = "password_hash")]
         password_hash: Secret,
     },
 }
@@ -615,10 +618,19 @@ mod tests {
         );
         let credential = UserEvent::CredentialSet {
             user_id: "u1".into(),
-            password_hash: Secret::new("$argon2id$x"),
+            password_hash: Secret::new("v1.kid.sealed"),
         };
         let json = serde_json::to_value(&credential).unwrap();
         assert_eq!(json["type"], "user.credential_set");
-        assert_eq!(json["password_hash"], "$argon2id$x");
+        assert_eq!(json["sealed_password_hash"], "v1.kid.sealed");
+        assert!(json.get("password_hash").is_none());
+        // Events of older versions name the field password_hash.
+        let legacy: UserEvent = serde_json::from_value(serde_json::json!(
+            {"type": "user.credential_set", "user_id": "u1", "password_hash": "$argon2id$x"}
+        ))
+        .unwrap();
+        assert!(
+            matches!(legacy, UserEvent::CredentialSet { password_hash, .. } if password_hash.expose() == "$argon2id$x")
+        );
     }
 }

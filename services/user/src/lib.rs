@@ -20,6 +20,7 @@ pub mod domain;
 pub mod endpoints;
 pub mod keys;
 pub mod password;
+pub mod reseal;
 pub mod store;
 pub mod throttle;
 pub mod token;

@@ -1,65 +1,18 @@
-//! Access tokens: signing. Verification and the token types live in
+//! Access tokens. Signing, verification and the token types live in
 //! [`shop_nats::auth`] (so the gateway and any service can check a token
-//! without depending on this crate) and are re-exported here.
+//! without depending on this crate; tests sign their own) and are
+//! re-exported here; the signing keys themselves live only in this service
+//! ([`crate::keys`]).
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use ed25519_dalek::{Signer, SigningKey};
 pub use shop_nats::auth::{
-    thumbprint, verify, Claims, Jwk, Jwks, JwsHeader, TokenError, ALG, MAX_CLOCK_SKEW_SECS,
-    MAX_TOKEN_LEN,
+    thumbprint, verify, Claims, Jwk, Jwks, JwsHeader, TokenError, TokenSigner, ALG, AUDIENCE,
+    ISSUER, MAX_CLOCK_SKEW_SECS, MAX_TOKEN_LEN, MAX_TOKEN_LIFETIME_SECS,
 };
-
-/// A private signing key and its key id.
-#[derive(Clone)]
-pub struct TokenSigner {
-    kid: String,
-    key: SigningKey,
-}
-
-impl std::fmt::Debug for TokenSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSigner")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TokenSigner {
-    /// The key from its 32-byte secret seed; the key id is the RFC 7638 thumbprint.
-    pub fn from_seed(seed: &[u8; 32]) -> Self {
-        let key = SigningKey::from_bytes(seed);
-        let kid = thumbprint(&key.verifying_key());
-        Self { kid, key }
-    }
-
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    pub fn jwk(&self) -> Jwk {
-        Jwk::ed25519(&self.key.verifying_key(), &self.kid)
-    }
-
-    /// A compact JWS of `claims`, with the header `{"alg":"EdDSA","typ":"JWT","kid":...}`.
-    pub fn sign(&self, claims: &Claims) -> Result<String, serde_json::Error> {
-        let header = JwsHeader {
-            alg: ALG.to_string(),
-            typ: Some("JWT".to_string()),
-            kid: Some(self.kid.clone()),
-            crit: None,
-        };
-        let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
-        token.push('.');
-        token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
-        let signature = self.key.sign(token.as_bytes());
-        token.push('.');
-        token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
-        Ok(token)
-    }
-}
 
 #[cfg(test)]
 mod tests {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+
     use super::*;
 
     const NOW: u64 = 1_700_000_000;
@@ -73,6 +26,8 @@ mod tests {
             sub: "u1".into(),
             email: "ann@example.com".into(),
             roles: vec!["customer".into()],
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
             iat: NOW,
             exp: NOW + 3600,
         }
@@ -134,10 +89,7 @@ mod tests {
     #[test]
     fn forged_or_altered_tokens_are_refused() {
         let key = signer(1);
-        let forger = TokenSigner {
-            kid: key.kid().to_string(),
-            key: SigningKey::from_bytes(&[9; 32]),
-        };
+        let forger = TokenSigner::claiming_kid(&[9; 32], key.kid());
         let forged = forger.sign(&claims()).unwrap();
         assert_eq!(
             verify(&jwks(&[&key]), &forged, NOW),
@@ -147,7 +99,7 @@ mod tests {
         let token = key.sign(&claims()).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         let admin = b64(&serde_json::json!({
-            "sub": "u1", "email": "ann@example.com", "roles": ["admin"], "iat": NOW, "exp": NOW + 3600
+            "sub": "u1", "email": "ann@example.com", "roles": ["admin"], "iss": ISSUER, "aud": AUDIENCE, "iat": NOW, "exp": NOW + 3600
         }));
         let altered = format!("{}.{}.{}", parts[0], admin, parts[2]);
         assert_eq!(

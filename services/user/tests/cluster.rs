@@ -143,6 +143,7 @@ fn rotate_keys(c: &Cluster) -> serde_json::Value {
     let output = Command::new(common::user_bin())
         .arg("rotate-keys")
         .env("NATS_URL", c.nats.url())
+        .env("USER_DATA_KEY_FILE", c.data.path().join("user-data.key"))
         .env("LOG_FORMAT", "json")
         .env("TOKEN_TTL_SECS", "3600")
         .output()

@@ -91,6 +91,58 @@ async fn register_login_get_update_keys() {
     assert!(iat.abs_diff(now_secs()) < 30);
     assert_eq!(exp - iat, 3600, "default TOKEN_TTL_SECS");
     assert_eq!(login.body["expires_at"], exp);
+    assert_eq!(claims["iss"], "shop/user");
+    assert_eq!(claims["aud"], "shop");
+
+    // The token reaches its own profile only; claimed headers reach nothing.
+    let own = shop_nats::auth::bearer_headers(token);
+    let mine = testkit::request_json_with_headers(
+        &c.client,
+        "user.get",
+        own.clone(),
+        json!({"id": id}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(mine.body, user);
+    let other = c
+        .register("zed@example.com", "correct horse battery", "Zed")
+        .await;
+    let other_id = other["id"].as_str().unwrap();
+    for (subject, payload) in [
+        ("user.get", json!({"id": other_id})),
+        ("user.update", json!({"id": other_id, "name": "Hacked"})),
+    ] {
+        let refused = testkit::request_json_with_headers(
+            &c.client,
+            subject,
+            own.clone(),
+            payload.to_string(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            refused.error_code,
+            Some(404),
+            "{subject}: {:?}",
+            refused.error
+        );
+        let mut claimed = async_nats::HeaderMap::new();
+        claimed.insert("Shop-User-Id", other_id);
+        claimed.insert("Shop-User-Roles", "customer,admin");
+        let refused =
+            testkit::request_json_with_headers(&c.client, subject, claimed, payload.to_string())
+                .await
+                .unwrap();
+        assert_eq!(
+            refused.error_code,
+            Some(401),
+            "{subject}: {:?}",
+            refused.error
+        );
+    }
+    let zed = c.req("user.get", json!({"id": other_id})).await;
+    assert_eq!(zed.body["name"], "Zed", "nothing changed");
 
     let keys = c.req_raw("user.keys", String::new()).await;
     assert!(keys.is_ok(), "{:?}", keys.error);
@@ -240,15 +292,13 @@ async fn events_carry_no_credential_where_others_read() {
     assert_eq!(profile[0].json["type"], "user.updated");
     assert_eq!(profile[0].json["user"]["name"], "Caroline");
 
-    // The hash lives on the account's credential subject only, and the
-    // password itself nowhere.
+    // The hash lives on the account's credential subject only, sealed with
+    // the user data key; neither it nor the password is anywhere in clear.
     for e in &events {
         assert!(!e.raw.contains(password), "password in {}", e.subject);
-        let is_credential = e.subject == format!("events.user.credential.{id}");
-        assert_eq!(
-            e.raw.contains("$argon2id$"),
-            is_credential,
-            "hash only in the credential event: {}",
+        assert!(
+            !e.raw.contains("$argon2"),
+            "a hash in clear in {}",
             e.subject
         );
     }
@@ -257,6 +307,24 @@ async fn events_carry_no_credential_where_others_read() {
         .find(|e| e.subject.starts_with("events.user.credential."))
         .unwrap();
     assert_eq!(credential.json["type"], "user.credential_set");
+    assert!(credential.json.get("password_hash").is_none());
+    let sealed = credential.json["sealed_password_hash"].as_str().unwrap();
+    let hash = c
+        .data_keys()
+        .open_text(sealed, &format!("user.credential:{id}"))
+        .expect("sealed with the user data key for this account");
+    assert!(hash.starts_with("$argon2id$"), "the real hash, sealed");
+    assert!(!credential.raw.contains(&hash));
+
+    // The signing key's seed is sealed in its bucket too.
+    let js = async_nats::jetstream::new(c.client.clone());
+    let kv = js.get_key_value("user_signing_keys").await.unwrap();
+    let stored = kv.get("keyset").await.unwrap().unwrap();
+    let set: user_service::keys::KeySet = serde_json::from_slice(&stored).unwrap();
+    let seed = set.keys[0].signer(&c.data_keys()).unwrap().seed();
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(!stored.contains(&URL_SAFE_NO_PAD.encode(seed)), "{stored}");
+    assert!(!stored.contains(&base64::engine::general_purpose::STANDARD.encode(seed)));
     assert!(
         credential.sequence < event.sequence,
         "the credential is stored before the email is claimed"

@@ -1,4 +1,5 @@
-//! `/health`, `/metrics` and `/api/openapi.json`.
+//! The public `/health` (liveness only) and `/api/openapi.json`; on the admin
+//! listener the detailed `/health`, `/ready` and `/metrics`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -22,7 +23,34 @@ fn breaker_name(state: BreakerState) -> &'static str {
     }
 }
 
-/// The gateway's own state and what the registry says of every service.
+/// Whether the gateway takes requests: connected to NATS and not stopping.
+fn serving(gw: &Gateway) -> bool {
+    gw.nats.connection_state() == ConnState::Connected
+        && !gw.draining.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// The public liveness check for load balancers: `{"status":"ok"}`, or 503
+/// `{"status":"down"}` without NATS or while stopping. Says nothing more.
+pub async fn liveness(State(gw): State<Arc<Gateway>>) -> Response {
+    if serving(&gw) {
+        json_reply(
+            StatusCode::OK,
+            bytes::Bytes::from_static(b"{\"status\":\"ok\"}"),
+        )
+    } else {
+        json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            bytes::Bytes::from_static(b"{\"status\":\"down\"}"),
+        )
+    }
+}
+
+/// Admin `/ready`: 200 while serving, 503 without NATS or while stopping.
+pub async fn ready(State(gw): State<Arc<Gateway>>) -> Response {
+    liveness(State(gw)).await
+}
+
+/// Admin `/health`: the gateway's own state and what the registry says of every service.
 pub async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     let connection = gw.nats.connection_state();
     let nats_ok = connection == ConnState::Connected;

@@ -45,11 +45,22 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/orders/{id}/cancel", post(orders::cancel))
         .route("/api/orders/{id}/details", get(details::details))
         .route("/api/openapi.json", get(health::openapi))
-        .route("/health", get(health::health))
-        .route("/metrics", get(health::metrics))
+        .route("/health", get(health::liveness))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(gw.clone(), front_door))
+        .with_state(gw)
+}
+
+/// The admin listener's router (`ADMIN_ADDR`): the detailed health, readiness
+/// and metrics, for operators and Prometheus, not for the public.
+pub fn admin_router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(gw)
 }
 

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{header::HeaderMap, Method, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use testkit::{request_json, workspace_bin, NatsServer, Reply, ServiceProcess};
+use testkit::{request_json_with_headers, workspace_bin, NatsServer, Reply, ServiceProcess};
 
 pub const ADMIN_EMAIL: &str = "admin@shop.test";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
@@ -23,7 +23,11 @@ pub struct Shop {
     data: tempfile::TempDir,
     pub services: HashMap<String, ServiceProcess>,
     pub gateway: Option<ServiceProcess>,
+    /// The public API.
     pub http: Http,
+    /// The gateway's admin listener: detailed /health, /ready, /metrics.
+    pub admin: Http,
+    admin_token: tokio::sync::OnceCell<String>,
 }
 
 impl Shop {
@@ -40,6 +44,10 @@ impl Shop {
             http: Http {
                 addr: String::new(),
             },
+            admin: Http {
+                addr: String::new(),
+            },
+            admin_token: tokio::sync::OnceCell::new(),
         };
         for service in services {
             shop.add(service).await;
@@ -91,6 +99,11 @@ impl Shop {
             .await
             .unwrap();
         self.http = Http {
+            addr: process
+                .ready_field("addr")
+                .expect("the gateway's public address"),
+        };
+        self.admin = Http {
             addr: process.admin_addr.clone(),
         };
         self.gateway = Some(process);
@@ -104,10 +117,52 @@ impl Shop {
         self.gateway.as_ref().expect("gateway started")
     }
 
+    /// A request over NATS as the admin (as an operator with `shop req --admin`).
     pub async fn req(&self, subject: &str, payload: Value) -> Reply {
-        request_json(&self.client, subject, payload.to_string())
+        let token = self
+            .admin_token
+            .get_or_init(|| async {
+                shop_nats::login::login(
+                    &self.client,
+                    ADMIN_EMAIL,
+                    ADMIN_PASSWORD,
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("admin login over NATS: {e}"))
+            })
+            .await;
+        self.req_as(token, subject, payload).await
+    }
+
+    /// A request over NATS carrying `token`.
+    pub async fn req_as(&self, token: &str, subject: &str, payload: Value) -> Reply {
+        self.req_with(subject, shop_nats::auth::bearer_headers(token), payload)
+            .await
+    }
+
+    /// A request over NATS with exactly these headers.
+    pub async fn req_with(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: Value,
+    ) -> Reply {
+        request_json_with_headers(&self.client, subject, headers, payload.to_string())
             .await
             .unwrap_or_else(|e| panic!("{subject}: {e:#}"))
+    }
+
+    /// The data key file testkit made for `service` (`user`, `order`).
+    pub fn data_key_file(&self, service: &str) -> std::path::PathBuf {
+        self.data.path().join(format!("{service}-data.key"))
+    }
+
+    /// The user service's data keys (to read its bucket as a privileged test).
+    pub fn user_data_keys(&self) -> shop_nats::sealed::DataKeys {
+        let text = std::fs::read_to_string(self.data_key_file("user")).unwrap();
+        let key = shop_nats::sealed::DataKey::parse(&text, "user-data.key").unwrap();
+        shop_nats::sealed::DataKeys::new(key, None)
     }
 
     /// Creates a product over NATS (as an operator would).
@@ -185,7 +240,7 @@ impl Shop {
         let mut lines = gateway.subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let health = self.http.get("/health", None).await;
+            let health = self.admin.get("/health", None).await;
             if check(&health.json) {
                 return health.json;
             }

@@ -19,12 +19,18 @@ impl RequestBody for ListNotifications {
     }
 }
 
-/// Answers one page of the user's notifications, newest first.
+/// Answers one page of the user's notifications, newest first: the caller's
+/// own, or anyone's for an admin (403 otherwise).
 pub fn list(
     notifications: &Notifications,
     request: &Request,
     list: ListNotifications,
 ) -> HandlerResult {
+    if !request.user()?.may_act_for(&list.user_id) {
+        return Err(ServiceError::forbidden(
+            "only your own notifications can be listed",
+        ));
+    }
     let (limit, before) = domain::validate_list(&list)?;
     let (items, next_cursor) =
         store::user_page(notifications.tree(), &list.user_id, before, limit)?;

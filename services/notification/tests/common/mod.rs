@@ -15,7 +15,7 @@ use std::{
 use async_nats::jetstream::stream;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use testkit::{request_json, Reply};
+use testkit::{request_json_with_headers, Reply};
 
 pub fn notification_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_notification-service"))
@@ -27,8 +27,9 @@ pub const FAST_RETRIES: &[(&str, &str)] = &[
     ("NOTIFY_BACKOFF_MS", "200,400"),
 ];
 
-/// Notification instances on a nats-server of their own.
-pub struct Cluster(testkit::Cluster);
+/// Notification instances on a nats-server of their own, and a stand-in
+/// token issuer (`user.keys`): `notification.list` needs a user's token.
+pub struct Cluster(testkit::Cluster, pub testkit::tokens::Issuer);
 
 impl Deref for Cluster {
     type Target = testkit::Cluster;
@@ -58,8 +59,14 @@ impl Cluster {
                 })
                 .await?;
         }
+        let issuer = testkit::tokens::Issuer::serve(&cluster.client).await?;
         cluster.add_instances("notification", n, env).await?;
-        Ok(Self(cluster))
+        Ok(Self(cluster, issuer))
+    }
+
+    /// Headers with an admin's token (who may list anyone's notifications).
+    pub fn admin(&self) -> async_nats::HeaderMap {
+        self.1.admin()
     }
 
     /// The `.eml` files in an instance's default spool directory, sorted.
@@ -108,10 +115,21 @@ impl Cluster {
             .await
     }
 
+    /// `notification.list` as an admin.
     pub async fn list(&self, payload: Value) -> Reply {
-        request_json(&self.client, "notification.list", payload.to_string())
-            .await
-            .unwrap_or_else(|e| panic!("notification.list failed: {e:#}"))
+        self.list_with(self.admin(), payload).await
+    }
+
+    /// `notification.list` with these headers.
+    pub async fn list_with(&self, headers: async_nats::HeaderMap, payload: Value) -> Reply {
+        request_json_with_headers(
+            &self.client,
+            "notification.list",
+            headers,
+            payload.to_string(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("notification.list failed: {e:#}"))
     }
 
     /// The list for a user, from state that includes everything stored so far.

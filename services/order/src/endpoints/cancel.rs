@@ -18,7 +18,7 @@ impl RequestBody for CancelOrder {
 /// Moves the order to `cancelling`, if the caller may reach it.
 pub async fn cancel(orders: Arc<Orders>, request: Request, cancel: CancelOrder) -> HandlerResult {
     let id = cancel.id.as_str();
-    let caller = request.caller.as_ref();
+    let caller = request.user()?;
     let order = change_order(&orders.events, &request.trace, id, None, |current| {
         let current = current
             .filter(|order| domain::may_access(caller, order))

@@ -22,7 +22,7 @@ impl RequestBody for CreateOrder {
 
 /// Records the new order, or answers the one this key already created.
 pub async fn create(orders: Arc<Orders>, request: Request, create: CreateOrder) -> HandlerResult {
-    domain::check_create(request.caller.as_ref(), &create.user_id)?;
+    domain::check_create(request.user()?, &create.user_id)?;
     // The same key from the same user names the same order, on any instance.
     let id = uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_OID,

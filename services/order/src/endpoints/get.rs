@@ -23,6 +23,6 @@ impl RequestBody for GetOrder {
 /// user's order.
 pub fn get(orders: &Orders, request: &Request, get: GetOrder) -> HandlerResult {
     let order = store::order(orders.tree(), &get.id)?.ok_or_else(|| domain::not_found(&get.id))?;
-    let order = domain::visible_to(request.caller.as_ref(), order)?;
+    let order = domain::visible_to(request.user()?, order)?;
     request.encode(&order)
 }

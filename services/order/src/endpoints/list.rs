@@ -18,7 +18,7 @@ impl RequestBody for ListOrders {
 
 /// Answers with the page, if the caller may list that user's orders.
 pub fn list(orders: &Orders, request: &Request, list: ListOrders) -> HandlerResult {
-    domain::check_list(request.caller.as_ref(), &list.user_id)?;
+    domain::check_list(request.user()?, &list.user_id)?;
     let limit = domain::page_limit(list.limit)?;
     let (items, next_cursor) =
         store::user_orders(orders.tree(), &list.user_id, list.cursor.as_deref(), limit)?;

@@ -1,13 +1,21 @@
 //! A whole shop for the saga's tests: nats-server and real processes of the
-//! product, payment, user, notification and order services.
+//! product, payment, user, notification and order services. Requests carry
+//! tokens from the real user service: a registered user's own for requests
+//! naming that user, else the admin's.
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
+use async_nats::HeaderMap;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use testkit::{request_json, workspace_bin, NatsServer, Reply, ServiceProcess};
+use testkit::{request_json_with_headers, workspace_bin, NatsServer, Reply, ServiceProcess};
+
+pub const ADMIN_EMAIL: &str = "admin@shop.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// The password of every user [`Shop::user`] registers.
+pub const PASSWORD: &str = "correct horse battery";
 
 pub struct Shop {
     pub nats: NatsServer,
@@ -15,6 +23,9 @@ pub struct Shop {
     pub data: tempfile::TempDir,
     pub processes: Vec<ServiceProcess>,
     next: usize,
+    /// Each registered user's token, by user id.
+    tokens: Mutex<HashMap<String, String>>,
+    admin: tokio::sync::OnceCell<String>,
 }
 
 pub const SERVICES: &[&str] = &["product", "payment", "user", "notification"];
@@ -67,12 +78,19 @@ impl Shop {
             data: tempfile::tempdir()?,
             processes: Vec::new(),
             next: 0,
+            tokens: Mutex::default(),
+            admin: tokio::sync::OnceCell::new(),
         };
         for service in SERVICES {
             for _ in 0..replicas {
                 shop.add(
                     service,
-                    &[("ARGON2_MEMORY_KIB", "1024"), ("ARGON2_ITERATIONS", "1")],
+                    &[
+                        ("ARGON2_MEMORY_KIB", "1024"),
+                        ("ARGON2_ITERATIONS", "1"),
+                        ("ADMIN_EMAIL", ADMIN_EMAIL),
+                        ("ADMIN_PASSWORD", ADMIN_PASSWORD),
+                    ],
                 )
                 .await?;
             }
@@ -111,10 +129,61 @@ impl Shop {
             .unwrap_or_else(|| panic!("no {service} instance"))
     }
 
+    /// A request as the user the payload's `user_id` names (when registered
+    /// here), else as the admin.
     pub async fn req(&self, subject: &str, payload: Value) -> Reply {
-        request_json(&self.client, subject, payload.to_string())
+        let auth = match self.token_of(payload["user_id"].as_str().unwrap_or_default()) {
+            Some(token) => shop_nats::auth::bearer_headers(&token),
+            None => self.admin_headers().await,
+        };
+        self.req_with(subject, auth, payload).await
+    }
+
+    /// A request with exactly these headers.
+    pub async fn req_with(&self, subject: &str, headers: HeaderMap, payload: Value) -> Reply {
+        request_json_with_headers(&self.client, subject, headers, payload.to_string())
             .await
             .unwrap_or_else(|e| panic!("{subject}: {e:#}"))
+    }
+
+    /// The token of a user registered with [`Self::user`].
+    pub fn token_of(&self, user_id: &str) -> Option<String> {
+        self.tokens.lock().unwrap().get(user_id).cloned()
+    }
+
+    /// Headers carrying the token of a user registered with [`Self::user`].
+    pub fn auth_of(&self, user_id: &str) -> HeaderMap {
+        let token = self.token_of(user_id).expect("a user registered here");
+        shop_nats::auth::bearer_headers(&token)
+    }
+
+    /// Headers carrying the admin's token (logged in once; the account is
+    /// created by the user service a moment after it starts).
+    pub async fn admin_headers(&self) -> HeaderMap {
+        let token = self
+            .admin
+            .get_or_init(|| async {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                loop {
+                    let login = shop_nats::login::login(
+                        &self.client,
+                        ADMIN_EMAIL,
+                        ADMIN_PASSWORD,
+                        Duration::from_secs(10),
+                    )
+                    .await;
+                    match login {
+                        Ok(token) => return token,
+                        Err(e) if tokio::time::Instant::now() < deadline => {
+                            let _ = e;
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
+                        Err(e) => panic!("admin login: {e}"),
+                    }
+                }
+            })
+            .await;
+        shop_nats::auth::bearer_headers(token)
     }
 
     pub async fn product(&self, id: &str, stock: i64, price_cents: i64) {
@@ -138,11 +207,16 @@ impl Shop {
         let reply = self
             .req(
                 "user.register",
-                json!({"email": email, "password": "correct horse battery", "name": "Test User"}),
+                json!({"email": email, "password": PASSWORD, "name": "Test User"}),
             )
             .await;
         assert!(reply.is_ok(), "registering {email}: {:?}", reply.error);
-        reply.body["id"].as_str().expect("user id").to_string()
+        let id = reply.body["id"].as_str().expect("user id").to_string();
+        let token = shop_nats::login::login(&self.client, email, PASSWORD, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("logging in {email}: {e}"));
+        self.tokens.lock().unwrap().insert(id.clone(), token);
+        id
     }
 
     pub async fn place(&self, user_id: &str, items: Value, token: &str, key: &str) -> Value {

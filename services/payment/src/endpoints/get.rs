@@ -17,11 +17,15 @@ impl RequestBody for GetPayment {
     }
 }
 
-/// Answers with the payment the request names, as this instance has it.
+/// Answers with the payment the request names, as this instance has it: to
+/// its user, an admin, or the order service (404 to anyone else).
 pub fn get(payments: &Payments, request: &Request, get: GetPayment) -> HandlerResult {
     let payment_id = domain::validate_get(&get, super::caller_scope(request))?;
     let record = payments
         .record(&payment_id)?
         .ok_or_else(|| domain::not_found(&payment_id))?;
-    request.encode(&record.payment)
+    request.encode(&domain::visible_to(
+        request.caller.as_deref(),
+        record.payment,
+    )?)
 }

@@ -147,6 +147,7 @@ impl Cluster {
 pub fn charge_request(key: &str, token: &str, amount_cents: i64) -> Value {
     json!({
         "order_id": format!("order-{}", key.replace(|c: char| !c.is_ascii_alphanumeric(), "-")),
+        "user_id": "u-payer",
         "amount_cents": amount_cents,
         "currency": "USD",
         "payment_token": token,

@@ -14,8 +14,9 @@ pub fn product_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_product-service"))
 }
 
-/// Product instances on a nats-server of their own.
-pub struct Cluster(testkit::Cluster);
+/// Product instances on a nats-server of their own, and a stand-in token
+/// issuer (`user.keys`): creating and changing products is for admins.
+pub struct Cluster(testkit::Cluster, pub testkit::tokens::Issuer);
 
 impl Deref for Cluster {
     type Target = testkit::Cluster;
@@ -37,9 +38,21 @@ impl Cluster {
     }
 
     pub async fn start_with_env(n: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        testkit::Cluster::start(&product_bin(), "product", n, env)
+        let cluster = testkit::Cluster::start(&product_bin(), "product", n, env).await?;
+        let issuer = testkit::tokens::Issuer::serve(&cluster.client).await?;
+        Ok(Self(cluster, issuer))
+    }
+
+    /// A request as an admin (public and internal subjects ignore the token).
+    pub async fn req(&self, subject: &str, payload: Value) -> testkit::Reply {
+        self.req_raw(subject, payload.to_string()).await
+    }
+
+    /// A request as an admin, with a payload sent as is.
+    pub async fn req_raw(&self, subject: &str, payload: String) -> testkit::Reply {
+        testkit::request_json_with_headers(&self.client, subject, self.1.admin(), payload)
             .await
-            .map(Self)
+            .unwrap_or_else(|e| panic!("{subject} failed: {e:#}"))
     }
 
     pub async fn create(&self, id: &str, stock: i64) -> Value {

@@ -16,7 +16,9 @@ impl RequestBody for GetUser {
     }
 }
 
-/// Answers the profile as this instance has it (404 when unknown).
+/// Answers the profile as this instance has it: the caller's own, or
+/// anyone's for an admin (404 when unknown or not the caller's).
 pub fn get(users: &Users, request: &Request, get: GetUser) -> HandlerResult {
+    super::reachable(request.user()?, &get.id)?;
     users.read_profile(request, &get.id)
 }

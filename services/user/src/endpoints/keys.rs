@@ -12,5 +12,5 @@ use super::Users;
 pub async fn keys(users: Arc<Users>, request: Request, _: Empty) -> HandlerResult {
     let now = clock::now_secs();
     let set = users.keys.load_or_create(now).await?;
-    request.encode(&set.published(now, users.settings.token_ttl)?)
+    request.encode(&set.published(now, users.settings.token_ttl, users.keys.data_keys())?)
 }

@@ -10,7 +10,7 @@ use super::Users;
 use crate::{
     domain::{self, email_key, Login, LoginReply, UserProfile},
     store,
-    token::Claims,
+    token::{Claims, AUDIENCE, ISSUER},
 };
 
 impl RequestBody for Login {
@@ -34,8 +34,14 @@ pub async fn login(users: Arc<Users>, request: Request, login: Login) -> Handler
         None => None,
     };
     // Unknown email or not: exactly one hash is checked, with the same cost.
-    let stored_hash = account.as_ref().and_then(|(_, hash)| hash.as_deref());
-    let matched = users.hasher.verify(&login.password, stored_hash).await?;
+    let stored_hash = match &account {
+        Some((user, Some(stored))) => Some(users.password_hash(&user.profile.id, stored)?),
+        _ => None,
+    };
+    let matched = users
+        .hasher
+        .verify(&login.password, stored_hash.as_ref().map(|h| h.expose()))
+        .await?;
     let user = match account {
         Some((user, _)) if matched => user,
         _ => return Err(domain::invalid_credentials()),
@@ -47,7 +53,12 @@ pub async fn login(users: Arc<Users>, request: Request, login: Login) -> Handler
 /// A token for `profile`, signed with the current key.
 async fn issue_token(users: &Users, profile: UserProfile) -> Result<LoginReply, ServiceError> {
     let now = clock::now_secs();
-    let signer = users.keys.load_or_create(now).await?.current()?.signer()?;
+    let signer = users
+        .keys
+        .load_or_create(now)
+        .await?
+        .current()?
+        .signer(users.keys.data_keys())?;
     let claims = Claims {
         sub: profile.id.clone(),
         email: profile.email.clone(),
@@ -56,6 +67,8 @@ async fn issue_token(users: &Users, profile: UserProfile) -> Result<LoginReply, 
             .iter()
             .map(|r| r.as_str().to_string())
             .collect(),
+        iss: ISSUER.to_string(),
+        aud: AUDIENCE.to_string(),
         iat: now,
         exp: now + users.settings.token_ttl.as_secs(),
     };

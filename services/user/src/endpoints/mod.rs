@@ -10,7 +10,12 @@ pub mod register;
 pub mod update;
 
 use shop_actors::{Change, Changed, EventLog, HandlerResult, Request, ServiceContext};
-use shop_nats::{clock, ServiceError, TraceContext};
+use shop_nats::{
+    auth::Caller,
+    clock,
+    sealed::{is_sealed, DataKeys},
+    ServiceError, TraceContext,
+};
 
 use crate::{
     config::Settings,
@@ -32,13 +37,19 @@ pub fn profile_subject(user_id: &str) -> String {
     format!("events.user.profile.{user_id}")
 }
 
-/// The password hash of one account (private to this service).
+/// The password hash of one account (sealed: readable by this service only).
 pub fn credential_subject(user_id: &str) -> String {
     format!("events.user.credential.{user_id}")
 }
 
+/// What a password hash is sealed for: its account, so a sealed hash copied
+/// onto another account's subject does not open.
+pub fn credential_context(user_id: &str) -> String {
+    format!("user.credential:{user_id}")
+}
+
 /// The user service's state, shared by every handler: the stream, the password
-/// hasher, the signing keys and the login throttle.
+/// hasher, the signing keys (sealed with the data keys) and the login throttle.
 pub struct Users {
     events: EventLog,
     hasher: Hasher,
@@ -54,9 +65,13 @@ impl Users {
         ctx: &ServiceContext,
         hasher: Hasher,
         settings: Settings,
+        data_keys: DataKeys,
     ) -> anyhow::Result<Self> {
         let replicas = ctx.config.js_replicas;
-        let keys = KeyRing::open(&ctx.js, replicas).await?;
+        let keys = KeyRing::open(&ctx.js, replicas, data_keys).await?;
+        keys.reseal()
+            .await
+            .map_err(|e| anyhow::anyhow!("sealing the signing keys: {e}"))?;
         let throttle = LoginThrottle::open(&ctx.js, settings.login, replicas).await?;
         let set = keys
             .load_or_create(clock::now_secs())
@@ -74,6 +89,25 @@ impl Users {
 
     fn tree(&self) -> &sled::Tree {
         self.events.state().tree()
+    }
+
+    fn data_keys(&self) -> &DataKeys {
+        self.keys.data_keys()
+    }
+
+    /// An account's password hash from its stored credential (sealed; a
+    /// credential of an older version is in clear).
+    fn password_hash(&self, user_id: &str, stored: &str) -> Result<Secret, ServiceError> {
+        if !is_sealed(stored) {
+            return Ok(Secret::new(stored));
+        }
+        self.data_keys()
+            .open_text(stored, &credential_context(user_id))
+            .map(Secret::new)
+            .map_err(|e| {
+                tracing::error!(user_id, error = %e, "credential does not open: is USER_DATA_KEY right?");
+                ServiceError::internal(format!("the credential of {user_id} cannot be read"))
+            })
     }
 
     /// One profile, as this instance has it.
@@ -105,8 +139,13 @@ impl Users {
         if store::user_id_by_email(self.tree(), &key)?.is_some() {
             return Err(domain::email_taken());
         }
-        let password_hash = Secret::new(self.hasher.hash(&new.password).await?);
+        let hash = self.hasher.hash(&new.password).await?;
         let id = uuid::Uuid::now_v7().simple().to_string();
+        let password_hash = Secret::new(
+            self.data_keys()
+                .seal(hash.as_bytes(), &credential_context(&id)),
+        );
+        drop(hash);
         self.events
             .change(&id, trace, Some(format!("user.credential:{id}")), |tree| {
                 // The id is fresh: a credential already stored under it is a collision.
@@ -145,6 +184,16 @@ impl Users {
         };
         tracing::info!(user_id = %id, revision, "account registered");
         Ok(UserProfile::new(account, revision))
+    }
+}
+
+/// The 404 a caller gets for an account it may not reach, the same as for
+/// one that does not exist (a caller acts for itself, an admin for anyone).
+pub fn reachable(caller: &Caller, id: &str) -> Result<(), ServiceError> {
+    if caller.may_act_for(id) {
+        Ok(())
+    } else {
+        Err(domain::not_found(id))
     }
 }
 

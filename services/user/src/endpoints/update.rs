@@ -18,8 +18,10 @@ impl RequestBody for UpdateUser {
     }
 }
 
-/// Updates the profile and answers it with its new revision.
+/// Updates the profile (the caller's own, or anyone's for an admin; 404
+/// otherwise) and answers it with its new revision.
 pub async fn update(users: Arc<Users>, request: Request, update: UpdateUser) -> HandlerResult {
+    super::reachable(request.user()?, &update.id)?;
     let changed = users
         .events
         .change(&update.id, &request.trace, None, |tree| {

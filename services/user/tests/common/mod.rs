@@ -11,8 +11,11 @@ use std::{
 use async_nats::HeaderMap;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde_json::{json, Value};
-use testkit::Reply;
-use user_service::token::Jwks;
+use testkit::{request_json_with_headers, Reply};
+use user_service::{
+    keys::{KeySet, BUCKET, KEYSET},
+    token::{Claims, Jwks, AUDIENCE, ISSUER},
+};
 
 pub fn user_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_user-service"))
@@ -57,6 +60,51 @@ impl Cluster {
         let mut cluster = testkit::Cluster::empty(&user_bin(), FAST_HASH).await?;
         cluster.add_instances("user", n, env).await?;
         Ok(Self(cluster))
+    }
+
+    /// The user service's data keys, from the key file testkit made.
+    pub fn data_keys(&self) -> shop_nats::sealed::DataKeys {
+        let text = std::fs::read_to_string(self.data.path().join("user-data.key"))
+            .expect("testkit's user data key");
+        let key = shop_nats::sealed::DataKey::parse(&text, "user-data.key").unwrap();
+        shop_nats::sealed::DataKeys::new(key, None)
+    }
+
+    /// Headers with an admin token signed, as a privileged test client, with
+    /// the service's current key (read from its bucket, opened with its data
+    /// key): no account is created for it.
+    pub async fn admin_headers(&self) -> HeaderMap {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let kv = js.get_key_value(BUCKET).await.expect("signing keys bucket");
+        let value = kv.get(KEYSET).await.unwrap().expect("a key set");
+        let set: KeySet = serde_json::from_slice(&value).unwrap();
+        let signer = set.current().unwrap().signer(&self.data_keys()).unwrap();
+        let now = shop_nats::clock::now_secs();
+        let token = signer
+            .sign(&Claims {
+                sub: "test-admin".into(),
+                email: "test-admin@example.com".into(),
+                roles: vec!["customer".into(), "admin".into()],
+                iss: ISSUER.into(),
+                aud: AUDIENCE.into(),
+                iat: now,
+                exp: now + 600,
+            })
+            .unwrap();
+        shop_nats::auth::bearer_headers(&token)
+    }
+
+    /// A request as an admin.
+    pub async fn req(&self, subject: &str, payload: Value) -> Reply {
+        self.req_raw(subject, payload.to_string()).await
+    }
+
+    /// A request as an admin, with a payload sent as is.
+    pub async fn req_raw(&self, subject: &str, payload: String) -> Reply {
+        let admin = self.admin_headers().await;
+        request_json_with_headers(&self.client, subject, admin, payload)
+            .await
+            .unwrap_or_else(|e| panic!("{subject} failed: {e:#}"))
     }
 
     pub async fn register(&self, email: &str, password: &str, name: &str) -> Value {
