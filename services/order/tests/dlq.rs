@@ -19,7 +19,12 @@ use serde_json::{json, Value};
 async fn shop_cli(shop: &Shop, args: &[&str]) -> (i32, String, String) {
     let bin = testkit::workspace_bin("shop").unwrap();
     let mut command = std::process::Command::new(bin);
-    command.arg("--server").arg(shop.nats.url()).args(args);
+    command
+        .arg("--server")
+        .arg(shop.nats.url())
+        .args(args)
+        .env("ADMIN_EMAIL", common::ADMIN_EMAIL)
+        .env("ADMIN_PASSWORD", common::ADMIN_PASSWORD);
     let out = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
@@ -136,6 +141,14 @@ async fn dead_letters_are_listed_and_replayed_to_their_end() {
     assert!(err.contains("no DEADLETTER:999"), "{err}");
     let (code, _, err) = shop_cli(&shop, &["dlq", "replay", "yesterday"]).await;
     assert_eq!(code, 2, "{err}");
+    // order.redrive is an admin endpoint: a wrong admin password replays nothing.
+    let (code, _, err) = shop_cli(
+        &shop,
+        &["dlq", "replay", &letter_id, "--admin-password", "wrong"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("admin login: error 401"), "{err}");
 
     // Replayed while product is still down: re-driven, and its compensation
     // fails its 3 attempts again; the replay says so, and both stay listed.
