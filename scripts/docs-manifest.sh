@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Rewrites the generated tables in docs/subjects.md from the services'
-# declarations (`shop manifest --markdown`). The test suite fails when they differ.
+# Rewrites the generated tables in docs/subjects.md (`shop manifest --markdown`)
+# and docs/security.md (`shop auth permissions --markdown`) from the services'
+# declarations. The test suite fails when they differ.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 cargo build --quiet --locked -p shop-cli
-tables=$(target/debug/shop manifest --markdown)
-python3 - "$tables" <<'PY'
+rewrite() { # FILE MARKER TABLE
+  python3 - "$1" "$2" "$3" <<'PY'
 import sys
-begin, end = "<!-- shop manifest --markdown: begin -->", "<!-- shop manifest --markdown: end -->"
-path = "docs/subjects.md"
+path, marker, table = sys.argv[1], sys.argv[2], sys.argv[3]
+begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
 text = open(path).read()
 head, rest = text.split(begin, 1)
 _, tail = rest.split(end, 1)
-open(path, "w").write(head + begin + "\n" + sys.argv[1].strip() + "\n" + end + tail)
+open(path, "w").write(head + begin + "\n" + table.strip() + "\n" + end + tail)
 PY
-echo "docs/subjects.md: tables rewritten"
+  echo "$1: tables rewritten"
+}
+rewrite docs/subjects.md "shop manifest --markdown" "$(target/debug/shop manifest --markdown)"
+rewrite docs/security.md "shop auth permissions --markdown" "$(target/debug/shop auth permissions --markdown)"

@@ -7,6 +7,10 @@
 #      NATS_HTTP_PORT (monitoring port of a started server, default 8222), GATEWAY_ADDR
 #      (default 127.0.0.1:3000), RUST_LOG, LOG_FORMAT, ADMIN_EMAIL / ADMIN_PASSWORD
 #      (the demo admin account the user service creates), OTEL_EXPORTER_OTLP_ENDPOINT.
+# The bus is locked: `shop up` runs `shop auth init .run/auth` (every process gets
+# its own identity; `.run/auth/operator.creds` is for you: keep the directory secret).
+# `scripts/run.sh --no-auth` runs without (a warning says so); a running NATS_URL
+# server needs `--auth-dir DIR`, the directory `shop auth init` made for it.
 # Extra arguments go to `shop up` (see `target/release/shop up --help`).
 set -euo pipefail
 

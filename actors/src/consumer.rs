@@ -203,11 +203,19 @@ async fn consume(shared: Arc<ConsumerShared>) -> Result<(), ActorProcessingErr> 
     let Some(stream) = wait_for_stream(&shared).await else {
         return Ok(());
     };
+    // One filter goes in `filter_subject`: async-nats then names durable and
+    // filter in the API subject (`$JS.API.CONSUMER.CREATE.<stream>.<durable>.<filter>`),
+    // where the bus permissions pin them for a consumer on another service's stream.
+    let (filter_subject, filter_subjects) = match spec.filter_subjects.as_slice() {
+        [one] => (one.clone(), Vec::new()),
+        many => (String::new(), many.to_vec()),
+    };
     let consumer = ensure_consumer(
         &stream,
         pull::Config {
             durable_name: Some(spec.durable.clone()),
-            filter_subjects: spec.filter_subjects.clone(),
+            filter_subject,
+            filter_subjects,
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: spec.ack_wait,
             // Redelivery and dead-lettering are decided here, not by the server.

@@ -75,8 +75,9 @@ async fn drain_subscription(
     }
 }
 
-/// Subject nobody serves: a request to it comes back from the server itself.
-const ROUND_TRIP_SUBJECT: &str = "_SHOP.DRAIN.ROUND_TRIP";
+/// Subject nobody serves: a request to it comes back from the server itself
+/// (every service may publish on it: `shop auth permissions`).
+pub const ROUND_TRIP_SUBJECT: &str = "_SHOP.DRAIN.ROUND_TRIP";
 
 /// Waits for an answer from the server on this connection (its "no responders"
 /// reply to a request nobody serves). The server writes to a connection in

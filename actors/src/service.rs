@@ -137,8 +137,12 @@ where
     let telemetry_metrics = TelemetryMetrics::new(spec.name, &instance_id)?;
     tracing::info!(service = spec.name, instance_id, nats_url = %config.nats.url, data_dir = %config.data_dir.display(), "starting");
 
-    let connection =
-        shop_nats::connect(&config.nats, &format!("{}-{instance_id}", spec.name)).await?;
+    let connection = shop_nats::connect(
+        &config.nats,
+        spec.name,
+        &format!("{}-{instance_id}", spec.name),
+    )
+    .await?;
     let nats = connection.client.clone();
     *telemetry = Some(telemetry::start(
         spec.name,

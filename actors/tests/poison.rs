@@ -62,7 +62,11 @@ impl Instance {
     /// A state actor on an empty store, tailing `ITEMS` from its start.
     async fn start(nats: &NatsServer, flaky_failures: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let connection = shop_nats::connect(&NatsConfig::with_url(nats.url()), "items")
+        let config = NatsConfig {
+            creds: nats.operator_creds(),
+            ..NatsConfig::with_url(nats.url())
+        };
+        let connection = shop_nats::connect(&config, "operator", "items")
             .await
             .unwrap();
         let js = jetstream::new(connection.client.clone());

@@ -159,6 +159,9 @@ async fn start_toy_with(
         "--data-dir".into(),
         data.display().to_string(),
     ];
+    if let Some(creds) = nats.operator_creds() {
+        args.extend(["--nats-creds".into(), creds.display().to_string()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Cli::parse_from(args).runtime;
     let mut spec = toy();
@@ -448,10 +451,13 @@ async fn srv_info_is_the_declaration() {
 async fn a_consumer_that_is_not_declared_stops_the_start() {
     let nats = NatsServer::start().await.unwrap();
     let data = tempfile::tempdir().unwrap();
+    let creds = nats.operator_creds().unwrap_or_default();
     let config = Cli::parse_from([
         "toy",
         "--nats-url",
         &nats.url(),
+        "--nats-creds",
+        &creds.display().to_string(),
         "--data-dir",
         &data.path().display().to_string(),
     ])

@@ -59,12 +59,14 @@ fn dispatch(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let (_server, get, dispatcher) = rt.block_on(async {
-        let server = testkit::NatsServer::start().await.expect("nats-server");
+        let server = testkit::NatsServer::start_without_auth()
+            .await
+            .expect("nats-server");
         let config = NatsConfig {
             url: server.url(),
             ..NatsConfig::default()
         };
-        let connection = shop_nats::connect(&config, "bench-product")
+        let connection = shop_nats::connect(&config, SERVICE, "bench-product")
             .await
             .expect("connect");
         let js = async_nats::jetstream::new(connection.client.clone());

@@ -111,6 +111,10 @@ struct StackArgs {
     /// Directory for the started processes' logs (default: results/logs/<time>).
     #[arg(long)]
     logs_dir: Option<PathBuf>,
+    /// Start nats-server without auth (to measure what auth costs); by
+    /// default every process has its own identity, as `shop up` runs them.
+    #[arg(long)]
+    no_auth: bool,
 }
 
 impl StackArgs {
@@ -125,7 +129,9 @@ impl StackArgs {
                 .join("results/logs")
                 .join(stamp)
         });
-        Ok(StackConfig::new(bin_dir, logs_dir))
+        let mut config = StackConfig::new(bin_dir, logs_dir);
+        config.auth = !self.no_auth;
+        Ok(config)
     }
 }
 

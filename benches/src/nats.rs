@@ -1,5 +1,7 @@
 //! Small NATS helpers: connecting, and a reply as the outcome of a request.
 
+use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -7,9 +9,32 @@ use async_nats::{Client, ConnectOptions, HeaderMap, Message, RequestError, Reque
 
 use crate::stats::OpError;
 
-/// Connects with a descriptive connection name and a default request timeout.
+/// The credentials the harness's own clients use: the operator's of the
+/// stack's auth directory, set when the stack starts an auth-enabled server.
+static CREDENTIALS: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// From now on the harness's clients connect with `creds` (`None`: `NATS_CREDS`, if set).
+pub fn use_credentials(creds: Option<PathBuf>) {
+    if let Ok(mut current) = CREDENTIALS.write() {
+        *current = creds;
+    }
+}
+
+/// Connects with a descriptive connection name and a default request timeout,
+/// with the stack's operator credentials (or `NATS_CREDS`) when there are any.
 pub async fn connect(url: &str, name: &str, request_timeout: Duration) -> Result<Client> {
-    ConnectOptions::new()
+    let creds = CREDENTIALS.read().ok().and_then(|c| c.clone()).or_else(|| {
+        std::env::var_os("NATS_CREDS")
+            .filter(|c| !c.is_empty())
+            .map(PathBuf::from)
+    });
+    let options = match creds {
+        Some(path) => ConnectOptions::with_credentials_file(&path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?,
+        None => ConnectOptions::new(),
+    };
+    options
         .name(name)
         .request_timeout(Some(request_timeout))
         .connect(url)

@@ -65,6 +65,9 @@ pub struct StackConfig {
     /// `RUST_LOG` of the services: quiet by default (per-request logging would
     /// be measured too), but the readiness line must get through.
     pub services_rust_log: String,
+    /// NATS auth on (as shipped: `shop auth init`, every process on its own
+    /// identity, the load generator as operator), or off to measure its cost.
+    pub auth: bool,
 }
 
 /// Default `RUST_LOG` for services under load (`BENCH_RUST_LOG` overrides).
@@ -88,6 +91,7 @@ impl StackConfig {
             logs_dir,
             services_rust_log: std::env::var("BENCH_RUST_LOG")
                 .unwrap_or_else(|_| SERVICES_RUST_LOG.to_string()),
+            auth: true,
         }
     }
 
@@ -124,6 +128,8 @@ pub struct Stack {
     /// A user instance started for a product instance's seeding, not yet
     /// asked for: the next request for a user instance is this one.
     implicit_user: bool,
+    /// The auth directory of the nats-server this stack started with auth.
+    auth_dir: Option<PathBuf>,
 }
 
 impl Stack {
@@ -140,6 +146,7 @@ impl Stack {
             nats_url: None,
             sync: None,
             implicit_user: false,
+            auth_dir: None,
         })
     }
 
@@ -225,9 +232,24 @@ impl Stack {
             bail!("{} is missing", config.display());
         }
         let log = self.log_file("nats-server");
-        let nats = NatsServer::new(self.data.path())
+        let mut nats = NatsServer::new(self.data.path()).config_file(config);
+        if self.config.auth {
+            let dir = self.auth_init()?;
+            nats = match sync {
+                JetStreamSync::Always => nats.config_file(dir.join("nats-server.conf")),
+                // The same auth, included, with JetStream's default sync.
+                JetStreamSync::Default => nats.config_text(format!(
+                    "max_payload: 8MB\njetstream {{ store_dir: $NATS_STORE_DIR }}\ninclude {}\n",
+                    dir.join("auth.conf").display()
+                )),
+            };
+            crate::nats::use_credentials(Some(dir.join("operator.creds")));
+            self.auth_dir = Some(dir);
+        } else {
+            crate::nats::use_credentials(None);
+        }
+        let nats = nats
             .bin(&self.config.nats_server)
-            .config_file(config)
             .monitor_port(free_port()?)
             .store_dir(self.data.path().join("jetstream"))
             .process(|p| {
@@ -245,6 +267,37 @@ impl Stack {
         self.nats_url = Some(url.clone());
         self.sync = Some(sync);
         Ok(url)
+    }
+
+    /// Runs `shop auth init <data>/auth` (the `shop` next to the services).
+    fn auth_init(&self) -> Result<PathBuf> {
+        let dir = self.data.path().join("auth");
+        let shop = self.config.bin_dir.join("shop");
+        let output = std::process::Command::new(&shop)
+            .args(["auth", "init"])
+            .arg(&dir)
+            .output()
+            .with_context(|| format!("running {} auth init", shop.display()))?;
+        if !output.status.success() {
+            bail!(
+                "shop auth init failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(dir)
+    }
+
+    /// `NATS_CREDS` of `identity` when the stack's server has auth; nothing
+    /// otherwise (and the children never inherit the harness's own
+    /// `NATS_CREDS`). Data keys are the stack's own (see `start_service`).
+    fn auth_env(&self, identity: &str) -> Vec<(String, String)> {
+        match &self.auth_dir {
+            Some(dir) => vec![(
+                "NATS_CREDS".into(),
+                dir.join(format!("{identity}.creds")).display().to_string(),
+            )],
+            None => Vec::new(),
+        }
     }
 
     /// Starts one more instance of `service` (`product`, `user`, `payment`,
@@ -289,6 +342,8 @@ impl Stack {
             ])
             .env("DATA_DIR", self.data.path().join(&name))
             .envs(secrets)
+            .env_remove("NATS_CREDS")
+            .envs(self.auth_env(service))
             .envs(env.iter().copied())
             .ready_line("\"service ready\"");
         self.start(service, spec).await
@@ -301,6 +356,8 @@ impl Stack {
             .args(["echo-server", "--nats-url", self.nats_url()?])
             .args(["--subject", subject, "--queue", "bench", "--reply-bytes"])
             .arg(reply_bytes.to_string())
+            .env_remove("NATS_CREDS")
+            .envs(self.auth_env("operator"))
             .ready_line("echo-server: serving");
         self.start("echo", spec).await
     }
@@ -323,6 +380,8 @@ impl Stack {
                 ("LOG_FORMAT", "json"),
                 ("RUST_LOG", &rust_log),
             ])
+            .env_remove("NATS_CREDS")
+            .envs(self.auth_env("gateway"))
             .envs(env.iter().copied())
             .ready_line("\"service ready\"");
         // It binds its address before it logs that it is ready.
@@ -407,6 +466,7 @@ impl Stack {
             stop_member(m).await;
         }
         self.nats_url = None;
+        self.auth_dir = None;
     }
 }
 

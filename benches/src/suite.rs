@@ -183,6 +183,7 @@ pub async fn run(cfg: &SuiteConfig) -> Result<(ResultsFile, Vec<String>)> {
             serde_json::json!(cfg.settle_timeout.as_secs_f64()),
         ),
         ("instances", serde_json::json!(cfg.instances)),
+        ("nats_auth", serde_json::json!(cfg.stack.auth)),
     ];
     let settings = Settings {
         quick: cfg.quick,

@@ -81,7 +81,12 @@ async fn main() -> ExitCode {
             authorization,
         } = cli.command;
         let manifest = manifest(path)?;
-        let connection = shop_nats::connect(&cli.nats, "shop-chaos").await?;
+        let connection = shop_nats::connect(
+            &cli.nats,
+            shop_nats::connect::OPERATOR_IDENTITY,
+            "shop-chaos",
+        )
+        .await?;
         let mut headers = async_nats::HeaderMap::new();
         if let Some(value) = authorization {
             headers.insert("Authorization", value.as_str());

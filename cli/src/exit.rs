@@ -1,6 +1,6 @@
 //! Failures with the exit code scripts can rely on.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 pub const SERVICE_ERROR: u8 = 1;
 pub const USAGE: u8 = 2;
@@ -24,12 +24,19 @@ impl Failure {
     }
 }
 
-/// Connects once, without retrying: a tool should say at once that NATS is not there.
-pub async fn connect(url: &str) -> Result<async_nats::Client, Failure> {
-    async_nats::ConnectOptions::new()
+/// Connects once, without retrying: a tool should say at once that NATS is not
+/// there. With `creds` (a `.creds` file), as that identity.
+pub async fn connect(url: &str, creds: Option<&Path>) -> Result<async_nats::Client, Failure> {
+    let options = match creds {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| Failure::new(USAGE, format!("reading --creds {}: {e}", path.display())))?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    options
         .name("shop-cli")
         .connection_timeout(Duration::from_secs(2))
         .connect(url)
         .await
-        .map_err(|e| Failure::new(UNREACHABLE, format!("cannot reach NATS at {url}: {e} (is the system running? scripts/run.sh starts it)")))
+        .map_err(|e| Failure::new(UNREACHABLE, format!("cannot reach NATS at {url}: {e} (is the system running? scripts/run.sh starts it; with auth on, pass --creds or NATS_CREDS)")))
 }

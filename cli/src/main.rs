@@ -4,6 +4,7 @@
 //! 3 NATS unreachable, 4 nobody answered (no responders, no such instance, or a
 //! timeout), 5 `shop up` could not start a part of the system.
 
+mod auth;
 mod dlq;
 mod exit;
 mod http;
@@ -28,8 +29,34 @@ struct Cli {
     /// NATS server URL.
     #[arg(long, short = 's', global = true, env = "NATS_URL", default_value = shop_nats::connect::DEFAULT_NATS_URL)]
     server: String,
+    /// NATS credentials file (`shop up` prints the operator's; `shop auth init` writes them).
+    #[arg(long, global = true, env = "NATS_CREDS")]
+    creds: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Write DIR: a nats-server configuration with decentralized JWT auth, a
+    /// .creds file per identity with permissions from the declarations, and
+    /// the data keys. Run again to re-issue the JWTs for the same identities.
+    Init {
+        dir: PathBuf,
+        /// New user identities; the old ones are revoked (the server must then
+        /// reload its configuration: `nats-server --signal reload`, or restart).
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// What each identity may publish and subscribe to, from the declarations.
+    Permissions {
+        /// The Markdown table `docs/security.md` carries.
+        #[arg(long)]
+        markdown: bool,
+        /// JSON instead of text.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -63,7 +90,18 @@ enum Command {
         /// Do not seed the demo catalog.
         #[arg(long)]
         no_seed: bool,
+        /// Run without NATS auth: every client may do everything. For
+        /// measurements and debugging only.
+        #[arg(long, conflicts_with = "auth_dir")]
+        no_auth: bool,
+        /// The auth directory (`shop auth init`) of the NATS server: required
+        /// when using a server this does not start; `<run-dir>/auth` otherwise.
+        #[arg(long, env = "SHOP_AUTH_DIR")]
+        auth_dir: Option<PathBuf>,
     },
+    /// NATS credentials and permissions: `init`, `permissions`.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Send a request and print the reply (pretty JSON) or the error.
     Req {
         subject: String,
@@ -160,6 +198,8 @@ async fn main() -> ExitCode {
             gateway_addr,
             nats_http_port,
             no_seed,
+            no_auth,
+            auth_dir,
         } = cli.command
         {
             return up::run(up::UpOptions {
@@ -172,15 +212,27 @@ async fn main() -> ExitCode {
                 gateway_addr,
                 nats_http_port,
                 seed: !no_seed,
+                auth: match no_auth {
+                    true => up::Auth::Off,
+                    false => up::Auth::On(auth_dir),
+                },
             })
             .await;
         }
         if let Command::Manifest { json, markdown } = cli.command {
             return manifest::run(json, markdown);
         }
-        let client = exit::connect(&cli.server).await?;
+        if let Command::Auth(command) = cli.command {
+            return match command {
+                AuthCommand::Init { dir, rotate } => auth::run_init(&dir, rotate),
+                AuthCommand::Permissions { markdown, json } => {
+                    auth::run_permissions(markdown, json)
+                }
+            };
+        }
+        let client = exit::connect(&cli.server, cli.creds.as_deref()).await?;
         match cli.command {
-            Command::Up { .. } | Command::Manifest { .. } => Ok(()),
+            Command::Up { .. } | Command::Manifest { .. } | Command::Auth(_) => Ok(()),
             Command::Req {
                 subject,
                 json,

@@ -165,13 +165,23 @@ pub fn text(service: &ServiceManifest) -> String {
     out
 }
 
+/// What a doc of the workspace (`docs/subjects.md`) carries between the
+/// marker comments `<!-- MARKER: begin -->` and `<!-- MARKER: end -->`, where
+/// `scripts/docs-manifest.sh` writes generated tables; trimmed.
+#[cfg(test)]
+pub fn generated_block(doc: &str, marker: &str) -> Option<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(doc);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let (_, rest) = text.split_once(&format!("<!-- {marker}: begin -->"))?;
+    let (block, _) = rest.split_once(&format!("<!-- {marker}: end -->"))?;
+    Some(block.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Where `--markdown`'s tables go in `docs/subjects.md`.
-    const DOCS_BEGIN: &str = "<!-- shop manifest --markdown: begin -->";
-    const DOCS_END: &str = "<!-- shop manifest --markdown: end -->";
 
     #[test]
     fn the_system_manifest_has_no_problems() {
@@ -207,10 +217,7 @@ mod tests {
                 service.name
             );
         }
-        let block = docs
-            .split_once(DOCS_BEGIN)
-            .and_then(|(_, rest)| rest.split_once(DOCS_END))
-            .map(|(block, _)| block.trim().to_string());
+        let block = generated_block("docs/subjects.md", "shop manifest --markdown");
         assert_eq!(
             block.as_deref(),
             Some(markdown_tables(&manifest).trim()),

@@ -4,6 +4,14 @@
 //! on Ctrl-C (or SIGTERM) stops the gateway, then the services, then the NATS
 //! server it started, each with SIGTERM and a grace period.
 //!
+//! Auth is on unless `--no-auth` says otherwise: the NATS server this starts
+//! runs the configuration `shop auth init <run-dir>/auth` writes (identities
+//! kept across runs), each child connects with its own identity's `.creds`
+//! (`NATS_CREDS`) and the user and order services get their data keys
+//! (`USER_DATA_KEY_FILE`, `ORDER_DATA_KEY_FILE`); this tool and the seeding
+//! connect as `operator`. A server this does not start needs the auth
+//! directory it was configured from (`--auth-dir`).
+//!
 //! Children run in process groups of their own, so a terminal's Ctrl-C reaches
 //! only this tool, which then stops them in order. Their output goes to
 //! `<run-dir>/logs/<name>.log`; their data to `<run-dir>/data/<name>`. The
@@ -50,6 +58,92 @@ pub struct UpOptions {
     pub gateway_addr: String,
     pub nats_http_port: u16,
     pub seed: bool,
+    pub auth: Auth,
+}
+
+/// Whether the bus is locked.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `--no-auth`: every client may do everything.
+    Off,
+    /// Every process on its own identity, from this auth directory
+    /// (`<run-dir>/auth` when absent and the server is ours).
+    On(Option<PathBuf>),
+}
+
+/// The credentials the processes of this run connect with.
+#[derive(Debug, Clone, Default)]
+struct Credentials {
+    /// The auth directory; `None` without auth.
+    dir: Option<PathBuf>,
+}
+
+impl Credentials {
+    /// The `.creds` file of `identity`, if auth is on.
+    fn creds(&self, identity: &str) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|dir| crate::auth::creds_path(dir, identity))
+    }
+
+    /// `NATS_CREDS` (and a data key, for the services that have one) for
+    /// `identity`; nothing without auth (children are started without this
+    /// tool's own `NATS_CREDS`).
+    fn env(&self, identity: &str) -> Vec<(String, String)> {
+        let Some(dir) = &self.dir else {
+            return Vec::new();
+        };
+        let mut env = vec![(
+            "NATS_CREDS".to_string(),
+            crate::auth::creds_path(dir, identity).display().to_string(),
+        )];
+        for (service, file, var) in crate::auth::DATA_KEYS {
+            if service == identity {
+                env.push((var.to_string(), dir.join(file).display().to_string()));
+            }
+        }
+        env
+    }
+}
+
+/// The demo admin account's `ADMIN_EMAIL` / `ADMIN_PASSWORD` where the
+/// environment does not set them: the user service creates it, the seed logs
+/// in with it.
+fn admin_env() -> Vec<(String, String)> {
+    [
+        ("ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
+        ("ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD),
+    ]
+    .into_iter()
+    .filter(|(var, _)| std::env::var_os(var).is_none())
+    .map(|(var, default)| (var.to_string(), default.to_string()))
+    .collect()
+}
+
+/// Without auth (`--no-auth`) there is no auth directory to hold the data
+/// keys: the user and order services get theirs from `<run-dir>/keys`, made
+/// once and kept (what they sealed must stay readable), unless the
+/// environment already names one (`USER_DATA_KEY`, `USER_DATA_KEY_FILE`, ...).
+fn data_key_without_auth(paths: &Paths, service: &str) -> Result<Vec<(String, String)>, Failure> {
+    if paths.credentials.dir.is_some() {
+        return Ok(Vec::new());
+    }
+    let Some((_, file, var)) = crate::auth::DATA_KEYS
+        .iter()
+        .find(|(s, _, _)| *s == service)
+    else {
+        return Ok(Vec::new());
+    };
+    let inline = var.trim_end_matches("_FILE");
+    if std::env::var_os(var).is_some() || std::env::var_os(inline).is_some() {
+        return Ok(Vec::new());
+    }
+    let dir = paths.run_dir.join("keys");
+    let path = dir.join(file);
+    crate::auth::keys::private_dir(&dir)
+        .and_then(|()| crate::auth::keys::ensure_data_key(&path))
+        .map_err(|e| Failure::new(START_FAILED, format!("making {}: {e:#}", path.display())))?;
+    Ok(vec![(var.to_string(), path.display().to_string())])
 }
 
 /// What this run started, so that it can stop it.
@@ -102,6 +196,7 @@ struct Paths {
     bin_dir: PathBuf,
     root: PathBuf,
     run_dir: PathBuf,
+    credentials: Credentials,
 }
 
 impl Paths {
@@ -134,11 +229,12 @@ fn resolve_paths(options: &UpOptions) -> Result<Paths, Failure> {
         bin_dir,
         root,
         run_dir,
+        credentials: Credentials::default(),
     })
 }
 
 async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failure> {
-    let paths = resolve_paths(options)?;
+    let mut paths = resolve_paths(options)?;
     for service in SERVICES {
         let bin = paths.bin_dir.join(format!("{service}-service"));
         if !bin.is_file() {
@@ -159,9 +255,10 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
         std::fs::create_dir_all(&dir)
             .map_err(|e| Failure::new(START_FAILED, format!("creating {}: {e}", dir.display())))?;
     }
-    ensure_nats(options, &paths, system).await?;
+    paths.credentials = ensure_nats(options, &paths, system).await?;
 
-    let client = crate::exit::connect(&options.server).await?;
+    let operator = paths.credentials.creds(crate::auth::permissions::OPERATOR);
+    let client = crate::exit::connect(&options.server, operator.as_deref()).await?;
     let js = async_nats::jetstream::new(client.clone());
     let registry = Registry::open(&js)
         .await
@@ -186,15 +283,10 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
                 ("DATA_DIR".to_string(), data.display().to_string()),
                 ("ADMIN_ADDR".to_string(), format!("127.0.0.1:{port}")),
             ];
+            env.extend(paths.credentials.env(service));
+            env.extend(data_key_without_auth(&paths, service)?);
             if *service == "user" {
-                for (var, default) in [
-                    ("ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
-                    ("ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD),
-                ] {
-                    if std::env::var_os(var).is_none() {
-                        env.push((var.to_string(), default.to_string()));
-                    }
-                }
+                env.extend(admin_env());
             }
             let bin = paths.bin_dir.join(format!("{service}-service"));
             system
@@ -204,11 +296,12 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
     }
     let gateway_bin = paths.bin_dir.join(GATEWAY);
     if gateway_bin.is_file() {
-        let env = vec![
+        let mut env = vec![
             ("NATS_URL".to_string(), options.server.clone()),
             ("INSTANCE_ID".to_string(), "gateway-1".to_string()),
             ("GATEWAY_ADDR".to_string(), options.gateway_addr.clone()),
         ];
+        env.extend(paths.credentials.env(GATEWAY));
         system.gateway = Some(spawn("gateway-1", &gateway_bin, &env, &paths.logs()).await?);
     } else {
         println!(
@@ -225,22 +318,31 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
     Ok(paths)
 }
 
-/// Uses the NATS server at `--server` when it answers; otherwise starts one
-/// (only for a local address) with the shipped configuration.
+/// Uses the NATS server at `--server` when it answers (with the auth directory
+/// `--auth-dir` names, unless `--no-auth`); otherwise starts one (only for a
+/// local address): with auth, from `shop auth init <auth dir>` (run here, so
+/// the JWTs carry the current permissions); without, with the shipped
+/// configuration. Returns the credentials the processes connect with.
 async fn ensure_nats(
     options: &UpOptions,
     paths: &Paths,
     system: &mut System,
-) -> Result<(), Failure> {
+) -> Result<Credentials, Failure> {
     let (host, port) = nats_host_port(&options.server).ok_or_else(|| {
         Failure::new(
             USAGE,
             format!("cannot read a host and port from {}", options.server),
         )
     })?;
+    if let Auth::Off = options.auth {
+        println!(
+            "shop up: WARNING auth is OFF (--no-auth): anyone who reaches NATS at {} may read and do everything",
+            options.server
+        );
+    }
     if reachable(&host, port).await {
         println!("shop up: using the NATS server at {}", options.server);
-        return Ok(());
+        return external_credentials(&options.auth);
     }
     if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") {
         return Err(Failure::new(
@@ -255,6 +357,21 @@ async fn ensure_nats(
         .map_err(|e| Failure::new(START_FAILED, e.to_string()))?;
     let store = paths.run_dir.join("nats");
     let log = paths.logs().join("nats-server.log");
+    let credentials = match &options.auth {
+        Auth::Off => Credentials::default(),
+        Auth::On(dir) => {
+            let dir = dir.clone().unwrap_or_else(|| paths.run_dir.join("auth"));
+            let manifest = crate::manifest::all()
+                .map_err(|e| Failure::new(USAGE, format!("invalid declaration: {e}")))?;
+            crate::auth::init(&dir, &manifest, false).map_err(|e| {
+                Failure::new(
+                    START_FAILED,
+                    format!("shop auth init {}: {e:#}", dir.display()),
+                )
+            })?;
+            Credentials { dir: Some(dir) }
+        }
+    };
     let mut server = NatsServer::new(&paths.run_dir)
         .bin(bin)
         .host(&host)
@@ -265,9 +382,13 @@ async fn ensure_nats(
                 .ready_timeout(NATS_READY)
                 .own_process_group()
         });
-    server = match paths.root.join("nats/config/nats-server.conf") {
-        shipped if shipped.is_file() => server.config_file(shipped),
-        _ => server.config_text(
+    server = match (
+        &credentials.dir,
+        paths.root.join("nats/config/nats-server.conf"),
+    ) {
+        (Some(dir), _) => server.config_file(dir.join(crate::auth::SERVER_CONFIG)),
+        (None, shipped) if shipped.is_file() => server.config_file(shipped),
+        (None, _) => server.config_text(
             "max_payload: 8MB\njetstream { store_dir: $NATS_STORE_DIR, sync_interval: always }\n",
         ),
     };
@@ -275,16 +396,49 @@ async fn ensure_nats(
         server = server.monitor_port(options.nats_http_port);
     }
     println!(
-        "shop up: starting nats-server on {host}:{port} (store {}, log {})",
+        "shop up: starting nats-server on {host}:{port} (store {}, log {}, auth {})",
         store.display(),
-        log.display()
+        log.display(),
+        match &credentials.dir {
+            Some(dir) => format!("on: {}", dir.display()),
+            None => "OFF".to_string(),
+        }
     );
     let nats = server
         .start()
         .await
         .map_err(|e| Failure::new(START_FAILED, format!("{e:#}")))?;
     system.nats = Some(nats.process);
-    Ok(())
+    Ok(credentials)
+}
+
+/// The credentials for a server this did not start: those of `--auth-dir`
+/// (made by `shop auth init` for that server), or none with `--no-auth`.
+fn external_credentials(auth: &Auth) -> Result<Credentials, Failure> {
+    match auth {
+        Auth::Off => Ok(Credentials::default()),
+        Auth::On(None) => Err(Failure::new(
+            USAGE,
+            "a NATS server is already running there: pass --auth-dir with the directory `shop auth init` made for it (or --no-auth if it runs without auth)",
+        )),
+        Auth::On(Some(dir)) => {
+            let operator = crate::auth::creds_path(dir, crate::auth::permissions::OPERATOR);
+            if !operator.is_file() {
+                return Err(Failure::new(
+                    USAGE,
+                    format!(
+                        "--auth-dir {}: no {} in it (run `shop auth init {}` and configure the server from it)",
+                        dir.display(),
+                        operator.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+            Ok(Credentials {
+                dir: Some(dir.clone()),
+            })
+        }
+    }
 }
 
 /// Host and port of the first server of a NATS URL list
@@ -337,6 +491,7 @@ async fn spawn(
     logs: &Path,
 ) -> Result<Process, Failure> {
     let mut spec = Spec::new(name, bin)
+        .env_remove("NATS_CREDS")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .log_file(logs.join(format!("{name}.log")))
         .own_process_group();
@@ -440,6 +595,11 @@ async fn seed(paths: &Paths, server: &str) {
             .arg("seed")
             .arg(&catalog)
             .env("NATS_URL", server)
+            .env_remove("NATS_CREDS")
+            .envs(paths.credentials.env(crate::auth::permissions::OPERATOR))
+            // product.create is for admins: the seed logs in as the one the
+            // user service was started with.
+            .envs(admin_env())
             .stdin(Stdio::null())
             .output()
             .await;
@@ -477,8 +637,12 @@ fn summary(options: &UpOptions, system: &System, paths: &Paths, elapsed: Duratio
             .map(|a| format!("http://{a}"))
             .unwrap_or_else(|| "-".into())
     };
-    let shop = paths.bin_dir.join("shop");
-    let shop = shop.display();
+    let operator = paths.credentials.creds(crate::auth::permissions::OPERATOR);
+    let creds = operator
+        .as_ref()
+        .map(|path| format!(" --creds {}", path.display()))
+        .unwrap_or_default();
+    let shop = format!("{}{creds}", paths.bin_dir.join("shop").display());
     println!();
     println!(
         "The system is running ({} instance(s) each of {}; NATS at {}), up in {:.1} s.",
@@ -510,6 +674,14 @@ fn summary(options: &UpOptions, system: &System, paths: &Paths, elapsed: Duratio
     );
     println!("  Requests: {shop} req product.get '{{\"id\":\"sku-keyboard\"}}'");
     println!("            {shop} req product.list '{{\"limit\":5}}'");
+    println!("  nats CLI: nats{creds} req product.get '{{\"id\":\"sku-keyboard\"}}'");
+    match &paths.credentials.dir {
+        Some(dir) => println!(
+            "  Auth:     on; identities in {} (operator.creds may do everything: keep the directory secret)",
+            dir.display()
+        ),
+        None => println!("  Auth:     OFF (--no-auth): any client may do everything"),
+    }
     println!("Press Ctrl-C to stop everything.");
 }
 

@@ -227,12 +227,12 @@ impl System {
 }
 
 fn shop(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shop"))
-        .arg("--server")
-        .arg(url)
-        .args(args)
-        .output()
-        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+    command.arg("--server").arg(url).env_remove("NATS_CREDS");
+    if let Some(creds) = testkit::operator_creds_of(url) {
+        command.arg("--creds").arg(creds);
+    }
+    let out = command.args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -48,16 +48,19 @@ async fn start_demo(
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let js = async_nats::jetstream::new(nats.client().await.unwrap());
     let mut watch = Registry::open(&js).await.unwrap().watch().await.unwrap();
-    let config = <Cli as clap::Parser>::parse_from([
-        "demo",
-        "--nats-url",
-        &nats.url(),
-        "--instance-id",
-        "demo-1",
-        "--data-dir",
-        &data.display().to_string(),
-    ])
-    .runtime;
+    let mut args = vec![
+        "demo".to_string(),
+        "--nats-url".into(),
+        nats.url(),
+        "--instance-id".into(),
+        "demo-1".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    if let Some(creds) = nats.operator_creds() {
+        args.extend(["--nats-creds".into(), creds.display().to_string()]);
+    }
+    let config = <Cli as clap::Parser>::parse_from(args).runtime;
     let spec = Declaration::new("demo", "demo")
         .version("1.2.3")
         .stream("DEMO", &["events.demo.>"], NoProjection)
@@ -78,12 +81,12 @@ async fn start_demo(
 }
 
 fn shop(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shop"))
-        .arg("--server")
-        .arg(url)
-        .args(args)
-        .output()
-        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+    command.arg("--server").arg(url).env_remove("NATS_CREDS");
+    if let Some(creds) = testkit::operator_creds_of(url) {
+        command.arg("--creds").arg(creds);
+    }
+    let out = command.args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

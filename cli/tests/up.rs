@@ -3,23 +3,41 @@
 
 use std::{
     io::{BufRead, BufReader},
+    path::Path,
     process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-fn shop(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shop"))
-        .arg("--server")
-        .arg(url)
-        .args(args)
-        .output()
-        .unwrap();
+/// Runs `shop` against `url`, as the identity of `creds` when given.
+fn shop(url: &str, creds: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+    command.arg("--server").arg(url).env_remove("NATS_CREDS");
+    if let Some(creds) = creds {
+        command.arg("--creds").arg(creds);
+    }
+    let out = command.args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Sends `shop up` SIGINT if the test ends (fails) while it runs, so that it
+/// stops what it started instead of leaving it running.
+struct StopOnDrop(Option<u32>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -52,15 +70,24 @@ fn wait_for(
     }
 }
 
-#[test]
-fn up_starts_everything_and_ctrl_c_stops_it() {
-    let port = testkit::nats_server::free_port().unwrap();
-    let url = format!("nats://127.0.0.1:{port}");
-    let run_dir = tempfile::tempdir().unwrap();
+/// Starts `shop up --replicas 1` on `url` with free ports, `run_dir` and
+/// `args`, and waits until it says the system runs; returns it, the guard
+/// that stops it if the test fails, its further output and what it printed.
+fn start_up(
+    url: &str,
+    run_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (
+    std::process::Child,
+    StopOnDrop,
+    mpsc::Receiver<String>,
+    Vec<String>,
+) {
     let mut up = Command::new(env!("CARGO_BIN_EXE_shop"))
         .args([
             "--server",
-            &url,
+            url,
             "up",
             "--replicas",
             "1",
@@ -68,25 +95,26 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
             "0",
         ])
         .args(["--gateway-addr", "127.0.0.1:0", "--nats-http-port", "0"])
+        .args(args)
         .arg("--root")
         .arg(testkit::workspace_root())
         .arg("--run-dir")
-        .arg(run_dir.path())
+        .arg(run_dir)
         .env("NATS_SERVER_BIN", testkit::nats_server::nats_server_bin())
         .env_remove("NATS_URL")
-        // The data keys `shop auth init` writes and `shop up` passes on; here
-        // the children inherit them. The admin seeds the demo catalog.
-        .env("USER_DATA_KEY", shop_nats::sealed::DataKey::generate_text())
-        .env(
-            "ORDER_DATA_KEY",
-            shop_nats::sealed::DataKey::generate_text(),
-        )
+        // The demo admin (it seeds the catalog); the data keys are the ones
+        // `shop up` makes (auth directory, or <run-dir>/keys with --no-auth).
         .env("ADMIN_EMAIL", "admin@shop.test")
         .env("ADMIN_PASSWORD", "admin-password-for-tests")
+        .env_remove("USER_DATA_KEY")
+        .env_remove("ORDER_DATA_KEY")
+        .env_remove("NATS_CREDS")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let guard = StopOnDrop(Some(up.id()));
     let (tx, lines) = mpsc::channel();
     let stdout = up.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -98,9 +126,18 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
     wait_for(
         &lines,
         &mut seen,
-        "The system is running",
+        "Press Ctrl-C to stop everything",
         Duration::from_secs(120),
     );
+    (up, guard, lines, seen)
+}
+
+#[test]
+fn up_starts_everything_and_ctrl_c_stops_it() {
+    let port = testkit::nats_server::free_port().unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let run_dir = tempfile::tempdir().unwrap();
+    let (mut up, mut guard, lines, seen) = start_up(&url, run_dir.path(), &[], &[]);
     let printed = seen.join("\n");
     assert!(
         printed.contains(&format!("starting nats-server on 127.0.0.1:{port}")),
@@ -121,7 +158,19 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
         );
     }
 
-    let (code, out, err) = shop(&url, &["status", "--json"]);
+    // Auth is on: the run's operator identity may look, an anonymous client may not.
+    let operator = run_dir.path().join("auth/operator.creds");
+    assert!(
+        printed.contains(&format!(
+            "nats --creds {} req product.get",
+            operator.display()
+        )),
+        "{printed}"
+    );
+    let (code, _, err) = shop(&url, None, &["status"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("authorization violation"), "{err}");
+    let (code, out, err) = shop(&url, Some(&operator), &["status", "--json"]);
     assert_eq!(code, 0, "{err}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.len(), 6, "{out}");
@@ -129,7 +178,11 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
         .iter()
         .map(|r| r["pid"].as_u64().unwrap() as u32)
         .collect();
-    let (code, out, err) = shop(&url, &["req", "product.get", r#"{"id":"sku-keyboard"}"#]);
+    let (code, out, err) = shop(
+        &url,
+        Some(&operator),
+        &["req", "product.get", r#"{"id":"sku-keyboard"}"#],
+    );
     assert_eq!(code, 0, "the demo catalog is there: {err}");
     assert!(out.contains("Mechanical Keyboard"), "{out}");
 
@@ -145,6 +198,7 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    guard.0 = None;
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = lines.try_iter().collect();
     assert!(
@@ -167,6 +221,7 @@ fn up_without_service_binaries_says_so() {
     let empty = tempfile::tempdir().unwrap();
     let (code, _, err) = shop(
         &format!("nats://127.0.0.1:{port}"),
+        None,
         &[
             "up",
             "--bin-dir",
@@ -177,4 +232,47 @@ fn up_without_service_binaries_says_so() {
     );
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("product-service is missing"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_a_running_server_needs_its_auth_dir() {
+    let nats = testkit::NatsServer::start().await.unwrap();
+    let run_dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let run = run_dir.path().display().to_string();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        shop(&url, None, &["up", "--run-dir", &run, "--no-seed"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--auth-dir"), "{err}");
+}
+
+#[test]
+fn up_without_auth_runs_an_open_bus_and_says_so() {
+    let port = testkit::nats_server::free_port().unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let run_dir = tempfile::tempdir().unwrap();
+    // Credentials in this environment must not reach the children.
+    let stray = run_dir.path().join("no-such.creds");
+    let (mut up, mut guard, _lines, seen) = start_up(
+        &url,
+        run_dir.path(),
+        &["--no-auth", "--no-seed"],
+        &[("NATS_CREDS", stray.as_os_str())],
+    );
+    let printed = seen.join("\n");
+    assert!(printed.contains("WARNING auth is OFF"), "{printed}");
+    assert!(!run_dir.path().join("auth").exists(), "no auth directory");
+
+    let (code, out, err) = shop(&url, None, &["status", "--json"]);
+    assert_eq!(code, 0, "an anonymous client may: {err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 6, "{out}");
+
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let status = up.wait().unwrap();
+    guard.0 = None;
+    assert_eq!(status.code(), Some(0));
 }

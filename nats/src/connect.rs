@@ -59,6 +59,7 @@ impl NatsConfig {
 
     async fn options(
         &self,
+        identity: &str,
         connection_name: &str,
         events: broadcast::Sender<ConnectionEvent>,
     ) -> std::io::Result<ConnectOptions> {
@@ -82,6 +83,7 @@ impl NatsConfig {
         let name = connection_name.to_string();
         Ok(opts
             .name(connection_name)
+            .custom_inbox_prefix(inbox_prefix(identity))
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(reconnect_delay)
@@ -96,6 +98,20 @@ impl NatsConfig {
                     log_event(&name, event)
                 }
             }))
+    }
+}
+
+/// The identity of people and tools (the nats CLI, `shop`): it may do everything.
+pub const OPERATOR_IDENTITY: &str = "operator";
+
+/// The inbox prefix of `identity` (`_INBOX.<identity>`): replies to its
+/// requests arrive under it, and the bus lets only that identity subscribe
+/// there (`shop auth init` gives it `_INBOX.<identity>.>`), so no other
+/// process can read them. `operator` keeps the default `_INBOX`.
+pub fn inbox_prefix(identity: &str) -> String {
+    match identity {
+        OPERATOR_IDENTITY | "" => "_INBOX".to_string(),
+        name => format!("_INBOX.{name}"),
     }
 }
 
@@ -148,14 +164,22 @@ impl Connection {
     }
 }
 
-/// Connects, retrying the first connection forever with backoff (each failure is
-/// logged), and reconnecting forever afterwards. `connection_name` shows in the
-/// server's connection list; use `<service>-<instance>`.
-pub async fn connect(config: &NatsConfig, connection_name: &str) -> std::io::Result<Connection> {
+/// Connects as `identity` (the service's name: its inbox prefix is
+/// [`inbox_prefix`]`(identity)`, and `NATS_CREDS` should hold that identity's
+/// credentials), retrying the first connection forever with backoff (each
+/// failure is logged), and reconnecting forever afterwards. `connection_name`
+/// shows in the server's connection list; use `<service>-<instance>`.
+pub async fn connect(
+    config: &NatsConfig,
+    identity: &str,
+    connection_name: &str,
+) -> std::io::Result<Connection> {
     let mut attempt = 0usize;
     let (events, _) = broadcast::channel(16);
     loop {
-        let opts = config.options(connection_name, events.clone()).await?;
+        let opts = config
+            .options(identity, connection_name, events.clone())
+            .await?;
         match opts.connect(config.url.as_str()).await {
             Ok(client) => return Ok(Connection { client, events }),
             Err(err) => {
@@ -177,6 +201,13 @@ pub async fn connect(config: &NatsConfig, connection_name: &str) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_identity_has_its_own_inbox_prefix() {
+        assert_eq!(inbox_prefix("product"), "_INBOX.product");
+        assert_eq!(inbox_prefix("gateway"), "_INBOX.gateway");
+        assert_eq!(inbox_prefix("operator"), "_INBOX");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -47,7 +47,11 @@ async fn call(client: &ServiceClient, subject: &str) -> Result<serde_json::Value
 /// A caller as services connect (reconnecting forever), whose breakers open
 /// after two failures and stay open a minute.
 async fn reconnecting_caller(nats: &NatsServer) -> (shop_nats::Connection, ServiceClient) {
-    let connection = shop_nats::connect(&NatsConfig::with_url(nats.url()), "caller")
+    let config = NatsConfig {
+        creds: nats.operator_creds(),
+        ..NatsConfig::with_url(nats.url())
+    };
+    let connection = shop_nats::connect(&config, "operator", "caller")
         .await
         .unwrap();
     let client = ServiceClient::with_breaker_config(

@@ -23,7 +23,8 @@ pub struct Spec {
     pub(crate) name: String,
     program: PathBuf,
     args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
+    /// In order; `None` removes the variable.
+    env: Vec<(OsString, Option<OsString>)>,
     cwd: Option<PathBuf>,
     ready_line: Option<String>,
     ready_timeout: Duration,
@@ -74,7 +75,14 @@ impl Spec {
     /// Sets an environment variable (on top of this process's environment; a
     /// later setting of the same name wins).
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), value.into()));
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Removes an environment variable this process has (e.g. `NATS_CREDS`
+    /// when a child must connect without credentials); a later setting wins.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), None));
         self
     }
 
@@ -86,7 +94,7 @@ impl Spec {
         V: Into<OsString>,
     {
         self.env
-            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), Some(v.into()))));
         self
     }
 
@@ -163,9 +171,14 @@ impl Spec {
 
     fn command(&self, out: std::io::PipeWriter) -> Result<tokio::process::Command> {
         let mut command = tokio::process::Command::new(&self.program);
+        command.args(&self.args);
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
         command
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().context("duplicating the output pipe")?)
             .stderr(out)

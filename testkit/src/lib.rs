@@ -14,7 +14,7 @@ pub mod service;
 pub mod tokens;
 
 pub use cluster::Cluster;
-pub use nats_server::NatsServer;
+pub use nats_server::{operator_creds_of, service_auth_env, NatsServer};
 pub use reply::{request_json, request_json_with_headers, Reply};
 pub use service::{workspace_bin, ServiceProcess};
 

@@ -25,8 +25,9 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `bin` with `NATS_URL`, `INSTANCE_ID`, `DATA_DIR` and JSON logs, and
     /// waits for its "service ready" log line (`TESTKIT_ECHO` set: every line
-    /// is echoed to stderr). The user and order services get a data key
-    /// ([`data_key_env`]) unless `extra_env` names one.
+    /// is echoed to stderr). On a server with auth (`NatsServer::start`) it
+    /// connects as its own identity, from the binary's name. The user and order
+    /// services get a data key ([`data_key_env`]) unless `extra_env` names one.
     pub async fn start(
         bin: &Path,
         nats_url: &str,
@@ -45,6 +46,9 @@ impl ServiceProcess {
                 ("RUST_LOG", "info"),
             ])
             .env("DATA_DIR", data_dir)
+            // Auth (issue #13, the bus): NATS_CREDS of the binary's identity.
+            .env_remove("NATS_CREDS")
+            .envs(crate::nats_server::service_auth_env(nats_url, bin))
             .envs(data_key)
             .envs(extra_env.iter().copied())
             .ready_line("\"service ready\"")

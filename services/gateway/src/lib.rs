@@ -85,7 +85,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .unwrap_or_default();
     let instance_id = config.instance_id()?;
     tracing::info!(service = "gateway", instance_id, nats_url = %config.nats.url, addr = %config.addr, "starting");
-    let connection = shop_nats::connect(&config.nats, &format!("gateway-{instance_id}"))
+    let connection = shop_nats::connect(&config.nats, "gateway", &format!("gateway-{instance_id}"))
         .await
         .context("connecting to NATS")?;
     let nats = connection.client.clone();

@@ -162,9 +162,19 @@ async fn a_customer_shops_through_the_gateway() {
         event_trace.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
         "the saga's events continue our trace: {event_trace}"
     );
-    let confirmed = http
-        .get(&format!("/api/orders/{order_id}"), Some(&ann_token))
-        .await;
+    // Reads are eventually consistent: the event can reach this test before
+    // the order service's state has applied it (the gateway's GET sends no
+    // min_revision), so the GET may say "paid" for a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let confirmed = loop {
+        let got = http
+            .get(&format!("/api/orders/{order_id}"), Some(&ann_token))
+            .await;
+        if got.json["status"] != "paid" || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(confirmed.status, 200);
     assert_eq!(confirmed.json["status"], "confirmed");
     let retried = http

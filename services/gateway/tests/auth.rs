@@ -184,10 +184,12 @@ async fn bad_tokens_are_refused_and_rotation_is_followed() {
     assert_eq!(not_admin.status, 403);
 
     // Rotation: the new key is unknown to the gateway until a token names it.
-    let rotate = std::process::Command::new(testkit::workspace_bin("user-service").unwrap())
+    let user_bin = testkit::workspace_bin("user-service").unwrap();
+    let rotate = std::process::Command::new(&user_bin)
         .arg("rotate-keys")
         .env("NATS_URL", shop.nats.url())
         .env("USER_DATA_KEY_FILE", shop.data_key_file("user"))
+        .envs(testkit::service_auth_env(&shop.nats.url(), &user_bin))
         .env("LOG_FORMAT", "json")
         .output()
         .unwrap();

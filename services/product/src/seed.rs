@@ -1,13 +1,14 @@
 //! `product-service seed FILE`: creates the products listed in a JSON file
 //! (an array of `product.create` requests with fixed ids); ones that already
 //! exist are left as they are, so seeding twice is harmless. Creating
-//! products is for admins: the seed logs in as one (`user.login`) and sends
-//! its token.
+//! products is for admins: the seed connects with the operator's credentials
+//! (`NATS_CREDS=<auth dir>/operator.creds`, as `shop up` does), logs in as the
+//! admin (`user.login`) and sends its token.
 
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
-use shop_nats::{CallOptions, NatsConfig, ServiceClient};
+use shop_nats::{connect::OPERATOR_IDENTITY, CallOptions, NatsConfig, ServiceClient};
 
 use crate::domain::CreateProduct;
 
@@ -21,7 +22,7 @@ pub async fn seed(
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let products: Vec<CreateProduct> = serde_json::from_str(&text)
         .with_context(|| format!("parsing {} as a list of products", file.display()))?;
-    let connection = shop_nats::connect(nats, "product-seed").await?;
+    let connection = shop_nats::connect(nats, OPERATOR_IDENTITY, "product-seed").await?;
     let token = shop_nats::login::login(
         &connection.client,
         admin_email,

@@ -71,7 +71,7 @@ async fn serve(runtime: RuntimeConfig, user: UserConfig) -> anyhow::Result<()> {
 async fn rotate_keys(runtime: RuntimeConfig, user: UserConfig) -> anyhow::Result<()> {
     let data_keys = data_keys()?;
     let settings = user.settings()?;
-    let connection = shop_nats::connect(&runtime.nats, "user-rotate-keys").await?;
+    let connection = shop_nats::connect(&runtime.nats, "user", "user-rotate-keys").await?;
     let js = async_nats::jetstream::new(connection.client.clone());
     let ring = KeyRing::open(&js, runtime.js_replicas, data_keys).await?;
     let set = ring.rotate(clock::now_secs(), settings.token_ttl).await?;
@@ -87,7 +87,7 @@ async fn rotate_keys(runtime: RuntimeConfig, user: UserConfig) -> anyhow::Result
 
 async fn reseal_secrets(runtime: RuntimeConfig) -> anyhow::Result<()> {
     let data_keys = data_keys()?;
-    let connection = shop_nats::connect(&runtime.nats, "user-reseal").await?;
+    let connection = shop_nats::connect(&runtime.nats, "user", "user-reseal").await?;
     let js = async_nats::jetstream::new(connection.client.clone());
     let ring = KeyRing::open(&js, runtime.js_replicas, data_keys).await?;
     let done = reseal::reseal(&js, &ring).await?;

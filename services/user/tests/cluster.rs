@@ -144,6 +144,10 @@ fn rotate_keys(c: &Cluster) -> serde_json::Value {
         .arg("rotate-keys")
         .env("NATS_URL", c.nats.url())
         .env("USER_DATA_KEY_FILE", c.data.path().join("user-data.key"))
+        .envs(testkit::service_auth_env(
+            &c.nats.url(),
+            &common::user_bin(),
+        ))
         .env("LOG_FORMAT", "json")
         .env("TOKEN_TTL_SECS", "3600")
         .output()
