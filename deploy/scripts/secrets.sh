@@ -17,14 +17,18 @@
 #   namespace $NATS_NAMESPACE (default nats):
 #     nats-auth              auth.conf        operator, system account, resolver preload
 # operator.creds and keys/ stay where they are: they are for people, not pods.
+# SECRETS_ONLY=shop or SECRETS_ONLY=nats prints only that namespace's Secrets
+# (rotating credentials applies them in two steps: docs/deploy.md).
 set -euo pipefail
 
-usage() { echo "usage: $0 DIR   (env: SHOP_NAMESPACE=shop NATS_NAMESPACE=nats SHOP_BIN=shop)" >&2; exit 2; }
+usage() { echo "usage: $0 DIR   (env: SHOP_NAMESPACE=shop NATS_NAMESPACE=nats SHOP_BIN=shop SECRETS_ONLY=shop|nats)" >&2; exit 2; }
 [[ $# -eq 1 && $1 != -* ]] || usage
 dir=$1
 shop_ns=${SHOP_NAMESPACE:-shop}
 nats_ns=${NATS_NAMESPACE:-nats}
 identities=(product user payment notification order gateway)
+only=${SECRETS_ONLY:-}
+[[ -z $only || $only == shop || $only == nats ]] || usage
 
 if [[ ! -f $dir/auth.conf ]]; then
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -58,10 +62,14 @@ secret() { # namespace name --from-... ; one YAML document
     | sed '/^  creationTimestamp: null$/d'
 }
 
-for id in "${identities[@]}"; do
-  secret "$shop_ns" "shop-nats-$id" --from-file="nats.creds=$dir/$id.creds"
-done
-secret "$shop_ns" shop-user-data-key --from-file="user-data.key=$dir/user-data.key"
-secret "$shop_ns" shop-order-data-key --from-file="order-data.key=$dir/order-data.key"
-secret "$shop_ns" shop-keda-nats --from-literal="account=$account"
-secret "$nats_ns" nats-auth --from-file="auth.conf=$dir/auth.conf"
+if [[ $only != nats ]]; then
+  for id in "${identities[@]}"; do
+    secret "$shop_ns" "shop-nats-$id" --from-file="nats.creds=$dir/$id.creds"
+  done
+  secret "$shop_ns" shop-user-data-key --from-file="user-data.key=$dir/user-data.key"
+  secret "$shop_ns" shop-order-data-key --from-file="order-data.key=$dir/order-data.key"
+  secret "$shop_ns" shop-keda-nats --from-literal="account=$account"
+fi
+if [[ $only != shop ]]; then
+  secret "$nats_ns" nats-auth --from-file="auth.conf=$dir/auth.conf"
+fi
