@@ -77,6 +77,7 @@ BAD
 expect_failure "a ScaledObject with a string minReplicaCount and a misspelt trigger parameter" keda "$work/bad-keda.json"
 printf 'FROM debian:12\nRUN cd /tmp && ls\n' >"$work/Dockerfile.bad"
 expect_failure "a Dockerfile that uses cd in RUN" "$TOOLS/venv/bin/hadolint" "$work/Dockerfile.bad"
+# shellcheck disable=SC2016 # the ${{ }} is the workflow's, not the shell's
 printf 'on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n' >"$work/bad-workflow.yml"
 expect_failure "a workflow reading an unknown context property" "$TOOLS/venv/bin/actionlint" "$work/bad-workflow.yml"
 say "self-tests: each validator rejects its known-bad input"
@@ -121,6 +122,9 @@ say "deploy/Dockerfile: hadolint $("$TOOLS/venv/bin/hadolint" --version | grep -
 shopt -s nullglob
 workflows=(.github/workflows/*.yml .github/workflows/*.yaml)
 ((${#workflows[@]})) || fail "no workflow under .github/workflows"
-"$TOOLS/venv/bin/actionlint" "${workflows[@]}" || fail "actionlint (above)"
-say "${workflows[*]}: actionlint $("$TOOLS/venv/bin/actionlint" --version | head -1 | grep -o '[0-9][0-9.]*' | head -1) clean"
+# actionlint runs shellcheck on every run: step when it is on PATH
+PATH=$TOOLS/venv/bin:$PATH actionlint "${workflows[@]}" || fail "actionlint (above)"
+"$TOOLS/venv/bin/shellcheck" scripts/check-deploy.sh deploy/scripts/secrets.sh || fail "shellcheck (above)"
+say "scripts/check-deploy.sh, deploy/scripts/secrets.sh: shellcheck clean"
+say "${workflows[*]}: actionlint (with shellcheck) $("$TOOLS/venv/bin/actionlint" --version | head -1 | grep -o '[0-9][0-9.]*' | head -1) clean"
 say "all deploy checks passed"

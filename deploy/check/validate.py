@@ -20,6 +20,8 @@ import yaml
 K8S_VERSION = "1.32.0"
 KEDA_GROUP = "keda.sh/"
 problems = []
+# (namespace, name) of every Secret the manifests mount or KEDA reads
+secret_refs = set()
 
 
 def problem(where, text):
@@ -177,8 +179,7 @@ def manifests(args):
     for d in keda:
         if d.get("kind") == "TriggerAuthentication":
             for ref in d["spec"].get("secretTargetRef", []):
-                scaled_secret = (d["metadata"].get("namespace"), ref["name"])
-                secret_refs.add(scaled_secret)
+                secret_refs.add((d["metadata"].get("namespace"), ref["name"]))
         for t in d.get("spec", {}).get("triggers", []):
             auth = (t.get("authenticationRef") or {}).get("name")
             if auth and auth not in trigger_auths:
@@ -197,8 +198,6 @@ def manifests(args):
             if not found:
                 problem(secrets_file, f"no Secret {name} (namespace {ns}) although the manifests use it")
 
-
-secret_refs = set()
 
 
 def get(tree, path):
