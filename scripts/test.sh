@@ -10,6 +10,7 @@ cd "$ROOT"
 # shellcheck source=scripts/setup.sh
 source "$ROOT/scripts/setup.sh"
 export RUST_BACKTRACE=1
+bash "$ROOT/scripts/check-deploy.sh"  # deploy/ and .github/, offline: kustomize render, k8s+KEDA schemas, linters
 
 if [[ ${SKIP_LINT:-0} != 1 ]]; then
   if cargo fmt --version >/dev/null 2>&1; then
