@@ -27,21 +27,8 @@ echo "run: building the services, the gateway and shop (release)"
 cargo build --release --locked -p product-service -p user-service -p payment-service -p notification-service \
   -p order-service -p gateway -p shop-cli
 
-# The user and order services seal their secrets with data keys they alone are
-# given (docs/configuration.md). Until `shop up` passes the ones `shop auth init`
-# writes, make them here once (kept in .run/keys/, never committed) and let the
-# services inherit them; the demo catalog is seeded as the admin, so the admin's
-# credentials are exported too.
-KEYS="$ROOT/.run/keys"
-mkdir -p "$KEYS" && chmod 700 "$KEYS"
-for service in user order; do
-  key="$KEYS/$service-data.key"
-  [[ -s $key ]] || (umask 077 && head -c 32 /dev/urandom | base64 > "$key")
-done
-export USER_DATA_KEY_FILE=${USER_DATA_KEY_FILE:-$KEYS/user-data.key}
-export ORDER_DATA_KEY_FILE=${ORDER_DATA_KEY_FILE:-$KEYS/order-data.key}
-export ADMIN_EMAIL=${ADMIN_EMAIL:-admin@shop.example}
-export ADMIN_PASSWORD=${ADMIN_PASSWORD:-change-me-admin-password}
-
+# Data keys (the user and order services seal their secrets with them) and the
+# demo admin's credentials: `shop up` passes them on (the auth directory's keys,
+# or .run/keys with --no-auth; ADMIN_EMAIL / ADMIN_PASSWORD when set).
 # exec: Ctrl-C reaches `shop up`, which stops its children in order.
 exec "$TARGET/shop" up --replicas "$REPLICAS" --root "$ROOT" --bin-dir "$TARGET" "$@"

@@ -98,12 +98,30 @@ impl Credentials {
             crate::auth::creds_path(dir, identity).display().to_string(),
         )];
         for (service, file, var) in crate::auth::DATA_KEYS {
-            if service == identity {
+            if service == identity && !data_key_in_environment(var) {
                 env.push((var.to_string(), dir.join(file).display().to_string()));
             }
         }
         env
     }
+}
+
+/// `--gateway-addr` with a port: port 0 becomes a free one now, so the
+/// address printed is the one the gateway listens on.
+fn public_gateway_addr(configured: &str) -> Result<String, Failure> {
+    let addr: std::net::SocketAddr = configured.parse().map_err(|e| {
+        Failure::new(
+            USAGE,
+            format!("--gateway-addr {configured}: not host:port ({e})"),
+        )
+    })?;
+    if addr.port() != 0 {
+        return Ok(addr.to_string());
+    }
+    std::net::TcpListener::bind(addr)
+        .and_then(|listener| listener.local_addr())
+        .map(|free| free.to_string())
+        .map_err(|e| Failure::new(START_FAILED, format!("finding a free port on {addr}: {e}")))
 }
 
 /// The demo admin account's `ADMIN_EMAIL` / `ADMIN_PASSWORD` where the
@@ -120,6 +138,13 @@ fn admin_env() -> Vec<(String, String)> {
     .collect()
 }
 
+/// Whether this tool's environment already names the data key `var`
+/// (`USER_DATA_KEY_FILE`) or its inline form (`USER_DATA_KEY`): the children
+/// inherit it then.
+fn data_key_in_environment(var: &str) -> bool {
+    std::env::var_os(var).is_some() || std::env::var_os(var.trim_end_matches("_FILE")).is_some()
+}
+
 /// Without auth (`--no-auth`) there is no auth directory to hold the data
 /// keys: the user and order services get theirs from `<run-dir>/keys`, made
 /// once and kept (what they sealed must stay readable), unless the
@@ -134,8 +159,7 @@ fn data_key_without_auth(paths: &Paths, service: &str) -> Result<Vec<(String, St
     else {
         return Ok(Vec::new());
     };
-    let inline = var.trim_end_matches("_FILE");
-    if std::env::var_os(var).is_some() || std::env::var_os(inline).is_some() {
+    if data_key_in_environment(var) {
         return Ok(Vec::new());
     }
     let dir = paths.run_dir.join("keys");
@@ -151,6 +175,8 @@ fn data_key_without_auth(paths: &Paths, service: &str) -> Result<Vec<(String, St
 struct System {
     nats: Option<Process>,
     gateway: Option<Process>,
+    /// The gateway's public HTTP address (`http://host:port`).
+    gateway_url: String,
     services: Vec<Process>,
     /// Registry entries seen for our children: name → admin address.
     ready: BTreeMap<String, String>,
@@ -296,10 +322,12 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
     }
     let gateway_bin = paths.bin_dir.join(GATEWAY);
     if gateway_bin.is_file() {
+        let addr = public_gateway_addr(&options.gateway_addr)?;
+        system.gateway_url = format!("http://{addr}");
         let mut env = vec![
             ("NATS_URL".to_string(), options.server.clone()),
             ("INSTANCE_ID".to_string(), "gateway-1".to_string()),
-            ("GATEWAY_ADDR".to_string(), options.gateway_addr.clone()),
+            ("GATEWAY_ADDR".to_string(), addr),
         ];
         env.extend(paths.credentials.env(GATEWAY));
         system.gateway = Some(spawn("gateway-1", &gateway_bin, &env, &paths.logs()).await?);
@@ -653,8 +681,9 @@ fn summary(options: &UpOptions, system: &System, paths: &Paths, elapsed: Duratio
     );
     if system.gateway.is_some() {
         println!(
-            "  HTTP API: {}/api/products   (OpenAPI: {}/api/openapi.json)",
-            admin("gateway-1"),
+            "  HTTP API: {}/api/products   (OpenAPI: {}/api/openapi.json; gateway admin {})",
+            system.gateway_url,
+            system.gateway_url,
             admin("gateway-1")
         );
     }

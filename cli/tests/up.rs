@@ -186,6 +186,20 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
     assert_eq!(code, 0, "the demo catalog is there: {err}");
     assert!(out.contains("Mechanical Keyboard"), "{out}");
 
+    // The printed HTTP API address is the gateway's public listener.
+    let api = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("HTTP API: http://"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no HTTP API line:\n{printed}"))
+        .to_string();
+    let (status, body) = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(testkit::http::get(&api, "/api/products"))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sku-keyboard"), "{body}");
+
     unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
