@@ -175,7 +175,10 @@ impl EventLog {
                 return Ok(Written::Unchanged);
             };
             if conflicted {
-                self.shared.expect_past_parked(&mut append).await?;
+                append.expected_revision = self
+                    .shared
+                    .expect_past_parked(&append.subject, append.expected_revision)
+                    .await?;
             }
             match self.append(&append, trace).await {
                 Ok(appended) => return Ok(Written::Appended(appended)),

@@ -32,7 +32,6 @@ use tokio::sync::{watch, OnceCell};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    eventlog::Append,
     metrics::Metrics,
     parking::{self, SetAside},
     store::{encode_u64, Store, CHECKPOINT_KEY},
@@ -302,14 +301,19 @@ impl StateShared {
             .map_err(|e| ServiceError::internal(format!("reading local store: {e}")))
     }
 
-    /// After an append to `append.subject` conflicted: when every event stored
-    /// on that subject after the expected revision is one this instance parked
-    /// (they changed nothing), expects the last of them instead. Without this,
-    /// poison on an aggregate's subject would make every later write to that
-    /// aggregate conflict. The local state must have caught up first.
-    pub async fn expect_past_parked(&self, append: &mut Append) -> Result<(), ServiceError> {
-        let Some(expected) = append.expected_revision else {
-            return Ok(());
+    /// After an append to `subject` expecting revision `expected` conflicted:
+    /// when every event stored on that subject after it is one this instance
+    /// parked (they changed nothing), the revision to expect instead (the last
+    /// of them); else `expected`. Without this, poison on an aggregate's
+    /// subject would make every later write to that aggregate conflict. The
+    /// local state must have caught up first.
+    pub async fn expect_past_parked(
+        &self,
+        subject: &str,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>, ServiceError> {
+        let Some(expected) = expected else {
+            return Ok(None);
         };
         let parked_any = self
             .store
@@ -318,7 +322,7 @@ impl StateShared {
             .next()
             .is_some();
         if !parked_any {
-            return Ok(());
+            return Ok(Some(expected));
         }
         let unavailable = |e: &dyn std::fmt::Display| {
             ServiceError::unavailable(format!("reading stream {}: {e}", self.stream))
@@ -331,20 +335,24 @@ impl StateShared {
         let mut past = expected;
         loop {
             match stream
-                .get_first_raw_message_by_subject(&append.subject, past + 1)
+                .get_first_raw_message_by_subject(subject, past + 1)
                 .await
             {
                 Ok(message) if self.parked(message.sequence)? => past = message.sequence,
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(Some(expected)),
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(unavailable(&e)),
             }
         }
         if past != expected {
-            tracing::info!(subject = %append.subject, expected, past, "expecting past events parked on the subject");
-            append.expected_revision = Some(past);
+            tracing::info!(
+                subject,
+                expected,
+                past,
+                "expecting past events parked on the subject"
+            );
         }
-        Ok(())
+        Ok(Some(past))
     }
 
     /// The stream's last sequence, from the server.
