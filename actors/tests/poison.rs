@@ -277,10 +277,12 @@ async fn writes_go_past_poison_on_their_subject_but_not_past_events() {
 
     // The revision an append decided on `decided` is sent with.
     let sent_with = |decided: u64| {
-        let (shared, mut append) = (instance.shared.clone(), append(decided));
+        let (shared, append) = (instance.shared.clone(), append(decided));
         async move {
-            shared.expect_past_parked(&mut append).await.unwrap();
-            append.expected_revision
+            shared
+                .expect_past_parked(&append.subject, append.expected_revision)
+                .await
+                .unwrap()
         }
     };
     assert_eq!(sent_with(a).await, Some(junk));
