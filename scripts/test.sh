@@ -19,6 +19,8 @@ if [[ ${SKIP_LINT:-0} != 1 ]]; then
   else
     echo "test: WARNING rustfmt is not installed (rustup component add rustfmt); skipping format check" >&2
   fi
+  echo "test: no import circles between a crate's modules"
+  python3 scripts/check-import-cycles.py "$ROOT"
   if cargo clippy --version >/dev/null 2>&1; then
     echo "test: cargo clippy"
     cargo clippy --workspace --all-targets --locked -- -D warnings
