@@ -36,7 +36,7 @@ async fn every_invariant_holds_through_kills_and_nats_restarts() {
     );
     // The run did what it says: faults happened, orders of every kind went through.
     assert_eq!(summary.faults.nats_restarts, 2);
-    assert!(summary.faults.kills.values().sum::<usize>() >= 3);
+    assert!(summary.faults.kills.values().sum::<usize>() >= 2);
     assert!(summary.acknowledged >= config.orders * 9 / 10);
     assert!(summary.retried_same_key > 0 && summary.cancels > 0);
     for outcome in [
