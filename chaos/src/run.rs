@@ -601,6 +601,15 @@ async fn place(client: async_nats::Client, user: User, plan: Plan, seed: u64) ->
             &mut retries,
         )
         .await;
+        match &answer {
+            Answer::Ok(_) => {}
+            Answer::Refused(code, message) => {
+                tracing::warn!(order = %id, code, message, "user cancel refused")
+            }
+            Answer::Unanswered(last) => {
+                tracing::warn!(order = %id, last, "user cancel never answered")
+            }
+        }
         Some(matches!(answer, Answer::Ok(_)))
     };
     let (repeat, cancel) = tokio::join!(repeat, cancel);
