@@ -110,7 +110,7 @@ pub struct Faults {
     /// SIGKILLs per service.
     pub kills: BTreeMap<String, usize>,
     pub nats_restarts: usize,
-    /// Restarts of a killed instance that failed (retried until one succeeds).
+    /// Restarts of a killed instance that failed (each retried, up to 20 times).
     pub failed_restarts: usize,
 }
 
@@ -283,10 +283,13 @@ impl System {
     }
 }
 
+/// How often a killed instance is started again before the run gives up on it.
+const RESTART_ATTEMPTS: usize = 20;
+
 /// Starts a killed instance again, retrying (a restart can fail while
-/// nats-server is down) until it is up.
+/// nats-server is down) until it is up or [`RESTART_ATTEMPTS`] failed.
 async fn restart(process: &mut ServiceProcess, faults: &mut Faults) {
-    for attempt in 1.. {
+    for attempt in 1..=RESTART_ATTEMPTS {
         match process.restart().await {
             Ok(()) => return,
             Err(e) => {
@@ -297,6 +300,7 @@ async fn restart(process: &mut ServiceProcess, faults: &mut Faults) {
             }
         }
     }
+    tracing::error!(instance = %process.instance_id, "giving up on restarting it");
 }
 
 /// Kills random instances every few seconds and nats-server at its times,
