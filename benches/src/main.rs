@@ -7,6 +7,8 @@
 //! - `report FILE`: a results file as tables; `--markdown` rewrites BENCHMARKS.md.
 //! - `compare NEW OLD`: ratios of every figure.
 //! - `echo-server`: the raw NATS responder the echo scenario measures.
+//! - `chaos`, `fuzz`: `shop-chaos run` and `shop-chaos fuzz` (the chaos run
+//!   and the endpoint fuzzer live in the `shop-chaos` crate).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,6 +53,18 @@ enum Command {
     },
     /// Raw async-nats responder that replies with the request payload.
     EchoServer(EchoArgs),
+    /// The chaos run: `shop-chaos run ARGS` (see `shop-chaos run --help`).
+    #[command(disable_help_flag = true)]
+    Chaos {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Fuzz every endpoint of a running shop: `shop-chaos fuzz ARGS`.
+    #[command(disable_help_flag = true)]
+    Fuzz {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -486,7 +500,23 @@ async fn main_command(command: Command) -> Result<bool> {
         Command::EchoServer(a) => echo::run(&a.nats_url, &a.subject, &a.queue, a.reply_bytes)
             .await
             .map(|()| true),
+        Command::Chaos { args } => shop_chaos("run", args).await,
+        Command::Fuzz { args } => shop_chaos("fuzz", args).await,
     }
+}
+
+/// Runs `shop-chaos <command> <args>` (next to this binary), which holds the
+/// chaos run and the fuzzer; true when it exits 0.
+async fn shop_chaos(command: &str, args: Vec<std::ffi::OsString>) -> Result<bool> {
+    let bin = shop_process::bin_dir()?.join("shop-chaos");
+    let status = tokio::process::Command::new(&bin)
+        .arg(command)
+        .args(args)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .with_context(|| format!("running {} (cargo build -p shop-chaos)", bin.display()))?;
+    Ok(status.success())
 }
 
 #[tokio::main]

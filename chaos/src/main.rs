@@ -4,6 +4,11 @@
 //! endpoint's declared request schema (`shop manifest --json`), to every
 //! subject and reports any reply that breaks the contract. Exit code 1 when
 //! there are findings.
+//!
+//! `shop-chaos run` starts the whole system (3 instances of every service),
+//! places orders while killing instances and nats-server, and checks every
+//! invariant from the streams (`shop_chaos::run`). Exit code 1 when one is
+//! violated.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -27,6 +32,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The chaos run: start the shop, place orders under faults, check the invariants.
+    Run {
+        #[command(flatten)]
+        config: shop_chaos::run::Config,
+        /// Also write the summary as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Fuzz every declared endpoint over raw NATS.
     Fuzz {
         /// `shop manifest --json` output; by default `shop` next to this binary is asked.
@@ -68,18 +81,47 @@ fn manifest(path: Option<PathBuf>) -> anyhow::Result<Manifest> {
     serde_json::from_slice(&json).context("decoding the manifest")
 }
 
+/// The chaos run: the summary in markdown, then as JSON.
+async fn chaos(config: shop_chaos::run::Config, json: Option<PathBuf>) -> anyhow::Result<bool> {
+    let summary = shop_chaos::run::run(&config).await?;
+    let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
+    println!("{}", summary.markdown());
+    println!("{text}");
+    if let Some(path) = json {
+        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(summary.passed())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let result = async {
-        let Command::Fuzz {
-            manifest: path,
-            requests,
-            seed,
-            concurrency,
-            timeout_ms,
-            authorization,
-        } = cli.command;
+        let (path, requests, seed, concurrency, timeout_ms, authorization) = match cli.command {
+            Command::Run { config, json } => return chaos(config, json).await,
+            Command::Fuzz {
+                manifest,
+                requests,
+                seed,
+                concurrency,
+                timeout_ms,
+                authorization,
+            } => (
+                manifest,
+                requests,
+                seed,
+                concurrency,
+                timeout_ms,
+                authorization,
+            ),
+        };
         let manifest = manifest(path)?;
         let connection = shop_nats::connect(
             &cli.nats,

@@ -19,6 +19,12 @@ impl RequestBody for CancelOrder {
 pub async fn cancel(orders: Arc<Orders>, request: Request, cancel: CancelOrder) -> HandlerResult {
     let id = cancel.id.as_str();
     let caller = request.user()?;
+    // An order created a moment ago through another instance may not be in
+    // this one's state yet (seen in the chaos run: a user's cancel of their
+    // acknowledged order answered 404): catch up before deciding it is unknown.
+    if crate::store::order(orders.events.state().tree(), id)?.is_none() {
+        orders.events.catch_up().await?;
+    }
     let order = change_order(&orders.events, &request.trace, id, None, |current| {
         let current = current
             .filter(|order| domain::may_access(caller, order))
