@@ -26,32 +26,27 @@ pub async fn run(url: &str, subject: &str, queue: &str, reply_bytes: Option<usiz
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let mut served: u64 = 0;
-    let mut ignored: u64 = 0;
+    let (mut served, mut ignored) = (0u64, 0u64);
     loop {
-        tokio::select! {
+        let msg = tokio::select! {
             biased;
-            res = &mut shutdown => {
-                res?;
-                break;
-            }
-            msg = sub.next() => {
-                let Some(msg) = msg else {
-                    eprintln!("echo-server: subscription closed");
-                    break;
-                };
-                match msg.reply {
-                    Some(reply) => {
-                        client
-                            .publish(reply, fixed.clone().unwrap_or(msg.payload))
-                            .await
-                            .context("publishing echo reply")?;
-                        served += 1;
-                    }
-                    None => ignored += 1,
-                }
-            }
-        }
+            stop = &mut shutdown => break stop?,
+            msg = sub.next() => msg,
+        };
+        let Some(msg) = msg else {
+            eprintln!("echo-server: subscription closed");
+            break;
+        };
+        let Some(reply) = msg.reply else {
+            ignored += 1;
+            continue;
+        };
+        let payload = fixed.clone().unwrap_or(msg.payload);
+        client
+            .publish(reply, payload)
+            .await
+            .context("publishing echo reply")?;
+        served += 1;
     }
     // Best effort: replies already handed to the client should reach the server.
     // Bounded, because flush waits for a reconnect if the server is gone.

@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use hyper::Uri;
 
-use super::{connect_clients, measure, reads::seed_reads, spread, Options, Target};
+use super::{measure, pick, reads::seed_reads, Options, Target};
 use crate::http::Client;
 use crate::load::{Operation, Outcome};
-use crate::results::ScenarioResult;
+use crate::nats;
+use crate::results::{Meta, ScenarioResult};
 use crate::seed::read_id;
 use crate::stats::OpError;
 
@@ -27,7 +28,7 @@ struct HttpGet {
 
 impl Operation for HttpGet {
     async fn call(&self, seq: u64) -> Outcome {
-        let uri = &self.uris[(spread(seq) % self.uris.len() as u64) as usize];
+        let uri = pick(&self.uris, seq);
         match self.client.get(uri).await {
             Ok(r) if r.status == 200 => Outcome::ok(OP, r.body.len()),
             Ok(r) => {
@@ -52,8 +53,8 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         bail!("{url}: expected an http:// URL with an {{id}} placeholder");
     }
     if opts.seed {
-        let clients = connect_clients(&target.nats_url, 1, opts.timeout).await?;
-        seed_reads(&clients[0], opts.products).await?;
+        let client = nats::connect(&target.nats_url, "shop-bench-seed", opts.timeout).await?;
+        seed_reads(&client, opts.products).await?;
     }
     let rest = &url["http://".len()..];
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
@@ -62,19 +63,13 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         .collect::<Result<Vec<Uri>, _>>()
         .with_context(|| format!("{url}: not a URL"))?;
     let client = Client::new(authority, opts.timeout);
-    let probe = client
-        .get(&uris[0])
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let probe = client.get(&uris[0]).await.map_err(|e| anyhow!(e.message))?;
     let body: serde_json::Value = serde_json::from_slice(&probe.body).unwrap_or_default();
     if probe.status != 200 || body["id"].as_str() != Some(&read_id(0)) {
         let text = String::from_utf8_lossy(&probe.body[..probe.body.len().min(300)]);
-        bail!(
-            "GET {} answered {} {text}: expected the product",
-            uris[0],
-            probe.status
-        );
+        let (uri, status) = (&uris[0], probe.status);
+        bail!("GET {uri} answered {status} {text}: expected the product");
     }
-    let (runs, cpu) = measure(Arc::new(HttpGet { client, uris }), target, opts).await?;
-    target.result("gateway-get", opts.variant.as_deref(), url, &runs, cpu)
+    let meta = Meta::new("gateway-get", opts.variant.as_deref(), url);
+    measure(Arc::new(HttpGet { client, uris }), target, opts, meta).await
 }

@@ -18,10 +18,9 @@ use bytes::Bytes;
 use shop_nats::Encoding;
 
 use crate::cpu::{self, CpuUse, Watched};
-use crate::load::{self, Model, Operation, Outcome, RunStats, Schedule};
+use crate::load::{self, Model, Operation, Outcome, Schedule};
 use crate::nats;
 use crate::results::{Meta, ScenarioResult};
-pub use crate::seed::READ_PREFIX;
 pub use mixed::Mix;
 pub use reads::ECHO_SUBJECT;
 
@@ -45,16 +44,6 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
-        Scenario::Echo,
-        Scenario::ProductGet,
-        Scenario::ProductList,
-        Scenario::StockContention,
-        Scenario::GatewayGet,
-        Scenario::OrderPlace,
-        Scenario::Mixed,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Echo => "echo",
@@ -113,25 +102,6 @@ pub struct Target {
     pub instances: Option<usize>,
     /// JetStream sync setting, when the harness started the server.
     pub nats_sync: Option<String>,
-}
-
-impl Target {
-    /// One point of `scenario` against this target, from its rounds.
-    pub fn result(
-        &self,
-        scenario: &str,
-        variant: Option<&str>,
-        under_load: impl Into<String>,
-        runs: &[RunStats],
-        cpu: Vec<CpuUse>,
-    ) -> Result<ScenarioResult> {
-        let meta = Meta {
-            instances: self.instances,
-            nats_sync: self.nats_sync.clone(),
-            ..Meta::new(scenario, variant, under_load)
-        };
-        ScenarioResult::from_runs(meta, runs, cpu)
-    }
 }
 
 /// `10s`, `500ms`, `2m`, `250us` (humantime), or a bare number of seconds.
@@ -224,26 +194,23 @@ impl Options {
 }
 
 impl Default for Options {
+    /// The command line's defaults.
     fn default() -> Self {
-        Self {
-            model: Model::Closed { in_flight: 64 },
-            duration: Duration::from_secs(10),
-            warmup: Duration::from_secs(2),
-            rounds: 1,
-            timeout: Duration::from_secs(5),
-            connections: 1,
-            encoding: Encoding::Json,
-            products: 1000,
-            list_limit: 20,
-            contention_products: 4,
-            contention_stock: crate::seed::DEFAULT_STOCK,
-            settle_timeout: Duration::from_secs(30),
-            mix: Mix::default(),
-            variant: None,
-            seed: true,
-            max_in_flight: 20_000,
-        }
+        // Without flags every field takes its default, and those parse.
+        from_flags("").expect("the default flags parse")
     }
+}
+
+/// `T`'s command-line flags parsed from `flags` (e.g. `--stock 5`, split at
+/// white space), the defaults for the rest.
+pub fn from_flags<T: clap::Args>(flags: &str) -> Result<T, clap::Error> {
+    #[derive(clap::Parser)]
+    struct Flags<T: clap::Args> {
+        #[command(flatten)]
+        flags: T,
+    }
+    let args = std::iter::once("shop-bench").chain(flags.split_whitespace());
+    <Flags<T> as clap::Parser>::try_parse_from(args).map(|f| f.flags)
 }
 
 /// Runs `scenario` against `target`.
@@ -261,12 +228,14 @@ pub async fn run(scenario: Scenario, target: &Target, opts: &Options) -> Result<
 }
 
 /// Runs `op` for `opts.rounds` rounds under `opts.model`, sampling CPU of the
-/// watched processes in each measurement window (averaged over rounds).
+/// watched processes in each measurement window (averaged over rounds); the
+/// point `meta` names, on `target`.
 pub async fn measure<O: Operation>(
     op: Arc<O>,
     target: &Target,
     opts: &Options,
-) -> Result<(Vec<RunStats>, Vec<CpuUse>)> {
+    meta: Meta,
+) -> Result<ScenarioResult> {
     let mut runs = Vec::with_capacity(opts.rounds.max(1));
     let mut cpu_rounds: Vec<Vec<CpuUse>> = Vec::new();
     for _ in 0..opts.rounds.max(1) {
@@ -276,10 +245,13 @@ pub async fn measure<O: Operation>(
         cpu_rounds.push(sampler.await.context("CPU sampler")?);
     }
     let rounds: Vec<&[CpuUse]> = cpu_rounds.iter().map(Vec::as_slice).collect();
-    Ok((
-        runs,
-        cpu::average(rounds.first().copied().unwrap_or_default(), &rounds),
-    ))
+    let cpu = cpu::average(rounds.first().copied().unwrap_or_default(), &rounds);
+    let meta = Meta {
+        instances: target.instances,
+        nats_sync: target.nats_sync.clone(),
+        ..meta
+    };
+    ScenarioResult::from_runs(meta, &runs, cpu)
 }
 
 /// `n` NATS connections for the load generator.
@@ -293,12 +265,12 @@ pub async fn connect_clients(url: &str, n: usize, timeout: Duration) -> Result<V
 
 /// A short id unique to this run, for idempotency keys and fresh entities.
 pub fn run_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let pid = u64::from(std::process::id()).rotate_left(40);
-    format!("{:x}", (nanos as u64) ^ pid)
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    let nanos = now.map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "{:x}",
+        nanos ^ u64::from(std::process::id()).rotate_left(40)
+    )
 }
 
 /// SplitMix64: a cheap, well-spread hash of a request number (for choosing
@@ -362,49 +334,37 @@ mod tests {
 
     #[test]
     fn options_are_flags() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Flags {
-            #[command(flatten)]
-            options: Options,
-        }
-        let parse = |args: &[&str]| Flags::try_parse_from(args).map(|f| f.options);
-        let given = parse(&[
-            "x",
-            "--no-seed",
-            "--stock",
-            "5",
-            "--limit",
-            "7",
-            "--encoding",
-            "bincode",
-        ]);
-        let given = given.unwrap();
+        let given: Options =
+            from_flags("--no-seed --stock 5 --limit 7 --encoding bincode").unwrap();
         assert!(!given.seed && given.contention_stock == 5 && given.list_limit == 7);
         assert_eq!(given.encoding, Encoding::Bincode);
-        let defaults = parse(&["x"]).unwrap();
+        let defaults = Options::default();
         assert!(defaults.seed && defaults.mix == Mix::default());
-        assert_eq!(defaults.duration, Options::default().duration);
-        assert!(parse(&["x", "--encoding", "xml"]).is_err());
-        let at_least_one = Options {
+        assert_eq!(defaults.duration, Duration::from_secs(10));
+        assert!(from_flags::<Options>("--encoding xml").is_err());
+        let no_rounds = Options {
             rounds: 0,
             ..defaults
-        }
-        .with_model(Model::Open { rate: 1.0 });
-        assert_eq!(at_least_one.rounds, 1);
+        };
+        assert_eq!(no_rounds.with_model(Model::Open { rate: 1.0 }).rounds, 1);
     }
 
     #[test]
     fn durations() {
-        let secs = |s: &str| parse_duration(s).ok();
-        assert_eq!(secs("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(secs("10"), Some(Duration::from_secs(10)));
-        assert_eq!(secs("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(secs("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(secs("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(secs("250us"), Some(Duration::from_micros(250)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("").is_err());
+        let millis = [
+            ("10s", 10_000),
+            ("10", 10_000),
+            ("1.5", 1500),
+            ("500ms", 500),
+        ];
+        for (text, ms) in millis.into_iter().chain([("2m", 120_000)]) {
+            assert_eq!(parse_duration(text).ok(), Some(Duration::from_millis(ms)));
+        }
+        assert_eq!(
+            parse_duration("250us").ok(),
+            Some(Duration::from_micros(250))
+        );
+        assert!(parse_duration("ten").is_err() && parse_duration("").is_err());
     }
 
     #[test]
@@ -422,7 +382,7 @@ mod tests {
     #[test]
     fn names_are_the_cli_names() {
         use clap::ValueEnum;
-        for s in Scenario::ALL {
+        for s in Scenario::value_variants() {
             let v = s.to_possible_value().unwrap();
             assert_eq!(v.get_name(), s.name());
         }
