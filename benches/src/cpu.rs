@@ -121,29 +121,3 @@ pub fn average(base: &[CpuUse], rounds: &[&[CpuUse]]) -> Vec<CpuUse> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_busy_process_uses_about_a_core() {
-        let s = Schedule::starting_now(
-            std::time::Duration::from_millis(50),
-            std::time::Duration::from_millis(400),
-        );
-        let spin = std::thread::spawn(move || {
-            let mut x = 0u64;
-            while Instant::now() < s.end + std::time::Duration::from_millis(50) {
-                x = x.wrapping_add(1);
-                std::hint::black_box(x);
-            }
-        });
-        let used = measure(Vec::new(), s).await;
-        spin.join().unwrap();
-        let me = used.iter().find(|u| u.role == LOAD_GENERATOR).unwrap();
-        assert!(me.cores > 0.2, "{used:?}");
-        let busy = used.iter().find(|u| u.role == MACHINE_BUSY).unwrap();
-        assert!(busy.cores >= me.cores * 0.5, "{used:?}");
-        assert!(used.iter().any(|u| u.role == MACHINE_STOLEN), "{used:?}");
-    }
-}

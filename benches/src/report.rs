@@ -213,76 +213,25 @@ fn phases(r: &ScenarioResult) -> impl Iterator<Item = (&String, Latency)> {
         .filter_map(|p| Some((&p.name, p.latency_ms?)))
 }
 
-/// The lines after the results table: CPU, send lag, checks, extra figures
-/// and errors of each point.
-fn details(r: &ScenarioResult) -> Vec<String> {
-    let key = &r.key;
-    let mut lines = Vec::new();
-    if !r.cpu.is_empty() {
-        lines.push(format!("{key}: CPU {}", cpu_summary(&r.cpu)));
-    }
-    if let Some(lag) = &r.send_lag_ms {
-        let (p99, max) = (fmt_ms(lag.p99), fmt_ms(lag.max));
-        lines.push(format!(
-            "{key}: generator send lag p99 {p99} ms, max {max} ms"
-        ));
-    }
-    for c in &r.checks {
-        let outcome = if c.passed { "ok" } else { "FAILED" };
-        lines.push(format!("{key}: check {} {outcome}: {}", c.name, c.detail));
-    }
-    for (k, v) in &r.extra {
-        lines.push(format!("{key}: {k} = {}", fmt_rate(*v)));
-    }
-    if r.errors > 0 {
-        let first = r.first_error.as_deref().unwrap_or("-");
-        lines.push(format!("{key}: errors {:?}, first: {first}", r.error_kinds));
-    }
-    lines
-}
-
 /// The whole file for the terminal: settings line, results, breakdowns,
 /// checks, scaling, targets, notes.
 pub fn report_text(file: &ResultsFile) -> String {
-    let (v, m) = (&file.versions, &file.machine);
-    let mut out = format!(
-        "shop-bench {} | {} | git {}{} | nats-server {} | {} ({} cores, {:.1} GiB) | {} {}\n\n",
-        v.shop_bench,
-        v.rustc,
-        short_rev(&v.git_rev),
-        if v.git_dirty == Some(true) {
-            "+dirty"
-        } else {
-            ""
-        },
-        v.nats_server.as_deref().unwrap_or("?"),
-        m.cpu_model,
-        m.cores,
-        m.memory_bytes as f64 / (1u64 << 30) as f64,
-        m.os,
-        m.kernel,
-    );
+    let mut out = run_section(file) + "\n";
     let all: Vec<&ScenarioResult> = file.results.iter().collect();
     if !all.is_empty() {
         out.push_str(&results_table(file, &all).text());
     }
-    for r in &file.results {
-        if !r.ops.is_empty() {
-            let _ = writeln!(out, "\n{} ({}): per operation", r.key, r.model.describe());
-            out.push_str(&ops_table(r).text());
-        }
-        for (name, l) in phases(r) {
-            let (p50, p99, max) = (fmt_ms(l.p50), fmt_ms(l.p99), fmt_ms(l.max));
-            let key = &r.key;
-            let _ = writeln!(
-                out,
-                "{key}: {name} p50 {p50} ms, p99 {p99} ms, max {max} ms"
-            );
-        }
+    for r in all.iter().filter(|r| !r.ops.is_empty()) {
+        let _ = writeln!(out, "\n{} ({}): per operation", r.key, r.model.describe());
+        out.push_str(&ops_table(r).text());
     }
-    let details: Vec<String> = file.results.iter().flat_map(details).collect();
-    if !details.is_empty() {
-        let _ = write!(out, "\n{}\n", details.join("\n"));
+    let extra = extra_lines(&all);
+    if !extra.is_empty() {
+        let _ = write!(out, "\n{extra}");
+    }
+    let cpu = cpu_table(file);
+    if !cpu.rows.is_empty() {
+        let _ = write!(out, "\n{}", cpu.text());
     }
     for run in &file.scaling {
         let (title, service) = (run.title(), &run.service);
@@ -475,6 +424,10 @@ fn extra_lines(results: &[&ScenarioResult]) -> String {
                 "- {key}: {name} p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms"
             );
         }
+        if let Some(lag) = &r.send_lag_ms {
+            let (p99, max) = (fmt_ms(lag.p99), fmt_ms(lag.max));
+            let _ = writeln!(out, "- {key}: generator send lag p99 {p99} ms, max {max} ms");
+        }
         if r.errors > 0 {
             let kinds = r.error_kinds.iter().map(|(k, n)| format!("{k} {n}"));
             let kinds = kinds.collect::<Vec<_>>().join(", ");
@@ -519,12 +472,13 @@ fn scaling_section(file: &ResultsFile) -> String {
     runs.collect::<Vec<_>>().join("\n")
 }
 
-fn cpu_section(file: &ResultsFile) -> String {
+/// The CPU each point used, by role.
+fn cpu_table(file: &ResultsFile) -> Table {
     let mut t = Table::new("point|CPU used, cores");
     for r in file.results.iter().filter(|r| !r.cpu.is_empty()) {
         t.row(vec![r.key.clone(), cpu_summary(&r.cpu)]);
     }
-    or_not_measured(file, Some(t), "cpu")
+    t
 }
 
 /// The sections of results tables by scenario: name, scenarios, and what
@@ -550,7 +504,7 @@ pub fn sections(file: &ResultsFile) -> BTreeMap<&'static str, String> {
         ("targets", or_not_measured(file, Some(targets), "target")),
         ("results", or_not_measured(file, Some(results), "results")),
         ("scaling", scaling_section(file)),
-        ("cpu", cpu_section(file)),
+        ("cpu", or_not_measured(file, Some(cpu_table(file)), "cpu")),
     ]);
     for (name, scenarios, about) in TABLE_SECTIONS {
         sections.insert(name, table_section(file, scenarios, about));
@@ -606,13 +560,6 @@ mod tests {
     use super::*;
 
     // Tables, sections and comparisons as a whole: tests/golden.rs.
-
-    #[test]
-    fn missing_or_zero_gives_no_ratio() {
-        assert_eq!(ratio(Some(1.0), Some(0.0)), "-");
-        assert_eq!(ratio(None, Some(1.0)), "-");
-        assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50×");
-    }
 
     #[test]
     fn broken_markers_are_refused() {

@@ -110,19 +110,3 @@ pub async fn create(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn product_shape() {
-        assert_eq!(product_id("bench-", 7), "bench-0007");
-        let p = product_json("bench-0007", 7, DEFAULT_STOCK);
-        assert_eq!(p["id"], "bench-0007");
-        assert_eq!(p["name"], "Bench product 7");
-        assert_eq!(p["price_cents"], 1999);
-        assert_eq!(p["stock"], 1_000_000);
-        let len = p["description"].as_str().map_or(0, str::len);
-        assert!((80..=120).contains(&len), "description length {len}");
-    }
-}

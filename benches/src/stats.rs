@@ -279,30 +279,4 @@ mod tests {
         assert_eq!(all.error_count(), 7);
     }
 
-    #[test]
-    fn numbers_read_well() {
-        for (ms, text) in [
-            (0.9624, "0.962"),
-            (3.6051, "3.61"),
-            (46.23, "46.2"),
-            (1304.6, "1,305"),
-        ] {
-            assert_eq!(fmt_ms(ms), text);
-        }
-        for (rate, text) in [
-            (1_234_567.0, "1,234,567"),
-            (58987.4, "58,987"),
-            (99.64, "99.6"),
-        ] {
-            assert_eq!(fmt_rate(rate), text);
-        }
-        assert_eq!((fmt_secs(2.0), fmt_secs(0.5)), ("2".into(), "0.5".into()));
-    }
-
-    #[test]
-    fn median_odd_even_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
-    }
 }

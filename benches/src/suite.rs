@@ -22,7 +22,7 @@ use crate::load::Model;
 use crate::machine;
 use crate::results::{check_targets, ResultsFile, ScenarioResult, Settings};
 use crate::scenarios::gateway_get::PRODUCT_PATH;
-use crate::scenarios::{self, parse_duration, reads, Mix, Options, Scenario, ECHO_SUBJECT};
+use crate::scenarios::{self, reads, Mix, Options, Scenario, ECHO_SUBJECT};
 use crate::seed::read_id;
 use crate::stack::{JetStreamSync, Stack, StackConfig};
 use crate::stats::fmt_ms;
@@ -50,10 +50,10 @@ pub struct SuiteConfig {
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Measured time per point (default 10s, quick 2s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
     /// Warm-up per point (default 2s, quick 500ms).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub warmup: Option<Duration>,
     /// Rounds of echo and product-get, alternated (default 2, quick 1).
     #[arg(long)]

@@ -219,12 +219,4 @@ mod tests {
             );
         }
     }
-
-    #[test]
-    fn only_4xx_is_certainly_refused() {
-        assert!(certainly_refused("service_409"));
-        assert!(certainly_refused("service_400"));
-        assert!(!certainly_refused("service_503"));
-        assert!(!certainly_refused("timeout"));
-    }
 }
