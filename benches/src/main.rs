@@ -242,7 +242,6 @@ async fn empty_file(opts: &Options, stack: &Stack, spawned: bool) -> Result<Resu
         [
             ("model", json!(opts.model)),
             ("rounds", json!(opts.rounds)),
-            ("connections", json!(opts.connections)),
             ("products", json!(opts.products)),
         ],
     );

@@ -11,7 +11,7 @@ use async_nats::{Client, Request};
 use bytes::Bytes;
 
 use super::reads::{id_payloads, list_payloads, seed_reads};
-use super::{connect_clients, measure, order_place, pick, request, run_id, spread};
+use super::{connect, measure, order_place, pick, request, run_id, spread};
 use super::{Options, Target};
 use crate::load::{Operation, Outcome};
 use crate::results::{Meta, ScenarioResult};
@@ -77,7 +77,7 @@ impl Mix {
 }
 
 struct Mixed {
-    clients: Vec<Client>,
+    client: Client,
     mix: Mix,
     /// Payloads of each kind but the order, taken in turn.
     payloads: [Vec<Bytes>; 3],
@@ -89,7 +89,7 @@ struct Mixed {
 
 impl Operation for Mixed {
     async fn call(&self, seq: u64) -> Outcome {
-        let client = &self.clients[(seq % self.clients.len() as u64) as usize];
+        let client = &self.client;
         let kind = self.mix.kind(seq);
         let op = KINDS[kind].1;
         let other = seq.rotate_left(17);
@@ -117,13 +117,13 @@ impl Operation for Mixed {
 }
 
 pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
-    seed_reads(&clients[0], opts.products).await?;
-    let products = order_place::seed_order_products(&clients[0]).await?;
+    let client = connect(target, opts).await?;
+    seed_reads(&client, opts.products).await?;
+    let products = order_place::seed_order_products(&client).await?;
     let run = run_id();
-    let user = order_place::register_user(&clients[0], &run).await?;
+    let user = order_place::register_user(&client, &run).await?;
     let op = Arc::new(Mixed {
-        clients,
+        client,
         mix: opts.mix,
         payloads: [
             id_payloads(opts.products),

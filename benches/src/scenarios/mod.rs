@@ -24,6 +24,9 @@ use crate::results::{Meta, ScenarioResult};
 pub use mixed::Mix;
 pub use reads::ECHO_SUBJECT;
 
+/// Open loop: requests outstanding at most (beyond: counted as `overload` errors).
+const MAX_IN_FLIGHT: usize = 20_000;
+
 /// Every scenario `run` and `suite` know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -130,9 +133,6 @@ pub struct Options {
     /// Per-request timeout.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// NATS connections of the load generator.
-    #[arg(long, default_value_t = 1)]
-    pub connections: usize,
     /// product-get: request encoding (json or bincode).
     #[arg(long, default_value = "json", value_parser = parse_encoding)]
     pub encoding: Encoding,
@@ -161,9 +161,6 @@ pub struct Options {
     /// against the Express baseline, which has them in memory).
     #[arg(long = "no-seed", action = clap::ArgAction::SetFalse)]
     pub seed: bool,
-    /// Open loop: requests outstanding at most (beyond: counted as `overload` errors).
-    #[arg(long, default_value_t = 20_000)]
-    pub max_in_flight: usize,
 }
 
 impl Options {
@@ -172,10 +169,8 @@ impl Options {
         self.model = model;
         for n in [
             &mut self.rounds,
-            &mut self.connections,
             &mut self.products,
             &mut self.contention_products,
-            &mut self.max_in_flight,
         ] {
             *n = (*n).max(1);
         }
@@ -231,7 +226,7 @@ pub async fn measure<O: Operation>(
     for _ in 0..opts.rounds.max(1) {
         let schedule = Schedule::starting_now(opts.warmup, opts.duration);
         let sampler = tokio::spawn(cpu::measure(target.watched.clone(), schedule));
-        runs.push(load::run(op.clone(), opts.model, schedule, opts.max_in_flight).await?);
+        runs.push(load::run(op.clone(), opts.model, schedule, MAX_IN_FLIGHT).await?);
         cpu_rounds.push(sampler.await.context("CPU sampler")?);
     }
     let rounds: Vec<&[CpuUse]> = cpu_rounds.iter().map(Vec::as_slice).collect();
@@ -244,13 +239,9 @@ pub async fn measure<O: Operation>(
     ScenarioResult::from_runs(meta, &runs, cpu)
 }
 
-/// `n` NATS connections for the load generator.
-pub async fn connect_clients(url: &str, n: usize, timeout: Duration) -> Result<Vec<Client>> {
-    let mut clients = Vec::with_capacity(n.max(1));
-    for i in 0..n.max(1) {
-        clients.push(nats::connect(url, &format!("shop-bench-{i}"), timeout).await?);
-    }
-    Ok(clients)
+/// The load generator's NATS connection.
+pub async fn connect(target: &Target, opts: &Options) -> Result<Client> {
+    nats::connect(&target.nats_url, "shop-bench", opts.timeout).await
 }
 
 /// A short id unique to this run, for idempotency keys and fresh entities.
@@ -292,7 +283,7 @@ pub async fn request(
 /// headers counts as an error of its code.
 pub struct NatsRequest {
     pub name: &'static str,
-    pub clients: Vec<Client>,
+    pub client: Client,
     pub payloads: Vec<Bytes>,
     pub headers: Option<HeaderMap>,
     pub timeout: Duration,
@@ -300,14 +291,13 @@ pub struct NatsRequest {
 
 impl Operation for NatsRequest {
     async fn call(&self, seq: u64) -> Outcome {
-        let client = &self.clients[(seq % self.clients.len() as u64) as usize];
         let mut req = Request::new()
             .payload(pick(&self.payloads, seq).clone())
             .timeout(Some(self.timeout));
         if let Some(h) = &self.headers {
             req = req.headers(h.clone());
         }
-        match request(client, self.name, Subject::from_static(self.name), req).await {
+        match request(&self.client, self.name, Subject::from_static(self.name), req).await {
             Ok(reply) => Outcome::ok(self.name, reply.payload.len()),
             Err(failed) => failed,
         }

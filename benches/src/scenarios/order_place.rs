@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::{connect_clients, measure, pick, request, run_id, Options, Target};
+use super::{connect, measure, pick, request, run_id, Options, Target};
 use crate::load::{Operation, Outcome};
 use crate::results::{Meta, ScenarioResult};
 use crate::stats::OpError;
@@ -190,7 +190,7 @@ pub async fn create_order(
 }
 
 struct PlaceOrder {
-    clients: Vec<Client>,
+    client: Client,
     tracker: Arc<Tracker>,
     products: Vec<String>,
     user: User,
@@ -201,10 +201,9 @@ struct PlaceOrder {
 
 impl Operation for PlaceOrder {
     async fn call(&self, seq: u64) -> Outcome {
-        let client = &self.clients[(seq % self.clients.len() as u64) as usize];
         let key = format!("bench-{}-{seq}", self.run);
         let product = pick(&self.products, seq);
-        let created = create_order(client, OP, &self.user, product, key, self.timeout);
+        let created = create_order(&self.client, OP, &self.user, product, key, self.timeout);
         let (id, bytes, replied) = match created.await {
             Ok(created) => created,
             Err(failed) => return failed,
@@ -238,13 +237,13 @@ pub async fn seed_order_products(client: &Client) -> Result<Vec<String>> {
 }
 
 pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
-    let products = seed_order_products(&clients[0]).await?;
+    let client = connect(target, opts).await?;
+    let products = seed_order_products(&client).await?;
     let run = run_id();
-    let user = register_user(&clients[0], &run).await?;
-    let (tracker, watcher) = watch_orders(&clients[0]).await?;
+    let user = register_user(&client, &run).await?;
+    let (tracker, watcher) = watch_orders(&client).await?;
     let op = Arc::new(PlaceOrder {
-        clients,
+        client,
         tracker,
         products,
         user,

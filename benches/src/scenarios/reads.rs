@@ -21,7 +21,7 @@ use serde_json::json;
 use shop_nats::codec::CONTENT_TYPE_HEADER;
 use shop_nats::Encoding;
 
-use super::{connect_clients, measure, NatsRequest, Options, Target};
+use super::{connect, measure, NatsRequest, Options, Target};
 use crate::nats;
 use crate::results::{Meta, ScenarioResult};
 use crate::seed::{self, read_id, READ_PREFIX};
@@ -107,7 +107,7 @@ async fn requests(
 ) -> Result<ScenarioResult> {
     let op = NatsRequest {
         name: subject,
-        clients: connect_clients(&target.nats_url, opts.connections, opts.timeout).await?,
+        client: connect(target, opts).await?,
         payloads,
         headers,
         timeout: opts.timeout,

@@ -17,7 +17,7 @@ use async_nats::{Client, Request};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{connect_clients, measure, run_id, Options, Target};
+use super::{connect, measure, run_id, Options, Target};
 use crate::load::{Operation, Outcome};
 use crate::nats;
 use crate::results::{Check, Meta, ScenarioResult};
@@ -36,7 +36,7 @@ struct Seen {
 }
 
 struct Reserve {
-    clients: Vec<Client>,
+    client: Client,
     products: Vec<String>,
     seen: Vec<Seen>,
     min_stock: AtomicI64,
@@ -59,7 +59,6 @@ struct Reserved {
 impl Operation for Reserve {
     async fn call(&self, seq: u64) -> Outcome {
         let k = (seq % self.products.len() as u64) as usize;
-        let client = &self.clients[(seq % self.clients.len() as u64) as usize];
         let body = serde_json::json!({
             "product_id": self.products[k],
             "quantity": 1,
@@ -69,7 +68,7 @@ impl Operation for Reserve {
             .payload(Bytes::from(body.to_string()))
             .timeout(Some(self.timeout));
         let seen = &self.seen[k];
-        let reply = match nats::reply_outcome(client.send_request(SUBJECT, reserve).await) {
+        let reply = match nats::reply_outcome(self.client.send_request(SUBJECT, reserve).await) {
             Ok(reply) => reply,
             Err(e) => {
                 if e.kind == "service_409" {
@@ -141,18 +140,18 @@ pub fn stock_check(id: &str, initial: i64, final_stock: i64, seen: [u64; 3]) -> 
 }
 
 pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
+    let client = connect(target, opts).await?;
     let run = run_id();
     let products: Vec<String> = (0..opts.contention_products.max(1))
         .map(|k| format!("sc-{run}-{k}"))
         .collect();
-    let admin = crate::seed::admin_headers(&clients[0]).await?;
+    let admin = crate::seed::admin_headers(&client).await?;
     for id in &products {
-        crate::seed::create(&clients[0], &admin, id, 0, opts.contention_stock).await?;
+        crate::seed::create(&client, &admin, id, 0, opts.contention_stock).await?;
     }
-    let checker = clients[0].clone();
+    let checker = client.clone();
     let op = Arc::new(Reserve {
-        clients,
+        client,
         seen: products.iter().map(|_| Seen::default()).collect(),
         products,
         min_stock: AtomicI64::new(i64::MAX),
