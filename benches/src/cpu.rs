@@ -120,4 +120,3 @@ pub fn average(base: &[CpuUse], rounds: &[&[CpuUse]]) -> Vec<CpuUse> {
         })
         .collect()
 }
-

@@ -62,10 +62,9 @@ pub fn versions(root: &Path) -> Versions {
     Versions {
         shop_bench: env!("CARGO_PKG_VERSION").to_string(),
         rustc: env!("SHOP_BENCH_RUSTC").to_string(),
-        nats_server: None,
         git_rev,
         git_dirty,
-        node: None,
+        ..Versions::default()
     }
 }
 

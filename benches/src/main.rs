@@ -81,20 +81,14 @@ struct LoadArgs {
 impl LoadArgs {
     /// The options of `scenario`, under the model the flags ask for.
     fn options(&self, scenario: Scenario) -> Result<Options> {
-        let open = match (self.model, self.in_flight, self.rate) {
-            (Some(kind), _, _) => kind == ModelKind::Open,
+        let model = match (self.model, self.in_flight, self.rate) {
+            (None, None, None) => scenario.default_model(),
             (None, Some(_), Some(_)) => bail!("--in-flight and --rate: choose one with --model"),
-            (None, None, None) => {
-                return Ok(self.options.clone().with_model(scenario.default_model()))
-            }
-            (None, _, rate) => rate.is_some(),
-        };
-        let model = match open {
-            true => Model::Open {
-                rate: (self.rate).context("--model open needs --rate (arrivals per second)")?,
+            (Some(ModelKind::Open), _, rate) | (None, None, rate) => Model::Open {
+                rate: rate.context("--model open needs --rate (arrivals per second)")?,
             },
-            false => Model::Closed {
-                in_flight: self.in_flight.unwrap_or(64),
+            (Some(ModelKind::Closed), in_flight, _) | (None, in_flight, None) => Model::Closed {
+                in_flight: in_flight.unwrap_or(64),
             },
         };
         Ok(self.options.clone().with_model(model))

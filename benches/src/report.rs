@@ -426,7 +426,10 @@ fn extra_lines(results: &[&ScenarioResult]) -> String {
         }
         if let Some(lag) = &r.send_lag_ms {
             let (p99, max) = (fmt_ms(lag.p99), fmt_ms(lag.max));
-            let _ = writeln!(out, "- {key}: generator send lag p99 {p99} ms, max {max} ms");
+            let _ = writeln!(
+                out,
+                "- {key}: generator send lag p99 {p99} ms, max {max} ms"
+            );
         }
         if r.errors > 0 {
             let kinds = r.error_kinds.iter().map(|(k, n)| format!("{k} {n}"));

@@ -278,5 +278,4 @@ mod tests {
         assert_eq!(all.ok(), 1001);
         assert_eq!(all.error_count(), 7);
     }
-
 }

@@ -44,10 +44,14 @@ impl HttpGet {
                 .header(ACCEPT, "application/json")
                 .body(Empty::new())
                 .map_err(|e| io(&e))?;
-            let response = self.client.request(request).await.map_err(|e| match e.is_connect() {
-                true => OpError::new("connect", format!("GET {uri}: {e:?}")),
-                false => io(&e),
-            })?;
+            let response =
+                self.client
+                    .request(request)
+                    .await
+                    .map_err(|e| match e.is_connect() {
+                        true => OpError::new("connect", format!("GET {uri}: {e:?}")),
+                        false => io(&e),
+                    })?;
             let status = response.status().as_u16();
             let body = response.into_body().collect().await.map_err(|e| io(&e))?;
             Ok((status, body.to_bytes()))
@@ -106,7 +110,10 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let product: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if status != 200 || product["id"].as_str() != Some(&read_id(0)) {
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-        bail!("GET {} answered {status} {text}: expected the product", op.uris[0]);
+        bail!(
+            "GET {} answered {status} {text}: expected the product",
+            op.uris[0]
+        );
     }
     let meta = Meta::new("gateway-get", opts.variant.as_deref(), url);
     measure(Arc::new(op), target, opts, meta).await

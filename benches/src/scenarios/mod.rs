@@ -297,7 +297,14 @@ impl Operation for NatsRequest {
         if let Some(h) = &self.headers {
             req = req.headers(h.clone());
         }
-        match request(&self.client, self.name, Subject::from_static(self.name), req).await {
+        match request(
+            &self.client,
+            self.name,
+            Subject::from_static(self.name),
+            req,
+        )
+        .await
+        {
             Ok(reply) => Outcome::ok(self.name, reply.payload.len()),
             Err(failed) => failed,
         }

@@ -44,11 +44,6 @@ struct Reserve {
     timeout: std::time::Duration,
 }
 
-/// A refusal that certainly changed nothing (bad request, not found, conflict).
-fn certainly_refused(kind: &str) -> bool {
-    kind.strip_prefix("service_4").is_some()
-}
-
 /// The stock and revision a reserve reply carries.
 #[derive(Deserialize)]
 struct Reserved {
@@ -73,7 +68,8 @@ impl Operation for Reserve {
             Err(e) => {
                 if e.kind == "service_409" {
                     seen.conflicts.fetch_add(1, Ordering::Relaxed);
-                } else if !certainly_refused(&e.kind) {
+                } else if !e.kind.starts_with("service_4") {
+                    // Not certainly refused (as a 4xx is): it may have happened.
                     seen.unknown.fetch_add(1, Ordering::Relaxed);
                 }
                 return Outcome::err(SUBJECT, e);
