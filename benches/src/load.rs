@@ -135,12 +135,8 @@ pub struct RunStats {
 impl RunStats {
     /// Successful operations per second.
     pub fn throughput(&self) -> f64 {
-        let ok = self.tally.overall().ok();
-        if self.measured_s > 0.0 {
-            ok as f64 / self.measured_s
-        } else {
-            0.0
-        }
+        let ok = self.tally.overall().ok() as f64;
+        ok / self.measured_s.max(f64::MIN_POSITIVE)
     }
 }
 

@@ -380,11 +380,9 @@ fn run_section(file: &ResultsFile) -> String {
         file.created_at,
         command,
         short_rev(&v.git_rev),
-        if v.git_dirty == Some(true) {
-            " (with uncommitted changes)"
-        } else {
-            ""
-        },
+        (v.git_dirty == Some(true))
+            .then_some(" (with uncommitted changes)")
+            .unwrap_or_default(),
         v.rustc,
         v.nats_server.as_deref().unwrap_or("?"),
         v.node

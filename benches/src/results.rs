@@ -221,10 +221,7 @@ impl ScenarioResult {
         runs.iter().for_each(|r| tally.merge(&r.tally));
         let rounds: Vec<f64> = runs.iter().map(RunStats::throughput).collect();
         let measured_s: f64 = runs.iter().map(|r| r.measured_s).sum();
-        let per_second = |n: u64| match measured_s > 0.0 {
-            true => n as f64 / measured_s,
-            false => 0.0,
-        };
+        let per_second = |n: u64| n as f64 / measured_s.max(f64::MIN_POSITIVE);
         let all = tally.overall();
         let requests = (all.ok() + all.error_count()).max(1) as f64;
         let breakdown = (tally.ops.len() > 1).then_some(&tally.ops);
@@ -311,12 +308,7 @@ impl ScenarioResult {
 
     /// Errors as a share of all requests in the window.
     pub fn error_rate(&self) -> f64 {
-        let total = self.ok + self.errors;
-        if total == 0 {
-            0.0
-        } else {
-            self.errors as f64 / total as f64
-        }
+        self.errors as f64 / (self.ok + self.errors).max(1) as f64
     }
 
     /// What makes this point untrustworthy, if anything: no successes, an error
