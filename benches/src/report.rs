@@ -380,9 +380,10 @@ fn run_section(file: &ResultsFile) -> String {
         file.created_at,
         command,
         short_rev(&v.git_rev),
-        (v.git_dirty == Some(true))
-            .then_some(" (with uncommitted changes)")
-            .unwrap_or_default(),
+        match v.git_dirty {
+            Some(true) => " (with uncommitted changes)",
+            _ => "",
+        },
         v.rustc,
         v.nats_server.as_deref().unwrap_or("?"),
         v.node
