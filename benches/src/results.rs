@@ -148,13 +148,14 @@ pub struct ScalingRun {
 impl ScalingRun {
     /// `product-get/json (closed 64)`: what was scaled, under which load.
     pub fn title(&self) -> String {
-        let variant = self
-            .variant
-            .as_deref()
-            .map(|v| format!("/{v}"))
-            .unwrap_or_default();
-        format!("{}{variant} ({})", self.scenario, self.model.describe())
+        let name = point_name(&self.scenario, self.variant.as_deref());
+        format!("{name} ({})", self.model.describe())
     }
+}
+
+/// `scenario` or `scenario/variant`.
+fn point_name(scenario: &str, variant: Option<&str>) -> String {
+    variant.map_or(scenario.to_string(), |v| format!("{scenario}/{v}"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -203,10 +204,8 @@ impl Meta {
 
     /// `<scenario>[/<variant>] <model>`, e.g. `product-get/json c64`.
     pub fn key(&self, model: &Model) -> String {
-        match &self.variant {
-            Some(v) => format!("{}/{v} {}", self.scenario, model.key()),
-            None => format!("{} {}", self.scenario, model.key()),
-        }
+        let name = point_name(&self.scenario, self.variant.as_deref());
+        format!("{name} {}", model.key())
     }
 }
 
