@@ -22,33 +22,19 @@ use shop_actors::pool::WorkerPool;
 use shop_actors::responder::{Endpoints, Responder};
 use shop_actors::route::Dispatch;
 use shop_actors::state::StateShared;
-use shop_actors::store::{encode_u64, CHECKPOINT_KEY};
-use shop_actors::{EventLog, Projection, Request, Store, StoredEvent};
+use shop_actors::{EventLog, Request, Store};
 use shop_nats::{Encoding, NatsConfig, TraceContext};
 
 mod common;
 
 const PRODUCTS: usize = 1000;
 
+/// The products, created in the store as the state actor would apply them.
 fn seed(store: &Store) {
-    let mut batch = sled::Batch::default();
-    for i in 0..PRODUCTS {
-        let payload = serde_json::to_vec(&ProductEvent::Created {
-            product: common::product(i),
-        })
-        .expect("encode event");
-        let event = StoredEvent {
-            sequence: i as u64 + 1,
-            subject: "events.product.bench",
-            headers: None,
-            payload: &payload,
-        };
-        ProductProjection
-            .apply(&event, &mut batch)
-            .expect("projection accepts the event");
-    }
-    batch.insert(CHECKPOINT_KEY, &encode_u64(PRODUCTS as u64)[..]);
-    store.tree().apply_batch(batch).expect("apply batch");
+    let created = (0..PRODUCTS).map(|i| ProductEvent::Created {
+        product: common::product(i),
+    });
+    common::apply(store.tree(), &common::encode(created), 1);
 }
 
 fn get_payload(i: usize) -> Bytes {

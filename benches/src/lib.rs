@@ -15,7 +15,6 @@
 
 pub mod cpu;
 pub mod echo;
-pub mod http;
 pub mod load;
 pub mod machine;
 pub mod nats;

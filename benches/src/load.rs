@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::stats::{OpError, Tally};
@@ -52,20 +51,20 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn ok(op: &'static str, bytes: usize) -> Self {
-        Self {
-            op,
-            result: Ok(bytes),
-            done: None,
-            phases: Vec::new(),
-        }
+        Self::new(op, Ok(bytes))
     }
 
     pub fn err(op: &'static str, error: OpError) -> Self {
+        Self::new(op, Err(error))
+    }
+
+    fn new(op: &'static str, result: Result<usize, OpError>) -> Self {
+        let (done, phases) = (None, Vec::new());
         Self {
             op,
-            result: Err(error),
-            done: None,
-            phases: Vec::new(),
+            result,
+            done,
+            phases,
         }
     }
 }
@@ -136,12 +135,8 @@ pub struct RunStats {
 impl RunStats {
     /// Successful operations per second.
     pub fn throughput(&self) -> f64 {
-        let ok = self.tally.overall().ok();
-        if self.measured_s > 0.0 {
-            ok as f64 / self.measured_s
-        } else {
-            0.0
-        }
+        let ok = self.tally.overall().ok() as f64;
+        ok / self.measured_s.max(f64::MIN_POSITIVE)
     }
 }
 
@@ -213,6 +208,7 @@ async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Resu
     })
 }
 
+/// A request of the open loop: when it was due, when it was sent, and what it did.
 struct Finished {
     intended: Instant,
     sent: Instant,
@@ -229,28 +225,9 @@ async fn open<O: Operation>(
         bail!("--rate must be a positive number, got {rate}");
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
-    let collector = tokio::spawn(async move {
-        let mut tally = Tally::default();
-        let mut last_done: Option<Instant> = None;
-        while let Some(f) = rx.recv().await {
-            if f.intended < s.measure_start || f.intended >= s.end {
-                continue;
-            }
-            let done = f.outcome.done.unwrap_or(f.sent);
-            if f.outcome.result.is_ok() {
-                last_done = Some(last_done.map_or(done, |l| l.max(done)));
-            }
-            let lag = micros(f.sent.saturating_duration_since(f.intended));
-            tally.send_lag_us.saturating_record(lag.max(1));
-            record(&mut tally, f.outcome, f.intended, done);
-        }
-        (tally, last_done)
-    });
-
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut i: u64 = 0;
-    loop {
+    let (mut requests, mut dropped) = (JoinSet::new(), Vec::new());
+    for i in 0u64.. {
         let intended = s.start + interval.mul_f64(i as f64);
         if intended >= s.end {
             break;
@@ -260,63 +237,81 @@ async fn open<O: Operation>(
         }
         let sent = Instant::now();
         if in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            let outstanding = max_in_flight;
-            let dropped =
-                format!("{outstanding} requests outstanding: the generator dropped this one");
+            let message =
+                format!("{max_in_flight} requests outstanding: the generator dropped this one");
             let outcome = Outcome {
                 done: Some(sent),
-                ..Outcome::err(op.label(i), OpError::new("overload", dropped))
+                ..Outcome::err(op.label(i), OpError::new("overload", message))
             };
-            let _ = tx.send(Finished {
+            dropped.push(Finished {
                 intended,
                 sent,
                 outcome,
             });
-        } else {
-            in_flight.fetch_add(1, Ordering::Relaxed);
-            let (op, tx, in_flight) = (op.clone(), tx.clone(), in_flight.clone());
-            tokio::spawn(async move {
-                let sent = Instant::now();
-                let mut outcome = op.call(i).await;
-                outcome.done.get_or_insert_with(Instant::now);
-                in_flight.fetch_sub(1, Ordering::Relaxed);
-                let _ = tx.send(Finished {
-                    intended,
-                    sent,
-                    outcome,
-                });
-            });
+            continue;
         }
-        i += 1;
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (op, in_flight) = (op.clone(), in_flight.clone());
+        requests.spawn(async move {
+            let sent = Instant::now();
+            let mut outcome = op.call(i).await;
+            outcome.done.get_or_insert_with(Instant::now);
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            Finished {
+                intended,
+                sent,
+                outcome,
+            }
+        });
     }
-    drop(tx);
-    let (tally, last_done) = collector.await.context("open-loop collector panicked")?;
+    let mut finished = dropped;
+    while let Some(joined) = requests.join_next().await {
+        finished.push(joined.context("a request of the open loop panicked")?);
+    }
+    let (mut tally, mut last_done) = (Tally::default(), None::<Instant>);
+    for f in finished {
+        if f.intended < s.measure_start || f.intended >= s.end {
+            continue;
+        }
+        let done = f.outcome.done.unwrap_or(f.sent);
+        if f.outcome.result.is_ok() {
+            last_done = Some(last_done.map_or(done, |l| l.max(done)));
+        }
+        let lag = micros(f.sent.saturating_duration_since(f.intended));
+        tally.send_lag_us.record(lag);
+        record(&mut tally, f.outcome, f.intended, done);
+    }
     let window = s.measured().as_secs_f64();
-    let measured_s = last_done
-        .map(|l| l.saturating_duration_since(s.measure_start).as_secs_f64())
-        .map_or(window, |late| late.max(window));
+    let late = last_done.map(|l| l.saturating_duration_since(s.measure_start).as_secs_f64());
     Ok(RunStats {
         model: Model::Open { rate },
         schedule: s,
         tally,
-        measured_s,
+        measured_s: late.map_or(window, |late| late.max(window)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::Latency;
 
-    /// Answers after a fixed delay; every fifth request fails.
-    struct Sleepy(Duration);
+    /// Answers after `delay`, one at a time when `serial`; every fifth fails.
+    struct Sleepy {
+        delay: Duration,
+        serial: Option<tokio::sync::Mutex<()>>,
+    }
 
     impl Operation for Sleepy {
         async fn call(&self, seq: u64) -> Outcome {
-            tokio::time::sleep(self.0).await;
-            if seq % 5 == 4 {
-                Outcome::err("sleep", OpError::new("service_409", "conflict"))
-            } else {
-                Outcome::ok("sleep", 10)
+            let _one = match &self.serial {
+                Some(serial) => Some(serial.lock().await),
+                None => None,
+            };
+            tokio::time::sleep(self.delay).await;
+            match seq % 5 {
+                4 => Outcome::err("sleep", OpError::new("service_409", "conflict")),
+                _ => Outcome::ok("sleep", 10),
             }
         }
 
@@ -325,23 +320,34 @@ mod tests {
         }
     }
 
+    /// `op` answering after `delay_ms` under `model` for `measured_ms` (after
+    /// `warmup_ms`), with at most `max_in_flight` outstanding.
+    async fn load(delay_ms: u64, serial: bool, model: Model, max_in_flight: usize) -> RunStats {
+        let (delay, serial) = (
+            Duration::from_millis(delay_ms),
+            serial.then(Default::default),
+        );
+        let (warmup, measured) = match model {
+            Model::Closed { .. } => (100, 500),
+            Model::Open { .. } => (0, 300),
+        };
+        let s = Schedule::starting_now(
+            Duration::from_millis(warmup),
+            Duration::from_millis(measured),
+        );
+        let op = Arc::new(Sleepy { delay, serial });
+        run(op, model, s, max_in_flight).await.unwrap()
+    }
+
     #[tokio::test]
     async fn closed_loop_throughput_follows_concurrency_over_latency() {
-        let s = Schedule::starting_now(Duration::from_millis(100), Duration::from_millis(500));
-        let stats = run(
-            Arc::new(Sleepy(Duration::from_millis(10))),
-            Model::Closed { in_flight: 4 },
-            s,
-            20_000,
-        )
-        .await
-        .unwrap();
+        let stats = load(10, false, Model::Closed { in_flight: 4 }, 20_000).await;
         let all = stats.tally.overall();
         // 4 in flight / ~10 ms each ≈ 400/s, 80% of them successes.
         let rate = stats.throughput();
         assert!((60.0..=340.0).contains(&rate), "rate {rate}");
         assert!(all.error_count() > 0);
-        let l = crate::stats::Latency::from_histogram_us(&all.ok_us).unwrap();
+        let l = Latency::from_histogram_us(&all.ok_us).unwrap();
         assert!(l.p50 >= 10.0 && l.is_ordered(), "{l:?}");
     }
 
@@ -349,59 +355,24 @@ mod tests {
     async fn open_loop_counts_latency_from_the_intended_time() {
         // One request at a time can be served every 20 ms, but they are due
         // every 5 ms: a generator that waited for replies would hide this.
-        struct Serial(tokio::sync::Mutex<()>);
-        impl Operation for Serial {
-            async fn call(&self, _seq: u64) -> Outcome {
-                let _one = self.0.lock().await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                Outcome::ok("serial", 1)
-            }
-            fn label(&self, _seq: u64) -> &'static str {
-                "serial"
-            }
-        }
-        let s = Schedule::starting_now(Duration::ZERO, Duration::from_millis(300));
-        let stats = run(
-            Arc::new(Serial(tokio::sync::Mutex::new(()))),
-            Model::Open { rate: 200.0 },
-            s,
-            20_000,
-        )
-        .await
-        .unwrap();
+        let stats = load(20, true, Model::Open { rate: 200.0 }, 20_000).await;
         let all = stats.tally.overall();
-        assert_eq!(all.ok(), 60);
-        let l = crate::stats::Latency::from_histogram_us(&all.ok_us).unwrap();
+        assert_eq!(all.ok() + all.error_count(), 60);
+        let l = Latency::from_histogram_us(&all.ok_us).unwrap();
         // The last one waited for the 59 before it: about 60 × 20 ms − 300 ms.
         assert!(l.max > 800.0, "max {} ms", l.max);
         // Achieved rate is what the server managed (~50/s), not the offered 200/s.
         let rate = stats.throughput();
         assert!(rate < 80.0, "rate {rate}");
-        let lag = crate::stats::Latency::from_histogram_us(&stats.tally.send_lag_us).unwrap();
+        let lag = Latency::from_histogram_us(&stats.tally.send_lag_us).unwrap();
         assert!(lag.p99 < 50.0, "send lag {lag:?}");
     }
 
     #[tokio::test]
     async fn open_loop_drops_beyond_the_in_flight_limit() {
-        let s = Schedule::starting_now(Duration::ZERO, Duration::from_millis(200));
-        let stats = run(
-            Arc::new(Sleepy(Duration::from_millis(500))),
-            Model::Open { rate: 100.0 },
-            s,
-            5,
-        )
-        .await
-        .unwrap();
+        let stats = load(500, false, Model::Open { rate: 100.0 }, 5).await;
         let all = stats.tally.overall();
-        assert_eq!(all.ok() + all.error_count(), 20);
-        assert_eq!(all.errors.get("overload"), Some(&15));
-    }
-
-    #[test]
-    fn models_describe_themselves() {
-        assert_eq!(Model::Closed { in_flight: 64 }.describe(), "closed 64");
-        assert_eq!(Model::Open { rate: 500.0 }.key(), "r500");
-        let json = serde_json::to_string(&Model::Open { rate: 5.0 }).unwrap();
-        assert_eq!(json, r#"{"kind":"open","rate":5.0}"#);
+        assert_eq!(all.ok() + all.error_count(), 30);
+        assert_eq!(all.errors.get("overload"), Some(&25));
     }
 }

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use procfs::{CpuInfo, Current, Meminfo};
 use serde::{Deserialize, Serialize};
 
 /// The host (Linux: from /proc and /etc/os-release; other systems: what is known).
@@ -33,20 +34,24 @@ pub struct Versions {
     pub node: Option<String>,
 }
 
+/// This machine, as far as it can be known.
 pub fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let cpu_info = CpuInfo::current().ok();
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let pretty_name = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease");
     Machine {
-        cpu_model: cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".to_string()),
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        memory_bytes: mem_total_bytes(&meminfo).unwrap_or(0),
-        os: pretty_name(&os_release).unwrap_or_else(|| std::env::consts::OS.to_string()),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".to_string()),
+        cpu_model: (cpu_info.as_ref().and_then(|c| c.model_name(0)))
+            .unwrap_or("unknown")
+            .to_string(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_bytes: Meminfo::current().map_or(0, |m| m.mem_total),
+        os: pretty_name
+            .map_or(std::env::consts::OS, |n| n.trim_matches('"'))
+            .to_string(),
+        kernel: kernel.map_or("unknown".to_string(), |k| k.trim().to_string()),
         arch: std::env::consts::ARCH.to_string(),
     }
 }
@@ -57,10 +62,9 @@ pub fn versions(root: &Path) -> Versions {
     Versions {
         shop_bench: env!("CARGO_PKG_VERSION").to_string(),
         rustc: env!("SHOP_BENCH_RUSTC").to_string(),
-        nats_server: None,
         git_rev,
         git_dirty,
-        node: None,
+        ..Versions::default()
     }
 }
 
@@ -94,53 +98,17 @@ pub fn program_version(program: &Path) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
-fn cpu_model(cpuinfo: &str) -> Option<String> {
-    cpuinfo
-        .lines()
-        .find(|l| {
-            l.starts_with("model name") || l.starts_with("Model") || l.starts_with("Hardware")
-        })
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-}
-
-fn mem_total_bytes(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-fn pretty_name(os_release: &str) -> Option<String> {
-    os_release
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_proc_files() {
-        assert_eq!(
-            cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n").as_deref(),
-            Some("AMD EPYC 7B13")
-        );
-        assert_eq!(
-            mem_total_bytes("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
-            Some(24_576_000 * 1024)
-        );
-        assert_eq!(
-            pretty_name("NAME=\"Ubuntu\"\nPRETTY_NAME=\"Ubuntu 24.04 LTS\"\n").as_deref(),
-            Some("Ubuntu 24.04 LTS")
-        );
-    }
-
-    #[test]
     fn knows_this_machine_and_build() {
         let m = machine();
-        assert!(m.cores >= 1);
+        assert!(
+            m.cores >= 1 && m.memory_bytes > 0 && m.cpu_model != "unknown",
+            "{m:?}"
+        );
         let v = versions(&shop_process::workspace_root());
         assert!(v.rustc.starts_with("rustc "), "{}", v.rustc);
     }

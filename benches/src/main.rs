@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
 use shop_bench::load::Model;
 use shop_bench::results::{check_targets, ResultsFile, Settings};
-use shop_bench::scenarios::{self, parse_duration, reads, Options, Scenario, Target, ECHO_SUBJECT};
+use shop_bench::scenarios::{self, reads, Options, Scenario, Target, ECHO_SUBJECT};
 use shop_bench::stack::{JetStreamSync, Stack, StackConfig};
 use shop_bench::suite::{self, SuiteConfig, GATEWAY_CACHE_ENV};
 use shop_bench::{echo, nats, report, scaling, seed};
@@ -71,8 +72,6 @@ enum Command {
 enum ModelKind {
     Closed,
     Open,
-    #[value(skip)]
-    Default,
 }
 
 /// How a scenario is loaded.
@@ -94,21 +93,16 @@ struct LoadArgs {
 }
 
 impl LoadArgs {
+    /// The options of `scenario`, under the model the flags ask for.
     fn options(&self, scenario: Scenario) -> Result<Options> {
-        let kind = match (self.model, self.in_flight, self.rate) {
-            (Some(k), _, _) => k,
-            (None, Some(_), None) => ModelKind::Closed,
-            (None, None, Some(_)) => ModelKind::Open,
+        let model = match (self.model, self.in_flight, self.rate) {
+            (None, None, None) => scenario.default_model(),
             (None, Some(_), Some(_)) => bail!("--in-flight and --rate: choose one with --model"),
-            (None, None, None) => ModelKind::Default,
-        };
-        let model = match kind {
-            ModelKind::Default => scenario.default_model(),
-            ModelKind::Closed => Model::Closed {
-                in_flight: self.in_flight.unwrap_or(64),
+            (Some(ModelKind::Open), _, rate) | (None, None, rate) => Model::Open {
+                rate: rate.context("--model open needs --rate (arrivals per second)")?,
             },
-            ModelKind::Open => Model::Open {
-                rate: (self.rate).context("--model open needs --rate (arrivals per second)")?,
+            (Some(ModelKind::Closed), in_flight, _) | (None, in_flight, None) => Model::Closed {
+                in_flight: in_flight.unwrap_or(64),
             },
         };
         Ok(self.options.clone().with_model(model))
@@ -138,7 +132,7 @@ impl StackArgs {
             None => shop_process::bin_dir()?,
         };
         let logs_dir = self.logs_dir.clone().unwrap_or_else(|| {
-            let stamp = shop_bench::results::now_rfc3339().replace(':', "");
+            let stamp = shop_nats::clock::now_rfc3339().replace(':', "");
             shop_process::workspace_root()
                 .join("results/logs")
                 .join(stamp)
@@ -190,37 +184,8 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct SuiteArgs {
-    /// 2 s points after 0.5 s of warm-up: checks that everything works; the
-    /// figures mean little.
-    #[arg(long)]
-    quick: bool,
-    /// Only these scenarios (comma-separated; `scaling` for the scaling runs).
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
-    /// Measured time per point (default 10s, quick 2s).
-    #[arg(long, value_parser = parse_duration)]
-    duration: Option<Duration>,
-    /// Warm-up per point (default 2s, quick 500ms).
-    #[arg(long, value_parser = parse_duration)]
-    warmup: Option<Duration>,
-    /// Rounds of echo and product-get, alternated (default 2, quick 1).
-    #[arg(long)]
-    rounds: Option<usize>,
-    /// order-place arrival rates.
-    #[arg(long, value_delimiter = ',', default_value = "250,500")]
-    order_rates: Vec<f64>,
-    /// mixed arrival rate.
-    #[arg(long, default_value_t = 200.0)]
-    mixed_rate: f64,
-    /// Arrival rate of the open-loop product-get point.
-    #[arg(long, default_value_t = 10_000.0)]
-    read_rate: f64,
-    /// Instance counts of the scaling runs.
-    #[arg(long, default_value = "1,2,4")]
-    instances: String,
-    /// No wrk cross-check of gateway-get.
-    #[arg(long)]
-    no_wrk: bool,
+    #[command(flatten)]
+    config: SuiteConfig,
     /// Rewrite the generated tables of this markdown file (e.g. BENCHMARKS.md).
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -235,8 +200,8 @@ struct ScalingArgs {
     #[arg(value_enum)]
     scenario: Scenario,
     /// Instance counts, e.g. 1,2,4.
-    #[arg(long, default_value = "1,2,4")]
-    instances: String,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    instances: Vec<usize>,
     #[command(flatten)]
     load: LoadArgs,
     /// JetStream sync of the nats-server.
@@ -277,35 +242,24 @@ struct EchoArgs {
     reply_bytes: Option<usize>,
 }
 
-/// A results file for this command line, with the settings of `opts`.
-fn empty_file(opts: &Options, nats_url: Option<String>, rust_log: Option<String>) -> ResultsFile {
-    let in_flight = match opts.model {
-        Model::Closed { in_flight } => in_flight,
-        Model::Open { .. } => 0,
-    };
-    let extra = [
-        ("model", serde_json::json!(opts.model)),
-        ("rounds", serde_json::json!(opts.rounds)),
-        ("connections", serde_json::json!(opts.connections)),
-        ("products", serde_json::json!(opts.products)),
-    ];
-    let settings = Settings {
-        quick: false,
-        duration_s: opts.duration.as_secs_f64(),
-        warmup_s: opts.warmup.as_secs_f64(),
-        timeout_s: opts.timeout.as_secs_f64(),
-        in_flight,
-        nats_url,
-        services_rust_log: rust_log,
-        extra: extra.map(|(k, v)| (k.to_string(), v)).into_iter().collect(),
-    };
-    ResultsFile::new(suite::command_line(), settings)
-}
-
-/// The version of the nats-server at `url`, when it answers.
-async fn nats_version(url: &str) -> Option<String> {
+/// A results file for points run with `opts`; `spawned`: on a stack this
+/// program started (else against the system at `nats_url`).
+async fn empty_file(opts: &Options, stack: &Stack, spawned: bool) -> Result<ResultsFile> {
+    let mut settings = Settings::new(
+        opts,
+        [
+            ("model", json!(opts.model)),
+            ("rounds", json!(opts.rounds)),
+            ("products", json!(opts.products)),
+        ],
+    );
+    let url = stack.nats_url()?;
+    settings.nats_url = (!spawned).then(|| url.to_string());
+    settings.services_rust_log = spawned.then(|| stack.config.services_rust_log.clone());
+    let mut file = ResultsFile::new(settings);
     let client = nats::connect(url, "shop-bench-info", Duration::from_secs(5)).await;
-    client.ok().map(|c| c.server_info().version)
+    file.versions.nats_server = client.ok().map(|c| c.server_info().version);
+    Ok(file)
 }
 
 /// Prints the file, writes it, and compares it, as the output arguments ask.
@@ -331,85 +285,46 @@ fn finish(file: &mut ResultsFile, output: &OutputArgs, markdown: Option<&Path>) 
     Ok(())
 }
 
-/// Starts a stack for one scenario: nats-server, its services (`instances` of
-/// the main one), the echo responder or the gateway when it needs them.
-async fn spawn_for(scenario: Scenario, args: &RunArgs, opts: &Options) -> Result<(Stack, Target)> {
-    let mut stack = Stack::new(args.stack.config()?)?;
-    let url = stack.start_nats(args.sync).await?;
+/// Starts nats-server and what `scenario` needs on `stack`: its services
+/// (`instances` of the main one, the others once), the echo responder or the
+/// gateway; returns what to run it against.
+async fn spawn_for(
+    stack: &mut Stack,
+    scenario: Scenario,
+    sync: JetStreamSync,
+    instances: usize,
+    opts: &Options,
+) -> Result<Target> {
+    stack.start_nats(sync).await?;
     let main = (scenario.scaled_service()).or(scenario.services().first().copied());
     for service in scenario.services() {
-        let n = if Some(*service) == main {
-            args.instances.max(1)
-        } else {
-            1
-        };
+        let n = if Some(*service) == main { instances } else { 1 };
         for _ in 0..n {
             stack.start_service(service, &[]).await?;
         }
     }
-    let mut http_url = None;
+    let mut target = stack.target(main.map(|m| stack.count(m)))?;
     match scenario {
-        Scenario::Echo => {
-            let reply_bytes = echo_reply_size(&url, opts.timeout).await;
-            stack.start_echo(ECHO_SUBJECT, reply_bytes).await?;
-        }
+        Scenario::Echo => start_echo(stack, opts).await?,
         Scenario::GatewayGet => {
             let uncached = opts.variant.as_deref() == Some("uncached");
             let cache = [(GATEWAY_CACHE_ENV, if uncached { "off" } else { "on" })];
             let base = stack.start_gateway("gateway", &cache).await?;
-            http_url = Some(format!("{base}{}", scenarios::gateway_get::PRODUCT_PATH));
+            target.http_url = Some(format!("{base}{}", scenarios::gateway_get::PRODUCT_PATH));
         }
         _ => {}
     }
-    let target = Target {
-        http_url,
-        ..stack.target(main.map(|m| stack.count(m)))?
-    };
-    Ok((stack, target))
+    target.watched = stack.watched();
+    Ok(target)
 }
 
-/// The size of a seeded product's reply (so echo moves as many bytes), or 216.
-async fn echo_reply_size(url: &str, timeout: Duration) -> usize {
-    let Ok(client) = nats::connect(url, "shop-bench-probe", timeout).await else {
-        return 216;
-    };
+/// Starts the echo responder, replying as many bytes as a seeded product's
+/// reply (216 when there is no product service to ask).
+async fn start_echo(stack: &mut Stack, opts: &Options) -> Result<()> {
+    let client = nats::connect(stack.nats_url()?, "shop-bench-probe", opts.timeout).await?;
     let json = shop_nats::Encoding::Json;
-    let probe = reads::probe(&client, &seed::read_id(0), json, timeout).await;
-    probe.unwrap_or(216)
-}
-
-async fn run_command(args: RunArgs) -> Result<()> {
-    let opts = args.load.options(args.scenario)?;
-    let (mut stack, target) = if args.spawn {
-        let (stack, target) = spawn_for(args.scenario, &args, &opts).await?;
-        (Some(stack), target)
-    } else {
-        let mut target = Target {
-            nats_url: args.nats_url.clone(),
-            http_url: Some(args.url.clone()),
-            ..Target::default()
-        };
-        let mut stack = None;
-        if args.scenario == Scenario::Echo && !answers(&args.nats_url, ECHO_SUBJECT).await? {
-            let mut s = Stack::new(args.stack.config()?)?;
-            s.use_nats(&args.nats_url);
-            let reply_bytes = echo_reply_size(&args.nats_url, opts.timeout).await;
-            s.start_echo(ECHO_SUBJECT, reply_bytes).await?;
-            target.watched = s.watched();
-            stack = Some(s);
-        }
-        (stack, target)
-    };
-    let nats_url = (!args.spawn).then(|| args.nats_url.clone());
-    let rust_log = stack.as_ref().map(|s| s.config.services_rust_log.clone());
-    let mut file = empty_file(&opts, nats_url, rust_log);
-    file.versions.nats_server = nats_version(&target.nats_url).await;
-    let result = scenarios::run(args.scenario, &target, &opts).await;
-    if let Some(s) = stack.as_mut() {
-        s.stop().await;
-    }
-    file.results.push(result?);
-    finish(&mut file, &args.output, None)
+    let probe = reads::probe(&client, &seed::read_id(0), json, opts.timeout).await;
+    stack.start_echo(ECHO_SUBJECT, probe.unwrap_or(216)).await
 }
 
 /// Whether anything answers requests on `subject`.
@@ -422,63 +337,68 @@ async fn answers(url: &str, subject: &str) -> Result<bool> {
     }
 }
 
-async fn suite_command(args: SuiteArgs) -> Result<bool> {
-    let mut cfg = SuiteConfig::standard(args.stack.config()?, args.quick);
-    cfg.duration = args.duration.unwrap_or(cfg.duration);
-    cfg.warmup = args.warmup.unwrap_or(cfg.warmup);
-    cfg.rounds = args.rounds.map_or(cfg.rounds, |r| r.max(1));
-    cfg.order_rates = args.order_rates.clone();
-    cfg.mixed_rate = args.mixed_rate;
-    cfg.read_rate = args.read_rate;
-    cfg.instances = scaling::parse_counts(&args.instances)?;
-    cfg.wrk = !args.no_wrk;
-    cfg.only = args.only.clone();
-    for name in &cfg.only {
-        if name != "scaling" && !Scenario::ALL.iter().any(|s| s.name() == name) {
-            bail!("--only {name}: not a scenario (or `scaling`)");
+async fn run_command(args: RunArgs) -> Result<()> {
+    let opts = args.load.options(args.scenario)?;
+    let mut stack = Stack::new(args.stack.config()?)?;
+    let target = if args.spawn {
+        let instances = args.instances.max(1);
+        spawn_for(&mut stack, args.scenario, args.sync, instances, &opts).await?
+    } else {
+        stack.use_nats(&args.nats_url);
+        if args.scenario == Scenario::Echo && !answers(&args.nats_url, ECHO_SUBJECT).await? {
+            start_echo(&mut stack, &opts).await?;
         }
-    }
+        let http_url = Some(args.url.clone());
+        Target {
+            http_url,
+            ..stack.target(None)?
+        }
+    };
+    let mut file = empty_file(&opts, &stack, args.spawn).await?;
+    let result = scenarios::run(args.scenario, &target, &opts).await;
+    stack.stop().await;
+    file.results.push(result?);
+    finish(&mut file, &args.output, None)
+}
+
+async fn suite_command(args: SuiteArgs) -> Result<bool> {
+    let stack = args.stack.config()?;
+    let opts = args.config.options(Model::Closed { in_flight: 64 });
     eprintln!(
         "suite: {} s per point after {} s warm-up; logs in {}",
-        cfg.duration.as_secs_f64(),
-        cfg.warmup.as_secs_f64(),
-        cfg.stack.logs_dir.display()
+        opts.duration.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
+        stack.logs_dir.display()
     );
-    let (mut file, failures) = suite::run(&cfg).await?;
+    let (mut file, failures) = suite::run(&args.config, &stack).await?;
     finish(&mut file, &args.output, args.markdown.as_deref())?;
     if !failures.is_empty() {
         eprintln!("suite: {} point(s) failed:", failures.len());
-        for f in &failures {
-            eprintln!("  {f}");
-        }
+        failures.iter().for_each(|f| eprintln!("  {f}"));
     }
     Ok(failures.is_empty())
 }
 
 async fn scaling_command(args: ScalingArgs) -> Result<()> {
-    let Some(service) = args.scenario.scaled_service() else {
+    if args.scenario.scaled_service().is_none() {
         bail!(
             "{} has no single service to scale (use product-get, product-list, stock-contention or order-place)",
             args.scenario.name()
         );
-    };
-    let counts = scaling::parse_counts(&args.instances)?;
+    }
     let opts = args.load.options(args.scenario)?;
     let mut stack = Stack::new(args.stack.config()?)?;
-    let url = stack.start_nats(args.sync).await?;
-    for other in args.scenario.services().iter().filter(|s| **s != service) {
-        stack.start_service(other, &[]).await?;
-    }
-    let rust_log = Some(stack.config.services_rust_log.clone());
-    let mut file = empty_file(&opts, None, rust_log);
-    file.versions.nats_server = nats_version(&url).await;
+    spawn_for(&mut stack, args.scenario, args.sync, 0, &opts).await?;
+    let mut file = empty_file(&opts, &stack, true).await?;
     let plans = [(args.scenario, opts)];
-    let runs = scaling::run_on(&mut stack, &plans, &counts, |what| eprintln!("{what}")).await;
+    let counts = &args.instances;
+    let runs = scaling::run_on(&mut stack, &plans, counts, |what| eprintln!("{what}")).await;
     stack.stop().await;
     file.scaling = runs?;
     finish(&mut file, &args.output, None)
 }
 
+/// Runs `command`; `Ok(false)` when it ran but something in it failed.
 async fn main_command(command: Command) -> Result<bool> {
     match command {
         Command::Run(a) => run_command(a).await.map(|()| true),

@@ -5,7 +5,8 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use async_nats::{Client, ConnectOptions, HeaderMap, Message, RequestError, RequestErrorKind};
+use async_nats::{Client, ConnectOptions, Message, RequestError, RequestErrorKind};
+use shop_nats::ServiceError;
 
 use crate::stats::OpError;
 
@@ -42,39 +43,24 @@ pub async fn connect(url: &str, name: &str, request_timeout: Duration) -> Result
         .with_context(|| format!("connecting to NATS at {url}"))
 }
 
-/// A service error carried in reply headers (`Nats-Service-Error-Code`,
-/// `Nats-Service-Error`): (code, description).
-pub fn service_error(headers: Option<&HeaderMap>) -> Option<(String, String)> {
-    let headers = headers?;
-    let code = headers.get("Nats-Service-Error-Code")?.as_str().to_owned();
-    let description = headers
-        .get("Nats-Service-Error")
-        .map(|v| v.as_str().to_owned());
-    Some((code, description.unwrap_or_default()))
-}
-
-/// Stable short name for a request error kind (used as a counter key).
-pub fn request_error_kind(kind: RequestErrorKind) -> &'static str {
-    match kind {
-        RequestErrorKind::TimedOut => "timeout",
-        RequestErrorKind::NoResponders => "no_responders",
-        RequestErrorKind::InvalidSubject => "invalid_subject",
-        RequestErrorKind::MaxPayloadExceeded => "max_payload_exceeded",
-        RequestErrorKind::Other => "request_failed",
-    }
-}
-
 /// A reply as the outcome of a request: the message, or the error it carries
 /// (`service_<code>` from the error headers, or the request error's kind).
 pub fn reply_outcome(result: Result<Message, RequestError>) -> Result<Message, OpError> {
-    match result {
-        Ok(reply) => match service_error(reply.headers.as_ref()) {
-            None => Ok(reply),
-            Some((code, description)) => Err(OpError::new(
-                format!("service_{code}"),
-                format!("service error {code}: {description}"),
-            )),
-        },
-        Err(e) => Err(OpError::new(request_error_kind(e.kind()), e.to_string())),
+    let reply = result.map_err(|e| {
+        let kind = match e.kind() {
+            RequestErrorKind::TimedOut => "timeout",
+            RequestErrorKind::NoResponders => "no_responders",
+            RequestErrorKind::InvalidSubject => "invalid_subject",
+            RequestErrorKind::MaxPayloadExceeded => "max_payload_exceeded",
+            RequestErrorKind::Other => "request_failed",
+        };
+        OpError::new(kind, e.to_string())
+    })?;
+    match ServiceError::from_reply(reply.headers.as_ref(), &reply.payload) {
+        None => Ok(reply),
+        Some(ServiceError { code, message }) => Err(OpError::new(
+            format!("service_{code}"),
+            format!("service error {code}: {message}"),
+        )),
     }
 }

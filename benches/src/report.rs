@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cpu::{CpuUse, MACHINE_BUSY, MACHINE_STOLEN};
 use crate::load::Model;
-use crate::results::{ResultsFile, ScalingRun, ScenarioResult};
+use crate::results::{ResultsFile, ScalingPoint, ScalingRun, ScenarioResult};
 use crate::stats::{fmt_ms, fmt_rate, fmt_secs, Latency};
 
 /// A table rendered as aligned text or as markdown.
@@ -83,10 +83,6 @@ impl Table {
     }
 }
 
-fn opt_ms(l: &Option<Latency>, f: fn(&Latency) -> f64) -> String {
-    l.as_ref().map_or("-".to_string(), |l| fmt_ms(f(l)))
-}
-
 /// The first ten characters of a git revision, or `?`.
 fn short_rev(rev: &Option<String>) -> &str {
     rev.as_deref().map_or("?", |r| &r[..r.len().min(10)])
@@ -111,34 +107,28 @@ pub fn cpu_summary(cpu: &[CpuUse]) -> String {
     text
 }
 
-/// The echo result a closed-loop point is measured against: the same
-/// concurrency (open-loop points run at a chosen rate, so no ratio).
-pub fn echo_baseline<'a>(file: &'a ResultsFile, r: &ScenarioResult) -> Option<&'a ScenarioResult> {
-    let closed = matches!(r.model, Model::Closed { .. });
-    let mut echoes = file
-        .results
-        .iter()
-        .filter(|e| closed && e.scenario == "echo");
-    echoes.find(|e| e.model == r.model)
-}
-
 /// The percentile columns every latency table shows.
 const LATENCY_COLUMNS: &str = ">p50 ms|>p90 ms|>p99 ms|>p99.9 ms|>max ms";
 
 /// The cells of the [`LATENCY_COLUMNS`].
 fn latency_cells(l: &Option<Latency>) -> [String; 5] {
-    let fields: [fn(&Latency) -> f64; 5] =
-        [|l| l.p50, |l| l.p90, |l| l.p99, |l| l.p99_9, |l| l.max];
-    fields.map(|f| opt_ms(l, f))
+    let ms = |i: usize| l.map_or("-".to_string(), |l| fmt_ms(l.percentiles()[i]));
+    [0, 1, 2, 3, 4].map(ms)
 }
 
-/// Every point of a file: throughput, percentiles, errors, ratio to echo.
+/// Every point of a file: throughput, percentiles, errors, and (closed loop)
+/// the ratio to echo at the same concurrency.
 pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
     let mut t = Table::new(&format!(
         "scenario|variant|load|>ok/s|{LATENCY_COLUMNS}|>errors|>vs echo"
     ));
     for r in results {
-        let vs_echo = match echo_baseline(file, r) {
+        let closed = matches!(r.model, Model::Closed { .. });
+        let mut echoes = file
+            .results
+            .iter()
+            .filter(|e| closed && e.scenario == "echo");
+        let vs_echo = match echoes.find(|e| e.model == r.model) {
             Some(e) if e.key != r.key && e.throughput_per_s > 0.0 => {
                 format!("{:.0}%", r.throughput_per_s / e.throughput_per_s * 100.0)
             }
@@ -150,11 +140,12 @@ pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
         };
         let mut variant: Vec<String> = r.variant.iter().cloned().collect();
         variant.extend(r.instances.filter(|n| *n > 1).map(|n| format!("×{n}")));
+        let rate = fmt_rate(r.throughput_per_s);
         let mut row = vec![
             r.scenario.clone(),
             variant.join(" "),
             r.model.describe(),
-            fmt_rate(r.throughput_per_s),
+            rate,
         ];
         row.extend(latency_cells(&r.latency_ms));
         row.extend([errors, vs_echo]);
@@ -181,13 +172,14 @@ pub fn scaling_table(run: &ScalingRun) -> Table {
     let mut t =
         Table::new(">instances|>ok/s|>speedup|>efficiency|>p50 ms|>p99 ms|>errors|CPU (cores)");
     for p in &run.points {
+        let [p50, _, p99, _, _] = latency_cells(&p.latency_ms);
         t.row(vec![
             p.instances.to_string(),
             fmt_rate(p.throughput_per_s),
             format!("{:.2}×", p.speedup),
             format!("{:.0}%", p.efficiency * 100.0),
-            opt_ms(&p.latency_ms, |l| l.p50),
-            opt_ms(&p.latency_ms, |l| l.p99),
+            p50,
+            p99,
             p.errors.to_string(),
             cpu_summary(&p.cpu),
         ]);
@@ -195,6 +187,7 @@ pub fn scaling_table(run: &ScalingRun) -> Table {
     t
 }
 
+/// The targets: wanted, measured, met.
 pub fn targets_table(file: &ResultsFile) -> Table {
     let mut t = Table::new("target|wanted|measured|met");
     for c in &file.targets {
@@ -213,99 +206,44 @@ pub fn targets_table(file: &ResultsFile) -> Table {
     t
 }
 
-/// The lines after the results table: CPU, send lag, checks, extra figures
-/// and errors of each point.
-fn details(r: &ScenarioResult) -> Vec<String> {
-    let key = &r.key;
-    let mut lines = Vec::new();
-    if !r.cpu.is_empty() {
-        lines.push(format!("{key}: CPU {}", cpu_summary(&r.cpu)));
-    }
-    if let Some(lag) = &r.send_lag_ms {
-        let (p99, max) = (fmt_ms(lag.p99), fmt_ms(lag.max));
-        lines.push(format!(
-            "{key}: generator send lag p99 {p99} ms, max {max} ms"
-        ));
-    }
-    for c in &r.checks {
-        let outcome = if c.passed { "ok" } else { "FAILED" };
-        lines.push(format!("{key}: check {} {outcome}: {}", c.name, c.detail));
-    }
-    for (k, v) in &r.extra {
-        lines.push(format!("{key}: {k} = {}", fmt_rate(*v)));
-    }
-    if r.errors > 0 {
-        let first = r.first_error.as_deref().unwrap_or("-");
-        lines.push(format!("{key}: errors {:?}, first: {first}", r.error_kinds));
-    }
-    lines
+/// The measured phases of a point with their latency.
+fn phases(r: &ScenarioResult) -> impl Iterator<Item = (&String, Latency)> {
+    r.phases
+        .iter()
+        .filter_map(|p| Some((&p.name, p.latency_ms?)))
 }
 
 /// The whole file for the terminal: settings line, results, breakdowns,
 /// checks, scaling, targets, notes.
 pub fn report_text(file: &ResultsFile) -> String {
-    let (v, m) = (&file.versions, &file.machine);
-    let mut out = format!(
-        "shop-bench {} | {} | git {}{} | nats-server {} | {} ({} cores, {:.1} GiB) | {} {}\n\n",
-        v.shop_bench,
-        v.rustc,
-        short_rev(&v.git_rev),
-        if v.git_dirty == Some(true) {
-            "+dirty"
-        } else {
-            ""
-        },
-        v.nats_server.as_deref().unwrap_or("?"),
-        m.cpu_model,
-        m.cores,
-        m.memory_bytes as f64 / (1u64 << 30) as f64,
-        m.os,
-        m.kernel,
-    );
+    let mut out = run_section(file) + "\n";
     let all: Vec<&ScenarioResult> = file.results.iter().collect();
     if !all.is_empty() {
         out.push_str(&results_table(file, &all).text());
     }
-    for r in &file.results {
-        if !r.ops.is_empty() {
-            let _ = writeln!(out, "\n{} ({}): per operation", r.key, r.model.describe());
-            out.push_str(&ops_table(r).text());
-        }
-        for (name, l) in r
-            .phases
-            .iter()
-            .filter_map(|p| Some((&p.name, p.latency_ms?)))
-        {
-            let (p50, p99, max) = (fmt_ms(l.p50), fmt_ms(l.p99), fmt_ms(l.max));
-            let _ = writeln!(
-                out,
-                "{}: {name} p50 {p50} ms, p99 {p99} ms, max {max} ms",
-                r.key
-            );
-        }
+    for r in all.iter().filter(|r| !r.ops.is_empty()) {
+        let _ = writeln!(out, "\n{} ({}): per operation", r.key, r.model.describe());
+        out.push_str(&ops_table(r).text());
     }
-    let details: Vec<String> = file.results.iter().flat_map(details).collect();
-    if !details.is_empty() {
-        out.push('\n');
-        details
-            .iter()
-            .for_each(|l| out.push_str(&(l.clone() + "\n")));
+    let extra = extra_lines(&all);
+    if !extra.is_empty() {
+        let _ = write!(out, "\n{extra}");
+    }
+    let cpu = cpu_table(file);
+    if !cpu.rows.is_empty() {
+        let _ = write!(out, "\n{}", cpu.text());
     }
     for run in &file.scaling {
-        let _ = writeln!(
-            out,
-            "\nscaling {}, instances of {}:",
-            run.title(),
-            run.service
-        );
+        let (title, service) = (run.title(), &run.service);
+        let _ = writeln!(out, "\nscaling {title}, instances of {service}:");
         out.push_str(&scaling_table(run).text());
     }
     if file.targets.iter().any(|t| t.met.is_some()) {
-        out.push_str(&format!("\ntargets:\n{}", targets_table(file).text()));
+        let _ = write!(out, "\ntargets:\n{}", targets_table(file).text());
     }
     file.notes
         .iter()
-        .for_each(|n| out.push_str(&format!("note: {n}\n")));
+        .for_each(|n| _ = writeln!(out, "note: {n}"));
     out
 }
 
@@ -320,31 +258,31 @@ fn ratio(new: Option<f64>, old: Option<f64>) -> String {
 }
 
 /// The figures of one point that are compared: throughput, latency, errors.
-type Figures<'a> = (f64, &'a Option<Latency>, u64);
+type Figures = (f64, Option<Latency>, u64);
 
-fn row(
-    key: String,
-    (new_rate, n, new_errors): Figures,
-    (old_rate, o, old_errors): Figures,
-) -> Vec<String> {
-    let get = |l: &Option<Latency>, f: fn(&Latency) -> f64| l.as_ref().map(f);
-    let both = |f: fn(&Latency) -> f64| (get(n, f), get(o, f));
+/// One row of the comparison: old and new figures, and their ratios.
+fn compare_row(key: String, new: Figures, old: Figures) -> Vec<String> {
+    let (n, o) = (
+        new.1.map(|l| l.percentiles()),
+        old.1.map(|l| l.percentiles()),
+    );
+    let (get_n, get_o) = (|i: usize| n.map(|p| p[i]), |i: usize| o.map(|p| p[i]));
     let ms = |v: Option<f64>| v.map_or("-".to_string(), fmt_ms);
-    let change = |f: fn(&Latency) -> f64| format!("{} → {}", ms(both(f).1), ms(both(f).0));
-    let times = |f: fn(&Latency) -> f64| ratio(both(f).0, both(f).1);
+    let change = |i: usize| format!("{} → {}", ms(get_o(i)), ms(get_n(i)));
+    let times = |i: usize| ratio(get_n(i), get_o(i));
     vec![
         key,
-        fmt_rate(old_rate),
-        fmt_rate(new_rate),
-        ratio(Some(new_rate), Some(old_rate)),
-        change(|l| l.p50),
-        times(|l| l.p50),
-        times(|l| l.p90),
-        change(|l| l.p99),
-        times(|l| l.p99),
-        times(|l| l.p99_9),
-        times(|l| l.max),
-        format!("{old_errors} → {new_errors}"),
+        fmt_rate(old.0),
+        fmt_rate(new.0),
+        ratio(Some(new.0), Some(old.0)),
+        change(0),
+        times(0),
+        times(1),
+        change(2),
+        times(2),
+        times(3),
+        times(4),
+        format!("{} → {}", old.2, new.2),
     ]
 }
 
@@ -354,12 +292,10 @@ pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
         "point|>ok/s old|>ok/s new|>ok/s ×|>p50 ms|>p50 ×|>p90 ×|>p99 ms|>p99 ×|>p99.9 ×|>max ×|>errors",
     );
     let mut notes = Vec::new();
-    fn figures(r: &ScenarioResult) -> Figures<'_> {
-        (r.throughput_per_s, &r.latency_ms, r.errors)
-    }
+    let figures = |r: &ScenarioResult| (r.throughput_per_s, r.latency_ms, r.errors);
     for r in &new.results {
         match old.result(&r.key) {
-            Some(o) => t.row(row(r.key.clone(), figures(r), figures(o))),
+            Some(o) => t.row(compare_row(r.key.clone(), figures(r), figures(o))),
             None => notes.push(format!("{}: not in the old file", r.key)),
         }
     }
@@ -378,18 +314,10 @@ pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
             let Some(op) = old_run.points.iter().find(|o| o.instances == p.instances) else {
                 continue;
             };
-            let key = format!(
-                "scaling {} {} ×{}",
-                run.scenario,
-                run.model.key(),
-                p.instances
-            );
-            let new_figures = (p.throughput_per_s, &p.latency_ms, p.errors);
-            t.row(row(
-                key,
-                new_figures,
-                (op.throughput_per_s, &op.latency_ms, op.errors),
-            ));
+            let (scenario, model, n) = (&run.scenario, run.model.key(), p.instances);
+            let key = format!("scaling {scenario} {model} ×{n}");
+            let figures = |p: &ScalingPoint| (p.throughput_per_s, p.latency_ms, p.errors);
+            t.row(compare_row(key, figures(p), figures(op)));
         }
     }
     let (n, o) = (&new.machine, &old.machine);
@@ -418,9 +346,7 @@ pub fn compare_text(new: &ResultsFile, old: &ResultsFile) -> String {
         short_rev(&old.versions.git_rev),
         t.text()
     );
-    notes
-        .iter()
-        .for_each(|n| out.push_str(&format!("note: {n}\n")));
+    notes.iter().for_each(|n| _ = writeln!(out, "note: {n}"));
     out
 }
 
@@ -429,7 +355,12 @@ pub fn compare_text(new: &ResultsFile, old: &ResultsFile) -> String {
 const END: &str = "<!-- /bench -->";
 const START_PREFIX: &str = "<!-- bench:";
 
-fn not_measured(file: &ResultsFile, about: &str) -> String {
+/// `table` as markdown, or that nothing was measured (with the notes that
+/// mention `about`, which say why).
+fn or_not_measured(file: &ResultsFile, table: Option<Table>, about: &str) -> String {
+    if let Some(t) = table.filter(|t| !t.rows.is_empty()) {
+        return t.markdown();
+    }
     let mut out = "_Not measured in this run._\n".to_string();
     for n in file.notes.iter().filter(|n| n.contains(about)) {
         let _ = write!(out, "\n_{n}_\n");
@@ -449,10 +380,9 @@ fn run_section(file: &ResultsFile) -> String {
         file.created_at,
         command,
         short_rev(&v.git_rev),
-        if v.git_dirty == Some(true) {
-            " (with uncommitted changes)"
-        } else {
-            ""
+        match v.git_dirty {
+            Some(true) => " (with uncommitted changes)",
+            _ => "",
         },
         v.rustc,
         v.nats_server.as_deref().unwrap_or("?"),
@@ -486,25 +416,25 @@ fn extra_lines(results: &[&ScenarioResult]) -> String {
         for (k, v) in &r.extra {
             let _ = writeln!(out, "- {key}: {k} = {}", fmt_rate(*v));
         }
-        for (name, l) in r
-            .phases
-            .iter()
-            .filter_map(|p| Some((&p.name, p.latency_ms?)))
-        {
-            let (p50, p90, p99, max) = (fmt_ms(l.p50), fmt_ms(l.p90), fmt_ms(l.p99), fmt_ms(l.max));
+        for (name, l) in phases(r) {
+            let [p50, p90, p99, _, max] = l.percentiles().map(fmt_ms);
             let _ = writeln!(
                 out,
                 "- {key}: {name} p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms"
             );
         }
+        if let Some(lag) = &r.send_lag_ms {
+            let (p99, max) = (fmt_ms(lag.p99), fmt_ms(lag.max));
+            let _ = writeln!(
+                out,
+                "- {key}: generator send lag p99 {p99} ms, max {max} ms"
+            );
+        }
         if r.errors > 0 {
-            let kinds: Vec<String> = r
-                .error_kinds
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
+            let kinds = r.error_kinds.iter().map(|(k, n)| format!("{k} {n}"));
+            let kinds = kinds.collect::<Vec<_>>().join(", ");
             let first = r.first_error.as_deref().unwrap_or("-").replace('|', "/");
-            let _ = writeln!(out, "- {key}: errors {}; first: {first}", kinds.join(", "));
+            let _ = writeln!(out, "- {key}: errors {kinds}; first: {first}");
         }
     }
     out
@@ -517,87 +447,71 @@ fn table_section(file: &ResultsFile, scenarios: &[&str], about: &str) -> String 
         .filter(|r| scenarios.contains(&r.scenario.as_str()))
         .collect();
     if results.is_empty() {
-        return not_measured(file, about);
+        return or_not_measured(file, None, about);
     }
     let mut out = results_table(file, &results).markdown();
     for r in results.iter().filter(|r| r.scenario == "mixed") {
-        let _ = write!(
-            out,
-            "\nPer operation ({}, {}):\n\n",
-            r.key,
-            r.model.describe()
-        );
+        let (key, model) = (&r.key, r.model.describe());
+        let _ = write!(out, "\nPer operation ({key}, {model}):\n\n");
         out.push_str(&ops_table(r).markdown());
     }
     let extra = extra_lines(&results);
     if !extra.is_empty() {
-        out.push('\n');
-        out.push_str(&extra);
+        let _ = write!(out, "\n{extra}");
     }
     out
 }
 
 fn scaling_section(file: &ResultsFile) -> String {
     if file.scaling.is_empty() {
-        return not_measured(file, "scaling");
+        return or_not_measured(file, None, "scaling");
     }
     let runs = file.scaling.iter().map(|run| {
-        let title = format!(
-            "{}, instances of `{}` in one queue group:\n\n",
-            run.title(),
-            run.service
-        );
+        let (title, service) = (run.title(), &run.service);
+        let title = format!("{title}, instances of `{service}` in one queue group:\n\n");
         title + &scaling_table(run).markdown()
     });
     runs.collect::<Vec<_>>().join("\n")
 }
 
-fn cpu_section(file: &ResultsFile) -> String {
+/// The CPU each point used, by role.
+fn cpu_table(file: &ResultsFile) -> Table {
     let mut t = Table::new("point|CPU used, cores");
     for r in file.results.iter().filter(|r| !r.cpu.is_empty()) {
         t.row(vec![r.key.clone(), cpu_summary(&r.cpu)]);
     }
-    match t.rows.is_empty() {
-        true => not_measured(file, "cpu"),
-        false => t.markdown(),
-    }
+    t
 }
+
+/// The sections of results tables by scenario: name, scenarios, and what
+/// the notes of a run that skipped them mention.
+const TABLE_SECTIONS: [(&str, &[&str], &str); 5] = [
+    ("reads", &["echo", "product-get", "product-list"], "product"),
+    (
+        "stock-contention",
+        &["stock-contention"],
+        "stock-contention",
+    ),
+    ("gateway-get", &["gateway-get"], "gateway"),
+    ("order-place", &["order-place"], "order-place"),
+    ("mixed", &["mixed"], "mixed"),
+];
 
 /// Every section's generated text.
 pub fn sections(file: &ResultsFile) -> BTreeMap<&'static str, String> {
     let all: Vec<&ScenarioResult> = file.results.iter().collect();
-    let targets = match file.targets.is_empty() {
-        true => not_measured(file, "target"),
-        false => targets_table(file).markdown(),
-    };
-    let results = match all.is_empty() {
-        true => not_measured(file, "results"),
-        false => results_table(file, &all).markdown(),
-    };
-    BTreeMap::from([
+    let (targets, results) = (targets_table(file), results_table(file, &all));
+    let mut sections = BTreeMap::from([
         ("run", run_section(file)),
-        ("targets", targets),
-        ("results", results),
-        (
-            "reads",
-            table_section(file, &["echo", "product-get", "product-list"], "product"),
-        ),
-        (
-            "stock-contention",
-            table_section(file, &["stock-contention"], "stock-contention"),
-        ),
-        (
-            "gateway-get",
-            table_section(file, &["gateway-get"], "gateway"),
-        ),
-        (
-            "order-place",
-            table_section(file, &["order-place"], "order-place"),
-        ),
-        ("mixed", table_section(file, &["mixed"], "mixed")),
+        ("targets", or_not_measured(file, Some(targets), "target")),
+        ("results", or_not_measured(file, Some(results), "results")),
         ("scaling", scaling_section(file)),
-        ("cpu", cpu_section(file)),
-    ])
+        ("cpu", or_not_measured(file, Some(cpu_table(file)), "cpu")),
+    ]);
+    for (name, scenarios, about) in TABLE_SECTIONS {
+        sections.insert(name, table_section(file, scenarios, about));
+    }
+    sections
 }
 
 /// `doc` with every known marked block replaced; also returns the names replaced.
@@ -646,92 +560,14 @@ pub fn update(path: &Path, file: &ResultsFile) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::tests::run_stats;
-    use crate::results::{Meta, Settings};
 
-    #[test]
-    fn tables_align_and_escape() {
-        let mut t = Table::new("name|>n");
-        t.row(vec!["a|b".into(), "1".into()]);
-        t.row(vec!["long name".into(), "1,000".into()]);
-        assert_eq!(
-            t.text(),
-            "name           n\n---------  -----\na|b            1\nlong name  1,000\n"
-        );
-        assert_eq!(
-            t.markdown(),
-            "| name | n |\n|---|---:|\n| a\\|b | 1 |\n| long name | 1,000 |\n"
-        );
-    }
-
-    fn file(points: &[(&str, u64)]) -> ResultsFile {
-        let point = |(scenario, us): &(&str, u64)| {
-            // 2 s window: 4 requests = 2/s.
-            let run = run_stats(Model::Closed { in_flight: 64 }, &[("op", *us); 4], 0);
-            ScenarioResult::from_runs(Meta::new(scenario, None, "x"), &[run], Vec::new()).unwrap()
-        };
-        ResultsFile {
-            results: points.iter().map(point).collect(),
-            ..ResultsFile::new("suite".into(), Settings::default())
-        }
-    }
-
-    #[test]
-    fn ratios_are_new_over_old() {
-        let old = file(&[("echo", 2000), ("gone", 1000)]);
-        let mut new = file(&[("echo", 1000), ("fresh", 1000)]);
-        new.results[0].throughput_per_s = 3.0;
-        let (t, notes) = compare(&new, &old);
-        let text = t.text();
-        assert!(text.contains("2.00 → 1.00"), "{text}");
-        assert!(text.contains("1.50×"), "{text}");
-        assert!(text.contains("0.50×"), "{text}");
-        assert!(notes
-            .iter()
-            .any(|n| n.contains("fresh c64: not in the old")));
-        assert!(notes
-            .iter()
-            .any(|n| n.contains("gone c64: only in the old")));
-    }
-
-    #[test]
-    fn missing_or_zero_gives_no_ratio() {
-        assert_eq!(ratio(Some(1.0), Some(0.0)), "-");
-        assert_eq!(ratio(None, Some(1.0)), "-");
-        assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50×");
-    }
-
-    #[test]
-    fn only_marked_blocks_change() {
-        let doc = "# Title\nprose\n<!-- bench:a -->\nold a\n<!-- /bench -->\nmore prose\n<!-- bench:zzz -->\nkept\n<!-- /bench -->\nend\n";
-        let mut s = BTreeMap::new();
-        s.insert("a", "new a\n| t |\n".to_string());
-        let (out, replaced) = rewrite(doc, &s).unwrap();
-        assert_eq!(
-            out,
-            "# Title\nprose\n<!-- bench:a -->\nnew a\n| t |\n<!-- /bench -->\nmore prose\n<!-- bench:zzz -->\nkept\n<!-- /bench -->\nend\n"
-        );
-        assert_eq!(replaced, vec!["a"]);
-        // Rewriting again is stable.
-        assert_eq!(rewrite(&out, &s).unwrap().0, out);
-    }
+    // Tables, sections and comparisons as a whole: tests/golden.rs.
 
     #[test]
     fn broken_markers_are_refused() {
         let s = BTreeMap::new();
         assert!(rewrite("<!-- bench:a -->\nno end\n", &s).is_err());
         assert!(rewrite("<!-- bench:a -->\n<!-- bench:b -->\n<!-- /bench -->", &s).is_err());
-    }
-
-    #[test]
-    fn an_empty_run_says_not_measured() {
-        let file = ResultsFile {
-            notes: vec!["gateway-get skipped: no gateway binary".into()],
-            ..ResultsFile::new("suite --quick".into(), Settings::default())
-        };
-        let s = sections(&file);
-        assert!(s["gateway-get"].contains("Not measured"));
-        assert!(s["gateway-get"].contains("no gateway binary"));
-        assert!(s["run"].contains("suite --quick"));
+        assert!(rewrite("<!-- bench:a \n", &s).is_err());
     }
 }

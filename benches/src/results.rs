@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::CpuUse;
 use crate::load::{Model, RunStats};
 use crate::machine::{self, Machine, Versions};
+use crate::scenarios::Options;
 use crate::stats::{fmt_ms, fmt_rate, median, Latency, Tally};
 
 pub const SCHEMA: &str = "shop-bench/1";
@@ -147,13 +148,14 @@ pub struct ScalingRun {
 impl ScalingRun {
     /// `product-get/json (closed 64)`: what was scaled, under which load.
     pub fn title(&self) -> String {
-        let variant = self
-            .variant
-            .as_deref()
-            .map(|v| format!("/{v}"))
-            .unwrap_or_default();
-        format!("{}{variant} ({})", self.scenario, self.model.describe())
+        let name = point_name(&self.scenario, self.variant.as_deref());
+        format!("{name} ({})", self.model.describe())
     }
+}
+
+/// `scenario` or `scenario/variant`.
+fn point_name(scenario: &str, variant: Option<&str>) -> String {
+    variant.map_or(scenario.to_string(), |v| format!("{scenario}/{v}"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -202,10 +204,8 @@ impl Meta {
 
     /// `<scenario>[/<variant>] <model>`, e.g. `product-get/json c64`.
     pub fn key(&self, model: &Model) -> String {
-        match &self.variant {
-            Some(v) => format!("{}/{v} {}", self.scenario, model.key()),
-            None => format!("{} {}", self.scenario, model.key()),
-        }
+        let name = point_name(&self.scenario, self.variant.as_deref());
+        format!("{name} {}", model.key())
     }
 }
 
@@ -220,69 +220,49 @@ impl ScenarioResult {
         runs.iter().for_each(|r| tally.merge(&r.tally));
         let rounds: Vec<f64> = runs.iter().map(RunStats::throughput).collect();
         let measured_s: f64 = runs.iter().map(|r| r.measured_s).sum();
+        let per_second = |n: u64| n as f64 / measured_s.max(f64::MIN_POSITIVE);
         let all = tally.overall();
-        let total_requests = (all.ok() + all.error_count()).max(1) as f64;
-        let ops = if tally.ops.len() > 1 {
-            tally
-                .ops
-                .iter()
-                .map(|(name, op)| OpResult {
-                    name: name.to_string(),
-                    ok: op.ok(),
-                    errors: op.error_count(),
-                    error_kinds: op.errors.clone(),
-                    throughput_per_s: if measured_s > 0.0 {
-                        op.ok() as f64 / measured_s
-                    } else {
-                        0.0
-                    },
-                    latency_ms: Latency::from_histogram_us(&op.ok_us),
-                    share: (op.ok() + op.error_count()) as f64 / total_requests,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let phases = tally
-            .phases
-            .iter()
-            .map(|(name, h)| PhaseResult {
-                name: name.to_string(),
-                latency_ms: Latency::from_histogram_us(h),
-            })
-            .collect();
-        let ok = all.ok();
+        let requests = (all.ok() + all.error_count()).max(1) as f64;
+        let breakdown = (tally.ops.len() > 1).then_some(&tally.ops);
+        let ops = breakdown.into_iter().flatten().map(|(name, op)| OpResult {
+            name: name.to_string(),
+            ok: op.ok(),
+            errors: op.error_count(),
+            error_kinds: op.errors.clone(),
+            throughput_per_s: per_second(op.ok()),
+            latency_ms: Latency::from_histogram_us(&op.ok_us),
+            share: (op.ok() + op.error_count()) as f64 / requests,
+        });
+        let phases = tally.phases.iter().map(|(name, h)| PhaseResult {
+            name: name.to_string(),
+            latency_ms: Latency::from_histogram_us(h),
+        });
+        let schedule = &first.schedule;
+        let warmup = schedule.measure_start.duration_since(schedule.start);
+        let send_lag = &tally.send_lag_us;
         Ok(ScenarioResult {
             key: meta.key(&first.model),
             scenario: meta.scenario,
             variant: meta.variant,
             target: meta.target,
             model: first.model,
-            duration_s: first.schedule.measured().as_secs_f64(),
-            warmup_s: first
-                .schedule
-                .measure_start
-                .duration_since(first.schedule.start)
-                .as_secs_f64(),
+            duration_s: schedule.measured().as_secs_f64(),
+            warmup_s: warmup.as_secs_f64(),
             instances: meta.instances,
             nats_sync: meta.nats_sync,
-            rounds: if runs.len() > 1 {
-                rounds.clone()
-            } else {
-                Vec::new()
-            },
-            ok,
+            throughput_per_s: median(&rounds).unwrap_or(0.0),
+            rounds: if runs.len() > 1 { rounds } else { Vec::new() },
+            ok: all.ok(),
             errors: all.error_count(),
             error_kinds: all.errors.clone(),
             first_error: all.first_error.clone(),
-            throughput_per_s: median(&rounds).unwrap_or(0.0),
             measured_s,
             latency_ms: Latency::from_histogram_us(&all.ok_us),
-            reply_bytes_mean: (ok > 0).then(|| all.ok_bytes as f64 / ok as f64),
-            ops,
-            phases,
+            reply_bytes_mean: (all.ok() > 0).then(|| all.ok_bytes as f64 / all.ok() as f64),
+            ops: ops.collect(),
+            phases: phases.collect(),
             send_lag_ms: match first.model {
-                Model::Open { .. } => Latency::from_histogram_us(&tally.send_lag_us),
+                Model::Open { .. } => Latency::from_histogram_us(send_lag),
                 Model::Closed { .. } => None,
             },
             cpu,
@@ -295,115 +275,108 @@ impl ScenarioResult {
     /// scenario so that drift affects both): throughput and each percentile are
     /// the median over rounds, counts are summed, CPU is averaged.
     pub fn combine_rounds(rounds: Vec<ScenarioResult>) -> Result<Self> {
-        let mut iter = rounds.into_iter();
-        let Some(mut combined) = iter.next() else {
+        let Some(first) = rounds.first() else {
             bail!("no rounds to combine");
         };
-        let rest: Vec<ScenarioResult> = iter.collect();
-        if rest.is_empty() {
-            return Ok(combined);
+        if rounds.len() == 1 {
+            return Ok(first.clone());
         }
-        if let Some(other) = rest.iter().find(|r| r.key != combined.key) {
-            bail!("cannot combine {} with {}", combined.key, other.key);
+        if let Some(other) = rounds.iter().find(|r| r.key != first.key) {
+            bail!("cannot combine {} with {}", first.key, other.key);
         }
-        let all: Vec<&ScenarioResult> = std::iter::once(&combined).chain(&rest).collect();
-        let throughputs: Vec<f64> = all.iter().map(|r| r.throughput_per_s).collect();
-        let latencies: Vec<Latency> = all.iter().filter_map(|r| r.latency_ms).collect();
-        let med = |f: fn(&Latency) -> f64| {
-            median(&latencies.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
-        };
-        let latency = (!latencies.is_empty()).then(|| Latency {
-            p50: med(|l| l.p50),
-            p90: med(|l| l.p90),
-            p99: med(|l| l.p99),
-            p99_9: med(|l| l.p99_9),
-            max: med(|l| l.max),
-            mean: med(|l| l.mean),
-        });
+        let throughputs: Vec<f64> = rounds.iter().map(|r| r.throughput_per_s).collect();
+        let latencies: Vec<Latency> = rounds.iter().filter_map(|r| r.latency_ms).collect();
         let mut error_kinds = BTreeMap::new();
-        for (k, n) in all.iter().flat_map(|r| &r.error_kinds) {
+        for (k, n) in rounds.iter().flat_map(|r| &r.error_kinds) {
             *error_kinds.entry(k.clone()).or_insert(0) += n;
         }
-        let cpu_rounds: Vec<&[CpuUse]> = all.iter().map(|r| r.cpu.as_slice()).collect();
-        let cpu = crate::cpu::average(&combined.cpu, &cpu_rounds);
-        let first_error = all.iter().find_map(|r| r.first_error.clone());
-        let ok = all.iter().map(|r| r.ok).sum();
-        let errors = all.iter().map(|r| r.errors).sum();
-        let measured_s = all.iter().map(|r| r.measured_s).sum();
-        combined.ok = ok;
-        combined.errors = errors;
-        combined.measured_s = measured_s;
-        combined.throughput_per_s = median(&throughputs).unwrap_or(0.0);
-        combined.rounds = throughputs;
-        combined.latency_ms = latency;
-        combined.error_kinds = error_kinds;
-        combined.first_error = first_error;
-        combined.cpu = cpu;
-        Ok(combined)
+        let cpu_rounds: Vec<&[CpuUse]> = rounds.iter().map(|r| r.cpu.as_slice()).collect();
+        Ok(ScenarioResult {
+            ok: rounds.iter().map(|r| r.ok).sum(),
+            errors: rounds.iter().map(|r| r.errors).sum(),
+            measured_s: rounds.iter().map(|r| r.measured_s).sum(),
+            throughput_per_s: median(&throughputs).unwrap_or(0.0),
+            rounds: throughputs,
+            latency_ms: Latency::median(&latencies),
+            error_kinds,
+            first_error: rounds.iter().find_map(|r| r.first_error.clone()),
+            cpu: crate::cpu::average(&first.cpu, &cpu_rounds),
+            ..first.clone()
+        })
     }
 
     /// Errors as a share of all requests in the window.
     pub fn error_rate(&self) -> f64 {
-        let total = self.ok + self.errors;
-        if total == 0 {
-            0.0
-        } else {
-            self.errors as f64 / total as f64
-        }
+        self.errors as f64 / (self.ok + self.errors).max(1) as f64
     }
 
     /// What makes this point untrustworthy, if anything: no successes, an error
     /// rate above `max_error_rate`, disordered percentiles, a failed check.
     pub fn problems(&self, max_error_rate: f64) -> Vec<String> {
+        let key = &self.key;
+        let first_error = self.first_error.as_deref().unwrap_or("none");
         let mut problems = Vec::new();
         if self.ok == 0 {
             problems.push(format!(
-                "{}: no successful requests (first error: {})",
-                self.key,
-                self.first_error.as_deref().unwrap_or("none")
+                "{key}: no successful requests (first error: {first_error})"
             ));
         }
         if self.error_rate() > max_error_rate {
             problems.push(format!(
-                "{}: error rate {:.1}% over {:.1}% ({:?}; first: {})",
-                self.key,
+                "{key}: error rate {:.1}% over {:.1}% ({:?}; first: {first_error})",
                 self.error_rate() * 100.0,
                 max_error_rate * 100.0,
                 self.error_kinds,
-                self.first_error.as_deref().unwrap_or("none")
             ));
         }
         match &self.latency_ms {
             Some(l) if !l.is_ordered() => {
-                problems.push(format!("{}: percentiles out of order: {l:?}", self.key))
+                problems.push(format!("{key}: percentiles out of order: {l:?}"))
             }
-            None if self.ok > 0 => problems.push(format!("{}: no latency recorded", self.key)),
+            None if self.ok > 0 => problems.push(format!("{key}: no latency recorded")),
             _ => {}
         }
-        if !(self.throughput_per_s.is_finite() && self.throughput_per_s >= 0.0) {
-            problems.push(format!(
-                "{}: throughput {} is not a number",
-                self.key, self.throughput_per_s
-            ));
+        let rate = self.throughput_per_s;
+        if !(rate.is_finite() && rate >= 0.0) {
+            problems.push(format!("{key}: throughput {rate} is not a number"));
         }
         for c in self.checks.iter().filter(|c| !c.passed) {
-            problems.push(format!(
-                "{}: check {} failed: {}",
-                self.key, c.name, c.detail
-            ));
+            problems.push(format!("{key}: check {} failed: {}", c.name, c.detail));
         }
         problems
     }
 }
 
+impl Settings {
+    /// The settings of points run with `opts`, and `extra` things that shaped
+    /// the run (rates, product counts ...).
+    pub fn new<const N: usize>(opts: &Options, extra: [(&str, serde_json::Value); N]) -> Self {
+        let in_flight = match opts.model {
+            Model::Closed { in_flight } => in_flight,
+            Model::Open { .. } => 0,
+        };
+        Self {
+            quick: false,
+            duration_s: opts.duration.as_secs_f64(),
+            warmup_s: opts.warmup.as_secs_f64(),
+            timeout_s: opts.timeout.as_secs_f64(),
+            in_flight,
+            nats_url: None,
+            services_rust_log: None,
+            extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
+        }
+    }
+}
+
 impl ResultsFile {
-    /// An empty file of this run: now, this machine, the versions known
-    /// without a server (the caller fills in `nats_server` and `node`).
-    pub fn new(command: String, settings: Settings) -> Self {
+    /// An empty file of this run (this program's arguments as its command):
+    /// now, this machine, the versions known without a server (the caller
+    /// fills in `nats_server` and `node`).
+    pub fn new(settings: Settings) -> Self {
         Self {
             schema: SCHEMA.to_string(),
-            created_at: now_rfc3339(),
-            command,
+            created_at: shop_nats::clock::now_rfc3339(),
+            command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
             machine: machine::machine(),
             versions: machine::versions(&shop_process::workspace_root()),
             settings,
@@ -424,6 +397,8 @@ impl ResultsFile {
         fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
 
+    /// Reads a results file of this schema (any version of it: fields are
+    /// only ever added, with defaults).
     pub fn read(path: &Path) -> Result<Self> {
         let text =
             fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -439,18 +414,20 @@ impl ResultsFile {
         Ok(file)
     }
 
+    /// The point with this key.
     pub fn result(&self, key: &str) -> Option<&ScenarioResult> {
         self.results.iter().find(|r| r.key == key)
     }
-}
 
-/// Now, RFC 3339 in UTC, to the second.
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.replace_nanosecond(0)
-        .unwrap_or(now)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "unknown".to_string())
+    /// The closed-loop point of `scenario` at 64 in flight, of `variant` if given.
+    fn c64(&self, scenario: &str, variant: Option<&str>) -> Option<&ScenarioResult> {
+        let c64 = Model::Closed { in_flight: 64 };
+        self.results.iter().find(|r| {
+            r.scenario == scenario
+                && r.model == c64
+                && variant.is_none_or(|v| r.variant.as_deref() == Some(v))
+        })
+    }
 }
 
 /// product-get at 64 in flight: at least this share of echo's requests per second.
@@ -468,76 +445,49 @@ pub const ORDER_P99_MS: f64 = 250.0;
 const SUSTAINED_SHARE: f64 = 0.98;
 const MAX_ORDER_ERRORS: f64 = 0.001;
 
-fn find<'a>(
-    file: &'a ResultsFile,
-    scenario: &str,
-    variant: &str,
-    model: Model,
-) -> Option<&'a ScenarioResult> {
-    file.results.iter().find(|r| {
-        r.scenario == scenario && r.variant.as_deref() == Some(variant) && r.model == model
-    })
+impl TargetCheck {
+    fn new(name: &str, target: &str, measured: Option<String>, met: Option<bool>) -> Self {
+        Self {
+            name: name.to_string(),
+            target: target.to_string(),
+            measured: measured.unwrap_or_else(|| "-".to_string()),
+            met,
+        }
+    }
 }
 
+/// `num`'s throughput over `den`'s, against `at_least` (shown as a percentage
+/// or as a multiple).
 fn ratio_check(
     name: &str,
-    target: String,
-    num: Option<&ScenarioResult>,
-    den: Option<&ScenarioResult>,
+    target: &str,
+    (num, den): (Option<&ScenarioResult>, Option<&ScenarioResult>),
     at_least: f64,
     percent: bool,
 ) -> TargetCheck {
-    match (num, den) {
-        (Some(n), Some(d)) if d.throughput_per_s > 0.0 => {
-            let ratio = n.throughput_per_s / d.throughput_per_s;
-            TargetCheck {
-                name: name.to_string(),
-                target,
-                measured: format!(
-                    "{} ({} vs {} ok/s)",
-                    if percent {
-                        format!("{:.0}%", ratio * 100.0)
-                    } else {
-                        format!("{ratio:.1}×")
-                    },
-                    fmt_rate(n.throughput_per_s),
-                    fmt_rate(d.throughput_per_s)
-                ),
-                met: Some(ratio >= at_least && n.errors == 0),
-            }
-        }
-        _ => TargetCheck {
-            name: name.to_string(),
-            target,
-            measured: "-".to_string(),
-            met: None,
-        },
-    }
-}
-
-/// The uncached gateway's p99 at 64 connections, against [`GATEWAY_P99_MS`].
-fn gateway_p99_check(uncached: Option<&ScenarioResult>) -> TargetCheck {
-    let p99 = uncached.and_then(|r| r.latency_ms.map(|l| l.p99));
-    TargetCheck {
-        name: "gateway-get uncached p99 (64 connections)".to_string(),
-        target: format!("< {GATEWAY_P99_MS:.0} ms"),
-        measured: p99.map_or_else(|| "-".to_string(), |p| format!("{p:.2} ms")),
-        met: p99.map(|p| p < GATEWAY_P99_MS),
-    }
+    let (Some(n), Some(d)) = (num, den.filter(|d| d.throughput_per_s > 0.0)) else {
+        return TargetCheck::new(name, target, None, None);
+    };
+    let ratio = n.throughput_per_s / d.throughput_per_s;
+    let shown = match percent {
+        true => format!("{:.0}%", ratio * 100.0),
+        false => format!("{ratio:.1}×"),
+    };
+    let (n_rate, d_rate) = (fmt_rate(n.throughput_per_s), fmt_rate(d.throughput_per_s));
+    let measured = format!("{shown} ({n_rate} vs {d_rate} ok/s)");
+    let met = ratio >= at_least && n.errors == 0;
+    TargetCheck::new(name, target, Some(measured), Some(met))
 }
 
 /// Every one of the targets, measured or not, from one file.
 pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
-    let c64 = Model::Closed { in_flight: 64 };
-    let echo = file
-        .results
-        .iter()
-        .find(|r| r.scenario == "echo" && r.model == c64);
     let mut checks = vec![ratio_check(
         "product-get vs echo (64 in flight)",
-        format!("≥ {:.0}% of echo", PRODUCT_GET_VS_ECHO * 100.0),
-        find(file, "product-get", "json", c64),
-        echo,
+        &format!("≥ {:.0}% of echo", PRODUCT_GET_VS_ECHO * 100.0),
+        (
+            file.c64("product-get", Some("json")),
+            file.c64("echo", None),
+        ),
         PRODUCT_GET_VS_ECHO,
         true,
     )];
@@ -545,58 +495,48 @@ pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
     // (a new upstream connection per request), and the same stack tuned with
     // keep-alive upstream connections, so the ratio is also shown against the
     // stronger configuration.
-    let uncached = find(file, "gateway-get", "uncached", c64);
+    let uncached = file.c64("gateway-get", Some("uncached"));
     for (variant, how, stack) in [
         ("express", "express-http-proxy defaults", "Express"),
         ("express-keepalive", "keep-alive upstream", "tuned Express"),
     ] {
         checks.push(ratio_check(
             &format!("gateway-get uncached vs Express ({how})"),
-            format!("≥ {GATEWAY_VS_EXPRESS:.0}× {stack} + express-http-proxy"),
-            uncached,
-            find(file, "gateway-get", variant, c64),
+            &format!("≥ {GATEWAY_VS_EXPRESS:.0}× {stack} + express-http-proxy"),
+            (uncached, file.c64("gateway-get", Some(variant))),
             GATEWAY_VS_EXPRESS,
             false,
         ));
     }
-    checks.push(gateway_p99_check(uncached));
-    let orders: Vec<&ScenarioResult> = file
-        .results
-        .iter()
-        .filter(|r| r.scenario == "order-place" && r.model == Model::Open { rate: ORDER_RATE })
-        .collect();
+    let p99 = uncached.and_then(|r| r.latency_ms.map(|l| l.p99));
+    checks.push(TargetCheck::new(
+        "gateway-get uncached p99 (64 connections)",
+        &format!("< {GATEWAY_P99_MS:.0} ms"),
+        p99.map(|p| format!("{p:.2} ms")),
+        p99.map(|p| p < GATEWAY_P99_MS),
+    ));
     let wanted = format!("{ORDER_RATE:.0}/s sustained, p99 to confirmed < {ORDER_P99_MS:.0} ms");
+    let at_rate = Model::Open { rate: ORDER_RATE };
+    let orders = file.results.iter().filter(|r| r.scenario == "order-place");
+    let orders: Vec<&ScenarioResult> = orders.filter(|r| r.model == at_rate).collect();
     if orders.is_empty() {
-        checks.push(TargetCheck {
-            name: "order-place".to_string(),
-            target: wanted.clone(),
-            measured: "-".to_string(),
-            met: None,
-        });
+        checks.push(TargetCheck::new("order-place", &wanted, None, None));
     }
     for r in orders {
         let p99 = r.latency_ms.map(|l| l.p99);
         let met = r.throughput_per_s >= ORDER_RATE * SUSTAINED_SHARE
             && r.error_rate() <= MAX_ORDER_ERRORS
             && p99.is_some_and(|p| p < ORDER_P99_MS);
-        checks.push(TargetCheck {
-            name: format!(
-                "order-place ({})",
-                r.nats_sync
-                    .as_deref()
-                    .map(|s| format!("sync {s}"))
-                    .or_else(|| r.variant.clone())
-                    .unwrap_or_default()
-            ),
-            target: wanted.clone(),
-            measured: format!(
-                "{}/s confirmed, p99 {} ms, {} failed or unsettled",
-                fmt_rate(r.throughput_per_s),
-                p99.map_or("-".to_string(), fmt_ms),
-                r.errors
-            ),
-            met: Some(met),
-        });
+        let sync = r.nats_sync.as_deref().map(|s| format!("sync {s}"));
+        let which = sync.or_else(|| r.variant.clone()).unwrap_or_default();
+        let measured = format!(
+            "{}/s confirmed, p99 {} ms, {} failed or unsettled",
+            fmt_rate(r.throughput_per_s),
+            p99.map_or("-".to_string(), fmt_ms),
+            r.errors
+        );
+        let name = format!("order-place ({which})");
+        checks.push(TargetCheck::new(&name, &wanted, Some(measured), Some(met)));
     }
     checks
 }
@@ -608,6 +548,10 @@ pub mod tests {
     use crate::stats::OpError;
     use std::time::Duration;
 
+    const C64: Model = Model::Closed { in_flight: 64 };
+
+    /// A 2 s round after 1 s of warm-up: one success per entry of `oks`
+    /// (operation, µs) and `errors` failed `product.get`s.
     pub fn run_stats(model: Model, oks: &[(&'static str, u64)], errors: u64) -> RunStats {
         let mut tally = Tally::default();
         for (op, us) in oks {
@@ -617,86 +561,14 @@ pub mod tests {
             let not_found = OpError::new("service_404", "not found");
             tally.op("product.get").record_error(&not_found);
         }
+        let schedule = Schedule::starting_now(Duration::from_secs(1), Duration::from_secs(2));
+        let measured_s = 2.0;
         RunStats {
             model,
-            schedule: Schedule::starting_now(Duration::from_secs(1), Duration::from_secs(2)),
+            schedule,
             tally,
-            measured_s: 2.0,
+            measured_s,
         }
-    }
-
-    #[test]
-    fn rounds_merge_into_one_point() {
-        let model = Model::Closed { in_flight: 64 };
-        let a = run_stats(model, &[("product.get", 1000); 10], 0);
-        let b = run_stats(model, &[("product.get", 3000); 30], 2);
-        let c = run_stats(model, &[("product.get", 2000); 20], 0);
-        let meta = Meta::new("product-get", Some("json"), "product.get");
-        let r = ScenarioResult::from_runs(meta, &[a, b, c], Vec::new()).unwrap();
-        assert_eq!(r.key, "product-get/json c64");
-        assert_eq!(r.rounds, vec![5.0, 15.0, 10.0]);
-        assert_eq!(r.throughput_per_s, 10.0);
-        assert_eq!(r.ok, 60);
-        assert_eq!(r.errors, 2);
-        assert!((r.warmup_s - 1.0).abs() < 1e-9 && (r.duration_s - 2.0).abs() < 1e-9);
-        assert!(r.ops.is_empty(), "one operation: no breakdown");
-        assert!(r.problems(0.05).is_empty(), "{:?}", r.problems(0.05));
-        assert_eq!(r.problems(0.01).len(), 1);
-    }
-
-    #[test]
-    fn mixed_operations_are_broken_down() {
-        let run = run_stats(
-            Model::Open { rate: 100.0 },
-            &[
-                ("product.get", 1000),
-                ("product.get", 1000),
-                ("user.login", 30_000),
-            ],
-            1,
-        );
-        let r =
-            ScenarioResult::from_runs(Meta::new("mixed", None, "mix"), &[run], Vec::new()).unwrap();
-        assert_eq!(r.ops.len(), 2);
-        let get = r.ops.iter().find(|o| o.name == "product.get").unwrap();
-        assert_eq!((get.ok, get.errors), (2, 1));
-        assert!((get.share - 0.75).abs() < 1e-9);
-    }
-
-    #[test]
-    fn separate_rounds_combine_by_median() {
-        let model = Model::Closed { in_flight: 64 };
-        let point = |n: usize, us: u64| {
-            let oks: Vec<(&'static str, u64)> = vec![("product.get", us); n];
-            let meta = Meta::new("echo", None, "bench.echo");
-            ScenarioResult::from_runs(meta, &[run_stats(model, &oks, 1)], Vec::new()).unwrap()
-        };
-        let r =
-            ScenarioResult::combine_rounds(vec![point(10, 1000), point(30, 3000), point(20, 2000)])
-                .unwrap();
-        assert_eq!(r.rounds, vec![5.0, 15.0, 10.0]);
-        assert_eq!(r.throughput_per_s, 10.0);
-        assert_eq!((r.ok, r.errors), (60, 3));
-        assert!((r.latency_ms.unwrap().p50 - 2.0).abs() < 0.01);
-        let other = ScenarioResult::from_runs(
-            Meta::new("product-get", None, "product.get"),
-            &[run_stats(model, &[("product.get", 1)], 0)],
-            Vec::new(),
-        )
-        .unwrap();
-        assert!(ScenarioResult::combine_rounds(vec![point(1, 1), other]).is_err());
-    }
-
-    #[test]
-    fn no_successes_is_a_problem() {
-        let run = run_stats(Model::Closed { in_flight: 1 }, &[], 3);
-        let r = ScenarioResult::from_runs(Meta::new("echo", None, "bench.echo"), &[run], vec![])
-            .unwrap();
-        let problems = r.problems(1.0);
-        assert!(
-            problems[0].contains("no successful requests"),
-            "{problems:?}"
-        );
     }
 
     /// One point of `scenario` with one success of `p99_us` µs at `rps` ok/s.
@@ -707,45 +579,68 @@ pub mod tests {
         rps: f64,
         p99_us: u64,
     ) -> ScenarioResult {
-        let mut r = ScenarioResult::from_runs(
-            Meta::new(scenario, variant, "x"),
-            &[run_stats(model, &[("op", p99_us)], 0)],
-            Vec::new(),
-        )
-        .unwrap();
+        let runs = [run_stats(model, &[("op", p99_us)], 0)];
+        let meta = Meta::new(scenario, variant, "x");
+        let mut r = ScenarioResult::from_runs(meta, &runs, Vec::new()).unwrap();
         r.throughput_per_s = rps;
         r
     }
 
     #[test]
-    fn targets_from_one_file() {
-        let c64 = Model::Closed { in_flight: 64 };
-        let r500 = Model::Open { rate: 500.0 };
-        let file = ResultsFile {
-            results: vec![
-                point("echo", None, c64, 50_000.0, 1000),
-                point("product-get", Some("json"), c64, 31_000.0, 1000),
-                point("gateway-get", Some("uncached"), c64, 9_000.0, 1000),
-                point("gateway-get", Some("express"), c64, 1_000.0, 1000),
-                point("order-place", Some("sync-always"), r500, 495.0, 300_000),
-                point("order-place", Some("sync-default"), r500, 499.0, 120_000),
-            ],
-            ..ResultsFile::new(String::new(), Settings::default())
-        };
-        let checks = check_targets(&file);
-        assert_eq!(checks.len(), 6);
-        assert_eq!(checks[0].met, Some(true), "{:?}", checks[0]);
-        assert!(checks[0].measured.starts_with("62%"), "{:?}", checks[0]);
-        assert_eq!(checks[1].met, Some(false), "9× is short of 10×");
-        assert_eq!(checks[2].met, None, "no keep-alive baseline measured");
-        assert_eq!(checks[3].met, Some(true), "p99 1 ms: {:?}", checks[3]);
-        assert_eq!(checks[4].met, Some(false), "p99 300 ms");
-        assert_eq!(checks[5].met, Some(true), "{:?}", checks[5]);
+    fn rounds_make_one_point_merged_or_measured_apart() {
+        // 10, 30 and 20 successes of 1, 3 and 2 ms in 2 s rounds, an error in each.
+        let round = |n: usize, us: u64| run_stats(C64, &vec![("product.get", us); n], 1);
+        let rounds = || [round(10, 1000), round(30, 3000), round(20, 2000)];
+        let meta = || Meta::new("product-get", Some("json"), "product.get");
+        let merged = ScenarioResult::from_runs(meta(), &rounds(), Vec::new()).unwrap();
+        let apart = rounds().map(|r| ScenarioResult::from_runs(meta(), &[r], Vec::new()));
+        let apart = apart.into_iter().collect::<Result<Vec<_>>>().unwrap();
+        let combined = ScenarioResult::combine_rounds(apart).unwrap();
+        for r in [&merged, &combined] {
+            assert_eq!(r.key, "product-get/json c64");
+            assert_eq!(
+                (r.rounds.as_slice(), r.throughput_per_s),
+                (&[5.0, 15.0, 10.0][..], 10.0)
+            );
+            assert_eq!((r.ok, r.errors), (60, 3));
+            assert!((r.warmup_s - 1.0).abs() < 1e-9 && (r.duration_s - 2.0).abs() < 1e-9);
+            assert!(r.ops.is_empty(), "one operation: no breakdown");
+            assert!(r.problems(0.05).is_empty(), "{:?}", r.problems(0.05));
+            assert_eq!(r.problems(0.01).len(), 1, "4.8% errors");
+        }
+        assert!(
+            (combined.latency_ms.unwrap().p50 - 2.0).abs() < 0.01,
+            "median of p50s"
+        );
+        let echo = point("echo", None, C64, 1.0, 1);
+        assert!(ScenarioResult::combine_rounds(vec![merged, echo]).is_err());
     }
 
     #[test]
-    fn unmeasured_targets_say_so() {
-        let file = ResultsFile::new(String::new(), Settings::default());
-        assert!(check_targets(&file).iter().all(|c| c.met.is_none()));
+    fn mixed_operations_are_broken_down() {
+        let oks = [
+            ("product.get", 1000),
+            ("product.get", 1000),
+            ("user.login", 30_000),
+        ];
+        let run = run_stats(Model::Open { rate: 100.0 }, &oks, 1);
+        let meta = Meta::new("mixed", None, "mix");
+        let r = ScenarioResult::from_runs(meta, &[run], Vec::new()).unwrap();
+        assert_eq!(r.ops.len(), 2);
+        let get = r.ops.iter().find(|o| o.name == "product.get").unwrap();
+        assert_eq!((get.ok, get.errors), (2, 1));
+        assert!((get.share - 0.75).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_successes_is_a_problem() {
+        let run = run_stats(Model::Closed { in_flight: 1 }, &[], 3);
+        let meta = Meta::new("echo", None, "bench.echo");
+        let r = ScenarioResult::from_runs(meta, &[run], vec![]).unwrap();
+        let problems = r.problems(1.0);
+        assert!(
+            problems[0].contains("no successful requests"),
+            "{problems:?}"
+        );
     }
 }

@@ -11,19 +11,12 @@ use crate::scenarios::{self, Options, Scenario};
 use crate::stack::Stack;
 
 /// Instance counts, ascending and without duplicates; at least one, none zero.
-pub fn parse_counts(s: &str) -> Result<Vec<usize>> {
-    let mut counts = s
-        .split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<usize>()
-                .with_context(|| format!("instance count {p:?} is not a whole number"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+pub fn counts(given: &[usize]) -> Result<Vec<usize>> {
+    let mut counts = given.to_vec();
     counts.sort_unstable();
     counts.dedup();
-    if counts.is_empty() || counts[0] == 0 {
-        bail!("instance counts must be at least 1: {s:?}");
+    if counts.first().is_none_or(|n| *n == 0) {
+        bail!("instance counts must be at least 1: {given:?}");
     }
     Ok(counts)
 }
@@ -65,7 +58,7 @@ pub async fn run_on(
     mut progress: impl FnMut(&str),
 ) -> Result<Vec<ScalingRun>> {
     let mut per_plan: Vec<Vec<(usize, ScenarioResult)>> = vec![Vec::new(); plans.len()];
-    for &n in counts {
+    for n in self::counts(counts)? {
         for (i, (scenario, opts)) in plans.iter().enumerate() {
             let Some(service) = scenario.scaled_service() else {
                 bail!("{} has no service to scale", scenario.name());
@@ -104,10 +97,10 @@ mod tests {
     use crate::load::Model;
 
     #[test]
-    fn counts_parse_sorted() {
-        assert_eq!(parse_counts("4,1,2,2").unwrap(), vec![1, 2, 4]);
-        assert!(parse_counts("0,1").is_err());
-        assert!(parse_counts("one").is_err());
+    fn counts_are_sorted() {
+        assert_eq!(counts(&[4, 1, 2, 2]).unwrap(), vec![1, 2, 4]);
+        assert!(counts(&[0, 1]).is_err());
+        assert!(counts(&[]).is_err());
     }
 
     #[test]

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
-
-use crate::nats;
+use futures::stream::{self, TryStreamExt};
+use shop_nats::ServiceError;
 
 /// Prefix of the products read by product-get, product-list, gateway-get and mixed.
 pub const READ_PREFIX: &str = "bench-";
@@ -74,7 +73,7 @@ pub async fn admin_headers(client: &Client) -> Result<HeaderMap> {
 }
 
 /// Creates products `<prefix>0000` .. with `stock` each unless they exist,
-/// `concurrency` at a time; returns their ids.
+/// `concurrency` at a time; returns their ids (or the first failure).
 pub async fn ensure_products(
     client: &Client,
     prefix: &str,
@@ -84,21 +83,11 @@ pub async fn ensure_products(
 ) -> Result<Vec<String>> {
     let ids: Vec<String> = (0..count).map(|i| product_id(prefix, i)).collect();
     let admin = &admin_headers(client).await?;
-    let failures: Vec<String> = stream::iter(ids.iter().enumerate())
-        .map(|(i, id)| async move {
-            let created = create(client, admin, id, i, stock).await;
-            created.err().map(|e| format!("{id}: {e:#}"))
+    stream::iter(ids.iter().enumerate().map(anyhow::Ok))
+        .try_for_each_concurrent(concurrency.max(1), |(i, id)| {
+            create(client, admin, id, i, stock)
         })
-        .buffer_unordered(concurrency.max(1))
-        .filter_map(|failure| async move { failure })
-        .collect()
-        .await;
-    if let Some(first) = failures.first() {
-        bail!(
-            "{} of {count} product creations failed; first: {first}",
-            failures.len()
-        );
-    }
+        .await?;
     Ok(ids)
 }
 
@@ -112,30 +101,11 @@ pub async fn create(
     stock: i64,
 ) -> Result<()> {
     let body = Bytes::from(product_json(id, i, stock).to_string());
-    let reply = client
-        .request_with_headers("product.create", admin.clone(), body)
-        .await
-        .with_context(|| format!("creating {id}"))?;
-    match nats::service_error(reply.headers.as_ref()) {
-        None => Ok(()),
-        Some((code, _)) if code == "409" => Ok(()),
-        Some((code, description)) => bail!("creating {id}: service error {code}: {description}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn product_shape() {
-        assert_eq!(product_id("bench-", 7), "bench-0007");
-        let p = product_json("bench-0007", 7, DEFAULT_STOCK);
-        assert_eq!(p["id"], "bench-0007");
-        assert_eq!(p["name"], "Bench product 7");
-        assert_eq!(p["price_cents"], 1999);
-        assert_eq!(p["stock"], 1_000_000);
-        let len = p["description"].as_str().map_or(0, str::len);
-        assert!((80..=120).contains(&len), "description length {len}");
+    let reply = client.request_with_headers("product.create", admin.clone(), body);
+    let reply = reply.await;
+    let reply = reply.with_context(|| format!("creating {id}"))?;
+    match ServiceError::from_reply(reply.headers.as_ref(), &reply.payload) {
+        Some(e) if e.code != 409 => bail!("creating {id}: service error {e}"),
+        _ => Ok(()),
     }
 }

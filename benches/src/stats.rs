@@ -6,21 +6,35 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use thousands::Separable;
 
 /// Highest latency the histograms track, in microseconds (1 hour).
 pub const MAX_TRACKABLE_US: u64 = 3_600_000_000;
 /// Significant figures kept by the histograms (0.1% resolution).
 pub const SIGFIGS: u8 = 3;
 
-/// New latency histogram in microseconds, 1 µs .. 1 h, 3 significant figures.
-pub fn new_histogram() -> Histogram<u64> {
-    // Only bounds that contradict each other fail, and these are constants.
-    Histogram::new_with_bounds(1, MAX_TRACKABLE_US, SIGFIGS).expect("valid histogram bounds")
+/// A latency histogram in microseconds, 1 µs .. 1 h, 3 significant figures.
+#[derive(Debug, Clone)]
+pub struct Hist(pub Histogram<u64>);
+
+impl Default for Hist {
+    fn default() -> Self {
+        // Only bounds that contradict each other fail, and these are constants.
+        let h = Histogram::new_with_bounds(1, MAX_TRACKABLE_US, SIGFIGS);
+        Hist(h.expect("valid histogram bounds"))
+    }
 }
 
-/// `into` plus `other`: histograms of the same bounds always add up.
-fn add(into: &mut Histogram<u64>, other: &Histogram<u64>) {
-    into.add(other).expect("histograms of the same bounds");
+impl Hist {
+    /// Records `us`, at least 1 µs and at most the highest trackable value.
+    pub fn record(&mut self, us: u64) {
+        self.0.saturating_record(us.max(1));
+    }
+
+    /// Adds `other`: histograms of the same bounds always add up.
+    pub fn add(&mut self, other: &Hist) {
+        self.0.add(&other.0).expect("histograms of the same bounds");
+    }
 }
 
 /// Latency percentiles in milliseconds.
@@ -36,7 +50,7 @@ pub struct Latency {
 
 impl Latency {
     /// Percentiles of a histogram recorded in microseconds; `None` if it is empty.
-    pub fn from_histogram_us(h: &Histogram<u64>) -> Option<Self> {
+    pub fn from_histogram_us(Hist(h): &Hist) -> Option<Self> {
         if h.is_empty() {
             return None;
         }
@@ -51,9 +65,29 @@ impl Latency {
         })
     }
 
+    /// Each figure the median of the same figure of `rounds`; `None` if empty.
+    pub fn median(rounds: &[Latency]) -> Option<Self> {
+        let med = |f: fn(&Latency) -> f64| {
+            median(&rounds.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+        };
+        (!rounds.is_empty()).then(|| Latency {
+            p50: med(|l| l.p50),
+            p90: med(|l| l.p90),
+            p99: med(|l| l.p99),
+            p99_9: med(|l| l.p99_9),
+            max: med(|l| l.max),
+            mean: med(|l| l.mean),
+        })
+    }
+
+    /// p50, p90, p99, p99.9 and max, in that order.
+    pub fn percentiles(&self) -> [f64; 5] {
+        [self.p50, self.p90, self.p99, self.p99_9, self.max]
+    }
+
     /// p50 ≤ p90 ≤ p99 ≤ p99.9 ≤ max, all finite and non-negative.
     pub fn is_ordered(&self) -> bool {
-        let v = [self.p50, self.p90, self.p99, self.p99_9, self.max];
+        let v = self.percentiles();
         v.iter().all(|x| x.is_finite() && *x >= 0.0) && v.windows(2).all(|w| w[0] <= w[1])
     }
 }
@@ -76,30 +110,19 @@ impl OpError {
 }
 
 /// One operation's successes, failures and latencies.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct OpTally {
     /// Latencies of successful requests, microseconds.
-    pub ok_us: Histogram<u64>,
+    pub ok_us: Hist,
     /// Reply bytes of successful requests (a suspiciously small reply shows here).
     pub ok_bytes: u64,
     pub errors: BTreeMap<String, u64>,
     pub first_error: Option<String>,
 }
 
-impl Default for OpTally {
-    fn default() -> Self {
-        Self {
-            ok_us: new_histogram(),
-            ok_bytes: 0,
-            errors: BTreeMap::new(),
-            first_error: None,
-        }
-    }
-}
-
 impl OpTally {
     pub fn ok(&self) -> u64 {
-        self.ok_us.len()
+        self.ok_us.0.len()
     }
 
     pub fn error_count(&self) -> u64 {
@@ -107,7 +130,7 @@ impl OpTally {
     }
 
     pub fn record_ok(&mut self, latency_us: u64, bytes: usize) {
-        self.ok_us.saturating_record(latency_us.max(1));
+        self.ok_us.record(latency_us);
         self.ok_bytes += bytes as u64;
     }
 
@@ -118,7 +141,7 @@ impl OpTally {
     }
 
     pub fn merge(&mut self, other: &OpTally) {
-        add(&mut self.ok_us, &other.ok_us);
+        self.ok_us.add(&other.ok_us);
         self.ok_bytes += other.ok_bytes;
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;
@@ -130,25 +153,15 @@ impl OpTally {
 }
 
 /// Everything a run (or one worker of it) observed inside the measurement window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Tally {
     /// Per operation (a scenario with one kind of request has one entry).
     pub ops: BTreeMap<&'static str, OpTally>,
     /// Intermediate timings, e.g. order-place's `order.create` reply, microseconds
     /// from the same start as the operation's latency.
-    pub phases: BTreeMap<&'static str, Histogram<u64>>,
+    pub phases: BTreeMap<&'static str, Hist>,
     /// Open loop only: how late each request was sent after its intended time.
-    pub send_lag_us: Histogram<u64>,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Self {
-            ops: BTreeMap::new(),
-            phases: BTreeMap::new(),
-            send_lag_us: new_histogram(),
-        }
-    }
+    pub send_lag_us: Hist,
 }
 
 impl Tally {
@@ -157,8 +170,7 @@ impl Tally {
     }
 
     pub fn record_phase(&mut self, name: &'static str, us: u64) {
-        let phase = self.phases.entry(name).or_insert_with(new_histogram);
-        phase.saturating_record(us.max(1));
+        self.phases.entry(name).or_default().record(us);
     }
 
     pub fn merge(&mut self, other: &Tally) {
@@ -166,9 +178,9 @@ impl Tally {
             self.op(name).merge(op);
         }
         for (name, h) in &other.phases {
-            add(self.phases.entry(name).or_insert_with(new_histogram), h);
+            self.phases.entry(name).or_default().add(h);
         }
-        add(&mut self.send_lag_us, &other.send_lag_us);
+        self.send_lag_us.add(&other.send_lag_us);
     }
 
     /// All operations together.
@@ -200,7 +212,7 @@ pub fn fmt_ms(v: f64) -> String {
         v if v < 1.0 => format!("{v:.3}"),
         v if v < 10.0 => format!("{v:.2}"),
         v if v < 100.0 => format!("{v:.1}"),
-        v => group_thousands(v.round() as u64),
+        v => (v.round() as u64).separate_with_commas(),
     }
 }
 
@@ -214,46 +226,30 @@ pub fn fmt_secs(v: f64) -> String {
 pub fn fmt_rate(v: f64) -> String {
     match v < 100.0 {
         true => format!("{v:.1}"),
-        false => group_thousands(v.round() as u64),
+        false => (v.round() as u64).separate_with_commas(),
     }
-}
-
-pub fn group_thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn close(actual: f64, expected: f64) -> bool {
-        // 3 significant figures => relative error below 0.1%; allow a little slack.
-        (actual - expected).abs() <= expected * 0.002
-    }
-
     #[test]
     fn percentiles_from_uniform_histogram() {
-        let mut h = new_histogram();
-        for us in 1..=10_000u64 {
-            h.record(us).unwrap();
-        }
+        let mut h = Hist::default();
+        (1..=10_000u64).for_each(|us| h.record(us));
         let l = Latency::from_histogram_us(&h).unwrap();
-        assert!(close(l.p50, 5.0), "p50 {}", l.p50);
-        assert!(close(l.p90, 9.0), "p90 {}", l.p90);
-        assert!(close(l.p99, 9.9), "p99 {}", l.p99);
-        assert!(close(l.p99_9, 9.99), "p99.9 {}", l.p99_9);
-        assert!(close(l.max, 10.0), "max {}", l.max);
-        assert!(close(l.mean, 5.0005), "mean {}", l.mean);
+        let expected = [(l.p50, 5.0), (l.p90, 9.0), (l.p99, 9.9), (l.p99_9, 9.99)];
+        for (actual, ms) in expected
+            .into_iter()
+            .chain([(l.max, 10.0), (l.mean, 5.0005)])
+        {
+            // 3 significant figures: relative error below 0.1%, and a little slack.
+            assert!((actual - ms).abs() <= ms * 0.002, "{actual} ms, not {ms}");
+        }
         assert!(l.is_ordered());
-        assert!(Latency::from_histogram_us(&new_histogram()).is_none());
+        assert!(!Latency { p90: 1.0, ..l }.is_ordered(), "p90 below p50");
+        assert!(Latency::from_histogram_us(&Hist::default()).is_none());
     }
 
     #[test]
@@ -277,43 +273,9 @@ mod tests {
         assert_eq!(get.errors.get("service_404"), Some(&7));
         assert_eq!(get.first_error.as_deref(), Some("not found"));
         assert_eq!(a.ops["login"].ok(), 1);
-        assert_eq!(a.phases["reply"].len(), 1);
+        assert_eq!(a.phases["reply"].0.len(), 1);
         let all = a.overall();
         assert_eq!(all.ok(), 1001);
         assert_eq!(all.error_count(), 7);
-    }
-
-    #[test]
-    fn unordered_latency_is_detected() {
-        let l = Latency {
-            p50: 2.0,
-            p90: 1.0,
-            p99: 3.0,
-            p99_9: 4.0,
-            max: 5.0,
-            mean: 2.0,
-        };
-        assert!(!l.is_ordered());
-    }
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(fmt_ms(0.9624), "0.962");
-        assert_eq!(fmt_ms(3.6051), "3.61");
-        assert_eq!(fmt_ms(46.23), "46.2");
-        assert_eq!(fmt_ms(1304.6), "1,305");
-        assert_eq!(fmt_rate(58987.4), "58,987");
-        assert_eq!(fmt_rate(99.64), "99.6");
-        assert_eq!(group_thousands(1_234_567), "1,234,567");
-        assert_eq!(group_thousands(12), "12");
-        assert_eq!(fmt_secs(2.0), "2");
-        assert_eq!(fmt_secs(0.5), "0.5");
-    }
-
-    #[test]
-    fn median_odd_even_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
     }
 }

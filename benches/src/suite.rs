@@ -9,16 +9,20 @@
 //! | orders-default-sync | nats (default sync), the same services | order-place at each rate |
 //! | scaling | nats (`always`), product ×1, 2, 4 | product-get/json and product-list at each count |
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use async_nats::Client;
+use clap::ValueEnum;
+use serde_json::json;
+use shop_nats::Encoding;
 
 use crate::load::Model;
 use crate::machine;
-use crate::results::{check_targets, ResultsFile, ScalingRun, ScenarioResult, Settings};
-use crate::scenarios::{self, gateway_get::PRODUCT_PATH, reads, Options, Scenario, ECHO_SUBJECT};
+use crate::results::{check_targets, ResultsFile, ScenarioResult, Settings};
+use crate::scenarios::gateway_get::PRODUCT_PATH;
+use crate::scenarios::{self, reads, Mix, Options, Scenario, ECHO_SUBJECT};
 use crate::seed::read_id;
 use crate::stack::{JetStreamSync, Stack, StackConfig};
 use crate::stats::fmt_ms;
@@ -28,81 +32,79 @@ use crate::{nats, scaling};
 /// needs a few seconds of load before the Express baseline runs at speed).
 const HTTP_WARMUP: Duration = Duration::from_secs(5);
 
+/// Requests in flight of the closed-loop points, and wrk's connections.
+const IN_FLIGHT: usize = 64;
+
 /// The gateway's cache switch (`on`/`off`, services/gateway/src/config.rs).
 pub const GATEWAY_CACHE_ENV: &str = "GATEWAY_CACHE";
 
-/// What the suite runs and how long.
-#[derive(Debug, Clone)]
+/// What the suite runs and how long; its command-line flags too. Timeouts
+/// (5 s) and products (1000) are [`Options`]' defaults.
+#[derive(Debug, Clone, clap::Args)]
 pub struct SuiteConfig {
-    pub stack: StackConfig,
+    /// 2 s points after 0.5 s of warm-up: checks that everything works; the
+    /// figures mean little.
+    #[arg(long)]
     pub quick: bool,
-    pub duration: Duration,
-    pub warmup: Duration,
-    /// Rounds of echo and product-get/json, alternated.
-    pub rounds: usize,
-    pub in_flight: usize,
-    pub timeout: Duration,
-    pub products: usize,
-    /// Arrival rate of the open-loop product-get point.
-    pub read_rate: f64,
-    pub order_rates: Vec<f64>,
-    pub mixed_rate: f64,
-    pub settle_timeout: Duration,
-    pub instances: Vec<usize>,
-    /// Run `wrk` against each HTTP target too, when it is installed.
-    pub wrk: bool,
-    /// Only these scenarios (and `scaling`); empty = all.
+    /// Only these scenarios (comma-separated; `scaling` for the scaling runs).
+    #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-}
-
-/// This program's arguments, as the results file records them.
-pub fn command_line() -> String {
-    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    /// Measured time per point (default 10s, quick 2s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Warm-up per point (default 2s, quick 500ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Rounds of echo and product-get, alternated (default 2, quick 1).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// order-place arrival rates.
+    #[arg(long, value_delimiter = ',', default_value = "250,500")]
+    pub order_rates: Vec<f64>,
+    /// mixed arrival rate.
+    #[arg(long, default_value_t = 200.0)]
+    pub mixed_rate: f64,
+    /// Arrival rate of the open-loop product-get point.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub read_rate: f64,
+    /// Instance counts of the scaling runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub instances: Vec<usize>,
+    /// No wrk cross-check of gateway-get.
+    #[arg(long)]
+    pub no_wrk: bool,
 }
 
 impl SuiteConfig {
-    /// The standard settings (10 s points after 2 s of warm-up), or `--quick`
-    /// ones (2 s after 0.5 s: only to see that everything works).
-    pub fn standard(stack: StackConfig, quick: bool) -> Self {
-        Self {
-            stack,
-            quick,
-            duration: Duration::from_secs(if quick { 2 } else { 10 }),
-            warmup: Duration::from_millis(if quick { 500 } else { 2000 }),
-            rounds: if quick { 1 } else { 2 },
-            in_flight: 64,
-            timeout: Duration::from_secs(5),
-            products: 1000,
-            read_rate: 10_000.0,
-            order_rates: vec![250.0, 500.0],
-            mixed_rate: 200.0,
-            settle_timeout: Duration::from_secs(if quick { 10 } else { 20 }),
-            instances: vec![1, 2, 4],
-            wrk: true,
-            only: Vec::new(),
-        }
+    /// Rounds of echo and product-get/json.
+    fn rounds(&self) -> usize {
+        let rounds = self.rounds.unwrap_or(if self.quick { 1 } else { 2 });
+        rounds.max(1)
     }
 
     fn wants(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| o == name)
     }
 
-    fn options(&self, model: Model) -> Options {
-        Options {
-            model,
-            duration: self.duration,
-            warmup: self.warmup,
-            rounds: 1,
-            timeout: self.timeout,
-            products: self.products,
-            settle_timeout: self.settle_timeout,
+    /// A point's options under `model`: the standard settings (10 s after 2 s
+    /// of warm-up), or `--quick` ones (2 s after 0.5 s).
+    pub fn options(&self, model: Model) -> Options {
+        let (duration, warmup, settle) = match self.quick {
+            true => (2_000, 500, 10),
+            false => (10_000, 2_000, 20),
+        };
+        let opts = Options {
+            duration: (self.duration).unwrap_or(Duration::from_millis(duration)),
+            warmup: (self.warmup).unwrap_or(Duration::from_millis(warmup)),
+            settle_timeout: Duration::from_secs(settle),
             ..Options::default()
-        }
+        };
+        opts.with_model(model)
     }
 
     fn closed(&self) -> Model {
         Model::Closed {
-            in_flight: self.in_flight,
+            in_flight: IN_FLIGHT,
         }
     }
 }
@@ -121,25 +123,22 @@ impl Run {
 
     /// Reports a point's outcome; a failure is noted (in the file too).
     fn record(&mut self, what: &str, outcome: Result<ScenarioResult>) -> Option<ScenarioResult> {
-        match outcome {
-            Ok(r) => {
-                let problems = r.problems(0.01);
-                let problems = match problems.is_empty() {
-                    true => String::new(),
-                    false => format!(" — {}", problems.join("; ")),
-                };
-                let p99 = r.latency_ms.map_or("-".to_string(), |l| fmt_ms(l.p99));
-                let (key, rate, errors) = (&r.key, r.throughput_per_s, r.errors);
-                eprintln!(
-                    "         {key}: {rate:.0} ok/s, p99 {p99} ms, {errors} errors{problems}"
-                );
-                Some(r)
-            }
+        let r = match outcome {
+            Ok(r) => r,
             Err(e) => {
                 self.fail(format!("{what} failed: {e:#}"));
-                None
+                return None;
             }
-        }
+        };
+        let problems = r.problems(0.01);
+        let problems = match problems.is_empty() {
+            true => String::new(),
+            false => format!(" — {}", problems.join("; ")),
+        };
+        let p99 = r.latency_ms.map_or("-".to_string(), |l| fmt_ms(l.p99));
+        let (key, rate, errors) = (&r.key, r.throughput_per_s, r.errors);
+        eprintln!("         {key}: {rate:.0} ok/s, p99 {p99} ms, {errors} errors{problems}");
+        Some(r)
     }
 
     fn fail(&mut self, message: String) {
@@ -148,55 +147,62 @@ impl Run {
         self.failures.push(message);
     }
 
-    /// Runs one point of `scenario` on `stack` and keeps its result.
-    async fn point(&mut self, stack: &Stack, scenario: Scenario, opts: &Options, what: &str) {
+    fn note(&mut self, note: String) {
+        eprintln!("         note: {note}");
+        self.file.notes.push(note);
+    }
+
+    /// Runs one point of `scenario` on `stack`; its result, unless it failed.
+    async fn measure(
+        &mut self,
+        stack: &Stack,
+        scenario: Scenario,
+        opts: &Options,
+        what: &str,
+    ) -> Option<ScenarioResult> {
         self.progress(what);
         let outcome = match stack.target(Some(1)) {
             Ok(target) => scenarios::run(scenario, &target, opts).await,
             Err(e) => Err(e),
         };
-        if let Some(r) = self.record(scenario.name(), outcome) {
-            self.file.results.push(r);
-        }
+        self.record(scenario.name(), outcome)
     }
 
-    fn note(&mut self, note: String) {
-        eprintln!("         note: {note}");
-        self.file.notes.push(note);
+    /// Runs one point of `scenario` on `stack` and keeps its result.
+    async fn point(&mut self, stack: &Stack, scenario: Scenario, opts: &Options) {
+        let what = format!("{} ({})", scenario.name(), opts.model.describe());
+        let kept = self.measure(stack, scenario, opts, &what).await;
+        self.file.results.extend(kept);
     }
 }
 
-/// Runs the suite; returns the results file and the failures (also in its notes).
-pub async fn run(cfg: &SuiteConfig) -> Result<(ResultsFile, Vec<String>)> {
-    let extra = [
-        ("rounds_echo_product_get", serde_json::json!(cfg.rounds)),
-        ("products", serde_json::json!(cfg.products)),
-        ("read_rate", serde_json::json!(cfg.read_rate)),
-        ("order_rates", serde_json::json!(cfg.order_rates)),
-        ("mixed_rate", serde_json::json!(cfg.mixed_rate)),
-        (
-            "mix",
-            serde_json::json!(scenarios::Mix::default().describe()),
-        ),
-        (
-            "settle_timeout_s",
-            serde_json::json!(cfg.settle_timeout.as_secs_f64()),
-        ),
-        ("instances", serde_json::json!(cfg.instances)),
-        ("nats_auth", serde_json::json!(cfg.stack.auth)),
-    ];
-    let settings = Settings {
-        quick: cfg.quick,
-        duration_s: cfg.duration.as_secs_f64(),
-        warmup_s: cfg.warmup.as_secs_f64(),
-        timeout_s: cfg.timeout.as_secs_f64(),
-        in_flight: cfg.in_flight,
-        nats_url: None,
-        services_rust_log: Some(cfg.stack.services_rust_log.clone()),
-        extra: extra.map(|(k, v)| (k.to_string(), v)).into_iter().collect(),
-    };
+/// Runs the suite on stacks of `stack`'s programs; returns the results file
+/// and the failures (also in its notes).
+pub async fn run(cfg: &SuiteConfig, stack: &StackConfig) -> Result<(ResultsFile, Vec<String>)> {
+    for name in &cfg.only {
+        if name != "scaling" && !Scenario::value_variants().iter().any(|s| s.name() == name) {
+            bail!("--only {name}: not a scenario (or `scaling`)");
+        }
+    }
+    let opts = cfg.options(cfg.closed());
+    let mut settings = Settings::new(
+        &opts,
+        [
+            ("rounds_echo_product_get", json!(cfg.rounds())),
+            ("products", json!(opts.products)),
+            ("read_rate", json!(cfg.read_rate)),
+            ("order_rates", json!(cfg.order_rates)),
+            ("mixed_rate", json!(cfg.mixed_rate)),
+            ("mix", json!(Mix::default().describe())),
+            ("settle_timeout_s", json!(opts.settle_timeout.as_secs_f64())),
+            ("instances", json!(scaling::counts(&cfg.instances)?)),
+            ("nats_auth", json!(stack.auth)),
+        ],
+    );
+    settings.quick = cfg.quick;
+    settings.services_rust_log = Some(stack.services_rust_log.clone());
     let mut run = Run {
-        file: ResultsFile::new(command_line(), settings),
+        file: ResultsFile::new(settings),
         failures: Vec::new(),
         started: Instant::now(),
     };
@@ -218,9 +224,11 @@ pub async fn run(cfg: &SuiteConfig) -> Result<(ResultsFile, Vec<String>)> {
             continue;
         }
         run.progress(&format!("phase {phase}"));
-        let mut stack_cfg = cfg.stack.clone();
-        stack_cfg.logs_dir = cfg.stack.logs_dir.join(phase);
-        let mut stack = Stack::new(stack_cfg)?;
+        let logs_dir = stack.logs_dir.join(phase);
+        let mut stack = Stack::new(StackConfig {
+            logs_dir,
+            ..stack.clone()
+        })?;
         let (stack_ref, run_ref) = (&mut stack, &mut run);
         let outcome = match phase {
             "reads" => reads_phase(cfg, run_ref, stack_ref).await,
@@ -250,65 +258,49 @@ async fn start_nats(run: &mut Run, stack: &mut Stack, sync: JetStreamSync) -> Re
 async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {
     let client = start_nats(run, stack, JetStreamSync::Always).await?;
     stack.start_service("product", &[]).await?;
-    reads::seed_reads(&client, cfg.products).await?;
+    let c = cfg.options(cfg.closed());
+    reads::seed_reads(&client, c.products).await?;
     // The echo reply is as big as a product's, so the only difference between
     // the two is the work product.get does.
-    let json = shop_nats::Encoding::Json;
-    let reply_bytes = reads::probe(&client, &read_id(0), json, cfg.timeout).await?;
+    let reply_bytes = reads::probe(&client, &read_id(0), Encoding::Json, c.timeout).await?;
     stack.start_echo(ECHO_SUBJECT, reply_bytes).await?;
     let extra = &mut run.file.settings.extra;
-    extra.insert("echo_reply_bytes".into(), serde_json::json!(reply_bytes));
+    extra.insert("echo_reply_bytes".into(), json!(reply_bytes));
 
-    let c = cfg.closed();
-    let (mut echoes, mut gets) = (Vec::new(), Vec::new());
-    for round in 0..cfg.rounds.max(1) {
+    let mut rounds: [Vec<ScenarioResult>; 2] = Default::default();
+    for round in 0..cfg.rounds() {
         // ABBA: echo first in even rounds, product-get first in odd ones.
         let mut order = [Scenario::Echo, Scenario::ProductGet];
         if round % 2 == 1 {
             order.reverse();
         }
         for s in order.into_iter().filter(|s| cfg.wants(s.name())) {
-            let rounds = cfg.rounds;
-            run.progress(&format!(
-                "{} ({}) round {}/{rounds}",
-                s.name(),
-                c.describe(),
-                round + 1
-            ));
-            let t = stack.target(Some(1))?;
-            let outcome = scenarios::run(s, &t, &cfg.options(c)).await;
-            let kept = if s == Scenario::Echo {
-                &mut echoes
-            } else {
-                &mut gets
-            };
-            kept.extend(run.record(s.name(), outcome));
+            let (model, n) = (c.model.describe(), cfg.rounds());
+            let what = format!("{} ({model}) round {}/{n}", s.name(), round + 1);
+            let kept = run.measure(stack, s, &c, &what).await;
+            rounds[usize::from(s == Scenario::ProductGet)].extend(kept);
         }
     }
-    for rounds in [echoes, gets].into_iter().filter(|r| !r.is_empty()) {
-        run.file
-            .results
-            .push(ScenarioResult::combine_rounds(rounds)?);
+    for rounds in rounds.into_iter().filter(|r| !r.is_empty()) {
+        let combined = ScenarioResult::combine_rounds(rounds)?;
+        run.file.results.push(combined);
     }
     let bincode = Options {
-        encoding: shop_nats::Encoding::Bincode,
-        ..cfg.options(c)
+        encoding: Encoding::Bincode,
+        ..c.clone()
     };
+    let open = cfg.options(Model::Open {
+        rate: cfg.read_rate,
+    });
     let points = [
         (Scenario::ProductGet, bincode),
-        (
-            Scenario::ProductGet,
-            cfg.options(Model::Open {
-                rate: cfg.read_rate,
-            }),
-        ),
-        (Scenario::ProductList, cfg.options(c)),
-        (Scenario::StockContention, cfg.options(c)),
+        (Scenario::ProductGet, open),
+        (Scenario::ProductList, c.clone()),
+        (Scenario::StockContention, c),
     ];
     for (s, opts) in points.iter().filter(|(s, _)| cfg.wants(s.name())) {
         stack.check_alive()?;
-        let what = format!("{} ({})", s.name(), opts.model.describe());
-        run.point(stack, *s, opts, &what).await;
+        run.point(stack, *s, opts).await;
     }
     if cfg.wants("gateway-get") {
         gateway(cfg, run, stack).await;
@@ -316,54 +308,39 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
     stack.check_alive()
 }
 
-/// The gateway points; a part that cannot start is recorded as a failure and
-/// the others still run.
+/// The gateway points: the Rust gateway cached and uncached, the Express
+/// baseline without and with upstream keep-alive. What cannot run is noted;
+/// a point that fails is recorded as a failure and the others still run.
 async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
-    let c = cfg.closed().describe();
-    let wrk = cfg.wrk.then(|| find_on_path("wrk")).flatten();
-    if cfg.wrk && wrk.is_none() {
+    let wrk = (!cfg.no_wrk).then(|| find_on_path("wrk")).flatten();
+    if !cfg.no_wrk && wrk.is_none() {
         run.note(
             "wrk is not installed: no wrk cross-check of gateway-get (apt-get install wrk)".into(),
         );
     }
+    let mut variants = Vec::new();
     let gateway = stack.config.gateway_bin();
-    if !gateway.exists() {
-        let skipped = format!(
+    match gateway.exists() {
+        true => variants.extend(["cached", "uncached"]),
+        false => run.note(format!(
             "gateway-get (Rust gateway) skipped: {} is not built",
             gateway.display()
-        );
-        run.note(skipped);
+        )),
     }
-    let rust = [("cached", "on"), ("uncached", "off")].map(|(v, cache)| (v, Some(cache)));
-    let rust = rust.into_iter().filter(|_| gateway.exists());
-    let express_dir = stack.config.express_dir.display().to_string();
-    let express = stack.config.express_available();
-    if express {
+    if stack.config.express_available() {
         run.file.versions.node = machine::program_version(&stack.config.node);
+        variants.extend(["express", "express-keepalive"]);
     } else {
+        let express_dir = stack.config.express_dir.display();
         run.note(format!(
             "gateway-get Express baseline skipped: run `npm ci` in {express_dir}"
         ));
     }
-    let node = [("express", None), ("express-keepalive", None)];
-    for (variant, cache) in rust.chain(node.into_iter().filter(|_| express)) {
-        run.progress(&format!("gateway-get {variant} ({c})"));
+    for variant in variants {
+        let model = cfg.closed().describe();
+        run.progress(&format!("gateway-get {variant} ({model})"));
         let role = format!("gateway-{variant}");
-        let started = match cache {
-            Some(cache) => {
-                stack
-                    .start_gateway(&role, &[(GATEWAY_CACHE_ENV, cache)])
-                    .await
-            }
-            None => stack.start_express(variant == "express-keepalive").await,
-        };
-        let outcome = match started {
-            Ok(base) => http_point(cfg, stack, &base, variant, cache.is_some(), wrk.as_ref()).await,
-            Err(e) => Err(e.context(match cache {
-                Some(_) => "starting the gateway",
-                None => "starting the Express baseline",
-            })),
-        };
+        let outcome = http_point(cfg, stack, &role, variant, wrk.as_deref()).await;
         let kept = run.record(&format!("gateway-get {variant}"), outcome);
         run.file.results.extend(kept);
         for role in [role.as_str(), "express-gateway", "express-product"] {
@@ -372,39 +349,53 @@ async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
     }
 }
 
-/// gateway-get against `base`, after `wrk` when it is installed: a
-/// cross-check, and a warm-up for what it measures (the Express baseline's
-/// JIT in particular), so no target is measured cold.
+/// Starts the HTTP gateway of `variant` (as `role`) and measures gateway-get
+/// through it, after `wrk` when it is installed: a cross-check, and a warm-up
+/// for what it measures (the Express baseline's JIT in particular), so no
+/// target is measured cold.
 async fn http_point(
     cfg: &SuiteConfig,
-    stack: &Stack,
-    base: &str,
+    stack: &mut Stack,
+    role: &str,
     variant: &str,
-    seed: bool,
-    wrk: Option<&PathBuf>,
+    wrk: Option<&Path>,
 ) -> Result<ScenarioResult> {
-    let mut t = stack.target(Some(1))?;
-    t.http_url = Some(format!("{base}{PRODUCT_PATH}"));
+    let rust_gateway = matches!(variant, "cached" | "uncached");
+    let base = match rust_gateway {
+        true => {
+            let cache = if variant == "cached" { "on" } else { "off" };
+            let env = [(GATEWAY_CACHE_ENV, cache)];
+            let started = stack.start_gateway(role, &env).await;
+            started.context("starting the gateway")?
+        }
+        false => {
+            let started = stack.start_express(variant == "express-keepalive").await;
+            started.context("starting the Express baseline")?
+        }
+    };
+    let opts = cfg.options(cfg.closed());
     let mut wrk_rps = None;
     if let Some(wrk) = wrk {
         let url = format!("{base}{}", PRODUCT_PATH.replace("{id}", &read_id(0)));
-        let duration = cfg.duration.min(Duration::from_secs(5));
-        match run_wrk(wrk, &url, cfg.in_flight, duration).await {
+        let duration = opts.duration.min(Duration::from_secs(5));
+        match run_wrk(wrk, &url, IN_FLIGHT, duration).await {
             Ok(rps) => wrk_rps = Some(rps),
             Err(e) => eprintln!("         wrk failed: {e:#}"),
         }
     }
     let warmup = match wrk_rps {
-        Some(_) => cfg.warmup,
-        None => cfg.warmup.max(HTTP_WARMUP),
+        Some(_) => opts.warmup,
+        None => opts.warmup.max(HTTP_WARMUP),
     };
     let opts = Options {
         variant: Some(variant.to_string()),
-        seed,
+        seed: rust_gateway,
         warmup,
-        ..cfg.options(cfg.closed())
+        ..opts
     };
-    let mut r = scenarios::run(Scenario::GatewayGet, &t, &opts).await?;
+    let mut target = stack.target(Some(1))?;
+    target.http_url = Some(format!("{base}{PRODUCT_PATH}"));
+    let mut r = scenarios::run(Scenario::GatewayGet, &target, &opts).await?;
     r.extra
         .extend(wrk_rps.map(|rps| ("wrk_requests_per_s".to_string(), rps)));
     Ok(r)
@@ -418,13 +409,13 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 }
 
 /// `wrk -t1 -c<n> -d<s>` against one URL; its requests per second.
-async fn run_wrk(wrk: &PathBuf, url: &str, connections: usize, duration: Duration) -> Result<f64> {
+async fn run_wrk(wrk: &Path, url: &str, connections: usize, duration: Duration) -> Result<f64> {
     let secs = duration.as_secs().max(1);
     let args = [
-        "-t1".to_string(),
-        format!("-c{connections}"),
-        format!("-d{secs}s"),
-        url.into(),
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{secs}s"),
+        url,
     ];
     let out =
         (tokio::process::Command::new(wrk).args(args).output().await).context("running wrk")?;
@@ -440,6 +431,8 @@ pub fn parse_wrk(text: &str) -> Option<f64> {
     rate.and_then(|v| v.trim().parse().ok())
 }
 
+/// mixed (with the project's sync only) and order-place at each rate, on the
+/// services an order passes through.
 async fn orders(
     cfg: &SuiteConfig,
     run: &mut Run,
@@ -450,36 +443,31 @@ async fn orders(
     for service in Scenario::OrderPlace.services() {
         stack.start_service(service, &[]).await?;
     }
+    let mut points = Vec::new();
     if sync == JetStreamSync::Always && cfg.wants("mixed") {
-        let opts = cfg.options(Model::Open {
-            rate: cfg.mixed_rate,
-        });
-        let what = format!("mixed ({})", opts.model.describe());
-        run.point(stack, Scenario::Mixed, &opts, &what).await;
+        points.push((Scenario::Mixed, cfg.mixed_rate));
     }
-    for &rate in cfg.order_rates.iter().filter(|_| cfg.wants("order-place")) {
+    if cfg.wants("order-place") {
+        points.extend(cfg.order_rates.iter().map(|r| (Scenario::OrderPlace, *r)));
+    }
+    for (scenario, rate) in points {
         stack.check_alive()?;
-        let opts = cfg.options(Model::Open { rate });
-        let what = format!(
-            "order-place ({}, sync {})",
-            opts.model.describe(),
-            sync.name()
-        );
-        run.point(stack, Scenario::OrderPlace, &opts, &what).await;
+        run.point(stack, scenario, &cfg.options(Model::Open { rate }))
+            .await;
     }
     stack.check_alive()
 }
 
 async fn scaling_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {
     start_nats(run, stack, JetStreamSync::Always).await?;
-    let c = cfg.closed();
+    let c = cfg.options(cfg.closed());
     let plans = [
-        (Scenario::ProductGet, cfg.options(c)),
-        (Scenario::ProductList, cfg.options(c)),
+        (Scenario::ProductGet, c.clone()),
+        (Scenario::ProductList, c),
     ];
     let started = run.started;
     let progress = |what: &str| eprintln!("[{:>5.0}s] {what}", started.elapsed().as_secs_f64());
-    let runs: Vec<ScalingRun> = scaling::run_on(stack, &plans, &cfg.instances, progress).await?;
+    let runs = scaling::run_on(stack, &plans, &cfg.instances, progress).await?;
     run.file.scaling.extend(runs);
     Ok(())
 }
@@ -487,6 +475,7 @@ async fn scaling_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenarios::from_flags;
 
     #[test]
     fn reads_wrk_output() {
@@ -497,15 +486,18 @@ mod tests {
 
     #[test]
     fn quick_mode_is_short() {
-        let stack = StackConfig::new(PathBuf::from("bin"), PathBuf::from("logs"));
-        let quick = SuiteConfig::standard(stack.clone(), true);
-        let full = SuiteConfig::standard(stack, false);
-        assert!(quick.duration < full.duration && quick.rounds <= full.rounds);
+        let parse = |flags: &str| from_flags::<SuiteConfig>(flags).unwrap();
+        let (quick, full) = (parse("--quick"), parse(""));
+        let (q, f) = (quick.options(quick.closed()), full.options(full.closed()));
+        assert!(q.duration < f.duration && quick.rounds() <= full.rounds());
+        assert_eq!(
+            (f.duration, f.warmup),
+            (Duration::from_secs(10), Duration::from_secs(2))
+        );
+        assert_eq!(full.instances, vec![1, 2, 4]);
         assert!(full.wants("echo"));
-        let only = SuiteConfig {
-            only: vec!["echo".into()],
-            ..quick
-        };
+        let only = parse("--only echo --duration 1s");
         assert!(only.wants("echo") && !only.wants("mixed"));
+        assert_eq!(only.options(only.closed()).duration, Duration::from_secs(1));
     }
 }

@@ -5,14 +5,20 @@
 //! one harness.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use hyper::Uri;
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{ACCEPT, USER_AGENT};
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
 
-use super::{connect_clients, measure, reads::seed_reads, spread, Options, Target};
-use crate::http::Client;
+use super::{measure, pick, reads::seed_reads, Options, Target};
 use crate::load::{Operation, Outcome};
-use crate::results::ScenarioResult;
+use crate::nats;
+use crate::results::{Meta, ScenarioResult};
 use crate::seed::read_id;
 use crate::stats::OpError;
 
@@ -21,19 +27,52 @@ pub const PRODUCT_PATH: &str = "/api/products/{id}";
 const OP: &str = "GET product";
 
 struct HttpGet {
-    client: Client,
+    /// hyper's pooled client: keep-alive connections, reused.
+    client: Client<HttpConnector, Empty<Bytes>>,
     uris: Vec<Uri>,
+    timeout: Duration,
+}
+
+impl HttpGet {
+    /// GET `uri`: its status and whole body; failures as `connect`,
+    /// `http_io` or `timeout` errors.
+    async fn get(&self, uri: &Uri) -> Result<(u16, Bytes), OpError> {
+        let io = |e: &dyn std::fmt::Display| OpError::new("http_io", format!("GET {uri}: {e}"));
+        let attempt = async {
+            let request = Request::get(uri)
+                .header(USER_AGENT, "shop-bench")
+                .header(ACCEPT, "application/json")
+                .body(Empty::new())
+                .map_err(|e| io(&e))?;
+            let response =
+                self.client
+                    .request(request)
+                    .await
+                    .map_err(|e| match e.is_connect() {
+                        true => OpError::new("connect", format!("GET {uri}: {e:?}")),
+                        false => io(&e),
+                    })?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.map_err(|e| io(&e))?;
+            Ok((status, body.to_bytes()))
+        };
+        let timeout = tokio::time::timeout(self.timeout, attempt).await;
+        timeout.unwrap_or_else(|_| {
+            let message = format!("GET {uri}: no response within {:?}", self.timeout);
+            Err(OpError::new("timeout", message))
+        })
+    }
 }
 
 impl Operation for HttpGet {
     async fn call(&self, seq: u64) -> Outcome {
-        let uri = &self.uris[(spread(seq) % self.uris.len() as u64) as usize];
-        match self.client.get(uri).await {
-            Ok(r) if r.status == 200 => Outcome::ok(OP, r.body.len()),
-            Ok(r) => {
-                let body = String::from_utf8_lossy(&r.body[..r.body.len().min(200)]);
-                let message = format!("GET {uri}: {} {body}", r.status);
-                Outcome::err(OP, OpError::new(format!("http_{}", r.status), message))
+        let uri = pick(&self.uris, seq);
+        match self.get(uri).await {
+            Ok((200, body)) => Outcome::ok(OP, body.len()),
+            Ok((status, body)) => {
+                let body = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                let message = format!("GET {uri}: {status} {body}");
+                Outcome::err(OP, OpError::new(format!("http_{status}"), message))
             }
             Err(e) => Outcome::err(OP, e),
         }
@@ -52,29 +91,30 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         bail!("{url}: expected an http:// URL with an {{id}} placeholder");
     }
     if opts.seed {
-        let clients = connect_clients(&target.nats_url, 1, opts.timeout).await?;
-        seed_reads(&clients[0], opts.products).await?;
+        let client = nats::connect(&target.nats_url, "shop-bench-seed", opts.timeout).await?;
+        seed_reads(&client, opts.products).await?;
     }
-    let rest = &url["http://".len()..];
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let uris = (0..opts.products.max(1))
-        .map(|i| path.replace("{id}", &read_id(i)).parse::<Uri>())
+        .map(|i| url.replace("{id}", &read_id(i)).parse::<Uri>())
         .collect::<Result<Vec<Uri>, _>>()
         .with_context(|| format!("{url}: not a URL"))?;
-    let client = Client::new(authority, opts.timeout);
-    let probe = client
-        .get(&uris[0])
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let body: serde_json::Value = serde_json::from_slice(&probe.body).unwrap_or_default();
-    if probe.status != 200 || body["id"].as_str() != Some(&read_id(0)) {
-        let text = String::from_utf8_lossy(&probe.body[..probe.body.len().min(300)]);
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    let op = HttpGet {
+        client,
+        uris,
+        timeout: opts.timeout,
+    };
+    let (status, body) = op.get(&op.uris[0]).await.map_err(|e| anyhow!(e.message))?;
+    let product: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status != 200 || product["id"].as_str() != Some(&read_id(0)) {
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
         bail!(
-            "GET {} answered {} {text}: expected the product",
-            uris[0],
-            probe.status
+            "GET {} answered {status} {text}: expected the product",
+            op.uris[0]
         );
     }
-    let (runs, cpu) = measure(Arc::new(HttpGet { client, uris }), target, opts).await?;
-    target.result("gateway-get", opts.variant.as_deref(), url, &runs, cpu)
+    let meta = Meta::new("gateway-get", opts.variant.as_deref(), url);
+    measure(Arc::new(op), target, opts, meta).await
 }

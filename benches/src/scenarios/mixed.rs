@@ -11,120 +11,77 @@ use async_nats::{Client, Request};
 use bytes::Bytes;
 
 use super::reads::{id_payloads, list_payloads, seed_reads};
-use super::{
-    connect_clients, measure, order_place, pick, request, run_id, spread, Options, Target,
-};
+use super::{connect, measure, order_place, pick, request, run_id, spread};
+use super::{Options, Target};
 use crate::load::{Operation, Outcome};
-use crate::results::ScenarioResult;
+use crate::results::{Meta, ScenarioResult};
 
-/// Mix of the `mixed` scenario, in relative weights.
+/// The kinds of request of a mix: each one's name in `--mix`, and the subject
+/// it requests (also the name its figures are reported under).
+const KINDS: [(&str, &str); 4] = [
+    ("get", "product.get"),
+    ("list", "product.list"),
+    ("login", "user.login"),
+    ("order", "order.create"),
+];
+
+/// Mix of the `mixed` scenario: relative weights of the [`KINDS`], in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mix {
-    pub get: u32,
-    pub list: u32,
-    pub login: u32,
-    pub order: u32,
-}
+pub struct Mix(pub [u32; 4]);
 
 impl Default for Mix {
     fn default() -> Self {
-        Self {
-            get: 70,
-            list: 20,
-            login: 5,
-            order: 5,
-        }
+        Mix([70, 20, 5, 5])
     }
 }
 
 impl Mix {
     /// Parses `get=70,list=20,login=5,order=5` (missing names weigh 0).
     pub fn parse(s: &str) -> Result<Self> {
-        let mut mix = Mix {
-            get: 0,
-            list: 0,
-            login: 0,
-            order: 0,
-        };
+        let mut weights = [0; 4];
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = part
                 .split_once('=')
                 .with_context(|| format!("mix entry {part:?}: expected name=weight"))?;
-            let weight: u32 = weight
-                .trim()
-                .parse()
+            let Some(kind) = KINDS.iter().position(|(n, _)| *n == name.trim()) else {
+                bail!("mix entry {part:?}: use get, list, login or order");
+            };
+            weights[kind] = (weight.trim().parse())
                 .with_context(|| format!("mix entry {part:?}: weight must be a whole number"))?;
-            match name.trim() {
-                "get" => mix.get = weight,
-                "list" => mix.list = weight,
-                "login" => mix.login = weight,
-                "order" => mix.order = weight,
-                other => bail!("mix entry {other:?}: use get, list, login or order"),
-            }
         }
-        if mix.get + mix.list + mix.login + mix.order == 0 {
+        if weights.iter().sum::<u32>() == 0 {
             bail!("the mix {s:?} has no weight");
         }
-        Ok(mix)
+        Ok(Mix(weights))
     }
 
+    /// `get=70,list=20,login=5,order=5`.
     pub fn describe(&self) -> String {
-        let Mix {
-            get,
-            list,
-            login,
-            order,
-        } = self;
-        format!("get={get},list={list},login={login},order={order}")
+        let parts = KINDS.iter().zip(self.0);
+        let parts = parts.map(|((name, _), weight)| format!("{name}={weight}"));
+        parts.collect::<Vec<_>>().join(",")
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Get,
-    List,
-    Login,
-    Order,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Get => "product.get",
-            Kind::List => "product.list",
-            Kind::Login => "user.login",
-            Kind::Order => "order.create",
+    /// The kind of request `seq` (an index into [`KINDS`]), by the weights.
+    fn kind(&self, seq: u64) -> usize {
+        let total: u64 = self.0.iter().map(|w| u64::from(*w)).sum();
+        let mut r = spread(seq) % total.max(1);
+        for (kind, weight) in self.0.iter().map(|w| u64::from(*w)).enumerate() {
+            if r < weight {
+                return kind;
+            }
+            r -= weight;
         }
-    }
-}
-
-fn kind(mix: &Mix, seq: u64) -> Kind {
-    let total = u64::from(mix.get + mix.list + mix.login + mix.order).max(1);
-    let r = spread(seq) % total;
-    let (get, list, login) = (
-        u64::from(mix.get),
-        u64::from(mix.get + mix.list),
-        u64::from(mix.get + mix.list + mix.login),
-    );
-    if r < get {
-        Kind::Get
-    } else if r < list {
-        Kind::List
-    } else if r < login {
-        Kind::Login
-    } else {
-        Kind::Order
+        KINDS.len() - 1
     }
 }
 
 struct Mixed {
-    clients: Vec<Client>,
+    client: Client,
     mix: Mix,
-    gets: Vec<Bytes>,
-    lists: Vec<Bytes>,
-    login: Bytes,
-    user_id: String,
-    auth: async_nats::HeaderMap,
+    /// Payloads of each kind but the order, taken in turn.
+    payloads: [Vec<Bytes>; 3],
+    user: order_place::User,
     products: Vec<String>,
     run: String,
     timeout: Duration,
@@ -132,63 +89,55 @@ struct Mixed {
 
 impl Operation for Mixed {
     async fn call(&self, seq: u64) -> Outcome {
-        let client = &self.clients[(seq % self.clients.len() as u64) as usize];
-        let kind = kind(&self.mix, seq);
+        let client = &self.client;
+        let kind = self.mix.kind(seq);
+        let op = KINDS[kind].1;
         let other = seq.rotate_left(17);
-        let payload = match kind {
-            Kind::Get => pick(&self.gets, other).clone(),
-            Kind::List => pick(&self.lists, other).clone(),
-            Kind::Login => self.login.clone(),
-            Kind::Order => {
-                let product = pick(&self.products, other);
-                let key = format!("mixed-{}-{seq}", self.run);
-                let (op, user, timeout) = (kind.name(), &self.user_id, self.timeout);
-                let auth = &self.auth;
-                return match order_place::create_order(
-                    client, op, auth, user, product, key, timeout,
-                )
-                .await
-                {
-                    Ok((_, bytes, _)) => Outcome::ok(op, bytes),
-                    Err(failed) => failed,
-                };
-            }
+        let Some(payloads) = self.payloads.get(kind) else {
+            let product = pick(&self.products, other);
+            let key = format!("mixed-{}-{seq}", self.run);
+            let created =
+                order_place::create_order(client, op, &self.user, product, key, self.timeout);
+            return match created.await {
+                Ok((_, bytes, _)) => Outcome::ok(op, bytes),
+                Err(failed) => failed,
+            };
         };
-        let get = Request::new().payload(payload).timeout(Some(self.timeout));
-        match request(client, kind.name(), kind.name(), get).await {
-            Ok(reply) => Outcome::ok(kind.name(), reply.payload.len()),
+        let payload = pick(payloads, other).clone();
+        let req = Request::new().payload(payload).timeout(Some(self.timeout));
+        match request(client, op, op, req).await {
+            Ok(reply) => Outcome::ok(op, reply.payload.len()),
             Err(failed) => failed,
         }
     }
 
     fn label(&self, seq: u64) -> &'static str {
-        kind(&self.mix, seq).name()
+        KINDS[self.mix.kind(seq)].1
     }
 }
 
 pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
-    seed_reads(&clients[0], opts.products).await?;
-    let products = order_place::seed_order_products(&clients[0]).await?;
+    let client = connect(target, opts).await?;
+    seed_reads(&client, opts.products).await?;
+    let products = order_place::seed_order_products(&client).await?;
     let run = run_id();
-    let (user_id, email, password, auth) = order_place::register_user(&clients[0], &run).await?;
-    let login =
-        Bytes::from(serde_json::json!({ "email": email, "password": password }).to_string());
+    let user = order_place::register_user(&client, &run).await?;
     let op = Arc::new(Mixed {
-        clients,
+        client,
         mix: opts.mix,
-        gets: id_payloads(opts.products),
-        lists: list_payloads(opts.products, opts.list_limit),
-        login,
-        user_id,
-        auth,
+        payloads: [
+            id_payloads(opts.products),
+            list_payloads(opts.products, opts.list_limit),
+            vec![user.login.clone()],
+        ],
+        user,
         products,
         run,
         timeout: opts.timeout,
     });
-    let (runs, cpu) = measure(op, target, opts).await?;
     let under_load = format!("mix {}", opts.mix.describe());
-    target.result("mixed", opts.variant.as_deref(), under_load, &runs, cpu)
+    let meta = Meta::new("mixed", opts.variant.as_deref(), under_load);
+    measure(op, target, opts, meta).await
 }
 
 #[cfg(test)]
@@ -197,15 +146,13 @@ mod tests {
 
     #[test]
     fn mixes_parse() {
-        assert_eq!(
-            Mix::parse("get=70,list=20,login=5,order=5").unwrap(),
-            Mix::default()
-        );
-        let m = Mix::parse("get=1").unwrap();
-        assert_eq!((m.get, m.list, m.login, m.order), (1, 0, 0, 0));
-        assert!(Mix::parse("get=0").is_err());
-        assert!(Mix::parse("browse=3").is_err());
-        assert!(Mix::parse("get=x").is_err());
+        let default = Mix::parse("get=70,list=20,login=5,order=5").unwrap();
+        assert_eq!(default, Mix::default());
+        assert_eq!(default.describe(), "get=70,list=20,login=5,order=5");
+        assert_eq!(Mix::parse("get=1").unwrap(), Mix([1, 0, 0, 0]));
+        for wrong in ["get=0", "browse=3", "get=x", "get"] {
+            assert!(Mix::parse(wrong).is_err(), "{wrong}");
+        }
     }
 
     #[test]
@@ -213,14 +160,14 @@ mod tests {
         let mix = Mix::default();
         let mut counts = [0u32; 4];
         for seq in 0..100_000 {
-            counts[kind(&mix, seq) as usize] += 1;
+            counts[mix.kind(seq)] += 1;
         }
         let [get, list, login, order] = counts;
         assert!((69_000..71_000).contains(&get), "{counts:?}");
         assert!((19_000..21_000).contains(&list), "{counts:?}");
         assert!((4_500..5_500).contains(&login), "{counts:?}");
         assert!((4_500..5_500).contains(&order), "{counts:?}");
-        let only_gets = Mix::parse("get=1").unwrap();
-        assert!((0..1000).all(|s| kind(&only_gets, s) == Kind::Get));
+        let only_gets = Mix([1, 0, 0, 0]);
+        assert!((0..1000).all(|s| only_gets.kind(s) == 0));
     }
 }

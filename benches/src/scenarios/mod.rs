@@ -18,12 +18,14 @@ use bytes::Bytes;
 use shop_nats::Encoding;
 
 use crate::cpu::{self, CpuUse, Watched};
-use crate::load::{self, Model, Operation, Outcome, RunStats, Schedule};
+use crate::load::{self, Model, Operation, Outcome, Schedule};
 use crate::nats;
 use crate::results::{Meta, ScenarioResult};
-pub use crate::seed::READ_PREFIX;
 pub use mixed::Mix;
 pub use reads::ECHO_SUBJECT;
+
+/// Open loop: requests outstanding at most (beyond: counted as `overload` errors).
+const MAX_IN_FLIGHT: usize = 20_000;
 
 /// Every scenario `run` and `suite` know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,16 +47,6 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
-        Scenario::Echo,
-        Scenario::ProductGet,
-        Scenario::ProductList,
-        Scenario::StockContention,
-        Scenario::GatewayGet,
-        Scenario::OrderPlace,
-        Scenario::Mixed,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Echo => "echo",
@@ -115,35 +107,6 @@ pub struct Target {
     pub nats_sync: Option<String>,
 }
 
-impl Target {
-    /// One point of `scenario` against this target, from its rounds.
-    pub fn result(
-        &self,
-        scenario: &str,
-        variant: Option<&str>,
-        under_load: impl Into<String>,
-        runs: &[RunStats],
-        cpu: Vec<CpuUse>,
-    ) -> Result<ScenarioResult> {
-        let meta = Meta {
-            instances: self.instances,
-            nats_sync: self.nats_sync.clone(),
-            ..Meta::new(scenario, variant, under_load)
-        };
-        ScenarioResult::from_runs(meta, runs, cpu)
-    }
-}
-
-/// `10s`, `500ms`, `2m`, `250us` (humantime), or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    match s.parse::<f64>() {
-        Ok(secs) => Duration::try_from_secs_f64(secs).with_context(|| format!("{s:?}")),
-        Err(_) => humantime::parse_duration(s)
-            .with_context(|| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m")),
-    }
-}
-
 fn parse_encoding(s: &str) -> Result<Encoding> {
     match s {
         "json" => Ok(Encoding::Json),
@@ -158,21 +121,18 @@ pub struct Options {
     /// Set from --model, --in-flight and --rate (see [`Options::with_model`]).
     #[arg(skip = Model::Closed { in_flight: 64 })]
     pub model: Model,
-    /// Measured time per round (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Measured time per round (e.g. 10s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Warm-up before measuring.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
     /// Rounds; the throughput reported is their median.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// Per-request timeout.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// NATS connections of the load generator.
-    #[arg(long, default_value_t = 1)]
-    pub connections: usize,
     /// product-get: request encoding (json or bincode).
     #[arg(long, default_value = "json", value_parser = parse_encoding)]
     pub encoding: Encoding,
@@ -189,7 +149,7 @@ pub struct Options {
     #[arg(long = "stock", default_value_t = crate::seed::DEFAULT_STOCK)]
     pub contention_stock: i64,
     /// order-place: how long an order may take to be confirmed.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub settle_timeout: Duration,
     /// mixed: weights, e.g. get=70,list=20,login=5,order=5.
     #[arg(long, default_value = "get=70,list=20,login=5,order=5", value_parser = Mix::parse)]
@@ -201,9 +161,6 @@ pub struct Options {
     /// against the Express baseline, which has them in memory).
     #[arg(long = "no-seed", action = clap::ArgAction::SetFalse)]
     pub seed: bool,
-    /// Open loop: requests outstanding at most (beyond: counted as `overload` errors).
-    #[arg(long, default_value_t = 20_000)]
-    pub max_in_flight: usize,
 }
 
 impl Options {
@@ -212,10 +169,8 @@ impl Options {
         self.model = model;
         for n in [
             &mut self.rounds,
-            &mut self.connections,
             &mut self.products,
             &mut self.contention_products,
-            &mut self.max_in_flight,
         ] {
             *n = (*n).max(1);
         }
@@ -224,26 +179,23 @@ impl Options {
 }
 
 impl Default for Options {
+    /// The command line's defaults.
     fn default() -> Self {
-        Self {
-            model: Model::Closed { in_flight: 64 },
-            duration: Duration::from_secs(10),
-            warmup: Duration::from_secs(2),
-            rounds: 1,
-            timeout: Duration::from_secs(5),
-            connections: 1,
-            encoding: Encoding::Json,
-            products: 1000,
-            list_limit: 20,
-            contention_products: 4,
-            contention_stock: crate::seed::DEFAULT_STOCK,
-            settle_timeout: Duration::from_secs(30),
-            mix: Mix::default(),
-            variant: None,
-            seed: true,
-            max_in_flight: 20_000,
-        }
+        // Without flags every field takes its default, and those parse.
+        from_flags("").expect("the default flags parse")
     }
+}
+
+/// `T`'s command-line flags parsed from `flags` (e.g. `--stock 5`, split at
+/// white space), the defaults for the rest.
+pub fn from_flags<T: clap::Args>(flags: &str) -> Result<T, clap::Error> {
+    #[derive(clap::Parser)]
+    struct Flags<T: clap::Args> {
+        #[command(flatten)]
+        flags: T,
+    }
+    let args = std::iter::once("shop-bench").chain(flags.split_whitespace());
+    <Flags<T> as clap::Parser>::try_parse_from(args).map(|f| f.flags)
 }
 
 /// Runs `scenario` against `target`.
@@ -261,44 +213,45 @@ pub async fn run(scenario: Scenario, target: &Target, opts: &Options) -> Result<
 }
 
 /// Runs `op` for `opts.rounds` rounds under `opts.model`, sampling CPU of the
-/// watched processes in each measurement window (averaged over rounds).
+/// watched processes in each measurement window (averaged over rounds); the
+/// point `meta` names, on `target`.
 pub async fn measure<O: Operation>(
     op: Arc<O>,
     target: &Target,
     opts: &Options,
-) -> Result<(Vec<RunStats>, Vec<CpuUse>)> {
+    meta: Meta,
+) -> Result<ScenarioResult> {
     let mut runs = Vec::with_capacity(opts.rounds.max(1));
     let mut cpu_rounds: Vec<Vec<CpuUse>> = Vec::new();
     for _ in 0..opts.rounds.max(1) {
         let schedule = Schedule::starting_now(opts.warmup, opts.duration);
         let sampler = tokio::spawn(cpu::measure(target.watched.clone(), schedule));
-        runs.push(load::run(op.clone(), opts.model, schedule, opts.max_in_flight).await?);
+        runs.push(load::run(op.clone(), opts.model, schedule, MAX_IN_FLIGHT).await?);
         cpu_rounds.push(sampler.await.context("CPU sampler")?);
     }
     let rounds: Vec<&[CpuUse]> = cpu_rounds.iter().map(Vec::as_slice).collect();
-    Ok((
-        runs,
-        cpu::average(rounds.first().copied().unwrap_or_default(), &rounds),
-    ))
+    let cpu = cpu::average(rounds.first().copied().unwrap_or_default(), &rounds);
+    let meta = Meta {
+        instances: target.instances,
+        nats_sync: target.nats_sync.clone(),
+        ..meta
+    };
+    ScenarioResult::from_runs(meta, &runs, cpu)
 }
 
-/// `n` NATS connections for the load generator.
-pub async fn connect_clients(url: &str, n: usize, timeout: Duration) -> Result<Vec<Client>> {
-    let mut clients = Vec::with_capacity(n.max(1));
-    for i in 0..n.max(1) {
-        clients.push(nats::connect(url, &format!("shop-bench-{i}"), timeout).await?);
-    }
-    Ok(clients)
+/// The load generator's NATS connection.
+pub async fn connect(target: &Target, opts: &Options) -> Result<Client> {
+    nats::connect(&target.nats_url, "shop-bench", opts.timeout).await
 }
 
 /// A short id unique to this run, for idempotency keys and fresh entities.
 pub fn run_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let pid = u64::from(std::process::id()).rotate_left(40);
-    format!("{:x}", (nanos as u64) ^ pid)
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    let nanos = now.map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "{:x}",
+        nanos ^ u64::from(std::process::id()).rotate_left(40)
+    )
 }
 
 /// SplitMix64: a cheap, well-spread hash of a request number (for choosing
@@ -330,7 +283,7 @@ pub async fn request(
 /// headers counts as an error of its code.
 pub struct NatsRequest {
     pub name: &'static str,
-    pub clients: Vec<Client>,
+    pub client: Client,
     pub payloads: Vec<Bytes>,
     pub headers: Option<HeaderMap>,
     pub timeout: Duration,
@@ -338,14 +291,20 @@ pub struct NatsRequest {
 
 impl Operation for NatsRequest {
     async fn call(&self, seq: u64) -> Outcome {
-        let client = &self.clients[(seq % self.clients.len() as u64) as usize];
         let mut req = Request::new()
             .payload(pick(&self.payloads, seq).clone())
             .timeout(Some(self.timeout));
         if let Some(h) = &self.headers {
             req = req.headers(h.clone());
         }
-        match request(client, self.name, Subject::from_static(self.name), req).await {
+        match request(
+            &self.client,
+            self.name,
+            Subject::from_static(self.name),
+            req,
+        )
+        .await
+        {
             Ok(reply) => Outcome::ok(self.name, reply.payload.len()),
             Err(failed) => failed,
         }
@@ -362,49 +321,19 @@ mod tests {
 
     #[test]
     fn options_are_flags() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Flags {
-            #[command(flatten)]
-            options: Options,
-        }
-        let parse = |args: &[&str]| Flags::try_parse_from(args).map(|f| f.options);
-        let given = parse(&[
-            "x",
-            "--no-seed",
-            "--stock",
-            "5",
-            "--limit",
-            "7",
-            "--encoding",
-            "bincode",
-        ]);
-        let given = given.unwrap();
+        let given: Options =
+            from_flags("--no-seed --stock 5 --limit 7 --encoding bincode").unwrap();
         assert!(!given.seed && given.contention_stock == 5 && given.list_limit == 7);
         assert_eq!(given.encoding, Encoding::Bincode);
-        let defaults = parse(&["x"]).unwrap();
+        let defaults = Options::default();
         assert!(defaults.seed && defaults.mix == Mix::default());
-        assert_eq!(defaults.duration, Options::default().duration);
-        assert!(parse(&["x", "--encoding", "xml"]).is_err());
-        let at_least_one = Options {
+        assert_eq!(defaults.duration, Duration::from_secs(10));
+        assert!(from_flags::<Options>("--encoding xml").is_err());
+        let no_rounds = Options {
             rounds: 0,
             ..defaults
-        }
-        .with_model(Model::Open { rate: 1.0 });
-        assert_eq!(at_least_one.rounds, 1);
-    }
-
-    #[test]
-    fn durations() {
-        let secs = |s: &str| parse_duration(s).ok();
-        assert_eq!(secs("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(secs("10"), Some(Duration::from_secs(10)));
-        assert_eq!(secs("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(secs("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(secs("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(secs("250us"), Some(Duration::from_micros(250)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("").is_err());
+        };
+        assert_eq!(no_rounds.with_model(Model::Open { rate: 1.0 }).rounds, 1);
     }
 
     #[test]
@@ -422,7 +351,7 @@ mod tests {
     #[test]
     fn names_are_the_cli_names() {
         use clap::ValueEnum;
-        for s in Scenario::ALL {
+        for s in Scenario::value_variants() {
             let v = s.to_possible_value().unwrap();
             assert_eq!(v.get_name(), s.name());
         }

@@ -13,13 +13,14 @@ use anyhow::{Context, Result};
 use async_nats::{Client, Request};
 use bytes::Bytes;
 use futures::StreamExt;
+use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::{connect_clients, measure, pick, request, run_id, Options, Target};
+use super::{connect, measure, pick, request, run_id, Options, Target};
 use crate::load::{Operation, Outcome};
-use crate::results::ScenarioResult;
-use crate::seed;
+use crate::results::{Meta, ScenarioResult};
 use crate::stats::OpError;
+use crate::{nats, seed};
 
 /// Operation name: an order from create to confirmed.
 pub const OP: &str = "order.create→confirmed";
@@ -50,20 +51,16 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// Order `id` settled: wakes its waiter, or keeps it for the waiter to come
+    /// (the first event of an order counts).
     pub fn settled(&self, id: String, settled: Settled) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };
         match slots.remove(&id) {
-            Some(Slot::Waiting(tx)) => {
-                let _ = tx.send(settled);
-            }
-            Some(Slot::Arrived(first)) => {
-                slots.insert(id, Slot::Arrived(first));
-            }
-            None => {
-                slots.insert(id, Slot::Arrived(settled));
-            }
+            Some(Slot::Waiting(tx)) => _ = tx.send(settled),
+            Some(first) => _ = slots.insert(id, first),
+            None => _ = slots.insert(id, Slot::Arrived(settled)),
         }
     }
 
@@ -71,26 +68,33 @@ impl Tracker {
     pub async fn wait(&self, id: &str, timeout: Duration) -> Option<Settled> {
         let rx = {
             let mut slots = self.slots.lock().ok()?;
-            match slots.remove(id) {
-                Some(Slot::Arrived(s)) => return Some(s),
-                _ => {
-                    let (tx, rx) = oneshot::channel();
-                    slots.insert(id.to_string(), Slot::Waiting(tx));
-                    rx
-                }
+            if let Some(Slot::Arrived(s)) = slots.remove(id) {
+                return Some(s);
             }
+            let (tx, rx) = oneshot::channel();
+            slots.insert(id.to_string(), Slot::Waiting(tx));
+            rx
         };
-        let settled = tokio::time::timeout(timeout, rx)
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let settled = tokio::time::timeout(timeout, rx).await;
+        let settled = settled.ok().and_then(Result::ok);
         if settled.is_none() {
-            if let Ok(mut slots) = self.slots.lock() {
-                slots.remove(id);
-            }
+            self.slots.lock().ok()?.remove(id);
         }
         settled
     }
+}
+
+/// The part of an order event the harness reads.
+#[derive(Deserialize)]
+struct OrderEvent {
+    order: EventOrder,
+}
+
+#[derive(Deserialize)]
+struct EventOrder {
+    id: String,
+    status: String,
+    reason: Option<String>,
 }
 
 /// Subscribes to order events and feeds confirmed/cancelled ones to a tracker.
@@ -105,63 +109,54 @@ pub async fn watch_orders(client: &Client) -> Result<(Arc<Tracker>, tokio::task:
     let task = tokio::spawn(async move {
         while let Some(message) = events.next().await {
             let at = Instant::now();
-            let event_type = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(EVENT_TYPE_HEADER))
-                .map(|v| v.as_str().to_string());
-            if !matches!(
-                event_type.as_deref(),
-                Some("order.confirmed" | "order.cancelled") | None
-            ) {
+            let headers = message.headers.as_ref();
+            let event_type = headers.and_then(|h| h.get(EVENT_TYPE_HEADER));
+            let is_final = |t: &str| matches!(t, "order.confirmed" | "order.cancelled");
+            if event_type.is_some_and(|t| !is_final(t.as_str())) {
                 continue;
             }
-            let Ok(event) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {
+            let Ok(OrderEvent { order }) = serde_json::from_slice(&message.payload) else {
                 continue;
             };
-            let order = &event["order"];
-            let status = order["status"].as_str().unwrap_or_default();
-            if status != "confirmed" && status != "cancelled" {
-                continue;
-            }
-            if let Some(id) = order["id"].as_str() {
-                feed.settled(
-                    id.to_string(),
-                    Settled {
-                        status: status.to_string(),
-                        reason: order["reason"].as_str().map(str::to_string),
-                        at,
-                    },
-                );
+            if matches!(order.status.as_str(), "confirmed" | "cancelled") {
+                let (status, reason) = (order.status, order.reason);
+                feed.settled(order.id, Settled { status, reason, at });
             }
         }
     });
     Ok((tracker, task))
 }
 
-/// Registers a fresh user and logs it in; returns its id, email, password
-/// (for logins) and the headers carrying its token (order endpoints need it).
-pub async fn register_user(
-    client: &Client,
-    run: &str,
-) -> Result<(String, String, String, async_nats::HeaderMap)> {
+/// A bench user, signed in.
+pub struct User {
+    pub id: String,
+    /// Its `user.login` payload.
+    pub login: Bytes,
+    /// Headers carrying its token (order endpoints need it).
+    pub auth: async_nats::HeaderMap,
+}
+
+/// Registers a fresh user and logs it in.
+pub async fn register_user(client: &Client, run: &str) -> Result<User> {
     let email = format!("bench-{run}@example.com");
     let password = format!("bench-password-{run}");
     let body = serde_json::json!({ "email": email, "password": password, "name": "Bench" });
-    let reply = client
-        .request("user.register", body.to_string().into())
-        .await;
-    let reply = crate::nats::reply_outcome(reply)
+    let reply = client.request("user.register", body.to_string().into());
+    let reply = nats::reply_outcome(reply.await)
         .map_err(|e| anyhow::anyhow!("registering the bench user: {}", e.message))?;
     let profile: serde_json::Value = serde_json::from_slice(&reply.payload)?;
     let id = profile["id"]
         .as_str()
-        .context("user.register reply without id")?
-        .to_string();
+        .context("user.register reply without id")?;
     let token = shop_nats::login::login(client, &email, &password, Duration::from_secs(10))
         .await
         .map_err(|e| anyhow::anyhow!("logging the bench user in: {}", e.message))?;
-    Ok((id, email, password, shop_nats::auth::bearer_headers(&token)))
+    let login = serde_json::json!({ "email": email, "password": password }).to_string();
+    Ok(User {
+        id: id.to_string(),
+        login: Bytes::from(login),
+        auth: shop_nats::auth::bearer_headers(&token),
+    })
 }
 
 /// Sends `order.create` for one unit of a product (failures count as `op`);
@@ -169,42 +164,36 @@ pub async fn register_user(
 pub async fn create_order(
     client: &Client,
     op: &'static str,
-    auth: &async_nats::HeaderMap,
-    user_id: &str,
+    user: &User,
     product: &str,
     key: String,
     timeout: Duration,
 ) -> Result<(String, usize, Instant), Outcome> {
     let body = serde_json::json!({
-        "user_id": user_id,
+        "user_id": user.id,
         "items": [{"product_id": product, "quantity": 1}],
         "payment_token": "tok_ok",
         "idempotency_key": key,
     });
     let create = Request::new()
         .payload(Bytes::from(body.to_string()))
-        .headers(auth.clone())
+        .headers(user.auth.clone())
         .timeout(Some(timeout));
     let reply = request(client, op, "order.create", create).await?;
     let replied = Instant::now();
     let id = serde_json::from_slice::<serde_json::Value>(&reply.payload)
         .ok()
         .and_then(|v| v["id"].as_str().map(str::to_string));
-    let bad = || {
-        Outcome::err(
-            op,
-            OpError::new("bad_reply", "order.create reply without id"),
-        )
-    };
-    Ok((id.ok_or_else(bad)?, reply.payload.len(), replied))
+    let bad = OpError::new("bad_reply", "order.create reply without id");
+    let id = id.ok_or_else(|| Outcome::err(op, bad))?;
+    Ok((id, reply.payload.len(), replied))
 }
 
 struct PlaceOrder {
-    clients: Vec<Client>,
+    client: Client,
     tracker: Arc<Tracker>,
     products: Vec<String>,
-    user_id: String,
-    auth: async_nats::HeaderMap,
+    user: User,
     run: String,
     timeout: Duration,
     settle_timeout: Duration,
@@ -212,52 +201,29 @@ struct PlaceOrder {
 
 impl Operation for PlaceOrder {
     async fn call(&self, seq: u64) -> Outcome {
-        let client = &self.clients[(seq % self.clients.len() as u64) as usize];
         let key = format!("bench-{}-{seq}", self.run);
         let product = pick(&self.products, seq);
-        let (id, bytes, replied) = match create_order(
-            client,
-            OP,
-            &self.auth,
-            &self.user_id,
-            product,
-            key,
-            self.timeout,
-        )
-        .await
-        {
+        let created = create_order(&self.client, OP, &self.user, product, key, self.timeout);
+        let (id, bytes, replied) = match created.await {
             Ok(created) => created,
             Err(failed) => return failed,
         };
-        let phases = vec![(CREATE_REPLY, replied)];
-        match self.tracker.wait(&id, self.settle_timeout).await {
-            Some(s) if s.status == "confirmed" => Outcome {
-                done: Some(s.at),
-                phases,
-                ..Outcome::ok(OP, bytes)
-            },
-            Some(s) => Outcome {
-                done: Some(s.at),
-                phases,
-                ..Outcome::err(
-                    OP,
-                    OpError::new(
-                        format!("cancelled_{}", s.reason.as_deref().unwrap_or("unknown")),
-                        format!("order {id} was cancelled ({:?})", s.reason),
-                    ),
-                )
-            },
-            None => Outcome {
-                phases,
-                ..Outcome::err(
-                    OP,
-                    OpError::new(
-                        "unsettled",
-                        format!("order {id} not settled within {:?}", self.settle_timeout),
-                    ),
-                )
-            },
-        }
+        let settled = self.tracker.wait(&id, self.settle_timeout).await;
+        let mut outcome = match &settled {
+            Some(s) if s.status == "confirmed" => Outcome::ok(OP, bytes),
+            Some(s) => {
+                let kind = format!("cancelled_{}", s.reason.as_deref().unwrap_or("unknown"));
+                let message = format!("order {id} was cancelled ({:?})", s.reason);
+                Outcome::err(OP, OpError::new(kind, message))
+            }
+            None => {
+                let message = format!("order {id} not settled within {:?}", self.settle_timeout);
+                Outcome::err(OP, OpError::new("unsettled", message))
+            }
+        };
+        outcome.done = settled.map(|s| s.at);
+        outcome.phases = vec![(CREATE_REPLY, replied)];
+        outcome
     }
 
     fn label(&self, _seq: u64) -> &'static str {
@@ -271,28 +237,30 @@ pub async fn seed_order_products(client: &Client) -> Result<Vec<String>> {
 }
 
 pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
-    let products = seed_order_products(&clients[0]).await?;
+    let client = connect(target, opts).await?;
+    let products = seed_order_products(&client).await?;
     let run = run_id();
-    let (user_id, _, _, auth) = register_user(&clients[0], &run).await?;
-    let (tracker, watcher) = watch_orders(&clients[0]).await?;
+    let user = register_user(&client, &run).await?;
+    let (tracker, watcher) = watch_orders(&client).await?;
     let op = Arc::new(PlaceOrder {
-        clients,
+        client,
         tracker,
         products,
-        user_id,
-        auth,
+        user,
         run,
         timeout: opts.timeout,
         settle_timeout: opts.settle_timeout,
     });
-    let measured = measure(op, target, opts).await;
-    watcher.abort();
-    let (runs, cpu) = measured?;
     let sync = target.nats_sync.as_ref().map(|s| format!("sync-{s}"));
     let variant = opts.variant.clone().or(sync);
-    let under_load = "order.create → events.order.*";
-    target.result("order-place", variant.as_deref(), under_load, &runs, cpu)
+    let meta = Meta::new(
+        "order-place",
+        variant.as_deref(),
+        "order.create → events.order.*",
+    );
+    let measured = measure(op, target, opts, meta).await;
+    watcher.abort();
+    measured
 }
 
 #[cfg(test)]
@@ -300,25 +268,18 @@ mod tests {
     use super::*;
 
     fn settled(status: &str) -> Settled {
-        Settled {
-            status: status.to_string(),
-            reason: None,
-            at: Instant::now(),
-        }
+        let (status, reason, at) = (status.to_string(), None, Instant::now());
+        Settled { status, reason, at }
     }
 
     #[tokio::test]
-    async fn an_event_before_the_reply_is_kept_for_the_waiter() {
-        let t = Tracker::default();
+    async fn orders_settle_whenever_their_event_comes() {
+        let t = Arc::new(Tracker::default());
+        // The event before the reply: kept for the waiter.
         t.settled("a".into(), settled("confirmed"));
         let s = t.wait("a", Duration::from_millis(10)).await.unwrap();
         assert_eq!(s.status, "confirmed");
-        assert!(t.slots.lock().unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_waiter_gets_the_event_when_it_comes() {
-        let t = Arc::new(Tracker::default());
+        // The event after the reply: the waiter gets it.
         let t2 = t.clone();
         let waiter = tokio::spawn(async move { t2.wait("b", Duration::from_secs(5)).await });
         while t.slots.lock().unwrap().is_empty() {
@@ -326,11 +287,7 @@ mod tests {
         }
         t.settled("b".into(), settled("cancelled"));
         assert_eq!(waiter.await.unwrap().unwrap().status, "cancelled");
-    }
-
-    #[tokio::test]
-    async fn an_order_that_never_settles_times_out_and_is_forgotten() {
-        let t = Tracker::default();
+        // No event: the wait times out and the order is forgotten.
         assert!(t.wait("c", Duration::from_millis(20)).await.is_none());
         assert!(t.slots.lock().unwrap().is_empty());
     }

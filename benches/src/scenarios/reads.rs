@@ -17,11 +17,13 @@ use anyhow::{bail, Context, Result};
 use async_nats::{Client, HeaderMap, Request};
 use bytes::Bytes;
 use product_service::domain::{GetProduct, Product};
+use serde_json::json;
 use shop_nats::codec::CONTENT_TYPE_HEADER;
 use shop_nats::Encoding;
 
-use super::{connect_clients, measure, NatsRequest, Options, Target};
-use crate::results::ScenarioResult;
+use super::{connect, measure, NatsRequest, Options, Target};
+use crate::nats;
+use crate::results::{Meta, ScenarioResult};
 use crate::seed::{self, read_id, READ_PREFIX};
 
 /// Subject the echo responder serves.
@@ -47,24 +49,17 @@ pub async fn seed_reads(client: &Client, products: usize) -> Result<()> {
 /// `{"id":"<id>"}` payloads of the read products `0..count`.
 pub fn id_payloads(count: usize) -> Vec<Bytes> {
     let ids = (0..count.max(1)).map(read_id);
-    ids.map(|id| Bytes::from(serde_json::json!({ "id": id }).to_string()))
+    ids.map(|id| Bytes::from(json!({ "id": id }).to_string()))
         .collect()
 }
 
 /// Page requests: one from the start, then from cursors every `limit` products.
 pub fn list_payloads(products: usize, limit: u32) -> Vec<Bytes> {
     let step = (limit as usize).max(1);
-    let cursors = (step..products).step_by(step).map(|i| Some(read_id(i - 1)));
-    std::iter::once(None)
-        .chain(cursors)
-        .map(|cursor| {
-            let page = match cursor {
-                Some(cursor) => serde_json::json!({ "limit": limit, "cursor": cursor }),
-                None => serde_json::json!({ "limit": limit }),
-            };
-            Bytes::from(page.to_string())
-        })
-        .collect()
+    let cursors = (step..products).step_by(step).map(|i| read_id(i - 1));
+    let pages = cursors.map(|cursor| json!({ "limit": limit, "cursor": cursor }));
+    let pages = std::iter::once(json!({ "limit": limit })).chain(pages);
+    pages.map(|page| Bytes::from(page.to_string())).collect()
 }
 
 fn bincode_headers() -> HeaderMap {
@@ -90,7 +85,7 @@ pub async fn probe(
     if encoding == Encoding::Bincode {
         request = request.headers(bincode_headers());
     }
-    let reply = crate::nats::reply_outcome(client.send_request(GET, request).await)
+    let reply = nats::reply_outcome(client.send_request(GET, request).await)
         .map_err(|e| anyhow::anyhow!("{GET} {id}: {}", e.message))?;
     let product: Product = encoding
         .decode(&reply.payload)
@@ -101,39 +96,37 @@ pub async fn probe(
     Ok(reply.payload.len())
 }
 
-/// Measures `name` (its subject too) with `payloads` and `headers` on a fresh
-/// set of connections.
+/// Measures requests to `subject` with `payloads` (taken in turn) and
+/// `headers` on fresh connections: the point of `scenario`/`variant`.
 async fn requests(
     target: &Target,
     opts: &Options,
-    clients: Vec<Client>,
-    name: &'static str,
-    payloads: Vec<Bytes>,
-    headers: Option<HeaderMap>,
-) -> Result<(Vec<crate::load::RunStats>, Vec<crate::cpu::CpuUse>)> {
+    (scenario, variant): (&str, Option<&str>),
+    subject: &'static str,
+    (payloads, headers): (Vec<Bytes>, Option<HeaderMap>),
+) -> Result<ScenarioResult> {
     let op = NatsRequest {
-        name,
-        clients,
+        name: subject,
+        client: connect(target, opts).await?,
         payloads,
         headers,
         timeout: opts.timeout,
     };
-    measure(Arc::new(op), target, opts).await
+    let meta = Meta::new(scenario, variant, subject);
+    measure(Arc::new(op), target, opts, meta).await
 }
 
 pub async fn echo(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
-    let payloads = id_payloads(opts.products);
-    let (runs, cpu) = requests(target, opts, clients, ECHO_SUBJECT, payloads, None).await?;
-    let variant = opts.variant.as_deref();
-    target.result("echo", variant, ECHO_SUBJECT, &runs, cpu)
+    let payloads = (id_payloads(opts.products), None);
+    let point = ("echo", opts.variant.as_deref());
+    requests(target, opts, point, ECHO_SUBJECT, payloads).await
 }
 
 pub async fn product_get(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
-    seed_reads(&clients[0], opts.products).await?;
-    probe(&clients[0], &read_id(0), opts.encoding, opts.timeout).await?;
-    let (payloads, headers) = match opts.encoding {
+    let client = nats::connect(&target.nats_url, "shop-bench-seed", opts.timeout).await?;
+    seed_reads(&client, opts.products).await?;
+    probe(&client, &read_id(0), opts.encoding, opts.timeout).await?;
+    let payloads = match opts.encoding {
         Encoding::Json => (id_payloads(opts.products), None),
         Encoding::Bincode => {
             let gets = (0..opts.products.max(1)).map(|i| GetProduct {
@@ -145,19 +138,15 @@ pub async fn product_get(target: &Target, opts: &Options) -> Result<ScenarioResu
             (payloads, Some(bincode_headers()))
         }
     };
-    let (runs, cpu) = requests(target, opts, clients, GET, payloads, headers).await?;
-    let variant = opts
-        .variant
-        .as_deref()
-        .unwrap_or(encoding_name(opts.encoding));
-    target.result("product-get", Some(variant), GET, &runs, cpu)
+    let variant = (opts.variant.as_deref()).unwrap_or(encoding_name(opts.encoding));
+    requests(target, opts, ("product-get", Some(variant)), GET, payloads).await
 }
 
 pub async fn product_list(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
-    seed_reads(&clients[0], opts.products).await?;
-    let first_page = serde_json::json!({ "limit": opts.list_limit }).to_string();
-    let first = crate::nats::reply_outcome(clients[0].request(LIST, first_page.into()).await)
+    let client = nats::connect(&target.nats_url, "shop-bench-seed", opts.timeout).await?;
+    seed_reads(&client, opts.products).await?;
+    let first_page = json!({ "limit": opts.list_limit }).to_string();
+    let first = nats::reply_outcome(client.request(LIST, first_page.into()).await)
         .map_err(|e| anyhow::anyhow!("{LIST}: {}", e.message))?;
     let page: serde_json::Value = serde_json::from_slice(&first.payload)?;
     let items = page["items"].as_array().map_or(0, Vec::len);
@@ -167,10 +156,16 @@ pub async fn product_list(target: &Target, opts: &Options) -> Result<ScenarioRes
             opts.list_limit
         );
     }
-    let payloads = list_payloads(opts.products, opts.list_limit);
-    let (runs, cpu) = requests(target, opts, clients, LIST, payloads, None).await?;
+    let payloads = (list_payloads(opts.products, opts.list_limit), None);
     let variant = (opts.variant.clone()).unwrap_or_else(|| format!("limit{}", opts.list_limit));
-    target.result("product-list", Some(&variant), LIST, &runs, cpu)
+    requests(
+        target,
+        opts,
+        ("product-list", Some(&variant)),
+        LIST,
+        payloads,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -15,10 +15,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use async_nats::{Client, Request};
 use bytes::Bytes;
+use serde::Deserialize;
 
-use super::{connect_clients, measure, run_id, Options, Target};
+use super::{connect, measure, run_id, Options, Target};
 use crate::load::{Operation, Outcome};
-use crate::results::{Check, ScenarioResult};
+use crate::nats;
+use crate::results::{Check, Meta, ScenarioResult};
 use crate::stats::OpError;
 
 pub const SUBJECT: &str = "product.stock.reserve";
@@ -34,7 +36,7 @@ struct Seen {
 }
 
 struct Reserve {
-    clients: Vec<Client>,
+    client: Client,
     products: Vec<String>,
     seen: Vec<Seen>,
     min_stock: AtomicI64,
@@ -42,15 +44,16 @@ struct Reserve {
     timeout: std::time::Duration,
 }
 
-/// A refusal that certainly changed nothing (bad request, not found, conflict).
-fn certainly_refused(kind: &str) -> bool {
-    kind.strip_prefix("service_4").is_some()
+/// The stock and revision a reserve reply carries.
+#[derive(Deserialize)]
+struct Reserved {
+    stock: i64,
+    revision: u64,
 }
 
 impl Operation for Reserve {
     async fn call(&self, seq: u64) -> Outcome {
         let k = (seq % self.products.len() as u64) as usize;
-        let client = &self.clients[(seq % self.clients.len() as u64) as usize];
         let body = serde_json::json!({
             "product_id": self.products[k],
             "quantity": 1,
@@ -60,34 +63,26 @@ impl Operation for Reserve {
             .payload(Bytes::from(body.to_string()))
             .timeout(Some(self.timeout));
         let seen = &self.seen[k];
-        match crate::nats::reply_outcome(client.send_request(SUBJECT, reserve).await) {
-            Ok(reply) => {
-                seen.ok.fetch_add(1, Ordering::Relaxed);
-                let parsed: Option<(i64, u64)> =
-                    serde_json::from_slice::<serde_json::Value>(&reply.payload)
-                        .ok()
-                        .and_then(|v| Some((v["stock"].as_i64()?, v["revision"].as_u64()?)));
-                match parsed {
-                    Some((stock, revision)) => {
-                        self.min_stock.fetch_min(stock, Ordering::Relaxed);
-                        seen.max_revision.fetch_max(revision, Ordering::Relaxed);
-                        Outcome::ok(SUBJECT, reply.payload.len())
-                    }
-                    None => Outcome::err(
-                        SUBJECT,
-                        OpError::new("bad_reply", "reserve reply without stock and revision"),
-                    ),
-                }
-            }
+        let reply = match nats::reply_outcome(self.client.send_request(SUBJECT, reserve).await) {
+            Ok(reply) => reply,
             Err(e) => {
                 if e.kind == "service_409" {
                     seen.conflicts.fetch_add(1, Ordering::Relaxed);
-                } else if !certainly_refused(&e.kind) {
+                } else if !e.kind.starts_with("service_4") {
+                    // Not certainly refused (as a 4xx is): it may have happened.
                     seen.unknown.fetch_add(1, Ordering::Relaxed);
                 }
-                Outcome::err(SUBJECT, e)
+                return Outcome::err(SUBJECT, e);
             }
-        }
+        };
+        seen.ok.fetch_add(1, Ordering::Relaxed);
+        let Ok(reserved) = serde_json::from_slice::<Reserved>(&reply.payload) else {
+            let bad = OpError::new("bad_reply", "reserve reply without stock and revision");
+            return Outcome::err(SUBJECT, bad);
+        };
+        self.min_stock.fetch_min(reserved.stock, Ordering::Relaxed);
+        (seen.max_revision).fetch_max(reserved.revision, Ordering::Relaxed);
+        Outcome::ok(SUBJECT, reply.payload.len())
     }
 
     fn label(&self, _seq: u64) -> &'static str {
@@ -99,23 +94,19 @@ impl Operation for Reserve {
 async fn final_stock(client: &Client, id: &str, min_revision: u64) -> Result<i64> {
     let body = serde_json::json!({ "id": id, "min_revision": min_revision });
     let reply = client.request("product.get", body.to_string().into()).await;
-    let reply = crate::nats::reply_outcome(reply)
-        .map_err(|e| anyhow::anyhow!("reading {id}: {}", e.message))?;
+    let reply =
+        nats::reply_outcome(reply).map_err(|e| anyhow::anyhow!("reading {id}: {}", e.message))?;
     let product: serde_json::Value = serde_json::from_slice(&reply.payload)?;
     product["stock"]
         .as_i64()
         .with_context(|| format!("{id}: reply without stock"))
 }
 
-/// Checks one product's final stock against what the clients saw.
-pub fn stock_check(
-    id: &str,
-    initial: i64,
-    final_stock: i64,
-    ok: u64,
-    unknown: u64,
-    conflicts: u64,
-) -> Check {
+/// Checks one product's final stock against what the clients saw: `seen` is
+/// the reserves that succeeded, those whose outcome is unknown, and those
+/// refused with 409.
+pub fn stock_check(id: &str, initial: i64, final_stock: i64, seen: [u64; 3]) -> Check {
+    let [ok, unknown, conflicts] = seen;
     let (ok, unknown) = (ok as i64, unknown as i64);
     let highest = initial - ok;
     let lowest = highest - unknown;
@@ -131,82 +122,68 @@ pub fn stock_check(
             "{conflicts} refusals for want of stock, yet stock is left"
         ));
     }
+    let problems = match problems.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", problems.join("; ")),
+    };
     Check {
         name: format!("stock {id}"),
         passed: problems.is_empty(),
         detail: format!(
-            "initial {initial}, {ok} reserved, {unknown} unknown, {conflicts} refused (409): final {final_stock}{}",
-            if problems.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", problems.join("; "))
-            }
+            "initial {initial}, {ok} reserved, {unknown} unknown, {conflicts} refused (409): final {final_stock}{problems}"
         ),
     }
 }
 
 pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let clients = connect_clients(&target.nats_url, opts.connections, opts.timeout).await?;
+    let client = connect(target, opts).await?;
     let run = run_id();
     let products: Vec<String> = (0..opts.contention_products.max(1))
         .map(|k| format!("sc-{run}-{k}"))
         .collect();
-    let admin = crate::seed::admin_headers(&clients[0]).await?;
+    let admin = crate::seed::admin_headers(&client).await?;
     for id in &products {
-        crate::seed::create(&clients[0], &admin, id, 0, opts.contention_stock).await?;
+        crate::seed::create(&client, &admin, id, 0, opts.contention_stock).await?;
     }
-    let checker = clients[0].clone();
+    let checker = client.clone();
     let op = Arc::new(Reserve {
-        clients,
+        client,
         seen: products.iter().map(|_| Seen::default()).collect(),
         products,
         min_stock: AtomicI64::new(i64::MAX),
         run,
         timeout: opts.timeout,
     });
-    let (runs, cpu) = measure(op.clone(), target, opts).await?;
+    let variant = (opts.variant.clone()).unwrap_or_else(|| format!("{}p", op.products.len()));
+    let meta = Meta::new("stock-contention", Some(&variant), SUBJECT);
+    let mut result = measure(op.clone(), target, opts, meta).await?;
 
-    let mut checks = Vec::new();
-    let (mut total_ok, mut total_conflicts, mut total_unknown) = (0, 0, 0);
+    // [reserved, unknown, refused] of each product, then of all of them.
+    let mut totals = [0; 3];
     for (id, seen) in op.products.iter().zip(&op.seen) {
-        let (ok, conflicts, unknown) = (
-            seen.ok.load(Ordering::Relaxed),
-            seen.conflicts.load(Ordering::Relaxed),
-            seen.unknown.load(Ordering::Relaxed),
-        );
-        total_ok += ok;
-        total_conflicts += conflicts;
-        total_unknown += unknown;
-        let stock = final_stock(&checker, id, seen.max_revision.load(Ordering::Relaxed)).await?;
-        checks.push(stock_check(
-            id,
-            opts.contention_stock,
-            stock,
-            ok,
-            unknown,
-            conflicts,
-        ));
+        let counts = [&seen.ok, &seen.unknown, &seen.conflicts].map(|n| n.load(Ordering::Relaxed));
+        (0..3).for_each(|i| totals[i] += counts[i]);
+        let revision = seen.max_revision.load(Ordering::Relaxed);
+        let stock = final_stock(&checker, id, revision).await?;
+        let check = stock_check(id, opts.contention_stock, stock, counts);
+        result.checks.push(check);
     }
     let min_stock = op.min_stock.load(Ordering::Relaxed);
-    checks.push(Check {
+    result.checks.push(Check {
         name: "no negative stock in replies".to_string(),
         passed: min_stock >= 0,
-        detail: if min_stock == i64::MAX {
-            "no successful reserve".to_string()
-        } else {
-            format!("lowest stock in a reply: {min_stock}")
+        detail: match min_stock {
+            i64::MAX => "no successful reserve".to_string(),
+            n => format!("lowest stock in a reply: {n}"),
         },
     });
-
-    let variant = (opts.variant.clone()).unwrap_or_else(|| format!("{}p", op.products.len()));
-    let mut result = target.result("stock-contention", Some(&variant), SUBJECT, &runs, cpu)?;
-    result.checks = checks;
     let in_window_409 = result.error_kinds.get("service_409").copied().unwrap_or(0);
+    let [reserved, unknown, refused] = totals;
     for (name, n) in [
         ("conflicts_409", in_window_409),
-        ("reserved_total", total_ok),
-        ("refused_409_total", total_conflicts),
-        ("unknown_outcome_total", total_unknown),
+        ("reserved_total", reserved),
+        ("refused_409_total", refused),
+        ("unknown_outcome_total", unknown),
     ] {
         result.extra.insert(name.to_string(), n as f64);
     }
@@ -219,32 +196,22 @@ mod tests {
 
     #[test]
     fn stock_accounting() {
-        assert!(stock_check("p", 100, 60, 40, 0, 0).passed);
-        assert!(
-            stock_check("p", 100, 58, 40, 3, 0).passed,
-            "3 timeouts may have reserved"
-        );
-        assert!(
-            !stock_check("p", 100, 61, 40, 0, 0).passed,
-            "a lost reserve"
-        );
-        assert!(
-            !stock_check("p", 100, 59, 40, 0, 0).passed,
-            "a phantom reserve"
-        );
-        assert!(stock_check("p", 10, 0, 10, 0, 5).passed);
-        assert!(
-            !stock_check("p", 10, 1, 9, 0, 5).passed,
-            "409 with stock left"
-        );
-        assert!(!stock_check("p", 10, -1, 11, 0, 0).passed, "negative");
-    }
-
-    #[test]
-    fn only_4xx_is_certainly_refused() {
-        assert!(certainly_refused("service_409"));
-        assert!(certainly_refused("service_400"));
-        assert!(!certainly_refused("service_503"));
-        assert!(!certainly_refused("timeout"));
+        // (initial, final, [reserved, unknown, refused]), passes, why
+        let cases = [
+            ((100, 60, [40, 0, 0]), true, "all accounted for"),
+            ((100, 58, [40, 3, 0]), true, "3 timeouts may have reserved"),
+            ((100, 61, [40, 0, 0]), false, "a lost reserve"),
+            ((100, 59, [40, 0, 0]), false, "a phantom reserve"),
+            ((10, 0, [10, 0, 5]), true, "refused once exhausted"),
+            ((10, 1, [9, 0, 5]), false, "409 with stock left"),
+            ((10, -1, [11, 0, 0]), false, "negative"),
+        ];
+        for ((initial, stock, seen), passes, why) in cases {
+            assert_eq!(
+                stock_check("p", initial, stock, seen).passed,
+                passes,
+                "{why}"
+            );
+        }
     }
 }
