@@ -237,10 +237,12 @@ impl Stack {
             let dir = self.auth_init()?;
             nats = match sync {
                 JetStreamSync::Always => nats.config_file(dir.join("nats-server.conf")),
-                // The same auth, included, with JetStream's default sync.
+                // The same auth, included, with JetStream's default sync. An
+                // include is read relative to the config file, which is
+                // written next to the auth directory.
                 JetStreamSync::Default => nats.config_text(format!(
-                    "max_payload: 8MB\njetstream {{ store_dir: $NATS_STORE_DIR }}\ninclude {}\n",
-                    dir.join("auth.conf").display()
+                    "max_payload: 8MB\njetstream {{ store_dir: $NATS_STORE_DIR }}\ninclude {}/auth.conf\n",
+                    dir.file_name().and_then(|n| n.to_str()).unwrap_or("auth")
                 )),
             };
             crate::nats::use_credentials(Some(dir.join("operator.creds")));
