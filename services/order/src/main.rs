@@ -87,10 +87,10 @@ async fn main() -> ExitCode {
             fault_at,
         });
         tokio::spawn(saga::sweep_overdue(saga.clone(), deadline));
-        Ok(Wiring::new(Orders::new(
-            ctx.events, ctx.client, tokens, admission,
-        ))
-            .with_consumer(saga::consumer(saga, &settings)))
+        Ok(
+            Wiring::new(Orders::new(ctx.events, ctx.client, tokens, admission))
+                .with_consumer(saga::consumer(saga, &settings)),
+        )
     })
     .await;
     shop_actors::process::exit_code("order-service", result)

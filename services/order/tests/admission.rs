@@ -50,13 +50,20 @@ async fn a_burst_past_the_limit_is_refused_and_the_accepted_orders_settle() {
             other => panic!("unexpected answer {other:?}: {:?}", reply.error),
         }
     }
-    assert!(refused > 0, "a burst of 40 over a limit of 4 was refused in part");
+    assert!(
+        refused > 0,
+        "a burst of 40 over a limit of 4 was refused in part"
+    );
     assert!(!accepted.is_empty(), "some of the burst was accepted");
     assert!(accepted.len() < 40);
 
     let settled = shop.settle(&accepted, Duration::from_secs(60)).await;
     for id in &accepted {
-        assert_eq!(settled[id]["status"], "confirmed", "{id}: {:?}", settled[id]);
+        assert_eq!(
+            settled[id]["status"], "confirmed",
+            "{id}: {:?}",
+            settled[id]
+        );
     }
     assert_eq!(shop.stock("kb").await, 1_000 - accepted.len() as i64);
 
@@ -72,7 +79,11 @@ async fn a_burst_past_the_limit_is_refused_and_the_accepted_orders_settle() {
             )
             .await;
         if reply.error_code != Some(503) || Instant::now() > deadline {
-            assert!(reply.is_ok(), "order.create after the burst: {:?}", reply.error);
+            assert!(
+                reply.is_ok(),
+                "order.create after the burst: {:?}",
+                reply.error
+            );
             break reply.body;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
