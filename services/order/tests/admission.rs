@@ -89,6 +89,8 @@ async fn a_burst_past_the_limit_is_refused_and_the_accepted_orders_settle() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let id = placed["id"].as_str().unwrap().to_string();
-    let settled = shop.settle(&[id.clone()], Duration::from_secs(30)).await;
+    let settled = shop
+        .settle(std::slice::from_ref(&id), Duration::from_secs(30))
+        .await;
     assert_eq!(settled[&id]["status"], "confirmed");
 }
