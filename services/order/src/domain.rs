@@ -322,6 +322,9 @@ pub fn can_move(from: Status, to: Status) -> bool {
         (Pending, StockReserved)
             | (StockReserved, Paid)
             | (Paid, Confirmed)
+            // The charge step records `confirmed` with the capture at once;
+            // `paid` is only read on orders recorded by earlier versions.
+            | (StockReserved, Confirmed)
             | (Pending | StockReserved | Paid | Confirmed, Cancelling)
             | (Cancelling, Cancelled)
     )
@@ -669,6 +672,7 @@ mod tests {
             (Pending, StockReserved),
             (StockReserved, Paid),
             (Paid, Confirmed),
+            (StockReserved, Confirmed),
             (Pending, Cancelling),
             (StockReserved, Cancelling),
             (Paid, Cancelling),

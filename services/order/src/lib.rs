@@ -13,6 +13,7 @@
 //!   [`endpoints::change_order`]; orders land in sled through
 //!   [`store::OrderProjection`]. Payment tokens wait in the bucket of [`tokens`].
 
+pub mod admission;
 pub mod domain;
 pub mod endpoints;
 pub mod saga;

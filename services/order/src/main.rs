@@ -1,7 +1,9 @@
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
-use order_service::{declaration, endpoints::Orders, saga, tokens::PaymentTokens};
+use order_service::{
+    admission::Admission, declaration, endpoints::Orders, saga, tokens::PaymentTokens,
+};
 use shop_actors::{telemetry, RuntimeConfig, Wiring};
 use shop_nats::sealed::DataKeys;
 
@@ -32,6 +34,10 @@ struct Cli {
     /// For tests that need dead letters.
     #[arg(long, env = "ORDER_SAGA_MAX_DELIVER", default_value_t = 0)]
     saga_max_deliver: i64,
+    /// Orders this instance accepts and has not finished, at most; past it
+    /// `order.create` answers 503 at once ("retry after 1 s"). 0: no limit.
+    #[arg(long, env = "ORDER_MAX_IN_FLIGHT", default_value_t = 128)]
+    max_in_flight: usize,
     /// TEST ONLY: abort the process at these saga points (after_reserve,
     /// after_charge, before_confirm, after_compensate), or hold the step there
     /// until the order's saga has ended (hold_before_charge, hold_after_charge);
@@ -70,6 +76,7 @@ async fn main() -> ExitCode {
         max_deliver: (cli.saga_max_deliver > 0).then_some(cli.saga_max_deliver),
     };
     let fault_at = cli.fault_at.clone();
+    let admission = Admission::new(cli.max_in_flight);
     let result = shop_actors::run(declaration(), cli.runtime, move |ctx| async move {
         let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas, data_keys).await?;
         let saga = Arc::new(saga::Saga {
@@ -80,8 +87,10 @@ async fn main() -> ExitCode {
             fault_at,
         });
         tokio::spawn(saga::sweep_overdue(saga.clone(), deadline));
-        Ok(Wiring::new(Orders::new(ctx.events, ctx.client, tokens))
-            .with_consumer(saga::consumer(saga, &settings)))
+        Ok(
+            Wiring::new(Orders::new(ctx.events, ctx.client, tokens, admission))
+                .with_consumer(saga::consumer(saga, &settings)),
+        )
     })
     .await;
     shop_actors::process::exit_code("order-service", result)

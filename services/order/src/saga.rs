@@ -15,7 +15,7 @@
 //! # No refund is lost: a cancel racing a charge
 //!
 //! The steps involved: the charge step sends the charge (C: captured at the
-//! payment service) and records `paid` (R); a cancel is recorded (X, by a user
+//! payment service) and records `confirmed` with it (R); a cancel is recorded (X, by a user
 //! or the deadline sweep); compensation (K) runs on the `cancelling` event.
 //! Every append expects the order's revision, so R and X cannot both land on
 //! the same revision, and `cancelled_from` in X is the status the order really
@@ -404,14 +404,24 @@ impl Saga {
         }
         self.fault("after_charge");
         self.hold("hold_after_charge", order).await;
+        self.fault("before_confirm");
+        // The capture and the confirmation are one record: confirming does
+        // nothing outside this service, so a separate `paid` event would only
+        // cost an append (and a saga round) per order. A crash before it
+        // lands replays this step, whose charge answers the same capture.
         let payment_id = reply.payment_id.clone();
-        let now = self
+        let recorded = self
             .advance(order, trace, |o| {
-                let mut next = domain::advance(o, Status::Paid, now_ms())?;
+                let mut next = domain::advance(o, Status::Confirmed, now_ms())?;
                 next.payment_id = Some(payment_id.clone());
                 Ok(next)
             })
-            .await?
+            .await?;
+        if let Recorded::Appended(_) = recorded {
+            self.tokens.forget(&order.id).await;
+            tracing::info!(order_id = %order.id, "order confirmed");
+        }
+        let now = recorded
             .order()
             .ok_or_else(|| HandleError::Transient(format!("order {} vanished", order.id)))?;
         if domain::capture_orphaned(&now, &reply.payment_id) {
@@ -583,6 +593,8 @@ impl Saga {
         outcome.map_err(|unfinished| unfinished.error)
     }
 
+    /// Confirms an order recorded as `paid` (by an earlier version, which
+    /// recorded the capture and the confirmation apart).
     async fn confirm(&self, order: &Order, trace: &TraceContext) -> Result<(), HandleError> {
         self.fault("before_confirm");
         let recorded = self

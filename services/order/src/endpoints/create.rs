@@ -33,6 +33,9 @@ pub async fn create(orders: Arc<Orders>, request: Request, create: CreateOrder) 
     if let Some(existing) = store::order(orders.tree(), &id)? {
         return request.encode(&existing);
     }
+    // Refused at once when this instance already has all the unfinished
+    // orders it can see through in time (before any call or append).
+    let slot = orders.admission.admit(&id, orders.tree())?;
     let products = futures::future::try_join_all(
         create
             .items
@@ -54,6 +57,7 @@ pub async fn create(orders: Arc<Orders>, request: Request, create: CreateOrder) 
     )
     .await?
     .ok_or_else(|| ServiceError::internal("order vanished after being created"))?;
+    slot.keep();
     tracing::info!(order_id = %id, user_id = %create.user_id, total_cents = recorded.total_cents, "order created");
     request.encode(&recorded)
 }

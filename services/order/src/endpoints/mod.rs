@@ -8,10 +8,13 @@ pub mod get;
 pub mod list;
 pub mod redrive;
 
+use std::sync::Arc;
+
 use shop_actors::{Change, EventLog};
 use shop_nats::{ServiceClient, ServiceError, TraceContext};
 
 use crate::{
+    admission::Admission,
     domain::{Order, OrderEvent},
     store,
     tokens::PaymentTokens,
@@ -28,15 +31,24 @@ pub struct Orders {
     /// Calls to the product service (prices at creation).
     client: ServiceClient,
     tokens: PaymentTokens,
+    /// Bounds the orders this instance has accepted and not finished.
+    admission: Arc<Admission>,
 }
 
 impl Orders {
-    /// The handlers' state: the event log, a client for other services, the token bucket.
-    pub fn new(events: EventLog, client: ServiceClient, tokens: PaymentTokens) -> Self {
+    /// The handlers' state: the event log, a client for other services, the
+    /// token bucket, and the bound on unfinished orders.
+    pub fn new(
+        events: EventLog,
+        client: ServiceClient,
+        tokens: PaymentTokens,
+        admission: Arc<Admission>,
+    ) -> Self {
         Self {
             events,
             client,
             tokens,
+            admission,
         }
     }
 
