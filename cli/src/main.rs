@@ -135,6 +135,9 @@ enum Command {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only the streams: each one's leader (the NATS node that leads it) and replicas.
+        #[arg(long)]
+        streams: bool,
     },
     /// Log records of every service from the LOGS stream, oldest first.
     Logs {
@@ -264,8 +267,12 @@ async fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Status { service, json } => {
-                status::run(&client, service.as_deref(), json).await
+            Command::Status {
+                service,
+                json,
+                streams,
+            } => {
+                status::run(&client, service.as_deref(), json, streams).await
             }
             Command::Logs {
                 follow,
