@@ -405,7 +405,11 @@ impl Tail {
                 true
             }
             Ok(info) => {
-                tracing::warn!(expected = self.delivered + 1, got = info.consumer_sequence, "state consumer skipped a delivery");
+                tracing::warn!(
+                    expected = self.delivered + 1,
+                    got = info.consumer_sequence,
+                    "state consumer skipped a delivery"
+                );
                 false
             }
             Err(e) => {

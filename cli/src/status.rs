@@ -84,9 +84,8 @@ pub async fn run(
 /// the leader's server name and each replica's name, current, lag, offline).
 pub async fn streams(client: &async_nats::Client) -> Result<Vec<Value>, Failure> {
     let js = async_nats::jetstream::new(client.clone());
-    let unreadable = |e: &dyn std::fmt::Display| {
-        Failure::new(UNREACHABLE, format!("listing the streams: {e}"))
-    };
+    let unreadable =
+        |e: &dyn std::fmt::Display| Failure::new(UNREACHABLE, format!("listing the streams: {e}"));
     let mut names: Vec<String> = js
         .stream_names()
         .try_collect()
@@ -96,7 +95,11 @@ pub async fn streams(client: &async_nats::Client) -> Result<Vec<Value>, Failure>
     let mut out = Vec::new();
     for name in names {
         let info = match js.get_stream(&name).await {
-            Ok(mut stream) => stream.info().await.map(|i| i.clone()).map_err(|e| e.to_string()),
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .map(|i| i.clone())
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         let row = match info {
@@ -159,7 +162,14 @@ fn replicas_cell(replicas: &Value) -> String {
 }
 
 fn print_streams(streams: &[Value]) {
-    let header = ["STREAM", "R", "MESSAGES", "LAST SEQ", "LEADER", "REPLICAS (* leader)"];
+    let header = [
+        "STREAM",
+        "R",
+        "MESSAGES",
+        "LAST SEQ",
+        "LEADER",
+        "REPLICAS (* leader)",
+    ];
     let cells: Vec<Vec<String>> = streams
         .iter()
         .map(|s| match s["error"].as_str() {
