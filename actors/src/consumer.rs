@@ -209,6 +209,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(10);
 const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Longest wait between two attempts to re-open a consumer.
 const REOPEN_MAX_DELAY: Duration = Duration::from_secs(2);
+/// How long one attempt to open may take: while the cluster elects a leader
+/// its API does not answer, and waiting out the client's request timeout
+/// would start consuming seconds after the leader is back.
+const OPEN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn reopen_delay(failures: u32) -> Duration {
     Duration::from_millis(100u64 << failures.min(5)).min(REOPEN_MAX_DELAY)
@@ -261,15 +265,24 @@ async fn consume(shared: Arc<ConsumerShared>) -> Result<(), ActorProcessingErr> 
                 _ = tokio::time::sleep(reopen_delay(failures)) => {}
             }
         }
-        let opened = match ensure_consumer(&stream, config.clone()).await {
-            Ok(consumer) => consumer
-                .stream()
-                .expires(PULL_EXPIRES)
-                .heartbeat(PULL_HEARTBEAT)
-                .messages()
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let open = async {
+            match ensure_consumer(&stream, config.clone()).await {
+                Ok(consumer) => consumer
+                    .stream()
+                    .expires(PULL_EXPIRES)
+                    .heartbeat(PULL_HEARTBEAT)
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let opened = match tokio::time::timeout(OPEN_ATTEMPT_TIMEOUT, open).await {
+            Ok(opened) => opened,
+            Err(_) => Err(format!(
+                "no answer within {} ms (electing a leader?)",
+                OPEN_ATTEMPT_TIMEOUT.as_millis()
+            )),
         };
         let mut messages = match opened {
             Ok(messages) => messages,

@@ -378,6 +378,11 @@ const PULL_BATCH: usize = 500;
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
 /// Longest wait between two attempts to re-open the consumer.
 const REOPEN_MAX_DELAY: Duration = Duration::from_secs(2);
+/// How long one attempt to re-open may take. While the cluster elects a new
+/// leader its API does not answer; an attempt that waited for the client's
+/// 5 s request timeout (twice: two requests) would start the tail seconds
+/// after the leader is back.
+const REOPEN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The state's view of its stream: an ephemeral pull consumer (one replica,
 /// in memory, no acks) from just after the local checkpoint, read in order.
@@ -489,7 +494,16 @@ async fn reopen(shared: &StateShared, why: &str) -> Option<Tail> {
     tracing::info!(stream = %shared.stream, why, "re-opening the state consumer");
     let mut attempt = 0u32;
     loop {
-        match open_consumer(shared).await {
+        let attempt_result =
+            match tokio::time::timeout(REOPEN_ATTEMPT_TIMEOUT, open_consumer(shared)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!(
+                    "no answer within {} ms (electing a leader?)",
+                    REOPEN_ATTEMPT_TIMEOUT.as_millis()
+                )
+                .into()),
+            };
+        match attempt_result {
             Ok(tail) => return Some(tail),
             Err(e) => {
                 attempt += 1;

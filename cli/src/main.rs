@@ -98,6 +98,11 @@ enum Command {
         /// when using a server this does not start; `<run-dir>/auth` otherwise.
         #[arg(long, env = "SHOP_AUTH_DIR")]
         auth_dir: Option<PathBuf>,
+        /// Start a local NATS cluster of this many nodes (3: survives losing
+        /// one) instead of one server: client ports from --server's up, every
+        /// stream and bucket with 3 replicas, every service given every node.
+        #[arg(long, env = "NATS_CLUSTER", default_value_t = 1)]
+        nats_cluster: usize,
     },
     /// NATS credentials and permissions: `init`, `permissions`.
     #[command(subcommand)]
@@ -203,6 +208,7 @@ async fn main() -> ExitCode {
             no_seed,
             no_auth,
             auth_dir,
+            nats_cluster,
         } = cli.command
         {
             return up::run(up::UpOptions {
@@ -219,6 +225,7 @@ async fn main() -> ExitCode {
                     true => up::Auth::Off,
                     false => up::Auth::On(auth_dir),
                 },
+                nats_cluster,
             })
             .await;
         }
