@@ -98,7 +98,7 @@ pub async fn streams(client: &async_nats::Client) -> Result<Vec<Value>, Failure>
             Ok(mut stream) => stream
                 .info()
                 .await
-                .map(|i| i.clone())
+                .cloned()
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };

@@ -315,7 +315,14 @@ async fn the_order_streams_leader_dies_under_load_and_nothing_is_lost() {
     let new_leader = {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match shop.cluster.leader_of(&js, "ORDER").await {
+            // Each question bounded: during the election the API does not
+            // answer, and the client's 5 s timeout would be measured instead.
+            let asked = tokio::time::timeout(
+                Duration::from_millis(500),
+                shop.cluster.leader_of(&js, "ORDER"),
+            )
+            .await;
+            match asked.unwrap_or(Ok(None)) {
                 Ok(Some(name)) if name != leader => break name,
                 _ if Instant::now() < deadline => {
                     // An election inside the servers: nothing to await but its outcome.
