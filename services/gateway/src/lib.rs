@@ -201,6 +201,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             pid: std::process::id(),
             nats_server: None,
         },
+        nats.clone(),
     )
     .await;
     tracing::info!(
