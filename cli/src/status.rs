@@ -95,11 +95,7 @@ pub async fn streams(client: &async_nats::Client) -> Result<Vec<Value>, Failure>
     let mut out = Vec::new();
     for name in names {
         let info = match js.get_stream(&name).await {
-            Ok(mut stream) => stream
-                .info()
-                .await
-                .cloned()
-                .map_err(|e| e.to_string()),
+            Ok(mut stream) => stream.info().await.cloned().map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         let row = match info {
