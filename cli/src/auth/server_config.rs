@@ -123,7 +123,7 @@ mod tests {
         assert!(text.contains("sync_interval: always"), "{text}");
         assert!(text.contains("store_dir: $NATS_STORE_DIR"), "{text}");
         assert!(text.trim_end().ends_with("include auth.conf"), "{text}");
-        assert!(!cluster_node("n1", "shop", 1, &[1], None).contains("include"));
+        assert!(!cluster_node("n1", "shop", 1, &[1], None).contains("\ninclude "));
     }
 
     #[test]
