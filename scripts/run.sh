@@ -6,7 +6,9 @@
 # Env: NATS_URL (default nats://127.0.0.1:4222), REPLICAS (default 2),
 #      NATS_HTTP_PORT (monitoring port of a started server, default 8222), GATEWAY_ADDR
 #      (default 127.0.0.1:3000), RUST_LOG, LOG_FORMAT, ADMIN_EMAIL / ADMIN_PASSWORD
-#      (the demo admin account the user service creates), OTEL_EXPORTER_OTLP_ENDPOINT.
+#      (the demo admin account the user service creates), OTEL_EXPORTER_OTLP_ENDPOINT,
+#      NATS_CLUSTER (3: a local three-node NATS cluster instead of one server, every
+#      stream with 3 replicas; docs/cluster.md).
 # The bus is locked: `shop up` runs `shop auth init .run/auth` (every process gets
 # its own identity; `.run/auth/operator.creds` is for you: keep the directory secret).
 # `scripts/run.sh --no-auth` runs without (a warning says so); a running NATS_URL

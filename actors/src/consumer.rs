@@ -19,7 +19,7 @@ use async_nats::{
     HeaderMap,
 };
 use bytes::Bytes;
-use futures::{future::BoxFuture, StreamExt};
+use futures::{future::BoxFuture, FutureExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::de::DeserializeOwned;
 use shop_nats::{
@@ -198,6 +198,39 @@ impl Actor for ConsumerActor {
     }
 }
 
+/// How long one pull request waits at the server, and how often the server
+/// says it is still there while nothing arrives (idle heartbeat). Two missed
+/// heartbeats (2 s of silence) mean the consumer's leader is gone (a node died,
+/// leadership moved, our connection moved to another node): the pull request
+/// died with it, and the new leader knows nothing of it. The library would only
+/// ask again when the request expires (here 10 s, by default 30 s, plus 5 s);
+/// re-opening at once makes the pause the election's, not the expiry's.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts to re-open a consumer.
+const REOPEN_MAX_DELAY: Duration = Duration::from_secs(2);
+/// How long one attempt to open may take: while the cluster elects a leader
+/// its API does not answer, and waiting out the client's request timeout
+/// would start consuming seconds after the leader is back.
+const OPEN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn reopen_delay(failures: u32) -> Duration {
+    Duration::from_millis(100u64 << failures.min(5)).min(REOPEN_MAX_DELAY)
+}
+
+/// Whether a pull stream error means its pull requests are lost (no leader,
+/// consumer gone, pull refused), so it must be opened again; other errors
+/// (one odd status message) leave it running.
+fn needs_reopen(kind: pull::MessagesErrorKind) -> bool {
+    !matches!(kind, pull::MessagesErrorKind::Other)
+}
+
+/// Runs the durable consumer until `stop`: opens it (creating it if needed)
+/// and handles up to `concurrency` events at once; whenever its pull requests
+/// are lost (missed heartbeats, a leader change, the consumer deleted, a failed
+/// pull after a reconnect) it is opened again, with backoff, without touching
+/// the events in hand. It never fails for a cause that may pass: a node loss
+/// must not make the supervisor give up on the service.
 async fn consume(shared: Arc<ConsumerShared>) -> Result<(), ActorProcessingErr> {
     let spec = &shared.spec;
     let Some(stream) = wait_for_stream(&shared).await else {
@@ -210,38 +243,91 @@ async fn consume(shared: Arc<ConsumerShared>) -> Result<(), ActorProcessingErr> 
         [one] => (one.clone(), Vec::new()),
         many => (String::new(), many.to_vec()),
     };
-    let consumer = ensure_consumer(
-        &stream,
-        pull::Config {
-            durable_name: Some(spec.durable.clone()),
-            filter_subject,
-            filter_subjects,
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: spec.ack_wait,
-            // Redelivery and dead-lettering are decided here, not by the server.
-            max_deliver: -1,
-            max_ack_pending: i64::try_from(spec.concurrency * 4).unwrap_or(1024),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| format!("consuming {} from {}: {e}", spec.durable, spec.stream))?;
-    tracing::info!(consumer = %spec.durable, stream = %spec.stream, "consumer started");
-    messages
-        .take_until(shared.stop.clone().cancelled_owned())
-        .for_each_concurrent(spec.concurrency.max(1), |message| {
-            let shared = shared.clone();
-            async move {
-                match message {
-                    Ok(message) => process(&shared, message).await,
-                    Err(e) => tracing::warn!(consumer = %shared.spec.durable, error = %e, "consumer error; it resumes by itself"),
-                }
+    let config = pull::Config {
+        durable_name: Some(spec.durable.clone()),
+        filter_subject,
+        filter_subjects,
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        // Redelivery and dead-lettering are decided here, not by the server.
+        max_deliver: -1,
+        max_ack_pending: i64::try_from(spec.concurrency * 4).unwrap_or(1024),
+        ..Default::default()
+    };
+    let concurrency = spec.concurrency.max(1);
+    let mut in_hand = futures::stream::FuturesUnordered::new();
+    let mut failures = 0u32;
+    let mut opened_before = false;
+    'open: loop {
+        if failures > 0 {
+            tokio::select! {
+                _ = shared.stop.cancelled() => break 'open,
+                _ = tokio::time::sleep(reopen_delay(failures)) => {}
             }
-        })
-        .await;
+        }
+        let open = async {
+            match ensure_consumer(&stream, config.clone()).await {
+                Ok(consumer) => consumer
+                    .stream()
+                    .expires(PULL_EXPIRES)
+                    .heartbeat(PULL_HEARTBEAT)
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let opened = match tokio::time::timeout(OPEN_ATTEMPT_TIMEOUT, open).await {
+            Ok(opened) => opened,
+            Err(_) => Err(format!(
+                "no answer within {} ms (electing a leader?)",
+                OPEN_ATTEMPT_TIMEOUT.as_millis()
+            )),
+        };
+        let mut messages = match opened {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(consumer = %spec.durable, stream = %spec.stream, attempt = failures + 1, error = %e, "cannot open consumer; retrying");
+                failures += 1;
+                continue 'open;
+            }
+        };
+        if opened_before {
+            tracing::info!(consumer = %spec.durable, stream = %spec.stream, "consumer re-opened");
+        } else {
+            tracing::info!(consumer = %spec.durable, stream = %spec.stream, "consumer started");
+            opened_before = true;
+        }
+        failures = 0;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shared.stop.cancelled() => break 'open,
+                Some(()) = in_hand.next(), if !in_hand.is_empty() => {}
+                next = messages.next(), if in_hand.len() < concurrency => match next {
+                    Some(Ok(message)) => {
+                        let shared = shared.clone();
+                        in_hand.push(async move { process(&shared, message).await }.boxed());
+                    }
+                    Some(Err(e)) if needs_reopen(e.kind()) => {
+                        tracing::warn!(consumer = %spec.durable, stream = %spec.stream, error = %e, in_hand = in_hand.len(), "consumer lost its pull requests; re-opening it");
+                        shared.metrics.consumer_reopened.with_label_values(&[&spec.durable]).inc();
+                        continue 'open;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(consumer = %spec.durable, error = %e, "consumer error; it goes on");
+                    }
+                    None => {
+                        tracing::warn!(consumer = %spec.durable, stream = %spec.stream, "consumer stream ended; re-opening it");
+                        failures += 1;
+                        continue 'open;
+                    }
+                },
+            }
+        }
+    }
+    // Stopping: finish the events in hand, fetch no more.
+    while in_hand.next().await.is_some() {}
     Ok(())
 }
 

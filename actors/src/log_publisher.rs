@@ -101,7 +101,13 @@ impl LogPublishSettings {
         if let Some(n) = number("LOG_STREAM_MAX_AGE_SECS", 60)? {
             settings.stream_max_age = Duration::from_secs(n);
         }
-        if let Some(n) = number("LOG_STREAM_REPLICAS", 1)? {
+        // Unset: as many as the services' streams (`JS_REPLICAS`), so that a
+        // cluster keeps its logs when a node goes.
+        let replicas = match number("LOG_STREAM_REPLICAS", 1)? {
+            Some(n) => Some(n),
+            None => number("JS_REPLICAS", 1)?,
+        };
+        if let Some(n) = replicas {
             settings.stream_replicas = usize::try_from(n).unwrap_or(1);
         }
         Ok(settings)
@@ -536,6 +542,22 @@ mod tests {
         assert_eq!(s.stream_max_age, Duration::from_secs(3600));
         let off = LogPublishSettings::from_vars(vars(&[("LOG_PUBLISH_LEVEL", "off")])).unwrap();
         assert_eq!(off.level, None);
+    }
+
+    #[test]
+    fn logs_have_as_many_replicas_as_the_services_streams_unless_told() {
+        let replicas = |pairs: &[(&str, &str)]| {
+            LogPublishSettings::from_vars(vars(pairs))
+                .unwrap()
+                .stream_config()
+                .num_replicas
+        };
+        assert_eq!(replicas(&[]), 1);
+        assert_eq!(replicas(&[("JS_REPLICAS", "3")]), 3);
+        assert_eq!(
+            replicas(&[("JS_REPLICAS", "3"), ("LOG_STREAM_REPLICAS", "1")]),
+            1
+        );
     }
 
     #[test]

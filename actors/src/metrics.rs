@@ -25,6 +25,7 @@ pub struct Metrics {
     pub state_events_parked: IntCounterVec,
     pub events_consumed: IntCounterVec,
     pub dead_letters: IntCounterVec,
+    pub consumer_reopened: IntCounterVec,
     pub replies_refused: IntCounterVec,
     pub auth_refused: IntCounterVec,
 }
@@ -118,6 +119,13 @@ impl Metrics {
             ),
             &["consumer"],
         )?;
+        let consumer_reopened = IntCounterVec::new(
+            Opts::new(
+                "consumer_reopened_total",
+                "Consumers opened again after losing their server (missed heartbeats, a leader change, a lost connection), per consumer (a durable name, or state for the state actor's)",
+            ),
+            &["consumer"],
+        )?;
         let replies_refused = IntCounterVec::new(
             Opts::new(
                 "replies_refused_total",
@@ -136,6 +144,7 @@ impl Metrics {
         registry.register(Box::new(auth_refused.clone()))?;
         registry.register(Box::new(events_consumed.clone()))?;
         registry.register(Box::new(dead_letters.clone()))?;
+        registry.register(Box::new(consumer_reopened.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(latency.clone()))?;
@@ -164,6 +173,7 @@ impl Metrics {
             state_events_parked,
             events_consumed,
             dead_letters,
+            consumer_reopened,
             replies_refused,
             auth_refused,
         })

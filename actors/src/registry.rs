@@ -12,6 +12,8 @@ use tokio::sync::Mutex;
 pub struct RegistryActor;
 
 pub struct RegistryArgs {
+    /// This instance's connection: each heartbeat names the server it is on.
+    pub nats: async_nats::Client,
     pub registry: Registry,
     pub info: InstanceInfo,
     /// Set to true (under the lock) at shutdown, so no heartbeat lands after deregistration.
@@ -67,7 +69,10 @@ async fn heartbeat(args: &RegistryArgs) {
     if *stopped {
         return;
     }
-    if let Err(e) = args.registry.register(&args.info).await {
+    let mut info = args.info.clone();
+    let server = args.nats.server_info().server_name;
+    info.nats_server = (!server.is_empty()).then_some(server);
+    if let Err(e) = args.registry.register(&info).await {
         tracing::warn!(key = %args.info.key(), error = %e, "registry heartbeat failed");
     }
 }

@@ -169,7 +169,7 @@ where
         },
     )
     .await?;
-    let registry = Registry::open(&js).await?;
+    let registry = Registry::open_replicated(&js, config.js_replicas).await?;
 
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
     let (supervisor, supervisor_done) = Actor::spawn(
@@ -368,12 +368,15 @@ where
         admin_addr: Some(admin_addr.to_string()),
         host: crate::process::hostname(),
         pid: std::process::id(),
+        nats_server: None,
     };
     let heartbeat_stopped = Arc::new(Mutex::new(false));
     {
         let (registry, info, stopped) = (registry.clone(), info.clone(), heartbeat_stopped.clone());
+        let nats = nats.clone();
         supervise(&supervisor, "registry", RegistryActor, move || {
             RegistryArgs {
+                nats: nats.clone(),
                 registry: registry.clone(),
                 info: info.clone(),
                 stopped: stopped.clone(),

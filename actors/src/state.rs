@@ -21,7 +21,11 @@ use std::{
 };
 
 use async_nats::{
-    jetstream::{self, consumer::DeliverPolicy, stream::RawMessageErrorKind},
+    jetstream::{
+        self,
+        consumer::{pull, AckPolicy, DeliverPolicy},
+        stream::RawMessageErrorKind,
+    },
     HeaderMap,
 };
 use futures::{FutureExt, StreamExt};
@@ -371,10 +375,66 @@ async fn stream_last_sequence(js: &jetstream::Context, stream: &str) -> Result<u
     Ok(info.state.last_sequence)
 }
 
-/// Opens an ordered consumer on the stream from just after the local checkpoint.
-async fn open_consumer(
-    shared: &StateShared,
-) -> Result<jetstream::consumer::pull::Ordered, ActorProcessingErr> {
+/// How long one pull request of the state consumer waits at the server, and
+/// the idle heartbeat the server sends meanwhile. See [`Tail`].
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Events asked for in one pull request.
+const PULL_BATCH: usize = 500;
+/// An abandoned consumer (its instance died, or re-opened a new one) is
+/// removed by the server after this long without pull requests.
+const INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
+/// Longest wait between two attempts to re-open the consumer.
+const REOPEN_MAX_DELAY: Duration = Duration::from_secs(2);
+/// How long one attempt to re-open may take. While the cluster elects a new
+/// leader its API does not answer; an attempt that waited for the client's
+/// 5 s request timeout (twice: two requests) would start the tail seconds
+/// after the leader is back.
+const REOPEN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The state's view of its stream: an ephemeral pull consumer (one replica,
+/// in memory, no acks) from just after the local checkpoint, read in order.
+///
+/// This is an ordered consumer run by the runtime rather than async-nats's
+/// own: that one notices a lost consumer only after two missed 15 s heartbeats,
+/// and in practice after its pull request expires (30 s + 5 s), which in a
+/// cluster is how long a service's writes would wait after the node holding
+/// the consumer died. Here any sign that the consumer is gone (two missed 1 s
+/// heartbeats, a gap in the delivery sequence, a failed pull, the connection
+/// coming back) re-opens it from the checkpoint at once, with backoff while
+/// the cluster elects new leaders; the actor itself does not fail for it.
+struct Tail {
+    messages: pull::Stream,
+    /// The consumer sequence of the last message read (1, 2, 3 ... when none is lost).
+    delivered: u64,
+}
+
+impl Tail {
+    /// Whether `message` is the next one; a gap means one was lost.
+    fn in_order(&mut self, message: &jetstream::Message) -> bool {
+        match message.info() {
+            Ok(info) if info.consumer_sequence == self.delivered + 1 => {
+                self.delivered = info.consumer_sequence;
+                true
+            }
+            Ok(info) => {
+                tracing::warn!(
+                    expected = self.delivered + 1,
+                    got = info.consumer_sequence,
+                    "state consumer skipped a delivery"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "state consumer message without metadata");
+                false
+            }
+        }
+    }
+}
+
+/// Opens the state's consumer on the stream from just after the local checkpoint.
+async fn open_consumer(shared: &StateShared) -> Result<Tail, ActorProcessingErr> {
     let mut checkpoint = shared.store.checkpoint()?;
     let last = shared.stream_last_sequence().await?;
     if checkpoint > last {
@@ -389,7 +449,7 @@ async fn open_consumer(
     }
     let stream = shared
         .js
-        .get_stream(&shared.stream)
+        .get_stream_no_info(&shared.stream)
         .await
         .map_err(|e| format!("opening stream {}: {e}", shared.stream))?;
     let deliver_policy = if checkpoint == 0 {
@@ -400,13 +460,21 @@ async fn open_consumer(
         }
     };
     let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+        .create_consumer(pull::Config {
             deliver_policy,
+            ack_policy: AckPolicy::None,
+            memory_storage: true,
+            num_replicas: 1,
+            inactive_threshold: INACTIVE_THRESHOLD,
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("creating ordered consumer on {}: {e}", shared.stream))?;
+        .map_err(|e| format!("creating the state consumer on {}: {e}", shared.stream))?;
     let messages = consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
         .messages()
         .await
         .map_err(|e| format!("consuming {}: {e}", shared.stream))?;
@@ -417,7 +485,50 @@ async fn open_consumer(
         to_replay = last.saturating_sub(checkpoint),
         "state resuming from checkpoint"
     );
-    Ok(messages)
+    Ok(Tail {
+        messages,
+        delivered: 0,
+    })
+}
+
+/// Opens the consumer again, retrying with backoff until it works (the
+/// cluster may still be electing leaders); `None` when stopping.
+async fn reopen(shared: &StateShared, why: &str) -> Option<Tail> {
+    shared
+        .metrics
+        .consumer_reopened
+        .with_label_values(&["state"])
+        .inc();
+    tracing::info!(stream = %shared.stream, why, "re-opening the state consumer");
+    let mut attempt = 0u32;
+    loop {
+        let attempt_result =
+            match tokio::time::timeout(REOPEN_ATTEMPT_TIMEOUT, open_consumer(shared)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!(
+                    "no answer within {} ms (electing a leader?)",
+                    REOPEN_ATTEMPT_TIMEOUT.as_millis()
+                )
+                .into()),
+            };
+        match attempt_result {
+            Ok(tail) => return Some(tail),
+            Err(e) => {
+                attempt += 1;
+                let delay = Duration::from_millis(100u64 << attempt.min(5)).min(REOPEN_MAX_DELAY);
+                tracing::warn!(stream = %shared.stream, attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "cannot re-open the state consumer; retrying");
+                tokio::select! {
+                    _ = shared.stop.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Whether a pull error means the consumer's pull requests are lost.
+fn lost(kind: pull::MessagesErrorKind) -> bool {
+    !matches!(kind, pull::MessagesErrorKind::Other)
 }
 
 #[derive(Clone, Copy)]
@@ -429,7 +540,7 @@ pub enum StateMsg {
 
 pub struct StateActorState {
     shared: Arc<StateShared>,
-    messages: Option<jetstream::consumer::pull::Ordered>,
+    tail: Option<Tail>,
 }
 
 impl Actor for StateActor {
@@ -442,11 +553,11 @@ impl Actor for StateActor {
         myself: ActorRef<Self::Msg>,
         shared: Arc<StateShared>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let messages = open_consumer(&shared).await?;
+        let tail = open_consumer(&shared).await?;
         myself.cast(StateMsg::Run)?;
         Ok(StateActorState {
             shared,
-            messages: Some(messages),
+            tail: Some(tail),
         })
     }
 
@@ -456,7 +567,7 @@ impl Actor for StateActor {
         StateMsg::Run: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(mut messages) = state.messages.take() else {
+        let Some(mut tail) = state.tail.take() else {
             return Ok(());
         };
         let shared = state.shared.clone();
@@ -467,31 +578,47 @@ impl Actor for StateActor {
                 _ = shared.stop.cancelled() => break,
                 event = connection_events.recv() => {
                     // The server may have forgotten the ephemeral consumer while
-                    // we were away: start a new one from the checkpoint now rather
-                    // than after two missed heartbeats.
+                    // we were away: start a new one from the checkpoint now.
                     if matches!(event, Ok(shop_nats::ConnectionEvent::Connected)) {
-                        messages = open_consumer(&shared).await?;
+                        match reopen(&shared, "reconnected").await {
+                            Some(reopened) => tail = reopened,
+                            None => break,
+                        }
                     }
                     continue;
                 }
-                next = messages.next() => next,
+                next = tail.messages.next() => next,
             };
             let mut batch_messages = Vec::with_capacity(16);
+            let mut why_reopen = None;
             match first {
-                Some(Ok(message)) => batch_messages.push(message),
+                Some(Ok(message)) if tail.in_order(&message) => batch_messages.push(message),
+                Some(Ok(_)) => why_reopen = Some("a delivery was skipped".to_string()),
+                Some(Err(e)) if lost(e.kind()) => why_reopen = Some(e.to_string()),
                 Some(Err(e)) => {
-                    tracing::warn!(stream = %shared.stream, error = %e, "state consumer error; it resumes by itself");
+                    tracing::warn!(stream = %shared.stream, error = %e, "state consumer error; it goes on");
                     continue;
                 }
-                None => return Err("state consumer ended unexpectedly".into()),
+                None => why_reopen = Some("the consumer's stream ended".to_string()),
             }
-            while batch_messages.len() < MAX_BATCH {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => batch_messages.push(message),
+            while why_reopen.is_none() && batch_messages.len() < MAX_BATCH {
+                match tail.messages.next().now_or_never() {
+                    Some(Some(Ok(message))) if tail.in_order(&message) => {
+                        batch_messages.push(message)
+                    }
+                    Some(Some(Ok(_))) => why_reopen = Some("a delivery was skipped".to_string()),
+                    Some(Some(Err(e))) if lost(e.kind()) => why_reopen = Some(e.to_string()),
+                    Some(None) => why_reopen = Some("the consumer's stream ended".to_string()),
                     _ => break,
                 }
             }
             apply_batch(&shared, &batch_messages).await?;
+            if let Some(why) = why_reopen {
+                match reopen(&shared, &why).await {
+                    Some(reopened) => tail = reopened,
+                    None => break,
+                }
+            }
         }
         myself.stop(Some("stopped".to_string()));
         Ok(())

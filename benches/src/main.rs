@@ -123,6 +123,10 @@ struct StackArgs {
     /// default every process has its own identity, as `shop up` runs them.
     #[arg(long)]
     no_auth: bool,
+    /// Start a NATS cluster of this many nodes instead of one server (3: every
+    /// stream and bucket with 3 replicas, the services given every node).
+    #[arg(long, env = "BENCH_NATS_CLUSTER", default_value_t = 1)]
+    nats_cluster: usize,
 }
 
 impl StackArgs {
@@ -139,6 +143,7 @@ impl StackArgs {
         });
         let mut config = StackConfig::new(bin_dir, logs_dir);
         config.auth = !self.no_auth;
+        config.nats_cluster = self.nats_cluster;
         Ok(config)
     }
 }

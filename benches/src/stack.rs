@@ -3,6 +3,11 @@
 //! responder, the HTTP gateway and the Express baseline, all through
 //! `shop-process`.
 //!
+//! With `nats_cluster` > 1 (`shop-bench ... --nats-cluster 3`) the stack starts that many clustered nats-servers
+//! instead of one (as `shop up --nats-cluster` does: routes on loopback, a store
+//! each, the same auth) and gives the services every URL and `JS_REPLICAS`;
+//! the load generator's clients connect to the first node.
+//!
 //! Every process gets its own log file under the run's log directory and is
 //! considered up when it prints its readiness line (nats-server: `Server is
 //! ready`; services: `"service ready"`, printed after the local state caught up
@@ -68,6 +73,8 @@ pub struct StackConfig {
     /// NATS auth on (as shipped: `shop auth init`, every process on its own
     /// identity, the load generator as operator), or off to measure its cost.
     pub auth: bool,
+    /// Nodes of the NATS cluster to start (0 or 1: one server).
+    pub nats_cluster: usize,
 }
 
 /// Default `RUST_LOG` for services under load (`BENCH_RUST_LOG` overrides).
@@ -92,6 +99,7 @@ impl StackConfig {
             services_rust_log: std::env::var("BENCH_RUST_LOG")
                 .unwrap_or_else(|_| SERVICES_RUST_LOG.to_string()),
             auth: true,
+            nats_cluster: 1,
         }
     }
 
@@ -124,6 +132,8 @@ pub struct Stack {
     data: tempfile::TempDir,
     members: Vec<Member>,
     nats_url: Option<String>,
+    /// Where the load generator connects: the server, or a cluster's first node.
+    client_url: Option<String>,
     sync: Option<JetStreamSync>,
     /// A user instance started for a product instance's seeding, not yet
     /// asked for: the next request for a user instance is this one.
@@ -144,6 +154,7 @@ impl Stack {
                 .context("creating a data directory")?,
             members: Vec::new(),
             nats_url: None,
+            client_url: None,
             sync: None,
             implicit_user: false,
             auth_dir: None,
@@ -172,13 +183,29 @@ impl Stack {
 
     /// What a scenario runs against here, with `instances` of its service.
     pub fn target(&self, instances: Option<usize>) -> Result<Target> {
+        let nats_url = match &self.client_url {
+            Some(url) => url.clone(),
+            None => self.nats_url()?.to_string(),
+        };
+        let nodes = self.count("nats-server");
         Ok(Target {
-            nats_url: self.nats_url()?.to_string(),
+            nats_url,
             http_url: None,
             watched: self.watched(),
             instances,
-            nats_sync: self.sync.map(|s| s.name().to_string()),
+            nats_sync: self.sync.map(|s| match nodes {
+                0 | 1 => s.name().to_string(),
+                n => format!("{}-cluster{n}", s.name()),
+            }),
         })
+    }
+
+    /// `JS_REPLICAS` for the services: the cluster's size (at most 5), else 1.
+    fn js_replicas(&self) -> String {
+        match self.config.nats_cluster {
+            0 | 1 => "1".to_string(),
+            n => n.min(5).to_string(),
+        }
     }
 
     /// Every process, for CPU accounting.
@@ -227,6 +254,9 @@ impl Stack {
         if self.nats_url.is_some() {
             bail!("this stack already has a nats-server");
         }
+        if self.config.nats_cluster > 1 {
+            return self.start_nats_cluster(sync).await;
+        }
         let config = self.config.nats_config_dir.join(sync.config_file());
         if !config.exists() {
             bail!("{} is missing", config.display());
@@ -267,6 +297,73 @@ impl Stack {
             process: nats.process,
         });
         self.nats_url = Some(url.clone());
+        self.sync = Some(sync);
+        Ok(url)
+    }
+
+    /// Starts `nats_cluster` clustered nats-servers (`n1` ...) on free ports,
+    /// each with its own store, `sync`, and (with auth) the same `auth.conf`:
+    /// their configurations are written next to it, since nats-server reads an
+    /// include relative to the including file. Waits until JetStream answers.
+    /// Returns every node's URL, comma-separated (the services' `NATS_URL`).
+    async fn start_nats_cluster(&mut self, sync: JetStreamSync) -> Result<String> {
+        let n = self.config.nats_cluster;
+        let auth_dir = match self.config.auth {
+            true => Some(self.auth_init()?),
+            false => None,
+        };
+        crate::nats::use_credentials(auth_dir.as_ref().map(|d| d.join("operator.creds")));
+        let config_dir = auth_dir
+            .clone()
+            .unwrap_or_else(|| self.data.path().to_path_buf());
+        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
+        let routes: Vec<String> = (route_ports.iter())
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let sync_line = match sync {
+            JetStreamSync::Always => ", sync_interval: always",
+            JetStreamSync::Default => "",
+        };
+        let include = match auth_dir {
+            Some(_) => "include auth.conf\n",
+            None => "",
+        };
+        let mut urls = Vec::new();
+        for (i, route_port) in route_ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let text = format!(
+                "server_name: {name}\nmax_payload: 8MB\n\
+                 jetstream {{ store_dir: $NATS_STORE_DIR{sync_line} }}\n\
+                 cluster {{ name: bench, listen: 127.0.0.1:{route_port}, routes: [{}] }}\n{include}",
+                routes.join(", ")
+            );
+            let log = self.log_file(&format!("nats-{name}"));
+            let nats = NatsServer::new(&config_dir)
+                .name(format!("nats-{name}"))
+                .config_text(text)
+                .bin(&self.config.nats_server)
+                .monitor_port(free_port()?)
+                .store_dir(self.data.path().join(format!("jetstream-{name}")))
+                .process(|p| {
+                    p.log_file(log)
+                        .ready_timeout(READY_TIMEOUT)
+                        .die_with_parent()
+                })
+                .start()
+                .await
+                .with_context(|| format!("starting cluster node {name}"))?;
+            urls.push(nats.url());
+            self.members.push(Member {
+                role: "nats-server".to_string(),
+                process: nats.process,
+            });
+        }
+        self.auth_dir = auth_dir;
+        let first = urls[0].clone();
+        wait_for_jetstream(&first).await?;
+        let url = urls.join(",");
+        self.nats_url = Some(url.clone());
+        self.client_url = Some(first);
         self.sync = Some(sync);
         Ok(url)
     }
@@ -337,6 +434,7 @@ impl Stack {
         let spec = Spec::new(&name, self.config.service_bin(service))
             .envs([
                 ("NATS_URL", self.nats_url()?),
+                ("JS_REPLICAS", &self.js_replicas()),
                 ("INSTANCE_ID", &name),
                 ("ADMIN_ADDR", "127.0.0.1:0"),
                 ("LOG_FORMAT", "json"),
@@ -354,8 +452,12 @@ impl Stack {
     /// Starts the raw echo responder on `subject`, replying `reply_bytes` bytes.
     pub async fn start_echo(&mut self, subject: &str, reply_bytes: usize) -> Result<()> {
         let name = format!("echo-{}", self.count("echo") + 1);
+        let url = match &self.client_url {
+            Some(url) => url.clone(),
+            None => self.nats_url()?.to_string(),
+        };
         let spec = Spec::new(name, self.config.bin_dir.join("shop-bench"))
-            .args(["echo-server", "--nats-url", self.nats_url()?])
+            .args(["echo-server", "--nats-url", &url])
             .args(["--subject", subject, "--queue", "bench", "--reply-bytes"])
             .arg(reply_bytes.to_string())
             .env_remove("NATS_CREDS")
@@ -376,6 +478,7 @@ impl Stack {
         let spec = Spec::new(&name, self.config.gateway_bin())
             .envs([
                 ("NATS_URL", self.nats_url()?),
+                ("JS_REPLICAS", &self.js_replicas()),
                 ("GATEWAY_ADDR", &addr),
                 ("INSTANCE_ID", &name),
                 ("GATEWAY_RATE_LIMIT_PER_SEC", "0"),
@@ -468,7 +571,26 @@ impl Stack {
             stop_member(m).await;
         }
         self.nats_url = None;
+        self.client_url = None;
         self.auth_dir = None;
+    }
+}
+
+/// Waits until the cluster at `url` answers JetStream requests (its meta
+/// leader is elected a moment after the routes connect).
+async fn wait_for_jetstream(url: &str) -> Result<()> {
+    let client = crate::nats::connect(url, "shop-bench-stack", Duration::from_secs(2)).await?;
+    let js = async_nats::jetstream::new(client);
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        match js.query_account().await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                bail!("the NATS cluster's JetStream is not ready: {e}")
+            }
+            // The election is inside the servers: nothing to await but its outcome.
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
 }
 

@@ -33,10 +33,11 @@ pub async fn connect(url: &str, creds: Option<&Path>) -> Result<async_nats::Clie
             .map_err(|e| Failure::new(USAGE, format!("reading --creds {}: {e}", path.display())))?,
         None => async_nats::ConnectOptions::new(),
     };
+    let servers = shop_nats::server_addrs(url).map_err(|e| Failure::new(USAGE, e.to_string()))?;
     options
         .name("shop-cli")
         .connection_timeout(Duration::from_secs(2))
-        .connect(url)
+        .connect(servers.as_slice())
         .await
         .map_err(|e| Failure::new(UNREACHABLE, format!("cannot reach NATS at {url}: {e} (is the system running? scripts/run.sh starts it; with auth on, pass --creds or NATS_CREDS)")))
 }

@@ -98,6 +98,11 @@ enum Command {
         /// when using a server this does not start; `<run-dir>/auth` otherwise.
         #[arg(long, env = "SHOP_AUTH_DIR")]
         auth_dir: Option<PathBuf>,
+        /// Start a local NATS cluster of this many nodes (3: survives losing
+        /// one) instead of one server: client ports from --server's up, every
+        /// stream and bucket with 3 replicas, every service given every node.
+        #[arg(long, env = "NATS_CLUSTER", default_value_t = 1)]
+        nats_cluster: usize,
     },
     /// NATS credentials and permissions: `init`, `permissions`.
     #[command(subcommand)]
@@ -135,6 +140,9 @@ enum Command {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only the streams: each one's leader (the NATS node that leads it) and replicas.
+        #[arg(long)]
+        streams: bool,
     },
     /// Log records of every service from the LOGS stream, oldest first.
     Logs {
@@ -200,6 +208,7 @@ async fn main() -> ExitCode {
             no_seed,
             no_auth,
             auth_dir,
+            nats_cluster,
         } = cli.command
         {
             return up::run(up::UpOptions {
@@ -216,6 +225,7 @@ async fn main() -> ExitCode {
                     true => up::Auth::Off,
                     false => up::Auth::On(auth_dir),
                 },
+                nats_cluster,
             })
             .await;
         }
@@ -264,8 +274,12 @@ async fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Status { service, json } => {
-                status::run(&client, service.as_deref(), json).await
+            Command::Status {
+                service,
+                json,
+                streams,
+            } => {
+                status::run(&client, service.as_deref(), json, streams).await
             }
             Command::Logs {
                 follow,

@@ -1,9 +1,12 @@
 //! `shop status`: every live instance from the registry, with its `$SRV.STATS`
-//! counters and its `/health` (state lag, and each durable consumer's lag:
-//! events undelivered plus unacknowledged).
+//! counters, its `/health` (state lag, and each durable consumer's lag:
+//! events undelivered plus unacknowledged) and the NATS server it is connected
+//! to; then every stream with its leader and replicas (which node of a
+//! cluster leads it, and whether each replica is current).
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use serde_json::{json, Value};
 use shop_nats::discovery::{InstanceInfo, Registry};
 
@@ -16,7 +19,20 @@ pub async fn run(
     client: &async_nats::Client,
     service: Option<&str>,
     as_json: bool,
+    streams_only: bool,
 ) -> Result<(), Failure> {
+    if streams_only {
+        let streams = streams(client).await?;
+        if as_json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&streams).unwrap_or_default()
+            );
+        } else {
+            print_streams(&streams);
+        }
+        return Ok(());
+    }
     let js = async_nats::jetstream::new(client.clone());
     let registry = Registry::existing(&js)
         .await
@@ -51,8 +67,127 @@ pub async fn run(
         );
     } else {
         print_table(&rows);
+        // The streams are an addition to the instances: a failure to read
+        // them is said, not fatal.
+        match streams(client).await {
+            Ok(streams) => {
+                println!();
+                print_streams(&streams);
+            }
+            Err(e) => eprintln!("streams: {}", e.message),
+        }
     }
     Ok(())
+}
+
+/// Every stream: messages, last sequence, and where it lives (`cluster`:
+/// the leader's server name and each replica's name, current, lag, offline).
+pub async fn streams(client: &async_nats::Client) -> Result<Vec<Value>, Failure> {
+    let js = async_nats::jetstream::new(client.clone());
+    let unreadable =
+        |e: &dyn std::fmt::Display| Failure::new(UNREACHABLE, format!("listing the streams: {e}"));
+    let mut names: Vec<String> = js
+        .stream_names()
+        .try_collect()
+        .await
+        .map_err(|e| unreadable(&e))?;
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let info = match js.get_stream(&name).await {
+            Ok(mut stream) => stream.info().await.cloned().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let row = match info {
+            Ok(info) => {
+                let cluster = info.cluster.as_ref();
+                let leader = cluster.and_then(|c| c.leader.clone());
+                let mut replicas = Vec::new();
+                if let Some(leader) = &leader {
+                    replicas.push(json!({"name": leader, "leader": true, "current": true, "offline": false, "lag": 0}));
+                }
+                for peer in cluster.map(|c| c.replicas.as_slice()).unwrap_or_default() {
+                    replicas.push(json!({
+                        "name": peer.name,
+                        "leader": false,
+                        "current": peer.current,
+                        "offline": peer.offline,
+                        "lag": peer.lag.unwrap_or(0),
+                    }));
+                }
+                json!({
+                    "stream": name,
+                    "replicas_wanted": info.config.num_replicas,
+                    "messages": info.state.messages,
+                    "last_sequence": info.state.last_sequence,
+                    "leader": leader,
+                    "replicas": replicas,
+                })
+            }
+            Err(e) => json!({"stream": name, "error": e}),
+        };
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// `n1*, n2, n3 (offline)`: the leader starred, replicas that are not
+/// current with their lag.
+fn replicas_cell(replicas: &Value) -> String {
+    let cells: Vec<String> = replicas
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let mut cell = r["name"].as_str().unwrap_or("?").to_string();
+            if r["leader"] == true {
+                cell.push('*');
+            } else if r["offline"] == true {
+                cell.push_str(" (offline)");
+            } else if r["current"] != true {
+                cell.push_str(&format!(" (behind {})", r["lag"]));
+            }
+            cell
+        })
+        .collect();
+    if cells.is_empty() {
+        "-".to_string()
+    } else {
+        cells.join(", ")
+    }
+}
+
+fn print_streams(streams: &[Value]) {
+    let header = [
+        "STREAM",
+        "R",
+        "MESSAGES",
+        "LAST SEQ",
+        "LEADER",
+        "REPLICAS (* leader)",
+    ];
+    let cells: Vec<Vec<String>> = streams
+        .iter()
+        .map(|s| match s["error"].as_str() {
+            Some(e) => vec![
+                s["stream"].as_str().unwrap_or_default().to_string(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                format!("unreadable: {e}"),
+            ],
+            None => vec![
+                s["stream"].as_str().unwrap_or_default().to_string(),
+                s["replicas_wanted"].to_string(),
+                s["messages"].to_string(),
+                s["last_sequence"].to_string(),
+                s["leader"].as_str().unwrap_or("-").to_string(),
+                replicas_cell(&s["replicas"]),
+            ],
+        })
+        .collect();
+    print_rows(&header, &cells);
 }
 
 async fn describe(client: &async_nats::Client, info: &InstanceInfo) -> Value {
@@ -89,6 +224,7 @@ async fn describe(client: &async_nats::Client, info: &InstanceInfo) -> Value {
         "host": info.host,
         "pid": info.pid,
         "admin": info.admin_addr,
+        "nats_server": info.nats_server,
         "uptime_secs": health["uptime_secs"],
         "health": health["status"].as_str().unwrap_or("unknown"),
         "requests": requests,
@@ -139,6 +275,7 @@ fn print_table(rows: &[Value]) {
         "AVG MS",
         "LAG",
         "CONSUMER_LAG",
+        "NATS",
         "ADMIN",
     ];
     let cells: Vec<Vec<String>> = rows
@@ -161,10 +298,15 @@ fn print_table(rows: &[Value]) {
                     .as_u64()
                     .map(|l| l.to_string())
                     .unwrap_or_else(|| "-".into()),
+                r["nats_server"].as_str().unwrap_or("-").to_string(),
                 r["admin"].as_str().unwrap_or("-").to_string(),
             ]
         })
         .collect();
+    print_rows(&header, &cells);
+}
+
+fn print_rows(header: &[&str], cells: &[Vec<String>]) {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             cells
@@ -186,7 +328,7 @@ fn print_table(rows: &[Value]) {
             .to_string()
     };
     println!("{}", line(header.to_vec()));
-    for row in &cells {
+    for row in cells {
         println!("{}", line(row.iter().map(String::as_str).collect()));
     }
 }

@@ -12,6 +12,12 @@
 //! connect as `operator`. A server this does not start needs the auth
 //! directory it was configured from (`--auth-dir`).
 //!
+//! `--nats-cluster 3` starts three clustered nats-servers instead of one
+//! (client ports from `--server`'s up, routes on loopback, a store each,
+//! `sync_interval: always`, the same auth on every node), gives every child
+//! all three URLs and `JS_REPLICAS=3`, and waits for JetStream to elect its
+//! meta leader before starting the services.
+//!
 //! Children run in process groups of their own, so a terminal's Ctrl-C reaches
 //! only this tool, which then stops them in order. Their output goes to
 //! `<run-dir>/logs/<name>.log`; their data to `<run-dir>/data/<name>`. The
@@ -59,6 +65,24 @@ pub struct UpOptions {
     pub nats_http_port: u16,
     pub seed: bool,
     pub auth: Auth,
+    /// Nodes of a local NATS cluster to start (0 or 1: one server).
+    pub nats_cluster: usize,
+}
+
+impl UpOptions {
+    fn clustered(&self) -> bool {
+        self.nats_cluster > 1
+    }
+
+    /// `JS_REPLICAS` of every child: the cluster's size, at most 5 (what
+    /// JetStream allows), else 1.
+    fn js_replicas(&self) -> usize {
+        if self.clustered() {
+            self.nats_cluster.min(5)
+        } else {
+            1
+        }
+    }
 }
 
 /// Whether the bus is locked.
@@ -173,7 +197,8 @@ fn data_key_without_auth(paths: &Paths, service: &str) -> Result<Vec<(String, St
 /// What this run started, so that it can stop it.
 #[derive(Default)]
 struct System {
-    nats: Option<Process>,
+    /// The NATS server(s) this run started: one, or a cluster's nodes.
+    nats: Vec<Process>,
     gateway: Option<Process>,
     /// The gateway's public HTTP address (`http://host:port`).
     gateway_url: String,
@@ -187,6 +212,15 @@ pub async fn run(options: UpOptions) -> Result<(), Failure> {
         return Err(Failure::new(
             USAGE,
             format!("--replicas {}: expected 1 to 9", options.replicas),
+        ));
+    }
+    if options.nats_cluster == 2 || options.nats_cluster > 7 {
+        return Err(Failure::new(
+            USAGE,
+            format!(
+                "--nats-cluster {}: expected 3 to 7 nodes (a cluster of 2 survives no loss), or 1 for one server",
+                options.nats_cluster
+            ),
         ));
     }
     let mut signals = Signals::new()?;
@@ -223,6 +257,11 @@ struct Paths {
     root: PathBuf,
     run_dir: PathBuf,
     credentials: Credentials,
+    /// The NATS URL(s) every child connects with: `--server`, or every node
+    /// of the cluster this started, comma-separated.
+    server: String,
+    /// The cluster's nodes this started: (server name, client URL).
+    nodes: Vec<(String, String)>,
 }
 
 impl Paths {
@@ -256,6 +295,8 @@ fn resolve_paths(options: &UpOptions) -> Result<Paths, Failure> {
         root,
         run_dir,
         credentials: Credentials::default(),
+        server: options.server.clone(),
+        nodes: Vec::new(),
     })
 }
 
@@ -281,12 +322,28 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
         std::fs::create_dir_all(&dir)
             .map_err(|e| Failure::new(START_FAILED, format!("creating {}: {e}", dir.display())))?;
     }
-    paths.credentials = ensure_nats(options, &paths, system).await?;
+    if options.clustered() {
+        let (credentials, nodes) = start_cluster(options, &paths, system).await?;
+        paths.credentials = credentials;
+        paths.server = nodes
+            .iter()
+            .map(|(_, url)| url.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        paths.nodes = nodes;
+    } else {
+        paths.credentials = ensure_nats(options, &paths, system).await?;
+    }
+    let server = paths.server.clone();
+    let js_replicas = options.js_replicas().to_string();
 
     let operator = paths.credentials.creds(crate::auth::permissions::OPERATOR);
-    let client = crate::exit::connect(&options.server, operator.as_deref()).await?;
+    let client = crate::exit::connect(&server, operator.as_deref()).await?;
     let js = async_nats::jetstream::new(client.clone());
-    let registry = Registry::open(&js)
+    if options.clustered() {
+        wait_for_jetstream(&js).await?;
+    }
+    let registry = Registry::open_replicated(&js, options.js_replicas())
         .await
         .map_err(|e| Failure::new(UNREACHABLE, format!("opening the registry: {e}")))?;
     let mut watch = registry
@@ -304,7 +361,8 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
             };
             let data = paths.run_dir.join("data").join(&name);
             let mut env = vec![
-                ("NATS_URL".to_string(), options.server.clone()),
+                ("NATS_URL".to_string(), server.clone()),
+                ("JS_REPLICAS".to_string(), js_replicas.clone()),
                 ("INSTANCE_ID".to_string(), name.clone()),
                 ("DATA_DIR".to_string(), data.display().to_string()),
                 ("ADMIN_ADDR".to_string(), format!("127.0.0.1:{port}")),
@@ -325,7 +383,8 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
         let addr = public_gateway_addr(&options.gateway_addr)?;
         system.gateway_url = format!("http://{addr}");
         let mut env = vec![
-            ("NATS_URL".to_string(), options.server.clone()),
+            ("NATS_URL".to_string(), server.clone()),
+            ("JS_REPLICAS".to_string(), js_replicas.clone()),
             ("INSTANCE_ID".to_string(), "gateway-1".to_string()),
             ("GATEWAY_ADDR".to_string(), addr),
         ];
@@ -341,7 +400,7 @@ async fn start(options: &UpOptions, system: &mut System) -> Result<Paths, Failur
     wait_until_registered(system, &mut watch).await?;
     drop(watch);
     if options.seed {
-        seed(&paths, &options.server).await;
+        seed(&paths, &server).await;
     }
     Ok(paths)
 }
@@ -385,21 +444,7 @@ async fn ensure_nats(
         .map_err(|e| Failure::new(START_FAILED, e.to_string()))?;
     let store = paths.run_dir.join("nats");
     let log = paths.logs().join("nats-server.log");
-    let credentials = match &options.auth {
-        Auth::Off => Credentials::default(),
-        Auth::On(dir) => {
-            let dir = dir.clone().unwrap_or_else(|| paths.run_dir.join("auth"));
-            let manifest = crate::manifest::all()
-                .map_err(|e| Failure::new(USAGE, format!("invalid declaration: {e}")))?;
-            crate::auth::init(&dir, &manifest, false).map_err(|e| {
-                Failure::new(
-                    START_FAILED,
-                    format!("shop auth init {}: {e:#}", dir.display()),
-                )
-            })?;
-            Credentials { dir: Some(dir) }
-        }
-    };
+    let credentials = init_auth(options, paths)?;
     let mut server = NatsServer::new(&paths.run_dir)
         .bin(bin)
         .host(&host)
@@ -436,8 +481,179 @@ async fn ensure_nats(
         .start()
         .await
         .map_err(|e| Failure::new(START_FAILED, format!("{e:#}")))?;
-    system.nats = Some(nats.process);
+    system.nats.push(nats.process);
     Ok(credentials)
+}
+
+/// The auth directory `shop auth init` (re)makes for a server this starts:
+/// `--auth-dir`, else `<run-dir>/auth`; none with `--no-auth`.
+fn init_auth(options: &UpOptions, paths: &Paths) -> Result<Credentials, Failure> {
+    match &options.auth {
+        Auth::Off => Ok(Credentials::default()),
+        Auth::On(dir) => {
+            let dir = dir.clone().unwrap_or_else(|| paths.run_dir.join("auth"));
+            let manifest = crate::manifest::all()
+                .map_err(|e| Failure::new(USAGE, format!("invalid declaration: {e}")))?;
+            crate::auth::init(&dir, &manifest, false).map_err(|e| {
+                Failure::new(
+                    START_FAILED,
+                    format!("shop auth init {}: {e:#}", dir.display()),
+                )
+            })?;
+            Ok(Credentials { dir: Some(dir) })
+        }
+    }
+}
+
+/// The cluster's name in every node's `cluster { name }`.
+const CLUSTER_NAME: &str = "shop";
+
+/// Starts `--nats-cluster` clustered nats-servers on loopback: node *i*
+/// (named `n<i>`) takes client port `--server`'s port + *i* − 1, route port
+/// that + 2000, monitoring port `--nats-http-port` + *i* − 1, and its own
+/// store in `<run-dir>/nats-cluster/n<i>`. Each node's configuration
+/// includes the auth directory's `auth.conf`, so they trust the same
+/// operator and accounts; it is written next to it (`nats-n<i>.conf`) because
+/// nats-server resolves includes relative to the including file. Returns the
+/// credentials and every node (name, URL).
+async fn start_cluster(
+    options: &UpOptions,
+    paths: &Paths,
+    system: &mut System,
+) -> Result<(Credentials, Vec<(String, String)>), Failure> {
+    let (host, base) = nats_host_port(&options.server).ok_or_else(|| {
+        Failure::new(
+            USAGE,
+            format!("cannot read a host and port from {}", options.server),
+        )
+    })?;
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost") {
+        return Err(Failure::new(
+            USAGE,
+            format!(
+                "--nats-cluster starts servers on this machine: --server must be local, not {host}"
+            ),
+        ));
+    }
+    let count = options.nats_cluster;
+    let port = |offset: u16| -> Result<u16, Failure> {
+        base.checked_add(offset)
+            .ok_or_else(|| Failure::new(USAGE, format!("port {base} + {offset} is out of range")))
+    };
+    let mut client_ports = Vec::new();
+    let mut route_ports = Vec::new();
+    for i in 0..count as u16 {
+        client_ports.push(port(i)?);
+        route_ports.push(port(2000 + i)?);
+    }
+    for p in client_ports.iter().chain(&route_ports) {
+        if reachable(&host, *p).await {
+            return Err(Failure::new(
+                USAGE,
+                format!("--nats-cluster {count}: port {p} is already in use (a NATS server left running?); stop it or choose --server with another port"),
+            ));
+        }
+    }
+    if let Auth::Off = options.auth {
+        println!("shop up: WARNING auth is OFF (--no-auth): anyone who reaches the cluster may read and do everything");
+    }
+    let credentials = init_auth(options, paths)?;
+    let bin = shop_process::nats_server_bin(&paths.root)
+        .map_err(|e| Failure::new(START_FAILED, e.to_string()))?;
+    // Without auth there is no auth directory: the configurations go with the stores.
+    let config_dir = credentials
+        .dir
+        .clone()
+        .unwrap_or_else(|| paths.run_dir.join("nats-cluster"));
+    std::fs::create_dir_all(&config_dir).map_err(|e| {
+        Failure::new(
+            START_FAILED,
+            format!("creating {}: {e}", config_dir.display()),
+        )
+    })?;
+    let include = credentials.dir.as_ref().map(|_| crate::auth::AUTH_INCLUDE);
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let name = format!("n{}", i + 1);
+        let config = config_dir.join(format!("nats-{name}.conf"));
+        let text = crate::auth::server_config::cluster_node(
+            &name,
+            CLUSTER_NAME,
+            route_ports[i],
+            &route_ports,
+            include,
+        );
+        std::fs::write(&config, text).map_err(|e| {
+            Failure::new(START_FAILED, format!("writing {}: {e}", config.display()))
+        })?;
+        let store = paths.run_dir.join("nats-cluster").join(&name);
+        let log = paths.logs().join(format!("nats-{name}.log"));
+        let mut server = NatsServer::new(&paths.run_dir)
+            .name(format!("nats-{name}"))
+            .bin(&bin)
+            .host(&host)
+            .port(client_ports[i])
+            .store_dir(&store)
+            .config_file(&config)
+            .process(|p| {
+                p.log_file(&log)
+                    .ready_timeout(NATS_READY)
+                    .own_process_group()
+            });
+        if options.nats_http_port > 0 {
+            let monitor = options
+                .nats_http_port
+                .checked_add(i as u16)
+                .ok_or_else(|| {
+                    Failure::new(USAGE, "--nats-http-port is too high for the cluster")
+                })?;
+            server = server.monitor_port(monitor);
+        }
+        let started = server
+            .start()
+            .await
+            .map_err(|e| Failure::new(START_FAILED, format!("{e:#}")))?;
+        let url = started.url();
+        println!(
+            "shop up: started NATS node {name} on {url} (routes 127.0.0.1:{}, store {}, config {}, log {})",
+            route_ports[i],
+            store.display(),
+            config.display(),
+            log.display()
+        );
+        system.nats.push(started.process);
+        nodes.push((name, url));
+    }
+    println!(
+        "shop up: NATS cluster `{CLUSTER_NAME}` of {count} nodes, auth {}; every stream and bucket with {} replicas",
+        match &credentials.dir {
+            Some(dir) => format!("on: {}", dir.display()),
+            None => "OFF".to_string(),
+        },
+        options.js_replicas()
+    );
+    Ok((credentials, nodes))
+}
+
+/// Waits until the cluster answers JetStream requests (its meta leader is
+/// elected a moment after the routes connect): services started earlier
+/// would fail to create their streams.
+async fn wait_for_jetstream(js: &async_nats::jetstream::Context) -> Result<(), Failure> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.query_account().await {
+            Ok(_) => return Ok(()),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(Failure::new(
+                    START_FAILED,
+                    format!("the NATS cluster's JetStream is not ready after 30 s: {e}"),
+                ))
+            }
+        }
+    }
 }
 
 /// The credentials for a server this did not start: those of `--auth-dir`
@@ -670,15 +886,30 @@ fn summary(options: &UpOptions, system: &System, paths: &Paths, elapsed: Duratio
         .as_ref()
         .map(|path| format!(" --creds {}", path.display()))
         .unwrap_or_default();
-    let shop = format!("{}{creds}", paths.bin_dir.join("shop").display());
+    let server = if paths.nodes.is_empty() {
+        String::new()
+    } else {
+        format!(" --server {}", paths.server)
+    };
+    let shop = format!("{}{server}{creds}", paths.bin_dir.join("shop").display());
     println!();
     println!(
         "The system is running ({} instance(s) each of {}; NATS at {}), up in {:.1} s.",
         options.replicas,
         SERVICES.join(", "),
-        options.server,
+        paths.server,
         elapsed.as_secs_f64()
     );
+    if !paths.nodes.is_empty() {
+        let nodes: Vec<String> = (paths.nodes.iter())
+            .map(|(name, url)| format!("{name} {url}"))
+            .collect();
+        println!(
+            "  NATS cluster: {}; JS_REPLICAS={} (`shop status` shows each instance's node and each stream's leader)",
+            nodes.join(", "),
+            options.js_replicas()
+        );
+    }
     if system.gateway.is_some() {
         println!(
             "  HTTP API: {}/api/products   (OpenAPI: {}/api/openapi.json; gateway admin {})",

@@ -290,3 +290,128 @@ fn up_without_auth_runs_an_open_bus_and_says_so() {
     guard.0 = None;
     assert_eq!(status.code(), Some(0));
 }
+
+/// A client port with the cluster's other ports (the next two, and their
+/// routes 2000 above) free too.
+fn free_cluster_base() -> u16 {
+    for _ in 0..50 {
+        let base = testkit::nats_server::free_port().unwrap();
+        let ports = [base + 1, base + 2, base + 2000, base + 2001, base + 2002];
+        if base < 60000
+            && ports
+                .iter()
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free run of ports for a cluster");
+}
+
+#[test]
+fn up_with_a_nats_cluster_runs_every_stream_on_three_nodes() {
+    let base = free_cluster_base();
+    let url = format!("nats://127.0.0.1:{base}");
+    let nodes: Vec<String> = (0..3)
+        .map(|i| format!("nats://127.0.0.1:{}", base + i))
+        .collect();
+    let all = nodes.join(",");
+    let run_dir = tempfile::tempdir().unwrap();
+    let (mut up, mut guard, _lines, seen) =
+        start_up(&url, run_dir.path(), &["--nats-cluster", "3"], &[]);
+    let printed = seen.join("\n");
+    for (i, node) in nodes.iter().enumerate() {
+        assert!(
+            printed.contains(&format!("started NATS node n{} on {node}", i + 1)),
+            "{printed}"
+        );
+    }
+    assert!(printed.contains(&format!("NATS at {all}")), "{printed}");
+    let config = std::fs::read_to_string(run_dir.path().join("auth/nats-n2.conf")).unwrap();
+    assert!(config.contains("server_name: n2"), "{config}");
+    assert!(config.contains("sync_interval: always"), "{config}");
+    assert!(config.contains("include auth.conf"), "{config}");
+
+    // Every instance says which node it is on; every stream has 3 replicas and a leader.
+    let operator = run_dir.path().join("auth/operator.creds");
+    let (code, out, err) = shop(&all, Some(&operator), &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 6, "{out}");
+    for row in &rows {
+        let node = row["nats_server"].as_str().unwrap_or_default();
+        assert!(["n1", "n2", "n3"].contains(&node), "{row}");
+    }
+    let (code, out, err) = shop(&all, Some(&operator), &["status", "--streams", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let streams: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = streams
+        .iter()
+        .filter_map(|s| s["stream"].as_str())
+        .collect();
+    for name in [
+        "PRODUCT",
+        "ORDER",
+        "USER",
+        "PAYMENT",
+        "NOTIFICATION",
+        "KV_registry",
+        "LOGS",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    for stream in &streams {
+        assert_eq!(stream["replicas_wanted"], 3, "{stream}");
+        assert!(stream["leader"].is_string(), "{stream}");
+        assert_eq!(
+            stream["replicas"].as_array().map(Vec::len),
+            Some(3),
+            "{stream}"
+        );
+    }
+    let (code, table, _) = shop(&all, Some(&operator), &["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("LEADER") && table.contains("NATS"),
+        "{table}"
+    );
+
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shop up did not stop within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    guard.0 = None;
+    assert_eq!(status.code(), Some(0));
+    for i in 0..3 {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", base + i)).is_err(),
+            "node {} has stopped",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn up_refuses_a_cluster_of_two() {
+    let (code, _, err) = {
+        let out = Command::new(env!("CARGO_BIN_EXE_shop"))
+            .args(["up", "--nats-cluster", "2"])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--nats-cluster 2"), "{err}");
+}

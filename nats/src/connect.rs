@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use rand::Rng;
 use tokio::sync::broadcast;
 
@@ -101,6 +101,27 @@ impl NatsConfig {
     }
 }
 
+/// The servers of a `NATS_URL`: one URL, or several separated by commas (a
+/// cluster's nodes; spaces around them are ignored). async-nats reads a single
+/// string as one address, so the list is split here. An empty list, or an
+/// entry that is not a NATS URL, is an error naming it.
+pub fn server_addrs(urls: &str) -> std::io::Result<Vec<ServerAddr>> {
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<ServerAddr>()
+                .map_err(|e| invalid(format!("NATS_URL entry {url:?}: {e}")))
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    if addrs.is_empty() {
+        return Err(invalid(format!("NATS_URL {urls:?} names no server")));
+    }
+    Ok(addrs)
+}
+
 /// The identity of people and tools (the nats CLI, `shop`): it may do everything.
 pub const OPERATOR_IDENTITY: &str = "operator";
 
@@ -174,13 +195,14 @@ pub async fn connect(
     identity: &str,
     connection_name: &str,
 ) -> std::io::Result<Connection> {
+    let servers = server_addrs(&config.url)?;
     let mut attempt = 0usize;
     let (events, _) = broadcast::channel(16);
     loop {
         let opts = config
             .options(identity, connection_name, events.clone())
             .await?;
-        match opts.connect(config.url.as_str()).await {
+        match opts.connect(servers.as_slice()).await {
             Ok(client) => return Ok(Connection { client, events }),
             Err(err) => {
                 let delay = reconnect_delay(attempt);
@@ -207,6 +229,27 @@ mod tests {
         assert_eq!(inbox_prefix("product"), "_INBOX.product");
         assert_eq!(inbox_prefix("gateway"), "_INBOX.gateway");
         assert_eq!(inbox_prefix("operator"), "_INBOX");
+    }
+
+    #[test]
+    fn a_comma_separated_url_is_every_node_of_a_cluster() {
+        let one = server_addrs("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].port(), 4222);
+        let three =
+            server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://10.0.0.7:4224,")
+                .unwrap();
+        let ports: Vec<u16> = three.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert_eq!(three[2].host(), "10.0.0.7");
+        assert_eq!(server_addrs("127.0.0.1:4222").unwrap()[0].port(), 4222);
+    }
+
+    #[test]
+    fn a_bad_url_list_names_the_bad_entry() {
+        let err = server_addrs("nats://127.0.0.1:4222,nats://x:notaport").unwrap_err();
+        assert!(err.to_string().contains("nats://x:notaport"), "{err}");
+        assert!(server_addrs(" , ").is_err());
     }
 
     #[test]

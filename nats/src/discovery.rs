@@ -36,6 +36,10 @@ pub struct InstanceInfo {
     pub admin_addr: Option<String>,
     pub host: String,
     pub pid: u32,
+    /// The NATS server (its `server_name`) this instance is connected to, as
+    /// of its last heartbeat: which node of a cluster it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_server: Option<String>,
 }
 
 impl InstanceInfo {
@@ -79,11 +83,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Opens the bucket, creating it if needed. On servers before 2.11 the
-    /// bucket has no expiry markers: entries still expire, but watchers are
-    /// not told (use [`Registry::list`]).
+    /// Opens the bucket, creating it if needed, with one replica (or as many
+    /// as it has); see [`Registry::open_replicated`].
     pub async fn open(js: &Context) -> Result<Self, RegistryError> {
+        Self::open_replicated(js, 1).await
+    }
+
+    /// Opens the bucket, creating it if needed with `replicas` replicas
+    /// (`JS_REPLICAS`: 3 in a cluster, so discovery survives losing a node;
+    /// never fewer than it has). On servers before 2.11 the bucket has no
+    /// expiry markers: entries still expire, but watchers are not told (use
+    /// [`Registry::list`]).
+    pub async fn open_replicated(js: &Context, replicas: usize) -> Result<Self, RegistryError> {
         let config = kv::Config {
+            num_replicas: replicas.max(1),
             bucket: REGISTRY_BUCKET.to_string(),
             description: "live service instances (heartbeat-refreshed)".to_string(),
             history: 1,

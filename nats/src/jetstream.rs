@@ -25,12 +25,35 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
 }
 
-/// Creates the stream, or updates it to `config` when it exists.
+/// The replicas to ask for: `wanted`, or more when the stream `name` already
+/// has more. A process started without `JS_REPLICAS` (a tool, a forgotten
+/// setting) must not scale a cluster's streams down; scaling up still works.
+async fn replicas_at_least_existing(js: &Context, name: &str, wanted: usize) -> usize {
+    match js.get_stream(name).await {
+        Ok(mut stream) => match stream.info().await {
+            Ok(info) if info.config.num_replicas > wanted.max(1) => {
+                tracing::info!(
+                    stream = name,
+                    replicas = info.config.num_replicas,
+                    asked = wanted,
+                    "keeping the stream's replicas (never scaled down here)"
+                );
+                info.config.num_replicas
+            }
+            _ => wanted,
+        },
+        Err(_) => wanted,
+    }
+}
+
+/// Creates the stream, or updates it to `config` when it exists (never to
+/// fewer replicas than it has).
 pub async fn ensure_stream(
     js: &Context,
-    config: stream::Config,
+    mut config: stream::Config,
 ) -> Result<stream::Stream, SetupError> {
     let name = config.name.clone();
+    config.num_replicas = replicas_at_least_existing(js, &name, config.num_replicas).await;
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         match js.create_or_update_stream(config.clone()).await {
@@ -80,9 +103,12 @@ where
     })
 }
 
-/// Creates the key-value bucket, or updates it to `config` when it exists.
-pub async fn ensure_kv(js: &Context, config: kv::Config) -> Result<kv::Store, SetupError> {
+/// Creates the key-value bucket, or updates it to `config` when it exists
+/// (never to fewer replicas than it has).
+pub async fn ensure_kv(js: &Context, mut config: kv::Config) -> Result<kv::Store, SetupError> {
     let name = config.bucket.clone();
+    config.num_replicas =
+        replicas_at_least_existing(js, &format!("KV_{name}"), config.num_replicas).await;
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         match js.create_or_update_key_value(config.clone()).await {

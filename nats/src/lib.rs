@@ -37,7 +37,7 @@ pub mod verifier;
 pub use async_nats;
 pub use client::{CallOptions, ServiceClient};
 pub use codec::Encoding;
-pub use connect::{connect, Connection, ConnectionEvent, NatsConfig};
+pub use connect::{connect, server_addrs, Connection, ConnectionEvent, NatsConfig};
 pub use error::ServiceError;
 pub use trace::TraceContext;
 

@@ -265,6 +265,7 @@ fn instance(service: &str, id: &str) -> InstanceInfo {
         admin_addr: None,
         host: "test".into(),
         pid: 1,
+        nats_server: None,
     }
 }
 

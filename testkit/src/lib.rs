@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod http;
 pub mod metrics;
+pub mod nats_cluster;
 pub mod nats_server;
 pub mod props;
 pub mod reply;
@@ -14,6 +15,7 @@ pub mod service;
 pub mod tokens;
 
 pub use cluster::Cluster;
+pub use nats_cluster::NatsCluster;
 pub use nats_server::{operator_creds_of, service_auth_env, NatsServer};
 pub use reply::{request_json, request_json_with_headers, Reply};
 pub use service::{workspace_bin, ServiceProcess};

@@ -43,6 +43,19 @@ pub fn auth_dir_of(url: &str) -> Option<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Remembers that the server(s) at `url` run with the auth of `dir`.
+pub(crate) fn register_auth_dir(url: &str, dir: &Path) {
+    if let Ok(mut dirs) = AUTH_DIRS.lock() {
+        dirs.insert(url.to_string(), dir.to_path_buf());
+    }
+}
+
+pub(crate) fn unregister_auth_dir(url: &str) {
+    if let Ok(mut dirs) = AUTH_DIRS.lock() {
+        dirs.remove(url);
+    }
+}
+
 /// The operator's `.creds` of the server at `url`, when this process started
 /// it with auth (for tools a test runs with `--server <url>`).
 pub fn operator_creds_of(url: &str) -> Option<PathBuf> {

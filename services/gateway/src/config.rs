@@ -69,6 +69,10 @@ pub struct GatewayConfig {
     /// Time allowed for in-flight requests after SIGTERM, in seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
+    /// Replicas of the `registry` bucket should the gateway be the first to
+    /// create it (as the services': 3 in a NATS cluster).
+    #[arg(long, env = "JS_REPLICAS", default_value_t = 1)]
+    pub js_replicas: usize,
 }
 
 /// Per-service timeout overrides in milliseconds.

@@ -93,7 +93,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         shop_actors::telemetry::start("gateway", &instance_id, env!("CARGO_PKG_VERSION"), &nats)
             .context("starting telemetry")?;
     let js = jetstream::new(nats.clone());
-    let registry = Registry::open(&js)
+    let registry = Registry::open_replicated(&js, config.js_replicas)
         .await
         .context("opening the registry bucket")?;
     let liveness = Arc::new(Liveness::default());
@@ -199,7 +199,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             admin_addr: Some(admin_addr.to_string()),
             host: shop_actors::process::hostname(),
             pid: std::process::id(),
+            nats_server: None,
         },
+        nats.clone(),
     )
     .await;
     tracing::info!(

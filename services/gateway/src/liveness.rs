@@ -160,6 +160,7 @@ mod tests {
             admin_addr: None,
             host: "h".into(),
             pid: 1,
+            nats_server: None,
         }
     }
 

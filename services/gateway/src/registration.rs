@@ -19,9 +19,10 @@ pub struct Registration {
 
 impl Registration {
     /// Registers `info` now and keeps it fresh until [`Registration::deregister`].
-    pub async fn start(registry: Registry, info: InstanceInfo) -> Self {
+    /// Each beat names the NATS server `nats` is connected to (`nats_server`).
+    pub async fn start(registry: Registry, info: InstanceInfo, nats: async_nats::Client) -> Self {
         let stopped = Arc::new(Mutex::new(false));
-        beat(&registry, &info, &stopped).await;
+        beat(&registry, &info, &stopped, &nats).await;
         let heartbeat = {
             let (registry, info, stopped) = (registry.clone(), info.clone(), stopped.clone());
             tokio::spawn(async move {
@@ -29,7 +30,7 @@ impl Registration {
                 every.tick().await;
                 loop {
                     every.tick().await;
-                    beat(&registry, &info, &stopped).await;
+                    beat(&registry, &info, &stopped, &nats).await;
                 }
             })
         };
@@ -48,12 +49,20 @@ impl Registration {
     }
 }
 
-async fn beat(registry: &Registry, info: &InstanceInfo, stopped: &Mutex<bool>) {
+async fn beat(
+    registry: &Registry,
+    info: &InstanceInfo,
+    stopped: &Mutex<bool>,
+    nats: &async_nats::Client,
+) {
     let stopped = stopped.lock().await;
     if *stopped {
         return;
     }
-    if let Err(e) = registry.register(info).await {
+    let mut info = info.clone();
+    let server = nats.server_info().server_name;
+    info.nats_server = (!server.is_empty()).then_some(server);
+    if let Err(e) = registry.register(&info).await {
         tracing::warn!(key = %info.key(), error = %e, "registry heartbeat failed");
     }
 }
