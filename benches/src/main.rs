@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use shop_bench::load::Model;
-use shop_bench::results::{check_targets, ResultsFile, Settings};
+use shop_bench::results::{check_targets, ResultsFile};
 use shop_bench::scenarios::{self, reads, Options, Scenario, Target, ECHO_SUBJECT};
 use shop_bench::stack::{JetStreamSync, Stack, StackConfig};
 use shop_bench::suite::{self, SuiteConfig, GATEWAY_CACHE_ENV};
@@ -250,14 +250,11 @@ struct EchoArgs {
 /// A results file for points run with `opts`; `spawned`: on a stack this
 /// program started (else against the system at `nats_url`).
 async fn empty_file(opts: &Options, stack: &Stack, spawned: bool) -> Result<ResultsFile> {
-    let mut settings = Settings::new(
-        opts,
-        [
-            ("model", json!(opts.model)),
-            ("rounds", json!(opts.rounds)),
-            ("products", json!(opts.products)),
-        ],
-    );
+    let mut settings = opts.settings([
+        ("model", json!(opts.model)),
+        ("rounds", json!(opts.rounds)),
+        ("products", json!(opts.products)),
+    ]);
     let url = stack.nats_url()?;
     settings.nats_url = (!spawned).then(|| url.to_string());
     settings.services_rust_log = spawned.then(|| stack.config.services_rust_log.clone());

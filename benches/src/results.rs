@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::CpuUse;
 use crate::load::{Model, RunStats};
 use crate::machine::{self, Machine, Versions};
-use crate::scenarios::Options;
 use crate::stats::{fmt_ms, fmt_rate, median, Latency, Tally};
 
 pub const SCHEMA: &str = "shop-bench/1";
@@ -344,27 +343,6 @@ impl ScenarioResult {
             problems.push(format!("{key}: check {} failed: {}", c.name, c.detail));
         }
         problems
-    }
-}
-
-impl Settings {
-    /// The settings of points run with `opts`, and `extra` things that shaped
-    /// the run (rates, product counts ...).
-    pub fn new<const N: usize>(opts: &Options, extra: [(&str, serde_json::Value); N]) -> Self {
-        let in_flight = match opts.model {
-            Model::Closed { in_flight } => in_flight,
-            Model::Open { .. } => 0,
-        };
-        Self {
-            quick: false,
-            duration_s: opts.duration.as_secs_f64(),
-            warmup_s: opts.warmup.as_secs_f64(),
-            timeout_s: opts.timeout.as_secs_f64(),
-            in_flight,
-            nats_url: None,
-            services_rust_log: None,
-            extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
-        }
     }
 }
 

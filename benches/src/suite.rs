@@ -20,7 +20,7 @@ use shop_nats::Encoding;
 
 use crate::load::Model;
 use crate::machine;
-use crate::results::{check_targets, ResultsFile, ScenarioResult, Settings};
+use crate::results::{check_targets, ResultsFile, ScenarioResult};
 use crate::scenarios::gateway_get::PRODUCT_PATH;
 use crate::scenarios::{self, reads, Mix, Options, Scenario, ECHO_SUBJECT};
 use crate::seed::read_id;
@@ -185,20 +185,17 @@ pub async fn run(cfg: &SuiteConfig, stack: &StackConfig) -> Result<(ResultsFile,
         }
     }
     let opts = cfg.options(cfg.closed());
-    let mut settings = Settings::new(
-        &opts,
-        [
-            ("rounds_echo_product_get", json!(cfg.rounds())),
-            ("products", json!(opts.products)),
-            ("read_rate", json!(cfg.read_rate)),
-            ("order_rates", json!(cfg.order_rates)),
-            ("mixed_rate", json!(cfg.mixed_rate)),
-            ("mix", json!(Mix::default().describe())),
-            ("settle_timeout_s", json!(opts.settle_timeout.as_secs_f64())),
-            ("instances", json!(scaling::counts(&cfg.instances)?)),
-            ("nats_auth", json!(stack.auth)),
-        ],
-    );
+    let mut settings = opts.settings([
+        ("rounds_echo_product_get", json!(cfg.rounds())),
+        ("products", json!(opts.products)),
+        ("read_rate", json!(cfg.read_rate)),
+        ("order_rates", json!(cfg.order_rates)),
+        ("mixed_rate", json!(cfg.mixed_rate)),
+        ("mix", json!(Mix::default().describe())),
+        ("settle_timeout_s", json!(opts.settle_timeout.as_secs_f64())),
+        ("instances", json!(scaling::counts(&cfg.instances)?)),
+        ("nats_auth", json!(stack.auth)),
+    ]);
     settings.quick = cfg.quick;
     settings.services_rust_log = Some(stack.services_rust_log.clone());
     let mut run = Run {
