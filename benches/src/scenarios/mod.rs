@@ -315,6 +315,28 @@ impl Operation for NatsRequest {
     }
 }
 
+impl Options {
+    /// The settings of points run with these options, and `extra` things
+    /// that shaped the run (rates, product counts ...).
+    pub fn settings<const N: usize>(&self, extra: [(&str, serde_json::Value); N]) -> Settings {
+        let opts = self;
+        let in_flight = match opts.model {
+            Model::Closed { in_flight } => in_flight,
+            Model::Open { .. } => 0,
+        };
+        Settings {
+            quick: false,
+            duration_s: opts.duration.as_secs_f64(),
+            warmup_s: opts.warmup.as_secs_f64(),
+            timeout_s: opts.timeout.as_secs_f64(),
+            in_flight,
+            nats_url: None,
+            services_rust_log: None,
+            extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,28 +376,6 @@ mod tests {
         for s in Scenario::value_variants() {
             let v = s.to_possible_value().unwrap();
             assert_eq!(v.get_name(), s.name());
-        }
-    }
-}
-
-impl Options {
-    /// The settings of points run with these options, and `extra` things
-    /// that shaped the run (rates, product counts ...).
-    pub fn settings<const N: usize>(&self, extra: [(&str, serde_json::Value); N]) -> Settings {
-        let opts = self;
-        let in_flight = match opts.model {
-            Model::Closed { in_flight } => in_flight,
-            Model::Open { .. } => 0,
-        };
-        Settings {
-            quick: false,
-            duration_s: opts.duration.as_secs_f64(),
-            warmup_s: opts.warmup.as_secs_f64(),
-            timeout_s: opts.timeout.as_secs_f64(),
-            in_flight,
-            nats_url: None,
-            services_rust_log: None,
-            extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
         }
     }
 }
