@@ -20,7 +20,9 @@ use futures::StreamExt;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{json, Value};
-use testkit::{request_json_with_headers, workspace_bin, NatsServer, Reply, ServiceProcess};
+use testkit::{
+    request_json_with_headers, workspace_bin, NatsCluster, NatsServer, Reply, ServiceProcess,
+};
 use tokio::sync::{watch, Semaphore};
 
 use crate::invariants::{self, Event, History, Outcome, Retried};
@@ -76,8 +78,9 @@ pub struct Config {
     /// store), spread over the placing of orders.
     #[arg(long, default_value_t = 2)]
     pub nats_restarts: usize,
-    /// NATS nodes. Only 1 for now: with a cluster the run would kill nodes
-    /// instead of the single server (the hook is `Faults::nats_kill`).
+    /// NATS nodes: 1 is a single nats-server, killed and restarted; 3 or
+    /// more a cluster (JS_REPLICAS=3, every service given every node's URL)
+    /// whose nodes are killed in turn, each down for a few seconds.
     #[arg(long, default_value_t = 1)]
     pub nats_nodes: usize,
     /// How long to wait, after the last order, for every order to be final.
@@ -206,18 +209,57 @@ impl Summary {
 
 /// nats-server and every service instance.
 struct System {
-    nats: NatsServer,
+    nats: Bus,
     instances: Vec<(&'static str, ServiceProcess)>,
+}
+
+/// How long a killed cluster node stays down before it is started again.
+const NODE_DOWN: Duration = Duration::from_secs(5);
+
+/// What the system runs on: one nats-server, or a cluster whose nodes are
+/// killed in turn (`next`).
+enum Bus {
+    Single(Box<NatsServer>),
+    Cluster { cluster: NatsCluster, next: usize },
+}
+
+impl Bus {
+    async fn start(nodes: usize) -> anyhow::Result<Self> {
+        match nodes {
+            1 => Ok(Self::Single(Box::new(
+                NatsServer::start().await.context("starting nats-server")?,
+            ))),
+            n if n >= 3 => Ok(Self::Cluster {
+                cluster: NatsCluster::start(n)
+                    .await
+                    .with_context(|| format!("starting a cluster of {n} nats-servers"))?,
+                next: 0,
+            }),
+            n => anyhow::bail!("--nats-nodes {n}: 1, or a cluster of 3 or more"),
+        }
+    }
+
+    /// `NATS_URL` for the services: every node's URL with a cluster.
+    fn url(&self) -> String {
+        match self {
+            Self::Single(server) => server.url(),
+            Self::Cluster { cluster, .. } => cluster.url(),
+        }
+    }
+
+    /// An operator client.
+    async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        match self {
+            Self::Single(server) => server.client().await,
+            Self::Cluster { cluster, .. } => cluster.client().await,
+        }
+    }
 }
 
 impl System {
     async fn start(config: &Config, dir: &Path) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            config.nats_nodes == 1,
-            "--nats-nodes {}: only a single nats-server is supported yet",
-            config.nats_nodes
-        );
-        let nats = NatsServer::start().await.context("starting nats-server")?;
+        let nats = Bus::start(config.nats_nodes).await?;
+        let clustered = matches!(nats, Bus::Cluster { .. });
         let mut system = Self {
             nats,
             instances: Vec::new(),
@@ -227,7 +269,7 @@ impl System {
             let bin = workspace_bin(&format!("{service}-service"))?;
             for n in 1..=config.replicas {
                 let id = format!("{service}-{n}");
-                let env: Vec<(&str, &str)> = match service {
+                let mut env: Vec<(&str, &str)> = match service {
                     "user" => vec![
                         ("ARGON2_MEMORY_KIB", "1024"),
                         ("ARGON2_ITERATIONS", "1"),
@@ -237,6 +279,9 @@ impl System {
                     "order" => vec![("ORDER_SAGA_ACK_WAIT_SECS", ack_wait.as_str())],
                     _ => vec![],
                 };
+                if clustered {
+                    env.push(("JS_REPLICAS", "3"));
+                }
                 let process =
                     ServiceProcess::start(&bin, &system.nats.url(), &id, &dir.join(&id), &env)
                         .await
@@ -248,20 +293,35 @@ impl System {
         Ok(system)
     }
 
-    /// SIGKILL of nats-server, then the same server again (port, store).
-    /// With a cluster this is where a node would be killed instead.
+    /// SIGKILL of nats-server, then the same server again (port, store);
+    /// with a cluster, of the next node, started again after [`NODE_DOWN`].
     async fn nats_kill(&mut self) -> anyhow::Result<()> {
-        let pid = self.nats.pid().context("nats-server is not running")?;
+        let server = match &mut self.nats {
+            Bus::Single(server) => server,
+            Bus::Cluster { cluster, next } => {
+                let node = *next % cluster.nodes.len();
+                *next += 1;
+                cluster.kill9(node).context("kill -9 of a NATS node")?;
+                tracing::info!(node = %cluster.nodes[node].name, "NATS node killed");
+                // The fault lasts this long: the other nodes elect new leaders.
+                tokio::time::sleep(NODE_DOWN).await;
+                return cluster
+                    .restart(node)
+                    .await
+                    .with_context(|| format!("restarting NATS node {}", cluster.nodes[node].name));
+            }
+        };
+        let pid = server.pid().context("nats-server is not running")?;
         let status = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
             .context("running kill -9")?;
         anyhow::ensure!(status.success(), "kill -9 {pid}: {status}");
         // Reaps the killed server (at once) and starts it again.
-        tokio::task::block_in_place(|| self.nats.stop()).context("reaping nats-server")?;
+        tokio::task::block_in_place(|| server.stop()).context("reaping nats-server")?;
         let mut tries = 0;
         loop {
-            match self.nats.restart().await {
+            match server.restart().await {
                 Ok(()) => return Ok(()),
                 Err(e) if tries < 5 => {
                     tries += 1;
