@@ -14,8 +14,10 @@ pub const MAX_TRACKABLE_US: u64 = 3_600_000_000;
 pub const SIGFIGS: u8 = 3;
 
 /// A latency histogram in microseconds, 1 µs .. 1 h, 3 significant figures.
+/// Its histogram is private: every `Hist` is made by `Default`, with the same
+/// constant bounds, so two of them always add up.
 #[derive(Debug, Clone)]
-pub struct Hist(pub Histogram<u64>);
+pub struct Hist(Histogram<u64>);
 
 impl Default for Hist {
     fn default() -> Self {
@@ -31,7 +33,8 @@ impl Hist {
         self.0.saturating_record(us.max(1));
     }
 
-    /// Adds `other`: histograms of the same bounds always add up.
+    /// Adds `other`: both were made by `Default` with the same bounds, and
+    /// `add` fails only when `other` holds values beyond this one's range.
     pub fn add(&mut self, other: &Hist) {
         self.0.add(&other.0).expect("histograms of the same bounds");
     }

@@ -5,6 +5,11 @@
 //! of a cluster can include the same auth file next to its own `server_name`,
 //! `listen` and `cluster { routes }`.
 
+/// The JetStream block every generated configuration carries: the store from
+/// `$NATS_STORE_DIR`, every write fsynced before it is acknowledged (see
+/// nats/config/nats-server.conf).
+const JETSTREAM: &str = "jetstream {\n  store_dir: $NATS_STORE_DIR\n  sync_interval: always\n}\n";
+
 /// The auth part: trust in `operator_jwt`, the system account, and the
 /// account JWTs (`(public key, JWT)`) every connection's user must be signed by.
 pub fn auth_block(
@@ -44,11 +49,7 @@ pub fn single_server(auth_include: &str) -> String {
          # payloads reach them so the caller gets that answer instead of a dropped connection.\n\
          max_payload: 8MB\n\
          \n\
-         jetstream {{\n\
-         \x20 store_dir: $NATS_STORE_DIR\n\
-         \x20 # Fsync every write before acknowledging it (see nats/config/nats-server.conf).\n\
-         \x20 sync_interval: always\n\
-         }}\n\
+         {JETSTREAM}\
          \n\
          include {auth_include}\n"
     )
@@ -79,11 +80,7 @@ pub fn cluster_node(
          server_name: {server_name}\n\
          max_payload: 8MB\n\
          \n\
-         jetstream {{\n\
-         \x20 store_dir: $NATS_STORE_DIR\n\
-         \x20 # Fsync every write before acknowledging it (see nats/config/nats-server.conf).\n\
-         \x20 sync_interval: always\n\
-         }}\n\
+         {JETSTREAM}\
          \n\
          cluster {{\n\
          \x20 name: {cluster_name}\n\
