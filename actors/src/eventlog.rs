@@ -73,6 +73,21 @@ pub struct Change<E> {
     pub event: E,
 }
 
+impl<E: Event> Change<E> {
+    /// The append that makes this change, deduplicated by `msg_id`.
+    pub fn to_append(&self, msg_id: String) -> Result<Append, ServiceError> {
+        let payload = serde_json::to_vec(&self.event)
+            .map_err(|e| ServiceError::internal(format!("encoding event: {e}")))?;
+        Ok(Append {
+            subject: self.subject.clone(),
+            event_type: self.event.type_name(),
+            payload: payload.into(),
+            expected_revision: Some(self.expected_revision),
+            msg_id,
+        })
+    }
+}
+
 /// The outcome of [`EventLog::change`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changed<E> {
@@ -226,15 +241,7 @@ impl EventLog {
                 let Some(change) = decide(state.tree())? else {
                     return Ok(None);
                 };
-                let payload = serde_json::to_vec(&change.event)
-                    .map_err(|e| ServiceError::internal(format!("encoding event: {e}")))?;
-                let append = Append {
-                    subject: change.subject,
-                    event_type: change.event.type_name(),
-                    payload: payload.into(),
-                    expected_revision: Some(change.expected_revision),
-                    msg_id: msg_id.clone(),
-                };
+                let append = change.to_append(msg_id.clone())?;
                 decided = Some(change.event);
                 Ok(Some(append))
             })

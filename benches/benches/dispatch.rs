@@ -69,11 +69,10 @@ fn dispatch(c: &mut Criterion) {
         )
         .expect("state");
         let state = shared.handle();
-        let products = Arc::new(Products::new(EventLog::new(
-            js,
-            shared,
-            vec!["events.product.*".into()],
-        )));
+        let products = Arc::new(Products::new(
+            EventLog::new(js, shared, vec!["events.product.*".into()]),
+            128,
+        ));
         let declaration = declaration();
         let manifest = declaration.manifest();
         let routes = declaration.bind(products, state);

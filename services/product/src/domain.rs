@@ -148,6 +148,20 @@ pub enum ProductEvent {
         reservation_id: String,
         quantity: i64,
     },
+    /// Several reservations decided together (group commit), in order.
+    #[serde(rename = "product.stock_changed")]
+    StockChanged {
+        product: Product,
+        reservations: Vec<ReservationChange>,
+    },
+}
+
+/// One reservation of a `product.stock_changed` event, as it is after the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationChange {
+    pub reservation_id: String,
+    pub quantity: i64,
+    pub status: ReservationStatus,
 }
 
 impl ProductEvent {
@@ -156,12 +170,33 @@ impl ProductEvent {
             ProductEvent::Created { product }
             | ProductEvent::Updated { product }
             | ProductEvent::StockReserved { product, .. }
-            | ProductEvent::StockReleased { product, .. } => product,
+            | ProductEvent::StockReleased { product, .. }
+            | ProductEvent::StockChanged { product, .. } => product,
         }
     }
 
-    /// The reservation this event records, if any.
-    pub fn reservation(&self) -> Option<(&str, Reservation)> {
+    /// The reservations this event records, in order (a later one of the same
+    /// id supersedes an earlier one).
+    pub fn reservations(&self) -> Vec<(&str, Reservation)> {
+        match self {
+            ProductEvent::StockChanged { reservations, .. } => reservations
+                .iter()
+                .map(|r| {
+                    (
+                        r.reservation_id.as_str(),
+                        Reservation {
+                            quantity: r.quantity,
+                            status: r.status,
+                        },
+                    )
+                })
+                .collect(),
+            _ => self.reservation().into_iter().collect(),
+        }
+    }
+
+    /// The reservation a single-change event records, if any.
+    fn reservation(&self) -> Option<(&str, Reservation)> {
         match self {
             ProductEvent::StockReserved {
                 reservation_id,
@@ -197,6 +232,7 @@ impl shop_actors::Event for ProductEvent {
             ProductEvent::Updated { .. } => "product.updated",
             ProductEvent::StockReserved { .. } => "product.stock_reserved",
             ProductEvent::StockReleased { .. } => "product.stock_released",
+            ProductEvent::StockChanged { .. } => "product.stock_changed",
         }
     }
 }
@@ -474,6 +510,90 @@ pub fn decide_release(
     }))
 }
 
+/// Which way a stock change goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockOp {
+    Reserve,
+    Release,
+}
+
+/// What a group of stock changes comes to: the event to append (if any) and
+/// each request's reply or refusal, in order.
+pub type StockGroup = (Option<ProductEvent>, Vec<Result<StockReply, ServiceError>>);
+
+/// A group of stock changes to one product, decided in order (group commit):
+/// the one event recording every change that happened, and each request's
+/// reply (its `revision` is filled in once the event is stored). `stored`
+/// reads a reservation as the store has it; earlier changes of the group
+/// supersede it. One change is recorded as `stock_reserved`/`stock_released`,
+/// several as one `stock_changed`.
+pub fn decide_stock_group(
+    product: Option<&Product>,
+    mut stored: impl FnMut(&str) -> Result<Option<Reservation>, ServiceError>,
+    requests: &[(StockOp, StockChange)],
+) -> Result<StockGroup, ServiceError> {
+    let mut current = product.cloned();
+    let mut decided: std::collections::HashMap<&str, Reservation> = Default::default();
+    let mut events = Vec::new();
+    let mut replies = Vec::with_capacity(requests.len());
+    for (op, change) in requests {
+        let reservation = match decided.get(change.reservation_id.as_str()) {
+            Some(r) => Some(*r),
+            None => stored(&change.reservation_id)?,
+        };
+        let decision = match op {
+            StockOp::Reserve => decide_reserve(current.as_ref(), reservation, change),
+            StockOp::Release => decide_release(current.as_ref(), reservation, change),
+        };
+        let reply = |quantity, status, stock| StockReply {
+            product_id: change.product_id.clone(),
+            reservation_id: change.reservation_id.clone(),
+            quantity,
+            status,
+            stock,
+            revision: 0,
+        };
+        replies.push(match decision {
+            Err(e) => Err(e),
+            Ok(Decision::AlreadyDone) => {
+                let stock = current.as_ref().map_or(0, |p| p.stock);
+                let (quantity, status) = reservation
+                    .map(|r| (r.quantity, r.status))
+                    .unwrap_or((0, ReservationStatus::Released));
+                Ok(reply(quantity, status, stock))
+            }
+            Ok(Decision::Append(event)) => {
+                let after = event.product().clone();
+                let Some((_, made)) = event.reservation() else {
+                    return Err(ServiceError::internal("stock decision without reservation"));
+                };
+                decided.insert(&change.reservation_id, made);
+                let answer = reply(made.quantity, made.status, after.stock);
+                current = Some(after);
+                events.push(event);
+                Ok(answer)
+            }
+        });
+    }
+    let event = match (events.len(), current) {
+        (0, _) | (_, None) => None,
+        (1, _) => events.pop(),
+        (_, Some(product)) => Some(ProductEvent::StockChanged {
+            product,
+            reservations: events
+                .iter()
+                .flat_map(|e| e.reservations())
+                .map(|(id, r)| ReservationChange {
+                    reservation_id: id.to_string(),
+                    quantity: r.quantity,
+                    status: r.status,
+                })
+                .collect(),
+        }),
+    };
+    Ok((event, replies))
+}
+
 /// A page size from a list request.
 pub fn page_limit(request: &ListProducts) -> Result<usize, ServiceError> {
     match request.limit {
@@ -641,6 +761,63 @@ mod tests {
             decide_update(Some(&current), &negative).unwrap_err().code,
             400
         );
+    }
+
+    #[test]
+    fn a_stock_group_decides_in_order_and_records_one_event() {
+        let p = product(3);
+        let stored = |id: &str| {
+            Ok((id == "old").then_some(Reservation {
+                quantity: 1,
+                status: ReservationStatus::Reserved,
+            }))
+        };
+        let group = [
+            (StockOp::Reserve, change(2, "r1")),
+            (StockOp::Reserve, change(2, "r2")), // only 1 left: refused
+            (StockOp::Reserve, change(2, "r1")), // a repeat within the group
+            (StockOp::Release, change(1, "old")),
+            (StockOp::Reserve, change(2, "r3")), // 2 left after the release
+        ];
+        let (event, replies) = decide_stock_group(Some(&p), stored, &group).unwrap();
+        let stocks: Vec<_> = replies
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.stock).map_err(|e| e.code))
+            .collect();
+        assert_eq!(stocks, [Ok(1), Err(409), Ok(1), Ok(2), Ok(0)]);
+        let Some(ProductEvent::StockChanged {
+            product,
+            reservations,
+        }) = event
+        else {
+            panic!("expected one stock_changed event, got {event:?}")
+        };
+        assert_eq!((product.stock, product.revision), (0, 7));
+        let recorded: Vec<_> = reservations
+            .iter()
+            .map(|r| (r.reservation_id.as_str(), r.quantity, r.status))
+            .collect();
+        assert_eq!(
+            recorded,
+            [
+                ("r1", 2, ReservationStatus::Reserved),
+                ("old", 1, ReservationStatus::Released),
+                ("r3", 2, ReservationStatus::Reserved),
+            ]
+        );
+
+        // One change keeps its own event type; none appends nothing.
+        let (one, _) = decide_stock_group(
+            Some(&p),
+            |_| Ok(None),
+            &[(StockOp::Reserve, change(1, "a"))],
+        )
+        .unwrap();
+        assert!(matches!(one, Some(ProductEvent::StockReserved { .. })));
+        let (none, replies) =
+            decide_stock_group(None, |_| Ok(None), &[(StockOp::Reserve, change(1, "a"))]).unwrap();
+        assert!(none.is_none());
+        assert_eq!(replies[0].as_ref().unwrap_err().code, 404);
     }
 
     #[test]

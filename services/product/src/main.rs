@@ -12,6 +12,10 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     runtime: RuntimeConfig,
+    /// Most stock changes to one product stored as one event (group commit);
+    /// 1 stores each reservation on its own.
+    #[arg(long, env = "PRODUCT_STOCK_GROUP_MAX", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    stock_group_max: u16,
 }
 
 #[derive(Subcommand)]
@@ -38,8 +42,9 @@ async fn main() -> ExitCode {
     telemetry::init(&cli.runtime.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            shop_actors::run(declaration(), cli.runtime, |ctx| async move {
-                Ok(Wiring::new(Products::new(ctx.events)))
+            let group_max = usize::from(cli.stock_group_max);
+            shop_actors::run(declaration(), cli.runtime, move |ctx| async move {
+                Ok(Wiring::new(Products::new(ctx.events, group_max)))
             })
             .await
         }

@@ -115,7 +115,7 @@ impl Projection for ProductProjection {
         event.check_aggregate(&product.id)?;
         product.revision = event.sequence;
         batch.insert(product_key(&product.id), encode(&product)?);
-        if let Some((reservation_id, reservation)) = decoded.reservation() {
+        for (reservation_id, reservation) in decoded.reservations() {
             batch.insert(
                 reservation_key(&product.id, reservation_id),
                 encode(&reservation)?,

@@ -8,7 +8,9 @@ pub mod list;
 pub mod stock;
 pub mod update;
 
-use shop_actors::{Change, Changed, EventLog, HandlerResult, Request};
+use std::sync::Arc;
+
+use shop_actors::{Change, Changed, EventLog, GroupCommit, HandlerResult, Request};
 use shop_nats::{Encoding, ServiceError, TraceContext};
 
 use crate::{
@@ -24,11 +26,18 @@ pub fn event_subject(product_id: &str) -> String {
 /// The product service's state, shared by every handler.
 pub struct Products {
     events: EventLog,
+    /// Stock changes, grouped per product (see [`stock`]).
+    stock: Arc<GroupCommit<stock::StockWrites>>,
 }
 
 impl Products {
-    pub fn new(events: EventLog) -> Self {
-        Self { events }
+    /// The service's state; at most `stock_group_max` stock changes to one
+    /// product share an event.
+    pub fn new(events: EventLog, stock_group_max: usize) -> Self {
+        Self {
+            stock: GroupCommit::new(events.clone(), stock::StockWrites, stock_group_max),
+            events,
+        }
     }
 
     fn tree(&self) -> &sled::Tree {
