@@ -16,7 +16,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::{future::BoxFuture, FutureExt};
 use schemars::JsonSchema;
-use shop_nats::manifest::EndpointKind;
+use shop_nats::{manifest::EndpointKind, ServiceError};
 
 use crate::{
     request::{decode_body, HandlerResult, Request, RequestBody},
@@ -56,6 +56,26 @@ impl<S> Clone for Route<S> {
 }
 
 impl<S: Send + Sync + 'static> Route<S> {
+    /// Runs `check` inline, on the endpoint actor, before the request is
+    /// decoded or queued for the pool: when it refuses, the caller is
+    /// answered at once instead of after waiting in the pool's queue. For
+    /// cheap admission checks (e.g. "at capacity, retry after 1 s").
+    pub fn gate(
+        self,
+        check: impl Fn(&S) -> Result<(), ServiceError> + Send + Sync + 'static,
+    ) -> Self {
+        let inner = self.call;
+        Self {
+            call: Arc::new(move |service: &Arc<S>, state: &StateHandle, request| {
+                match check(service) {
+                    Ok(()) => inner(service, state, request),
+                    Err(refused) => Dispatch::Now(Err(refused)),
+                }
+            }),
+            ..self
+        }
+    }
+
     /// Runs the route for one request.
     pub fn dispatch(&self, service: &Arc<S>, state: &StateHandle, request: Request) -> Dispatch {
         (self.call)(service, state, request)

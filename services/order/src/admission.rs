@@ -58,6 +58,25 @@ impl Admission {
         self.inner.lock().map(|i| i.orders.len()).unwrap_or(0)
     }
 
+    /// Whether a new order would find a place now (looking again at which
+    /// orders are final at most every 10 ms). The endpoint checks it before a
+    /// create waits in the worker pool, so a full instance refuses at once;
+    /// [`Self::admit`] still takes the place itself.
+    pub fn check(&self, tree: &sled::Tree) -> Result<(), ServiceError> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| ServiceError::internal("admission state poisoned"))?;
+        inner.prune_if_full(self.limit, tree);
+        if inner.orders.len() >= self.limit {
+            return Err(at_capacity(inner.orders.len()));
+        }
+        Ok(())
+    }
+
     /// Takes a place for order `id`, or refuses with a 503 when every place
     /// is held by an order that is not final in `tree` yet. The place is
     /// given back when the returned [`Slot`] is dropped without
@@ -74,21 +93,9 @@ impl Admission {
             // A retried create of an order still being created: no second place.
             return Ok(Slot { admission: None });
         }
+        inner.prune_if_full(self.limit, tree);
         if inner.orders.len() >= self.limit {
-            let now = Instant::now();
-            let due = inner
-                .last_prune
-                .is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY);
-            if due {
-                inner.last_prune = Some(now);
-                inner.orders.retain(|id, _| !finished(tree, id));
-            }
-        }
-        if inner.orders.len() >= self.limit {
-            return Err(ServiceError::unavailable(format!(
-                "order service at capacity: {} orders in progress on this instance; {RETRY_AFTER}",
-                inner.orders.len()
-            )));
+            return Err(at_capacity(inner.orders.len()));
         }
         inner.orders.insert(id.to_string(), Instant::now());
         Ok(Slot {
@@ -101,6 +108,29 @@ impl Admission {
             inner.orders.remove(id);
         }
     }
+}
+
+impl Inner {
+    /// At the limit, forgets the orders `tree` shows final (at most every 10 ms).
+    fn prune_if_full(&mut self, limit: usize, tree: &sled::Tree) {
+        if self.orders.len() < limit {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_prune
+            .is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY)
+        {
+            self.last_prune = Some(now);
+            self.orders.retain(|id, _| !finished(tree, id));
+        }
+    }
+}
+
+fn at_capacity(in_progress: usize) -> ServiceError {
+    ServiceError::unavailable(format!(
+        "order service at capacity: {in_progress} orders in progress on this instance; {RETRY_AFTER}"
+    ))
 }
 
 /// Whether the local state shows order `id` final. An order not there yet is
@@ -167,10 +197,12 @@ mod tests {
         admission.admit("b", &tree).unwrap().keep();
         let refused = admission.admit("c", &tree).err().unwrap();
         assert_eq!(refused.code, 503);
+        assert_eq!(admission.check(&tree).unwrap_err(), refused);
         assert!(refused.message.contains("retry after 1 s"));
         store_order(&tree, "a", Status::Confirmed);
         store_order(&tree, "b", Status::Paid);
         std::thread::sleep(PRUNE_EVERY);
+        admission.check(&tree).unwrap();
         admission.admit("c", &tree).unwrap().keep();
         assert_eq!(admission.in_flight(), 2);
     }

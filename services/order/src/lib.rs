@@ -46,7 +46,12 @@ pub fn declaration() -> Declaration<Orders> {
         ])
         .consumes(saga::DURABLE, STREAM, saga::FILTERS)
         .bucket(tokens::BUCKET)
-        .endpoint("order.create", Access::user(), write(create::create))
+        .endpoint(
+            "order.create",
+            Access::user(),
+            // A full instance refuses before the create waits in the pool.
+            write(create::create).gate(create::has_room),
+        )
         .endpoint("order.get", Access::user(), read(get::get))
         .endpoint("order.list", Access::user(), read(list::list))
         .endpoint("order.cancel", Access::user(), write(cancel::cancel))

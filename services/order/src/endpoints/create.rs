@@ -20,6 +20,12 @@ impl RequestBody for CreateOrder {
     }
 }
 
+/// Whether this instance has a place for a new order: checked before a
+/// create waits in the worker pool, so a full instance refuses at once.
+pub fn has_room(orders: &Orders) -> Result<(), ServiceError> {
+    orders.admission.check(orders.tree())
+}
+
 /// Records the new order, or answers the one this key already created.
 pub async fn create(orders: Arc<Orders>, request: Request, create: CreateOrder) -> HandlerResult {
     domain::check_create(request.user()?, &create.user_id)?;
