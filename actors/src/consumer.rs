@@ -354,7 +354,17 @@ async fn wait_for_stream(shared: &ConsumerShared) -> Option<jetstream::stream::S
 async fn process(shared: &ConsumerShared, message: jetstream::Message) {
     let spec = &shared.spec;
     let (stream_sequence, delivered) = match message.info() {
-        Ok(info) => (info.stream_sequence, info.delivered),
+        Ok(info) => {
+            if info.delivered == 1 {
+                let waited = time::OffsetDateTime::now_utc() - info.published;
+                shared
+                    .metrics
+                    .event_duration
+                    .with_label_values(&[&spec.durable, "wait"])
+                    .observe(waited.as_seconds_f64().max(0.0));
+            }
+            (info.stream_sequence, info.delivered)
+        }
         Err(e) => {
             tracing::error!(consumer = %spec.durable, error = %e, "message without JetStream metadata; terminating it");
             let _ = message.ack_with(AckKind::Term).await;
@@ -427,6 +437,7 @@ async fn handle(
     let work = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
         spec.handler.clone().handle(event.clone()),
     ));
+    let started = std::time::Instant::now();
     let outcome = keep_lease(&message, spec.ack_wait, work)
         .await
         .unwrap_or_else(|panic| {
@@ -435,6 +446,11 @@ async fn handle(
                 crate::responder::panic_message(&*panic)
             )))
         });
+    shared
+        .metrics
+        .event_duration
+        .with_label_values(&[&spec.durable, "handle"])
+        .observe(started.elapsed().as_secs_f64());
     if let (Some(span), Err(failure)) = (span, &outcome) {
         span.set_failed(&failure.to_string());
     }

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub state_events_applied: IntCounter,
     pub state_events_parked: IntCounterVec,
     pub events_consumed: IntCounterVec,
+    /// Per consumer and phase (`wait`: stored → handled, `handle`).
+    pub event_duration: HistogramVec,
     pub dead_letters: IntCounterVec,
     pub consumer_reopened: IntCounterVec,
     pub replies_refused: IntCounterVec,
@@ -112,6 +114,17 @@ impl Metrics {
             Opts::new("events_consumed_total", "Events handled by durable consumers, per consumer and outcome (ok, retry, dead_letter)"),
             &["consumer", "outcome"],
         )?;
+        let event_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "event_duration_seconds",
+                "Durable consumers: per consumer, how long an event waited from being stored to being handled (phase wait, first delivery only) and how long handling it took (phase handle)",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["consumer", "phase"],
+        )?;
         let dead_letters = IntCounterVec::new(
             Opts::new(
                 "dead_letters_total",
@@ -143,6 +156,7 @@ impl Metrics {
         registry.register(Box::new(replies_refused.clone()))?;
         registry.register(Box::new(auth_refused.clone()))?;
         registry.register(Box::new(events_consumed.clone()))?;
+        registry.register(Box::new(event_duration.clone()))?;
         registry.register(Box::new(dead_letters.clone()))?;
         registry.register(Box::new(consumer_reopened.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -172,6 +186,7 @@ impl Metrics {
             state_events_applied,
             state_events_parked,
             events_consumed,
+            event_duration,
             dead_letters,
             consumer_reopened,
             replies_refused,
