@@ -159,6 +159,8 @@ impl Link {
 struct Attempt {
     outcome: Result<Message, ServiceError>,
     no_responders: bool,
+    /// The service itself answered (the outcome is its reply).
+    replied: bool,
 }
 
 impl ServiceClient {
@@ -350,6 +352,7 @@ impl ServiceClient {
         let Attempt {
             outcome,
             no_responders,
+            replied,
         } = self.send(subject, request, timeout).await;
         match &outcome {
             // A 4xx is the caller's problem, not a sign the service is failing.
@@ -358,6 +361,12 @@ impl ServiceClient {
             Err(_) if self.link.excuses(&self.nats, connects, no_responders) => {
                 permit.inconclusive()
             }
+            // A 503 the service answered itself is load shedding ("at capacity,
+            // retry after 1 s") or a dependency of its own being unavailable:
+            // it is alive and answering fast, so there is no timeout to spare
+            // anyone, and opening the circuit would turn a partial refusal
+            // into refusing every call.
+            Err(err) if replied && err.code == 503 => permit.inconclusive(),
             Err(_) => permit.failure(),
         }
         outcome
@@ -377,8 +386,10 @@ impl ServiceClient {
                     Some(err) => Err(err),
                 },
                 no_responders: false,
+                replied: true,
             },
             Err(err) => Attempt {
+                replied: false,
                 no_responders: err.kind() == RequestErrorKind::NoResponders,
                 outcome: Err(match err.kind() {
                     RequestErrorKind::NoResponders => ServiceError::unavailable(format!(

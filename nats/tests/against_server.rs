@@ -26,7 +26,20 @@ async fn flaky_responder(
     client: &async_nats::Client,
     failures: usize,
 ) -> (Arc<AtomicUsize>, Arc<std::sync::Mutex<String>>) {
-    let mut sub = client.subscribe("svc.flaky").await.unwrap();
+    failing_responder(client, "svc.flaky", failures, || {
+        ServiceError::unavailable("warming up")
+    })
+    .await
+}
+
+/// Answers `subject` with `error()` for the first `failures` requests, then `{"ok":true}`.
+async fn failing_responder(
+    client: &async_nats::Client,
+    subject: &str,
+    failures: usize,
+    error: fn() -> ServiceError,
+) -> (Arc<AtomicUsize>, Arc<std::sync::Mutex<String>>) {
+    let mut sub = client.subscribe(subject.to_string()).await.unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
     let trace = Arc::new(std::sync::Mutex::new(String::new()));
     let (responder, count, last_trace) = (client.clone(), seen.clone(), trace.clone());
@@ -39,7 +52,7 @@ async fn flaky_responder(
             }
             let Some(reply) = msg.reply else { continue };
             if n < failures {
-                let err = ServiceError::unavailable("warming up");
+                let err = error();
                 client
                     .publish_with_headers(reply, err.headers(), err.body())
                     .await
@@ -135,7 +148,10 @@ async fn only_idempotent_calls_are_retried() {
 async fn the_breaker_opens_and_fails_fast() {
     let nats = NatsServer::start().await.unwrap();
     let raw = nats.client().await.unwrap();
-    let (seen, _) = flaky_responder(&raw, usize::MAX).await;
+    let (seen, _) = failing_responder(&raw, "svc.broken", usize::MAX, || {
+        ServiceError::internal("disk on fire")
+    })
+    .await;
     let client = ServiceClient::with_breaker_config(
         raw,
         BreakerConfig {
@@ -145,14 +161,14 @@ async fn the_breaker_opens_and_fails_fast() {
     );
     for _ in 0..3 {
         let err = client
-            .call::<_, serde_json::Value>("svc.flaky", &json!({}), CallOptions::default(), None)
+            .call::<_, serde_json::Value>("svc.broken", &json!({}), CallOptions::default(), None)
             .await
             .unwrap_err();
-        assert!(err.message.contains("warming up"));
+        assert!(err.message.contains("disk on fire"));
     }
     let started = Instant::now();
     let err = client
-        .call::<_, serde_json::Value>("svc.flaky", &json!({}), CallOptions::default(), None)
+        .call::<_, serde_json::Value>("svc.broken", &json!({}), CallOptions::default(), None)
         .await
         .unwrap_err();
     assert_eq!(err.code, 503);
@@ -168,6 +184,42 @@ async fn the_breaker_opens_and_fails_fast() {
         client.breaker("other").state(),
         shop_nats::breaker::BreakerState::Closed
     );
+}
+
+/// A service shedding load answers 503 "retry after" fast: its callers keep
+/// calling it (the ones it accepts go through), rather than opening the
+/// circuit and refusing everything themselves.
+#[tokio::test]
+async fn a_service_shedding_load_with_503_keeps_the_breaker_closed() {
+    let nats = NatsServer::start().await.unwrap();
+    let raw = nats.client().await.unwrap();
+    let (seen, _) = flaky_responder(&raw, 10).await;
+    let client = ServiceClient::with_breaker_config(
+        raw,
+        BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_secs(30),
+        },
+    );
+    let body = json!({});
+    let calls = (0..10).map(|_| {
+        client.call::<_, serde_json::Value>("svc.flaky", &body, CallOptions::default(), None)
+    });
+    for refused in futures::future::join_all(calls).await {
+        let err = refused.unwrap_err();
+        assert_eq!(err.code, 503);
+        assert!(err.message.contains("warming up"), "{}", err.message);
+    }
+    assert_eq!(
+        client.breaker("svc").state(),
+        shop_nats::breaker::BreakerState::Closed
+    );
+    let ok: serde_json::Value = client
+        .call("svc.flaky", &json!({}), CallOptions::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(ok["ok"], true);
+    assert_eq!(seen.load(Ordering::SeqCst), 11, "every call reached it");
 }
 
 #[tokio::test]
