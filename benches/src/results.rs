@@ -312,37 +312,29 @@ impl ScenarioResult {
     /// What makes this point untrustworthy, if anything: no successes, an error
     /// rate above `max_error_rate`, disordered percentiles, a failed check.
     pub fn problems(&self, max_error_rate: f64) -> Vec<String> {
-        let key = &self.key;
         let first_error = self.first_error.as_deref().unwrap_or("none");
-        let mut problems = Vec::new();
-        if self.ok == 0 {
-            problems.push(format!(
-                "{key}: no successful requests (first error: {first_error})"
-            ));
-        }
-        if self.error_rate() > max_error_rate {
-            problems.push(format!(
-                "{key}: error rate {:.1}% over {:.1}% ({:?}; first: {first_error})",
-                self.error_rate() * 100.0,
-                max_error_rate * 100.0,
-                self.error_kinds,
-            ));
-        }
-        match &self.latency_ms {
-            Some(l) if !l.is_ordered() => {
-                problems.push(format!("{key}: percentiles out of order: {l:?}"))
-            }
-            None if self.ok > 0 => problems.push(format!("{key}: no latency recorded")),
-            _ => {}
-        }
-        let rate = self.throughput_per_s;
-        if !(rate.is_finite() && rate >= 0.0) {
-            problems.push(format!("{key}: throughput {rate} is not a number"));
-        }
-        for c in self.checks.iter().filter(|c| !c.passed) {
-            problems.push(format!("{key}: check {} failed: {}", c.name, c.detail));
-        }
-        problems
+        let (rate, kinds) = (self.throughput_per_s, &self.error_kinds);
+        let error_rate = self.error_rate() * 100.0;
+        let problems = [
+            (self.ok == 0).then(|| format!("no successful requests (first error: {first_error})")),
+            (self.error_rate() > max_error_rate).then(|| {
+                let max = max_error_rate * 100.0;
+                format!(
+                    "error rate {error_rate:.1}% over {max:.1}% ({kinds:?}; first: {first_error})"
+                )
+            }),
+            match &self.latency_ms {
+                Some(l) if !l.is_ordered() => Some(format!("percentiles out of order: {l:?}")),
+                None if self.ok > 0 => Some("no latency recorded".to_string()),
+                _ => None,
+            },
+            (!(rate.is_finite() && rate >= 0.0))
+                .then(|| format!("throughput {rate} is not a number")),
+        ];
+        let failed = self.checks.iter().filter(|c| !c.passed);
+        let failed = failed.map(|c| format!("check {} failed: {}", c.name, c.detail));
+        let problems = problems.into_iter().flatten().chain(failed);
+        problems.map(|p| format!("{}: {p}", self.key)).collect()
     }
 }
 
