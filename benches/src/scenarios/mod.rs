@@ -176,6 +176,24 @@ impl Options {
         }
         self
     }
+
+    /// The settings of points run with these options, and `extra` things
+    /// that shaped the run (rates, product counts ...).
+    pub fn settings<const N: usize>(&self, extra: [(&str, serde_json::Value); N]) -> Settings {
+        Settings {
+            quick: false,
+            duration_s: self.duration.as_secs_f64(),
+            warmup_s: self.warmup.as_secs_f64(),
+            timeout_s: self.timeout.as_secs_f64(),
+            in_flight: match self.model {
+                Model::Closed { in_flight } => in_flight,
+                Model::Open { .. } => 0,
+            },
+            nats_url: None,
+            services_rust_log: None,
+            extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
+        }
+    }
 }
 
 impl Default for Options {
@@ -291,20 +309,12 @@ pub struct NatsRequest {
 
 impl Operation for NatsRequest {
     async fn call(&self, seq: u64) -> Outcome {
-        let mut req = Request::new()
-            .payload(pick(&self.payloads, seq).clone())
-            .timeout(Some(self.timeout));
+        let payload = pick(&self.payloads, seq).clone();
+        let mut req = Request::new().payload(payload).timeout(Some(self.timeout));
         if let Some(h) = &self.headers {
             req = req.headers(h.clone());
         }
-        match request(
-            &self.client,
-            self.name,
-            Subject::from_static(self.name),
-            req,
-        )
-        .await
-        {
+        match request(&self.client, self.name, self.name, req).await {
             Ok(reply) => Outcome::ok(self.name, reply.payload.len()),
             Err(failed) => failed,
         }
@@ -312,28 +322,6 @@ impl Operation for NatsRequest {
 
     fn label(&self, _seq: u64) -> &'static str {
         self.name
-    }
-}
-
-impl Options {
-    /// The settings of points run with these options, and `extra` things
-    /// that shaped the run (rates, product counts ...).
-    pub fn settings<const N: usize>(&self, extra: [(&str, serde_json::Value); N]) -> Settings {
-        let opts = self;
-        let in_flight = match opts.model {
-            Model::Closed { in_flight } => in_flight,
-            Model::Open { .. } => 0,
-        };
-        Settings {
-            quick: false,
-            duration_s: opts.duration.as_secs_f64(),
-            warmup_s: opts.warmup.as_secs_f64(),
-            timeout_s: opts.timeout.as_secs_f64(),
-            in_flight,
-            nats_url: None,
-            services_rust_log: None,
-            extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
-        }
     }
 }
 
