@@ -33,11 +33,10 @@ pub enum JetStreamSync {
 }
 
 impl JetStreamSync {
-    pub fn name(self) -> &'static str {
-        match self {
-            JetStreamSync::Always => "always",
-            JetStreamSync::Default => "default",
-        }
+    /// Its command-line name: `always` or `default`.
+    pub fn name(self) -> String {
+        let value = clap::ValueEnum::to_possible_value(&self);
+        value.map_or_else(String::new, |v| v.get_name().to_string())
     }
 
     /// What it adds to a server's `jetstream { }` block.

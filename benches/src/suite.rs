@@ -159,12 +159,13 @@ impl Run {
         what: Option<String>,
     ) -> Option<ScenarioResult> {
         let name = scenario.name();
-        self.progress(&what.unwrap_or_else(|| format!("{name} ({})", opts.model.describe())));
+        let what = what.unwrap_or_else(|| format!("{name} ({})", opts.model.describe()));
+        self.progress(&what);
         let outcome = match stack.target(Some(1)) {
             Ok(target) => scenarios::run(scenario, &target, opts).await,
             Err(e) => Err(e),
         };
-        self.record(name, outcome)
+        self.record(&name, outcome)
     }
 
     /// Runs each of `points` that the configuration wants, on `stack`, and
@@ -175,7 +176,7 @@ impl Run {
         stack: &mut Stack,
         points: &[(Scenario, Options)],
     ) -> Result<()> {
-        for (scenario, opts) in points.iter().filter(|(s, _)| cfg.wants(s.name())) {
+        for (scenario, opts) in points.iter().filter(|(s, _)| cfg.wants(&s.name())) {
             stack.check_alive()?;
             let kept = self.measure(stack, *scenario, opts, None).await;
             self.file.results.extend(kept);
@@ -188,7 +189,7 @@ impl Run {
 /// and the failures (also in its notes).
 pub async fn run(cfg: &SuiteConfig, stack: &StackConfig) -> Result<(ResultsFile, Vec<String>)> {
     for name in &cfg.only {
-        if name != "scaling" && !Scenario::value_variants().iter().any(|s| s.name() == name) {
+        if name != "scaling" && !Scenario::value_variants().iter().any(|s| s.name() == *name) {
             bail!("--only {name}: not a scenario (or `scaling`)");
         }
     }
@@ -280,7 +281,7 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
         if round % 2 == 1 {
             order.reverse();
         }
-        for s in order.into_iter().filter(|s| cfg.wants(s.name())) {
+        for s in order.into_iter().filter(|s| cfg.wants(&s.name())) {
             let model = c.model.describe();
             let what = format!("{} ({model}) round {}/{n}", s.name(), round + 1);
             let kept = run.measure(stack, s, &c, Some(what)).await;
