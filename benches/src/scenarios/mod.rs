@@ -17,7 +17,7 @@ use async_nats::{Client, HeaderMap, Message, Request, Subject};
 use bytes::Bytes;
 use shop_nats::Encoding;
 
-use crate::cpu::{self, CpuUse, Watched};
+use crate::cpu::{self, Watched};
 use crate::load::{self, Model, Operation, Outcome, Schedule};
 use crate::nats;
 use crate::results::{Meta, ScenarioResult, Settings};
@@ -225,30 +225,28 @@ pub async fn run(scenario: Scenario, target: &Target, opts: &Options) -> Result<
 }
 
 /// Runs `op` for `opts.rounds` rounds under `opts.model`, sampling CPU of the
-/// watched processes in each measurement window (averaged over rounds); the
-/// point `meta` names, on `target`.
+/// watched processes in each measurement window; the point `meta` names, on
+/// `target`, its rounds combined ([`ScenarioResult::combine_rounds`]).
 pub async fn measure<O: Operation>(
     op: Arc<O>,
     target: &Target,
     opts: &Options,
     meta: Meta,
 ) -> Result<ScenarioResult> {
-    let mut runs = Vec::with_capacity(opts.rounds.max(1));
-    let mut cpu_rounds: Vec<Vec<CpuUse>> = Vec::new();
-    for _ in 0..opts.rounds.max(1) {
-        let schedule = Schedule::starting_now(opts.warmup, opts.duration);
-        let sampler = tokio::spawn(cpu::measure(target.watched.clone(), schedule));
-        runs.push(load::run(op.clone(), opts.model, schedule, MAX_IN_FLIGHT).await?);
-        cpu_rounds.push(sampler.await.context("CPU sampler")?);
-    }
-    let rounds: Vec<&[CpuUse]> = cpu_rounds.iter().map(Vec::as_slice).collect();
-    let cpu = cpu::average(rounds.first().copied().unwrap_or_default(), &rounds);
     let meta = Meta {
         instances: target.instances,
         nats_sync: target.nats_sync.clone(),
         ..meta
     };
-    ScenarioResult::from_runs(meta, &runs, cpu)
+    let mut rounds = Vec::with_capacity(opts.rounds.max(1));
+    for _ in 0..opts.rounds.max(1) {
+        let schedule = Schedule::starting_now(opts.warmup, opts.duration);
+        let sampler = tokio::spawn(cpu::measure(target.watched.clone(), schedule));
+        let run = load::run(op.clone(), opts.model, schedule, MAX_IN_FLIGHT).await?;
+        let cpu = sampler.await.context("CPU sampler")?;
+        rounds.push(ScenarioResult::from_run(meta.clone(), &run, cpu));
+    }
+    ScenarioResult::combine_rounds(rounds)
 }
 
 /// The load generator's NATS connection.
