@@ -187,15 +187,11 @@ impl Stack {
 
     /// Every process, for CPU accounting.
     pub fn watched(&self) -> Vec<Watched> {
-        let pids = self
-            .members
-            .iter()
-            .filter_map(|m| Some((m, m.process.pid()?)));
-        let watched = pids.map(|(m, pid)| Watched {
-            role: m.role.clone(),
-            pid,
+        let watched = self.members.iter().map(|m| {
+            let role = m.role.clone();
+            m.process.pid().map(|pid| Watched { role, pid })
         });
-        watched.collect()
+        watched.flatten().collect()
     }
 
     /// `<logs_dir>/<name>.log`, or `<name>-<n>.log` when that one is taken.
@@ -219,9 +215,13 @@ impl Stack {
     /// Starts `spec` as `role`.
     async fn start(&mut self, role: &str, spec: Spec) -> Result<()> {
         let process = self.runs(spec).start().await?;
+        self.add(role, process);
+        Ok(())
+    }
+
+    fn add(&mut self, role: &str, process: Process) {
         let role = role.to_string();
         self.members.push(Member { role, process });
-        Ok(())
     }
 
     /// Starts nats-server on free ports with a fresh store, or a cluster of
@@ -278,10 +278,7 @@ impl Stack {
                 .await
                 .with_context(|| format!("starting {name}"))?;
             urls.push(nats.url());
-            self.members.push(Member {
-                role: "nats-server".to_string(),
-                process: nats.process,
-            });
+            self.add("nats-server", nats.process);
         }
         self.auth_dir = auth_dir;
         wait_for_jetstream(&urls[0]).await?;
