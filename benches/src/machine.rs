@@ -8,7 +8,7 @@ use procfs::{CpuInfo, Current, Meminfo};
 use serde::{Deserialize, Serialize};
 
 /// The host (Linux: from /proc and /etc/os-release; other systems: what is known).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Machine {
     pub cpu_model: String,
     /// Logical CPUs this process may use.

@@ -18,7 +18,7 @@ use crate::stats::{fmt_ms, fmt_rate, median, Latency};
 pub const SCHEMA: &str = "shop-bench/1";
 
 /// One results file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ResultsFile {
     pub schema: String,
     /// When the run started, RFC 3339 UTC.
@@ -386,10 +386,7 @@ impl ResultsFile {
             machine: machine::machine(),
             versions: machine::versions(&shop_process::workspace_root()),
             settings,
-            results: Vec::new(),
-            scaling: Vec::new(),
-            targets: Vec::new(),
-            notes: Vec::new(),
+            ..Self::default()
         }
     }
 
