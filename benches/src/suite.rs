@@ -124,9 +124,13 @@ impl Run {
 
     /// Reports a point's outcome; a failure is noted (in the file too).
     fn record(&mut self, what: &str, outcome: Result<ScenarioResult>) -> Option<ScenarioResult> {
-        let r = outcome
-            .map_err(|e| self.fail(format!("{what} failed: {e:#}")))
-            .ok()?;
+        let r = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(format!("{what} failed: {e:#}"));
+                return None;
+            }
+        };
         let problems = r.problems(0.01);
         let problems = match problems.is_empty() {
             true => String::new(),
@@ -370,8 +374,10 @@ async fn http_point(
             let started = stack.start_gateway(role, &env).await;
             started.context("starting the gateway")?
         }
-        false => (stack.start_express(variant == "express-keepalive").await)
-            .context("starting the Express baseline")?,
+        false => {
+            let started = stack.start_express(variant == "express-keepalive").await;
+            started.context("starting the Express baseline")?
+        }
     };
     let opts = cfg.closed();
     let mut wrk_rps = None;
