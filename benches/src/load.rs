@@ -208,13 +208,6 @@ async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Resu
     })
 }
 
-/// A request of the open loop: when it was due, when it was sent, and what it did.
-struct Finished {
-    intended: Instant,
-    sent: Instant,
-    outcome: Outcome,
-}
-
 async fn open<O: Operation>(
     op: Arc<O>,
     rate: f64,
@@ -226,7 +219,22 @@ async fn open<O: Operation>(
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let (mut requests, mut dropped) = (JoinSet::new(), Vec::new());
+    let (mut tally, mut last_done) = (Tally::default(), None::<Instant>);
+    // A request due at `intended`, sent at `sent`, counts if due in the window.
+    let mut keep = |intended: Instant, sent: Instant, outcome: Outcome| {
+        if intended < s.measure_start || intended >= s.end {
+            return;
+        }
+        let done = outcome.done.unwrap_or(sent);
+        if outcome.result.is_ok() {
+            last_done = Some(last_done.map_or(done, |l| l.max(done)));
+        }
+        tally
+            .send_lag_us
+            .record(micros(sent.saturating_duration_since(intended)));
+        record(&mut tally, outcome, intended, done);
+    };
+    let mut requests = JoinSet::new();
     for i in 0u64.. {
         let intended = s.start + interval.mul_f64(i as f64);
         if intended >= s.end {
@@ -239,15 +247,15 @@ async fn open<O: Operation>(
         if in_flight.load(Ordering::Relaxed) >= max_in_flight {
             let message =
                 format!("{max_in_flight} requests outstanding: the generator dropped this one");
-            let outcome = Outcome {
-                done: Some(sent),
-                ..Outcome::err(op.label(i), OpError::new("overload", message))
-            };
-            dropped.push(Finished {
+            let dropped = Outcome::err(op.label(i), OpError::new("overload", message));
+            keep(
                 intended,
                 sent,
-                outcome,
-            });
+                Outcome {
+                    done: Some(sent),
+                    ..dropped
+                },
+            );
             continue;
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
@@ -257,29 +265,12 @@ async fn open<O: Operation>(
             let mut outcome = op.call(i).await;
             outcome.done.get_or_insert_with(Instant::now);
             in_flight.fetch_sub(1, Ordering::Relaxed);
-            Finished {
-                intended,
-                sent,
-                outcome,
-            }
+            (intended, sent, outcome)
         });
     }
-    let mut finished = dropped;
     while let Some(joined) = requests.join_next().await {
-        finished.push(joined.context("a request of the open loop panicked")?);
-    }
-    let (mut tally, mut last_done) = (Tally::default(), None::<Instant>);
-    for f in finished {
-        if f.intended < s.measure_start || f.intended >= s.end {
-            continue;
-        }
-        let done = f.outcome.done.unwrap_or(f.sent);
-        if f.outcome.result.is_ok() {
-            last_done = Some(last_done.map_or(done, |l| l.max(done)));
-        }
-        let lag = micros(f.sent.saturating_duration_since(f.intended));
-        tally.send_lag_us.record(lag);
-        record(&mut tally, f.outcome, f.intended, done);
+        let (intended, sent, outcome) = joined.context("a request of the open loop panicked")?;
+        keep(intended, sent, outcome);
     }
     let window = s.measured().as_secs_f64();
     let late = last_done.map(|l| l.saturating_duration_since(s.measure_start).as_secs_f64());

@@ -8,7 +8,7 @@ use procfs::{CpuInfo, Current, Meminfo};
 use serde::{Deserialize, Serialize};
 
 /// The host (Linux: from /proc and /etc/os-release; other systems: what is known).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Machine {
     pub cpu_model: String,
     /// Logical CPUs this process may use.
@@ -56,35 +56,29 @@ pub fn machine() -> Machine {
     }
 }
 
-/// Versions known without a server; fill `nats_server` and `node` as they are met.
+/// Versions known without a server; fill `nats_server` and `node` as they
+/// are met. The revision is `git rev-parse HEAD`; dirty when `git status
+/// --porcelain` lists anything.
 pub fn versions(root: &Path) -> Versions {
-    let (git_rev, git_dirty) = git_state(root);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok();
+        let out = out.filter(|o| o.status.success())?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
     Versions {
         shop_bench: env!("CARGO_PKG_VERSION").to_string(),
         rustc: env!("SHOP_BENCH_RUSTC").to_string(),
-        git_rev,
-        git_dirty,
+        git_rev: git(&["rev-parse", "HEAD"]),
+        git_dirty: git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
         ..Versions::default()
     }
 }
 
-/// `git rev-parse HEAD` and whether `git status --porcelain` lists anything.
-pub fn git_state(root: &Path) -> (Option<String>, Option<bool>) {
-    let run = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .current_dir(root)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let rev = run(&["rev-parse", "HEAD"]);
-    let dirty = run(&["status", "--porcelain"]).map(|s| !s.is_empty());
-    (rev, dirty)
-}
-
-/// First line of `<program> --version`, if it runs.
+/// First line of `<program> --version` (or of what it wrote to stderr), if it runs.
 pub fn program_version(program: &Path) -> Option<String> {
     let out = Command::new(program).arg("--version").output().ok()?;
     let text = if out.stdout.is_empty() {
@@ -92,10 +86,12 @@ pub fn program_version(program: &Path) -> Option<String> {
     } else {
         out.stdout
     };
-    String::from_utf8_lossy(&text)
+    let first = String::from_utf8_lossy(&text)
         .lines()
-        .next()
-        .map(|l| l.trim().to_string())
+        .next()?
+        .trim()
+        .to_string();
+    Some(first)
 }
 
 #[cfg(test)]

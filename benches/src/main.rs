@@ -1,14 +1,5 @@
-//! `shop-bench`: what the shop services can take on this machine.
-//!
-//! - `run <scenario>`: one scenario against a running system (`NATS_URL`), or
-//!   against a stack it starts itself (`--spawn`).
-//! - `suite`: the standard set, each phase on a fresh stack (`scripts/bench.sh`).
-//! - `scaling <scenario> --instances 1,2,4`: the same load on 1, 2, 4 instances.
-//! - `report FILE`: a results file as tables; `--markdown` rewrites BENCHMARKS.md.
-//! - `compare NEW OLD`: ratios of every figure.
-//! - `echo-server`: the raw NATS responder the echo scenario measures.
-//! - `chaos`, `fuzz`: `shop-chaos run` and `shop-chaos fuzz` (the chaos run
-//!   and the endpoint fuzzer live in the `shop-chaos` crate).
+//! `shop-bench`: what the shop services can take on this machine (see each
+//! subcommand's `--help`; `chaos` and `fuzz` run `shop-chaos`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -43,7 +43,8 @@ impl Table {
     }
 
     /// Adds a row; missing cells are blank, extra ones are dropped.
-    pub fn row(&mut self, mut cells: Vec<String>) {
+    pub fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+        let mut cells: Vec<String> = cells.into_iter().collect();
         cells.resize(self.headers.len(), String::new());
         self.rows.push(cells);
     }
@@ -56,18 +57,15 @@ impl Table {
         let widths: Vec<usize> = (0..self.headers.len()).map(width).collect();
         let line = |cells: &[String]| {
             let cells = cells.iter().zip(&widths).zip(&self.right);
-            let parts: Vec<String> = cells
-                .map(|((c, &w), &right)| match right {
-                    true => format!("{c:>w$}"),
-                    false => format!("{c:<w$}"),
-                })
-                .collect();
-            parts.join("  ").trim_end().to_string() + "\n"
+            let cells = cells.map(|((c, &w), &right)| match right {
+                true => format!("{c:>w$}"),
+                false => format!("{c:<w$}"),
+            });
+            cells.collect::<Vec<_>>().join("  ").trim_end().to_string() + "\n"
         };
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        let mut out = line(&self.headers) + &rule.join("  ") + "\n";
-        self.rows.iter().for_each(|r| out.push_str(&line(r)));
-        out
+        let rows = [&self.headers, &rule].into_iter().chain(&self.rows);
+        rows.map(|r| line(r)).collect()
     }
 
     pub fn markdown(&self) -> String {
@@ -112,23 +110,22 @@ const LATENCY_COLUMNS: &str = ">p50 ms|>p90 ms|>p99 ms|>p99.9 ms|>max ms";
 
 /// The cells of the [`LATENCY_COLUMNS`].
 fn latency_cells(l: &Option<Latency>) -> [String; 5] {
-    let ms = |i: usize| l.map_or("-".to_string(), |l| fmt_ms(l.percentiles()[i]));
-    [0, 1, 2, 3, 4].map(ms)
+    l.map_or_else(
+        || ["-"; 5].map(String::from),
+        |l| l.percentiles().map(fmt_ms),
+    )
 }
 
 /// Every point of a file: throughput, percentiles, errors, and (closed loop)
 /// the ratio to echo at the same concurrency.
 pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
-    let mut t = Table::new(&format!(
-        "scenario|variant|load|>ok/s|{LATENCY_COLUMNS}|>errors|>vs echo"
-    ));
+    let columns = format!("scenario|variant|load|>ok/s|{LATENCY_COLUMNS}|>errors|>vs echo");
+    let mut t = Table::new(&columns);
     for r in results {
         let closed = matches!(r.model, Model::Closed { .. });
-        let mut echoes = file
-            .results
-            .iter()
-            .filter(|e| closed && e.scenario == "echo");
-        let vs_echo = match echoes.find(|e| e.model == r.model) {
+        let echo =
+            (file.results.iter()).find(|e| closed && e.scenario == "echo" && e.model == r.model);
+        let vs_echo = match echo {
             Some(e) if e.key != r.key && e.throughput_per_s > 0.0 => {
                 format!("{:.0}%", r.throughput_per_s / e.throughput_per_s * 100.0)
             }
@@ -138,18 +135,19 @@ pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
             0 => "0".to_string(),
             n => format!("{n} ({:.1}%)", r.error_rate() * 100.0),
         };
-        let mut variant: Vec<String> = r.variant.iter().cloned().collect();
-        variant.extend(r.instances.filter(|n| *n > 1).map(|n| format!("×{n}")));
-        let rate = fmt_rate(r.throughput_per_s);
-        let mut row = vec![
-            r.scenario.clone(),
-            variant.join(" "),
-            r.model.describe(),
-            rate,
-        ];
-        row.extend(latency_cells(&r.latency_ms));
-        row.extend([errors, vs_echo]);
-        t.row(row);
+        let instances = r.instances.filter(|n| *n > 1).map(|n| format!("×{n}"));
+        let variant: Vec<String> = r.variant.iter().cloned().chain(instances).collect();
+        let (what, rate) = (
+            [r.scenario.clone(), variant.join(" "), r.model.describe()],
+            fmt_rate(r.throughput_per_s),
+        );
+        let latency = latency_cells(&r.latency_ms);
+        t.row(
+            what.into_iter()
+                .chain([rate])
+                .chain(latency)
+                .chain([errors, vs_echo]),
+        );
     }
     t
 }
@@ -159,10 +157,13 @@ pub fn ops_table(r: &ScenarioResult) -> Table {
     let mut t = Table::new(&format!("operation|>share|>ok/s|{LATENCY_COLUMNS}|>errors"));
     for op in &r.ops {
         let share = format!("{:.0}%", op.share * 100.0);
-        let mut row = vec![op.name.clone(), share, fmt_rate(op.throughput_per_s)];
-        row.extend(latency_cells(&op.latency_ms));
-        row.push(op.errors.to_string());
-        t.row(row);
+        let what = [op.name.clone(), share, fmt_rate(op.throughput_per_s)];
+        let latency = latency_cells(&op.latency_ms);
+        t.row(
+            what.into_iter()
+                .chain(latency)
+                .chain([op.errors.to_string()]),
+        );
     }
     t
 }
@@ -173,7 +174,7 @@ pub fn scaling_table(run: &ScalingRun) -> Table {
         Table::new(">instances|>ok/s|>speedup|>efficiency|>p50 ms|>p99 ms|>errors|CPU (cores)");
     for p in &run.points {
         let [p50, _, p99, _, _] = latency_cells(&p.latency_ms);
-        t.row(vec![
+        t.row([
             p.instances.to_string(),
             fmt_rate(p.throughput_per_s),
             format!("{:.2}×", p.speedup),
@@ -196,21 +197,9 @@ pub fn targets_table(file: &ResultsFile) -> Table {
             Some(false) => "**no**",
             None => "not measured",
         };
-        t.row(vec![
-            c.name.clone(),
-            c.target.clone(),
-            c.measured.clone(),
-            met.into(),
-        ]);
+        t.row([&c.name, &c.target, &c.measured, met].map(String::from));
     }
     t
-}
-
-/// The measured phases of a point with their latency.
-fn phases(r: &ScenarioResult) -> impl Iterator<Item = (&String, Latency)> {
-    r.phases
-        .iter()
-        .filter_map(|p| Some((&p.name, p.latency_ms?)))
 }
 
 /// The whole file for the terminal: settings line, results, breakdowns,
@@ -219,31 +208,29 @@ pub fn report_text(file: &ResultsFile) -> String {
     let mut out = run_section(file) + "\n";
     let all: Vec<&ScenarioResult> = file.results.iter().collect();
     if !all.is_empty() {
-        out.push_str(&results_table(file, &all).text());
+        out += &results_table(file, &all).text();
     }
     for r in all.iter().filter(|r| !r.ops.is_empty()) {
-        let _ = writeln!(out, "\n{} ({}): per operation", r.key, r.model.describe());
-        out.push_str(&ops_table(r).text());
+        let (key, model) = (&r.key, r.model.describe());
+        out += &format!("\n{key} ({model}): per operation\n{}", ops_table(r).text());
     }
-    let extra = extra_lines(&all);
-    if !extra.is_empty() {
-        let _ = write!(out, "\n{extra}");
-    }
-    let cpu = cpu_table(file);
-    if !cpu.rows.is_empty() {
-        let _ = write!(out, "\n{}", cpu.text());
+    let cpu = Some(cpu_table(file)).filter(|t| !t.rows.is_empty());
+    for text in [extra_lines(&all), cpu.map_or(String::new(), |t| t.text())] {
+        if !text.is_empty() {
+            out += &format!("\n{text}");
+        }
     }
     for run in &file.scaling {
         let (title, service) = (run.title(), &run.service);
-        let _ = writeln!(out, "\nscaling {title}, instances of {service}:");
-        out.push_str(&scaling_table(run).text());
+        out += &format!("\nscaling {title}, instances of {service}:\n");
+        out += &scaling_table(run).text();
     }
     if file.targets.iter().any(|t| t.met.is_some()) {
-        let _ = write!(out, "\ntargets:\n{}", targets_table(file).text());
+        out += &format!("\ntargets:\n{}", targets_table(file).text());
     }
     file.notes
         .iter()
-        .for_each(|n| _ = writeln!(out, "note: {n}"));
+        .for_each(|n| out += &format!("note: {n}\n"));
     out
 }
 
@@ -262,19 +249,16 @@ type Figures = (f64, Option<Latency>, u64);
 
 /// One row of the comparison: old and new figures, and their ratios.
 fn compare_row(key: String, new: Figures, old: Figures) -> Vec<String> {
-    let (n, o) = (
-        new.1.map(|l| l.percentiles()),
-        old.1.map(|l| l.percentiles()),
-    );
-    let (get_n, get_o) = (|i: usize| n.map(|p| p[i]), |i: usize| o.map(|p| p[i]));
+    let at = |f: &Figures, i: usize| f.1.map(|l| l.percentiles()[i]);
     let ms = |v: Option<f64>| v.map_or("-".to_string(), fmt_ms);
-    let change = |i: usize| format!("{} → {}", ms(get_o(i)), ms(get_n(i)));
-    let times = |i: usize| ratio(get_n(i), get_o(i));
-    vec![
-        key,
+    let change = |i: usize| format!("{} → {}", ms(at(&old, i)), ms(at(&new, i)));
+    let times = |i: usize| ratio(at(&new, i), at(&old, i));
+    let rates = [
         fmt_rate(old.0),
         fmt_rate(new.0),
         ratio(Some(new.0), Some(old.0)),
+    ];
+    let latency = [
         change(0),
         times(0),
         times(1),
@@ -282,8 +266,14 @@ fn compare_row(key: String, new: Figures, old: Figures) -> Vec<String> {
         times(2),
         times(3),
         times(4),
-        format!("{} → {}", old.2, new.2),
-    ]
+    ];
+    let errors = format!("{} → {}", old.2, new.2);
+    [key]
+        .into_iter()
+        .chain(rates)
+        .chain(latency)
+        .chain([errors])
+        .collect()
 }
 
 /// The comparison table and what could not be matched.
@@ -302,33 +292,36 @@ pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
     for o in old.results.iter().filter(|o| new.result(&o.key).is_none()) {
         notes.push(format!("{}: only in the old file", o.key));
     }
+    let figures = |p: &ScalingPoint| (p.throughput_per_s, p.latency_ms, p.errors);
     for run in &new.scaling {
         let same = |o: &&ScalingRun| {
-            o.scenario == run.scenario && o.variant == run.variant && o.model == run.model
+            (&o.scenario, &o.variant, o.model) == (&run.scenario, &run.variant, run.model)
         };
         let Some(old_run) = old.scaling.iter().find(same) else {
             notes.push(format!("scaling {}: not in the old file", run.scenario));
             continue;
         };
         for p in &run.points {
-            let Some(op) = old_run.points.iter().find(|o| o.instances == p.instances) else {
-                continue;
-            };
-            let (scenario, model, n) = (&run.scenario, run.model.key(), p.instances);
-            let key = format!("scaling {scenario} {model} ×{n}");
-            let figures = |p: &ScalingPoint| (p.throughput_per_s, p.latency_ms, p.errors);
-            t.row(compare_row(key, figures(p), figures(op)));
+            if let Some(o) = old_run.points.iter().find(|o| o.instances == p.instances) {
+                let key = format!(
+                    "scaling {} {} ×{}",
+                    run.scenario,
+                    run.model.key(),
+                    p.instances
+                );
+                t.row(compare_row(key, figures(p), figures(o)));
+            }
         }
     }
     let (n, o) = (&new.machine, &old.machine);
-    if n.cpu_model != o.cpu_model || n.cores != o.cores {
+    if (&n.cpu_model, n.cores) != (&o.cpu_model, o.cores) {
         notes.push(format!(
             "different machines: {} ({} cores) now, {} ({} cores) then",
             n.cpu_model, n.cores, o.cpu_model, o.cores
         ));
     }
     let (n, o) = (&new.settings, &old.settings);
-    if n.duration_s != o.duration_s || n.quick != o.quick {
+    if (n.duration_s, n.quick) != (o.duration_s, o.quick) {
         notes.push(format!(
             "different durations: {:.0} s per point now, {:.0} s then",
             n.duration_s, o.duration_s
@@ -408,34 +401,37 @@ fn run_section(file: &ResultsFile) -> String {
 fn extra_lines(results: &[&ScenarioResult]) -> String {
     let mut out = String::new();
     for r in results {
-        let key = &r.key;
+        let mut lines = Vec::new();
         for c in &r.checks {
             let outcome = if c.passed { "ok" } else { "**FAILED**" };
-            let _ = writeln!(out, "- {key}: {} {outcome}: {}", c.name, c.detail);
+            lines.push(format!("{} {outcome}: {}", c.name, c.detail));
         }
-        for (k, v) in &r.extra {
-            let _ = writeln!(out, "- {key}: {k} = {}", fmt_rate(*v));
-        }
-        for (name, l) in phases(r) {
+        lines.extend(
+            r.extra
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", fmt_rate(*v))),
+        );
+        for p in &r.phases {
+            let Some(l) = p.latency_ms else { continue };
             let [p50, p90, p99, _, max] = l.percentiles().map(fmt_ms);
-            let _ = writeln!(
-                out,
-                "- {key}: {name} p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms"
-            );
+            let name = &p.name;
+            lines.push(format!(
+                "{name} p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms"
+            ));
         }
         if let Some(lag) = &r.send_lag_ms {
             let (p99, max) = (fmt_ms(lag.p99), fmt_ms(lag.max));
-            let _ = writeln!(
-                out,
-                "- {key}: generator send lag p99 {p99} ms, max {max} ms"
-            );
+            lines.push(format!("generator send lag p99 {p99} ms, max {max} ms"));
         }
         if r.errors > 0 {
             let kinds = r.error_kinds.iter().map(|(k, n)| format!("{k} {n}"));
             let kinds = kinds.collect::<Vec<_>>().join(", ");
             let first = r.first_error.as_deref().unwrap_or("-").replace('|', "/");
-            let _ = writeln!(out, "- {key}: errors {kinds}; first: {first}");
+            lines.push(format!("errors {kinds}; first: {first}"));
         }
+        lines
+            .iter()
+            .for_each(|l| out += &format!("- {}: {l}\n", r.key));
     }
     out
 }

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::CpuUse;
 use crate::load::{Model, RunStats};
 use crate::machine::{self, Machine, Versions};
-use crate::stats::{fmt_ms, fmt_rate, median, Latency, Tally};
+use crate::stats::{fmt_ms, fmt_rate, median, Latency};
 
 pub const SCHEMA: &str = "shop-bench/1";
 
 /// One results file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ResultsFile {
     pub schema: String,
     /// When the run started, RFC 3339 UTC.
@@ -209,17 +209,9 @@ impl Meta {
 }
 
 impl ScenarioResult {
-    /// One point from one or more rounds of the same load: histograms merged,
-    /// throughput the median of the rounds.
-    pub fn from_runs(meta: Meta, runs: &[RunStats], cpu: Vec<CpuUse>) -> Result<Self> {
-        let Some(first) = runs.first() else {
-            bail!("no runs to summarize");
-        };
-        let mut tally = Tally::default();
-        runs.iter().for_each(|r| tally.merge(&r.tally));
-        let rounds: Vec<f64> = runs.iter().map(RunStats::throughput).collect();
-        let measured_s: f64 = runs.iter().map(|r| r.measured_s).sum();
-        let per_second = |n: u64| n as f64 / measured_s.max(f64::MIN_POSITIVE);
+    /// The point of one round: its figures from the run's tally.
+    pub fn from_run(meta: Meta, run: &RunStats, cpu: Vec<CpuUse>) -> Self {
+        let (tally, measured_s) = (&run.tally, run.measured_s);
         let all = tally.overall();
         let requests = (all.ok() + all.error_count()).max(1) as f64;
         let breakdown = (tally.ops.len() > 1).then_some(&tally.ops);
@@ -228,7 +220,7 @@ impl ScenarioResult {
             ok: op.ok(),
             errors: op.error_count(),
             error_kinds: op.errors.clone(),
-            throughput_per_s: per_second(op.ok()),
+            throughput_per_s: op.ok() as f64 / measured_s.max(f64::MIN_POSITIVE),
             latency_ms: Latency::from_histogram_us(&op.ok_us),
             share: (op.ok() + op.error_count()) as f64 / requests,
         });
@@ -236,21 +228,20 @@ impl ScenarioResult {
             name: name.to_string(),
             latency_ms: Latency::from_histogram_us(h),
         });
-        let schedule = &first.schedule;
+        let schedule = &run.schedule;
         let warmup = schedule.measure_start.duration_since(schedule.start);
-        let send_lag = &tally.send_lag_us;
-        Ok(ScenarioResult {
-            key: meta.key(&first.model),
+        ScenarioResult {
+            key: meta.key(&run.model),
             scenario: meta.scenario,
             variant: meta.variant,
             target: meta.target,
-            model: first.model,
+            model: run.model,
             duration_s: schedule.measured().as_secs_f64(),
             warmup_s: warmup.as_secs_f64(),
             instances: meta.instances,
             nats_sync: meta.nats_sync,
-            throughput_per_s: median(&rounds).unwrap_or(0.0),
-            rounds: if runs.len() > 1 { rounds } else { Vec::new() },
+            throughput_per_s: run.throughput(),
+            rounds: Vec::new(),
             ok: all.ok(),
             errors: all.error_count(),
             error_kinds: all.errors.clone(),
@@ -260,45 +251,71 @@ impl ScenarioResult {
             reply_bytes_mean: (all.ok() > 0).then(|| all.ok_bytes as f64 / all.ok() as f64),
             ops: ops.collect(),
             phases: phases.collect(),
-            send_lag_ms: match first.model {
-                Model::Open { .. } => Latency::from_histogram_us(send_lag),
+            send_lag_ms: match run.model {
+                Model::Open { .. } => Latency::from_histogram_us(&tally.send_lag_us),
                 Model::Closed { .. } => None,
             },
             cpu,
             checks: Vec::new(),
             extra: BTreeMap::new(),
-        })
+        }
     }
 
-    /// One point from rounds measured separately (e.g. alternated with another
-    /// scenario so that drift affects both): throughput and each percentile are
-    /// the median over rounds, counts are summed, CPU is averaged.
+    /// One point from rounds of the same load, run back to back (`run
+    /// --rounds`) or alternated with another scenario so that drift affects
+    /// both (the suite): counts are summed; throughput, each percentile and
+    /// reply size are the median over rounds (of each operation and phase
+    /// too); CPU is averaged.
     pub fn combine_rounds(rounds: Vec<ScenarioResult>) -> Result<Self> {
         let Some(first) = rounds.first() else {
             bail!("no rounds to combine");
         };
-        if rounds.len() == 1 {
-            return Ok(first.clone());
-        }
         if let Some(other) = rounds.iter().find(|r| r.key != first.key) {
             bail!("cannot combine {} with {}", first.key, other.key);
         }
-        let throughputs: Vec<f64> = rounds.iter().map(|r| r.throughput_per_s).collect();
-        let latencies: Vec<Latency> = rounds.iter().filter_map(|r| r.latency_ms).collect();
-        let mut error_kinds = BTreeMap::new();
-        for (k, n) in rounds.iter().flat_map(|r| &r.error_kinds) {
-            *error_kinds.entry(k.clone()).or_insert(0) += n;
+        if rounds.len() == 1 {
+            return Ok(first.clone());
         }
+        let ops = first.ops.iter().map(|op| {
+            let same = rounds
+                .iter()
+                .filter_map(|r| r.ops.iter().find(|o| o.name == op.name));
+            let same: Vec<&OpResult> = same.collect();
+            OpResult {
+                name: op.name.clone(),
+                ok: same.iter().map(|o| o.ok).sum(),
+                errors: same.iter().map(|o| o.errors).sum(),
+                error_kinds: summed(same.iter().map(|o| &o.error_kinds)),
+                throughput_per_s: median_of(same.iter().map(|o| o.throughput_per_s)),
+                latency_ms: latency_median(same.iter().map(|o| o.latency_ms)),
+                share: median_of(same.iter().map(|o| o.share)),
+            }
+        });
+        let phases = first.phases.iter().map(|phase| {
+            let same = rounds
+                .iter()
+                .flat_map(|r| &r.phases)
+                .filter(|p| p.name == phase.name);
+            let latency_ms = latency_median(same.map(|p| p.latency_ms));
+            let name = phase.name.clone();
+            PhaseResult { name, latency_ms }
+        });
+        let throughputs: Vec<f64> = rounds.iter().map(|r| r.throughput_per_s).collect();
         let cpu_rounds: Vec<&[CpuUse]> = rounds.iter().map(|r| r.cpu.as_slice()).collect();
+        let replies = rounds.iter().filter_map(|r| r.reply_bytes_mean);
         Ok(ScenarioResult {
             ok: rounds.iter().map(|r| r.ok).sum(),
             errors: rounds.iter().map(|r| r.errors).sum(),
             measured_s: rounds.iter().map(|r| r.measured_s).sum(),
-            throughput_per_s: median(&throughputs).unwrap_or(0.0),
+            throughput_per_s: median_of(throughputs.iter().copied()),
             rounds: throughputs,
-            latency_ms: Latency::median(&latencies),
-            error_kinds,
+            latency_ms: latency_median(rounds.iter().map(|r| r.latency_ms)),
+            send_lag_ms: latency_median(rounds.iter().map(|r| r.send_lag_ms)),
+            reply_bytes_mean: median(&replies.collect::<Vec<_>>()),
+            error_kinds: summed(rounds.iter().map(|r| &r.error_kinds)),
             first_error: rounds.iter().find_map(|r| r.first_error.clone()),
+            ops: ops.collect(),
+            phases: phases.collect(),
             cpu: crate::cpu::average(&first.cpu, &cpu_rounds),
             ..first.clone()
         })
@@ -312,38 +329,49 @@ impl ScenarioResult {
     /// What makes this point untrustworthy, if anything: no successes, an error
     /// rate above `max_error_rate`, disordered percentiles, a failed check.
     pub fn problems(&self, max_error_rate: f64) -> Vec<String> {
-        let key = &self.key;
         let first_error = self.first_error.as_deref().unwrap_or("none");
-        let mut problems = Vec::new();
-        if self.ok == 0 {
-            problems.push(format!(
-                "{key}: no successful requests (first error: {first_error})"
-            ));
-        }
-        if self.error_rate() > max_error_rate {
-            problems.push(format!(
-                "{key}: error rate {:.1}% over {:.1}% ({:?}; first: {first_error})",
-                self.error_rate() * 100.0,
-                max_error_rate * 100.0,
-                self.error_kinds,
-            ));
-        }
-        match &self.latency_ms {
-            Some(l) if !l.is_ordered() => {
-                problems.push(format!("{key}: percentiles out of order: {l:?}"))
-            }
-            None if self.ok > 0 => problems.push(format!("{key}: no latency recorded")),
-            _ => {}
-        }
-        let rate = self.throughput_per_s;
-        if !(rate.is_finite() && rate >= 0.0) {
-            problems.push(format!("{key}: throughput {rate} is not a number"));
-        }
-        for c in self.checks.iter().filter(|c| !c.passed) {
-            problems.push(format!("{key}: check {} failed: {}", c.name, c.detail));
-        }
-        problems
+        let (rate, kinds) = (self.throughput_per_s, &self.error_kinds);
+        let error_rate = self.error_rate() * 100.0;
+        let problems = [
+            (self.ok == 0).then(|| format!("no successful requests (first error: {first_error})")),
+            (self.error_rate() > max_error_rate).then(|| {
+                let max = max_error_rate * 100.0;
+                format!(
+                    "error rate {error_rate:.1}% over {max:.1}% ({kinds:?}; first: {first_error})"
+                )
+            }),
+            match &self.latency_ms {
+                Some(l) if !l.is_ordered() => Some(format!("percentiles out of order: {l:?}")),
+                None if self.ok > 0 => Some("no latency recorded".to_string()),
+                _ => None,
+            },
+            (!(rate.is_finite() && rate >= 0.0))
+                .then(|| format!("throughput {rate} is not a number")),
+        ];
+        let failed = self.checks.iter().filter(|c| !c.passed);
+        let failed = failed.map(|c| format!("check {} failed: {}", c.name, c.detail));
+        let problems = problems.into_iter().flatten().chain(failed);
+        problems.map(|p| format!("{}: {p}", self.key)).collect()
     }
+}
+
+/// The median of `values` (0 when there are none).
+fn median_of(values: impl Iterator<Item = f64>) -> f64 {
+    median(&values.collect::<Vec<_>>()).unwrap_or(0.0)
+}
+
+/// Each percentile the median over the `latencies` measured.
+fn latency_median(latencies: impl Iterator<Item = Option<Latency>>) -> Option<Latency> {
+    Latency::median(&latencies.flatten().collect::<Vec<_>>())
+}
+
+/// Error counts by kind, added up.
+fn summed<'a>(counts: impl Iterator<Item = &'a BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
+    let mut sum = BTreeMap::new();
+    for (kind, n) in counts.flatten() {
+        *sum.entry(kind.clone()).or_insert(0) += n;
+    }
+    sum
 }
 
 impl ResultsFile {
@@ -358,10 +386,7 @@ impl ResultsFile {
             machine: machine::machine(),
             versions: machine::versions(&shop_process::workspace_root()),
             settings,
-            results: Vec::new(),
-            scaling: Vec::new(),
-            targets: Vec::new(),
-            notes: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -523,7 +548,7 @@ pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
 pub mod tests {
     use super::*;
     use crate::load::Schedule;
-    use crate::stats::OpError;
+    use crate::stats::{OpError, Tally};
     use std::time::Duration;
 
     const C64: Model = Model::Closed { in_flight: 64 };
@@ -559,39 +584,37 @@ pub mod tests {
     ) -> ScenarioResult {
         let runs = [run_stats(model, &[("op", p99_us)], 0)];
         let meta = Meta::new(scenario, variant, "x");
-        let mut r = ScenarioResult::from_runs(meta, &runs, Vec::new()).unwrap();
+        let mut r = ScenarioResult::from_run(meta, &runs[0], Vec::new());
         r.throughput_per_s = rps;
         r
     }
 
     #[test]
-    fn rounds_make_one_point_merged_or_measured_apart() {
+    fn rounds_make_one_point() {
         // 10, 30 and 20 successes of 1, 3 and 2 ms in 2 s rounds, an error in each.
         let round = |n: usize, us: u64| run_stats(C64, &vec![("product.get", us); n], 1);
-        let rounds = || [round(10, 1000), round(30, 3000), round(20, 2000)];
+        let rounds = [round(10, 1000), round(30, 3000), round(20, 2000)];
         let meta = || Meta::new("product-get", Some("json"), "product.get");
-        let merged = ScenarioResult::from_runs(meta(), &rounds(), Vec::new()).unwrap();
-        let apart = rounds().map(|r| ScenarioResult::from_runs(meta(), &[r], Vec::new()));
-        let apart = apart.into_iter().collect::<Result<Vec<_>>>().unwrap();
-        let combined = ScenarioResult::combine_rounds(apart).unwrap();
-        for r in [&merged, &combined] {
-            assert_eq!(r.key, "product-get/json c64");
-            assert_eq!(
-                (r.rounds.as_slice(), r.throughput_per_s),
-                (&[5.0, 15.0, 10.0][..], 10.0)
-            );
-            assert_eq!((r.ok, r.errors), (60, 3));
-            assert!((r.warmup_s - 1.0).abs() < 1e-9 && (r.duration_s - 2.0).abs() < 1e-9);
-            assert!(r.ops.is_empty(), "one operation: no breakdown");
-            assert!(r.problems(0.05).is_empty(), "{:?}", r.problems(0.05));
-            assert_eq!(r.problems(0.01).len(), 1, "4.8% errors");
-        }
+        let apart = rounds
+            .iter()
+            .map(|r| ScenarioResult::from_run(meta(), r, Vec::new()));
+        let r = ScenarioResult::combine_rounds(apart.collect()).unwrap();
+        assert_eq!(r.key, "product-get/json c64");
+        assert_eq!(
+            (r.rounds.as_slice(), r.throughput_per_s),
+            (&[5.0, 15.0, 10.0][..], 10.0)
+        );
+        assert_eq!((r.ok, r.errors), (60, 3));
+        assert!((r.warmup_s - 1.0).abs() < 1e-9 && (r.duration_s - 2.0).abs() < 1e-9);
+        assert!(r.ops.is_empty(), "one operation: no breakdown");
+        assert!(r.problems(0.05).is_empty(), "{:?}", r.problems(0.05));
+        assert_eq!(r.problems(0.01).len(), 1, "4.8% errors");
         assert!(
-            (combined.latency_ms.unwrap().p50 - 2.0).abs() < 0.01,
+            (r.latency_ms.unwrap().p50 - 2.0).abs() < 0.01,
             "median of p50s"
         );
         let echo = point("echo", None, C64, 1.0, 1);
-        assert!(ScenarioResult::combine_rounds(vec![merged, echo]).is_err());
+        assert!(ScenarioResult::combine_rounds(vec![r, echo]).is_err());
     }
 
     #[test]
@@ -603,18 +626,25 @@ pub mod tests {
         ];
         let run = run_stats(Model::Open { rate: 100.0 }, &oks, 1);
         let meta = Meta::new("mixed", None, "mix");
-        let r = ScenarioResult::from_runs(meta, &[run], Vec::new()).unwrap();
+        let r = ScenarioResult::from_run(meta, &run, Vec::new());
         assert_eq!(r.ops.len(), 2);
         let get = r.ops.iter().find(|o| o.name == "product.get").unwrap();
         assert_eq!((get.ok, get.errors), (2, 1));
         assert!((get.share - 0.75).abs() < 1e-9);
+        let two = ScenarioResult::combine_rounds(vec![r.clone(), r]).unwrap();
+        let get = two.ops.iter().find(|o| o.name == "product.get").unwrap();
+        assert_eq!(
+            (get.ok, get.errors, get.error_kinds["service_404"]),
+            (4, 2, 2)
+        );
+        assert!((get.share - 0.75).abs() < 1e-9 && (get.throughput_per_s - 1.0).abs() < 1e-9);
     }
 
     #[test]
     fn no_successes_is_a_problem() {
         let run = run_stats(Model::Closed { in_flight: 1 }, &[], 3);
         let meta = Meta::new("echo", None, "bench.echo");
-        let r = ScenarioResult::from_runs(meta, &[run], vec![]).unwrap();
+        let r = ScenarioResult::from_run(meta, &run, vec![]);
         let problems = r.problems(1.0);
         assert!(
             problems[0].contains("no successful requests"),

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use async_nats::{Client, HeaderMap};
-use bytes::Bytes;
 use futures::stream::{self, TryStreamExt};
 use shop_nats::ServiceError;
 
@@ -14,42 +13,17 @@ pub const READ_PREFIX: &str = "bench-";
 /// Stock of seeded products: enough that no benchmark runs out.
 pub const DEFAULT_STOCK: i64 = 1_000_000;
 
-/// Id of the `i`-th benchmark product, e.g. `bench-0042`.
-pub fn product_id(prefix: &str, i: usize) -> String {
-    format!("{prefix}{i:04}")
-}
-
-/// Id of the `i`-th read product ([`READ_PREFIX`]).
+/// Id of the `i`-th read product ([`READ_PREFIX`]), e.g. `bench-0042`.
 pub fn read_id(i: usize) -> String {
-    product_id(READ_PREFIX, i)
+    format!("{READ_PREFIX}{i:04}")
 }
 
-/// JSON body of the `i`-th benchmark product (description ~100 characters).
-pub fn product_json(id: &str, i: usize, stock: i64) -> serde_json::Value {
-    serde_json::json!({
-        "id": id,
-        "name": format!("Bench product {i}"),
-        "description": format!(
-            "Benchmark product number {i:04}; a plausible catalogue description sized like real data."
-        ),
-        "price_cents": 1999,
-        "currency": "USD",
-        "stock": stock,
-    })
-}
-
-/// The admin account the stack's user service creates, when `ADMIN_EMAIL` /
-/// `ADMIN_PASSWORD` do not name another.
-pub const BENCH_ADMIN_EMAIL: &str = "bench-admin@shop.example";
-/// Its password.
-pub const BENCH_ADMIN_PASSWORD: &str = "bench-admin-password";
-
-/// The admin credentials: `ADMIN_EMAIL` / `ADMIN_PASSWORD`, or the bench's.
+/// The admin credentials: `ADMIN_EMAIL` / `ADMIN_PASSWORD`, or the bench's
+/// own admin, which the stack's user service creates.
 pub fn admin_credentials() -> (String, String) {
-    (
-        std::env::var("ADMIN_EMAIL").unwrap_or_else(|_| BENCH_ADMIN_EMAIL.to_string()),
-        std::env::var("ADMIN_PASSWORD").unwrap_or_else(|_| BENCH_ADMIN_PASSWORD.to_string()),
-    )
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or(default.to_string());
+    let email = var("ADMIN_EMAIL", "bench-admin@shop.example");
+    (email, var("ADMIN_PASSWORD", "bench-admin-password"))
 }
 
 /// Headers carrying an admin's token: logs in with [`admin_credentials`],
@@ -81,7 +55,7 @@ pub async fn ensure_products(
     stock: i64,
     concurrency: usize,
 ) -> Result<Vec<String>> {
-    let ids: Vec<String> = (0..count).map(|i| product_id(prefix, i)).collect();
+    let ids: Vec<String> = (0..count).map(|i| format!("{prefix}{i:04}")).collect();
     let admin = &admin_headers(client).await?;
     stream::iter(ids.iter().enumerate().map(anyhow::Ok))
         .try_for_each_concurrent(concurrency.max(1), |(i, id)| {
@@ -91,8 +65,9 @@ pub async fn ensure_products(
     Ok(ids)
 }
 
-/// Creates product `id` (the `i`-th of its kind) with `stock`, as the admin
-/// whose token `admin` carries; one that exists already (409) counts as created.
+/// Creates product `id` (the `i`-th of its kind, its description about 100
+/// characters like real data) with `stock`, as the admin whose token `admin`
+/// carries; one that exists already (409) counts as created.
 pub async fn create(
     client: &Client,
     admin: &HeaderMap,
@@ -100,10 +75,19 @@ pub async fn create(
     i: usize,
     stock: i64,
 ) -> Result<()> {
-    let body = Bytes::from(product_json(id, i, stock).to_string());
-    let reply = client.request_with_headers("product.create", admin.clone(), body);
-    let reply = reply.await;
-    let reply = reply.with_context(|| format!("creating {id}"))?;
+    let body = serde_json::json!({
+        "id": id,
+        "name": format!("Bench product {i}"),
+        "description": format!(
+            "Benchmark product number {i:04}; a plausible catalogue description sized like real data."
+        ),
+        "price_cents": 1999,
+        "currency": "USD",
+        "stock": stock,
+    });
+    let reply =
+        client.request_with_headers("product.create", admin.clone(), body.to_string().into());
+    let reply = reply.await.with_context(|| format!("creating {id}"))?;
     match ServiceError::from_reply(reply.headers.as_ref(), &reply.payload) {
         Some(e) if e.code != 409 => bail!("creating {id}: service error {e}"),
         _ => Ok(()),

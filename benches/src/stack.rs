@@ -1,18 +1,12 @@
 //! Starts what a benchmark needs and stops it again: a nats-server with the
-//! project's configuration, service instances (release builds), the echo
-//! responder, the HTTP gateway and the Express baseline, all through
-//! `shop-process`.
+//! project's configuration (or, with `--nats-cluster N`, N clustered ones:
+//! the services get every URL and `JS_REPLICAS`, the load generator the
+//! first node), service instances, the echo responder, the HTTP gateway and
+//! the Express baseline, all through `shop-process`.
 //!
-//! With `nats_cluster` > 1 (`shop-bench ... --nats-cluster 3`) the stack starts that many clustered nats-servers
-//! instead of one (as `shop up --nats-cluster` does: routes on loopback, a store
-//! each, the same auth) and gives the services every URL and `JS_REPLICAS`;
-//! the load generator's clients connect to the first node.
-//!
-//! Every process gets its own log file under the run's log directory and is
-//! considered up when it prints its readiness line (nats-server: `Server is
-//! ready`; services: `"service ready"`, printed after the local state caught up
-//! with the stream). Processes are stopped with SIGTERM (SIGKILL after 10 s)
-//! when the stack is stopped or dropped, and get SIGTERM from the kernel if the
+//! Every process logs to its own file under the run's log directory and is up
+//! once it prints its readiness line. Processes get SIGTERM (SIGKILL after
+//! 10 s) when the stack is stopped or dropped, and from the kernel if the
 //! harness itself dies (Linux `PR_SET_PDEATHSIG`).
 
 use std::path::PathBuf;
@@ -39,17 +33,17 @@ pub enum JetStreamSync {
 }
 
 impl JetStreamSync {
-    pub fn name(self) -> &'static str {
-        match self {
-            JetStreamSync::Always => "always",
-            JetStreamSync::Default => "default",
-        }
+    /// Its command-line name: `always` or `default`.
+    pub fn name(self) -> String {
+        let value = clap::ValueEnum::to_possible_value(&self);
+        value.map_or_else(String::new, |v| v.get_name().to_string())
     }
 
-    fn config_file(self) -> &'static str {
+    /// What it adds to a server's `jetstream { }` block.
+    fn config_line(self) -> &'static str {
         match self {
-            JetStreamSync::Always => "nats-server.conf",
-            JetStreamSync::Default => "nats-server-dev.conf",
+            JetStreamSync::Always => ", sync_interval: always",
+            JetStreamSync::Default => "",
         }
     }
 }
@@ -57,18 +51,16 @@ impl JetStreamSync {
 /// Where the programs are.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
-    /// Service binaries (`product-service` ...), `gateway` and `shop-bench`.
+    /// Service binaries (`product-service` ...), `gateway`, `shop` and `shop-bench`.
     pub bin_dir: PathBuf,
     pub nats_server: PathBuf,
-    /// `nats/config/` of the workspace.
-    pub nats_config_dir: PathBuf,
     /// `benches/baselines/express/` (with `node_modules` installed).
     pub express_dir: PathBuf,
     pub node: PathBuf,
     /// Each process writes `<name>.log` here.
     pub logs_dir: PathBuf,
-    /// `RUST_LOG` of the services: quiet by default (per-request logging would
-    /// be measured too), but the readiness line must get through.
+    /// `RUST_LOG` of the services: quiet (per-request logging would be
+    /// measured too), but the readiness line must get through.
     pub services_rust_log: String,
     /// NATS auth on (as shipped: `shop auth init`, every process on its own
     /// identity, the load generator as operator), or off to measure its cost.
@@ -83,21 +75,23 @@ pub const SERVICES_RUST_LOG: &str = "warn,shop_actors::service=info";
 /// its readiness line, not its access log.
 pub const GATEWAY_RUST_LOG: &str = "warn,gateway=info,gateway::access=warn";
 
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_string())
+}
+
 impl StackConfig {
-    /// Binaries in `bin_dir`; nats-server from `NATS_SERVER_BIN`, the workspace's
-    /// `.tools/bin`, or PATH; configs and baselines from the workspace.
+    /// Binaries in `bin_dir`; nats-server from `NATS_SERVER_BIN`, the
+    /// workspace's `.tools/bin`, or PATH; the baseline from the workspace.
     pub fn new(bin_dir: PathBuf, logs_dir: PathBuf) -> Self {
         let root = workspace_root();
+        let nats_server = shop_process::nats_server_bin(&root);
         Self {
             bin_dir,
-            nats_server: shop_process::nats_server_bin(&root)
-                .unwrap_or_else(|_| PathBuf::from("nats-server")),
-            nats_config_dir: root.join("nats/config"),
+            nats_server: nats_server.unwrap_or_else(|_| PathBuf::from("nats-server")),
             express_dir: root.join("benches/baselines/express"),
             node: PathBuf::from("node"),
             logs_dir,
-            services_rust_log: std::env::var("BENCH_RUST_LOG")
-                .unwrap_or_else(|_| SERVICES_RUST_LOG.to_string()),
+            services_rust_log: env_or("BENCH_RUST_LOG", SERVICES_RUST_LOG),
             auth: true,
             nats_cluster: 1,
         }
@@ -112,7 +106,7 @@ impl StackConfig {
         self.bin_dir.join("gateway")
     }
 
-    /// Whether the Express baseline can run (node and its modules installed).
+    /// Whether the Express baseline can run (its modules installed).
     pub fn express_available(&self) -> bool {
         let modules = self.express_dir.join("node_modules");
         modules.join("express").is_dir() && modules.join("express-http-proxy").is_dir()
@@ -131,6 +125,7 @@ pub struct Stack {
     pub config: StackConfig,
     data: tempfile::TempDir,
     members: Vec<Member>,
+    /// Every node's URL, comma-separated (the services' `NATS_URL`).
     nats_url: Option<String>,
     /// Where the load generator connects: the server, or a cluster's first node.
     client_url: Option<String>,
@@ -146,12 +141,10 @@ impl Stack {
     pub fn new(config: StackConfig) -> Result<Self> {
         std::fs::create_dir_all(&config.logs_dir)
             .with_context(|| format!("creating {}", config.logs_dir.display()))?;
+        let data = tempfile::Builder::new().prefix("shop-bench-").tempdir();
         Ok(Self {
             config,
-            data: tempfile::Builder::new()
-                .prefix("shop-bench-")
-                .tempdir()
-                .context("creating a data directory")?,
+            data: data.context("creating a data directory")?,
             members: Vec::new(),
             nats_url: None,
             client_url: None,
@@ -166,14 +159,10 @@ impl Stack {
         self.nats_url = Some(url.to_string());
     }
 
+    /// Where the load generator connects.
     pub fn nats_url(&self) -> Result<&str> {
-        self.nats_url
-            .as_deref()
-            .context("no nats-server started in this stack")
-    }
-
-    pub fn sync(&self) -> Option<JetStreamSync> {
-        self.sync
+        let url = self.client_url.as_deref().or(self.nats_url.as_deref());
+        url.context("no nats-server started in this stack")
     }
 
     /// Instances of `role` running.
@@ -183,13 +172,9 @@ impl Stack {
 
     /// What a scenario runs against here, with `instances` of its service.
     pub fn target(&self, instances: Option<usize>) -> Result<Target> {
-        let nats_url = match &self.client_url {
-            Some(url) => url.clone(),
-            None => self.nats_url()?.to_string(),
-        };
         let nodes = self.count("nats-server");
         Ok(Target {
-            nats_url,
+            nats_url: self.nats_url()?.to_string(),
             http_url: None,
             watched: self.watched(),
             instances,
@@ -200,170 +185,106 @@ impl Stack {
         })
     }
 
-    /// `JS_REPLICAS` for the services: the cluster's size (at most 5), else 1.
-    fn js_replicas(&self) -> String {
-        match self.config.nats_cluster {
-            0 | 1 => "1".to_string(),
-            n => n.min(5).to_string(),
-        }
-    }
-
     /// Every process, for CPU accounting.
     pub fn watched(&self) -> Vec<Watched> {
-        let pids = self
-            .members
-            .iter()
-            .filter_map(|m| Some((m, m.process.pid()?)));
-        pids.map(|(m, pid)| Watched {
-            role: m.role.clone(),
-            pid,
-        })
-        .collect()
+        let watched = self.members.iter().map(|m| {
+            let role = m.role.clone();
+            m.process.pid().map(|pid| Watched { role, pid })
+        });
+        watched.flatten().collect()
     }
 
     /// `<logs_dir>/<name>.log`, or `<name>-<n>.log` when that one is taken.
     fn log_file(&self, name: &str) -> PathBuf {
         let path = self.config.logs_dir.join(format!("{name}.log"));
-        if !path.exists() {
-            return path;
+        match path.exists() {
+            true => (self.config.logs_dir).join(format!("{name}-{}.log", self.members.len())),
+            false => path,
         }
-        let n = self.members.len();
-        self.config.logs_dir.join(format!("{name}-{n}.log"))
     }
 
-    /// Starts `spec` (as `role`) with the stack's log file, readiness timeout
+    /// How every process of the stack runs: its log file, readiness timeout
     /// and death with the harness.
-    async fn start(&mut self, role: &str, spec: Spec) -> Result<()> {
+    fn runs(&self, spec: Spec) -> Spec {
         let log = self.log_file(spec.name());
-        let process = spec
-            .log_file(log)
+        spec.log_file(log)
             .ready_timeout(READY_TIMEOUT)
             .die_with_parent()
-            .start()
-            .await?;
-        self.members.push(Member {
-            role: role.to_string(),
-            process,
-        });
+    }
+
+    /// Starts `spec` as `role`.
+    async fn start(&mut self, role: &str, spec: Spec) -> Result<()> {
+        let process = self.runs(spec).start().await?;
+        self.add(role, process);
         Ok(())
     }
 
-    /// Starts nats-server with the project's configuration on free ports and a
-    /// fresh store; returns its URL.
+    fn add(&mut self, role: &str, process: Process) {
+        let role = role.to_string();
+        self.members.push(Member { role, process });
+    }
+
+    /// Starts nats-server on free ports with a fresh store, or a cluster of
+    /// `nats_cluster` nodes (`n1` ...: routes on loopback, a store each, as
+    /// `shop up --nats-cluster` runs them). Each node's configuration is the
+    /// project's (nats/config/nats-server.conf: 8 MB payloads, JetStream with
+    /// `sync`) and, with auth, includes the `auth.conf` of `shop auth init`
+    /// (an include is read relative to the including file, so the
+    /// configurations are written next to it). Waits until JetStream answers;
+    /// returns every node's URL, comma-separated (the services' `NATS_URL`).
     pub async fn start_nats(&mut self, sync: JetStreamSync) -> Result<String> {
         if self.nats_url.is_some() {
             bail!("this stack already has a nats-server");
         }
-        if self.config.nats_cluster > 1 {
-            return self.start_nats_cluster(sync).await;
-        }
-        let config = self.config.nats_config_dir.join(sync.config_file());
-        if !config.exists() {
-            bail!("{} is missing", config.display());
-        }
-        let log = self.log_file("nats-server");
-        let mut nats = NatsServer::new(self.data.path()).config_file(config);
-        if self.config.auth {
-            let dir = self.auth_init()?;
-            nats = match sync {
-                JetStreamSync::Always => nats.config_file(dir.join("nats-server.conf")),
-                // The same auth, included, with JetStream's default sync. An
-                // include is read relative to the config file, which is
-                // written next to the auth directory.
-                JetStreamSync::Default => nats.config_text(format!(
-                    "max_payload: 8MB\njetstream {{ store_dir: $NATS_STORE_DIR }}\ninclude {}/auth.conf\n",
-                    dir.file_name().and_then(|n| n.to_str()).unwrap_or("auth")
-                )),
-            };
-            crate::nats::use_credentials(Some(dir.join("operator.creds")));
-            self.auth_dir = Some(dir);
-        } else {
-            crate::nats::use_credentials(None);
-        }
-        let nats = nats
-            .bin(&self.config.nats_server)
-            .monitor_port(free_port()?)
-            .store_dir(self.data.path().join("jetstream"))
-            .process(|p| {
-                p.log_file(log)
-                    .ready_timeout(READY_TIMEOUT)
-                    .die_with_parent()
-            })
-            .start()
-            .await?;
-        let url = nats.url();
-        self.members.push(Member {
-            role: "nats-server".to_string(),
-            process: nats.process,
-        });
-        self.nats_url = Some(url.clone());
-        self.sync = Some(sync);
-        Ok(url)
-    }
-
-    /// Starts `nats_cluster` clustered nats-servers (`n1` ...) on free ports,
-    /// each with its own store, `sync`, and (with auth) the same `auth.conf`:
-    /// their configurations are written next to it, since nats-server reads an
-    /// include relative to the including file. Waits until JetStream answers.
-    /// Returns every node's URL, comma-separated (the services' `NATS_URL`).
-    async fn start_nats_cluster(&mut self, sync: JetStreamSync) -> Result<String> {
-        let n = self.config.nats_cluster;
+        let n = self.config.nats_cluster.max(1);
         let auth_dir = match self.config.auth {
             true => Some(self.auth_init()?),
             false => None,
         };
         crate::nats::use_credentials(auth_dir.as_ref().map(|d| d.join("operator.creds")));
-        let config_dir = auth_dir
-            .clone()
-            .unwrap_or_else(|| self.data.path().to_path_buf());
+        let config_dir = (auth_dir.clone()).unwrap_or_else(|| self.data.path().to_path_buf());
         let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
         let routes: Vec<String> = (route_ports.iter())
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
             .collect();
-        let sync_line = match sync {
-            JetStreamSync::Always => ", sync_interval: always",
-            JetStreamSync::Default => "",
-        };
-        let include = match auth_dir {
-            Some(_) => "include auth.conf\n",
-            None => "",
-        };
         let mut urls = Vec::new();
         for (i, route_port) in route_ports.iter().enumerate() {
-            let name = format!("n{}", i + 1);
-            let text = format!(
-                "server_name: {name}\nmax_payload: 8MB\n\
-                 jetstream {{ store_dir: $NATS_STORE_DIR{sync_line} }}\n\
-                 cluster {{ name: bench, listen: 127.0.0.1:{route_port}, routes: [{}] }}\n{include}",
-                routes.join(", ")
+            let name = match n {
+                1 => "nats-server".to_string(),
+                _ => format!("nats-n{}", i + 1),
+            };
+            let mut text = format!(
+                "max_payload: 8MB\njetstream {{ store_dir: $NATS_STORE_DIR{} }}\n",
+                sync.config_line()
             );
-            let log = self.log_file(&format!("nats-{name}"));
+            if n > 1 {
+                text += &format!(
+                    "server_name: n{}\ncluster {{ name: bench, listen: 127.0.0.1:{route_port}, routes: [{}] }}\n",
+                    i + 1,
+                    routes.join(", ")
+                );
+            }
+            if auth_dir.is_some() {
+                text += "include auth.conf\n";
+            }
             let nats = NatsServer::new(&config_dir)
-                .name(format!("nats-{name}"))
+                .name(&name)
                 .config_text(text)
                 .bin(&self.config.nats_server)
                 .monitor_port(free_port()?)
                 .store_dir(self.data.path().join(format!("jetstream-{name}")))
-                .process(|p| {
-                    p.log_file(log)
-                        .ready_timeout(READY_TIMEOUT)
-                        .die_with_parent()
-                })
+                .process(|p| self.runs(p))
                 .start()
                 .await
-                .with_context(|| format!("starting cluster node {name}"))?;
+                .with_context(|| format!("starting {name}"))?;
             urls.push(nats.url());
-            self.members.push(Member {
-                role: "nats-server".to_string(),
-                process: nats.process,
-            });
+            self.add("nats-server", nats.process);
         }
         self.auth_dir = auth_dir;
-        let first = urls[0].clone();
-        wait_for_jetstream(&first).await?;
+        wait_for_jetstream(&urls[0]).await?;
         let url = urls.join(",");
         self.nats_url = Some(url.clone());
-        self.client_url = Some(first);
+        self.client_url = Some(urls.swap_remove(0));
         self.sync = Some(sync);
         Ok(url)
     }
@@ -378,31 +299,45 @@ impl Stack {
             .output()
             .with_context(|| format!("running {} auth init", shop.display()))?;
         if !output.status.success() {
-            bail!(
-                "shop auth init failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!("shop auth init failed: {stderr}");
         }
         Ok(dir)
     }
 
-    /// `NATS_CREDS` of `identity` when the stack's server has auth; nothing
-    /// otherwise (and the children never inherit the harness's own
-    /// `NATS_CREDS`). Data keys are the stack's own (see `start_service`).
-    fn auth_env(&self, identity: &str) -> Vec<(String, String)> {
-        match &self.auth_dir {
-            Some(dir) => vec![(
-                "NATS_CREDS".into(),
-                dir.join(format!("{identity}.creds")).display().to_string(),
-            )],
-            None => Vec::new(),
-        }
+    /// `name` running `program` on this stack's NATS as `identity` (its
+    /// credentials when the server has auth; never the harness's own
+    /// `NATS_CREDS`), logging JSON at `rust_log`, ready when it says so.
+    fn nats_spec(
+        &self,
+        name: &str,
+        program: PathBuf,
+        identity: &str,
+        rust_log: &str,
+    ) -> Result<Spec> {
+        let url = self
+            .nats_url
+            .as_deref()
+            .context("no nats-server started in this stack")?;
+        let replicas = self.config.nats_cluster.clamp(1, 5).to_string();
+        let creds =
+            (self.auth_dir.iter()).map(|d| ("NATS_CREDS", d.join(format!("{identity}.creds"))));
+        Ok(Spec::new(name, program)
+            .envs([
+                ("NATS_URL", url),
+                ("JS_REPLICAS", &replicas),
+                ("INSTANCE_ID", name),
+            ])
+            .envs([("LOG_FORMAT", "json"), ("RUST_LOG", rust_log)])
+            .env_remove("NATS_CREDS")
+            .envs(creds)
+            .ready_line("\"service ready\""))
     }
 
     /// Starts one more instance of `service` (`product`, `user`, `payment`,
-    /// `notification`, `order`) and waits until it serves.
-    /// The user service creates the admin that seeds products
-    /// ([`crate::seed::admin_headers`]), so a product instance brings one along.
+    /// `notification`, `order`) and waits until it serves. The user service
+    /// creates the admin that seeds products ([`crate::seed::admin_headers`]),
+    /// so a product instance brings one along.
     pub async fn start_service(&mut self, service: &str, env: &[(&str, &str)]) -> Result<()> {
         if service == "product" && self.count("user") == 0 {
             Box::pin(self.start_service("user", &[])).await?;
@@ -411,57 +346,43 @@ impl Stack {
             return Ok(());
         }
         let name = format!("{service}-{}", self.count(service) + 1);
+        let bin = self.config.service_bin(service);
+        let mut spec = self
+            .nats_spec(&name, bin, service, &self.config.services_rust_log)?
+            .env("ADMIN_ADDR", "127.0.0.1:0")
+            .env("DATA_DIR", self.data.path().join(&name));
         // Secrets at rest: the user and order services need their data keys.
-        let mut secrets: Vec<(String, String)> = Vec::new();
-        if let Some(var) = match service {
-            "user" => Some("USER_DATA_KEY_FILE"),
-            "order" => Some("ORDER_DATA_KEY_FILE"),
-            _ => None,
-        } {
+        if matches!(service, "user" | "order") {
             let path = self.data.path().join(format!("{service}-data.key"));
             if !path.exists() {
                 let key = shop_nats::sealed::DataKey::generate_text();
                 std::fs::write(&path, key + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
             }
-            secrets.push((var.to_string(), path.display().to_string()));
+            spec = spec.env(format!("{}_DATA_KEY_FILE", service.to_uppercase()), path);
         }
         if service == "user" {
             let (email, password) = crate::seed::admin_credentials();
-            secrets.push(("ADMIN_EMAIL".to_string(), email));
-            secrets.push(("ADMIN_PASSWORD".to_string(), password));
+            spec = spec
+                .env("ADMIN_EMAIL", email)
+                .env("ADMIN_PASSWORD", password);
         }
-        let spec = Spec::new(&name, self.config.service_bin(service))
-            .envs([
-                ("NATS_URL", self.nats_url()?),
-                ("JS_REPLICAS", &self.js_replicas()),
-                ("INSTANCE_ID", &name),
-                ("ADMIN_ADDR", "127.0.0.1:0"),
-                ("LOG_FORMAT", "json"),
-                ("RUST_LOG", &self.config.services_rust_log),
-            ])
-            .env("DATA_DIR", self.data.path().join(&name))
-            .envs(secrets)
-            .env_remove("NATS_CREDS")
-            .envs(self.auth_env(service))
-            .envs(env.iter().copied())
-            .ready_line("\"service ready\"");
-        self.start(service, spec).await
+        self.start(service, spec.envs(env.iter().copied())).await
     }
 
     /// Starts the raw echo responder on `subject`, replying `reply_bytes` bytes.
     pub async fn start_echo(&mut self, subject: &str, reply_bytes: usize) -> Result<()> {
         let name = format!("echo-{}", self.count("echo") + 1);
-        let url = match &self.client_url {
-            Some(url) => url.clone(),
-            None => self.nats_url()?.to_string(),
-        };
-        let spec = Spec::new(name, self.config.bin_dir.join("shop-bench"))
-            .args(["echo-server", "--nats-url", &url])
+        let spec = self
+            .nats_spec(
+                &name,
+                self.config.bin_dir.join("shop-bench"),
+                "operator",
+                "",
+            )?
+            .args(["echo-server", "--nats-url", self.nats_url()?])
             .args(["--subject", subject, "--queue", "bench", "--reply-bytes"])
             .arg(reply_bytes.to_string())
-            .env_remove("NATS_CREDS")
-            .envs(self.auth_env("operator"))
             .ready_line("echo-server: serving");
         self.start("echo", spec).await
     }
@@ -473,22 +394,13 @@ impl Stack {
     pub async fn start_gateway(&mut self, role: &str, env: &[(&str, &str)]) -> Result<String> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let name = format!("{role}-{}", self.count(role) + 1);
-        let rust_log = std::env::var("BENCH_GATEWAY_RUST_LOG")
-            .unwrap_or_else(|_| GATEWAY_RUST_LOG.to_string());
-        let spec = Spec::new(&name, self.config.gateway_bin())
+        let rust_log = env_or("BENCH_GATEWAY_RUST_LOG", GATEWAY_RUST_LOG);
+        let spec = (self.nats_spec(&name, self.config.gateway_bin(), "gateway", &rust_log)?)
             .envs([
-                ("NATS_URL", self.nats_url()?),
-                ("JS_REPLICAS", &self.js_replicas()),
-                ("GATEWAY_ADDR", &addr),
-                ("INSTANCE_ID", &name),
+                ("GATEWAY_ADDR", &*addr),
                 ("GATEWAY_RATE_LIMIT_PER_SEC", "0"),
-                ("LOG_FORMAT", "json"),
-                ("RUST_LOG", &rust_log),
             ])
-            .env_remove("NATS_CREDS")
-            .envs(self.auth_env("gateway"))
-            .envs(env.iter().copied())
-            .ready_line("\"service ready\"");
+            .envs(env.iter().copied());
         // It binds its address before it logs that it is ready.
         self.start(role, spec).await?;
         Ok(format!("http://{addr}"))
@@ -505,32 +417,27 @@ impl Stack {
                 dir.display()
             );
         }
-        let (product_port, gateway_port) = (free_port()?, free_port()?);
-        let product_url = format!("127.0.0.1:{product_port}");
-        let keep_alive = if keep_alive { "1" } else { "0" };
-        for (role, script, env) in [
-            (
-                "express-product",
-                "product.js",
-                vec![("PORT", product_port)],
-            ),
+        let (product_port, gateway_port) = (free_port()?.to_string(), free_port()?.to_string());
+        let upstream = [
+            ("PRODUCT_URL", format!("127.0.0.1:{product_port}")),
+            ("UPSTREAM_KEEPALIVE", u8::from(keep_alive).to_string()),
+        ];
+        let processes = [
+            ("express-product", "product.js", product_port, &[][..]),
             (
                 "express-gateway",
                 "gateway.js",
-                vec![("PORT", gateway_port)],
+                gateway_port.clone(),
+                &upstream[..],
             ),
-        ] {
-            let mut spec = Spec::new(role, &self.config.node)
+        ];
+        for (role, script, port, env) in processes {
+            let spec = Spec::new(role, &self.config.node)
                 .arg(dir.join(script))
-                .envs(env.into_iter().map(|(k, v)| (k, v.to_string())))
-                .env("NODE_ENV", "production")
+                .envs([("PORT", port), ("NODE_ENV", "production".into())])
+                .envs(env.iter().cloned())
                 .current_dir(&dir)
                 .ready_line("listening");
-            if role == "express-gateway" {
-                spec = spec
-                    .env("PRODUCT_URL", &product_url)
-                    .env("UPSTREAM_KEEPALIVE", keep_alive);
-            }
             self.start(role, spec).await?;
         }
         Ok(format!("http://127.0.0.1:{gateway_port}"))

@@ -102,10 +102,11 @@ impl SuiteConfig {
         opts.with_model(model)
     }
 
-    fn closed(&self) -> Model {
-        Model::Closed {
+    /// The options of the closed-loop points ([`IN_FLIGHT`] requests in flight).
+    fn closed(&self) -> Options {
+        self.options(Model::Closed {
             in_flight: IN_FLIGHT,
-        }
+        })
     }
 }
 
@@ -152,27 +153,39 @@ impl Run {
         self.file.notes.push(note);
     }
 
-    /// Runs one point of `scenario` on `stack`; its result, unless it failed.
+    /// Runs one point of `scenario` on `stack` (`what` for the progress
+    /// line, default: its name and load); its result, unless it failed.
     async fn measure(
         &mut self,
         stack: &Stack,
         scenario: Scenario,
         opts: &Options,
-        what: &str,
+        what: Option<String>,
     ) -> Option<ScenarioResult> {
-        self.progress(what);
+        let name = scenario.name();
+        let what = what.unwrap_or_else(|| format!("{name} ({})", opts.model.describe()));
+        self.progress(&what);
         let outcome = match stack.target(Some(1)) {
             Ok(target) => scenarios::run(scenario, &target, opts).await,
             Err(e) => Err(e),
         };
-        self.record(scenario.name(), outcome)
+        self.record(&name, outcome)
     }
 
-    /// Runs one point of `scenario` on `stack` and keeps its result.
-    async fn point(&mut self, stack: &Stack, scenario: Scenario, opts: &Options) {
-        let what = format!("{} ({})", scenario.name(), opts.model.describe());
-        let kept = self.measure(stack, scenario, opts, &what).await;
-        self.file.results.extend(kept);
+    /// Runs each of `points` that the configuration wants, on `stack`, and
+    /// keeps their results.
+    async fn points(
+        &mut self,
+        cfg: &SuiteConfig,
+        stack: &mut Stack,
+        points: &[(Scenario, Options)],
+    ) -> Result<()> {
+        for (scenario, opts) in points.iter().filter(|(s, _)| cfg.wants(&s.name())) {
+            stack.check_alive()?;
+            let kept = self.measure(stack, *scenario, opts, None).await;
+            self.file.results.extend(kept);
+        }
+        stack.check_alive()
     }
 }
 
@@ -180,11 +193,11 @@ impl Run {
 /// and the failures (also in its notes).
 pub async fn run(cfg: &SuiteConfig, stack: &StackConfig) -> Result<(ResultsFile, Vec<String>)> {
     for name in &cfg.only {
-        if name != "scaling" && !Scenario::value_variants().iter().any(|s| s.name() == name) {
+        if name != "scaling" && !Scenario::value_variants().iter().any(|s| s.name() == *name) {
             bail!("--only {name}: not a scenario (or `scaling`)");
         }
     }
-    let opts = cfg.options(cfg.closed());
+    let opts = cfg.closed();
     let mut settings = opts.settings([
         ("rounds_echo_product_get", json!(cfg.rounds())),
         ("products", json!(opts.products)),
@@ -226,12 +239,13 @@ pub async fn run(cfg: &SuiteConfig, stack: &StackConfig) -> Result<(ResultsFile,
             logs_dir,
             ..stack.clone()
         })?;
-        let (stack_ref, run_ref) = (&mut stack, &mut run);
         let outcome = match phase {
-            "reads" => reads_phase(cfg, run_ref, stack_ref).await,
-            "orders" => orders(cfg, run_ref, stack_ref, JetStreamSync::Always).await,
-            "orders-default-sync" => orders(cfg, run_ref, stack_ref, JetStreamSync::Default).await,
-            _ => scaling_phase(cfg, run_ref, stack_ref).await,
+            "reads" => reads_phase(cfg, &mut run, &mut stack).await,
+            "orders" => orders(cfg, &mut run, &mut stack, JetStreamSync::Always).await,
+            "orders-default-sync" => {
+                orders(cfg, &mut run, &mut stack, JetStreamSync::Default).await
+            }
+            _ => scaling_phase(cfg, &mut run, &mut stack).await,
         };
         if let Err(e) = outcome {
             run.fail(format!("phase {phase} failed: {e:#}"));
@@ -255,7 +269,7 @@ async fn start_nats(run: &mut Run, stack: &mut Stack, sync: JetStreamSync) -> Re
 async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {
     let client = start_nats(run, stack, JetStreamSync::Always).await?;
     stack.start_service("product", &[]).await?;
-    let c = cfg.options(cfg.closed());
+    let c = cfg.closed();
     reads::seed_reads(&client, c.products).await?;
     // The echo reply is as big as a product's, so the only difference between
     // the two is the work product.get does.
@@ -264,17 +278,17 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
     let extra = &mut run.file.settings.extra;
     extra.insert("echo_reply_bytes".into(), json!(reply_bytes));
 
-    let mut rounds: [Vec<ScenarioResult>; 2] = Default::default();
-    for round in 0..cfg.rounds() {
+    let (mut rounds, n) = (vec![Vec::new(), Vec::new()], cfg.rounds());
+    for round in 0..n {
         // ABBA: echo first in even rounds, product-get first in odd ones.
         let mut order = [Scenario::Echo, Scenario::ProductGet];
         if round % 2 == 1 {
             order.reverse();
         }
-        for s in order.into_iter().filter(|s| cfg.wants(s.name())) {
-            let (model, n) = (c.model.describe(), cfg.rounds());
+        for s in order.into_iter().filter(|s| cfg.wants(&s.name())) {
+            let model = c.model.describe();
             let what = format!("{} ({model}) round {}/{n}", s.name(), round + 1);
-            let kept = run.measure(stack, s, &c, &what).await;
+            let kept = run.measure(stack, s, &c, Some(what)).await;
             rounds[usize::from(s == Scenario::ProductGet)].extend(kept);
         }
     }
@@ -295,10 +309,7 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
         (Scenario::ProductList, c.clone()),
         (Scenario::StockContention, c),
     ];
-    for (s, opts) in points.iter().filter(|(s, _)| cfg.wants(s.name())) {
-        stack.check_alive()?;
-        run.point(stack, *s, opts).await;
-    }
+    run.points(cfg, stack, &points).await?;
     if cfg.wants("gateway-get") {
         gateway(cfg, run, stack).await;
     }
@@ -311,9 +322,8 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
 async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
     let wrk = (!cfg.no_wrk).then(|| find_on_path("wrk")).flatten();
     if !cfg.no_wrk && wrk.is_none() {
-        run.note(
-            "wrk is not installed: no wrk cross-check of gateway-get (apt-get install wrk)".into(),
-        );
+        let note = "wrk is not installed: no wrk cross-check of gateway-get (apt-get install wrk)";
+        run.note(note.into());
     }
     let mut variants = Vec::new();
     let gateway = stack.config.gateway_bin();
@@ -334,8 +344,7 @@ async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
         ));
     }
     for variant in variants {
-        let model = cfg.closed().describe();
-        run.progress(&format!("gateway-get {variant} ({model})"));
+        run.progress(&format!("gateway-get {variant} (closed {IN_FLIGHT})"));
         let role = format!("gateway-{variant}");
         let outcome = http_point(cfg, stack, &role, variant, wrk.as_deref()).await;
         let kept = run.record(&format!("gateway-get {variant}"), outcome);
@@ -370,7 +379,7 @@ async fn http_point(
             started.context("starting the Express baseline")?
         }
     };
-    let opts = cfg.options(cfg.closed());
+    let opts = cfg.closed();
     let mut wrk_rps = None;
     if let Some(wrk) = wrk {
         let url = format!("{base}{}", PRODUCT_PATH.replace("{id}", &read_id(0)));
@@ -380,42 +389,37 @@ async fn http_point(
             Err(e) => eprintln!("         wrk failed: {e:#}"),
         }
     }
-    let warmup = match wrk_rps {
-        Some(_) => opts.warmup,
-        None => opts.warmup.max(HTTP_WARMUP),
-    };
     let opts = Options {
         variant: Some(variant.to_string()),
         seed: rust_gateway,
-        warmup,
+        warmup: match wrk_rps {
+            Some(_) => opts.warmup,
+            None => opts.warmup.max(HTTP_WARMUP),
+        },
         ..opts
     };
     let mut target = stack.target(Some(1))?;
     target.http_url = Some(format!("{base}{PRODUCT_PATH}"));
     let mut r = scenarios::run(Scenario::GatewayGet, &target, &opts).await?;
-    r.extra
-        .extend(wrk_rps.map(|rps| ("wrk_requests_per_s".to_string(), rps)));
+    let wrk_rps = wrk_rps.map(|rps| ("wrk_requests_per_s".to_string(), rps));
+    r.extra.extend(wrk_rps);
     Ok(r)
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|p| p.join(program))
-        .find(|p| p.is_file())
+    let mut found = std::env::split_paths(&paths).map(|p| p.join(program));
+    found.find(|p| p.is_file())
 }
 
 /// `wrk -t1 -c<n> -d<s>` against one URL; its requests per second.
 async fn run_wrk(wrk: &Path, url: &str, connections: usize, duration: Duration) -> Result<f64> {
-    let secs = duration.as_secs().max(1);
-    let args = [
-        "-t1",
-        &format!("-c{connections}"),
-        &format!("-d{secs}s"),
-        url,
-    ];
-    let out =
-        (tokio::process::Command::new(wrk).args(args).output().await).context("running wrk")?;
+    let c = format!("-c{connections}");
+    let d = format!("-d{}s", duration.as_secs().max(1));
+    let out = tokio::process::Command::new(wrk)
+        .args(["-t1", &c, &d, url])
+        .output();
+    let out = out.await.context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_wrk(&text).with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))
 }
@@ -441,23 +445,19 @@ async fn orders(
         stack.start_service(service, &[]).await?;
     }
     let mut points = Vec::new();
-    if sync == JetStreamSync::Always && cfg.wants("mixed") {
+    if sync == JetStreamSync::Always {
         points.push((Scenario::Mixed, cfg.mixed_rate));
     }
-    if cfg.wants("order-place") {
-        points.extend(cfg.order_rates.iter().map(|r| (Scenario::OrderPlace, *r)));
-    }
-    for (scenario, rate) in points {
-        stack.check_alive()?;
-        run.point(stack, scenario, &cfg.options(Model::Open { rate }))
-            .await;
-    }
-    stack.check_alive()
+    points.extend(cfg.order_rates.iter().map(|r| (Scenario::OrderPlace, *r)));
+    let points = points
+        .into_iter()
+        .map(|(s, rate)| (s, cfg.options(Model::Open { rate })));
+    run.points(cfg, stack, &points.collect::<Vec<_>>()).await
 }
 
 async fn scaling_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {
     start_nats(run, stack, JetStreamSync::Always).await?;
-    let c = cfg.options(cfg.closed());
+    let c = cfg.closed();
     let plans = [
         (Scenario::ProductGet, c.clone()),
         (Scenario::ProductList, c),
@@ -485,7 +485,7 @@ mod tests {
     fn quick_mode_is_short() {
         let parse = |flags: &str| from_flags::<SuiteConfig>(flags).unwrap();
         let (quick, full) = (parse("--quick"), parse(""));
-        let (q, f) = (quick.options(quick.closed()), full.options(full.closed()));
+        let (q, f) = (quick.closed(), full.closed());
         assert!(q.duration < f.duration && quick.rounds() <= full.rounds());
         assert_eq!(
             (f.duration, f.warmup),
@@ -495,6 +495,6 @@ mod tests {
         assert!(full.wants("echo"));
         let only = parse("--only echo --duration 1s");
         assert!(only.wants("echo") && !only.wants("mixed"));
-        assert_eq!(only.options(only.closed()).duration, Duration::from_secs(1));
+        assert_eq!(only.closed().duration, Duration::from_secs(1));
     }
 }

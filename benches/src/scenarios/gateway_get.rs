@@ -15,9 +15,8 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use super::{measure, pick, reads::seed_reads, Options, Target};
+use super::{measure, pick, reads, Options, Target};
 use crate::load::{Operation, Outcome};
-use crate::nats;
 use crate::results::{Meta, ScenarioResult};
 use crate::seed::read_id;
 use crate::stats::OpError;
@@ -91,8 +90,7 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         bail!("{url}: expected an http:// URL with an {{id}} placeholder");
     }
     if opts.seed {
-        let client = nats::connect(&target.nats_url, "shop-bench-seed", opts.timeout).await?;
-        seed_reads(&client, opts.products).await?;
+        reads::seeded(target, opts).await?;
     }
     let uris = (0..opts.products.max(1))
         .map(|i| url.replace("{id}", &read_id(i)).parse::<Uri>())

@@ -17,7 +17,7 @@ use async_nats::{Client, HeaderMap, Message, Request, Subject};
 use bytes::Bytes;
 use shop_nats::Encoding;
 
-use crate::cpu::{self, CpuUse, Watched};
+use crate::cpu::{self, Watched};
 use crate::load::{self, Model, Operation, Outcome, Schedule};
 use crate::nats;
 use crate::results::{Meta, ScenarioResult, Settings};
@@ -47,16 +47,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Echo => "echo",
-            Scenario::ProductGet => "product-get",
-            Scenario::ProductList => "product-list",
-            Scenario::StockContention => "stock-contention",
-            Scenario::GatewayGet => "gateway-get",
-            Scenario::OrderPlace => "order-place",
-            Scenario::Mixed => "mixed",
-        }
+    /// Its command-line name, e.g. `product-get`.
+    pub fn name(self) -> String {
+        let value = clap::ValueEnum::to_possible_value(&self);
+        value.map_or_else(String::new, |v| v.get_name().to_string())
     }
 
     /// Services a stack the harness starts must run for this scenario.
@@ -176,6 +170,24 @@ impl Options {
         }
         self
     }
+
+    /// The settings of points run with these options, and `extra` things
+    /// that shaped the run (rates, product counts ...).
+    pub fn settings<const N: usize>(&self, extra: [(&str, serde_json::Value); N]) -> Settings {
+        Settings {
+            quick: false,
+            duration_s: self.duration.as_secs_f64(),
+            warmup_s: self.warmup.as_secs_f64(),
+            timeout_s: self.timeout.as_secs_f64(),
+            in_flight: match self.model {
+                Model::Closed { in_flight } => in_flight,
+                Model::Open { .. } => 0,
+            },
+            nats_url: None,
+            services_rust_log: None,
+            extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
+        }
+    }
 }
 
 impl Default for Options {
@@ -213,30 +225,28 @@ pub async fn run(scenario: Scenario, target: &Target, opts: &Options) -> Result<
 }
 
 /// Runs `op` for `opts.rounds` rounds under `opts.model`, sampling CPU of the
-/// watched processes in each measurement window (averaged over rounds); the
-/// point `meta` names, on `target`.
+/// watched processes in each measurement window; the point `meta` names, on
+/// `target`, its rounds combined ([`ScenarioResult::combine_rounds`]).
 pub async fn measure<O: Operation>(
     op: Arc<O>,
     target: &Target,
     opts: &Options,
     meta: Meta,
 ) -> Result<ScenarioResult> {
-    let mut runs = Vec::with_capacity(opts.rounds.max(1));
-    let mut cpu_rounds: Vec<Vec<CpuUse>> = Vec::new();
-    for _ in 0..opts.rounds.max(1) {
-        let schedule = Schedule::starting_now(opts.warmup, opts.duration);
-        let sampler = tokio::spawn(cpu::measure(target.watched.clone(), schedule));
-        runs.push(load::run(op.clone(), opts.model, schedule, MAX_IN_FLIGHT).await?);
-        cpu_rounds.push(sampler.await.context("CPU sampler")?);
-    }
-    let rounds: Vec<&[CpuUse]> = cpu_rounds.iter().map(Vec::as_slice).collect();
-    let cpu = cpu::average(rounds.first().copied().unwrap_or_default(), &rounds);
     let meta = Meta {
         instances: target.instances,
         nats_sync: target.nats_sync.clone(),
         ..meta
     };
-    ScenarioResult::from_runs(meta, &runs, cpu)
+    let mut rounds = Vec::with_capacity(opts.rounds.max(1));
+    for _ in 0..opts.rounds.max(1) {
+        let schedule = Schedule::starting_now(opts.warmup, opts.duration);
+        let sampler = tokio::spawn(cpu::measure(target.watched.clone(), schedule));
+        let run = load::run(op.clone(), opts.model, schedule, MAX_IN_FLIGHT).await?;
+        let cpu = sampler.await.context("CPU sampler")?;
+        rounds.push(ScenarioResult::from_run(meta.clone(), &run, cpu));
+    }
+    ScenarioResult::combine_rounds(rounds)
 }
 
 /// The load generator's NATS connection.
@@ -291,20 +301,12 @@ pub struct NatsRequest {
 
 impl Operation for NatsRequest {
     async fn call(&self, seq: u64) -> Outcome {
-        let mut req = Request::new()
-            .payload(pick(&self.payloads, seq).clone())
-            .timeout(Some(self.timeout));
+        let payload = pick(&self.payloads, seq).clone();
+        let mut req = Request::new().payload(payload).timeout(Some(self.timeout));
         if let Some(h) = &self.headers {
             req = req.headers(h.clone());
         }
-        match request(
-            &self.client,
-            self.name,
-            Subject::from_static(self.name),
-            req,
-        )
-        .await
-        {
+        match request(&self.client, self.name, self.name, req).await {
             Ok(reply) => Outcome::ok(self.name, reply.payload.len()),
             Err(failed) => failed,
         }
@@ -312,28 +314,6 @@ impl Operation for NatsRequest {
 
     fn label(&self, _seq: u64) -> &'static str {
         self.name
-    }
-}
-
-impl Options {
-    /// The settings of points run with these options, and `extra` things
-    /// that shaped the run (rates, product counts ...).
-    pub fn settings<const N: usize>(&self, extra: [(&str, serde_json::Value); N]) -> Settings {
-        let opts = self;
-        let in_flight = match opts.model {
-            Model::Closed { in_flight } => in_flight,
-            Model::Open { .. } => 0,
-        };
-        Settings {
-            quick: false,
-            duration_s: opts.duration.as_secs_f64(),
-            warmup_s: opts.warmup.as_secs_f64(),
-            timeout_s: opts.timeout.as_secs_f64(),
-            in_flight,
-            nats_url: None,
-            services_rust_log: None,
-            extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
-        }
     }
 }
 
@@ -368,14 +348,5 @@ mod tests {
             buckets.iter().all(|b| (9_500..10_500).contains(b)),
             "{buckets:?}"
         );
-    }
-
-    #[test]
-    fn names_are_the_cli_names() {
-        use clap::ValueEnum;
-        for s in Scenario::value_variants() {
-            let v = s.to_possible_value().unwrap();
-            assert_eq!(v.get_name(), s.name());
-        }
     }
 }

@@ -38,16 +38,11 @@ pub struct Settled {
     pub at: Instant,
 }
 
-enum Slot {
-    Arrived(Settled),
-    Waiting(oneshot::Sender<Settled>),
-}
-
 /// Final order events, matched with the orders waiting for them (an event may
-/// arrive before the `order.create` reply).
+/// arrive before the `order.create` reply): per order, its event or its waiter.
 #[derive(Default)]
 pub struct Tracker {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<String, Result<Settled, oneshot::Sender<Settled>>>>,
 }
 
 impl Tracker {
@@ -58,9 +53,9 @@ impl Tracker {
             return;
         };
         match slots.remove(&id) {
-            Some(Slot::Waiting(tx)) => _ = tx.send(settled),
+            Some(Err(waiter)) => _ = waiter.send(settled),
             Some(first) => _ = slots.insert(id, first),
-            None => _ = slots.insert(id, Slot::Arrived(settled)),
+            None => _ = slots.insert(id, Ok(settled)),
         }
     }
 
@@ -68,15 +63,17 @@ impl Tracker {
     pub async fn wait(&self, id: &str, timeout: Duration) -> Option<Settled> {
         let rx = {
             let mut slots = self.slots.lock().ok()?;
-            if let Some(Slot::Arrived(s)) = slots.remove(id) {
+            if let Some(Ok(s)) = slots.remove(id) {
                 return Some(s);
             }
             let (tx, rx) = oneshot::channel();
-            slots.insert(id.to_string(), Slot::Waiting(tx));
+            slots.insert(id.to_string(), Err(tx));
             rx
         };
-        let settled = tokio::time::timeout(timeout, rx).await;
-        let settled = settled.ok().and_then(Result::ok);
+        let settled = tokio::time::timeout(timeout, rx)
+            .await
+            .ok()
+            .and_then(Result::ok);
         if settled.is_none() {
             self.slots.lock().ok()?.remove(id);
         }

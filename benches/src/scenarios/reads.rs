@@ -97,7 +97,7 @@ pub async fn probe(
 }
 
 /// Measures requests to `subject` with `payloads` (taken in turn) and
-/// `headers` on fresh connections: the point of `scenario`/`variant`.
+/// `headers` on a fresh connection: the point of `scenario`/`variant`.
 async fn requests(
     target: &Target,
     opts: &Options,
@@ -105,12 +105,14 @@ async fn requests(
     subject: &'static str,
     (payloads, headers): (Vec<Bytes>, Option<HeaderMap>),
 ) -> Result<ScenarioResult> {
+    let client = connect(target, opts).await?;
+    let timeout = opts.timeout;
     let op = NatsRequest {
         name: subject,
-        client: connect(target, opts).await?,
+        client,
         payloads,
         headers,
-        timeout: opts.timeout,
+        timeout,
     };
     let meta = Meta::new(scenario, variant, subject);
     measure(Arc::new(op), target, opts, meta).await
@@ -122,9 +124,15 @@ pub async fn echo(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     requests(target, opts, point, ECHO_SUBJECT, payloads).await
 }
 
-pub async fn product_get(target: &Target, opts: &Options) -> Result<ScenarioResult> {
+/// A connection for seeding (and checking) the read products, seeded.
+pub async fn seeded(target: &Target, opts: &Options) -> Result<Client> {
     let client = nats::connect(&target.nats_url, "shop-bench-seed", opts.timeout).await?;
     seed_reads(&client, opts.products).await?;
+    Ok(client)
+}
+
+pub async fn product_get(target: &Target, opts: &Options) -> Result<ScenarioResult> {
+    let client = seeded(target, opts).await?;
     probe(&client, &read_id(0), opts.encoding, opts.timeout).await?;
     let payloads = match opts.encoding {
         Encoding::Json => (id_payloads(opts.products), None),
@@ -143,29 +151,20 @@ pub async fn product_get(target: &Target, opts: &Options) -> Result<ScenarioResu
 }
 
 pub async fn product_list(target: &Target, opts: &Options) -> Result<ScenarioResult> {
-    let client = nats::connect(&target.nats_url, "shop-bench-seed", opts.timeout).await?;
-    seed_reads(&client, opts.products).await?;
+    let client = seeded(target, opts).await?;
     let first_page = json!({ "limit": opts.list_limit }).to_string();
     let first = nats::reply_outcome(client.request(LIST, first_page.into()).await)
         .map_err(|e| anyhow::anyhow!("{LIST}: {}", e.message))?;
     let page: serde_json::Value = serde_json::from_slice(&first.payload)?;
     let items = page["items"].as_array().map_or(0, Vec::len);
     if items < (opts.list_limit as usize).min(opts.products) {
-        bail!(
-            "{LIST} returned {items} items, expected {} (are the products seeded?)",
-            opts.list_limit
-        );
+        let limit = opts.list_limit;
+        bail!("{LIST} returned {items} items, expected {limit} (are the products seeded?)");
     }
     let payloads = (list_payloads(opts.products, opts.list_limit), None);
     let variant = (opts.variant.clone()).unwrap_or_else(|| format!("limit{}", opts.list_limit));
-    requests(
-        target,
-        opts,
-        ("product-list", Some(&variant)),
-        LIST,
-        payloads,
-    )
-    .await
+    let point = ("product-list", Some(variant.as_str()));
+    requests(target, opts, point, LIST, payloads).await
 }
 
 #[cfg(test)]
