@@ -26,6 +26,9 @@ use crate::{nats, seed};
 pub const OP: &str = "order.create→confirmed";
 /// Phase: the reply to `order.create` (the order is `pending` then).
 pub const CREATE_REPLY: &str = "order.create reply";
+/// Phase: a 503 refusal of `order.create` arrived (how fast an instance at
+/// capacity says no).
+pub const CREATE_REFUSED: &str = "order.create refused (503)";
 /// Products ordered, `order-bench-0000` ..
 pub const PRODUCT_PREFIX: &str = "order-bench-";
 const EVENT_TYPE_HEADER: &str = "Shop-Event-Type";
@@ -203,7 +206,12 @@ impl Operation for PlaceOrder {
         let created = create_order(&self.client, OP, &self.user, product, key, self.timeout);
         let (id, bytes, replied) = match created.await {
             Ok(created) => created,
-            Err(failed) => return failed,
+            Err(mut failed) => {
+                if failed.result.as_ref().is_err_and(|e| e.kind == "service_503") {
+                    failed.phases = vec![(CREATE_REFUSED, Instant::now())];
+                }
+                return failed;
+            }
         };
         let settled = self.tracker.wait(&id, self.settle_timeout).await;
         let mut outcome = match &settled {
