@@ -31,6 +31,12 @@ pub const EVENT_TYPE_HEADER: &str = "Shop-Event-Type";
 const MAX_ATTEMPTS: u32 = 25;
 /// How long a write waits for its event to reach the local state before replying.
 const APPLY_WAIT: Duration = Duration::from_secs(2);
+/// How long one attempt of an append waits for the stream's ack before it is
+/// sent again (same message id, so the stream stores it once). Shorter than
+/// the JetStream client's 5 s so that a stream without a leader (a NATS node
+/// lost, its election running) fails a write within about 3 attempts × 2 s,
+/// before its caller's own timeout, instead of hanging for 15 s.
+const ACK_WAIT: Duration = Duration::from_secs(2);
 /// Lock stripes serialising writes to one aggregate within this instance.
 const STRIPES: usize = 64;
 
@@ -342,7 +348,13 @@ impl EventLog {
                 .send_publish(append.subject.clone(), publish.clone())
                 .await
             {
-                Ok(future) => future.await,
+                Ok(future) => match tokio::time::timeout(ACK_WAIT, future).await {
+                    Ok(ack) => ack,
+                    Err(_) => {
+                        last_error = Some(format!("no ack within {} ms", ACK_WAIT.as_millis()));
+                        continue;
+                    }
+                },
                 Err(e) => Err(e),
             };
             match ack {

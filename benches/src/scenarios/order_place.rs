@@ -207,7 +207,11 @@ impl Operation for PlaceOrder {
         let (id, bytes, replied) = match created.await {
             Ok(created) => created,
             Err(mut failed) => {
-                if failed.result.as_ref().is_err_and(|e| e.kind == "service_503") {
+                if failed
+                    .result
+                    .as_ref()
+                    .is_err_and(|e| e.kind == "service_503")
+                {
                     failed.phases = vec![(CREATE_REFUSED, Instant::now())];
                 }
                 return failed;
