@@ -17,8 +17,11 @@
 
 use std::{
     collections::HashMap,
+    panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
 };
+
+use futures::FutureExt;
 
 use shop_nats::{ServiceError, TraceContext};
 use tokio::sync::oneshot;
@@ -166,7 +169,19 @@ impl<W: GroupWrite> GroupCommit<W> {
                 .unzip();
             let trace = replies[0].1.clone();
             let group_size = items.len();
-            match self.write_group(&aggregate, &trace, &items).await {
+            // A panic in the service's decision fails its group only: the
+            // driver lives on, so the aggregate's later writes still have one.
+            let written = AssertUnwindSafe(self.write_group(&aggregate, &trace, &items))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let why = crate::responder::panic_message(&*panic);
+                    tracing::error!(aggregate, panic = %why, "deciding a group of writes panicked");
+                    Err(ServiceError::internal(format!(
+                        "writing {aggregate} failed: {why}"
+                    )))
+                });
+            match written {
                 Ok((outcomes, revision)) => {
                     for (outcome, (reply, _)) in outcomes.into_iter().zip(replies) {
                         let _ = reply.send(outcome.map(|outcome| Committed {

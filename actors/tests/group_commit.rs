@@ -58,8 +58,11 @@ fn counter(tree: &sled::Tree, id: &str) -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
-/// Adds each item to the counter; 0 is refused (400). Answers the total
-/// after the item.
+/// An amount whose decision panics (a bug in a service's decision).
+const PANICS: u64 = 1_000_013;
+
+/// Adds each item to the counter; 0 is refused (400), [`PANICS`] panics.
+/// Answers the total after the item.
 struct Adder;
 
 impl GroupWrite for Adder {
@@ -78,6 +81,7 @@ impl GroupWrite for Adder {
         let outcomes = items
             .iter()
             .map(|&n| {
+                assert_ne!(n, PANICS, "unlucky");
                 if n == 0 {
                     return Err(ServiceError::bad_request("nothing to add"));
                 }
@@ -266,4 +270,28 @@ async fn a_caller_that_gives_up_does_not_cancel_its_write() {
     let committed = instance.add("d", 2).await.unwrap();
     assert_eq!(committed.outcome, 42);
     assert_eq!(instance.counter_at("d", committed.revision).await.0, 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_that_panics_fails_its_group_and_the_aggregate_goes_on() {
+    let (nats, _stream) = counters_stream().await;
+    let instance = Instance::start(&nats, "counters-1", 64).await;
+    let failed = instance.add("p", PANICS).await.unwrap_err();
+    assert_eq!(failed.code, 500, "{failed}");
+    assert!(failed.message.contains("unlucky"), "{failed}");
+    // The aggregate's driver is still there: later writes go through.
+    let tasks: Vec<_> = [1, 2, 3]
+        .into_iter()
+        .map(|n| tokio::spawn(instance.add("p", n)))
+        .collect();
+    let mut last_revision = 0;
+    for task in tasks {
+        let committed = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("a write after the panic was answered")
+            .unwrap()
+            .unwrap();
+        last_revision = last_revision.max(committed.revision);
+    }
+    assert_eq!(instance.counter_at("p", last_revision).await.0, 6);
 }
