@@ -212,7 +212,9 @@ pub async fn run(client: &async_nats::Client, query: LogQuery) -> Result<(), Fai
             }
             None => return Ok(()),
         };
-        if let Ok(record) = serde_json::from_slice::<Value>(&message.payload) {
+        // A message carries one or more records, one JSON object per line.
+        let records = message.payload.split(|b| *b == b'\n');
+        for record in records.filter_map(|line| serde_json::from_slice::<Value>(line).ok()) {
             if wanted(&filter, &record) {
                 if query.json {
                     println!("{record}");

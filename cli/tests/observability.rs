@@ -251,6 +251,17 @@ async fn shop_async(url: &str, args: &[&str]) -> (i32, String, String) {
     .unwrap()
 }
 
+/// The log records one `logs.>` message carries: one JSON object per line.
+fn records(payload: &[u8]) -> Vec<Value> {
+    let records: Vec<Value> = payload
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("each line is a JSON record"))
+        .collect();
+    assert!(!records.is_empty(), "a logs message without records");
+    records
+}
+
 /// Waits until the `logs.>` subscription has shown records of `trace_id` from
 /// at least `services` services.
 async fn wait_for_logs(
@@ -262,9 +273,10 @@ async fn wait_for_logs(
     tokio::time::timeout(Duration::from_secs(30), async {
         while seen.len() < services {
             let message = logs.next().await.expect("logs subscription");
-            let record: Value = serde_json::from_slice(&message.payload).unwrap();
-            if record["trace_id"] == trace_id {
-                seen.insert(record["service"].as_str().unwrap().to_string());
+            for record in records(&message.payload) {
+                if record["trace_id"] == trace_id {
+                    seen.insert(record["service"].as_str().unwrap().to_string());
+                }
             }
         }
     })
@@ -281,9 +293,10 @@ async fn wait_for_logs_from(logs: &mut async_nats::Subscriber, trace_id: &str, s
     tokio::time::timeout(Duration::from_secs(30), async {
         while !missing.is_empty() {
             let message = logs.next().await.expect("logs subscription");
-            let record: Value = serde_json::from_slice(&message.payload).unwrap();
-            if record["trace_id"] == trace_id {
-                missing.remove(record["service"].as_str().unwrap_or_default());
+            for record in records(&message.payload) {
+                if record["trace_id"] == trace_id {
+                    missing.remove(record["service"].as_str().unwrap_or_default());
+                }
             }
         }
     })
