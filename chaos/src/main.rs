@@ -93,6 +93,26 @@ async fn chaos(config: shop_chaos::run::Config, json: Option<PathBuf>) -> anyhow
     Ok(summary.passed())
 }
 
+/// Fuzzes every endpoint the manifest at `path` declares; true when nothing was found.
+async fn fuzz_command(
+    nats: &shop_nats::NatsConfig,
+    path: Option<PathBuf>,
+    plan: &Plan,
+) -> anyhow::Result<bool> {
+    let manifest = manifest(path)?;
+    let connection =
+        shop_nats::connect(nats, shop_nats::connect::OPERATOR_IDENTITY, "shop-chaos").await?;
+    let report = fuzz::run(&connection.client, &Target::all(&manifest), plan).await;
+    print!("{}", report.summary());
+    for finding in report.findings.iter().take(50) {
+        println!(
+            "FINDING {}: {} <- {}",
+            finding.subject, finding.problem, finding.payload
+        );
+    }
+    Ok(report.findings.is_empty())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -103,54 +123,30 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = async {
-        let (path, requests, seed, concurrency, timeout_ms, authorization) = match cli.command {
-            Command::Run { config, json } => return chaos(config, json).await,
-            Command::Fuzz {
-                manifest,
-                requests,
-                seed,
-                concurrency,
-                timeout_ms,
-                authorization,
-            } => (
-                manifest,
-                requests,
-                seed,
-                concurrency,
-                timeout_ms,
-                authorization,
-            ),
-        };
-        let manifest = manifest(path)?;
-        let connection = shop_nats::connect(
-            &cli.nats,
-            shop_nats::connect::OPERATOR_IDENTITY,
-            "shop-chaos",
-        )
-        .await?;
-        let mut headers = async_nats::HeaderMap::new();
-        if let Some(value) = authorization {
-            headers.insert("Authorization", value.as_str());
-        }
-        let plan = Plan {
+    let result = match cli.command {
+        Command::Run { config, json } => chaos(config, json).await,
+        Command::Fuzz {
+            manifest,
             requests,
             seed,
             concurrency,
-            timeout: Duration::from_millis(timeout_ms),
-            headers,
-        };
-        let report = fuzz::run(&connection.client, &Target::all(&manifest), &plan).await;
-        print!("{}", report.summary());
-        for finding in report.findings.iter().take(50) {
-            println!(
-                "FINDING {}: {} <- {}",
-                finding.subject, finding.problem, finding.payload
-            );
+            timeout_ms,
+            authorization,
+        } => {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(value) = authorization {
+                headers.insert("Authorization", value.as_str());
+            }
+            let plan = Plan {
+                requests,
+                seed,
+                concurrency,
+                timeout: Duration::from_millis(timeout_ms),
+                headers,
+            };
+            fuzz_command(&cli.nats, manifest, &plan).await
         }
-        anyhow::Ok(report.findings.is_empty())
-    }
-    .await;
+    };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

@@ -468,15 +468,7 @@ async fn the_order_streams_leader_dies_under_load_and_nothing_is_lost() {
         .flat_map(|o| o["items"].as_array().cloned().unwrap_or_default())
         .map(|line| line["quantity"].as_i64().unwrap_or(0))
         .sum();
-    let product_last = js
-        .get_stream("PRODUCT")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
+    let product_last = testkit::stream_state(&js, "PRODUCT").await.last_sequence;
     let product = req(
         &client,
         "product.get",
@@ -493,15 +485,7 @@ async fn the_order_streams_leader_dies_under_load_and_nothing_is_lost() {
     );
 
     // The restarted node's replica of ORDER catches up with the leader's.
-    let leader_last = js
-        .get_stream("ORDER")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
+    let leader_last = testkit::stream_state(&js, "ORDER").await.last_sequence;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let replica = shop

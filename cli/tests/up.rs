@@ -200,18 +200,7 @@ fn up_starts_everything_and_ctrl_c_stops_it() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("sku-keyboard"), "{body}");
 
-    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "shop up did not stop within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = interrupt(&mut up);
     guard.0 = None;
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = lines.try_iter().collect();
@@ -376,18 +365,7 @@ fn up_with_a_nats_cluster_runs_every_stream_on_three_nodes() {
         "{table}"
     );
 
-    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "shop up did not stop within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = interrupt(&mut up);
     guard.0 = None;
     assert_eq!(status.code(), Some(0));
     for i in 0..3 {
@@ -414,4 +392,20 @@ fn up_refuses_a_cluster_of_two() {
     };
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--nats-cluster 2"), "{err}");
+}
+
+/// Sends `shop up` Ctrl-C (SIGINT) and waits (at most 60 s) for it to exit.
+fn interrupt(up: &mut std::process::Child) -> std::process::ExitStatus {
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shop up did not stop within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

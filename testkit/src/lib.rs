@@ -21,3 +21,20 @@ pub use reply::{request_json, request_json_with_headers, Reply};
 pub use service::{workspace_bin, ServiceProcess};
 
 pub use shop_process::workspace_root;
+
+/// What JetStream stream `name` holds now (messages, first and last sequence);
+/// panics when it cannot be read (tests only).
+pub async fn stream_state(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+) -> async_nats::jetstream::stream::State {
+    let mut stream = js
+        .get_stream(name)
+        .await
+        .unwrap_or_else(|e| panic!("stream {name}: {e}"));
+    let info = stream
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("info of stream {name}: {e}"));
+    info.state.clone()
+}

@@ -293,14 +293,7 @@ impl Shop {
     /// What `stream` holds now (messages, first and last sequence).
     pub async fn stream_state(&self, stream: &str) -> async_nats::jetstream::stream::State {
         let js = async_nats::jetstream::new(self.client.clone());
-        js.get_stream(stream)
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .clone()
+        testkit::stream_state(&js, stream).await
     }
 
     /// The last sequence `stream` holds.
