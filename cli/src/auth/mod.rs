@@ -246,11 +246,17 @@ mod tests {
                 text.starts_with("-----BEGIN NATS USER JWT-----\n"),
                 "{name}"
             );
+            // The JWT travels in the CONNECT line, with a signature and the
+            // client's options: half the server's limit leaves room to grow.
+            let jwt_len = text.lines().nth(1).unwrap().len();
+            let limit = 16 * 1024; // server_config::MAX_CONTROL_LINE
+            assert!(jwt_len < limit / 2, "{name}: JWT of {jwt_len} bytes");
         }
         let config = std::fs::read_to_string(auth.join(SERVER_CONFIG)).unwrap();
         assert!(config.contains("include auth.conf"));
         let included = std::fs::read_to_string(auth.join(AUTH_INCLUDE)).unwrap();
         assert!(included.contains("resolver: MEMORY"));
+        assert!(included.contains("max_control_line: 16KB"), "{included}");
 
         let jwt_of = |name: &str| {
             let text = std::fs::read_to_string(creds_path(&auth, name)).unwrap();

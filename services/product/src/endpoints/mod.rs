@@ -83,6 +83,7 @@ impl Products {
                     Decision::AlreadyDone => None,
                     Decision::Append(event) => Some(Change {
                         subject: event_subject(id),
+                        aggregate: None,
                         expected_revision,
                         event,
                     }),

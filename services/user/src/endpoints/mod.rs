@@ -208,6 +208,7 @@ fn change(
         Decision::AlreadyDone => None,
         Decision::Append(event) => Some(Change {
             subject,
+            aggregate: None,
             expected_revision,
             event,
         }),
