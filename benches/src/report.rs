@@ -1,11 +1,6 @@
-//! Reports of a results file: aligned text tables for the terminal, the
-//! comparison with an older file (`--compare`: new/old ratios of each figure,
-//! points matched by key), and the generated tables of BENCHMARKS.md.
-//!
-//! Generated markdown lives between `<!-- bench:NAME -->` and `<!-- /bench -->`;
-//! everything outside the markers (prose, earlier measurements) is left as it
-//! is. Sections: `run`, `targets`, `results`, `reads`, `stock-contention`,
-//! `gateway-get`, `order-place`, `mixed`, `scaling`, `cpu`.
+//! Reports of a results file: text tables, the comparison with an older file,
+//! and the generated sections of BENCHMARKS.md (between `<!-- bench:NAME -->`
+//! and `<!-- /bench -->`; everything outside the markers is left as it is).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -86,8 +81,7 @@ fn short_rev(rev: &Option<String>) -> &str {
     rev.as_deref().map_or("?", |r| &r[..r.len().min(10)])
 }
 
-/// `nats-server 0.92, product 0.61, load-generator 0.48; machine busy 1.85,
-/// stolen 0.04` (cores).
+/// `nats-server 0.92, product 0.61; machine busy 1.85, stolen 0.04` (cores).
 pub fn cpu_summary(cpu: &[CpuUse]) -> String {
     let mut sorted: Vec<&CpuUse> = (cpu.iter())
         .filter(|c| !crate::cpu::is_machine_role(&c.role))
@@ -116,8 +110,7 @@ fn latency_cells(l: &Option<Latency>) -> [String; 5] {
     )
 }
 
-/// Every point of a file: throughput, percentiles, errors, and (closed loop)
-/// the ratio to echo at the same concurrency.
+/// Every point of a file: throughput, percentiles, errors, and the ratio to echo.
 pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
     let columns = format!("scenario|variant|load|>ok/s|{LATENCY_COLUMNS}|>errors|>vs echo");
     let mut t = Table::new(&columns);
@@ -137,17 +130,10 @@ pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
         };
         let instances = r.instances.filter(|n| *n > 1).map(|n| format!("×{n}"));
         let variant: Vec<String> = r.variant.iter().cloned().chain(instances).collect();
-        let (what, rate) = (
-            [r.scenario.clone(), variant.join(" "), r.model.describe()],
-            fmt_rate(r.throughput_per_s),
-        );
+        let what = [r.scenario.clone(), variant.join(" "), r.model.describe()];
+        let rate = [fmt_rate(r.throughput_per_s)];
         let latency = latency_cells(&r.latency_ms);
-        t.row(
-            what.into_iter()
-                .chain([rate])
-                .chain(latency)
-                .chain([errors, vs_echo]),
-        );
+        t.row([&what[..], &rate, &latency, &[errors, vs_echo]].concat());
     }
     t
 }
@@ -159,11 +145,7 @@ pub fn ops_table(r: &ScenarioResult) -> Table {
         let share = format!("{:.0}%", op.share * 100.0);
         let what = [op.name.clone(), share, fmt_rate(op.throughput_per_s)];
         let latency = latency_cells(&op.latency_ms);
-        t.row(
-            what.into_iter()
-                .chain(latency)
-                .chain([op.errors.to_string()]),
-        );
+        t.row([&what[..], &latency, &[op.errors.to_string()]].concat());
     }
     t
 }
@@ -202,8 +184,7 @@ pub fn targets_table(file: &ResultsFile) -> Table {
     t
 }
 
-/// The whole file for the terminal: settings line, results, breakdowns,
-/// checks, scaling, targets, notes.
+/// The whole file for the terminal.
 pub fn report_text(file: &ResultsFile) -> String {
     let mut out = run_section(file) + "\n";
     let all: Vec<&ScenarioResult> = file.results.iter().collect();
@@ -228,9 +209,7 @@ pub fn report_text(file: &ResultsFile) -> String {
     if file.targets.iter().any(|t| t.met.is_some()) {
         out += &format!("\ntargets:\n{}", targets_table(file).text());
     }
-    file.notes
-        .iter()
-        .for_each(|n| out += &format!("note: {n}\n"));
+    out.extend(file.notes.iter().map(|n| format!("note: {n}\n")));
     out
 }
 
@@ -253,27 +232,12 @@ fn compare_row(key: String, new: Figures, old: Figures) -> Vec<String> {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), fmt_ms);
     let change = |i: usize| format!("{} → {}", ms(at(&old, i)), ms(at(&new, i)));
     let times = |i: usize| ratio(at(&new, i), at(&old, i));
-    let rates = [
-        fmt_rate(old.0),
-        fmt_rate(new.0),
-        ratio(Some(new.0), Some(old.0)),
-    ];
-    let latency = [
-        change(0),
-        times(0),
-        times(1),
-        change(2),
-        times(2),
-        times(3),
-        times(4),
-    ];
+    let rate_ratio = ratio(Some(new.0), Some(old.0));
+    let rates = [fmt_rate(old.0), fmt_rate(new.0), rate_ratio];
+    let (p50, p99) = (change(0), change(2));
+    let latency = [p50, times(0), times(1), p99, times(2), times(3), times(4)];
     let errors = format!("{} → {}", old.2, new.2);
-    [key]
-        .into_iter()
-        .chain(rates)
-        .chain(latency)
-        .chain([errors])
-        .collect()
+    [&[key][..], &rates, &latency, &[errors]].concat()
 }
 
 /// The comparison table and what could not be matched.
@@ -303,12 +267,8 @@ pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
         };
         for p in &run.points {
             if let Some(o) = old_run.points.iter().find(|o| o.instances == p.instances) {
-                let key = format!(
-                    "scaling {} {} ×{}",
-                    run.scenario,
-                    run.model.key(),
-                    p.instances
-                );
+                let (scenario, model, n) = (&run.scenario, run.model.key(), p.instances);
+                let key = format!("scaling {scenario} {model} ×{n}");
                 t.row(compare_row(key, figures(p), figures(o)));
             }
         }
@@ -348,8 +308,7 @@ pub fn compare_text(new: &ResultsFile, old: &ResultsFile) -> String {
 const END: &str = "<!-- /bench -->";
 const START_PREFIX: &str = "<!-- bench:";
 
-/// `table` as markdown, or that nothing was measured (with the notes that
-/// mention `about`, which say why).
+/// `table` as markdown, or that nothing was measured (and the notes on `about`).
 fn or_not_measured(file: &ResultsFile, table: Option<Table>, about: &str) -> String {
     if let Some(t) = table.filter(|t| !t.rows.is_empty()) {
         return t.markdown();
@@ -366,6 +325,7 @@ fn run_section(file: &ResultsFile) -> String {
     // The command line with the workspace's absolute paths made relative.
     let root = shop_process::workspace_root().display().to_string();
     let command = file.command.replace(&format!("{root}/"), "");
+    let node = v.node.as_deref().map(|n| format!("; node {n}"));
     format!(
         "Run of {} (`shop-bench {}`): git {}{}; {}; nats-server {}{}.\n\
          Machine: {}, {} cores, {:.0} GiB, {}, kernel {}. Load generator, nats-server and\n\
@@ -379,10 +339,7 @@ fn run_section(file: &ResultsFile) -> String {
         },
         v.rustc,
         v.nats_server.as_deref().unwrap_or("?"),
-        v.node
-            .as_deref()
-            .map(|n| format!("; node {n}"))
-            .unwrap_or_default(),
+        node.unwrap_or_default(),
         m.cpu_model,
         m.cores,
         m.memory_bytes as f64 / (1u64 << 30) as f64,
@@ -406,11 +363,9 @@ fn extra_lines(results: &[&ScenarioResult]) -> String {
             let outcome = if c.passed { "ok" } else { "**FAILED**" };
             lines.push(format!("{} {outcome}: {}", c.name, c.detail));
         }
-        lines.extend(
-            r.extra
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", fmt_rate(*v))),
-        );
+        for (k, v) in &r.extra {
+            lines.push(format!("{k} = {}", fmt_rate(*v)));
+        }
         for p in &r.phases {
             let Some(l) = p.latency_ms else { continue };
             let [p50, p90, p99, _, max] = l.percentiles().map(fmt_ms);
@@ -429,15 +384,12 @@ fn extra_lines(results: &[&ScenarioResult]) -> String {
             let first = r.first_error.as_deref().unwrap_or("-").replace('|', "/");
             lines.push(format!("errors {kinds}; first: {first}"));
         }
-        lines
-            .iter()
-            .for_each(|l| out += &format!("- {}: {l}\n", r.key));
+        out.extend(lines.iter().map(|l| format!("- {}: {l}\n", r.key)));
     }
     out
 }
 
-/// The results table of `scenarios` (with each mixed point's operations) and
-/// their extra lines; `about` finds the notes of a run that skipped them.
+/// The results table of `scenarios`, mixed points' operations and extra lines.
 fn table_section(file: &ResultsFile, scenarios: &[&str], about: &str) -> String {
     let results: Vec<&ScenarioResult> = (file.results.iter())
         .filter(|r| scenarios.contains(&r.scenario.as_str()))
@@ -479,8 +431,7 @@ fn cpu_table(file: &ResultsFile) -> Table {
     t
 }
 
-/// The sections of results tables by scenario: name, scenarios, and what
-/// the notes of a run that skipped them mention.
+/// The sections of results tables: name, scenarios, what notes on a skip mention.
 const TABLE_SECTIONS: [(&str, &[&str], &str); 5] = [
     ("reads", &["echo", "product-get", "product-list"], "product"),
     (

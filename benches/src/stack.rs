@@ -1,13 +1,6 @@
-//! Starts what a benchmark needs and stops it again: a nats-server with the
-//! project's configuration (or, with `--nats-cluster N`, N clustered ones:
-//! the services get every URL and `JS_REPLICAS`, the load generator the
-//! first node), service instances, the echo responder, the HTTP gateway and
-//! the Express baseline, all through `shop-process`.
-//!
-//! Every process logs to its own file under the run's log directory and is up
-//! once it prints its readiness line. Processes get SIGTERM (SIGKILL after
-//! 10 s) when the stack is stopped or dropped, and from the kernel if the
-//! harness itself dies (Linux `PR_SET_PDEATHSIG`).
+//! Starts what a benchmark needs and stops it again, through `shop-process`:
+//! nats-server (or a cluster), services, the echo responder, the gateway and
+//! the Express baseline; each logs to its own file and dies with the harness.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,11 +52,9 @@ pub struct StackConfig {
     pub node: PathBuf,
     /// Each process writes `<name>.log` here.
     pub logs_dir: PathBuf,
-    /// `RUST_LOG` of the services: quiet (per-request logging would be
-    /// measured too), but the readiness line must get through.
+    /// `RUST_LOG` of the services: quiet, but lets the readiness line through.
     pub services_rust_log: String,
-    /// NATS auth on (as shipped: `shop auth init`, every process on its own
-    /// identity, the load generator as operator), or off to measure its cost.
+    /// NATS auth on (as shipped: `shop auth init`), or off to measure its cost.
     pub auth: bool,
     /// Nodes of the NATS cluster to start (0 or 1: one server).
     pub nats_cluster: usize,
@@ -71,8 +62,7 @@ pub struct StackConfig {
 
 /// Default `RUST_LOG` for services under load (`BENCH_RUST_LOG` overrides).
 pub const SERVICES_RUST_LOG: &str = "warn,shop_actors::service=info";
-/// Default `RUST_LOG` of the gateway (`BENCH_GATEWAY_RUST_LOG` overrides):
-/// its readiness line, not its access log.
+/// Default `RUST_LOG` of the gateway (`BENCH_GATEWAY_RUST_LOG` overrides).
 pub const GATEWAY_RUST_LOG: &str = "warn,gateway=info,gateway::access=warn";
 
 fn env_or(var: &str, default: &str) -> String {
@@ -80,8 +70,7 @@ fn env_or(var: &str, default: &str) -> String {
 }
 
 impl StackConfig {
-    /// Binaries in `bin_dir`; nats-server from `NATS_SERVER_BIN`, the
-    /// workspace's `.tools/bin`, or PATH; the baseline from the workspace.
+    /// Binaries in `bin_dir`; nats-server and the baseline found in the workspace.
     pub fn new(bin_dir: PathBuf, logs_dir: PathBuf) -> Self {
         let root = workspace_root();
         let nats_server = shop_process::nats_server_bin(&root);
@@ -113,8 +102,7 @@ impl StackConfig {
     }
 }
 
-/// A process the stack started, under its role for CPU accounting
-/// (`nats-server`, `product`, `echo`, `gateway` ...).
+/// A process the stack started, under its role for CPU accounting.
 struct Member {
     role: String,
     process: Process,
@@ -130,8 +118,7 @@ pub struct Stack {
     /// Where the load generator connects: the server, or a cluster's first node.
     client_url: Option<String>,
     sync: Option<JetStreamSync>,
-    /// A user instance started for a product instance's seeding, not yet
-    /// asked for: the next request for a user instance is this one.
+    /// A user instance started for a product's seeding: the next one asked for.
     implicit_user: bool,
     /// The auth directory of the nats-server this stack started with auth.
     auth_dir: Option<PathBuf>,
@@ -203,8 +190,7 @@ impl Stack {
         }
     }
 
-    /// How every process of the stack runs: its log file, readiness timeout
-    /// and death with the harness.
+    /// Every process's log file, readiness timeout and death with the harness.
     fn runs(&self, spec: Spec) -> Spec {
         let log = self.log_file(spec.name());
         spec.log_file(log)
@@ -224,14 +210,8 @@ impl Stack {
         self.members.push(Member { role, process });
     }
 
-    /// Starts nats-server on free ports with a fresh store, or a cluster of
-    /// `nats_cluster` nodes (`n1` ...: routes on loopback, a store each, as
-    /// `shop up --nats-cluster` runs them). Each node's configuration is the
-    /// project's (nats/config/nats-server.conf: 8 MB payloads, JetStream with
-    /// `sync`) and, with auth, includes the `auth.conf` of `shop auth init`
-    /// (an include is read relative to the including file, so the
-    /// configurations are written next to it). Waits until JetStream answers;
-    /// returns every node's URL, comma-separated (the services' `NATS_URL`).
+    /// Starts nats-server, or `nats_cluster` nodes, with the project's configuration
+    /// (and `auth.conf`, written next to it); returns every URL, comma-separated.
     pub async fn start_nats(&mut self, sync: JetStreamSync) -> Result<String> {
         if self.nats_url.is_some() {
             bail!("this stack already has a nats-server");
@@ -305,9 +285,7 @@ impl Stack {
         Ok(dir)
     }
 
-    /// `name` running `program` on this stack's NATS as `identity` (its
-    /// credentials when the server has auth; never the harness's own
-    /// `NATS_CREDS`), logging JSON at `rust_log`, ready when it says so.
+    /// `name` running `program` on this stack's NATS as `identity`, logging at `rust_log`.
     fn nats_spec(
         &self,
         name: &str,
@@ -334,10 +312,8 @@ impl Stack {
             .ready_line("\"service ready\""))
     }
 
-    /// Starts one more instance of `service` (`product`, `user`, `payment`,
-    /// `notification`, `order`) and waits until it serves. The user service
-    /// creates the admin that seeds products ([`crate::seed::admin_headers`]),
-    /// so a product instance brings one along.
+    /// Starts one more instance of `service` and waits until it serves; a product
+    /// instance brings a user one along (it creates the admin that seeds products).
     pub async fn start_service(&mut self, service: &str, env: &[(&str, &str)]) -> Result<()> {
         if service == "product" && self.count("user") == 0 {
             Box::pin(self.start_service("user", &[])).await?;
@@ -373,13 +349,8 @@ impl Stack {
     /// Starts the raw echo responder on `subject`, replying `reply_bytes` bytes.
     pub async fn start_echo(&mut self, subject: &str, reply_bytes: usize) -> Result<()> {
         let name = format!("echo-{}", self.count("echo") + 1);
-        let spec = self
-            .nats_spec(
-                &name,
-                self.config.bin_dir.join("shop-bench"),
-                "operator",
-                "",
-            )?
+        let bin = self.config.bin_dir.join("shop-bench");
+        let spec = (self.nats_spec(&name, bin, "operator", "")?)
             .args(["echo-server", "--nats-url", self.nats_url()?])
             .args(["--subject", subject, "--queue", "bench", "--reply-bytes"])
             .arg(reply_bytes.to_string())
@@ -387,10 +358,8 @@ impl Stack {
         self.start("echo", spec).await
     }
 
-    /// Starts the HTTP gateway on a free port with `env` (e.g. its cache switch);
-    /// returns its base URL. `role` names it for CPU accounting. Its per-client
-    /// rate limit is off (one load generator is one client) and so is its
-    /// per-request access log (as the services' request logs are).
+    /// Starts the HTTP gateway as `role` on a free port with `env`, without its rate
+    /// limit and access log; returns its base URL.
     pub async fn start_gateway(&mut self, role: &str, env: &[(&str, &str)]) -> Result<String> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let name = format!("{role}-{}", self.count(role) + 1);
@@ -406,9 +375,8 @@ impl Stack {
         Ok(format!("http://{addr}"))
     }
 
-    /// Starts the Express product service and the express-http-proxy gateway in
-    /// front of it (with `keep_alive`, reusing upstream connections instead of
-    /// express-http-proxy's connection per request); returns the gateway's base URL.
+    /// Starts the Express product service and the express-http-proxy gateway (with
+    /// `keep_alive`, reusing upstream connections); returns the gateway's base URL.
     pub async fn start_express(&mut self, keep_alive: bool) -> Result<String> {
         let dir = self.config.express_dir.clone();
         if !self.config.express_available() {
@@ -418,20 +386,14 @@ impl Stack {
             );
         }
         let (product_port, gateway_port) = (free_port()?.to_string(), free_port()?.to_string());
-        let upstream = [
+        let url = format!("http://127.0.0.1:{gateway_port}");
+        let proxy = [
             ("PRODUCT_URL", format!("127.0.0.1:{product_port}")),
             ("UPSTREAM_KEEPALIVE", u8::from(keep_alive).to_string()),
         ];
-        let processes = [
-            ("express-product", "product.js", product_port, &[][..]),
-            (
-                "express-gateway",
-                "gateway.js",
-                gateway_port.clone(),
-                &upstream[..],
-            ),
-        ];
-        for (role, script, port, env) in processes {
+        let product = ("express-product", "product.js", product_port, &[][..]);
+        let gateway = ("express-gateway", "gateway.js", gateway_port, &proxy[..]);
+        for (role, script, port, env) in [product, gateway] {
             let spec = Spec::new(role, &self.config.node)
                 .arg(dir.join(script))
                 .envs([("PORT", port), ("NODE_ENV", "production".into())])
@@ -440,21 +402,18 @@ impl Stack {
                 .ready_line("listening");
             self.start(role, spec).await?;
         }
-        Ok(format!("http://127.0.0.1:{gateway_port}"))
+        Ok(url)
     }
 
     /// Fails with the log tail of any process that has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         for m in &mut self.members {
             if let Some(status) = m.process.try_exit() {
+                let log = m.process.log_file().map(|p| p.display().to_string());
+                let (name, tail) = (m.process.name(), m.process.tail(20));
                 bail!(
-                    "{} exited ({status}); last lines of {}:\n{}",
-                    m.process.name(),
-                    m.process
-                        .log_file()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    m.process.tail(20)
+                    "{name} exited ({status}); last lines of {}:\n{tail}",
+                    log.unwrap_or_default()
                 );
             }
         }
@@ -483,8 +442,7 @@ impl Stack {
     }
 }
 
-/// Waits until the cluster at `url` answers JetStream requests (its meta
-/// leader is elected a moment after the routes connect).
+/// Waits until the cluster at `url` answers JetStream requests (its leader is elected).
 async fn wait_for_jetstream(url: &str) -> Result<()> {
     let client = crate::nats::connect(url, "shop-bench-stack", Duration::from_secs(2)).await?;
     let js = async_nats::jetstream::new(client);
@@ -502,8 +460,7 @@ async fn wait_for_jetstream(url: &str) -> Result<()> {
 }
 
 impl Drop for Stack {
-    /// Stops what is still running, newest first, each before the next, so
-    /// services finish their graceful stop while the nats-server is still up.
+    /// Stops what is still running, newest first (services before the nats-server).
     fn drop(&mut self) {
         while let Some(mut m) = self.members.pop() {
             let _ = m.process.stop_blocking(STOP_TIMEOUT);
