@@ -1,18 +1,5 @@
-//! The two load models.
-//!
-//! - **Closed loop** (`in_flight` N): N workers each keep one request in flight:
-//!   send, wait for the outcome, record, repeat. Throughput is what the system
-//!   sustains at that concurrency; latency runs from the actual send.
-//! - **Open loop** (`rate` R): request *i* is due at `start + i/R` whether or not
-//!   earlier ones have finished, and its latency runs from that *intended* time.
-//!   A server that falls behind therefore shows as latency instead of quietly
-//!   lowering the rate (no coordinated omission). How late the generator itself
-//!   sent each request is recorded too (`send_lag`), so an overloaded generator
-//!   is visible.
-//!
-//! Only requests inside the measurement window count: closed loop, those that
-//! complete in `[start + warmup, start + warmup + duration)`; open loop, those
-//! *due* in it (each is then followed until it completes or times out).
+//! The two load models, closed and open loop (as BENCHMARKS.md describes them):
+//! closed loop counts what completes in the window, open loop what is *due* in it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,14 +12,12 @@ use tokio::task::JoinSet;
 
 use crate::stats::{OpError, Tally};
 
-/// One kind of work a scenario repeats (a request, or a request and the event
-/// it causes).
+/// One kind of work a scenario repeats (a request, or a request and its event).
 pub trait Operation: Send + Sync + 'static {
     /// Performs request number `seq` (unique within a run) and reports what happened.
     fn call(&self, seq: u64) -> impl Future<Output = Outcome> + Send;
 
-    /// The operation name request `seq` will be counted under (for requests the
-    /// generator has to drop before calling).
+    /// The operation name request `seq` counts under (when dropped before the call).
     fn label(&self, seq: u64) -> &'static str;
 }
 
@@ -127,8 +112,7 @@ pub struct RunStats {
     pub model: Model,
     pub schedule: Schedule,
     pub tally: Tally,
-    /// Seconds the success count is divided by: the window, or (open loop)
-    /// longer when requests due in the window completed after it.
+    /// Seconds the success count is divided by: the window, or up to the last success.
     pub measured_s: f64,
 }
 
@@ -140,9 +124,7 @@ impl RunStats {
     }
 }
 
-/// Runs `op` under `model` for `schedule`. Open loop: a request due while
-/// `max_in_flight` are outstanding is counted as an `overload` error instead
-/// of being sent.
+/// Runs `op` under `model`; open loop counts a request over `max_in_flight` as `overload`.
 pub async fn run<O: Operation>(
     op: Arc<O>,
     model: Model,
@@ -229,9 +211,8 @@ async fn open<O: Operation>(
         if outcome.result.is_ok() {
             last_done = Some(last_done.map_or(done, |l| l.max(done)));
         }
-        tally
-            .send_lag_us
-            .record(micros(sent.saturating_duration_since(intended)));
+        let lag = micros(sent.saturating_duration_since(intended));
+        tally.send_lag_us.record(lag);
         record(&mut tally, outcome, intended, done);
     };
     let mut requests = JoinSet::new();
@@ -247,15 +228,9 @@ async fn open<O: Operation>(
         if in_flight.load(Ordering::Relaxed) >= max_in_flight {
             let message =
                 format!("{max_in_flight} requests outstanding: the generator dropped this one");
-            let dropped = Outcome::err(op.label(i), OpError::new("overload", message));
-            keep(
-                intended,
-                sent,
-                Outcome {
-                    done: Some(sent),
-                    ..dropped
-                },
-            );
+            let mut dropped = Outcome::err(op.label(i), OpError::new("overload", message));
+            dropped.done = Some(sent);
+            keep(intended, sent, dropped);
             continue;
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
@@ -311,21 +286,16 @@ mod tests {
         }
     }
 
-    /// `op` answering after `delay_ms` under `model` for `measured_ms` (after
-    /// `warmup_ms`), with at most `max_in_flight` outstanding.
+    /// [`Sleepy`] answering after `delay_ms` under `model`, at most `max_in_flight` outstanding.
     async fn load(delay_ms: u64, serial: bool, model: Model, max_in_flight: usize) -> RunStats {
-        let (delay, serial) = (
-            Duration::from_millis(delay_ms),
-            serial.then(Default::default),
-        );
+        let delay = Duration::from_millis(delay_ms);
+        let serial = serial.then(Default::default);
         let (warmup, measured) = match model {
             Model::Closed { .. } => (100, 500),
             Model::Open { .. } => (0, 300),
         };
-        let s = Schedule::starting_now(
-            Duration::from_millis(warmup),
-            Duration::from_millis(measured),
-        );
+        let ms = Duration::from_millis;
+        let s = Schedule::starting_now(ms(warmup), ms(measured));
         let op = Arc::new(Sleepy { delay, serial });
         run(op, model, s, max_in_flight).await.unwrap()
     }

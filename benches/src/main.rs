@@ -122,15 +122,13 @@ struct StackArgs {
 
 impl StackArgs {
     fn config(&self) -> Result<StackConfig> {
-        let bin_dir = match &self.bin_dir {
-            Some(d) => d.clone(),
-            None => shop_process::bin_dir()?,
-        };
+        let bin_dir = self
+            .bin_dir
+            .clone()
+            .map_or_else(shop_process::bin_dir, Ok)?;
         let logs_dir = self.logs_dir.clone().unwrap_or_else(|| {
             let stamp = shop_nats::clock::now_rfc3339().replace(':', "");
-            shop_process::workspace_root()
-                .join("results/logs")
-                .join(stamp)
+            shop_process::workspace_root().join(format!("results/logs/{stamp}"))
         });
         let mut config = StackConfig::new(bin_dir, logs_dir);
         config.auth = !self.no_auth;
@@ -238,8 +236,7 @@ struct EchoArgs {
     reply_bytes: Option<usize>,
 }
 
-/// A results file for points run with `opts`; `spawned`: on a stack this
-/// program started (else against the system at `nats_url`).
+/// A results file for points run with `opts`, on a stack it `spawned` or not.
 async fn empty_file(opts: &Options, stack: &Stack, spawned: bool) -> Result<ResultsFile> {
     let mut settings = opts.settings([
         ("model", json!(opts.model)),
@@ -278,9 +275,7 @@ fn finish(file: &mut ResultsFile, output: &OutputArgs, markdown: Option<&Path>) 
     Ok(())
 }
 
-/// Starts nats-server and what `scenario` needs on `stack`: its services
-/// (`instances` of the main one, the others once), the echo responder or the
-/// gateway; returns what to run it against.
+/// Starts nats-server and what `scenario` needs on `stack`; returns its target.
 async fn spawn_for(
     stack: &mut Stack,
     scenario: Scenario,
@@ -311,8 +306,7 @@ async fn spawn_for(
     Ok(target)
 }
 
-/// Starts the echo responder, replying as many bytes as a seeded product's
-/// reply (216 when there is no product service to ask).
+/// Starts the echo responder, replying as many bytes as a product's reply (or 216).
 async fn start_echo(stack: &mut Stack, opts: &Options) -> Result<()> {
     let client = nats::connect(stack.nats_url()?, "shop-bench-probe", opts.timeout).await?;
     let json = shop_nats::Encoding::Json;
@@ -341,11 +335,9 @@ async fn run_command(args: RunArgs) -> Result<()> {
         if args.scenario == Scenario::Echo && !answers(&args.nats_url, ECHO_SUBJECT).await? {
             start_echo(&mut stack, &opts).await?;
         }
-        let http_url = Some(args.url.clone());
-        Target {
-            http_url,
-            ..stack.target(None)?
-        }
+        let mut target = stack.target(None)?;
+        target.http_url = Some(args.url.clone());
+        target
     };
     let mut file = empty_file(&opts, &stack, args.spawn).await?;
     let result = scenarios::run(args.scenario, &target, &opts).await;
@@ -418,8 +410,7 @@ async fn main_command(command: Command) -> Result<bool> {
     }
 }
 
-/// Runs `shop-chaos <command> <args>` (next to this binary), which holds the
-/// chaos run and the fuzzer; true when it exits 0.
+/// Runs `shop-chaos <command> <args>` (next to this binary); true when it exits 0.
 async fn shop_chaos(command: &str, args: Vec<std::ffi::OsString>) -> Result<bool> {
     let bin = shop_process::bin_dir()?.join("shop-chaos");
     let status = tokio::process::Command::new(&bin)

@@ -1,13 +1,5 @@
 //! The standard suite: every scenario at its standard settings, in phases that
-//! each start a fresh stack (nats-server with the project's configuration,
-//! release builds of the services) and stop it afterwards.
-//!
-//! | phase | stack | points |
-//! | --- | --- | --- |
-//! | reads | nats (`sync_interval: always`), product ×1, echo | echo and product-get/json alternated over rounds; product-get/bincode; product-get/json open loop; product-list; stock-contention; gateway-get cached, uncached and the Express baseline |
-//! | orders | nats (`always`), product, user, payment, notification, order ×1 | mixed (open loop); order-place at each rate |
-//! | orders-default-sync | nats (default sync), the same services | order-place at each rate |
-//! | scaling | nats (`always`), product ×1, 2, 4 | product-get/json and product-list at each count |
+//! each start a fresh stack (phases and points: BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,8 +20,7 @@ use crate::stack::{JetStreamSync, Stack, StackConfig};
 use crate::stats::fmt_ms;
 use crate::{nats, scaling};
 
-/// Least warm-up of an HTTP point that wrk did not warm up first (V8's JIT
-/// needs a few seconds of load before the Express baseline runs at speed).
+/// Least warm-up of an HTTP point that wrk did not warm up first (V8's JIT).
 const HTTP_WARMUP: Duration = Duration::from_secs(5);
 
 /// Requests in flight of the closed-loop points, and wrk's connections.
@@ -38,8 +29,7 @@ const IN_FLIGHT: usize = 64;
 /// The gateway's cache switch (`on`/`off`, services/gateway/src/config.rs).
 pub const GATEWAY_CACHE_ENV: &str = "GATEWAY_CACHE";
 
-/// What the suite runs and how long; its command-line flags too. Timeouts
-/// (5 s) and products (1000) are [`Options`]' defaults.
+/// What the suite runs and how long; its command-line flags too.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SuiteConfig {
     /// 2 s points after 0.5 s of warm-up: checks that everything works; the
@@ -86,8 +76,7 @@ impl SuiteConfig {
         self.only.is_empty() || self.only.iter().any(|o| o == name)
     }
 
-    /// A point's options under `model`: the standard settings (10 s after 2 s
-    /// of warm-up), or `--quick` ones (2 s after 0.5 s).
+    /// A point's options under `model`: the standard settings, or `--quick` ones.
     pub fn options(&self, model: Model) -> Options {
         let (duration, warmup, settle) = match self.quick {
             true => (2_000, 500, 10),
@@ -153,8 +142,7 @@ impl Run {
         self.file.notes.push(note);
     }
 
-    /// Runs one point of `scenario` on `stack` (`what` for the progress
-    /// line, default: its name and load); its result, unless it failed.
+    /// Runs one point of `scenario` on `stack`; its result, unless it failed.
     async fn measure(
         &mut self,
         stack: &Stack,
@@ -172,8 +160,7 @@ impl Run {
         self.record(&name, outcome)
     }
 
-    /// Runs each of `points` that the configuration wants, on `stack`, and
-    /// keeps their results.
+    /// Runs each of `points` that the configuration wants and keeps their results.
     async fn points(
         &mut self,
         cfg: &SuiteConfig,
@@ -189,8 +176,7 @@ impl Run {
     }
 }
 
-/// Runs the suite on stacks of `stack`'s programs; returns the results file
-/// and the failures (also in its notes).
+/// Runs the suite; returns the results file and the failures (also in its notes).
 pub async fn run(cfg: &SuiteConfig, stack: &StackConfig) -> Result<(ResultsFile, Vec<String>)> {
     for name in &cfg.only {
         if name != "scaling" && !Scenario::value_variants().iter().any(|s| s.name() == *name) {
@@ -234,11 +220,9 @@ pub async fn run(cfg: &SuiteConfig, stack: &StackConfig) -> Result<(ResultsFile,
             continue;
         }
         run.progress(&format!("phase {phase}"));
-        let logs_dir = stack.logs_dir.join(phase);
-        let mut stack = Stack::new(StackConfig {
-            logs_dir,
-            ..stack.clone()
-        })?;
+        let mut config = stack.clone();
+        config.logs_dir = stack.logs_dir.join(phase);
+        let mut stack = Stack::new(config)?;
         let outcome = match phase {
             "reads" => reads_phase(cfg, &mut run, &mut stack).await,
             "orders" => orders(cfg, &mut run, &mut stack, JetStreamSync::Always).await,
@@ -296,13 +280,10 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
         let combined = ScenarioResult::combine_rounds(rounds)?;
         run.file.results.push(combined);
     }
-    let bincode = Options {
-        encoding: Encoding::Bincode,
-        ..c.clone()
-    };
-    let open = cfg.options(Model::Open {
-        rate: cfg.read_rate,
-    });
+    let mut bincode = c.clone();
+    bincode.encoding = Encoding::Bincode;
+    let rate = cfg.read_rate;
+    let open = cfg.options(Model::Open { rate });
     let points = [
         (Scenario::ProductGet, bincode),
         (Scenario::ProductGet, open),
@@ -316,9 +297,7 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
     stack.check_alive()
 }
 
-/// The gateway points: the Rust gateway cached and uncached, the Express
-/// baseline without and with upstream keep-alive. What cannot run is noted;
-/// a point that fails is recorded as a failure and the others still run.
+/// The gateway points, Rust and Express; what cannot run is noted, a failure recorded.
 async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
     let wrk = (!cfg.no_wrk).then(|| find_on_path("wrk")).flatten();
     if !cfg.no_wrk && wrk.is_none() {
@@ -355,10 +334,8 @@ async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
     }
 }
 
-/// Starts the HTTP gateway of `variant` (as `role`) and measures gateway-get
-/// through it, after `wrk` when it is installed: a cross-check, and a warm-up
-/// for what it measures (the Express baseline's JIT in particular), so no
-/// target is measured cold.
+/// Starts the HTTP gateway of `variant` (as `role`) and measures gateway-get through
+/// it, after `wrk` when it is installed (a cross-check, and a warm-up).
 async fn http_point(
     cfg: &SuiteConfig,
     stack: &mut Stack,
@@ -432,8 +409,7 @@ pub fn parse_wrk(text: &str) -> Option<f64> {
     rate.and_then(|v| v.trim().parse().ok())
 }
 
-/// mixed (with the project's sync only) and order-place at each rate, on the
-/// services an order passes through.
+/// mixed (with the project's sync only) and order-place at each rate.
 async fn orders(
     cfg: &SuiteConfig,
     run: &mut Run,
@@ -462,8 +438,7 @@ async fn scaling_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> R
         (Scenario::ProductGet, c.clone()),
         (Scenario::ProductList, c),
     ];
-    let started = run.started;
-    let progress = |what: &str| eprintln!("[{:>5.0}s] {what}", started.elapsed().as_secs_f64());
+    let progress = |what: &str| run.progress(what);
     let runs = scaling::run_on(stack, &plans, &cfg.instances, progress).await?;
     run.file.scaling.extend(runs);
     Ok(())
