@@ -1,8 +1,5 @@
-//! Raw async-nats echo responder: the baseline the services are measured against.
-//!
-//! It does the minimum a NATS responder can do: one queue subscription, and for
-//! every request an inline publish of the request payload to the reply subject
-//! (no task spawned per request, no decoding).
+//! Raw async-nats echo responder, the baseline: one queue subscription and an
+//! inline publish per request (no task per request, no decoding).
 
 use std::time::Duration;
 
@@ -11,8 +8,7 @@ use futures::StreamExt;
 
 use crate::nats;
 
-/// Serves `subject`; replies with the request payload, or with a fixed body of
-/// `reply_bytes` bytes when given (to match a service's reply size).
+/// Serves `subject`, replying with the request payload or `reply_bytes` bytes.
 pub async fn run(url: &str, subject: &str, queue: &str, reply_bytes: Option<usize>) -> Result<()> {
     let fixed = reply_bytes.map(|n| bytes::Bytes::from(vec![b'x'; n]));
     let client = nats::connect(url, "shop-bench-echo", Duration::from_secs(5)).await?;
@@ -39,10 +35,8 @@ pub async fn run(url: &str, subject: &str, queue: &str, reply_bytes: Option<usiz
         };
         let Some(reply) = msg.reply else { continue };
         let payload = fixed.clone().unwrap_or(msg.payload);
-        client
-            .publish(reply, payload)
-            .await
-            .context("publishing echo reply")?;
+        let published = client.publish(reply, payload).await;
+        published.context("publishing echo reply")?;
         served += 1;
     }
     // Best effort: replies already handed to the client should reach the server.

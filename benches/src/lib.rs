@@ -1,7 +1,5 @@
-//! `shop-bench`: the benchmark harness of the shop services: [`scenarios`]
-//! under the [`load`] models, on a [`stack`] it starts, as the standard
-//! [`suite`] or [`scaling`] runs, written as a [`results`] file and
-//! [`report`]ed as tables.
+//! `shop-bench`: [`scenarios`] under the [`load`] models, on a [`stack`] it starts,
+//! as the [`suite`] or [`scaling`] runs, written as [`results`] and [`report`]ed.
 
 pub mod cpu;
 pub mod echo;

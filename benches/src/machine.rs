@@ -56,17 +56,11 @@ pub fn machine() -> Machine {
     }
 }
 
-/// Versions known without a server; fill `nats_server` and `node` as they
-/// are met. The revision is `git rev-parse HEAD`; dirty when `git status
-/// --porcelain` lists anything.
+/// Versions known without a server (`nats_server` and `node` are filled in later).
 pub fn versions(root: &Path) -> Versions {
     let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(root)
-            .output()
-            .ok();
-        let out = out.filter(|o| o.status.success())?;
+        let out = Command::new("git").args(args).current_dir(root).output();
+        let out = out.ok().filter(|o| o.status.success())?;
         Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     Versions {
@@ -86,12 +80,8 @@ pub fn program_version(program: &Path) -> Option<String> {
     } else {
         out.stdout
     };
-    let first = String::from_utf8_lossy(&text)
-        .lines()
-        .next()?
-        .trim()
-        .to_string();
-    Some(first)
+    let text = String::from_utf8_lossy(&text);
+    Some(text.lines().next()?.trim().to_string())
 }
 
 #[cfg(test)]
@@ -101,10 +91,8 @@ mod tests {
     #[test]
     fn knows_this_machine_and_build() {
         let m = machine();
-        assert!(
-            m.cores >= 1 && m.memory_bytes > 0 && m.cpu_model != "unknown",
-            "{m:?}"
-        );
+        let known = m.cores >= 1 && m.memory_bytes > 0 && m.cpu_model != "unknown";
+        assert!(known, "{m:?}");
         let v = versions(&shop_process::workspace_root());
         assert!(v.rustc.starts_with("rustc "), "{}", v.rustc);
     }

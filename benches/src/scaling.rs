@@ -1,8 +1,5 @@
-//! Scaling runs: the same scenario with 1, 2, 4 ... instances of its service
-//! in one queue group, each point with the same load; speedup and efficiency
-//! are relative to the smallest instance count. The CPU each role used shows
-//! what limits a point (on a small machine usually the shared cores, not the
-//! service).
+//! Scaling runs: the same scenario and load with 1, 2, 4 ... instances of its
+//! service; speedup and efficiency relative to the smallest instance count.
 
 use anyhow::{bail, Context, Result};
 
@@ -47,10 +44,8 @@ pub fn points(results: &[(usize, ScenarioResult)]) -> Vec<ScalingPoint> {
         .collect()
 }
 
-/// Runs each of `plans` at each instance count on `stack` (which runs a
-/// nats-server and whatever else the scenarios need); instances of each
-/// scenario's service are added as the counts grow. `progress` hears about
-/// each point.
+/// Runs each of `plans` at each instance count on `stack` (with its nats-server),
+/// adding instances as the counts grow; `progress` hears about each point.
 pub async fn run_on(
     stack: &mut Stack,
     plans: &[(Scenario, Options)],
@@ -69,11 +64,8 @@ pub async fn run_on(
                 })?;
             }
             stack.check_alive()?;
-            progress(&format!(
-                "scaling {} ({}) with {n} × {service}",
-                scenario.name(),
-                opts.model.describe()
-            ));
+            let (name, model) = (scenario.name(), opts.model.describe());
+            progress(&format!("scaling {name} ({model}) with {n} × {service}"));
             let result = scenarios::run(*scenario, &stack.target(Some(n))?, opts).await?;
             per_plan[i].push((n, result));
         }

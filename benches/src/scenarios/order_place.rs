@@ -1,9 +1,5 @@
 //! `order-place`: orders from `order.create` to their `order.confirmed` event,
-//! through the product, payment, user, notification and order services (the
-//! saga: reserve stock, charge, confirm). The latency of an order runs to the
-//! arrival of its confirmation event; the `order.create` reply is a phase.
-//! In the open loop (the usual model here) an order's time starts at its
-//! intended send time, so a system that falls behind shows as latency.
+//! through every service; the `order.create` reply is a phase.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,8 +22,7 @@ use crate::{nats, seed};
 pub const OP: &str = "order.create→confirmed";
 /// Phase: the reply to `order.create` (the order is `pending` then).
 pub const CREATE_REPLY: &str = "order.create reply";
-/// Phase: a 503 refusal of `order.create` arrived (how fast an instance at
-/// capacity says no).
+/// Phase: a 503 refusal of `order.create` arrived (how fast a full instance says no).
 pub const CREATE_REFUSED: &str = "order.create refused (503)";
 /// Products ordered, `order-bench-0000` ..
 pub const PRODUCT_PREFIX: &str = "order-bench-";
@@ -41,16 +36,14 @@ pub struct Settled {
     pub at: Instant,
 }
 
-/// Final order events, matched with the orders waiting for them (an event may
-/// arrive before the `order.create` reply): per order, its event or its waiter.
+/// Final order events, matched with the orders waiting for them (in either order).
 #[derive(Default)]
 pub struct Tracker {
     slots: Mutex<HashMap<String, Result<Settled, oneshot::Sender<Settled>>>>,
 }
 
 impl Tracker {
-    /// Order `id` settled: wakes its waiter, or keeps it for the waiter to come
-    /// (the first event of an order counts).
+    /// Order `id` settled: wakes its waiter, or keeps the first event for it.
     pub fn settled(&self, id: String, settled: Settled) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
@@ -73,10 +66,8 @@ impl Tracker {
             slots.insert(id.to_string(), Err(tx));
             rx
         };
-        let settled = tokio::time::timeout(timeout, rx)
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let waited = tokio::time::timeout(timeout, rx).await;
+        let settled = waited.ok().and_then(Result::ok);
         if settled.is_none() {
             self.slots.lock().ok()?.remove(id);
         }
@@ -99,10 +90,8 @@ struct EventOrder {
 
 /// Subscribes to order events and feeds confirmed/cancelled ones to a tracker.
 pub async fn watch_orders(client: &Client) -> Result<(Arc<Tracker>, tokio::task::JoinHandle<()>)> {
-    let mut events = client
-        .subscribe("events.order.>")
-        .await
-        .context("subscribing to order events")?;
+    let events = client.subscribe("events.order.>").await;
+    let mut events = events.context("subscribing to order events")?;
     client.flush().await.context("flushing the subscription")?;
     let tracker = Arc::new(Tracker::default());
     let feed = tracker.clone();
@@ -159,8 +148,7 @@ pub async fn register_user(client: &Client, run: &str) -> Result<User> {
     })
 }
 
-/// Sends `order.create` for one unit of a product (failures count as `op`);
-/// returns the order id, the reply size and when the reply came.
+/// Sends `order.create` for one unit of a product; the order id, reply size and time.
 pub async fn create_order(
     client: &Client,
     op: &'static str,
@@ -207,11 +195,7 @@ impl Operation for PlaceOrder {
         let (id, bytes, replied) = match created.await {
             Ok(created) => created,
             Err(mut failed) => {
-                if failed
-                    .result
-                    .as_ref()
-                    .is_err_and(|e| e.kind == "service_503")
-                {
+                if matches!(&failed.result, Err(e) if e.kind == "service_503") {
                     failed.phases = vec![(CREATE_REFUSED, Instant::now())];
                 }
                 return failed;
@@ -262,11 +246,8 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     });
     let sync = target.nats_sync.as_ref().map(|s| format!("sync-{s}"));
     let variant = opts.variant.clone().or(sync);
-    let meta = Meta::new(
-        "order-place",
-        variant.as_deref(),
-        "order.create → events.order.*",
-    );
+    let subjects = "order.create → events.order.*";
+    let meta = Meta::new("order-place", variant.as_deref(), subjects);
     let measured = measure(op, target, opts, meta).await;
     watcher.abort();
     measured

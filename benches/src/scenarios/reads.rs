@@ -1,14 +1,6 @@
-//! The request-reply reads:
-//!
-//! - `echo`: the same `{"id":...}` requests as product-get, answered by a raw
-//!   async-nats responder (`shop-bench echo-server`) with a reply of a
-//!   product's size. It does no work, so its rate is the ceiling of this
-//!   machine, NATS server and load generator: every other request-reply
-//!   figure is read as a share of it.
-//! - `product-get`: `product.get` of seeded products, JSON or bincode
-//!   (`Content-Type: application/bincode`, the reply mirrors it).
-//! - `product-list`: `product.list` pages of seeded products, starting at
-//!   cursors spread over the catalogue.
+//! The request-reply reads: `echo` (the same requests as product-get, answered by
+//! a raw responder with a reply of a product's size: the ceiling every request-reply
+//! figure is read against), `product-get` (JSON or bincode) and `product-list`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +33,8 @@ pub fn encoding_name(encoding: Encoding) -> &'static str {
 
 /// Creates the read products unless they exist.
 pub async fn seed_reads(client: &Client, products: usize) -> Result<()> {
-    seed::ensure_products(client, READ_PREFIX, products, seed::DEFAULT_STOCK, 32)
-        .await
-        .map(|_| ())
+    seed::ensure_products(client, READ_PREFIX, products, seed::DEFAULT_STOCK, 32).await?;
+    Ok(())
 }
 
 /// `{"id":"<id>"}` payloads of the read products `0..count`.
@@ -96,8 +87,7 @@ pub async fn probe(
     Ok(reply.payload.len())
 }
 
-/// Measures requests to `subject` with `payloads` (taken in turn) and
-/// `headers` on a fresh connection: the point of `scenario`/`variant`.
+/// Measures requests to `subject` with `payloads` and `headers`: `scenario`/`variant`.
 async fn requests(
     target: &Target,
     opts: &Options,
@@ -173,17 +163,13 @@ mod tests {
 
     #[test]
     fn cursors_step_through_the_catalogue() {
-        let p: Vec<serde_json::Value> = list_payloads(60, 20)
-            .iter()
-            .map(|b| serde_json::from_slice(b).unwrap())
-            .collect();
-        assert_eq!(
-            p,
-            vec![
-                serde_json::json!({"limit": 20}),
-                serde_json::json!({"limit": 20, "cursor": "bench-0019"}),
-                serde_json::json!({"limit": 20, "cursor": "bench-0039"}),
-            ]
-        );
+        let pages = list_payloads(60, 20).into_iter();
+        let pages = pages.map(|b| serde_json::from_slice(&b).unwrap());
+        let expected = json!([
+            {"limit": 20},
+            {"limit": 20, "cursor": "bench-0019"},
+            {"limit": 20, "cursor": "bench-0039"},
+        ]);
+        assert_eq!(serde_json::Value::Array(pages.collect()), expected);
     }
 }
