@@ -348,13 +348,10 @@ async fn run_command(args: RunArgs) -> Result<()> {
 
 async fn suite_command(args: SuiteArgs) -> Result<bool> {
     let stack = args.stack.config()?;
-    let opts = args.config.options(Model::Closed { in_flight: 64 });
-    eprintln!(
-        "suite: {} s per point after {} s warm-up; logs in {}",
-        opts.duration.as_secs_f64(),
-        opts.warmup.as_secs_f64(),
-        stack.logs_dir.display()
-    );
+    let opts = args.config.closed();
+    let (secs, warmup) = (opts.duration.as_secs_f64(), opts.warmup.as_secs_f64());
+    let logs = stack.logs_dir.display();
+    eprintln!("suite: {secs} s per point after {warmup} s warm-up; logs in {logs}");
     let (mut file, failures) = suite::run(&args.config, &stack).await?;
     finish(&mut file, &args.output, args.markdown.as_deref())?;
     if !failures.is_empty() {

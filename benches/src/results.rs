@@ -1,7 +1,5 @@
-//! The JSON results file (`--json-out`): the machine, versions and settings of a
-//! run, every figure it measured, and the targets checked against them
-//! ([`check_targets`]). `--compare` reads an older one; `report` turns one into
-//! tables (crate::report). Schema id: [`SCHEMA`]; fields are only ever added.
+//! The JSON results file (`--json-out`): machine, versions, settings, every figure
+//! measured and the targets ([`check_targets`]); fields are only ever added.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -60,8 +58,7 @@ pub struct Settings {
 /// One measured point of a scenario.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ScenarioResult {
-    /// Unique within a file and stable across runs: what `--compare` matches on,
-    /// e.g. `product-get/json c64`.
+    /// Unique within a file and stable across runs (`--compare` matches on it).
     pub key: String,
     pub scenario: String,
     pub variant: Option<String>,
@@ -72,8 +69,7 @@ pub struct ScenarioResult {
     pub warmup_s: f64,
     /// Instances of the service under test, when the harness started them.
     pub instances: Option<usize>,
-    /// JetStream `sync_interval` of the server, when the harness started it:
-    /// `always` (what the project ships) or `default` (every 2 minutes).
+    /// JetStream `sync_interval` of the server (`always`, `default`), if the harness started it.
     pub nats_sync: Option<String>,
     /// Throughput of each round when the point ran in several (the figure is their median).
     #[serde(default)]
@@ -86,8 +82,7 @@ pub struct ScenarioResult {
     pub throughput_per_s: f64,
     /// Seconds the successes were counted over.
     pub measured_s: f64,
-    /// Of successful operations (closed loop: from the send; open loop: from the
-    /// intended send time).
+    /// Of successful operations (open loop: from the intended send time).
     pub latency_ms: Option<Latency>,
     pub reply_bytes_mean: Option<f64>,
     /// Per operation, when a scenario mixes several.
@@ -261,11 +256,8 @@ impl ScenarioResult {
         }
     }
 
-    /// One point from rounds of the same load, run back to back (`run
-    /// --rounds`) or alternated with another scenario so that drift affects
-    /// both (the suite): counts are summed; throughput, each percentile and
-    /// reply size are the median over rounds (of each operation and phase
-    /// too); CPU is averaged.
+    /// One point from rounds of the same load: counts summed, CPU averaged, every
+    /// other figure the median over rounds.
     pub fn combine_rounds(rounds: Vec<ScenarioResult>) -> Result<Self> {
         let Some(first) = rounds.first() else {
             bail!("no rounds to combine");
@@ -326,8 +318,7 @@ impl ScenarioResult {
         self.errors as f64 / (self.ok + self.errors).max(1) as f64
     }
 
-    /// What makes this point untrustworthy, if anything: no successes, an error
-    /// rate above `max_error_rate`, disordered percentiles, a failed check.
+    /// What makes this point untrustworthy (errors over `max_error_rate` ...), if anything.
     pub fn problems(&self, max_error_rate: f64) -> Vec<String> {
         let first_error = self.first_error.as_deref().unwrap_or("none");
         let (rate, kinds) = (self.throughput_per_s, &self.error_kinds);
@@ -375,9 +366,7 @@ fn summed<'a>(counts: impl Iterator<Item = &'a BTreeMap<String, u64>>) -> BTreeM
 }
 
 impl ResultsFile {
-    /// An empty file of this run (this program's arguments as its command):
-    /// now, this machine, the versions known without a server (the caller
-    /// fills in `nats_server` and `node`).
+    /// An empty file of this run: now, this command, this machine, the versions known.
     pub fn new(settings: Settings) -> Self {
         Self {
             schema: SCHEMA.to_string(),
@@ -400,8 +389,7 @@ impl ResultsFile {
         fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Reads a results file of this schema (any version of it: fields are
-    /// only ever added, with defaults).
+    /// Reads a results file of this schema (any version of it).
     pub fn read(path: &Path) -> Result<Self> {
         let text =
             fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -443,8 +431,7 @@ pub const GATEWAY_P99_MS: f64 = 10.0;
 pub const ORDER_RATE: f64 = 500.0;
 /// ... with p99 time-to-confirmed under this (ms).
 pub const ORDER_P99_MS: f64 = 250.0;
-/// "Sustained": at least this share of the offered rate confirmed, and at most
-/// this share of orders failed or unsettled.
+/// "Sustained": this share of the offered rate confirmed, at most this share failed.
 const SUSTAINED_SHARE: f64 = 0.98;
 const MAX_ORDER_ERRORS: f64 = 0.001;
 
@@ -459,8 +446,7 @@ impl TargetCheck {
     }
 }
 
-/// `num`'s throughput over `den`'s, against `at_least` (shown as a percentage
-/// or as a multiple).
+/// `num`'s throughput over `den`'s, against `at_least` (as a percentage or a multiple).
 fn ratio_check(
     name: &str,
     target: &str,
@@ -484,20 +470,16 @@ fn ratio_check(
 
 /// Every one of the targets, measured or not, from one file.
 pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
-    let mut checks = vec![ratio_check(
-        "product-get vs echo (64 in flight)",
-        &format!("≥ {:.0}% of echo", PRODUCT_GET_VS_ECHO * 100.0),
-        (
-            file.c64("product-get", Some("json")),
-            file.c64("echo", None),
-        ),
-        PRODUCT_GET_VS_ECHO,
-        true,
-    )];
-    // The stack the target names, express-http-proxy as such guides set it up
-    // (a new upstream connection per request), and the same stack tuned with
-    // keep-alive upstream connections, so the ratio is also shown against the
-    // stronger configuration.
+    let (get, echo) = (
+        file.c64("product-get", Some("json")),
+        file.c64("echo", None),
+    );
+    let wanted = format!("≥ {:.0}% of echo", PRODUCT_GET_VS_ECHO * 100.0);
+    let name = "product-get vs echo (64 in flight)";
+    let get_vs_echo = ratio_check(name, &wanted, (get, echo), PRODUCT_GET_VS_ECHO, true);
+    let mut checks = vec![get_vs_echo];
+    // Express as express-http-proxy sets it up (a connection per request), and
+    // tuned with keep-alive upstream connections (the stronger configuration).
     let uncached = file.c64("gateway-get", Some("uncached"));
     for (variant, how, stack) in [
         ("express", "express-http-proxy defaults", "Express"),
@@ -609,10 +591,8 @@ pub mod tests {
         assert!(r.ops.is_empty(), "one operation: no breakdown");
         assert!(r.problems(0.05).is_empty(), "{:?}", r.problems(0.05));
         assert_eq!(r.problems(0.01).len(), 1, "4.8% errors");
-        assert!(
-            (r.latency_ms.unwrap().p50 - 2.0).abs() < 0.01,
-            "median of p50s"
-        );
+        let p50 = r.latency_ms.unwrap().p50;
+        assert!((p50 - 2.0).abs() < 0.01, "median of p50s");
         let echo = point("echo", None, C64, 1.0, 1);
         assert!(ScenarioResult::combine_rounds(vec![r, echo]).is_err());
     }

@@ -2,7 +2,7 @@
 //! nats-server (or a cluster), services, the echo responder, the gateway and
 //! the Express baseline; each logs to its own file and dies with the harness.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -217,10 +217,7 @@ impl Stack {
             bail!("this stack already has a nats-server");
         }
         let n = self.config.nats_cluster.max(1);
-        let auth_dir = match self.config.auth {
-            true => Some(self.auth_init()?),
-            false => None,
-        };
+        let auth_dir = self.config.auth.then(|| self.auth_init()).transpose()?;
         crate::nats::use_credentials(auth_dir.as_ref().map(|d| d.join("operator.creds")));
         let config_dir = (auth_dir.clone()).unwrap_or_else(|| self.data.path().to_path_buf());
         let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
@@ -293,10 +290,8 @@ impl Stack {
         identity: &str,
         rust_log: &str,
     ) -> Result<Spec> {
-        let url = self
-            .nats_url
-            .as_deref()
-            .context("no nats-server started in this stack")?;
+        let url = self.nats_url.as_deref();
+        let url = url.context("no nats-server started in this stack")?;
         let replicas = self.config.nats_cluster.clamp(1, 5).to_string();
         let creds =
             (self.auth_dir.iter()).map(|d| ("NATS_CREDS", d.join(format!("{identity}.creds"))));
@@ -338,10 +333,8 @@ impl Stack {
             spec = spec.env(format!("{}_DATA_KEY_FILE", service.to_uppercase()), path);
         }
         if service == "user" {
-            let (email, password) = crate::seed::admin_credentials();
-            spec = spec
-                .env("ADMIN_EMAIL", email)
-                .env("ADMIN_PASSWORD", password);
+            let (email, pass) = crate::seed::admin_credentials();
+            spec = spec.env("ADMIN_EMAIL", email).env("ADMIN_PASSWORD", pass);
         }
         self.start(service, spec.envs(env.iter().copied())).await
     }
@@ -380,10 +373,8 @@ impl Stack {
     pub async fn start_express(&mut self, keep_alive: bool) -> Result<String> {
         let dir = self.config.express_dir.clone();
         if !self.config.express_available() {
-            bail!(
-                "the Express baseline is not installed: run `npm ci` in {}",
-                dir.display()
-            );
+            let dir = dir.display();
+            bail!("the Express baseline is not installed: run `npm ci` in {dir}");
         }
         let (product_port, gateway_port) = (free_port()?.to_string(), free_port()?.to_string());
         let url = format!("http://127.0.0.1:{gateway_port}");
@@ -409,12 +400,9 @@ impl Stack {
     pub fn check_alive(&mut self) -> Result<()> {
         for m in &mut self.members {
             if let Some(status) = m.process.try_exit() {
-                let log = m.process.log_file().map(|p| p.display().to_string());
+                let log = m.process.log_file().unwrap_or(Path::new("")).display();
                 let (name, tail) = (m.process.name(), m.process.tail(20));
-                bail!(
-                    "{name} exited ({status}); last lines of {}:\n{tail}",
-                    log.unwrap_or_default()
-                );
+                bail!("{name} exited ({status}); last lines of {log}:\n{tail}");
             }
         }
         Ok(())
@@ -422,9 +410,8 @@ impl Stack {
 
     /// Stops every process of `role` (newest first).
     pub async fn stop_role(&mut self, role: &str) {
-        let (stop, keep) = std::mem::take(&mut self.members)
-            .into_iter()
-            .partition(|m| m.role == role);
+        let members = std::mem::take(&mut self.members);
+        let (stop, keep) = members.into_iter().partition(|m| m.role == role);
         self.members = keep;
         for m in stop.into_iter().rev() {
             stop_member(m).await;
@@ -469,12 +456,13 @@ impl Drop for Stack {
 }
 
 async fn stop_member(mut m: Member) {
-    match m.process.stop(STOP_TIMEOUT).await {
-        Ok(Stopped::Killed) => eprintln!(
-            "stack: {} did not stop in {STOP_TIMEOUT:?}; killed it",
-            m.process.name()
-        ),
-        Err(e) => eprintln!("stack: stopping {}: {e:#}", m.process.name()),
+    let stopped = m.process.stop(STOP_TIMEOUT).await;
+    let name = m.process.name();
+    match stopped {
+        Ok(Stopped::Killed) => {
+            eprintln!("stack: {name} did not stop in {STOP_TIMEOUT:?}; killed it")
+        }
+        Err(e) => eprintln!("stack: stopping {name}: {e:#}"),
         Ok(_) => {}
     }
 }

@@ -25,6 +25,9 @@ const HTTP_WARMUP: Duration = Duration::from_secs(5);
 
 /// Requests in flight of the closed-loop points, and wrk's connections.
 const IN_FLIGHT: usize = 64;
+const CLOSED: Model = Model::Closed {
+    in_flight: IN_FLIGHT,
+};
 
 /// The gateway's cache switch (`on`/`off`, services/gateway/src/config.rs).
 pub const GATEWAY_CACHE_ENV: &str = "GATEWAY_CACHE";
@@ -68,8 +71,7 @@ pub struct SuiteConfig {
 impl SuiteConfig {
     /// Rounds of echo and product-get/json.
     fn rounds(&self) -> usize {
-        let rounds = self.rounds.unwrap_or(if self.quick { 1 } else { 2 });
-        rounds.max(1)
+        self.rounds.unwrap_or(if self.quick { 1 } else { 2 }).max(1)
     }
 
     fn wants(&self, name: &str) -> bool {
@@ -82,20 +84,18 @@ impl SuiteConfig {
             true => (2_000, 500, 10),
             false => (10_000, 2_000, 20),
         };
-        let opts = Options {
+        Options {
             duration: (self.duration).unwrap_or(Duration::from_millis(duration)),
             warmup: (self.warmup).unwrap_or(Duration::from_millis(warmup)),
             settle_timeout: Duration::from_secs(settle),
             ..Options::default()
-        };
-        opts.with_model(model)
+        }
+        .with_model(model)
     }
 
     /// The options of the closed-loop points ([`IN_FLIGHT`] requests in flight).
-    fn closed(&self) -> Options {
-        self.options(Model::Closed {
-            in_flight: IN_FLIGHT,
-        })
+    pub fn closed(&self) -> Options {
+        self.options(CLOSED)
     }
 }
 
@@ -113,13 +113,9 @@ impl Run {
 
     /// Reports a point's outcome; a failure is noted (in the file too).
     fn record(&mut self, what: &str, outcome: Result<ScenarioResult>) -> Option<ScenarioResult> {
-        let r = match outcome {
-            Ok(r) => r,
-            Err(e) => {
-                self.fail(format!("{what} failed: {e:#}"));
-                return None;
-            }
-        };
+        let r = outcome
+            .map_err(|e| self.fail(format!("{what} failed: {e:#}")))
+            .ok()?;
         let problems = r.problems(0.01);
         let problems = match problems.is_empty() {
             true => String::new(),
@@ -153,11 +149,8 @@ impl Run {
         let name = scenario.name();
         let what = what.unwrap_or_else(|| format!("{name} ({})", opts.model.describe()));
         self.progress(&what);
-        let outcome = match stack.target(Some(1)) {
-            Ok(target) => scenarios::run(scenario, &target, opts).await,
-            Err(e) => Err(e),
-        };
-        self.record(&name, outcome)
+        let run = async { scenarios::run(scenario, &stack.target(Some(1))?, opts).await };
+        self.record(&name, run.await)
     }
 
     /// Runs each of `points` that the configuration wants and keeps their results.
@@ -255,8 +248,7 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
     stack.start_service("product", &[]).await?;
     let c = cfg.closed();
     reads::seed_reads(&client, c.products).await?;
-    // The echo reply is as big as a product's, so the only difference between
-    // the two is the work product.get does.
+    // The echo reply is as big as a product's: the difference is product.get's work.
     let reply_bytes = reads::probe(&client, &read_id(0), Encoding::Json, c.timeout).await?;
     stack.start_echo(ECHO_SUBJECT, reply_bytes).await?;
     let extra = &mut run.file.settings.extra;
@@ -266,9 +258,7 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
     for round in 0..n {
         // ABBA: echo first in even rounds, product-get first in odd ones.
         let mut order = [Scenario::Echo, Scenario::ProductGet];
-        if round % 2 == 1 {
-            order.reverse();
-        }
+        order.rotate_left(round % 2);
         for s in order.into_iter().filter(|s| cfg.wants(&s.name())) {
             let model = c.model.describe();
             let what = format!("{} ({model}) round {}/{n}", s.name(), round + 1);
@@ -277,8 +267,9 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
         }
     }
     for rounds in rounds.into_iter().filter(|r| !r.is_empty()) {
-        let combined = ScenarioResult::combine_rounds(rounds)?;
-        run.file.results.push(combined);
+        run.file
+            .results
+            .push(ScenarioResult::combine_rounds(rounds)?);
     }
     let mut bincode = c.clone();
     bincode.encoding = Encoding::Bincode;

@@ -166,7 +166,6 @@ impl Options {
     /// The settings of points run with these options, and `extra` ones.
     pub fn settings<const N: usize>(&self, extra: [(&str, serde_json::Value); N]) -> Settings {
         Settings {
-            quick: false,
             duration_s: self.duration.as_secs_f64(),
             warmup_s: self.warmup.as_secs_f64(),
             timeout_s: self.timeout.as_secs_f64(),
@@ -174,9 +173,8 @@ impl Options {
                 Model::Closed { in_flight } => in_flight,
                 Model::Open { .. } => 0,
             },
-            nats_url: None,
-            services_rust_log: None,
             extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
+            ..Settings::default()
         }
     }
 }
