@@ -163,17 +163,12 @@ async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Resu
         let (op, seq) = (op.clone(), seq.clone());
         workers.spawn(async move {
             let mut tally = Tally::default();
-            loop {
-                let sent = Instant::now();
-                if sent >= s.end {
-                    break;
-                }
+            while let Some(sent) = Some(Instant::now()).filter(|now| *now < s.end) {
                 let outcome = op.call(seq.fetch_add(1, Ordering::Relaxed)).await;
                 let done = outcome.done.unwrap_or_else(Instant::now);
-                if done < s.measure_start || done >= s.end {
-                    continue;
+                if (s.measure_start..s.end).contains(&done) {
+                    record(&mut tally, outcome, sent, done);
                 }
-                record(&mut tally, outcome, sent, done);
             }
             tally
         });
@@ -190,12 +185,7 @@ async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Resu
     })
 }
 
-async fn open<O: Operation>(
-    op: Arc<O>,
-    rate: f64,
-    max_in_flight: usize,
-    s: Schedule,
-) -> Result<RunStats> {
+async fn open<O: Operation>(op: Arc<O>, rate: f64, limit: usize, s: Schedule) -> Result<RunStats> {
     if !(rate.is_finite() && rate > 0.0) {
         bail!("--rate must be a positive number, got {rate}");
     }
@@ -204,7 +194,7 @@ async fn open<O: Operation>(
     let (mut tally, mut last_done) = (Tally::default(), None::<Instant>);
     // A request due at `intended`, sent at `sent`, counts if due in the window.
     let mut keep = |intended: Instant, sent: Instant, outcome: Outcome| {
-        if intended < s.measure_start || intended >= s.end {
+        if !(s.measure_start..s.end).contains(&intended) {
             return;
         }
         let done = outcome.done.unwrap_or(sent);
@@ -225,9 +215,8 @@ async fn open<O: Operation>(
             tokio::time::sleep_until(intended.into()).await;
         }
         let sent = Instant::now();
-        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            let message =
-                format!("{max_in_flight} requests outstanding: the generator dropped this one");
+        if in_flight.load(Ordering::Relaxed) >= limit {
+            let message = format!("{limit} requests outstanding: the generator dropped this one");
             let mut dropped = Outcome::err(op.label(i), OpError::new("overload", message));
             dropped.done = Some(sent);
             keep(intended, sent, dropped);

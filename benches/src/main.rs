@@ -314,7 +314,6 @@ async fn start_echo(stack: &mut Stack, opts: &Options) -> Result<()> {
     stack.start_echo(ECHO_SUBJECT, probe.unwrap_or(216)).await
 }
 
-/// Whether anything answers requests on `subject`.
 async fn answers(url: &str, subject: &str) -> Result<bool> {
     let client = nats::connect(url, "shop-bench-probe", Duration::from_secs(2)).await?;
     match client.request(subject.to_string(), "{}".into()).await {

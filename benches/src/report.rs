@@ -14,7 +14,7 @@ use crate::results::{ResultsFile, ScalingPoint, ScalingRun, ScenarioResult};
 use crate::stats::{fmt_ms, fmt_rate, fmt_secs, Latency};
 
 /// A table rendered as aligned text or as markdown.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Table {
     headers: Vec<String>,
     /// Per column: aligned right (numbers) rather than left.
@@ -29,12 +29,9 @@ impl Table {
             Some(name) => (name.to_string(), true),
             None => (c.to_string(), false),
         });
-        let (headers, right) = columns.unzip();
-        Self {
-            headers,
-            right,
-            rows: Vec::new(),
-        }
+        let mut table = Self::default();
+        (table.headers, table.right) = columns.unzip();
+        table
     }
 
     /// Adds a row; missing cells are blank, extra ones are dropped.
@@ -99,10 +96,8 @@ pub fn cpu_summary(cpu: &[CpuUse]) -> String {
     text
 }
 
-/// The percentile columns every latency table shows.
 const LATENCY_COLUMNS: &str = ">p50 ms|>p90 ms|>p99 ms|>p99.9 ms|>max ms";
 
-/// The cells of the [`LATENCY_COLUMNS`].
 fn latency_cells(l: &Option<Latency>) -> [String; 5] {
     l.map_or_else(
         || ["-"; 5].map(String::from),
@@ -226,7 +221,6 @@ fn ratio(new: Option<f64>, old: Option<f64>) -> String {
 /// The figures of one point that are compared: throughput, latency, errors.
 type Figures = (f64, Option<Latency>, u64);
 
-/// One row of the comparison: old and new figures, and their ratios.
 fn compare_row(key: String, new: Figures, old: Figures) -> Vec<String> {
     let at = |f: &Figures, i: usize| f.1.map(|l| l.percentiles()[i]);
     let ms = |v: Option<f64>| v.map_or("-".to_string(), fmt_ms);
@@ -422,7 +416,6 @@ fn scaling_section(file: &ResultsFile) -> String {
     runs.collect::<Vec<_>>().join("\n")
 }
 
-/// The CPU each point used, by role.
 fn cpu_table(file: &ResultsFile) -> Table {
     let mut t = Table::new("point|CPU used, cores");
     for r in file.results.iter().filter(|r| !r.cpu.is_empty()) {

@@ -269,9 +269,8 @@ impl ScenarioResult {
             return Ok(first.clone());
         }
         let ops = first.ops.iter().map(|op| {
-            let same = rounds
-                .iter()
-                .filter_map(|r| r.ops.iter().find(|o| o.name == op.name));
+            let named = |o: &&OpResult| o.name == op.name;
+            let same = rounds.iter().filter_map(|r| r.ops.iter().find(named));
             let same: Vec<&OpResult> = same.collect();
             OpResult {
                 name: op.name.clone(),
@@ -284,12 +283,9 @@ impl ScenarioResult {
             }
         });
         let phases = first.phases.iter().map(|phase| {
-            let same = rounds
-                .iter()
-                .flat_map(|r| &r.phases)
-                .filter(|p| p.name == phase.name);
-            let latency_ms = latency_median(same.map(|p| p.latency_ms));
-            let name = phase.name.clone();
+            let all = rounds.iter().flat_map(|r| &r.phases);
+            let same = all.filter(|p| p.name == phase.name).map(|p| p.latency_ms);
+            let (name, latency_ms) = (phase.name.clone(), latency_median(same));
             PhaseResult { name, latency_ms }
         });
         let throughputs: Vec<f64> = rounds.iter().map(|r| r.throughput_per_s).collect();
@@ -356,7 +352,6 @@ fn latency_median(latencies: impl Iterator<Item = Option<Latency>>) -> Option<La
     Latency::median(&latencies.flatten().collect::<Vec<_>>())
 }
 
-/// Error counts by kind, added up.
 fn summed<'a>(counts: impl Iterator<Item = &'a BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
     let mut sum = BTreeMap::new();
     for (kind, n) in counts.flatten() {
@@ -396,11 +391,8 @@ impl ResultsFile {
         let file: ResultsFile = serde_json::from_str(&text)
             .with_context(|| format!("parsing {} as a shop-bench results file", path.display()))?;
         if file.schema != SCHEMA {
-            bail!(
-                "{} has schema {:?}; this shop-bench reads {SCHEMA:?}",
-                path.display(),
-                file.schema
-            );
+            let (shown, schema) = (path.display(), &file.schema);
+            bail!("{shown} has schema {schema:?}; this shop-bench reads {SCHEMA:?}");
         }
         Ok(file)
     }
@@ -470,10 +462,8 @@ fn ratio_check(
 
 /// Every one of the targets, measured or not, from one file.
 pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
-    let (get, echo) = (
-        file.c64("product-get", Some("json")),
-        file.c64("echo", None),
-    );
+    let get = file.c64("product-get", Some("json"));
+    let echo = file.c64("echo", None);
     let wanted = format!("≥ {:.0}% of echo", PRODUCT_GET_VS_ECHO * 100.0);
     let name = "product-get vs echo (64 in flight)";
     let get_vs_echo = ratio_check(name, &wanted, (get, echo), PRODUCT_GET_VS_ECHO, true);
@@ -485,13 +475,10 @@ pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
         ("express", "express-http-proxy defaults", "Express"),
         ("express-keepalive", "keep-alive upstream", "tuned Express"),
     ] {
-        checks.push(ratio_check(
-            &format!("gateway-get uncached vs Express ({how})"),
-            &format!("≥ {GATEWAY_VS_EXPRESS:.0}× {stack} + express-http-proxy"),
-            (uncached, file.c64("gateway-get", Some(variant))),
-            GATEWAY_VS_EXPRESS,
-            false,
-        ));
+        let name = format!("gateway-get uncached vs Express ({how})");
+        let wanted = format!("≥ {GATEWAY_VS_EXPRESS:.0}× {stack} + express-http-proxy");
+        let pair = (uncached, file.c64("gateway-get", Some(variant)));
+        checks.push(ratio_check(&name, &wanted, pair, GATEWAY_VS_EXPRESS, false));
     }
     let p99 = uncached.and_then(|r| r.latency_ms.map(|l| l.p99));
     checks.push(TargetCheck::new(
@@ -514,12 +501,9 @@ pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
             && p99.is_some_and(|p| p < ORDER_P99_MS);
         let sync = r.nats_sync.as_deref().map(|s| format!("sync {s}"));
         let which = sync.or_else(|| r.variant.clone()).unwrap_or_default();
-        let measured = format!(
-            "{}/s confirmed, p99 {} ms, {} failed or unsettled",
-            fmt_rate(r.throughput_per_s),
-            p99.map_or("-".to_string(), fmt_ms),
-            r.errors
-        );
+        let (rate, errors) = (fmt_rate(r.throughput_per_s), r.errors);
+        let p99_ms = p99.map_or("-".to_string(), fmt_ms);
+        let measured = format!("{rate}/s confirmed, p99 {p99_ms} ms, {errors} failed or unsettled");
         let name = format!("order-place ({which})");
         checks.push(TargetCheck::new(&name, &wanted, Some(measured), Some(met)));
     }
@@ -582,10 +566,8 @@ pub mod tests {
             .map(|r| ScenarioResult::from_run(meta(), r, Vec::new()));
         let r = ScenarioResult::combine_rounds(apart.collect()).unwrap();
         assert_eq!(r.key, "product-get/json c64");
-        assert_eq!(
-            (r.rounds.as_slice(), r.throughput_per_s),
-            (&[5.0, 15.0, 10.0][..], 10.0)
-        );
+        assert_eq!(r.rounds, [5.0, 15.0, 10.0]);
+        assert_eq!(r.throughput_per_s, 10.0);
         assert_eq!((r.ok, r.errors), (60, 3));
         assert!((r.warmup_s - 1.0).abs() < 1e-9 && (r.duration_s - 2.0).abs() < 1e-9);
         assert!(r.ops.is_empty(), "one operation: no breakdown");
@@ -599,11 +581,8 @@ pub mod tests {
 
     #[test]
     fn mixed_operations_are_broken_down() {
-        let oks = [
-            ("product.get", 1000),
-            ("product.get", 1000),
-            ("user.login", 30_000),
-        ];
+        let (get, login) = (("product.get", 1000), ("user.login", 30_000));
+        let oks = [get, get, login];
         let run = run_stats(Model::Open { rate: 100.0 }, &oks, 1);
         let meta = Meta::new("mixed", None, "mix");
         let r = ScenarioResult::from_run(meta, &run, Vec::new());
@@ -613,10 +592,8 @@ pub mod tests {
         assert!((get.share - 0.75).abs() < 1e-9);
         let two = ScenarioResult::combine_rounds(vec![r.clone(), r]).unwrap();
         let get = two.ops.iter().find(|o| o.name == "product.get").unwrap();
-        assert_eq!(
-            (get.ok, get.errors, get.error_kinds["service_404"]),
-            (4, 2, 2)
-        );
+        let not_found = get.error_kinds["service_404"];
+        assert_eq!((get.ok, get.errors, not_found), (4, 2, 2));
         assert!((get.share - 0.75).abs() < 1e-9 && (get.throughput_per_s - 1.0).abs() < 1e-9);
     }
 
@@ -626,9 +603,7 @@ pub mod tests {
         let meta = Meta::new("echo", None, "bench.echo");
         let r = ScenarioResult::from_run(meta, &run, vec![]);
         let problems = r.problems(1.0);
-        assert!(
-            problems[0].contains("no successful requests"),
-            "{problems:?}"
-        );
+        let first = &problems[0];
+        assert!(first.contains("no successful requests"), "{problems:?}");
     }
 }

@@ -282,14 +282,8 @@ impl Stack {
         Ok(dir)
     }
 
-    /// `name` running `program` on this stack's NATS as `identity`, logging at `rust_log`.
-    fn nats_spec(
-        &self,
-        name: &str,
-        program: PathBuf,
-        identity: &str,
-        rust_log: &str,
-    ) -> Result<Spec> {
+    /// `name` running `program` on this stack's NATS as `identity`, logging at `log`.
+    fn nats_spec(&self, name: &str, program: PathBuf, identity: &str, log: &str) -> Result<Spec> {
         let url = self.nats_url.as_deref();
         let url = url.context("no nats-server started in this stack")?;
         let replicas = self.config.nats_cluster.clamp(1, 5).to_string();
@@ -301,7 +295,7 @@ impl Stack {
                 ("JS_REPLICAS", &replicas),
                 ("INSTANCE_ID", name),
             ])
-            .envs([("LOG_FORMAT", "json"), ("RUST_LOG", rust_log)])
+            .envs([("LOG_FORMAT", "json"), ("RUST_LOG", log)])
             .env_remove("NATS_CREDS")
             .envs(creds)
             .ready_line("\"service ready\""))

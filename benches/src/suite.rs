@@ -99,7 +99,6 @@ impl SuiteConfig {
     }
 }
 
-/// Collects results, notes and failures while the suite runs.
 struct Run {
     file: ResultsFile,
     failures: Vec<String>,
@@ -297,21 +296,20 @@ async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
     }
     let mut variants = Vec::new();
     let gateway = stack.config.gateway_bin();
+    let shown = gateway.display();
+    let skipped = format!("gateway-get (Rust gateway) skipped: {shown} is not built");
     match gateway.exists() {
         true => variants.extend(["cached", "uncached"]),
-        false => run.note(format!(
-            "gateway-get (Rust gateway) skipped: {} is not built",
-            gateway.display()
-        )),
+        false => run.note(skipped),
     }
     if stack.config.express_available() {
         run.file.versions.node = machine::program_version(&stack.config.node);
         variants.extend(["express", "express-keepalive"]);
     } else {
         let express_dir = stack.config.express_dir.display();
-        run.note(format!(
-            "gateway-get Express baseline skipped: run `npm ci` in {express_dir}"
-        ));
+        let skipped =
+            format!("gateway-get Express baseline skipped: run `npm ci` in {express_dir}");
+        run.note(skipped);
     }
     for variant in variants {
         run.progress(&format!("gateway-get {variant} (closed {IN_FLIGHT})"));
@@ -453,10 +451,8 @@ mod tests {
         let (quick, full) = (parse("--quick"), parse(""));
         let (q, f) = (quick.closed(), full.closed());
         assert!(q.duration < f.duration && quick.rounds() <= full.rounds());
-        assert_eq!(
-            (f.duration, f.warmup),
-            (Duration::from_secs(10), Duration::from_secs(2))
-        );
+        let (ten, two) = (Duration::from_secs(10), Duration::from_secs(2));
+        assert_eq!((f.duration, f.warmup), (ten, two));
         assert_eq!(full.instances, vec![1, 2, 4]);
         assert!(full.wants("echo"));
         let only = parse("--only echo --duration 1s");

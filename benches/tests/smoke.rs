@@ -31,11 +31,9 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
         "missing {missing:?}: run `cargo build --workspace --bins` first (scripts/test.sh does)"
     );
 
-    let config: SuiteConfig = from_flags(
-        "--duration 1s --warmup 200ms --rounds 1 --read-rate 200 --mixed-rate 60 \
-         --order-rates 20 --instances 1,2 --no-wrk",
-    )
-    .expect("flags");
+    let flags = "--duration 1s --warmup 200ms --rounds 1 --read-rate 200 --mixed-rate 60 \
+                 --order-rates 20 --instances 1,2 --no-wrk";
+    let config: SuiteConfig = from_flags(flags).expect("flags");
     let (file, failures) = suite::run(&config, &stack).await.expect("suite");
     assert!(failures.is_empty(), "{failures:#?}");
     for scenario in Scenario::value_variants() {

@@ -321,9 +321,7 @@ mod tests {
         for seq in 0..100_000u64 {
             buckets[(spread(seq) % 10) as usize] += 1;
         }
-        assert!(
-            buckets.iter().all(|b| (9_500..10_500).contains(b)),
-            "{buckets:?}"
-        );
+        let even = buckets.iter().all(|b| (9_500..10_500).contains(b));
+        assert!(even, "{buckets:?}");
     }
 }

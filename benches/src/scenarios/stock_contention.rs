@@ -108,9 +108,8 @@ pub fn stock_check(id: &str, initial: i64, final_stock: i64, seen: [u64; 3]) -> 
         problems.push(format!("expected {lowest}..={highest}"));
     }
     if conflicts > 0 && final_stock != 0 {
-        problems.push(format!(
-            "{conflicts} refusals for want of stock, yet stock is left"
-        ));
+        let left = format!("{conflicts} refusals for want of stock, yet stock is left");
+        problems.push(left);
     }
     let problems = match problems.is_empty() {
         true => String::new(),
