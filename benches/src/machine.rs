@@ -38,19 +38,16 @@ pub struct Versions {
 pub fn machine() -> Machine {
     let cpu_info = CpuInfo::current().ok();
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let pretty_name = os_release
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="));
+    let mut lines = os_release.lines();
+    let pretty_name = lines.find_map(|l| l.strip_prefix("PRETTY_NAME="));
+    let os = pretty_name.map_or(std::env::consts::OS, |n| n.trim_matches('"'));
+    let cpu_model = cpu_info.as_ref().and_then(|c| c.model_name(0));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease");
     Machine {
-        cpu_model: (cpu_info.as_ref().and_then(|c| c.model_name(0)))
-            .unwrap_or("unknown")
-            .to_string(),
+        cpu_model: cpu_model.unwrap_or("unknown").to_string(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: Meminfo::current().map_or(0, |m| m.mem_total),
-        os: pretty_name
-            .map_or(std::env::consts::OS, |n| n.trim_matches('"'))
-            .to_string(),
+        os: os.to_string(),
         kernel: kernel.map_or("unknown".to_string(), |k| k.trim().to_string()),
         arch: std::env::consts::ARCH.to_string(),
     }

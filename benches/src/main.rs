@@ -122,10 +122,8 @@ struct StackArgs {
 
 impl StackArgs {
     fn config(&self) -> Result<StackConfig> {
-        let bin_dir = self
-            .bin_dir
-            .clone()
-            .map_or_else(shop_process::bin_dir, Ok)?;
+        let bin_dir = self.bin_dir.clone();
+        let bin_dir = bin_dir.map_or_else(shop_process::bin_dir, Ok)?;
         let logs_dir = self.logs_dir.clone().unwrap_or_else(|| {
             let stamp = shop_nats::clock::now_rfc3339().replace(':', "");
             shop_process::workspace_root().join(format!("results/logs/{stamp}"))

@@ -22,23 +22,18 @@ pub fn use_credentials(creds: Option<PathBuf>) {
 
 /// Connects as `name`, with the stack's credentials (or `NATS_CREDS`) if there are any.
 pub async fn connect(url: &str, name: &str, request_timeout: Duration) -> Result<Client> {
-    let creds = CREDENTIALS.read().ok().and_then(|c| c.clone()).or_else(|| {
-        std::env::var_os("NATS_CREDS")
-            .filter(|c| !c.is_empty())
-            .map(PathBuf::from)
-    });
+    let env = std::env::var_os("NATS_CREDS").filter(|c| !c.is_empty());
+    let creds = CREDENTIALS.read().ok().and_then(|c| c.clone());
+    let creds = creds.or(env.map(PathBuf::from));
     let options = match creds {
         Some(path) => ConnectOptions::with_credentials_file(&path)
             .await
             .with_context(|| format!("reading {}", path.display()))?,
         None => ConnectOptions::new(),
     };
-    options
-        .name(name)
-        .request_timeout(Some(request_timeout))
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+    let options = options.name(name).request_timeout(Some(request_timeout));
+    let connected = options.connect(url).await;
+    connected.with_context(|| format!("connecting to NATS at {url}"))
 }
 
 /// A reply as the outcome of a request: the message, or its error (`service_<code>` ...).

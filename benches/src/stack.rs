@@ -221,9 +221,8 @@ impl Stack {
         crate::nats::use_credentials(auth_dir.as_ref().map(|d| d.join("operator.creds")));
         let config_dir = (auth_dir.clone()).unwrap_or_else(|| self.data.path().to_path_buf());
         let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
-        let routes: Vec<String> = (route_ports.iter())
-            .map(|p| format!("nats-route://127.0.0.1:{p}"))
-            .collect();
+        let route = |p: &u16| format!("nats-route://127.0.0.1:{p}");
+        let routes: Vec<String> = route_ports.iter().map(route).collect();
         let mut urls = Vec::new();
         for (i, route_port) in route_ports.iter().enumerate() {
             let name = match n {

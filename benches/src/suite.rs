@@ -266,9 +266,8 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
         }
     }
     for rounds in rounds.into_iter().filter(|r| !r.is_empty()) {
-        run.file
-            .results
-            .push(ScenarioResult::combine_rounds(rounds)?);
+        let combined = ScenarioResult::combine_rounds(rounds)?;
+        run.file.results.push(combined);
     }
     let mut bincode = c.clone();
     bincode.encoding = Encoding::Bincode;
@@ -392,10 +391,9 @@ async fn run_wrk(wrk: &Path, url: &str, connections: usize, duration: Duration) 
 
 /// `Requests/sec:  12345.67` from wrk's output.
 pub fn parse_wrk(text: &str) -> Option<f64> {
-    let rate = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"));
-    rate.and_then(|v| v.trim().parse().ok())
+    let mut lines = text.lines().map(str::trim);
+    let rate = lines.find_map(|l| l.strip_prefix("Requests/sec:"))?;
+    rate.trim().parse().ok()
 }
 
 /// mixed (with the project's sync only) and order-place at each rate.
@@ -409,15 +407,17 @@ async fn orders(
     for service in Scenario::OrderPlace.services() {
         stack.start_service(service, &[]).await?;
     }
+    let open = |s, rate| (s, cfg.options(Model::Open { rate }));
     let mut points = Vec::new();
     if sync == JetStreamSync::Always {
-        points.push((Scenario::Mixed, cfg.mixed_rate));
+        points.push(open(Scenario::Mixed, cfg.mixed_rate));
     }
-    points.extend(cfg.order_rates.iter().map(|r| (Scenario::OrderPlace, *r)));
-    let points = points
-        .into_iter()
-        .map(|(s, rate)| (s, cfg.options(Model::Open { rate })));
-    run.points(cfg, stack, &points.collect::<Vec<_>>()).await
+    points.extend(
+        cfg.order_rates
+            .iter()
+            .map(|r| open(Scenario::OrderPlace, *r)),
+    );
+    run.points(cfg, stack, &points).await
 }
 
 async fn scaling_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {

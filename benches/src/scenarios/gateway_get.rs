@@ -85,10 +85,9 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     if opts.seed {
         reads::seeded(target, opts).await?;
     }
-    let uris = (0..opts.products.max(1))
-        .map(|i| url.replace("{id}", &read_id(i)).parse::<Uri>())
-        .collect::<Result<Vec<Uri>, _>>()
-        .with_context(|| format!("{url}: not a URL"))?;
+    let uri = |i| url.replace("{id}", &read_id(i)).parse::<Uri>();
+    let uris: Result<Vec<Uri>, _> = (0..opts.products.max(1)).map(uri).collect();
+    let uris = uris.with_context(|| format!("{url}: not a URL"))?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new()).build(connector);

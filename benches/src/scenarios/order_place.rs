@@ -134,9 +134,8 @@ pub async fn register_user(client: &Client, run: &str) -> Result<User> {
     let reply = nats::reply_outcome(reply.await)
         .map_err(|e| anyhow::anyhow!("registering the bench user: {}", e.message))?;
     let profile: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-    let id = profile["id"]
-        .as_str()
-        .context("user.register reply without id")?;
+    let id = profile["id"].as_str();
+    let id = id.context("user.register reply without id")?;
     let token = shop_nats::login::login(client, &email, &password, Duration::from_secs(10))
         .await
         .map_err(|e| anyhow::anyhow!("logging the bench user in: {}", e.message))?;
@@ -169,9 +168,8 @@ pub async fn create_order(
         .timeout(Some(timeout));
     let reply = request(client, op, "order.create", create).await?;
     let replied = Instant::now();
-    let id = serde_json::from_slice::<serde_json::Value>(&reply.payload)
-        .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_string));
+    let value: Option<serde_json::Value> = serde_json::from_slice(&reply.payload).ok();
+    let id = value.and_then(|v| v["id"].as_str().map(str::to_string));
     let bad = OpError::new("bad_reply", "order.create reply without id");
     let id = id.ok_or_else(|| Outcome::err(op, bad))?;
     Ok((id, reply.payload.len(), replied))

@@ -89,9 +89,8 @@ async fn final_stock(client: &Client, id: &str, min_revision: u64) -> Result<i64
     let reply =
         nats::reply_outcome(reply).map_err(|e| anyhow::anyhow!("reading {id}: {}", e.message))?;
     let product: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-    product["stock"]
-        .as_i64()
-        .with_context(|| format!("{id}: reply without stock"))
+    let stock = product["stock"].as_i64();
+    stock.with_context(|| format!("{id}: reply without stock"))
 }
 
 /// Checks one product's final stock against `seen`: reserved, unknown, refused (409).
@@ -127,9 +126,8 @@ pub fn stock_check(id: &str, initial: i64, final_stock: i64, seen: [u64; 3]) -> 
 pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let client = connect(target, opts).await?;
     let run = run_id();
-    let products: Vec<String> = (0..opts.contention_products.max(1))
-        .map(|k| format!("sc-{run}-{k}"))
-        .collect();
+    let product = |k| format!("sc-{run}-{k}");
+    let products: Vec<String> = (0..opts.contention_products.max(1)).map(product).collect();
     let admin = crate::seed::admin_headers(&client).await?;
     for id in &products {
         crate::seed::create(&client, &admin, id, 0, opts.contention_stock).await?;
