@@ -250,19 +250,17 @@ async fn open<O: Operation>(op: Arc<O>, rate: f64, limit: usize, s: Schedule) ->
 mod tests {
     use super::*;
     use crate::stats::Latency;
+    use tokio::sync::Semaphore;
 
     /// Answers after `delay`, one at a time when `serial`; every fifth fails.
     struct Sleepy {
         delay: Duration,
-        serial: Option<tokio::sync::Mutex<()>>,
+        serial: Semaphore,
     }
 
     impl Operation for Sleepy {
         async fn call(&self, seq: u64) -> Outcome {
-            let _one = match &self.serial {
-                Some(serial) => Some(serial.lock().await),
-                None => None,
-            };
+            let _one = self.serial.acquire().await;
             tokio::time::sleep(self.delay).await;
             match seq % 5 {
                 4 => Outcome::err("sleep", OpError::new("service_409", "conflict")),
@@ -278,7 +276,7 @@ mod tests {
     /// [`Sleepy`] answering after `delay_ms` under `model`, at most `max_in_flight` outstanding.
     async fn load(delay_ms: u64, serial: bool, model: Model, max_in_flight: usize) -> RunStats {
         let delay = Duration::from_millis(delay_ms);
-        let serial = serial.then(Default::default);
+        let serial = Semaphore::new(if serial { 1 } else { Semaphore::MAX_PERMITS });
         let (warmup, measured) = match model {
             Model::Closed { .. } => (100, 500),
             Model::Open { .. } => (0, 300),

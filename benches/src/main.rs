@@ -407,13 +407,10 @@ async fn main_command(command: Command) -> Result<bool> {
 /// Runs `shop-chaos <command> <args>` (next to this binary); true when it exits 0.
 async fn shop_chaos(command: &str, args: Vec<std::ffi::OsString>) -> Result<bool> {
     let bin = shop_process::bin_dir()?.join("shop-chaos");
-    let status = tokio::process::Command::new(&bin)
-        .arg(command)
-        .args(args)
-        .kill_on_drop(true)
-        .status()
-        .await
-        .with_context(|| format!("running {} (cargo build -p shop-chaos)", bin.display()))?;
+    let mut chaos = tokio::process::Command::new(&bin);
+    chaos.arg(command).args(args).kill_on_drop(true);
+    let (status, shown) = (chaos.status().await, bin.display());
+    let status = status.with_context(|| format!("running {shown} (cargo build -p shop-chaos)"))?;
     Ok(status.success())
 }
 

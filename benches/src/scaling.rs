@@ -23,25 +23,23 @@ pub fn points(results: &[(usize, ScenarioResult)]) -> Vec<ScalingPoint> {
     let Some((base_n, base)) = results.first() else {
         return Vec::new();
     };
-    results
-        .iter()
-        .map(|(n, r)| {
-            let speedup = if base.throughput_per_s > 0.0 {
-                r.throughput_per_s / base.throughput_per_s
-            } else {
-                0.0
-            };
-            ScalingPoint {
-                instances: *n,
-                throughput_per_s: r.throughput_per_s,
-                speedup,
-                efficiency: speedup / (*n as f64 / *base_n as f64),
-                latency_ms: r.latency_ms,
-                errors: r.errors,
-                cpu: r.cpu.clone(),
-            }
-        })
-        .collect()
+    let point = |(n, r): &(usize, ScenarioResult)| {
+        let speedup = if base.throughput_per_s > 0.0 {
+            r.throughput_per_s / base.throughput_per_s
+        } else {
+            0.0
+        };
+        ScalingPoint {
+            instances: *n,
+            throughput_per_s: r.throughput_per_s,
+            speedup,
+            efficiency: speedup / (*n as f64 / *base_n as f64),
+            latency_ms: r.latency_ms,
+            errors: r.errors,
+            cpu: r.cpu.clone(),
+        }
+    };
+    results.iter().map(point).collect()
 }
 
 /// Runs each of `plans` at each instance count on `stack` (with its nats-server),
@@ -70,17 +68,15 @@ pub async fn run_on(
             per_plan[i].push((n, result));
         }
     }
-    Ok(plans
-        .iter()
-        .zip(per_plan)
-        .map(|((scenario, opts), results)| ScalingRun {
-            scenario: scenario.name().to_string(),
-            variant: results.first().and_then(|(_, r)| r.variant.clone()),
-            model: opts.model,
-            service: scenario.scaled_service().unwrap_or_default().to_string(),
-            points: points(&results),
-        })
-        .collect())
+    let runs = plans.iter().zip(per_plan);
+    let runs = runs.map(|((scenario, opts), results)| ScalingRun {
+        scenario: scenario.name().to_string(),
+        variant: results.first().and_then(|(_, r)| r.variant.clone()),
+        model: opts.model,
+        service: scenario.scaled_service().unwrap_or_default().to_string(),
+        points: points(&results),
+    });
+    Ok(runs.collect())
 }
 
 #[cfg(test)]

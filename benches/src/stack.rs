@@ -269,11 +269,9 @@ impl Stack {
     fn auth_init(&self) -> Result<PathBuf> {
         let dir = self.data.path().join("auth");
         let shop = self.config.bin_dir.join("shop");
-        let output = std::process::Command::new(&shop)
-            .args(["auth", "init"])
-            .arg(&dir)
-            .output()
-            .with_context(|| format!("running {} auth init", shop.display()))?;
+        let mut init = std::process::Command::new(&shop);
+        let output = init.args(["auth", "init"]).arg(&dir).output();
+        let output = output.with_context(|| format!("running {} auth init", shop.display()))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             bail!("shop auth init failed: {stderr}");
