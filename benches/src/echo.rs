@@ -12,10 +12,9 @@ use crate::nats;
 pub async fn run(url: &str, subject: &str, queue: &str, reply_bytes: Option<usize>) -> Result<()> {
     let fixed = reply_bytes.map(|n| bytes::Bytes::from(vec![b'x'; n]));
     let client = nats::connect(url, "shop-bench-echo", Duration::from_secs(5)).await?;
-    let mut sub = client
-        .queue_subscribe(subject.to_owned(), queue.to_owned())
-        .await
-        .with_context(|| format!("subscribing to {subject} (queue {queue})"))?;
+    let sub = client.queue_subscribe(subject.to_owned(), queue.to_owned());
+    let mut sub =
+        (sub.await).with_context(|| format!("subscribing to {subject} (queue {queue})"))?;
     // Make sure the server has registered the subscription before announcing readiness.
     client.flush().await.context("flushing subscription")?;
     eprintln!("echo-server: serving {subject} (queue {queue}) on {url}");

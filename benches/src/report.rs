@@ -61,10 +61,9 @@ impl Table {
     }
 
     pub fn markdown(&self) -> String {
-        let rule: Vec<&str> = (self.right.iter())
-            .map(|&r| if r { "---:" } else { "---" })
-            .collect();
-        let mut out = format!("| {} |\n|{}|\n", self.headers.join(" | "), rule.join("|"));
+        let rule = self.right.iter().map(|&r| if r { "---:" } else { "---" });
+        let rule = rule.collect::<Vec<_>>().join("|");
+        let mut out = format!("| {} |\n|{rule}|\n", self.headers.join(" | "));
         for r in &self.rows {
             let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
             let _ = writeln!(out, "| {} |", cells.join(" | "));
@@ -80,9 +79,8 @@ fn short_rev(rev: &Option<String>) -> &str {
 
 /// `nats-server 0.92, product 0.61; machine busy 1.85, stolen 0.04` (cores).
 pub fn cpu_summary(cpu: &[CpuUse]) -> String {
-    let mut sorted: Vec<&CpuUse> = (cpu.iter())
-        .filter(|c| !crate::cpu::is_machine_role(&c.role))
-        .collect();
+    let process = |c: &&CpuUse| !crate::cpu::is_machine_role(&c.role);
+    let mut sorted: Vec<&CpuUse> = cpu.iter().filter(process).collect();
     sorted.sort_by(|a, b| b.cores.total_cmp(&a.cores));
     let each = sorted.iter().map(|c| match c.processes {
         n if n > 1 => format!("{}×{n} {:.2}", c.role, c.cores),
@@ -385,9 +383,8 @@ fn extra_lines(results: &[&ScenarioResult]) -> String {
 
 /// The results table of `scenarios`, mixed points' operations and extra lines.
 fn table_section(file: &ResultsFile, scenarios: &[&str], about: &str) -> String {
-    let results: Vec<&ScenarioResult> = (file.results.iter())
-        .filter(|r| scenarios.contains(&r.scenario.as_str()))
-        .collect();
+    let wanted = |r: &&ScenarioResult| scenarios.contains(&r.scenario.as_str());
+    let results: Vec<&ScenarioResult> = file.results.iter().filter(wanted).collect();
     if results.is_empty() {
         return or_not_measured(file, None, about);
     }

@@ -188,19 +188,15 @@ impl Tally {
     }
 }
 
-/// Median; the mean of the two middle values for an even count. `None` if empty.
+/// Median: the mean of the two middle values (one value twice for an odd count).
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     if v.is_empty() {
         return None;
     }
     v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len().is_multiple_of(2) {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    })
+    let (low, high) = (v[(v.len() - 1) / 2], v[v.len() / 2]);
+    Some((low + high) / 2.0)
 }
 
 /// Milliseconds with about three significant digits.
