@@ -49,7 +49,6 @@ fn machine_ticks() -> Option<[u64; 2]> {
     Some([t.user + t.nice + t.system + irqs, t.steal.unwrap_or(0)])
 }
 
-/// Now, the ticks of each watched process, and the machine's.
 fn sample(watched: &[Watched]) -> (Instant, Vec<Option<u64>>, Option<[u64; 2]>) {
     let processes = watched.iter().map(|w| process_ticks(w.pid)).collect();
     (Instant::now(), processes, machine_ticks())

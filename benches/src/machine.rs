@@ -28,9 +28,7 @@ pub struct Versions {
     /// As reported by the server the run connected to.
     pub nats_server: Option<String>,
     pub git_rev: Option<String>,
-    /// Uncommitted changes in the working tree.
     pub git_dirty: Option<bool>,
-    /// Node.js, when the Express baseline ran.
     pub node: Option<String>,
 }
 

@@ -422,13 +422,10 @@ fn cpu_table(file: &ResultsFile) -> Table {
 }
 
 /// The sections of results tables: name, scenarios, what notes on a skip mention.
+const STOCK: &str = "stock-contention";
 const TABLE_SECTIONS: [(&str, &[&str], &str); 5] = [
     ("reads", &["echo", "product-get", "product-list"], "product"),
-    (
-        "stock-contention",
-        &["stock-contention"],
-        "stock-contention",
-    ),
+    (STOCK, &[STOCK], STOCK),
     ("gateway-get", &["gateway-get"], "gateway"),
     ("order-place", &["order-place"], "order-place"),
     ("mixed", &["mixed"], "mixed"),

@@ -531,12 +531,11 @@ pub mod tests {
             tally.op("product.get").record_error(&not_found);
         }
         let schedule = Schedule::starting_now(Duration::from_secs(1), Duration::from_secs(2));
-        let measured_s = 2.0;
         RunStats {
             model,
             schedule,
             tally,
-            measured_s,
+            measured_s: 2.0,
         }
     }
 

@@ -198,7 +198,6 @@ impl Stack {
             .die_with_parent()
     }
 
-    /// Starts `spec` as `role`.
     async fn start(&mut self, role: &str, spec: Spec) -> Result<()> {
         let process = self.runs(spec).start().await?;
         self.add(role, process);
@@ -234,10 +233,9 @@ impl Stack {
                 sync.config_line()
             );
             if n > 1 {
+                let (node, routes) = (i + 1, routes.join(", "));
                 text += &format!(
-                    "server_name: n{}\ncluster {{ name: bench, listen: 127.0.0.1:{route_port}, routes: [{}] }}\n",
-                    i + 1,
-                    routes.join(", ")
+                    "server_name: n{node}\ncluster {{ name: bench, listen: 127.0.0.1:{route_port}, routes: [{routes}] }}\n"
                 );
             }
             if auth_dir.is_some() {

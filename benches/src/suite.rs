@@ -305,9 +305,8 @@ async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
         run.file.versions.node = machine::program_version(&stack.config.node);
         variants.extend(["express", "express-keepalive"]);
     } else {
-        let express_dir = stack.config.express_dir.display();
-        let skipped =
-            format!("gateway-get Express baseline skipped: run `npm ci` in {express_dir}");
+        let dir = stack.config.express_dir.display();
+        let skipped = format!("gateway-get Express baseline skipped: run `npm ci` in {dir}");
         run.note(skipped);
     }
     for variant in variants {
@@ -332,19 +331,16 @@ async fn http_point(
     wrk: Option<&Path>,
 ) -> Result<ScenarioResult> {
     let rust_gateway = matches!(variant, "cached" | "uncached");
-    let base = match rust_gateway {
-        true => {
-            let cache = if variant == "cached" { "on" } else { "off" };
-            let env = [(GATEWAY_CACHE_ENV, cache)];
-            let started = stack.start_gateway(role, &env).await;
-            started.context("starting the gateway")?
-        }
-        false => {
-            let started = stack.start_express(variant == "express-keepalive").await;
-            started.context("starting the Express baseline")?
-        }
+    let base = if rust_gateway {
+        let cache = if variant == "cached" { "on" } else { "off" };
+        let env = [(GATEWAY_CACHE_ENV, cache)];
+        let started = stack.start_gateway(role, &env).await;
+        started.context("starting the gateway")?
+    } else {
+        let started = stack.start_express(variant == "express-keepalive").await;
+        started.context("starting the Express baseline")?
     };
-    let opts = cfg.closed();
+    let mut opts = cfg.closed();
     let mut wrk_rps = None;
     if let Some(wrk) = wrk {
         let url = format!("{base}{}", PRODUCT_PATH.replace("{id}", &read_id(0)));
@@ -354,15 +350,10 @@ async fn http_point(
             Err(e) => eprintln!("         wrk failed: {e:#}"),
         }
     }
-    let opts = Options {
-        variant: Some(variant.to_string()),
-        seed: rust_gateway,
-        warmup: match wrk_rps {
-            Some(_) => opts.warmup,
-            None => opts.warmup.max(HTTP_WARMUP),
-        },
-        ..opts
-    };
+    (opts.variant, opts.seed) = (Some(variant.to_string()), rust_gateway);
+    if wrk_rps.is_none() {
+        opts.warmup = opts.warmup.max(HTTP_WARMUP);
+    }
     let mut target = stack.target(Some(1))?;
     target.http_url = Some(format!("{base}{PRODUCT_PATH}"));
     let mut r = scenarios::run(Scenario::GatewayGet, &target, &opts).await?;

@@ -74,11 +74,9 @@ impl Scenario {
     /// The service whose instances a scaling run varies.
     pub fn scaled_service(self) -> Option<&'static str> {
         match self {
-            Scenario::ProductGet | Scenario::ProductList | Scenario::StockContention => {
-                Some("product")
-            }
             Scenario::OrderPlace => Some("order"),
-            _ => None,
+            Scenario::Echo | Scenario::GatewayGet | Scenario::Mixed => None,
+            _ => Some("product"),
         }
     }
 }
