@@ -1,5 +1,4 @@
-//! CPU used by each process during a measurement window, and by the whole
-//! machine (busy, and stolen by the hypervisor), from `/proc` (Linux).
+//! CPU used by each process and the whole machine during a window, from `/proc` (Linux).
 
 use std::collections::BTreeMap;
 use std::time::Instant;

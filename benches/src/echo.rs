@@ -1,5 +1,4 @@
-//! Raw async-nats echo responder, the baseline: one queue subscription and an
-//! inline publish per request (no task per request, no decoding).
+//! Raw async-nats echo responder, the baseline: a queue subscription, an inline publish.
 
 use std::time::Duration;
 
@@ -38,8 +37,7 @@ pub async fn run(url: &str, subject: &str, queue: &str, reply_bytes: Option<usiz
         published.context("publishing echo reply")?;
         served += 1;
     }
-    // Best effort: replies already handed to the client should reach the server.
-    // Bounded, because flush waits for a reconnect if the server is gone.
+    // Best effort, bounded: flush waits for a reconnect if the server is gone.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     eprintln!("echo-server: stopped after {served} replies");
     Ok(())

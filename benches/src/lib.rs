@@ -1,5 +1,4 @@
-//! `shop-bench`: [`scenarios`] under the [`load`] models, on a [`stack`] it starts,
-//! as the [`suite`] or [`scaling`] runs, written as [`results`] and [`report`]ed.
+//! `shop-bench`: [`scenarios`] under [`load`] models on a [`stack`], [`results`] and [`report`]s.
 
 pub mod cpu;
 pub mod echo;

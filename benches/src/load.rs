@@ -1,5 +1,4 @@
-//! The two load models, closed and open loop (as BENCHMARKS.md describes them):
-//! closed loop counts what completes in the window, open loop what is *due* in it.
+//! The closed and open load models (BENCHMARKS.md); open loop counts what is *due* in the window.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,12 +43,11 @@ impl Outcome {
     }
 
     fn new(op: &'static str, result: Result<usize, OpError>) -> Self {
-        let (done, phases) = (None, Vec::new());
         Self {
             op,
             result,
-            done,
-            phases,
+            done: None,
+            phases: Vec::new(),
         }
     }
 }
@@ -301,8 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn open_loop_counts_latency_from_the_intended_time() {
-        // One request at a time can be served every 20 ms, but they are due
-        // every 5 ms: a generator that waited for replies would hide this.
+        // One request is served per 20 ms, due every 5 ms: waiting for replies would hide it.
         let stats = load(20, true, Model::Open { rate: 200.0 }, 20_000).await;
         let all = stats.tally.overall();
         assert_eq!(all.ok() + all.error_count(), 60);

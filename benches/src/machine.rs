@@ -1,5 +1,4 @@
-//! What a result was measured on: the machine and the versions of everything
-//! involved, so two results files can be told apart.
+//! The machine and versions a result was measured on, to tell results files apart.
 
 use std::path::Path;
 use std::process::Command;

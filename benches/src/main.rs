@@ -1,5 +1,4 @@
-//! `shop-bench`: what the shop services can take on this machine (see each
-//! subcommand's `--help`; `chaos` and `fuzz` run `shop-chaos`).
+//! `shop-bench`: what the shop services can take on this machine (see `--help`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -418,8 +417,7 @@ async fn shop_chaos(command: &str, args: Vec<std::ffi::OsString>) -> Result<bool
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_echo = matches!(cli.command, Command::EchoServer(_));
-    // The echo server handles its own signals; everything else stops the
-    // processes it started (the work future is dropped, its stack with it).
+    // Other than the echo server, a signal drops the work future and its stack with it.
     let outcome = if is_echo {
         main_command(cli.command).await
     } else {

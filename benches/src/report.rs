@@ -1,6 +1,4 @@
-//! Reports of a results file: text tables, the comparison with an older file,
-//! and the generated sections of BENCHMARKS.md (between `<!-- bench:NAME -->`
-//! and `<!-- /bench -->`; everything outside the markers is left as it is).
+//! Reports of a results file: text tables, comparisons and BENCHMARKS.md's generated sections.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

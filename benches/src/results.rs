@@ -1,5 +1,4 @@
-//! The JSON results file (`--json-out`): machine, versions, settings, every figure
-//! measured and the targets ([`check_targets`]); fields are only ever added.
+//! The JSON results file (`--json-out`); fields are only ever added.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -256,8 +255,7 @@ impl ScenarioResult {
         }
     }
 
-    /// One point from rounds of the same load: counts summed, CPU averaged, every
-    /// other figure the median over rounds.
+    /// One point from rounds of the same load: counts summed, CPU averaged, the rest medians.
     pub fn combine_rounds(rounds: Vec<ScenarioResult>) -> Result<Self> {
         let Some(first) = rounds.first() else {
             bail!("no rounds to combine");
@@ -468,8 +466,7 @@ pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
     let name = "product-get vs echo (64 in flight)";
     let get_vs_echo = ratio_check(name, &wanted, (get, echo), PRODUCT_GET_VS_ECHO, true);
     let mut checks = vec![get_vs_echo];
-    // Express as express-http-proxy sets it up (a connection per request), and
-    // tuned with keep-alive upstream connections (the stronger configuration).
+    // Express as express-http-proxy sets it up, and tuned with keep-alive upstream.
     let uncached = file.c64("gateway-get", Some("uncached"));
     for (variant, how, stack) in [
         ("express", "express-http-proxy defaults", "Express"),

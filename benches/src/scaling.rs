@@ -1,5 +1,4 @@
-//! Scaling runs: the same scenario and load with 1, 2, 4 ... instances of its
-//! service; speedup and efficiency relative to the smallest instance count.
+//! Scaling runs: one scenario and load on 1, 2, 4 ... instances of its service.
 
 use anyhow::{bail, Context, Result};
 
@@ -42,8 +41,7 @@ pub fn points(results: &[(usize, ScenarioResult)]) -> Vec<ScalingPoint> {
     results.iter().map(point).collect()
 }
 
-/// Runs each of `plans` at each instance count on `stack` (with its nats-server),
-/// adding instances as the counts grow; `progress` hears about each point.
+/// Runs each of `plans` at each instance count on `stack`, adding instances as it goes.
 pub async fn run_on(
     stack: &mut Stack,
     plans: &[(Scenario, Options)],

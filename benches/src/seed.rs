@@ -1,5 +1,4 @@
-//! Benchmark products, created through the product service's create endpoint
-//! as the admin (`product.create` is for admins: [`admin_headers`]).
+//! Benchmark products, created through `product.create` as the admin.
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,4 @@
-//! Starts what a benchmark needs and stops it again, through `shop-process`:
-//! nats-server (or a cluster), services, the echo responder, the gateway and
-//! the Express baseline; each logs to its own file and dies with the harness.
+//! Starts what a benchmark needs through `shop-process`, and stops it again.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -209,8 +207,7 @@ impl Stack {
         self.members.push(Member { role, process });
     }
 
-    /// Starts nats-server, or `nats_cluster` nodes, with the project's configuration
-    /// (and `auth.conf`, written next to it); returns every URL, comma-separated.
+    /// Starts nats-server or `nats_cluster` nodes; returns every URL, comma-separated.
     pub async fn start_nats(&mut self, sync: JetStreamSync) -> Result<String> {
         if self.nats_url.is_some() {
             bail!("this stack already has a nats-server");
@@ -233,9 +230,10 @@ impl Stack {
                 sync.config_line()
             );
             if n > 1 {
-                let (node, routes) = (i + 1, routes.join(", "));
                 text += &format!(
-                    "server_name: n{node}\ncluster {{ name: bench, listen: 127.0.0.1:{route_port}, routes: [{routes}] }}\n"
+                    "server_name: n{}\ncluster {{ name: bench, listen: 127.0.0.1:{route_port}, routes: [{}] }}\n",
+                    i + 1,
+                    routes.join(", ")
                 );
             }
             if auth_dir.is_some() {
@@ -296,8 +294,7 @@ impl Stack {
             .ready_line("\"service ready\""))
     }
 
-    /// Starts one more instance of `service` and waits until it serves; a product
-    /// instance brings a user one along (it creates the admin that seeds products).
+    /// Starts one more instance of `service` (a product one brings a user one, for the admin).
     pub async fn start_service(&mut self, service: &str, env: &[(&str, &str)]) -> Result<()> {
         if service == "product" && self.count("user") == 0 {
             Box::pin(self.start_service("user", &[])).await?;
@@ -340,8 +337,7 @@ impl Stack {
         self.start("echo", spec).await
     }
 
-    /// Starts the HTTP gateway as `role` on a free port with `env`, without its rate
-    /// limit and access log; returns its base URL.
+    /// Starts the HTTP gateway as `role` with `env`, without rate limit; returns its URL.
     pub async fn start_gateway(&mut self, role: &str, env: &[(&str, &str)]) -> Result<String> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let name = format!("{role}-{}", self.count(role) + 1);
@@ -357,8 +353,7 @@ impl Stack {
         Ok(format!("http://{addr}"))
     }
 
-    /// Starts the Express product service and the express-http-proxy gateway (with
-    /// `keep_alive`, reusing upstream connections); returns the gateway's base URL.
+    /// Starts the Express product service and gateway (`keep_alive` upstream); its URL.
     pub async fn start_express(&mut self, keep_alive: bool) -> Result<String> {
         let dir = self.config.express_dir.clone();
         if !self.config.express_available() {

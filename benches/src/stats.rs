@@ -1,5 +1,4 @@
-//! What a run observed: HDR latency histograms and error counts per operation,
-//! the percentiles reported, and how figures are written for people (`1,305`).
+//! What a run observed: latency histograms and errors per operation; figures for people.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,4 @@
-//! The standard suite: every scenario at its standard settings, in phases that
-//! each start a fresh stack (phases and points: BENCHMARKS.md).
+//! The standard suite: every scenario in phases on fresh stacks (see BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -321,8 +320,7 @@ async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
     }
 }
 
-/// Starts the HTTP gateway of `variant` (as `role`) and measures gateway-get through
-/// it, after `wrk` when it is installed (a cross-check, and a warm-up).
+/// Measures gateway-get through the gateway of `variant`, after `wrk` if installed.
 async fn http_point(
     cfg: &SuiteConfig,
     stack: &mut Stack,

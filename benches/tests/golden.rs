@@ -1,6 +1,5 @@
-//! The outputs of the results files in tests/golden/, byte for byte (`first.json`:
-//! the schema's first fields; `empty.json`: nothing measured; `{root}`: the workspace).
-//! After a deliberate change: `GOLDEN_UPDATE=1 cargo test -p shop-bench --test golden`.
+//! The outputs of the results files in tests/golden/, byte for byte; after a deliberate
+//! change: `GOLDEN_UPDATE=1 cargo test -p shop-bench --test golden`.
 
 use std::fs;
 use std::path::Path;

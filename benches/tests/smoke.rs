@@ -1,6 +1,5 @@
-//! Smoke test of the harness: the suite with 1-second points at light rates, so
-//! every scenario and scaling run reports sane numbers, then stock-contention until
-//! its products run out. Needs the workspace's binaries (`scripts/test.sh` builds them).
+//! Smoke test: the suite with 1-second points, then stock-contention until products run out.
+//! Needs the workspace's binaries (`scripts/test.sh` builds them).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

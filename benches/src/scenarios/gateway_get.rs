@@ -1,5 +1,4 @@
-//! `gateway-get`: HTTP `GET /api/products/{id}` of seeded products over keep-alive
-//! connections, through the Rust gateway or the Express baseline.
+//! `gateway-get`: HTTP `GET /api/products/{id}` through the Rust or the Express gateway.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,4 @@
-//! `mixed`: a shop's traffic (gets, lists, logins, orders to their reply), each
-//! request's kind drawn from its number, so a run is repeatable.
+//! `mixed`: a shop's traffic, each request's kind drawn from its number (repeatable).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,4 @@
-//! The named scenarios: each prepares what it needs, builds an [`Operation`], runs
-//! it under the chosen load model and returns one [`ScenarioResult`].
+//! The named scenarios: each runs an [`Operation`] under a load model to a [`ScenarioResult`].
 
 pub mod gateway_get;
 pub mod mixed;

@@ -1,5 +1,4 @@
-//! `order-place`: orders from `order.create` to their `order.confirmed` event,
-//! through every service; the `order.create` reply is a phase.
+//! `order-place`: orders from `order.create` to their `order.confirmed` event.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,4 @@
-//! The request-reply reads: `echo` (the same requests as product-get, answered by
-//! a raw responder with a reply of a product's size: the ceiling every request-reply
-//! figure is read against), `product-get` (JSON or bincode) and `product-list`.
+//! The request-reply reads: `echo` (the ceiling), `product-get` and `product-list`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,9 +68,8 @@ pub async fn probe(
         id: id.to_string(),
         min_revision: None,
     };
-    let mut request = Request::new()
-        .payload(encoding.encode(&get)?)
-        .timeout(Some(timeout));
+    let payload = encoding.encode(&get)?;
+    let mut request = Request::new().payload(payload).timeout(Some(timeout));
     if encoding == Encoding::Bincode {
         request = request.headers(bincode_headers());
     }

@@ -1,5 +1,4 @@
-//! `stock-contention`: many clients reserving one unit at a time of a few fresh
-//! products; afterwards each product's stock is checked against what they saw.
+//! `stock-contention`: many clients reserving stock of a few fresh products, then checked.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
