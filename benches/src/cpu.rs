@@ -98,9 +98,8 @@ pub async fn measure(mut watched: Vec<Watched>, schedule: Schedule) -> Vec<CpuUs
 /// `base` with each role's cores averaged over the `rounds` that sampled it.
 pub fn average(base: &[CpuUse], rounds: &[&[CpuUse]]) -> Vec<CpuUse> {
     let mean = |role: &str| {
-        let found = rounds
-            .iter()
-            .filter_map(|r| r.iter().find(|x| x.role == role));
+        let named = |x: &&CpuUse| x.role == role;
+        let found = rounds.iter().filter_map(|r| r.iter().find(named));
         let samples: Vec<f64> = found.map(|x| x.cores).collect();
         samples.iter().sum::<f64>() / samples.len().max(1) as f64
     };

@@ -204,8 +204,6 @@ pub fn report_text(file: &ResultsFile) -> String {
     out
 }
 
-// --- comparison with an older file ---------------------------------------------
-
 /// new / old, or `-` when either is missing or the old one is zero.
 fn ratio(new: Option<f64>, old: Option<f64>) -> String {
     match (new, old) {
@@ -263,19 +261,16 @@ pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
             }
         }
     }
-    let (n, o) = (&new.machine, &old.machine);
-    if (&n.cpu_model, n.cores) != (&o.cpu_model, o.cores) {
-        notes.push(format!(
-            "different machines: {} ({} cores) now, {} ({} cores) then",
-            n.cpu_model, n.cores, o.cpu_model, o.cores
-        ));
+    let machine = |m: &crate::machine::Machine| format!("{} ({} cores)", m.cpu_model, m.cores);
+    let (now, then) = (machine(&new.machine), machine(&old.machine));
+    if now != then {
+        notes.push(format!("different machines: {now} now, {then} then"));
     }
     let (n, o) = (&new.settings, &old.settings);
     if (n.duration_s, n.quick) != (o.duration_s, o.quick) {
-        notes.push(format!(
-            "different durations: {:.0} s per point now, {:.0} s then",
-            n.duration_s, o.duration_s
-        ));
+        let (now, then) = (n.duration_s, o.duration_s);
+        let note = format!("different durations: {now:.0} s per point now, {then:.0} s then");
+        notes.push(note);
     }
     (t, notes)
 }
@@ -293,8 +288,6 @@ pub fn compare_text(new: &ResultsFile, old: &ResultsFile) -> String {
     out
 }
 
-// --- BENCHMARKS.md ------------------------------------------------------------------
-
 const END: &str = "<!-- /bench -->";
 const START_PREFIX: &str = "<!-- bench:";
 
@@ -304,9 +297,8 @@ fn or_not_measured(file: &ResultsFile, table: Option<Table>, about: &str) -> Str
         return t.markdown();
     }
     let mut out = "_Not measured in this run._\n".to_string();
-    for n in file.notes.iter().filter(|n| n.contains(about)) {
-        let _ = write!(out, "\n_{n}_\n");
-    }
+    let notes = file.notes.iter().filter(|n| n.contains(about));
+    out.extend(notes.map(|n| format!("\n_{n}_\n")));
     out
 }
 

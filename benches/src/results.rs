@@ -516,8 +516,7 @@ pub mod tests {
 
     const C64: Model = Model::Closed { in_flight: 64 };
 
-    /// A 2 s round after 1 s of warm-up: one success per entry of `oks`
-    /// (operation, µs) and `errors` failed `product.get`s.
+    /// A 2 s round after 1 s of warm-up: a success per `oks` (op, µs), `errors` failed gets.
     pub fn run_stats(model: Model, oks: &[(&'static str, u64)], errors: u64) -> RunStats {
         let mut tally = Tally::default();
         for (op, us) in oks {
