@@ -1,7 +1,4 @@
-//! CPU used by each process during a measurement window, and by the whole
-//! machine (busy, and stolen by the hypervisor), read from `/proc` through
-//! `procfs` (Linux). With the load generator, nats-server and the services on
-//! the same cores, this says which of them limits a figure.
+//! CPU used by each process and the whole machine during a window, from `/proc` (Linux).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -18,8 +15,7 @@ pub struct Watched {
     pub pid: u32,
 }
 
-/// CPU a role used in the window: `cores` = CPU seconds / wall seconds
-/// (1.0 = one core busy the whole time).
+/// CPU a role used in the window: `cores` = CPU seconds / wall seconds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CpuUse {
     pub role: String,
@@ -31,8 +27,7 @@ pub struct CpuUse {
 pub const LOAD_GENERATOR: &str = "load-generator";
 /// Role for the whole machine's busy CPU (every process, the kernel included).
 pub const MACHINE_BUSY: &str = "machine-busy";
-/// Role for CPU the hypervisor gave to others while this VM wanted it (steal
-/// time): a run that lost much of it measured a smaller machine.
+/// Role for CPU the hypervisor gave to others while this VM wanted it (steal time).
 pub const MACHINE_STOLEN: &str = "machine-stolen";
 
 /// Whether `role` is one of the machine-wide figures rather than a process.
@@ -46,22 +41,19 @@ fn process_ticks(pid: u32) -> Option<u64> {
     Some(stat.utime + stat.stime)
 }
 
-/// Busy and stolen ticks of the whole machine: busy is user + nice + system
-/// + irq + softirq (idle and iowait are not busy); steal is counted apart.
+/// Busy (user, nice, system, irq, softirq) and stolen ticks of the whole machine.
 fn machine_ticks() -> Option<[u64; 2]> {
     let t = KernelStats::current().ok()?.total;
     let irqs = t.irq.unwrap_or(0) + t.softirq.unwrap_or(0);
     Some([t.user + t.nice + t.system + irqs, t.steal.unwrap_or(0)])
 }
 
-/// Now, the ticks of each watched process, and the machine's.
 fn sample(watched: &[Watched]) -> (Instant, Vec<Option<u64>>, Option<[u64; 2]>) {
     let processes = watched.iter().map(|w| process_ticks(w.pid)).collect();
     (Instant::now(), processes, machine_ticks())
 }
 
-/// Samples `watched` (plus this process) at the start and end of the window
-/// of `schedule`; run it concurrently with the load.
+/// Samples `watched` (and this process) at the start and end of `schedule`'s window.
 pub async fn measure(mut watched: Vec<Watched>, schedule: Schedule) -> Vec<CpuUse> {
     watched.push(Watched {
         role: LOAD_GENERATOR.to_string(),
@@ -103,20 +95,15 @@ pub async fn measure(mut watched: Vec<Watched>, schedule: Schedule) -> Vec<CpuUs
     used
 }
 
-/// `base` with each role's cores averaged over `rounds` (the rounds that
-/// sampled that role).
+/// `base` with each role's cores averaged over the `rounds` that sampled it.
 pub fn average(base: &[CpuUse], rounds: &[&[CpuUse]]) -> Vec<CpuUse> {
     let mean = |role: &str| {
-        let found = rounds
-            .iter()
-            .filter_map(|r| r.iter().find(|x| x.role == role));
+        let named = |x: &&CpuUse| x.role == role;
+        let found = rounds.iter().filter_map(|r| r.iter().find(named));
         let samples: Vec<f64> = found.map(|x| x.cores).collect();
         samples.iter().sum::<f64>() / samples.len().max(1) as f64
     };
-    base.iter()
-        .map(|c| CpuUse {
-            cores: mean(&c.role),
-            ..c.clone()
-        })
-        .collect()
+    let mut averaged = base.to_vec();
+    averaged.iter_mut().for_each(|c| c.cores = mean(&c.role));
+    averaged
 }

@@ -1,8 +1,4 @@
-//! Raw async-nats echo responder: the baseline the services are measured against.
-//!
-//! It does the minimum a NATS responder can do: one queue subscription, and for
-//! every request an inline publish of the request payload to the reply subject
-//! (no task spawned per request, no decoding).
+//! Raw async-nats echo responder, the baseline: a queue subscription, an inline publish.
 
 use std::time::Duration;
 
@@ -11,15 +7,13 @@ use futures::StreamExt;
 
 use crate::nats;
 
-/// Serves `subject`; replies with the request payload, or with a fixed body of
-/// `reply_bytes` bytes when given (to match a service's reply size).
+/// Serves `subject`, replying with the request payload or `reply_bytes` bytes.
 pub async fn run(url: &str, subject: &str, queue: &str, reply_bytes: Option<usize>) -> Result<()> {
     let fixed = reply_bytes.map(|n| bytes::Bytes::from(vec![b'x'; n]));
     let client = nats::connect(url, "shop-bench-echo", Duration::from_secs(5)).await?;
-    let mut sub = client
-        .queue_subscribe(subject.to_owned(), queue.to_owned())
-        .await
-        .with_context(|| format!("subscribing to {subject} (queue {queue})"))?;
+    let sub = client.queue_subscribe(subject.to_owned(), queue.to_owned());
+    let mut sub =
+        (sub.await).with_context(|| format!("subscribing to {subject} (queue {queue})"))?;
     // Make sure the server has registered the subscription before announcing readiness.
     client.flush().await.context("flushing subscription")?;
     eprintln!("echo-server: serving {subject} (queue {queue}) on {url}");
@@ -39,14 +33,11 @@ pub async fn run(url: &str, subject: &str, queue: &str, reply_bytes: Option<usiz
         };
         let Some(reply) = msg.reply else { continue };
         let payload = fixed.clone().unwrap_or(msg.payload);
-        client
-            .publish(reply, payload)
-            .await
-            .context("publishing echo reply")?;
+        let published = client.publish(reply, payload).await;
+        published.context("publishing echo reply")?;
         served += 1;
     }
-    // Best effort: replies already handed to the client should reach the server.
-    // Bounded, because flush waits for a reconnect if the server is gone.
+    // Best effort, bounded: flush waits for a reconnect if the server is gone.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     eprintln!("echo-server: stopped after {served} replies");
     Ok(())

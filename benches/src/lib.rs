@@ -1,7 +1,4 @@
-//! `shop-bench`: the benchmark harness of the shop services: [`scenarios`]
-//! under the [`load`] models, on a [`stack`] it starts, as the standard
-//! [`suite`] or [`scaling`] runs, written as a [`results`] file and
-//! [`report`]ed as tables.
+//! `shop-bench`: [`scenarios`] under [`load`] models on a [`stack`], [`results`] and [`report`]s.
 
 pub mod cpu;
 pub mod echo;

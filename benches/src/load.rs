@@ -1,18 +1,4 @@
-//! The two load models.
-//!
-//! - **Closed loop** (`in_flight` N): N workers each keep one request in flight:
-//!   send, wait for the outcome, record, repeat. Throughput is what the system
-//!   sustains at that concurrency; latency runs from the actual send.
-//! - **Open loop** (`rate` R): request *i* is due at `start + i/R` whether or not
-//!   earlier ones have finished, and its latency runs from that *intended* time.
-//!   A server that falls behind therefore shows as latency instead of quietly
-//!   lowering the rate (no coordinated omission). How late the generator itself
-//!   sent each request is recorded too (`send_lag`), so an overloaded generator
-//!   is visible.
-//!
-//! Only requests inside the measurement window count: closed loop, those that
-//! complete in `[start + warmup, start + warmup + duration)`; open loop, those
-//! *due* in it (each is then followed until it completes or times out).
+//! The closed and open load models (BENCHMARKS.md); open loop counts what is *due* in the window.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,14 +11,12 @@ use tokio::task::JoinSet;
 
 use crate::stats::{OpError, Tally};
 
-/// One kind of work a scenario repeats (a request, or a request and the event
-/// it causes).
+/// One kind of work a scenario repeats (a request, or a request and its event).
 pub trait Operation: Send + Sync + 'static {
     /// Performs request number `seq` (unique within a run) and reports what happened.
     fn call(&self, seq: u64) -> impl Future<Output = Outcome> + Send;
 
-    /// The operation name request `seq` will be counted under (for requests the
-    /// generator has to drop before calling).
+    /// The operation name request `seq` counts under (when dropped before the call).
     fn label(&self, seq: u64) -> &'static str;
 }
 
@@ -59,12 +43,11 @@ impl Outcome {
     }
 
     fn new(op: &'static str, result: Result<usize, OpError>) -> Self {
-        let (done, phases) = (None, Vec::new());
         Self {
             op,
             result,
-            done,
-            phases,
+            done: None,
+            phases: Vec::new(),
         }
     }
 }
@@ -127,8 +110,7 @@ pub struct RunStats {
     pub model: Model,
     pub schedule: Schedule,
     pub tally: Tally,
-    /// Seconds the success count is divided by: the window, or (open loop)
-    /// longer when requests due in the window completed after it.
+    /// Seconds the success count is divided by: the window, or up to the last success.
     pub measured_s: f64,
 }
 
@@ -140,9 +122,7 @@ impl RunStats {
     }
 }
 
-/// Runs `op` under `model` for `schedule`. Open loop: a request due while
-/// `max_in_flight` are outstanding is counted as an `overload` error instead
-/// of being sent.
+/// Runs `op` under `model`; open loop counts a request over `max_in_flight` as `overload`.
 pub async fn run<O: Operation>(
     op: Arc<O>,
     model: Model,
@@ -181,17 +161,12 @@ async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Resu
         let (op, seq) = (op.clone(), seq.clone());
         workers.spawn(async move {
             let mut tally = Tally::default();
-            loop {
-                let sent = Instant::now();
-                if sent >= s.end {
-                    break;
-                }
+            while let Some(sent) = Some(Instant::now()).filter(|now| *now < s.end) {
                 let outcome = op.call(seq.fetch_add(1, Ordering::Relaxed)).await;
                 let done = outcome.done.unwrap_or_else(Instant::now);
-                if done < s.measure_start || done >= s.end {
-                    continue;
+                if (s.measure_start..s.end).contains(&done) {
+                    record(&mut tally, outcome, sent, done);
                 }
-                record(&mut tally, outcome, sent, done);
             }
             tally
         });
@@ -208,12 +183,7 @@ async fn closed<O: Operation>(op: Arc<O>, in_flight: usize, s: Schedule) -> Resu
     })
 }
 
-async fn open<O: Operation>(
-    op: Arc<O>,
-    rate: f64,
-    max_in_flight: usize,
-    s: Schedule,
-) -> Result<RunStats> {
+async fn open<O: Operation>(op: Arc<O>, rate: f64, limit: usize, s: Schedule) -> Result<RunStats> {
     if !(rate.is_finite() && rate > 0.0) {
         bail!("--rate must be a positive number, got {rate}");
     }
@@ -222,16 +192,15 @@ async fn open<O: Operation>(
     let (mut tally, mut last_done) = (Tally::default(), None::<Instant>);
     // A request due at `intended`, sent at `sent`, counts if due in the window.
     let mut keep = |intended: Instant, sent: Instant, outcome: Outcome| {
-        if intended < s.measure_start || intended >= s.end {
+        if !(s.measure_start..s.end).contains(&intended) {
             return;
         }
         let done = outcome.done.unwrap_or(sent);
         if outcome.result.is_ok() {
             last_done = Some(last_done.map_or(done, |l| l.max(done)));
         }
-        tally
-            .send_lag_us
-            .record(micros(sent.saturating_duration_since(intended)));
+        let lag = micros(sent.saturating_duration_since(intended));
+        tally.send_lag_us.record(lag);
         record(&mut tally, outcome, intended, done);
     };
     let mut requests = JoinSet::new();
@@ -244,18 +213,11 @@ async fn open<O: Operation>(
             tokio::time::sleep_until(intended.into()).await;
         }
         let sent = Instant::now();
-        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            let message =
-                format!("{max_in_flight} requests outstanding: the generator dropped this one");
-            let dropped = Outcome::err(op.label(i), OpError::new("overload", message));
-            keep(
-                intended,
-                sent,
-                Outcome {
-                    done: Some(sent),
-                    ..dropped
-                },
-            );
+        if in_flight.load(Ordering::Relaxed) >= limit {
+            let message = format!("{limit} requests outstanding: the generator dropped this one");
+            let mut dropped = Outcome::err(op.label(i), OpError::new("overload", message));
+            dropped.done = Some(sent);
+            keep(intended, sent, dropped);
             continue;
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
@@ -286,19 +248,17 @@ async fn open<O: Operation>(
 mod tests {
     use super::*;
     use crate::stats::Latency;
+    use tokio::sync::Semaphore;
 
     /// Answers after `delay`, one at a time when `serial`; every fifth fails.
     struct Sleepy {
         delay: Duration,
-        serial: Option<tokio::sync::Mutex<()>>,
+        serial: Semaphore,
     }
 
     impl Operation for Sleepy {
         async fn call(&self, seq: u64) -> Outcome {
-            let _one = match &self.serial {
-                Some(serial) => Some(serial.lock().await),
-                None => None,
-            };
+            let _one = self.serial.acquire().await;
             tokio::time::sleep(self.delay).await;
             match seq % 5 {
                 4 => Outcome::err("sleep", OpError::new("service_409", "conflict")),
@@ -311,21 +271,16 @@ mod tests {
         }
     }
 
-    /// `op` answering after `delay_ms` under `model` for `measured_ms` (after
-    /// `warmup_ms`), with at most `max_in_flight` outstanding.
+    /// [`Sleepy`] answering after `delay_ms` under `model`, at most `max_in_flight` outstanding.
     async fn load(delay_ms: u64, serial: bool, model: Model, max_in_flight: usize) -> RunStats {
-        let (delay, serial) = (
-            Duration::from_millis(delay_ms),
-            serial.then(Default::default),
-        );
+        let delay = Duration::from_millis(delay_ms);
+        let serial = Semaphore::new(if serial { 1 } else { Semaphore::MAX_PERMITS });
         let (warmup, measured) = match model {
             Model::Closed { .. } => (100, 500),
             Model::Open { .. } => (0, 300),
         };
-        let s = Schedule::starting_now(
-            Duration::from_millis(warmup),
-            Duration::from_millis(measured),
-        );
+        let ms = Duration::from_millis;
+        let s = Schedule::starting_now(ms(warmup), ms(measured));
         let op = Arc::new(Sleepy { delay, serial });
         run(op, model, s, max_in_flight).await.unwrap()
     }
@@ -344,8 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn open_loop_counts_latency_from_the_intended_time() {
-        // One request at a time can be served every 20 ms, but they are due
-        // every 5 ms: a generator that waited for replies would hide this.
+        // One request is served per 20 ms, due every 5 ms: waiting for replies would hide it.
         let stats = load(20, true, Model::Open { rate: 200.0 }, 20_000).await;
         let all = stats.tally.overall();
         assert_eq!(all.ok() + all.error_count(), 60);

@@ -1,5 +1,4 @@
-//! What a result was measured on: the machine and the versions of everything
-//! involved, so two results files can be told apart.
+//! The machine and versions a result was measured on, to tell results files apart.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,9 +27,7 @@ pub struct Versions {
     /// As reported by the server the run connected to.
     pub nats_server: Option<String>,
     pub git_rev: Option<String>,
-    /// Uncommitted changes in the working tree.
     pub git_dirty: Option<bool>,
-    /// Node.js, when the Express baseline ran.
     pub node: Option<String>,
 }
 
@@ -38,35 +35,26 @@ pub struct Versions {
 pub fn machine() -> Machine {
     let cpu_info = CpuInfo::current().ok();
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let pretty_name = os_release
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="));
+    let mut lines = os_release.lines();
+    let pretty_name = lines.find_map(|l| l.strip_prefix("PRETTY_NAME="));
+    let os = pretty_name.map_or(std::env::consts::OS, |n| n.trim_matches('"'));
+    let cpu_model = cpu_info.as_ref().and_then(|c| c.model_name(0));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease");
     Machine {
-        cpu_model: (cpu_info.as_ref().and_then(|c| c.model_name(0)))
-            .unwrap_or("unknown")
-            .to_string(),
+        cpu_model: cpu_model.unwrap_or("unknown").to_string(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: Meminfo::current().map_or(0, |m| m.mem_total),
-        os: pretty_name
-            .map_or(std::env::consts::OS, |n| n.trim_matches('"'))
-            .to_string(),
+        os: os.to_string(),
         kernel: kernel.map_or("unknown".to_string(), |k| k.trim().to_string()),
         arch: std::env::consts::ARCH.to_string(),
     }
 }
 
-/// Versions known without a server; fill `nats_server` and `node` as they
-/// are met. The revision is `git rev-parse HEAD`; dirty when `git status
-/// --porcelain` lists anything.
+/// Versions known without a server (`nats_server` and `node` are filled in later).
 pub fn versions(root: &Path) -> Versions {
     let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(root)
-            .output()
-            .ok();
-        let out = out.filter(|o| o.status.success())?;
+        let out = Command::new("git").args(args).current_dir(root).output();
+        let out = out.ok().filter(|o| o.status.success())?;
         Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     Versions {
@@ -86,12 +74,8 @@ pub fn program_version(program: &Path) -> Option<String> {
     } else {
         out.stdout
     };
-    let first = String::from_utf8_lossy(&text)
-        .lines()
-        .next()?
-        .trim()
-        .to_string();
-    Some(first)
+    let text = String::from_utf8_lossy(&text);
+    Some(text.lines().next()?.trim().to_string())
 }
 
 #[cfg(test)]
@@ -101,10 +85,8 @@ mod tests {
     #[test]
     fn knows_this_machine_and_build() {
         let m = machine();
-        assert!(
-            m.cores >= 1 && m.memory_bytes > 0 && m.cpu_model != "unknown",
-            "{m:?}"
-        );
+        let known = m.cores >= 1 && m.memory_bytes > 0 && m.cpu_model != "unknown";
+        assert!(known, "{m:?}");
         let v = versions(&shop_process::workspace_root());
         assert!(v.rustc.starts_with("rustc "), "{}", v.rustc);
     }

@@ -1,5 +1,4 @@
-//! `shop-bench`: what the shop services can take on this machine (see each
-//! subcommand's `--help`; `chaos` and `fuzz` run `shop-chaos`).
+//! `shop-bench`: what the shop services can take on this machine (see `--help`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -122,15 +121,11 @@ struct StackArgs {
 
 impl StackArgs {
     fn config(&self) -> Result<StackConfig> {
-        let bin_dir = match &self.bin_dir {
-            Some(d) => d.clone(),
-            None => shop_process::bin_dir()?,
-        };
+        let bin_dir = self.bin_dir.clone();
+        let bin_dir = bin_dir.map_or_else(shop_process::bin_dir, Ok)?;
         let logs_dir = self.logs_dir.clone().unwrap_or_else(|| {
             let stamp = shop_nats::clock::now_rfc3339().replace(':', "");
-            shop_process::workspace_root()
-                .join("results/logs")
-                .join(stamp)
+            shop_process::workspace_root().join(format!("results/logs/{stamp}"))
         });
         let mut config = StackConfig::new(bin_dir, logs_dir);
         config.auth = !self.no_auth;
@@ -238,8 +233,7 @@ struct EchoArgs {
     reply_bytes: Option<usize>,
 }
 
-/// A results file for points run with `opts`; `spawned`: on a stack this
-/// program started (else against the system at `nats_url`).
+/// A results file for points run with `opts`, on a stack it `spawned` or not.
 async fn empty_file(opts: &Options, stack: &Stack, spawned: bool) -> Result<ResultsFile> {
     let mut settings = opts.settings([
         ("model", json!(opts.model)),
@@ -278,9 +272,7 @@ fn finish(file: &mut ResultsFile, output: &OutputArgs, markdown: Option<&Path>) 
     Ok(())
 }
 
-/// Starts nats-server and what `scenario` needs on `stack`: its services
-/// (`instances` of the main one, the others once), the echo responder or the
-/// gateway; returns what to run it against.
+/// Starts nats-server and what `scenario` needs on `stack`; returns its target.
 async fn spawn_for(
     stack: &mut Stack,
     scenario: Scenario,
@@ -311,8 +303,7 @@ async fn spawn_for(
     Ok(target)
 }
 
-/// Starts the echo responder, replying as many bytes as a seeded product's
-/// reply (216 when there is no product service to ask).
+/// Starts the echo responder, replying as many bytes as a product's reply (or 216).
 async fn start_echo(stack: &mut Stack, opts: &Options) -> Result<()> {
     let client = nats::connect(stack.nats_url()?, "shop-bench-probe", opts.timeout).await?;
     let json = shop_nats::Encoding::Json;
@@ -320,7 +311,6 @@ async fn start_echo(stack: &mut Stack, opts: &Options) -> Result<()> {
     stack.start_echo(ECHO_SUBJECT, probe.unwrap_or(216)).await
 }
 
-/// Whether anything answers requests on `subject`.
 async fn answers(url: &str, subject: &str) -> Result<bool> {
     let client = nats::connect(url, "shop-bench-probe", Duration::from_secs(2)).await?;
     match client.request(subject.to_string(), "{}".into()).await {
@@ -341,11 +331,9 @@ async fn run_command(args: RunArgs) -> Result<()> {
         if args.scenario == Scenario::Echo && !answers(&args.nats_url, ECHO_SUBJECT).await? {
             start_echo(&mut stack, &opts).await?;
         }
-        let http_url = Some(args.url.clone());
-        Target {
-            http_url,
-            ..stack.target(None)?
-        }
+        let mut target = stack.target(None)?;
+        target.http_url = Some(args.url.clone());
+        target
     };
     let mut file = empty_file(&opts, &stack, args.spawn).await?;
     let result = scenarios::run(args.scenario, &target, &opts).await;
@@ -356,13 +344,10 @@ async fn run_command(args: RunArgs) -> Result<()> {
 
 async fn suite_command(args: SuiteArgs) -> Result<bool> {
     let stack = args.stack.config()?;
-    let opts = args.config.options(Model::Closed { in_flight: 64 });
-    eprintln!(
-        "suite: {} s per point after {} s warm-up; logs in {}",
-        opts.duration.as_secs_f64(),
-        opts.warmup.as_secs_f64(),
-        stack.logs_dir.display()
-    );
+    let opts = args.config.closed();
+    let (secs, warmup) = (opts.duration.as_secs_f64(), opts.warmup.as_secs_f64());
+    let logs = stack.logs_dir.display();
+    eprintln!("suite: {secs} s per point after {warmup} s warm-up; logs in {logs}");
     let (mut file, failures) = suite::run(&args.config, &stack).await?;
     finish(&mut file, &args.output, args.markdown.as_deref())?;
     if !failures.is_empty() {
@@ -418,17 +403,13 @@ async fn main_command(command: Command) -> Result<bool> {
     }
 }
 
-/// Runs `shop-chaos <command> <args>` (next to this binary), which holds the
-/// chaos run and the fuzzer; true when it exits 0.
+/// Runs `shop-chaos <command> <args>` (next to this binary); true when it exits 0.
 async fn shop_chaos(command: &str, args: Vec<std::ffi::OsString>) -> Result<bool> {
     let bin = shop_process::bin_dir()?.join("shop-chaos");
-    let status = tokio::process::Command::new(&bin)
-        .arg(command)
-        .args(args)
-        .kill_on_drop(true)
-        .status()
-        .await
-        .with_context(|| format!("running {} (cargo build -p shop-chaos)", bin.display()))?;
+    let mut chaos = tokio::process::Command::new(&bin);
+    chaos.arg(command).args(args).kill_on_drop(true);
+    let (status, shown) = (chaos.status().await, bin.display());
+    let status = status.with_context(|| format!("running {shown} (cargo build -p shop-chaos)"))?;
     Ok(status.success())
 }
 
@@ -436,8 +417,7 @@ async fn shop_chaos(command: &str, args: Vec<std::ffi::OsString>) -> Result<bool
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_echo = matches!(cli.command, Command::EchoServer(_));
-    // The echo server handles its own signals; everything else stops the
-    // processes it started (the work future is dropped, its stack with it).
+    // Other than the echo server, a signal drops the work future and its stack with it.
     let outcome = if is_echo {
         main_command(cli.command).await
     } else {

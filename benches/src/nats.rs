@@ -10,8 +10,7 @@ use shop_nats::ServiceError;
 
 use crate::stats::OpError;
 
-/// The credentials the harness's own clients use: the operator's of the
-/// stack's auth directory, set when the stack starts an auth-enabled server.
+/// The credentials the harness's own clients use (the stack's operator's).
 static CREDENTIALS: RwLock<Option<PathBuf>> = RwLock::new(None);
 
 /// From now on the harness's clients connect with `creds` (`None`: `NATS_CREDS`, if set).
@@ -21,30 +20,23 @@ pub fn use_credentials(creds: Option<PathBuf>) {
     }
 }
 
-/// Connects with a descriptive connection name and a default request timeout,
-/// with the stack's operator credentials (or `NATS_CREDS`) when there are any.
+/// Connects as `name`, with the stack's credentials (or `NATS_CREDS`) if there are any.
 pub async fn connect(url: &str, name: &str, request_timeout: Duration) -> Result<Client> {
-    let creds = CREDENTIALS.read().ok().and_then(|c| c.clone()).or_else(|| {
-        std::env::var_os("NATS_CREDS")
-            .filter(|c| !c.is_empty())
-            .map(PathBuf::from)
-    });
+    let env = std::env::var_os("NATS_CREDS").filter(|c| !c.is_empty());
+    let creds = CREDENTIALS.read().ok().and_then(|c| c.clone());
+    let creds = creds.or(env.map(PathBuf::from));
     let options = match creds {
         Some(path) => ConnectOptions::with_credentials_file(&path)
             .await
             .with_context(|| format!("reading {}", path.display()))?,
         None => ConnectOptions::new(),
     };
-    options
-        .name(name)
-        .request_timeout(Some(request_timeout))
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+    let options = options.name(name).request_timeout(Some(request_timeout));
+    let connected = options.connect(url).await;
+    connected.with_context(|| format!("connecting to NATS at {url}"))
 }
 
-/// A reply as the outcome of a request: the message, or the error it carries
-/// (`service_<code>` from the error headers, or the request error's kind).
+/// A reply as the outcome of a request: the message, or its error (`service_<code>` ...).
 pub fn reply_outcome(result: Result<Message, RequestError>) -> Result<Message, OpError> {
     let reply = result.map_err(|e| {
         let kind = match e.kind() {

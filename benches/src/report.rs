@@ -1,11 +1,4 @@
-//! Reports of a results file: aligned text tables for the terminal, the
-//! comparison with an older file (`--compare`: new/old ratios of each figure,
-//! points matched by key), and the generated tables of BENCHMARKS.md.
-//!
-//! Generated markdown lives between `<!-- bench:NAME -->` and `<!-- /bench -->`;
-//! everything outside the markers (prose, earlier measurements) is left as it
-//! is. Sections: `run`, `targets`, `results`, `reads`, `stock-contention`,
-//! `gateway-get`, `order-place`, `mixed`, `scaling`, `cpu`.
+//! Reports of a results file: text tables, comparisons and BENCHMARKS.md's generated sections.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -19,7 +12,7 @@ use crate::results::{ResultsFile, ScalingPoint, ScalingRun, ScenarioResult};
 use crate::stats::{fmt_ms, fmt_rate, fmt_secs, Latency};
 
 /// A table rendered as aligned text or as markdown.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Table {
     headers: Vec<String>,
     /// Per column: aligned right (numbers) rather than left.
@@ -34,12 +27,9 @@ impl Table {
             Some(name) => (name.to_string(), true),
             None => (c.to_string(), false),
         });
-        let (headers, right) = columns.unzip();
-        Self {
-            headers,
-            right,
-            rows: Vec::new(),
-        }
+        let mut table = Self::default();
+        (table.headers, table.right) = columns.unzip();
+        table
     }
 
     /// Adds a row; missing cells are blank, extra ones are dropped.
@@ -69,10 +59,9 @@ impl Table {
     }
 
     pub fn markdown(&self) -> String {
-        let rule: Vec<&str> = (self.right.iter())
-            .map(|&r| if r { "---:" } else { "---" })
-            .collect();
-        let mut out = format!("| {} |\n|{}|\n", self.headers.join(" | "), rule.join("|"));
+        let rule = self.right.iter().map(|&r| if r { "---:" } else { "---" });
+        let rule = rule.collect::<Vec<_>>().join("|");
+        let mut out = format!("| {} |\n|{rule}|\n", self.headers.join(" | "));
         for r in &self.rows {
             let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
             let _ = writeln!(out, "| {} |", cells.join(" | "));
@@ -86,12 +75,10 @@ fn short_rev(rev: &Option<String>) -> &str {
     rev.as_deref().map_or("?", |r| &r[..r.len().min(10)])
 }
 
-/// `nats-server 0.92, product 0.61, load-generator 0.48; machine busy 1.85,
-/// stolen 0.04` (cores).
+/// `nats-server 0.92, product 0.61; machine busy 1.85, stolen 0.04` (cores).
 pub fn cpu_summary(cpu: &[CpuUse]) -> String {
-    let mut sorted: Vec<&CpuUse> = (cpu.iter())
-        .filter(|c| !crate::cpu::is_machine_role(&c.role))
-        .collect();
+    let process = |c: &&CpuUse| !crate::cpu::is_machine_role(&c.role);
+    let mut sorted: Vec<&CpuUse> = cpu.iter().filter(process).collect();
     sorted.sort_by(|a, b| b.cores.total_cmp(&a.cores));
     let each = sorted.iter().map(|c| match c.processes {
         n if n > 1 => format!("{}×{n} {:.2}", c.role, c.cores),
@@ -105,10 +92,8 @@ pub fn cpu_summary(cpu: &[CpuUse]) -> String {
     text
 }
 
-/// The percentile columns every latency table shows.
 const LATENCY_COLUMNS: &str = ">p50 ms|>p90 ms|>p99 ms|>p99.9 ms|>max ms";
 
-/// The cells of the [`LATENCY_COLUMNS`].
 fn latency_cells(l: &Option<Latency>) -> [String; 5] {
     l.map_or_else(
         || ["-"; 5].map(String::from),
@@ -116,8 +101,7 @@ fn latency_cells(l: &Option<Latency>) -> [String; 5] {
     )
 }
 
-/// Every point of a file: throughput, percentiles, errors, and (closed loop)
-/// the ratio to echo at the same concurrency.
+/// Every point of a file: throughput, percentiles, errors, and the ratio to echo.
 pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
     let columns = format!("scenario|variant|load|>ok/s|{LATENCY_COLUMNS}|>errors|>vs echo");
     let mut t = Table::new(&columns);
@@ -137,17 +121,10 @@ pub fn results_table(file: &ResultsFile, results: &[&ScenarioResult]) -> Table {
         };
         let instances = r.instances.filter(|n| *n > 1).map(|n| format!("×{n}"));
         let variant: Vec<String> = r.variant.iter().cloned().chain(instances).collect();
-        let (what, rate) = (
-            [r.scenario.clone(), variant.join(" "), r.model.describe()],
-            fmt_rate(r.throughput_per_s),
-        );
+        let what = [r.scenario.clone(), variant.join(" "), r.model.describe()];
+        let rate = [fmt_rate(r.throughput_per_s)];
         let latency = latency_cells(&r.latency_ms);
-        t.row(
-            what.into_iter()
-                .chain([rate])
-                .chain(latency)
-                .chain([errors, vs_echo]),
-        );
+        t.row([&what[..], &rate, &latency, &[errors, vs_echo]].concat());
     }
     t
 }
@@ -159,11 +136,7 @@ pub fn ops_table(r: &ScenarioResult) -> Table {
         let share = format!("{:.0}%", op.share * 100.0);
         let what = [op.name.clone(), share, fmt_rate(op.throughput_per_s)];
         let latency = latency_cells(&op.latency_ms);
-        t.row(
-            what.into_iter()
-                .chain(latency)
-                .chain([op.errors.to_string()]),
-        );
+        t.row([&what[..], &latency, &[op.errors.to_string()]].concat());
     }
     t
 }
@@ -202,8 +175,7 @@ pub fn targets_table(file: &ResultsFile) -> Table {
     t
 }
 
-/// The whole file for the terminal: settings line, results, breakdowns,
-/// checks, scaling, targets, notes.
+/// The whole file for the terminal.
 pub fn report_text(file: &ResultsFile) -> String {
     let mut out = run_section(file) + "\n";
     let all: Vec<&ScenarioResult> = file.results.iter().collect();
@@ -228,13 +200,9 @@ pub fn report_text(file: &ResultsFile) -> String {
     if file.targets.iter().any(|t| t.met.is_some()) {
         out += &format!("\ntargets:\n{}", targets_table(file).text());
     }
-    file.notes
-        .iter()
-        .for_each(|n| out += &format!("note: {n}\n"));
+    out.extend(file.notes.iter().map(|n| format!("note: {n}\n")));
     out
 }
-
-// --- comparison with an older file ---------------------------------------------
 
 /// new / old, or `-` when either is missing or the old one is zero.
 fn ratio(new: Option<f64>, old: Option<f64>) -> String {
@@ -247,33 +215,17 @@ fn ratio(new: Option<f64>, old: Option<f64>) -> String {
 /// The figures of one point that are compared: throughput, latency, errors.
 type Figures = (f64, Option<Latency>, u64);
 
-/// One row of the comparison: old and new figures, and their ratios.
 fn compare_row(key: String, new: Figures, old: Figures) -> Vec<String> {
     let at = |f: &Figures, i: usize| f.1.map(|l| l.percentiles()[i]);
     let ms = |v: Option<f64>| v.map_or("-".to_string(), fmt_ms);
     let change = |i: usize| format!("{} → {}", ms(at(&old, i)), ms(at(&new, i)));
     let times = |i: usize| ratio(at(&new, i), at(&old, i));
-    let rates = [
-        fmt_rate(old.0),
-        fmt_rate(new.0),
-        ratio(Some(new.0), Some(old.0)),
-    ];
-    let latency = [
-        change(0),
-        times(0),
-        times(1),
-        change(2),
-        times(2),
-        times(3),
-        times(4),
-    ];
+    let rate_ratio = ratio(Some(new.0), Some(old.0));
+    let rates = [fmt_rate(old.0), fmt_rate(new.0), rate_ratio];
+    let (p50, p99) = (change(0), change(2));
+    let latency = [p50, times(0), times(1), p99, times(2), times(3), times(4)];
     let errors = format!("{} → {}", old.2, new.2);
-    [key]
-        .into_iter()
-        .chain(rates)
-        .chain(latency)
-        .chain([errors])
-        .collect()
+    [&[key][..], &rates, &latency, &[errors]].concat()
 }
 
 /// The comparison table and what could not be matched.
@@ -303,29 +255,22 @@ pub fn compare(new: &ResultsFile, old: &ResultsFile) -> (Table, Vec<String>) {
         };
         for p in &run.points {
             if let Some(o) = old_run.points.iter().find(|o| o.instances == p.instances) {
-                let key = format!(
-                    "scaling {} {} ×{}",
-                    run.scenario,
-                    run.model.key(),
-                    p.instances
-                );
+                let (scenario, model, n) = (&run.scenario, run.model.key(), p.instances);
+                let key = format!("scaling {scenario} {model} ×{n}");
                 t.row(compare_row(key, figures(p), figures(o)));
             }
         }
     }
-    let (n, o) = (&new.machine, &old.machine);
-    if (&n.cpu_model, n.cores) != (&o.cpu_model, o.cores) {
-        notes.push(format!(
-            "different machines: {} ({} cores) now, {} ({} cores) then",
-            n.cpu_model, n.cores, o.cpu_model, o.cores
-        ));
+    let machine = |m: &crate::machine::Machine| format!("{} ({} cores)", m.cpu_model, m.cores);
+    let (now, then) = (machine(&new.machine), machine(&old.machine));
+    if now != then {
+        notes.push(format!("different machines: {now} now, {then} then"));
     }
     let (n, o) = (&new.settings, &old.settings);
     if (n.duration_s, n.quick) != (o.duration_s, o.quick) {
-        notes.push(format!(
-            "different durations: {:.0} s per point now, {:.0} s then",
-            n.duration_s, o.duration_s
-        ));
+        let (now, then) = (n.duration_s, o.duration_s);
+        let note = format!("different durations: {now:.0} s per point now, {then:.0} s then");
+        notes.push(note);
     }
     (t, notes)
 }
@@ -343,21 +288,17 @@ pub fn compare_text(new: &ResultsFile, old: &ResultsFile) -> String {
     out
 }
 
-// --- BENCHMARKS.md ------------------------------------------------------------------
-
 const END: &str = "<!-- /bench -->";
 const START_PREFIX: &str = "<!-- bench:";
 
-/// `table` as markdown, or that nothing was measured (with the notes that
-/// mention `about`, which say why).
+/// `table` as markdown, or that nothing was measured (and the notes on `about`).
 fn or_not_measured(file: &ResultsFile, table: Option<Table>, about: &str) -> String {
     if let Some(t) = table.filter(|t| !t.rows.is_empty()) {
         return t.markdown();
     }
     let mut out = "_Not measured in this run._\n".to_string();
-    for n in file.notes.iter().filter(|n| n.contains(about)) {
-        let _ = write!(out, "\n_{n}_\n");
-    }
+    let notes = file.notes.iter().filter(|n| n.contains(about));
+    out.extend(notes.map(|n| format!("\n_{n}_\n")));
     out
 }
 
@@ -366,6 +307,7 @@ fn run_section(file: &ResultsFile) -> String {
     // The command line with the workspace's absolute paths made relative.
     let root = shop_process::workspace_root().display().to_string();
     let command = file.command.replace(&format!("{root}/"), "");
+    let node = v.node.as_deref().map(|n| format!("; node {n}"));
     format!(
         "Run of {} (`shop-bench {}`): git {}{}; {}; nats-server {}{}.\n\
          Machine: {}, {} cores, {:.0} GiB, {}, kernel {}. Load generator, nats-server and\n\
@@ -379,10 +321,7 @@ fn run_section(file: &ResultsFile) -> String {
         },
         v.rustc,
         v.nats_server.as_deref().unwrap_or("?"),
-        v.node
-            .as_deref()
-            .map(|n| format!("; node {n}"))
-            .unwrap_or_default(),
+        node.unwrap_or_default(),
         m.cpu_model,
         m.cores,
         m.memory_bytes as f64 / (1u64 << 30) as f64,
@@ -406,11 +345,9 @@ fn extra_lines(results: &[&ScenarioResult]) -> String {
             let outcome = if c.passed { "ok" } else { "**FAILED**" };
             lines.push(format!("{} {outcome}: {}", c.name, c.detail));
         }
-        lines.extend(
-            r.extra
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", fmt_rate(*v))),
-        );
+        for (k, v) in &r.extra {
+            lines.push(format!("{k} = {}", fmt_rate(*v)));
+        }
         for p in &r.phases {
             let Some(l) = p.latency_ms else { continue };
             let [p50, p90, p99, _, max] = l.percentiles().map(fmt_ms);
@@ -429,19 +366,15 @@ fn extra_lines(results: &[&ScenarioResult]) -> String {
             let first = r.first_error.as_deref().unwrap_or("-").replace('|', "/");
             lines.push(format!("errors {kinds}; first: {first}"));
         }
-        lines
-            .iter()
-            .for_each(|l| out += &format!("- {}: {l}\n", r.key));
+        out.extend(lines.iter().map(|l| format!("- {}: {l}\n", r.key)));
     }
     out
 }
 
-/// The results table of `scenarios` (with each mixed point's operations) and
-/// their extra lines; `about` finds the notes of a run that skipped them.
+/// The results table of `scenarios`, mixed points' operations and extra lines.
 fn table_section(file: &ResultsFile, scenarios: &[&str], about: &str) -> String {
-    let results: Vec<&ScenarioResult> = (file.results.iter())
-        .filter(|r| scenarios.contains(&r.scenario.as_str()))
-        .collect();
+    let wanted = |r: &&ScenarioResult| scenarios.contains(&r.scenario.as_str());
+    let results: Vec<&ScenarioResult> = file.results.iter().filter(wanted).collect();
     if results.is_empty() {
         return or_not_measured(file, None, about);
     }
@@ -470,7 +403,6 @@ fn scaling_section(file: &ResultsFile) -> String {
     runs.collect::<Vec<_>>().join("\n")
 }
 
-/// The CPU each point used, by role.
 fn cpu_table(file: &ResultsFile) -> Table {
     let mut t = Table::new("point|CPU used, cores");
     for r in file.results.iter().filter(|r| !r.cpu.is_empty()) {
@@ -479,15 +411,11 @@ fn cpu_table(file: &ResultsFile) -> Table {
     t
 }
 
-/// The sections of results tables by scenario: name, scenarios, and what
-/// the notes of a run that skipped them mention.
+/// The sections of results tables: name, scenarios, what notes on a skip mention.
+const STOCK: &str = "stock-contention";
 const TABLE_SECTIONS: [(&str, &[&str], &str); 5] = [
     ("reads", &["echo", "product-get", "product-list"], "product"),
-    (
-        "stock-contention",
-        &["stock-contention"],
-        "stock-contention",
-    ),
+    (STOCK, &[STOCK], STOCK),
     ("gateway-get", &["gateway-get"], "gateway"),
     ("order-place", &["order-place"], "order-place"),
     ("mixed", &["mixed"], "mixed"),

@@ -1,7 +1,4 @@
-//! The JSON results file (`--json-out`): the machine, versions and settings of a
-//! run, every figure it measured, and the targets checked against them
-//! ([`check_targets`]). `--compare` reads an older one; `report` turns one into
-//! tables (crate::report). Schema id: [`SCHEMA`]; fields are only ever added.
+//! The JSON results file (`--json-out`); fields are only ever added.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -60,8 +57,7 @@ pub struct Settings {
 /// One measured point of a scenario.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ScenarioResult {
-    /// Unique within a file and stable across runs: what `--compare` matches on,
-    /// e.g. `product-get/json c64`.
+    /// Unique within a file and stable across runs (`--compare` matches on it).
     pub key: String,
     pub scenario: String,
     pub variant: Option<String>,
@@ -72,8 +68,7 @@ pub struct ScenarioResult {
     pub warmup_s: f64,
     /// Instances of the service under test, when the harness started them.
     pub instances: Option<usize>,
-    /// JetStream `sync_interval` of the server, when the harness started it:
-    /// `always` (what the project ships) or `default` (every 2 minutes).
+    /// JetStream `sync_interval` of the server (`always`, `default`), if the harness started it.
     pub nats_sync: Option<String>,
     /// Throughput of each round when the point ran in several (the figure is their median).
     #[serde(default)]
@@ -86,8 +81,7 @@ pub struct ScenarioResult {
     pub throughput_per_s: f64,
     /// Seconds the successes were counted over.
     pub measured_s: f64,
-    /// Of successful operations (closed loop: from the send; open loop: from the
-    /// intended send time).
+    /// Of successful operations (open loop: from the intended send time).
     pub latency_ms: Option<Latency>,
     pub reply_bytes_mean: Option<f64>,
     /// Per operation, when a scenario mixes several.
@@ -261,11 +255,7 @@ impl ScenarioResult {
         }
     }
 
-    /// One point from rounds of the same load, run back to back (`run
-    /// --rounds`) or alternated with another scenario so that drift affects
-    /// both (the suite): counts are summed; throughput, each percentile and
-    /// reply size are the median over rounds (of each operation and phase
-    /// too); CPU is averaged.
+    /// One point from rounds of the same load: counts summed, CPU averaged, the rest medians.
     pub fn combine_rounds(rounds: Vec<ScenarioResult>) -> Result<Self> {
         let Some(first) = rounds.first() else {
             bail!("no rounds to combine");
@@ -277,9 +267,8 @@ impl ScenarioResult {
             return Ok(first.clone());
         }
         let ops = first.ops.iter().map(|op| {
-            let same = rounds
-                .iter()
-                .filter_map(|r| r.ops.iter().find(|o| o.name == op.name));
+            let named = |o: &&OpResult| o.name == op.name;
+            let same = rounds.iter().filter_map(|r| r.ops.iter().find(named));
             let same: Vec<&OpResult> = same.collect();
             OpResult {
                 name: op.name.clone(),
@@ -292,12 +281,9 @@ impl ScenarioResult {
             }
         });
         let phases = first.phases.iter().map(|phase| {
-            let same = rounds
-                .iter()
-                .flat_map(|r| &r.phases)
-                .filter(|p| p.name == phase.name);
-            let latency_ms = latency_median(same.map(|p| p.latency_ms));
-            let name = phase.name.clone();
+            let all = rounds.iter().flat_map(|r| &r.phases);
+            let same = all.filter(|p| p.name == phase.name).map(|p| p.latency_ms);
+            let (name, latency_ms) = (phase.name.clone(), latency_median(same));
             PhaseResult { name, latency_ms }
         });
         let throughputs: Vec<f64> = rounds.iter().map(|r| r.throughput_per_s).collect();
@@ -326,8 +312,7 @@ impl ScenarioResult {
         self.errors as f64 / (self.ok + self.errors).max(1) as f64
     }
 
-    /// What makes this point untrustworthy, if anything: no successes, an error
-    /// rate above `max_error_rate`, disordered percentiles, a failed check.
+    /// What makes this point untrustworthy (errors over `max_error_rate` ...), if anything.
     pub fn problems(&self, max_error_rate: f64) -> Vec<String> {
         let first_error = self.first_error.as_deref().unwrap_or("none");
         let (rate, kinds) = (self.throughput_per_s, &self.error_kinds);
@@ -365,7 +350,6 @@ fn latency_median(latencies: impl Iterator<Item = Option<Latency>>) -> Option<La
     Latency::median(&latencies.flatten().collect::<Vec<_>>())
 }
 
-/// Error counts by kind, added up.
 fn summed<'a>(counts: impl Iterator<Item = &'a BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
     let mut sum = BTreeMap::new();
     for (kind, n) in counts.flatten() {
@@ -375,9 +359,7 @@ fn summed<'a>(counts: impl Iterator<Item = &'a BTreeMap<String, u64>>) -> BTreeM
 }
 
 impl ResultsFile {
-    /// An empty file of this run (this program's arguments as its command):
-    /// now, this machine, the versions known without a server (the caller
-    /// fills in `nats_server` and `node`).
+    /// An empty file of this run: now, this command, this machine, the versions known.
     pub fn new(settings: Settings) -> Self {
         Self {
             schema: SCHEMA.to_string(),
@@ -400,19 +382,15 @@ impl ResultsFile {
         fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Reads a results file of this schema (any version of it: fields are
-    /// only ever added, with defaults).
+    /// Reads a results file of this schema (any version of it).
     pub fn read(path: &Path) -> Result<Self> {
         let text =
             fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let file: ResultsFile = serde_json::from_str(&text)
             .with_context(|| format!("parsing {} as a shop-bench results file", path.display()))?;
         if file.schema != SCHEMA {
-            bail!(
-                "{} has schema {:?}; this shop-bench reads {SCHEMA:?}",
-                path.display(),
-                file.schema
-            );
+            let (shown, schema) = (path.display(), &file.schema);
+            bail!("{shown} has schema {schema:?}; this shop-bench reads {SCHEMA:?}");
         }
         Ok(file)
     }
@@ -443,8 +421,7 @@ pub const GATEWAY_P99_MS: f64 = 10.0;
 pub const ORDER_RATE: f64 = 500.0;
 /// ... with p99 time-to-confirmed under this (ms).
 pub const ORDER_P99_MS: f64 = 250.0;
-/// "Sustained": at least this share of the offered rate confirmed, and at most
-/// this share of orders failed or unsettled.
+/// "Sustained": this share of the offered rate confirmed, at most this share failed.
 const SUSTAINED_SHARE: f64 = 0.98;
 const MAX_ORDER_ERRORS: f64 = 0.001;
 
@@ -459,8 +436,7 @@ impl TargetCheck {
     }
 }
 
-/// `num`'s throughput over `den`'s, against `at_least` (shown as a percentage
-/// or as a multiple).
+/// `num`'s throughput over `den`'s, against `at_least` (as a percentage or a multiple).
 fn ratio_check(
     name: &str,
     target: &str,
@@ -484,32 +460,22 @@ fn ratio_check(
 
 /// Every one of the targets, measured or not, from one file.
 pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
-    let mut checks = vec![ratio_check(
-        "product-get vs echo (64 in flight)",
-        &format!("≥ {:.0}% of echo", PRODUCT_GET_VS_ECHO * 100.0),
-        (
-            file.c64("product-get", Some("json")),
-            file.c64("echo", None),
-        ),
-        PRODUCT_GET_VS_ECHO,
-        true,
-    )];
-    // The stack the target names, express-http-proxy as such guides set it up
-    // (a new upstream connection per request), and the same stack tuned with
-    // keep-alive upstream connections, so the ratio is also shown against the
-    // stronger configuration.
+    let get = file.c64("product-get", Some("json"));
+    let echo = file.c64("echo", None);
+    let wanted = format!("≥ {:.0}% of echo", PRODUCT_GET_VS_ECHO * 100.0);
+    let name = "product-get vs echo (64 in flight)";
+    let get_vs_echo = ratio_check(name, &wanted, (get, echo), PRODUCT_GET_VS_ECHO, true);
+    let mut checks = vec![get_vs_echo];
+    // Express as express-http-proxy sets it up, and tuned with keep-alive upstream.
     let uncached = file.c64("gateway-get", Some("uncached"));
     for (variant, how, stack) in [
         ("express", "express-http-proxy defaults", "Express"),
         ("express-keepalive", "keep-alive upstream", "tuned Express"),
     ] {
-        checks.push(ratio_check(
-            &format!("gateway-get uncached vs Express ({how})"),
-            &format!("≥ {GATEWAY_VS_EXPRESS:.0}× {stack} + express-http-proxy"),
-            (uncached, file.c64("gateway-get", Some(variant))),
-            GATEWAY_VS_EXPRESS,
-            false,
-        ));
+        let name = format!("gateway-get uncached vs Express ({how})");
+        let wanted = format!("≥ {GATEWAY_VS_EXPRESS:.0}× {stack} + express-http-proxy");
+        let pair = (uncached, file.c64("gateway-get", Some(variant)));
+        checks.push(ratio_check(&name, &wanted, pair, GATEWAY_VS_EXPRESS, false));
     }
     let p99 = uncached.and_then(|r| r.latency_ms.map(|l| l.p99));
     checks.push(TargetCheck::new(
@@ -532,12 +498,9 @@ pub fn check_targets(file: &ResultsFile) -> Vec<TargetCheck> {
             && p99.is_some_and(|p| p < ORDER_P99_MS);
         let sync = r.nats_sync.as_deref().map(|s| format!("sync {s}"));
         let which = sync.or_else(|| r.variant.clone()).unwrap_or_default();
-        let measured = format!(
-            "{}/s confirmed, p99 {} ms, {} failed or unsettled",
-            fmt_rate(r.throughput_per_s),
-            p99.map_or("-".to_string(), fmt_ms),
-            r.errors
-        );
+        let (rate, errors) = (fmt_rate(r.throughput_per_s), r.errors);
+        let p99_ms = p99.map_or("-".to_string(), fmt_ms);
+        let measured = format!("{rate}/s confirmed, p99 {p99_ms} ms, {errors} failed or unsettled");
         let name = format!("order-place ({which})");
         checks.push(TargetCheck::new(&name, &wanted, Some(measured), Some(met)));
     }
@@ -553,8 +516,7 @@ pub mod tests {
 
     const C64: Model = Model::Closed { in_flight: 64 };
 
-    /// A 2 s round after 1 s of warm-up: one success per entry of `oks`
-    /// (operation, µs) and `errors` failed `product.get`s.
+    /// A 2 s round after 1 s of warm-up: a success per `oks` (op, µs), `errors` failed gets.
     pub fn run_stats(model: Model, oks: &[(&'static str, u64)], errors: u64) -> RunStats {
         let mut tally = Tally::default();
         for (op, us) in oks {
@@ -565,12 +527,11 @@ pub mod tests {
             tally.op("product.get").record_error(&not_found);
         }
         let schedule = Schedule::starting_now(Duration::from_secs(1), Duration::from_secs(2));
-        let measured_s = 2.0;
         RunStats {
             model,
             schedule,
             tally,
-            measured_s,
+            measured_s: 2.0,
         }
     }
 
@@ -600,30 +561,23 @@ pub mod tests {
             .map(|r| ScenarioResult::from_run(meta(), r, Vec::new()));
         let r = ScenarioResult::combine_rounds(apart.collect()).unwrap();
         assert_eq!(r.key, "product-get/json c64");
-        assert_eq!(
-            (r.rounds.as_slice(), r.throughput_per_s),
-            (&[5.0, 15.0, 10.0][..], 10.0)
-        );
+        assert_eq!(r.rounds, [5.0, 15.0, 10.0]);
+        assert_eq!(r.throughput_per_s, 10.0);
         assert_eq!((r.ok, r.errors), (60, 3));
         assert!((r.warmup_s - 1.0).abs() < 1e-9 && (r.duration_s - 2.0).abs() < 1e-9);
         assert!(r.ops.is_empty(), "one operation: no breakdown");
         assert!(r.problems(0.05).is_empty(), "{:?}", r.problems(0.05));
         assert_eq!(r.problems(0.01).len(), 1, "4.8% errors");
-        assert!(
-            (r.latency_ms.unwrap().p50 - 2.0).abs() < 0.01,
-            "median of p50s"
-        );
+        let p50 = r.latency_ms.unwrap().p50;
+        assert!((p50 - 2.0).abs() < 0.01, "median of p50s");
         let echo = point("echo", None, C64, 1.0, 1);
         assert!(ScenarioResult::combine_rounds(vec![r, echo]).is_err());
     }
 
     #[test]
     fn mixed_operations_are_broken_down() {
-        let oks = [
-            ("product.get", 1000),
-            ("product.get", 1000),
-            ("user.login", 30_000),
-        ];
+        let (get, login) = (("product.get", 1000), ("user.login", 30_000));
+        let oks = [get, get, login];
         let run = run_stats(Model::Open { rate: 100.0 }, &oks, 1);
         let meta = Meta::new("mixed", None, "mix");
         let r = ScenarioResult::from_run(meta, &run, Vec::new());
@@ -633,10 +587,8 @@ pub mod tests {
         assert!((get.share - 0.75).abs() < 1e-9);
         let two = ScenarioResult::combine_rounds(vec![r.clone(), r]).unwrap();
         let get = two.ops.iter().find(|o| o.name == "product.get").unwrap();
-        assert_eq!(
-            (get.ok, get.errors, get.error_kinds["service_404"]),
-            (4, 2, 2)
-        );
+        let not_found = get.error_kinds["service_404"];
+        assert_eq!((get.ok, get.errors, not_found), (4, 2, 2));
         assert!((get.share - 0.75).abs() < 1e-9 && (get.throughput_per_s - 1.0).abs() < 1e-9);
     }
 
@@ -646,9 +598,7 @@ pub mod tests {
         let meta = Meta::new("echo", None, "bench.echo");
         let r = ScenarioResult::from_run(meta, &run, vec![]);
         let problems = r.problems(1.0);
-        assert!(
-            problems[0].contains("no successful requests"),
-            "{problems:?}"
-        );
+        let first = &problems[0];
+        assert!(first.contains("no successful requests"), "{problems:?}");
     }
 }

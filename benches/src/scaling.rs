@@ -1,8 +1,4 @@
-//! Scaling runs: the same scenario with 1, 2, 4 ... instances of its service
-//! in one queue group, each point with the same load; speedup and efficiency
-//! are relative to the smallest instance count. The CPU each role used shows
-//! what limits a point (on a small machine usually the shared cores, not the
-//! service).
+//! Scaling runs: one scenario and load on 1, 2, 4 ... instances of its service.
 
 use anyhow::{bail, Context, Result};
 
@@ -26,31 +22,26 @@ pub fn points(results: &[(usize, ScenarioResult)]) -> Vec<ScalingPoint> {
     let Some((base_n, base)) = results.first() else {
         return Vec::new();
     };
-    results
-        .iter()
-        .map(|(n, r)| {
-            let speedup = if base.throughput_per_s > 0.0 {
-                r.throughput_per_s / base.throughput_per_s
-            } else {
-                0.0
-            };
-            ScalingPoint {
-                instances: *n,
-                throughput_per_s: r.throughput_per_s,
-                speedup,
-                efficiency: speedup / (*n as f64 / *base_n as f64),
-                latency_ms: r.latency_ms,
-                errors: r.errors,
-                cpu: r.cpu.clone(),
-            }
-        })
-        .collect()
+    let point = |(n, r): &(usize, ScenarioResult)| {
+        let speedup = if base.throughput_per_s > 0.0 {
+            r.throughput_per_s / base.throughput_per_s
+        } else {
+            0.0
+        };
+        ScalingPoint {
+            instances: *n,
+            throughput_per_s: r.throughput_per_s,
+            speedup,
+            efficiency: speedup / (*n as f64 / *base_n as f64),
+            latency_ms: r.latency_ms,
+            errors: r.errors,
+            cpu: r.cpu.clone(),
+        }
+    };
+    results.iter().map(point).collect()
 }
 
-/// Runs each of `plans` at each instance count on `stack` (which runs a
-/// nats-server and whatever else the scenarios need); instances of each
-/// scenario's service are added as the counts grow. `progress` hears about
-/// each point.
+/// Runs each of `plans` at each instance count on `stack`, adding instances as it goes.
 pub async fn run_on(
     stack: &mut Stack,
     plans: &[(Scenario, Options)],
@@ -69,26 +60,21 @@ pub async fn run_on(
                 })?;
             }
             stack.check_alive()?;
-            progress(&format!(
-                "scaling {} ({}) with {n} × {service}",
-                scenario.name(),
-                opts.model.describe()
-            ));
+            let (name, model) = (scenario.name(), opts.model.describe());
+            progress(&format!("scaling {name} ({model}) with {n} × {service}"));
             let result = scenarios::run(*scenario, &stack.target(Some(n))?, opts).await?;
             per_plan[i].push((n, result));
         }
     }
-    Ok(plans
-        .iter()
-        .zip(per_plan)
-        .map(|((scenario, opts), results)| ScalingRun {
-            scenario: scenario.name().to_string(),
-            variant: results.first().and_then(|(_, r)| r.variant.clone()),
-            model: opts.model,
-            service: scenario.scaled_service().unwrap_or_default().to_string(),
-            points: points(&results),
-        })
-        .collect())
+    let runs = plans.iter().zip(per_plan);
+    let runs = runs.map(|((scenario, opts), results)| ScalingRun {
+        scenario: scenario.name().to_string(),
+        variant: results.first().and_then(|(_, r)| r.variant.clone()),
+        model: opts.model,
+        service: scenario.scaled_service().unwrap_or_default().to_string(),
+        points: points(&results),
+    });
+    Ok(runs.collect())
 }
 
 #[cfg(test)]

@@ -1,5 +1,4 @@
-//! Benchmark products, created through the product service's create endpoint
-//! as the admin (`product.create` is for admins: [`admin_headers`]).
+//! Benchmark products, created through `product.create` as the admin.
 
 use std::time::{Duration, Instant};
 
@@ -18,17 +17,14 @@ pub fn read_id(i: usize) -> String {
     format!("{READ_PREFIX}{i:04}")
 }
 
-/// The admin credentials: `ADMIN_EMAIL` / `ADMIN_PASSWORD`, or the bench's
-/// own admin, which the stack's user service creates.
+/// `ADMIN_EMAIL` / `ADMIN_PASSWORD`, or the admin the stack's user service creates.
 pub fn admin_credentials() -> (String, String) {
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or(default.to_string());
     let email = var("ADMIN_EMAIL", "bench-admin@shop.example");
     (email, var("ADMIN_PASSWORD", "bench-admin-password"))
 }
 
-/// Headers carrying an admin's token: logs in with [`admin_credentials`],
-/// retrying for a while (a user service that just started creates the
-/// account a moment after it is ready).
+/// Headers carrying an admin's token; retries while a fresh user service creates it.
 pub async fn admin_headers(client: &Client) -> Result<HeaderMap> {
     let (email, password) = admin_credentials();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -46,8 +42,7 @@ pub async fn admin_headers(client: &Client) -> Result<HeaderMap> {
     }
 }
 
-/// Creates products `<prefix>0000` .. with `stock` each unless they exist,
-/// `concurrency` at a time; returns their ids (or the first failure).
+/// Creates products `<prefix>0000` .. with `stock` each unless they exist; their ids.
 pub async fn ensure_products(
     client: &Client,
     prefix: &str,
@@ -65,9 +60,7 @@ pub async fn ensure_products(
     Ok(ids)
 }
 
-/// Creates product `id` (the `i`-th of its kind, its description about 100
-/// characters like real data) with `stock`, as the admin whose token `admin`
-/// carries; one that exists already (409) counts as created.
+/// Creates product `id` (the `i`-th of its kind) with `stock`; one that exists is fine.
 pub async fn create(
     client: &Client,
     admin: &HeaderMap,

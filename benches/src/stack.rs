@@ -1,15 +1,6 @@
-//! Starts what a benchmark needs and stops it again: a nats-server with the
-//! project's configuration (or, with `--nats-cluster N`, N clustered ones:
-//! the services get every URL and `JS_REPLICAS`, the load generator the
-//! first node), service instances, the echo responder, the HTTP gateway and
-//! the Express baseline, all through `shop-process`.
-//!
-//! Every process logs to its own file under the run's log directory and is up
-//! once it prints its readiness line. Processes get SIGTERM (SIGKILL after
-//! 10 s) when the stack is stopped or dropped, and from the kernel if the
-//! harness itself dies (Linux `PR_SET_PDEATHSIG`).
+//! Starts what a benchmark needs through `shop-process`, and stops it again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -59,11 +50,9 @@ pub struct StackConfig {
     pub node: PathBuf,
     /// Each process writes `<name>.log` here.
     pub logs_dir: PathBuf,
-    /// `RUST_LOG` of the services: quiet (per-request logging would be
-    /// measured too), but the readiness line must get through.
+    /// `RUST_LOG` of the services: quiet, but lets the readiness line through.
     pub services_rust_log: String,
-    /// NATS auth on (as shipped: `shop auth init`, every process on its own
-    /// identity, the load generator as operator), or off to measure its cost.
+    /// NATS auth on (as shipped: `shop auth init`), or off to measure its cost.
     pub auth: bool,
     /// Nodes of the NATS cluster to start (0 or 1: one server).
     pub nats_cluster: usize,
@@ -71,8 +60,7 @@ pub struct StackConfig {
 
 /// Default `RUST_LOG` for services under load (`BENCH_RUST_LOG` overrides).
 pub const SERVICES_RUST_LOG: &str = "warn,shop_actors::service=info";
-/// Default `RUST_LOG` of the gateway (`BENCH_GATEWAY_RUST_LOG` overrides):
-/// its readiness line, not its access log.
+/// Default `RUST_LOG` of the gateway (`BENCH_GATEWAY_RUST_LOG` overrides).
 pub const GATEWAY_RUST_LOG: &str = "warn,gateway=info,gateway::access=warn";
 
 fn env_or(var: &str, default: &str) -> String {
@@ -80,8 +68,7 @@ fn env_or(var: &str, default: &str) -> String {
 }
 
 impl StackConfig {
-    /// Binaries in `bin_dir`; nats-server from `NATS_SERVER_BIN`, the
-    /// workspace's `.tools/bin`, or PATH; the baseline from the workspace.
+    /// Binaries in `bin_dir`; nats-server and the baseline found in the workspace.
     pub fn new(bin_dir: PathBuf, logs_dir: PathBuf) -> Self {
         let root = workspace_root();
         let nats_server = shop_process::nats_server_bin(&root);
@@ -113,8 +100,7 @@ impl StackConfig {
     }
 }
 
-/// A process the stack started, under its role for CPU accounting
-/// (`nats-server`, `product`, `echo`, `gateway` ...).
+/// A process the stack started, under its role for CPU accounting.
 struct Member {
     role: String,
     process: Process,
@@ -130,8 +116,7 @@ pub struct Stack {
     /// Where the load generator connects: the server, or a cluster's first node.
     client_url: Option<String>,
     sync: Option<JetStreamSync>,
-    /// A user instance started for a product instance's seeding, not yet
-    /// asked for: the next request for a user instance is this one.
+    /// A user instance started for a product's seeding: the next one asked for.
     implicit_user: bool,
     /// The auth directory of the nats-server this stack started with auth.
     auth_dir: Option<PathBuf>,
@@ -203,8 +188,7 @@ impl Stack {
         }
     }
 
-    /// How every process of the stack runs: its log file, readiness timeout
-    /// and death with the harness.
+    /// Every process's log file, readiness timeout and death with the harness.
     fn runs(&self, spec: Spec) -> Spec {
         let log = self.log_file(spec.name());
         spec.log_file(log)
@@ -212,7 +196,6 @@ impl Stack {
             .die_with_parent()
     }
 
-    /// Starts `spec` as `role`.
     async fn start(&mut self, role: &str, spec: Spec) -> Result<()> {
         let process = self.runs(spec).start().await?;
         self.add(role, process);
@@ -224,29 +207,18 @@ impl Stack {
         self.members.push(Member { role, process });
     }
 
-    /// Starts nats-server on free ports with a fresh store, or a cluster of
-    /// `nats_cluster` nodes (`n1` ...: routes on loopback, a store each, as
-    /// `shop up --nats-cluster` runs them). Each node's configuration is the
-    /// project's (nats/config/nats-server.conf: 8 MB payloads, JetStream with
-    /// `sync`) and, with auth, includes the `auth.conf` of `shop auth init`
-    /// (an include is read relative to the including file, so the
-    /// configurations are written next to it). Waits until JetStream answers;
-    /// returns every node's URL, comma-separated (the services' `NATS_URL`).
+    /// Starts nats-server or `nats_cluster` nodes; returns every URL, comma-separated.
     pub async fn start_nats(&mut self, sync: JetStreamSync) -> Result<String> {
         if self.nats_url.is_some() {
             bail!("this stack already has a nats-server");
         }
         let n = self.config.nats_cluster.max(1);
-        let auth_dir = match self.config.auth {
-            true => Some(self.auth_init()?),
-            false => None,
-        };
+        let auth_dir = self.config.auth.then(|| self.auth_init()).transpose()?;
         crate::nats::use_credentials(auth_dir.as_ref().map(|d| d.join("operator.creds")));
         let config_dir = (auth_dir.clone()).unwrap_or_else(|| self.data.path().to_path_buf());
         let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
-        let routes: Vec<String> = (route_ports.iter())
-            .map(|p| format!("nats-route://127.0.0.1:{p}"))
-            .collect();
+        let route = |p: &u16| format!("nats-route://127.0.0.1:{p}");
+        let routes: Vec<String> = route_ports.iter().map(route).collect();
         let mut urls = Vec::new();
         for (i, route_port) in route_ports.iter().enumerate() {
             let name = match n {
@@ -293,11 +265,9 @@ impl Stack {
     fn auth_init(&self) -> Result<PathBuf> {
         let dir = self.data.path().join("auth");
         let shop = self.config.bin_dir.join("shop");
-        let output = std::process::Command::new(&shop)
-            .args(["auth", "init"])
-            .arg(&dir)
-            .output()
-            .with_context(|| format!("running {} auth init", shop.display()))?;
+        let mut init = std::process::Command::new(&shop);
+        let output = init.args(["auth", "init"]).arg(&dir).output();
+        let output = output.with_context(|| format!("running {} auth init", shop.display()))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             bail!("shop auth init failed: {stderr}");
@@ -305,20 +275,10 @@ impl Stack {
         Ok(dir)
     }
 
-    /// `name` running `program` on this stack's NATS as `identity` (its
-    /// credentials when the server has auth; never the harness's own
-    /// `NATS_CREDS`), logging JSON at `rust_log`, ready when it says so.
-    fn nats_spec(
-        &self,
-        name: &str,
-        program: PathBuf,
-        identity: &str,
-        rust_log: &str,
-    ) -> Result<Spec> {
-        let url = self
-            .nats_url
-            .as_deref()
-            .context("no nats-server started in this stack")?;
+    /// `name` running `program` on this stack's NATS as `identity`, logging at `log`.
+    fn nats_spec(&self, name: &str, program: PathBuf, identity: &str, log: &str) -> Result<Spec> {
+        let url = self.nats_url.as_deref();
+        let url = url.context("no nats-server started in this stack")?;
         let replicas = self.config.nats_cluster.clamp(1, 5).to_string();
         let creds =
             (self.auth_dir.iter()).map(|d| ("NATS_CREDS", d.join(format!("{identity}.creds"))));
@@ -328,16 +288,13 @@ impl Stack {
                 ("JS_REPLICAS", &replicas),
                 ("INSTANCE_ID", name),
             ])
-            .envs([("LOG_FORMAT", "json"), ("RUST_LOG", rust_log)])
+            .envs([("LOG_FORMAT", "json"), ("RUST_LOG", log)])
             .env_remove("NATS_CREDS")
             .envs(creds)
             .ready_line("\"service ready\""))
     }
 
-    /// Starts one more instance of `service` (`product`, `user`, `payment`,
-    /// `notification`, `order`) and waits until it serves. The user service
-    /// creates the admin that seeds products ([`crate::seed::admin_headers`]),
-    /// so a product instance brings one along.
+    /// Starts one more instance of `service` (a product one brings a user one, for the admin).
     pub async fn start_service(&mut self, service: &str, env: &[(&str, &str)]) -> Result<()> {
         if service == "product" && self.count("user") == 0 {
             Box::pin(self.start_service("user", &[])).await?;
@@ -362,10 +319,8 @@ impl Stack {
             spec = spec.env(format!("{}_DATA_KEY_FILE", service.to_uppercase()), path);
         }
         if service == "user" {
-            let (email, password) = crate::seed::admin_credentials();
-            spec = spec
-                .env("ADMIN_EMAIL", email)
-                .env("ADMIN_PASSWORD", password);
+            let (email, pass) = crate::seed::admin_credentials();
+            spec = spec.env("ADMIN_EMAIL", email).env("ADMIN_PASSWORD", pass);
         }
         self.start(service, spec.envs(env.iter().copied())).await
     }
@@ -373,13 +328,8 @@ impl Stack {
     /// Starts the raw echo responder on `subject`, replying `reply_bytes` bytes.
     pub async fn start_echo(&mut self, subject: &str, reply_bytes: usize) -> Result<()> {
         let name = format!("echo-{}", self.count("echo") + 1);
-        let spec = self
-            .nats_spec(
-                &name,
-                self.config.bin_dir.join("shop-bench"),
-                "operator",
-                "",
-            )?
+        let bin = self.config.bin_dir.join("shop-bench");
+        let spec = (self.nats_spec(&name, bin, "operator", "")?)
             .args(["echo-server", "--nats-url", self.nats_url()?])
             .args(["--subject", subject, "--queue", "bench", "--reply-bytes"])
             .arg(reply_bytes.to_string())
@@ -387,10 +337,7 @@ impl Stack {
         self.start("echo", spec).await
     }
 
-    /// Starts the HTTP gateway on a free port with `env` (e.g. its cache switch);
-    /// returns its base URL. `role` names it for CPU accounting. Its per-client
-    /// rate limit is off (one load generator is one client) and so is its
-    /// per-request access log (as the services' request logs are).
+    /// Starts the HTTP gateway as `role` with `env`, without rate limit; returns its URL.
     pub async fn start_gateway(&mut self, role: &str, env: &[(&str, &str)]) -> Result<String> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let name = format!("{role}-{}", self.count(role) + 1);
@@ -406,32 +353,22 @@ impl Stack {
         Ok(format!("http://{addr}"))
     }
 
-    /// Starts the Express product service and the express-http-proxy gateway in
-    /// front of it (with `keep_alive`, reusing upstream connections instead of
-    /// express-http-proxy's connection per request); returns the gateway's base URL.
+    /// Starts the Express product service and gateway (`keep_alive` upstream); its URL.
     pub async fn start_express(&mut self, keep_alive: bool) -> Result<String> {
         let dir = self.config.express_dir.clone();
         if !self.config.express_available() {
-            bail!(
-                "the Express baseline is not installed: run `npm ci` in {}",
-                dir.display()
-            );
+            let dir = dir.display();
+            bail!("the Express baseline is not installed: run `npm ci` in {dir}");
         }
         let (product_port, gateway_port) = (free_port()?.to_string(), free_port()?.to_string());
-        let upstream = [
+        let url = format!("http://127.0.0.1:{gateway_port}");
+        let proxy = [
             ("PRODUCT_URL", format!("127.0.0.1:{product_port}")),
             ("UPSTREAM_KEEPALIVE", u8::from(keep_alive).to_string()),
         ];
-        let processes = [
-            ("express-product", "product.js", product_port, &[][..]),
-            (
-                "express-gateway",
-                "gateway.js",
-                gateway_port.clone(),
-                &upstream[..],
-            ),
-        ];
-        for (role, script, port, env) in processes {
+        let product = ("express-product", "product.js", product_port, &[][..]);
+        let gateway = ("express-gateway", "gateway.js", gateway_port, &proxy[..]);
+        for (role, script, port, env) in [product, gateway] {
             let spec = Spec::new(role, &self.config.node)
                 .arg(dir.join(script))
                 .envs([("PORT", port), ("NODE_ENV", "production".into())])
@@ -440,22 +377,16 @@ impl Stack {
                 .ready_line("listening");
             self.start(role, spec).await?;
         }
-        Ok(format!("http://127.0.0.1:{gateway_port}"))
+        Ok(url)
     }
 
     /// Fails with the log tail of any process that has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         for m in &mut self.members {
             if let Some(status) = m.process.try_exit() {
-                bail!(
-                    "{} exited ({status}); last lines of {}:\n{}",
-                    m.process.name(),
-                    m.process
-                        .log_file()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    m.process.tail(20)
-                );
+                let log = m.process.log_file().unwrap_or(Path::new("")).display();
+                let (name, tail) = (m.process.name(), m.process.tail(20));
+                bail!("{name} exited ({status}); last lines of {log}:\n{tail}");
             }
         }
         Ok(())
@@ -463,9 +394,8 @@ impl Stack {
 
     /// Stops every process of `role` (newest first).
     pub async fn stop_role(&mut self, role: &str) {
-        let (stop, keep) = std::mem::take(&mut self.members)
-            .into_iter()
-            .partition(|m| m.role == role);
+        let members = std::mem::take(&mut self.members);
+        let (stop, keep) = members.into_iter().partition(|m| m.role == role);
         self.members = keep;
         for m in stop.into_iter().rev() {
             stop_member(m).await;
@@ -483,8 +413,7 @@ impl Stack {
     }
 }
 
-/// Waits until the cluster at `url` answers JetStream requests (its meta
-/// leader is elected a moment after the routes connect).
+/// Waits until the cluster at `url` answers JetStream requests (its leader is elected).
 async fn wait_for_jetstream(url: &str) -> Result<()> {
     let client = crate::nats::connect(url, "shop-bench-stack", Duration::from_secs(2)).await?;
     let js = async_nats::jetstream::new(client);
@@ -502,8 +431,7 @@ async fn wait_for_jetstream(url: &str) -> Result<()> {
 }
 
 impl Drop for Stack {
-    /// Stops what is still running, newest first, each before the next, so
-    /// services finish their graceful stop while the nats-server is still up.
+    /// Stops what is still running, newest first (services before the nats-server).
     fn drop(&mut self) {
         while let Some(mut m) = self.members.pop() {
             let _ = m.process.stop_blocking(STOP_TIMEOUT);
@@ -512,12 +440,13 @@ impl Drop for Stack {
 }
 
 async fn stop_member(mut m: Member) {
-    match m.process.stop(STOP_TIMEOUT).await {
-        Ok(Stopped::Killed) => eprintln!(
-            "stack: {} did not stop in {STOP_TIMEOUT:?}; killed it",
-            m.process.name()
-        ),
-        Err(e) => eprintln!("stack: stopping {}: {e:#}", m.process.name()),
+    let stopped = m.process.stop(STOP_TIMEOUT).await;
+    let name = m.process.name();
+    match stopped {
+        Ok(Stopped::Killed) => {
+            eprintln!("stack: {name} did not stop in {STOP_TIMEOUT:?}; killed it")
+        }
+        Err(e) => eprintln!("stack: stopping {name}: {e:#}"),
         Ok(_) => {}
     }
 }

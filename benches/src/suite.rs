@@ -1,13 +1,4 @@
-//! The standard suite: every scenario at its standard settings, in phases that
-//! each start a fresh stack (nats-server with the project's configuration,
-//! release builds of the services) and stop it afterwards.
-//!
-//! | phase | stack | points |
-//! | --- | --- | --- |
-//! | reads | nats (`sync_interval: always`), product ×1, echo | echo and product-get/json alternated over rounds; product-get/bincode; product-get/json open loop; product-list; stock-contention; gateway-get cached, uncached and the Express baseline |
-//! | orders | nats (`always`), product, user, payment, notification, order ×1 | mixed (open loop); order-place at each rate |
-//! | orders-default-sync | nats (default sync), the same services | order-place at each rate |
-//! | scaling | nats (`always`), product ×1, 2, 4 | product-get/json and product-list at each count |
+//! The standard suite: every scenario in phases on fresh stacks (see BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,18 +19,19 @@ use crate::stack::{JetStreamSync, Stack, StackConfig};
 use crate::stats::fmt_ms;
 use crate::{nats, scaling};
 
-/// Least warm-up of an HTTP point that wrk did not warm up first (V8's JIT
-/// needs a few seconds of load before the Express baseline runs at speed).
+/// Least warm-up of an HTTP point that wrk did not warm up first (V8's JIT).
 const HTTP_WARMUP: Duration = Duration::from_secs(5);
 
 /// Requests in flight of the closed-loop points, and wrk's connections.
 const IN_FLIGHT: usize = 64;
+const CLOSED: Model = Model::Closed {
+    in_flight: IN_FLIGHT,
+};
 
 /// The gateway's cache switch (`on`/`off`, services/gateway/src/config.rs).
 pub const GATEWAY_CACHE_ENV: &str = "GATEWAY_CACHE";
 
-/// What the suite runs and how long; its command-line flags too. Timeouts
-/// (5 s) and products (1000) are [`Options`]' defaults.
+/// What the suite runs and how long; its command-line flags too.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SuiteConfig {
     /// 2 s points after 0.5 s of warm-up: checks that everything works; the
@@ -78,39 +70,34 @@ pub struct SuiteConfig {
 impl SuiteConfig {
     /// Rounds of echo and product-get/json.
     fn rounds(&self) -> usize {
-        let rounds = self.rounds.unwrap_or(if self.quick { 1 } else { 2 });
-        rounds.max(1)
+        self.rounds.unwrap_or(if self.quick { 1 } else { 2 }).max(1)
     }
 
     fn wants(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| o == name)
     }
 
-    /// A point's options under `model`: the standard settings (10 s after 2 s
-    /// of warm-up), or `--quick` ones (2 s after 0.5 s).
+    /// A point's options under `model`: the standard settings, or `--quick` ones.
     pub fn options(&self, model: Model) -> Options {
         let (duration, warmup, settle) = match self.quick {
             true => (2_000, 500, 10),
             false => (10_000, 2_000, 20),
         };
-        let opts = Options {
+        Options {
             duration: (self.duration).unwrap_or(Duration::from_millis(duration)),
             warmup: (self.warmup).unwrap_or(Duration::from_millis(warmup)),
             settle_timeout: Duration::from_secs(settle),
             ..Options::default()
-        };
-        opts.with_model(model)
+        }
+        .with_model(model)
     }
 
     /// The options of the closed-loop points ([`IN_FLIGHT`] requests in flight).
-    fn closed(&self) -> Options {
-        self.options(Model::Closed {
-            in_flight: IN_FLIGHT,
-        })
+    pub fn closed(&self) -> Options {
+        self.options(CLOSED)
     }
 }
 
-/// Collects results, notes and failures while the suite runs.
 struct Run {
     file: ResultsFile,
     failures: Vec<String>,
@@ -124,13 +111,9 @@ impl Run {
 
     /// Reports a point's outcome; a failure is noted (in the file too).
     fn record(&mut self, what: &str, outcome: Result<ScenarioResult>) -> Option<ScenarioResult> {
-        let r = match outcome {
-            Ok(r) => r,
-            Err(e) => {
-                self.fail(format!("{what} failed: {e:#}"));
-                return None;
-            }
-        };
+        let r = outcome
+            .map_err(|e| self.fail(format!("{what} failed: {e:#}")))
+            .ok()?;
         let problems = r.problems(0.01);
         let problems = match problems.is_empty() {
             true => String::new(),
@@ -153,8 +136,7 @@ impl Run {
         self.file.notes.push(note);
     }
 
-    /// Runs one point of `scenario` on `stack` (`what` for the progress
-    /// line, default: its name and load); its result, unless it failed.
+    /// Runs one point of `scenario` on `stack`; its result, unless it failed.
     async fn measure(
         &mut self,
         stack: &Stack,
@@ -165,15 +147,11 @@ impl Run {
         let name = scenario.name();
         let what = what.unwrap_or_else(|| format!("{name} ({})", opts.model.describe()));
         self.progress(&what);
-        let outcome = match stack.target(Some(1)) {
-            Ok(target) => scenarios::run(scenario, &target, opts).await,
-            Err(e) => Err(e),
-        };
-        self.record(&name, outcome)
+        let run = async { scenarios::run(scenario, &stack.target(Some(1))?, opts).await };
+        self.record(&name, run.await)
     }
 
-    /// Runs each of `points` that the configuration wants, on `stack`, and
-    /// keeps their results.
+    /// Runs each of `points` that the configuration wants and keeps their results.
     async fn points(
         &mut self,
         cfg: &SuiteConfig,
@@ -189,8 +167,7 @@ impl Run {
     }
 }
 
-/// Runs the suite on stacks of `stack`'s programs; returns the results file
-/// and the failures (also in its notes).
+/// Runs the suite; returns the results file and the failures (also in its notes).
 pub async fn run(cfg: &SuiteConfig, stack: &StackConfig) -> Result<(ResultsFile, Vec<String>)> {
     for name in &cfg.only {
         if name != "scaling" && !Scenario::value_variants().iter().any(|s| s.name() == *name) {
@@ -234,11 +211,9 @@ pub async fn run(cfg: &SuiteConfig, stack: &StackConfig) -> Result<(ResultsFile,
             continue;
         }
         run.progress(&format!("phase {phase}"));
-        let logs_dir = stack.logs_dir.join(phase);
-        let mut stack = Stack::new(StackConfig {
-            logs_dir,
-            ..stack.clone()
-        })?;
+        let mut config = stack.clone();
+        config.logs_dir = stack.logs_dir.join(phase);
+        let mut stack = Stack::new(config)?;
         let outcome = match phase {
             "reads" => reads_phase(cfg, &mut run, &mut stack).await,
             "orders" => orders(cfg, &mut run, &mut stack, JetStreamSync::Always).await,
@@ -271,8 +246,7 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
     stack.start_service("product", &[]).await?;
     let c = cfg.closed();
     reads::seed_reads(&client, c.products).await?;
-    // The echo reply is as big as a product's, so the only difference between
-    // the two is the work product.get does.
+    // The echo reply is as big as a product's: the difference is product.get's work.
     let reply_bytes = reads::probe(&client, &read_id(0), Encoding::Json, c.timeout).await?;
     stack.start_echo(ECHO_SUBJECT, reply_bytes).await?;
     let extra = &mut run.file.settings.extra;
@@ -282,9 +256,7 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
     for round in 0..n {
         // ABBA: echo first in even rounds, product-get first in odd ones.
         let mut order = [Scenario::Echo, Scenario::ProductGet];
-        if round % 2 == 1 {
-            order.reverse();
-        }
+        order.rotate_left(round % 2);
         for s in order.into_iter().filter(|s| cfg.wants(&s.name())) {
             let model = c.model.describe();
             let what = format!("{} ({model}) round {}/{n}", s.name(), round + 1);
@@ -296,13 +268,10 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
         let combined = ScenarioResult::combine_rounds(rounds)?;
         run.file.results.push(combined);
     }
-    let bincode = Options {
-        encoding: Encoding::Bincode,
-        ..c.clone()
-    };
-    let open = cfg.options(Model::Open {
-        rate: cfg.read_rate,
-    });
+    let mut bincode = c.clone();
+    bincode.encoding = Encoding::Bincode;
+    let rate = cfg.read_rate;
+    let open = cfg.options(Model::Open { rate });
     let points = [
         (Scenario::ProductGet, bincode),
         (Scenario::ProductGet, open),
@@ -316,9 +285,7 @@ async fn reads_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Res
     stack.check_alive()
 }
 
-/// The gateway points: the Rust gateway cached and uncached, the Express
-/// baseline without and with upstream keep-alive. What cannot run is noted;
-/// a point that fails is recorded as a failure and the others still run.
+/// The gateway points, Rust and Express; what cannot run is noted, a failure recorded.
 async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
     let wrk = (!cfg.no_wrk).then(|| find_on_path("wrk")).flatten();
     if !cfg.no_wrk && wrk.is_none() {
@@ -327,21 +294,19 @@ async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
     }
     let mut variants = Vec::new();
     let gateway = stack.config.gateway_bin();
+    let shown = gateway.display();
+    let skipped = format!("gateway-get (Rust gateway) skipped: {shown} is not built");
     match gateway.exists() {
         true => variants.extend(["cached", "uncached"]),
-        false => run.note(format!(
-            "gateway-get (Rust gateway) skipped: {} is not built",
-            gateway.display()
-        )),
+        false => run.note(skipped),
     }
     if stack.config.express_available() {
         run.file.versions.node = machine::program_version(&stack.config.node);
         variants.extend(["express", "express-keepalive"]);
     } else {
-        let express_dir = stack.config.express_dir.display();
-        run.note(format!(
-            "gateway-get Express baseline skipped: run `npm ci` in {express_dir}"
-        ));
+        let dir = stack.config.express_dir.display();
+        let skipped = format!("gateway-get Express baseline skipped: run `npm ci` in {dir}");
+        run.note(skipped);
     }
     for variant in variants {
         run.progress(&format!("gateway-get {variant} (closed {IN_FLIGHT})"));
@@ -355,10 +320,7 @@ async fn gateway(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) {
     }
 }
 
-/// Starts the HTTP gateway of `variant` (as `role`) and measures gateway-get
-/// through it, after `wrk` when it is installed: a cross-check, and a warm-up
-/// for what it measures (the Express baseline's JIT in particular), so no
-/// target is measured cold.
+/// Measures gateway-get through the gateway of `variant`, after `wrk` if installed.
 async fn http_point(
     cfg: &SuiteConfig,
     stack: &mut Stack,
@@ -367,19 +329,16 @@ async fn http_point(
     wrk: Option<&Path>,
 ) -> Result<ScenarioResult> {
     let rust_gateway = matches!(variant, "cached" | "uncached");
-    let base = match rust_gateway {
-        true => {
-            let cache = if variant == "cached" { "on" } else { "off" };
-            let env = [(GATEWAY_CACHE_ENV, cache)];
-            let started = stack.start_gateway(role, &env).await;
-            started.context("starting the gateway")?
-        }
-        false => {
-            let started = stack.start_express(variant == "express-keepalive").await;
-            started.context("starting the Express baseline")?
-        }
+    let base = if rust_gateway {
+        let cache = if variant == "cached" { "on" } else { "off" };
+        let env = [(GATEWAY_CACHE_ENV, cache)];
+        let started = stack.start_gateway(role, &env).await;
+        started.context("starting the gateway")?
+    } else {
+        let started = stack.start_express(variant == "express-keepalive").await;
+        started.context("starting the Express baseline")?
     };
-    let opts = cfg.closed();
+    let mut opts = cfg.closed();
     let mut wrk_rps = None;
     if let Some(wrk) = wrk {
         let url = format!("{base}{}", PRODUCT_PATH.replace("{id}", &read_id(0)));
@@ -389,15 +348,10 @@ async fn http_point(
             Err(e) => eprintln!("         wrk failed: {e:#}"),
         }
     }
-    let opts = Options {
-        variant: Some(variant.to_string()),
-        seed: rust_gateway,
-        warmup: match wrk_rps {
-            Some(_) => opts.warmup,
-            None => opts.warmup.max(HTTP_WARMUP),
-        },
-        ..opts
-    };
+    (opts.variant, opts.seed) = (Some(variant.to_string()), rust_gateway);
+    if wrk_rps.is_none() {
+        opts.warmup = opts.warmup.max(HTTP_WARMUP);
+    }
     let mut target = stack.target(Some(1))?;
     target.http_url = Some(format!("{base}{PRODUCT_PATH}"));
     let mut r = scenarios::run(Scenario::GatewayGet, &target, &opts).await?;
@@ -426,14 +380,12 @@ async fn run_wrk(wrk: &Path, url: &str, connections: usize, duration: Duration) 
 
 /// `Requests/sec:  12345.67` from wrk's output.
 pub fn parse_wrk(text: &str) -> Option<f64> {
-    let rate = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"));
-    rate.and_then(|v| v.trim().parse().ok())
+    let mut lines = text.lines().map(str::trim);
+    let rate = lines.find_map(|l| l.strip_prefix("Requests/sec:"))?;
+    rate.trim().parse().ok()
 }
 
-/// mixed (with the project's sync only) and order-place at each rate, on the
-/// services an order passes through.
+/// mixed (with the project's sync only) and order-place at each rate.
 async fn orders(
     cfg: &SuiteConfig,
     run: &mut Run,
@@ -444,15 +396,17 @@ async fn orders(
     for service in Scenario::OrderPlace.services() {
         stack.start_service(service, &[]).await?;
     }
+    let open = |s, rate| (s, cfg.options(Model::Open { rate }));
     let mut points = Vec::new();
     if sync == JetStreamSync::Always {
-        points.push((Scenario::Mixed, cfg.mixed_rate));
+        points.push(open(Scenario::Mixed, cfg.mixed_rate));
     }
-    points.extend(cfg.order_rates.iter().map(|r| (Scenario::OrderPlace, *r)));
-    let points = points
-        .into_iter()
-        .map(|(s, rate)| (s, cfg.options(Model::Open { rate })));
-    run.points(cfg, stack, &points.collect::<Vec<_>>()).await
+    points.extend(
+        cfg.order_rates
+            .iter()
+            .map(|r| open(Scenario::OrderPlace, *r)),
+    );
+    run.points(cfg, stack, &points).await
 }
 
 async fn scaling_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> Result<()> {
@@ -462,8 +416,7 @@ async fn scaling_phase(cfg: &SuiteConfig, run: &mut Run, stack: &mut Stack) -> R
         (Scenario::ProductGet, c.clone()),
         (Scenario::ProductList, c),
     ];
-    let started = run.started;
-    let progress = |what: &str| eprintln!("[{:>5.0}s] {what}", started.elapsed().as_secs_f64());
+    let progress = |what: &str| run.progress(what);
     let runs = scaling::run_on(stack, &plans, &cfg.instances, progress).await?;
     run.file.scaling.extend(runs);
     Ok(())
@@ -487,10 +440,8 @@ mod tests {
         let (quick, full) = (parse("--quick"), parse(""));
         let (q, f) = (quick.closed(), full.closed());
         assert!(q.duration < f.duration && quick.rounds() <= full.rounds());
-        assert_eq!(
-            (f.duration, f.warmup),
-            (Duration::from_secs(10), Duration::from_secs(2))
-        );
+        let (ten, two) = (Duration::from_secs(10), Duration::from_secs(2));
+        assert_eq!((f.duration, f.warmup), (ten, two));
         assert_eq!(full.instances, vec![1, 2, 4]);
         assert!(full.wants("echo"));
         let only = parse("--only echo --duration 1s");

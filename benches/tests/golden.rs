@@ -1,11 +1,5 @@
-//! The documented outputs of results files, byte for byte: `report`'s text,
-//! `compare`'s table and the generated sections of BENCHMARKS.md, from the
-//! files in tests/golden/ (`first.json` has only the fields of the schema's
-//! first version; `empty.json` measured nothing; the others are written as
-//! shop-bench writes them, which is checked too; `{root}` in a command line
-//! stands for the workspace). The sections are written into a document with
-//! prose and a marker of no section, which are kept as they are. After a deliberate change of an output, rewrite the expected
-//! files with `GOLDEN_UPDATE=1 cargo test -p shop-bench --test golden`.
+//! The outputs of the results files in tests/golden/, byte for byte; after a deliberate
+//! change: `GOLDEN_UPDATE=1 cargo test -p shop-bench --test golden`.
 
 use std::fs;
 use std::path::Path;

@@ -1,13 +1,5 @@
-//! Smoke test of the harness: the standard suite with 1-second points at
-//! light rates against real processes (whatever profile the test is built
-//! with), so every scenario runs and reports sane numbers and the scaling
-//! runs go from one instance to two; then stock-contention until its products
-//! run out, which checks the stock accounting at its edge. The results
-//! survive a JSON round trip and render as tables. It checks that the harness
-//! works, never how fast anything is.
-//!
-//! Needs the workspace's binaries next to the test's: `scripts/test.sh` builds
-//! them (`cargo build --workspace --bins`).
+//! Smoke test: the suite with 1-second points, then stock-contention until products run out.
+//! Needs the workspace's binaries (`scripts/test.sh` builds them).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,11 +12,8 @@ use shop_bench::suite::{self, SuiteConfig};
 use shop_bench::{report, results::ResultsFile};
 
 fn bin_dir() -> PathBuf {
-    let bench = Path::new(env!("CARGO_BIN_EXE_shop-bench"));
-    bench
-        .parent()
-        .expect("shop-bench has a directory")
-        .to_path_buf()
+    let dir = Path::new(env!("CARGO_BIN_EXE_shop-bench")).parent();
+    dir.expect("shop-bench has a directory").to_path_buf()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,11 +30,9 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
         "missing {missing:?}: run `cargo build --workspace --bins` first (scripts/test.sh does)"
     );
 
-    let config: SuiteConfig = from_flags(
-        "--duration 1s --warmup 200ms --rounds 1 --read-rate 200 --mixed-rate 60 \
-         --order-rates 20 --instances 1,2 --no-wrk",
-    )
-    .expect("flags");
+    let flags = "--duration 1s --warmup 200ms --rounds 1 --read-rate 200 --mixed-rate 60 \
+                 --order-rates 20 --instances 1,2 --no-wrk";
+    let config: SuiteConfig = from_flags(flags).expect("flags");
     let (file, failures) = suite::run(&config, &stack).await.expect("suite");
     assert!(failures.is_empty(), "{failures:#?}");
     for scenario in Scenario::value_variants() {
@@ -53,22 +40,13 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
         assert!(ran, "{} did not run: {:#?}", scenario.name(), file.notes);
     }
     for r in &file.results {
-        eprintln!(
-            "{}: {:.0} ok/s, {} ok, {} errors",
-            r.key, r.throughput_per_s, r.ok, r.errors
-        );
+        let (key, rate, ok, errors) = (&r.key, r.throughput_per_s, r.ok, r.errors);
+        eprintln!("{key}: {rate:.0} ok/s, {ok} ok, {errors} errors");
         let problems = r.problems(0.02);
-        assert!(
-            problems.is_empty() && r.throughput_per_s > 0.0,
-            "{problems:?}"
-        );
+        assert!(problems.is_empty() && rate > 0.0, "{problems:?}");
         let generator = r.cpu.iter().find(|c| c.role == "load-generator");
-        assert!(
-            generator.is_some_and(|c| c.cores > 0.0),
-            "{}: {:?}",
-            r.key,
-            r.cpu
-        );
+        let busy = generator.is_some_and(|c| c.cores > 0.0);
+        assert!(busy, "{key}: {:?}", r.cpu);
     }
     let of = |scenario: &str| file.results.iter().find(|r| r.scenario == scenario);
     let contention = of("stock-contention").expect("stock-contention ran");
@@ -78,10 +56,8 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
     assert!(timed, "order.create reply timed as a phase");
     let mixed = of("mixed").expect("mixed ran");
     let ops = &mixed.ops;
-    assert!(
-        ops.iter().any(|o| o.name == "product.get") && ops.len() >= 3,
-        "{ops:?}"
-    );
+    let has_get = ops.iter().any(|o| o.name == "product.get");
+    assert!(has_get && ops.len() >= 3, "{ops:?}");
     assert_eq!(file.scaling.len(), 2, "product-get and product-list");
     for p in file.scaling.iter().flat_map(|run| &run.points) {
         let sane = p.throughput_per_s > 0.0 && p.efficiency.is_finite() && p.efficiency > 0.0;
@@ -101,34 +77,21 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
         assert!(text.contains(&r.key), "{} missing from:\n{text}", r.key);
     }
     let sections = report::sections(&file);
-    assert!(
-        sections["reads"].contains("product-get"),
-        "{}",
-        sections["reads"]
-    );
-    assert!(
-        sections["scaling"].contains("efficiency"),
-        "{}",
-        sections["scaling"]
-    );
+    for (name, word) in [("reads", "product-get"), ("scaling", "efficiency")] {
+        assert!(sections[name].contains(word), "{}", sections[name]);
+    }
 
     exhausted_stock_is_accounted_for(&stack).await;
     eprintln!("smoke test took {:.1} s", started.elapsed().as_secs_f64());
 }
 
-/// Little stock on two products: they run out within the second, so refusals
-/// (409) are expected and the stock accounting is checked at its edge.
+/// Little stock on two products: they run out within the second, so refusals (409).
 async fn exhausted_stock_is_accounted_for(config: &StackConfig) {
-    let logs_dir = config.logs_dir.join("exhausted");
-    let mut stack = Stack::new(StackConfig {
-        logs_dir,
-        ..config.clone()
-    })
-    .expect("stack");
-    stack
-        .start_nats(JetStreamSync::Always)
-        .await
-        .expect("nats-server");
+    let mut config = config.clone();
+    config.logs_dir = config.logs_dir.join("exhausted");
+    let mut stack = Stack::new(config).expect("stack");
+    let nats = stack.start_nats(JetStreamSync::Always).await;
+    nats.expect("nats-server");
     stack.start_service("product", &[]).await.expect("product");
     let flags = "--duration 1s --warmup 0s --contention-products 2 --stock 30";
     let opts: Options = from_flags(flags).expect("flags");

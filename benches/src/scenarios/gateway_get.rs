@@ -1,8 +1,4 @@
-//! `gateway-get`: HTTP `GET /api/products/{id}` of seeded products through an
-//! HTTP gateway, over keep-alive connections (one per request in flight). The
-//! same scenario measures the Rust gateway (cached and uncached) and the
-//! Express baseline (`benches/baselines/express/`), so their ratio comes from
-//! one harness.
+//! `gateway-get`: HTTP `GET /api/products/{id}` through the Rust or the Express gateway.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +29,7 @@ struct HttpGet {
 }
 
 impl HttpGet {
-    /// GET `uri`: its status and whole body; failures as `connect`,
-    /// `http_io` or `timeout` errors.
+    /// GET `uri`: its status and whole body; failures as `connect`, `http_io`, `timeout`.
     async fn get(&self, uri: &Uri) -> Result<(u16, Bytes), OpError> {
         let io = |e: &dyn std::fmt::Display| OpError::new("http_io", format!("GET {uri}: {e}"));
         let attempt = async {
@@ -43,14 +38,11 @@ impl HttpGet {
                 .header(ACCEPT, "application/json")
                 .body(Empty::new())
                 .map_err(|e| io(&e))?;
-            let response =
-                self.client
-                    .request(request)
-                    .await
-                    .map_err(|e| match e.is_connect() {
-                        true => OpError::new("connect", format!("GET {uri}: {e:?}")),
-                        false => io(&e),
-                    })?;
+            let response = self.client.request(request).await;
+            let response = response.map_err(|e| match e.is_connect() {
+                true => OpError::new("connect", format!("GET {uri}: {e:?}")),
+                false => io(&e),
+            })?;
             let status = response.status().as_u16();
             let body = response.into_body().collect().await.map_err(|e| io(&e))?;
             Ok((status, body.to_bytes()))
@@ -92,10 +84,9 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     if opts.seed {
         reads::seeded(target, opts).await?;
     }
-    let uris = (0..opts.products.max(1))
-        .map(|i| url.replace("{id}", &read_id(i)).parse::<Uri>())
-        .collect::<Result<Vec<Uri>, _>>()
-        .with_context(|| format!("{url}: not a URL"))?;
+    let uri = |i| url.replace("{id}", &read_id(i)).parse::<Uri>();
+    let uris: Result<Vec<Uri>, _> = (0..opts.products.max(1)).map(uri).collect();
+    let uris = uris.with_context(|| format!("{url}: not a URL"))?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new()).build(connector);
@@ -104,14 +95,12 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
         uris,
         timeout: opts.timeout,
     };
-    let (status, body) = op.get(&op.uris[0]).await.map_err(|e| anyhow!(e.message))?;
+    let first = &op.uris[0];
+    let (status, body) = op.get(first).await.map_err(|e| anyhow!(e.message))?;
     let product: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if status != 200 || product["id"].as_str() != Some(&read_id(0)) {
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-        bail!(
-            "GET {} answered {status} {text}: expected the product",
-            op.uris[0]
-        );
+        bail!("GET {first} answered {status} {text}: expected the product");
     }
     let meta = Meta::new("gateway-get", opts.variant.as_deref(), url);
     measure(Arc::new(op), target, opts, meta).await

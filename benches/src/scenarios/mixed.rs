@@ -1,7 +1,4 @@
-//! `mixed`: a shop's traffic, by default 70% product views (`product.get`), 20%
-//! product lists, 5% logins (`user.login`, an Argon2id hash each) and 5%
-//! orders (`order.create`; the reply, not the saga). Each request's kind is
-//! drawn from its number, so a run is repeatable; latency is reported per kind.
+//! `mixed`: a shop's traffic, each request's kind drawn from its number (repeatable).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +13,7 @@ use super::{Options, Target};
 use crate::load::{Operation, Outcome};
 use crate::results::{Meta, ScenarioResult};
 
-/// The kinds of request of a mix: each one's name in `--mix`, and the subject
-/// it requests (also the name its figures are reported under).
+/// The kinds of request of a mix: each one's name in `--mix`, and its subject.
 const KINDS: [(&str, &str); 4] = [
     ("get", "product.get"),
     ("list", "product.list"),

@@ -1,7 +1,4 @@
-//! The named scenarios. A scenario prepares what it needs (seeded products, a
-//! user ...), builds an [`Operation`], runs it under the chosen load model and
-//! returns one [`ScenarioResult`]. `reads` holds echo, product-get and
-//! product-list; the others have a file each.
+//! The named scenarios: each runs an [`Operation`] under a load model to a [`ScenarioResult`].
 
 pub mod gateway_get;
 pub mod mixed;
@@ -64,8 +61,7 @@ impl Scenario {
         }
     }
 
-    /// The load model when none is given: open loop where arrivals matter
-    /// (orders, a shop's mixed traffic), else 64 requests in flight.
+    /// The load model when none is given: open loop for orders and mixed, else closed 64.
     pub fn default_model(self) -> Model {
         match self {
             Scenario::OrderPlace => Model::Open { rate: 100.0 },
@@ -77,11 +73,9 @@ impl Scenario {
     /// The service whose instances a scaling run varies.
     pub fn scaled_service(self) -> Option<&'static str> {
         match self {
-            Scenario::ProductGet | Scenario::ProductList | Scenario::StockContention => {
-                Some("product")
-            }
             Scenario::OrderPlace => Some("order"),
-            _ => None,
+            Scenario::Echo | Scenario::GatewayGet | Scenario::Mixed => None,
+            _ => Some("product"),
         }
     }
 }
@@ -90,8 +84,7 @@ impl Scenario {
 #[derive(Debug, Clone, Default)]
 pub struct Target {
     pub nats_url: String,
-    /// gateway-get: URL with an `{id}` placeholder,
-    /// e.g. `http://127.0.0.1:3000/api/products/{id}`.
+    /// gateway-get: URL with an `{id}` placeholder.
     pub http_url: Option<String>,
     /// Processes to account CPU for (those the harness started).
     pub watched: Vec<Watched>,
@@ -161,21 +154,15 @@ impl Options {
     /// These options under `model`, with every count at least one.
     pub fn with_model(mut self, model: Model) -> Self {
         self.model = model;
-        for n in [
-            &mut self.rounds,
-            &mut self.products,
-            &mut self.contention_products,
-        ] {
-            *n = (*n).max(1);
-        }
+        self.rounds = self.rounds.max(1);
+        self.products = self.products.max(1);
+        self.contention_products = self.contention_products.max(1);
         self
     }
 
-    /// The settings of points run with these options, and `extra` things
-    /// that shaped the run (rates, product counts ...).
+    /// The settings of points run with these options, and `extra` ones.
     pub fn settings<const N: usize>(&self, extra: [(&str, serde_json::Value); N]) -> Settings {
         Settings {
-            quick: false,
             duration_s: self.duration.as_secs_f64(),
             warmup_s: self.warmup.as_secs_f64(),
             timeout_s: self.timeout.as_secs_f64(),
@@ -183,9 +170,8 @@ impl Options {
                 Model::Closed { in_flight } => in_flight,
                 Model::Open { .. } => 0,
             },
-            nats_url: None,
-            services_rust_log: None,
             extra: extra.map(|(k, v)| (k.to_string(), v)).into(),
+            ..Settings::default()
         }
     }
 }
@@ -198,8 +184,7 @@ impl Default for Options {
     }
 }
 
-/// `T`'s command-line flags parsed from `flags` (e.g. `--stock 5`, split at
-/// white space), the defaults for the rest.
+/// `T`'s command-line flags parsed from `flags` (split at white space).
 pub fn from_flags<T: clap::Args>(flags: &str) -> Result<T, clap::Error> {
     #[derive(clap::Parser)]
     struct Flags<T: clap::Args> {
@@ -224,20 +209,15 @@ pub async fn run(scenario: Scenario, target: &Target, opts: &Options) -> Result<
     result.with_context(|| format!("scenario {}", scenario.name()))
 }
 
-/// Runs `op` for `opts.rounds` rounds under `opts.model`, sampling CPU of the
-/// watched processes in each measurement window; the point `meta` names, on
-/// `target`, its rounds combined ([`ScenarioResult::combine_rounds`]).
+/// Runs `op` for `opts.rounds` rounds, sampling CPU in each window; the rounds combined.
 pub async fn measure<O: Operation>(
     op: Arc<O>,
     target: &Target,
     opts: &Options,
-    meta: Meta,
+    mut meta: Meta,
 ) -> Result<ScenarioResult> {
-    let meta = Meta {
-        instances: target.instances,
-        nats_sync: target.nats_sync.clone(),
-        ..meta
-    };
+    meta.instances = target.instances;
+    meta.nats_sync = target.nats_sync.clone();
     let mut rounds = Vec::with_capacity(opts.rounds.max(1));
     for _ in 0..opts.rounds.max(1) {
         let schedule = Schedule::starting_now(opts.warmup, opts.duration);
@@ -258,14 +238,11 @@ pub async fn connect(target: &Target, opts: &Options) -> Result<Client> {
 pub fn run_id() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH);
     let nanos = now.map_or(0, |d| d.as_nanos() as u64);
-    format!(
-        "{:x}",
-        nanos ^ u64::from(std::process::id()).rotate_left(40)
-    )
+    let pid = u64::from(std::process::id()).rotate_left(40);
+    format!("{:x}", nanos ^ pid)
 }
 
-/// SplitMix64: a cheap, well-spread hash of a request number (for choosing
-/// products and operations without a shared random generator).
+/// SplitMix64: a cheap, well-spread hash of a request number.
 pub fn spread(seq: u64) -> u64 {
     let mut z = seq.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -289,8 +266,7 @@ pub async fn request(
         .map_err(|e| Outcome::err(op, e))
 }
 
-/// A request-reply to one subject, payloads taken in turn; a reply with error
-/// headers counts as an error of its code.
+/// A request-reply to one subject, payloads taken in turn.
 pub struct NatsRequest {
     pub name: &'static str,
     pub client: Client,
@@ -331,10 +307,8 @@ mod tests {
         assert!(defaults.seed && defaults.mix == Mix::default());
         assert_eq!(defaults.duration, Duration::from_secs(10));
         assert!(from_flags::<Options>("--encoding xml").is_err());
-        let no_rounds = Options {
-            rounds: 0,
-            ..defaults
-        };
+        let mut no_rounds = defaults;
+        no_rounds.rounds = 0;
         assert_eq!(no_rounds.with_model(Model::Open { rate: 1.0 }).rounds, 1);
     }
 
@@ -344,9 +318,7 @@ mod tests {
         for seq in 0..100_000u64 {
             buckets[(spread(seq) % 10) as usize] += 1;
         }
-        assert!(
-            buckets.iter().all(|b| (9_500..10_500).contains(b)),
-            "{buckets:?}"
-        );
+        let even = buckets.iter().all(|b| (9_500..10_500).contains(b));
+        assert!(even, "{buckets:?}");
     }
 }

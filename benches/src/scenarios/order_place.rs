@@ -1,9 +1,4 @@
-//! `order-place`: orders from `order.create` to their `order.confirmed` event,
-//! through the product, payment, user, notification and order services (the
-//! saga: reserve stock, charge, confirm). The latency of an order runs to the
-//! arrival of its confirmation event; the `order.create` reply is a phase.
-//! In the open loop (the usual model here) an order's time starts at its
-//! intended send time, so a system that falls behind shows as latency.
+//! `order-place`: orders from `order.create` to their `order.confirmed` event.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,8 +21,7 @@ use crate::{nats, seed};
 pub const OP: &str = "order.create→confirmed";
 /// Phase: the reply to `order.create` (the order is `pending` then).
 pub const CREATE_REPLY: &str = "order.create reply";
-/// Phase: a 503 refusal of `order.create` arrived (how fast an instance at
-/// capacity says no).
+/// Phase: a 503 refusal of `order.create` arrived (how fast a full instance says no).
 pub const CREATE_REFUSED: &str = "order.create refused (503)";
 /// Products ordered, `order-bench-0000` ..
 pub const PRODUCT_PREFIX: &str = "order-bench-";
@@ -41,16 +35,14 @@ pub struct Settled {
     pub at: Instant,
 }
 
-/// Final order events, matched with the orders waiting for them (an event may
-/// arrive before the `order.create` reply): per order, its event or its waiter.
+/// Final order events, matched with the orders waiting for them (in either order).
 #[derive(Default)]
 pub struct Tracker {
     slots: Mutex<HashMap<String, Result<Settled, oneshot::Sender<Settled>>>>,
 }
 
 impl Tracker {
-    /// Order `id` settled: wakes its waiter, or keeps it for the waiter to come
-    /// (the first event of an order counts).
+    /// Order `id` settled: wakes its waiter, or keeps the first event for it.
     pub fn settled(&self, id: String, settled: Settled) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
@@ -73,10 +65,8 @@ impl Tracker {
             slots.insert(id.to_string(), Err(tx));
             rx
         };
-        let settled = tokio::time::timeout(timeout, rx)
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let waited = tokio::time::timeout(timeout, rx).await;
+        let settled = waited.ok().and_then(Result::ok);
         if settled.is_none() {
             self.slots.lock().ok()?.remove(id);
         }
@@ -99,10 +89,8 @@ struct EventOrder {
 
 /// Subscribes to order events and feeds confirmed/cancelled ones to a tracker.
 pub async fn watch_orders(client: &Client) -> Result<(Arc<Tracker>, tokio::task::JoinHandle<()>)> {
-    let mut events = client
-        .subscribe("events.order.>")
-        .await
-        .context("subscribing to order events")?;
+    let events = client.subscribe("events.order.>").await;
+    let mut events = events.context("subscribing to order events")?;
     client.flush().await.context("flushing the subscription")?;
     let tracker = Arc::new(Tracker::default());
     let feed = tracker.clone();
@@ -145,9 +133,8 @@ pub async fn register_user(client: &Client, run: &str) -> Result<User> {
     let reply = nats::reply_outcome(reply.await)
         .map_err(|e| anyhow::anyhow!("registering the bench user: {}", e.message))?;
     let profile: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-    let id = profile["id"]
-        .as_str()
-        .context("user.register reply without id")?;
+    let id = profile["id"].as_str();
+    let id = id.context("user.register reply without id")?;
     let token = shop_nats::login::login(client, &email, &password, Duration::from_secs(10))
         .await
         .map_err(|e| anyhow::anyhow!("logging the bench user in: {}", e.message))?;
@@ -159,8 +146,7 @@ pub async fn register_user(client: &Client, run: &str) -> Result<User> {
     })
 }
 
-/// Sends `order.create` for one unit of a product (failures count as `op`);
-/// returns the order id, the reply size and when the reply came.
+/// Sends `order.create` for one unit of a product; the order id, reply size and time.
 pub async fn create_order(
     client: &Client,
     op: &'static str,
@@ -181,9 +167,8 @@ pub async fn create_order(
         .timeout(Some(timeout));
     let reply = request(client, op, "order.create", create).await?;
     let replied = Instant::now();
-    let id = serde_json::from_slice::<serde_json::Value>(&reply.payload)
-        .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_string));
+    let value: Option<serde_json::Value> = serde_json::from_slice(&reply.payload).ok();
+    let id = value.and_then(|v| v["id"].as_str().map(str::to_string));
     let bad = OpError::new("bad_reply", "order.create reply without id");
     let id = id.ok_or_else(|| Outcome::err(op, bad))?;
     Ok((id, reply.payload.len(), replied))
@@ -207,11 +192,7 @@ impl Operation for PlaceOrder {
         let (id, bytes, replied) = match created.await {
             Ok(created) => created,
             Err(mut failed) => {
-                if failed
-                    .result
-                    .as_ref()
-                    .is_err_and(|e| e.kind == "service_503")
-                {
+                if matches!(&failed.result, Err(e) if e.kind == "service_503") {
                     failed.phases = vec![(CREATE_REFUSED, Instant::now())];
                 }
                 return failed;
@@ -262,11 +243,8 @@ pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     });
     let sync = target.nats_sync.as_ref().map(|s| format!("sync-{s}"));
     let variant = opts.variant.clone().or(sync);
-    let meta = Meta::new(
-        "order-place",
-        variant.as_deref(),
-        "order.create → events.order.*",
-    );
+    let subjects = "order.create → events.order.*";
+    let meta = Meta::new("order-place", variant.as_deref(), subjects);
     let measured = measure(op, target, opts, meta).await;
     watcher.abort();
     measured

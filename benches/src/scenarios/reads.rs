@@ -1,14 +1,4 @@
-//! The request-reply reads:
-//!
-//! - `echo`: the same `{"id":...}` requests as product-get, answered by a raw
-//!   async-nats responder (`shop-bench echo-server`) with a reply of a
-//!   product's size. It does no work, so its rate is the ceiling of this
-//!   machine, NATS server and load generator: every other request-reply
-//!   figure is read as a share of it.
-//! - `product-get`: `product.get` of seeded products, JSON or bincode
-//!   (`Content-Type: application/bincode`, the reply mirrors it).
-//! - `product-list`: `product.list` pages of seeded products, starting at
-//!   cursors spread over the catalogue.
+//! The request-reply reads: `echo` (the ceiling), `product-get` and `product-list`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +31,8 @@ pub fn encoding_name(encoding: Encoding) -> &'static str {
 
 /// Creates the read products unless they exist.
 pub async fn seed_reads(client: &Client, products: usize) -> Result<()> {
-    seed::ensure_products(client, READ_PREFIX, products, seed::DEFAULT_STOCK, 32)
-        .await
-        .map(|_| ())
+    seed::ensure_products(client, READ_PREFIX, products, seed::DEFAULT_STOCK, 32).await?;
+    Ok(())
 }
 
 /// `{"id":"<id>"}` payloads of the read products `0..count`.
@@ -79,9 +68,8 @@ pub async fn probe(
         id: id.to_string(),
         min_revision: None,
     };
-    let mut request = Request::new()
-        .payload(encoding.encode(&get)?)
-        .timeout(Some(timeout));
+    let payload = encoding.encode(&get)?;
+    let mut request = Request::new().payload(payload).timeout(Some(timeout));
     if encoding == Encoding::Bincode {
         request = request.headers(bincode_headers());
     }
@@ -96,8 +84,7 @@ pub async fn probe(
     Ok(reply.payload.len())
 }
 
-/// Measures requests to `subject` with `payloads` (taken in turn) and
-/// `headers` on a fresh connection: the point of `scenario`/`variant`.
+/// Measures requests to `subject` with `payloads` and `headers`: `scenario`/`variant`.
 async fn requests(
     target: &Target,
     opts: &Options,
@@ -173,17 +160,13 @@ mod tests {
 
     #[test]
     fn cursors_step_through_the_catalogue() {
-        let p: Vec<serde_json::Value> = list_payloads(60, 20)
-            .iter()
-            .map(|b| serde_json::from_slice(b).unwrap())
-            .collect();
-        assert_eq!(
-            p,
-            vec![
-                serde_json::json!({"limit": 20}),
-                serde_json::json!({"limit": 20, "cursor": "bench-0019"}),
-                serde_json::json!({"limit": 20, "cursor": "bench-0039"}),
-            ]
-        );
+        let pages = list_payloads(60, 20).into_iter();
+        let pages = pages.map(|b| serde_json::from_slice(&b).unwrap());
+        let expected = json!([
+            {"limit": 20},
+            {"limit": 20, "cursor": "bench-0019"},
+            {"limit": 20, "cursor": "bench-0039"},
+        ]);
+        assert_eq!(serde_json::Value::Array(pages.collect()), expected);
     }
 }

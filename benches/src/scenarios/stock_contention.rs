@@ -1,13 +1,4 @@
-//! `stock-contention`: many clients reserving one unit at a time of a few fresh
-//! products, each with a unique reservation id. Every reserve is a JetStream
-//! append with an expected-revision check on the product, so writes to one
-//! product serialise: this measures the write path under contention.
-//!
-//! Afterwards the invariants are checked against what the clients saw: no
-//! reply ever showed negative stock; each product's final stock equals its
-//! initial stock minus the reserves that succeeded (a reserve whose outcome is
-//! unknown, e.g. a timeout, may or may not have happened); a product that
-//! refused a reserve with 409 is exhausted.
+//! `stock-contention`: many clients reserving stock of a few fresh products, then checked.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,14 +88,11 @@ async fn final_stock(client: &Client, id: &str, min_revision: u64) -> Result<i64
     let reply =
         nats::reply_outcome(reply).map_err(|e| anyhow::anyhow!("reading {id}: {}", e.message))?;
     let product: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-    product["stock"]
-        .as_i64()
-        .with_context(|| format!("{id}: reply without stock"))
+    let stock = product["stock"].as_i64();
+    stock.with_context(|| format!("{id}: reply without stock"))
 }
 
-/// Checks one product's final stock against what the clients saw: `seen` is
-/// the reserves that succeeded, those whose outcome is unknown, and those
-/// refused with 409.
+/// Checks one product's final stock against `seen`: reserved, unknown, refused (409).
 pub fn stock_check(id: &str, initial: i64, final_stock: i64, seen: [u64; 3]) -> Check {
     let [ok, unknown, conflicts] = seen;
     let (ok, unknown) = (ok as i64, unknown as i64);
@@ -118,9 +106,8 @@ pub fn stock_check(id: &str, initial: i64, final_stock: i64, seen: [u64; 3]) -> 
         problems.push(format!("expected {lowest}..={highest}"));
     }
     if conflicts > 0 && final_stock != 0 {
-        problems.push(format!(
-            "{conflicts} refusals for want of stock, yet stock is left"
-        ));
+        let left = format!("{conflicts} refusals for want of stock, yet stock is left");
+        problems.push(left);
     }
     let problems = match problems.is_empty() {
         true => String::new(),
@@ -138,9 +125,8 @@ pub fn stock_check(id: &str, initial: i64, final_stock: i64, seen: [u64; 3]) -> 
 pub async fn run(target: &Target, opts: &Options) -> Result<ScenarioResult> {
     let client = connect(target, opts).await?;
     let run = run_id();
-    let products: Vec<String> = (0..opts.contention_products.max(1))
-        .map(|k| format!("sc-{run}-{k}"))
-        .collect();
+    let product = |k| format!("sc-{run}-{k}");
+    let products: Vec<String> = (0..opts.contention_products.max(1)).map(product).collect();
     let admin = crate::seed::admin_headers(&client).await?;
     for id in &products {
         crate::seed::create(&client, &admin, id, 0, opts.contention_stock).await?;
@@ -207,11 +193,8 @@ mod tests {
             ((10, -1, [11, 0, 0]), false, "negative"),
         ];
         for ((initial, stock, seen), passes, why) in cases {
-            assert_eq!(
-                stock_check("p", initial, stock, seen).passed,
-                passes,
-                "{why}"
-            );
+            let check = stock_check("p", initial, stock, seen);
+            assert_eq!(check.passed, passes, "{why}");
         }
     }
 }
