@@ -43,12 +43,8 @@ const STRIPES: usize = 64;
 /// One event to append.
 #[derive(Debug, Clone)]
 pub struct Append {
-    /// Stream subject of the event, e.g. `events.product.<id>`.
+    /// Stream subject of the aggregate, e.g. `events.product.<id>`.
     pub subject: String,
-    /// The subjects whose last revision `expected_revision` is checked against,
-    /// when an aggregate's events are spread over several subjects (e.g.
-    /// `events.order.*.<id>`, one per event type); `None`: `subject` alone.
-    pub aggregate: Option<String>,
     pub event_type: &'static str,
     pub payload: Bytes,
     /// The aggregate's current revision (0 = must not exist yet); `None` = no check.
@@ -58,17 +54,6 @@ pub struct Append {
     pub expected_revision: Option<u64>,
     /// Deduplication id: the same id within the stream's window is stored once.
     pub msg_id: String,
-}
-
-/// The header that checks `Nats-Expected-Last-Subject-Sequence` against the
-/// last message of a wildcard subject (nats-server 2.11 on).
-const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
-
-impl Append {
-    /// The subject (or wildcard) the expected revision is checked against.
-    pub fn checked_subjects(&self) -> &str {
-        self.aggregate.as_deref().unwrap_or(&self.subject)
-    }
 }
 
 /// Where an event landed.
@@ -90,9 +75,6 @@ pub trait Event: serde::Serialize {
 #[derive(Debug, Clone)]
 pub struct Change<E> {
     pub subject: String,
-    /// The subjects the revision is checked against, when not `subject` alone
-    /// (see [`Append::aggregate`]).
-    pub aggregate: Option<String>,
     pub expected_revision: u64,
     pub event: E,
 }
@@ -104,7 +86,6 @@ impl<E: Event> Change<E> {
             .map_err(|e| ServiceError::internal(format!("encoding event: {e}")))?;
         Ok(Append {
             subject: self.subject.clone(),
-            aggregate: self.aggregate.clone(),
             event_type: self.event.type_name(),
             payload: payload.into(),
             expected_revision: Some(self.expected_revision),
@@ -217,7 +198,7 @@ impl EventLog {
             if conflicted {
                 append.expected_revision = self
                     .shared
-                    .expect_past_parked(append.checked_subjects(), append.expected_revision)
+                    .expect_past_parked(&append.subject, append.expected_revision)
                     .await?;
             }
             match self.append(&append, trace).await {
@@ -357,10 +338,6 @@ impl EventLog {
         }
         if let Some(expected) = append.expected_revision {
             publish = publish.expected_last_subject_sequence(expected);
-            if let Some(aggregate) = &append.aggregate {
-                publish =
-                    publish.header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, aggregate.as_str());
-            }
         }
         let mut last_error = None;
         // A timed-out publish may still have been stored: resending the same

@@ -93,7 +93,6 @@ impl GroupWrite for Adder {
         Ok(Decided {
             change: (!adds.is_empty()).then(|| Change {
                 subject: format!("events.counter.{id}"),
-                aggregate: None,
                 expected_revision: revision,
                 event: Added {
                     id: id.to_string(),

@@ -269,7 +269,6 @@ async fn writes_go_past_poison_on_their_subject_but_not_past_events() {
     instance.caught_up(junk).await.unwrap();
     let append = |expected: u64| Append {
         subject: "events.item.a".into(),
-        aggregate: None,
         event_type: "item",
         payload: br#"{"id":"a","n":2}"#.as_slice().into(),
         expected_revision: Some(expected),

@@ -97,7 +97,6 @@ impl RequestBody for AppendTo {}
 async fn append(toy: Arc<Toy>, request: Request, body: AppendTo) -> HandlerResult {
     let append = shop_actors::Append {
         subject: body.subject,
-        aggregate: None,
         event_type: "toy.appended",
         payload: Bytes::from_static(b"{}"),
         expected_revision: None,

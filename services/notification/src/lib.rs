@@ -28,7 +28,9 @@ use shop_actors::{read, Access, Declaration};
 
 use crate::{
     endpoints::{list, Notifications},
-    notifier::{ORDER_CONSUMERS, ORDER_STREAM, USERS_CONSUMER, USER_STREAM, USER_SUBJECTS},
+    notifier::{
+        ORDERS_CONSUMER, ORDER_STREAM, ORDER_SUBJECTS, USERS_CONSUMER, USER_STREAM, USER_SUBJECTS,
+    },
     store::NotificationProjection,
 };
 
@@ -39,7 +41,7 @@ pub const STREAM: &str = "NOTIFICATION";
 
 /// The notification service: what it serves, consumes, publishes and owns.
 pub fn declaration() -> Declaration<Notifications> {
-    let declaration = shop_actors::declare!(
+    shop_actors::declare!(
         SERVICE,
         "Messages to users: welcome and order mails, exactly once per event"
     )
@@ -48,11 +50,7 @@ pub fn declaration() -> Declaration<Notifications> {
         "events.notification.sent.*",
         "events.notification.recipient.*",
     ])
-    .consumes(USERS_CONSUMER, USER_STREAM, USER_SUBJECTS);
-    ORDER_CONSUMERS
-        .iter()
-        .fold(declaration, |declaration, (durable, subjects)| {
-            declaration.consumes(durable, ORDER_STREAM, subjects)
-        })
-        .endpoint("notification.list", Access::user(), read(list::list))
+    .consumes(USERS_CONSUMER, USER_STREAM, USER_SUBJECTS)
+    .consumes(ORDERS_CONSUMER, ORDER_STREAM, ORDER_SUBJECTS)
+    .endpoint("notification.list", Access::user(), read(list::list))
 }

@@ -30,18 +30,10 @@ use crate::{
 pub const USER_STREAM: &str = "USER";
 pub const USER_SUBJECTS: &[&str] = &["events.user.registered.>"];
 pub const USERS_CONSUMER: &str = "notification-users";
-/// The order service's stream.
+/// The order service's stream, and the events of it this service reads.
 pub const ORDER_STREAM: &str = "ORDER";
-/// The order events this service reads, a durable consumer each (the bus pins
-/// a consumer on another service's stream to one filter): confirmations,
-/// cancellations, and every event of the orders an earlier version wrote on
-/// one subject per order (`events.order.<id>`). The order's other events
-/// never reach this service.
-pub const ORDER_CONSUMERS: [(&str, &[&str]); 3] = [
-    ("notification-confirmations", &["events.order.confirmed.*"]),
-    ("notification-cancellations", &["events.order.cancelled.*"]),
-    ("notification-orders", &["events.order.*"]),
-];
+pub const ORDER_SUBJECTS: &[&str] = &["events.order.>"];
+pub const ORDERS_CONSUMER: &str = "notification-orders";
 
 /// Stream subject of one delivered notification.
 pub fn sent_subject(notification_id: &str) -> String {
@@ -161,7 +153,6 @@ impl Notifier {
                 }
                 Ok(Some(Change {
                     subject: subject.clone(),
-                    aggregate: None,
                     expected_revision: stored.map_or(0, |r| r.revision),
                     event: NotificationEvent::RecipientRecorded {
                         recipient: recipient.clone(),
@@ -207,7 +198,6 @@ impl Notifier {
                 }
                 Ok(Some(Change {
                     subject: sent_subject(&email.id),
-                    aggregate: None,
                     // One notification.sent per notification, ever, across instances.
                     expected_revision: 0,
                     event: sent.clone(),
@@ -284,12 +274,10 @@ pub fn consumers(
         spec.ack_wait = Duration::from_secs(settings.ack_wait_secs);
         spec
     };
-    let orders = ORDER_CONSUMERS
-        .iter()
-        .map(|(durable, subjects)| spec(durable, ORDER_STREAM, subjects));
-    std::iter::once(spec(USERS_CONSUMER, USER_STREAM, USER_SUBJECTS))
-        .chain(orders)
-        .collect()
+    vec![
+        spec(USERS_CONSUMER, USER_STREAM, USER_SUBJECTS),
+        spec(ORDERS_CONSUMER, ORDER_STREAM, ORDER_SUBJECTS),
+    ]
 }
 
 fn transient(e: ServiceError) -> HandleError {

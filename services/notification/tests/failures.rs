@@ -140,7 +140,7 @@ async fn an_order_for_an_unknown_user_is_retried_then_dead_lettered() {
     )
     .await;
     let letter = dead.next(Duration::from_secs(15)).await;
-    assert_eq!(letter.subject, "deadletter.notification-confirmations");
+    assert_eq!(letter.subject, "deadletter.notification-orders");
     let reason = letter.header("Shop-Dead-Letter-Reason");
     assert!(reason.contains("unknown user u-unknown"), "{reason}");
     assert_eq!(letter.header("Shop-Deliveries"), "3");
@@ -148,7 +148,7 @@ async fn an_order_for_an_unknown_user_is_retried_then_dead_lettered() {
         &c,
         0,
         "shop_dead_letters_total",
-        &[("consumer", "notification-confirmations")],
+        &[("consumer", "notification-orders")],
         1.0,
     )
     .await;

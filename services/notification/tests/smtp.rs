@@ -164,7 +164,7 @@ async fn a_refused_recipient_is_dead_lettered_at_once() {
     )
     .await;
     let letter = dead.next(Duration::from_secs(15)).await;
-    assert_eq!(letter.subject, "deadletter.notification-cancellations");
+    assert_eq!(letter.subject, "deadletter.notification-orders");
     let reason = letter.header("Shop-Dead-Letter-Reason");
     assert!(reason.starts_with("permanent:"), "{reason}");
     assert!(reason.contains("550"), "{reason}");
@@ -173,7 +173,7 @@ async fn a_refused_recipient_is_dead_lettered_at_once() {
         &c,
         0,
         "shop_dead_letters_total",
-        &[("consumer", "notification-cancellations")],
+        &[("consumer", "notification-orders")],
         1.0,
     )
     .await;

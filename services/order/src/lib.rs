@@ -9,8 +9,8 @@
 //! - The saga ([`saga::Saga`]) is a durable consumer of the `ORDER` stream shared
 //!   by every instance: each recorded step triggers the next one.
 //! - Rules and the state machine are plain functions in [`domain`].
-//! - Every change is an event on the `ORDER` stream (its subject says its
-//!   type: [`subjects`]), appended through [`endpoints::change_order`]; orders land in sled through
+//! - Every change is an event on the `ORDER` stream, appended through
+//!   [`endpoints::change_order`]; orders land in sled through
 //!   [`store::OrderProjection`]. Payment tokens wait in the bucket of [`tokens`].
 
 pub mod admission;
@@ -18,7 +18,6 @@ pub mod domain;
 pub mod endpoints;
 pub mod saga;
 pub mod store;
-pub mod subjects;
 pub mod tokens;
 
 use shop_actors::{read, write, Access, Declaration};
@@ -36,7 +35,7 @@ pub const STREAM: &str = "ORDER";
 pub fn declaration() -> Declaration<Orders> {
     shop_actors::declare!(SERVICE, "Orders and the order-placement saga")
         .stream(STREAM, &["events.order.>"], OrderProjection)
-        .publishes(subjects::PUBLISHES)
+        .publishes(&["events.order.*"])
         .calls(&[
             "product.get",
             "product.stock.reserve",
@@ -45,7 +44,7 @@ pub fn declaration() -> Declaration<Orders> {
             "payment.refund",
             "payment.get",
         ])
-        .consumes(saga::DURABLE, STREAM, subjects::SAGA_FILTERS)
+        .consumes(saga::DURABLE, STREAM, saga::FILTERS)
         .bucket(tokens::BUCKET)
         .endpoint(
             "order.create",

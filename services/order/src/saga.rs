@@ -69,6 +69,8 @@ use crate::{
 /// Durable name of the saga's consumer, shared by every order instance (they
 /// split the work).
 pub const DURABLE: &str = "order-saga";
+/// What the saga consumes of the `ORDER` stream: every order event.
+pub const FILTERS: &[&str] = &["events.order.>"];
 
 /// Where a test may ask an instance to die (`ORDER_FAULT_AT`, one or more,
 /// comma-separated; test-only): the `after_*`/`before_confirm` points abort the
@@ -650,8 +652,7 @@ impl EventHandler for Saga {
 
 /// The saga's durable consumer (the one [`crate::declaration`] declares).
 pub fn consumer(saga: Arc<Saga>, settings: &SagaSettings) -> ConsumerSpec {
-    let mut consumer =
-        ConsumerSpec::new(DURABLE, crate::STREAM, crate::subjects::SAGA_FILTERS, saga);
+    let mut consumer = ConsumerSpec::new(DURABLE, crate::STREAM, FILTERS, saga);
     consumer.ack_wait = settings.ack_wait;
     consumer.concurrency = settings.concurrency;
     consumer.max_deliver = settings.max_deliver.unwrap_or(i64::MAX);

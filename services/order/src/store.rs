@@ -5,15 +5,11 @@
 //! | `o/<order_id>`                        | format byte + order JSON       |
 //! | `u/<user_id>/<!created_ms>/<order_id>`| order id (a user's orders, newest first) |
 //! | `a/<created_ms>/<order_id>`           | order id, while the saga is still running (for the deadline sweeper) |
-//! | `l/<order_id>`                        | empty: the order's events are on an earlier version's single subject ([`crate::subjects`]) |
 
 use shop_actors::{ApplyError, Projection, StoredEvent};
 use shop_nats::ServiceError;
 
-use crate::{
-    domain::{Order, OrderEvent, Status},
-    subjects,
-};
+use crate::domain::{Order, OrderEvent, Status};
 
 pub const FORMAT_VERSION: u8 = 1;
 
@@ -29,17 +25,6 @@ fn user_key(order: &Order) -> Vec<u8> {
         order.id
     )
     .into_bytes()
-}
-
-fn legacy_key(id: &str) -> Vec<u8> {
-    format!("l/{id}").into_bytes()
-}
-
-/// Whether order `id`'s events are on an earlier version's single subject,
-/// where its next events must go too.
-pub fn on_legacy_subject(tree: &sled::Tree, id: &str) -> Result<bool, ServiceError> {
-    tree.contains_key(legacy_key(id))
-        .map_err(|e| ServiceError::internal(format!("reading local store: {e}")))
 }
 
 fn active_key(order: &Order) -> Vec<u8> {
@@ -113,9 +98,6 @@ impl Projection for OrderProjection {
         let mut order = decoded.order;
         event.check_aggregate(&order.id)?;
         order.revision = event.sequence;
-        if subjects::is_legacy(event.subject) {
-            batch.insert(legacy_key(&order.id), &[]);
-        }
         batch.insert(
             order_key(&order.id),
             shop_actors::store::encode_versioned(FORMAT_VERSION, &order)

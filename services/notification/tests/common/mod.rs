@@ -105,27 +105,14 @@ impl Cluster {
             .await
     }
 
-    /// Appends an order event as the order service does: `events.order.<type>.<id>`.
     pub async fn order_event(&self, event_type: &str, order: Value) -> String {
-        let kind = event_type.trim_start_matches("order.");
         let id = order["id"].as_str().unwrap().to_string();
-        self.order_event_on(&format!("events.order.{kind}.{id}"), event_type, order)
-            .await
-    }
-
-    /// Appends an order event as an earlier version did, on `events.order.<id>`.
-    pub async fn legacy_order_event(&self, event_type: &str, order: Value) -> String {
-        let id = order["id"].as_str().unwrap().to_string();
-        self.order_event_on(&format!("events.order.{id}"), event_type, order)
-            .await
-    }
-
-    async fn order_event_on(&self, subject: &str, event_type: &str, order: Value) -> String {
         let mut event = json!({"type": event_type, "order": order});
         if let Some(reason) = order.get("reason") {
             event["reason"] = reason.clone();
         }
-        self.publish(subject, event.to_string()).await
+        self.publish(&format!("events.order.{id}"), event.to_string())
+            .await
     }
 
     /// `notification.list` as an admin.

@@ -16,9 +16,14 @@ use shop_nats::{ServiceClient, ServiceError, TraceContext};
 use crate::{
     admission::Admission,
     domain::{Order, OrderEvent},
-    store, subjects,
+    store,
     tokens::PaymentTokens,
 };
+
+/// The stream subject of one order's events.
+pub fn event_subject(order_id: &str) -> String {
+    format!("events.order.{order_id}")
+}
 
 /// The order service's state, shared by every handler.
 pub struct Orders {
@@ -89,16 +94,10 @@ where
         .change(id, trace, msg_id, |tree| {
             let current = store::order(tree, id)?;
             let expected_revision = current.as_ref().map_or(0, |o| o.revision);
-            let legacy = current.is_some() && store::on_legacy_subject(tree, id)?;
-            Ok(decide(current.as_ref())?.map(|event| {
-                let kind = shop_actors::Event::type_name(&event);
-                let (subject, aggregate) = subjects::next_event_subjects(kind, id, legacy);
-                Change {
-                    subject,
-                    aggregate,
-                    expected_revision,
-                    event,
-                }
+            Ok(decide(current.as_ref())?.map(|event| Change {
+                subject: event_subject(id),
+                expected_revision,
+                event,
             }))
         })
         .await?;

@@ -116,7 +116,6 @@ impl Payments {
                 let expected_revision = current.as_ref().map_or(0, |r| r.payment.revision);
                 Ok(decide(current.as_ref())?.map(|event| Change {
                     subject: event_subject(payment_id),
-                    aggregate: None,
                     expected_revision,
                     event,
                 }))

@@ -83,7 +83,6 @@ impl Products {
                     Decision::AlreadyDone => None,
                     Decision::Append(event) => Some(Change {
                         subject: event_subject(id),
-                        aggregate: None,
                         expected_revision,
                         event,
                     }),

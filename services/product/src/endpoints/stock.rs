@@ -93,7 +93,6 @@ impl GroupWrite for StockWrites {
         Ok(Decided {
             change: event.map(|event| Change {
                 subject: event_subject(product_id),
-                aggregate: None,
                 expected_revision: revision,
                 event,
             }),

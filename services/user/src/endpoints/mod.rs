@@ -208,7 +208,6 @@ fn change(
         Decision::AlreadyDone => None,
         Decision::Append(event) => Some(Change {
             subject,
-            aggregate: None,
             expected_revision,
             event,
         }),
