@@ -418,7 +418,7 @@ impl Saga {
             })
             .await?;
         if let Recorded::Appended(_) = recorded {
-            self.tokens.forget(&order.id).await;
+            self.tokens.forget(&order.id);
             tracing::info!(order_id = %order.id, "order confirmed");
         }
         let now = recorded
@@ -568,7 +568,7 @@ impl Saga {
             .await
             .at("record")?;
         if let Recorded::Appended(_) = recorded {
-            self.tokens.forget(&order.id).await;
+            self.tokens.forget(&order.id);
             tracing::info!(order_id = %order.id, reason = ?order.reason, "order cancelled");
         }
         Ok(())
@@ -603,7 +603,7 @@ impl Saga {
             })
             .await?;
         if let Recorded::Appended(_) = recorded {
-            self.tokens.forget(&order.id).await;
+            self.tokens.forget(&order.id);
             tracing::info!(order_id = %order.id, "order confirmed");
         }
         Ok(())

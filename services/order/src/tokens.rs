@@ -75,7 +75,7 @@ impl PaymentTokens {
                 order_id,
                 "a payment token in clear was ignored (and forgotten)"
             );
-            self.forget(order_id).await;
+            self.forget(order_id);
             return Ok(None);
         }
         match self.data_keys.open_text(&stored, &context(order_id)) {
@@ -89,10 +89,17 @@ impl PaymentTokens {
         }
     }
 
-    /// Deletes the order's token (and its history).
-    pub async fn forget(&self, order_id: &str) {
-        if let Err(e) = self.kv.purge(order_id).await {
-            tracing::warn!(order_id, error = %e, "forgetting a payment token failed; it expires in 24 h");
-        }
+    /// Deletes the order's token (and its history), in a task of its own:
+    /// the order is final, and waiting for one more append would hold the
+    /// saga step (and its consumer slot) for nothing; a dropped step does not
+    /// cancel it. Should the purge fail or the process stop first, the token,
+    /// still sealed, expires with the bucket's 24 h.
+    pub fn forget(&self, order_id: &str) {
+        let (kv, order_id) = (self.kv.clone(), order_id.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = kv.purge(&order_id).await {
+                tracing::warn!(order_id, error = %e, "forgetting a payment token failed; it expires in 24 h");
+            }
+        });
     }
 }

@@ -5,6 +5,7 @@ mod common;
 use std::{collections::HashMap, time::Duration};
 
 use common::{payment_amount, payment_order_id, Shop};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 /// Notifications sent to `user_id` about orders, once `expected` have arrived.
@@ -30,6 +31,24 @@ async fn order_notifications(shop: &Shop, user_id: &str, expected: usize) -> Vec
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits (10 s at most) until order `id`'s payment token is purged.
+async fn token_purged(shop: &Shop, id: &str) -> bool {
+    let js = async_nats::jetstream::new(shop.client.clone());
+    let tokens = js.get_key_value("order_payment_tokens").await.unwrap();
+    let mut entries = tokens.watch_with_history(id).await.unwrap();
+    let purged = async {
+        while let Some(entry) = entries.next().await {
+            if entry.unwrap().operation != async_nats::jetstream::kv::Operation::Put {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(Duration::from_secs(10), purged)
+        .await
+        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,6 +117,12 @@ async fn confirmed_declined_and_out_of_stock() {
     );
     assert_eq!(per_order(&ids[1]), 0);
     assert_eq!(per_order(&ids[2]), 0, "nothing charged when stock ran out");
+
+    // Each final order's payment token is purged from the bucket (in a task
+    // of its own, after the final event).
+    for id in &ids {
+        assert!(token_purged(&shop, id).await, "token of {id} still kept");
+    }
 
     let notes = order_notifications(&shop, &user, 3).await;
     assert_eq!(
