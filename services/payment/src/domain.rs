@@ -6,7 +6,9 @@
 //! charge's idempotency key: every retry of a charge lands on the same
 //! aggregate, whichever instance takes it. Its life: `pending` (an instance
 //! holds the charge attempt and is asking the provider) → `captured` or
-//! `declined`; a captured payment then takes refunds up to its amount.
+//! `declined`; a captured payment then takes refunds up to its amount. A
+//! `payment.void` ends a key that was never charged as `voided`: no charge can
+//! land under it any more.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -15,7 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     money::{validate_amount, validate_currency, Money},
-    provider::{ChargeOutcome, DeclineReason, PaymentToken},
+    provider::{ChargeOutcome, DeclineReason, PaymentToken, VoidOutcome},
 };
 
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
@@ -35,6 +37,8 @@ pub enum PaymentStatus {
     Pending,
     Captured,
     Declined,
+    /// Voided before any charge went through: the key never charges.
+    Voided,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +145,19 @@ pub struct ChargePayment {
     pub idempotency_key: String,
 }
 
+/// `payment.void`: the charge `idempotency_key` names must never go through.
+/// It is the charge's request without the token; the answer is the key's
+/// final outcome (`voided`, or what a charge under it got).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoidPayment {
+    pub order_id: String,
+    pub user_id: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub idempotency_key: String,
+}
+
 /// `payment.refund`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +196,15 @@ pub struct ChargeCommand {
     pub amount: Money,
     pub token: PaymentToken,
     pub token_fingerprint: String,
+}
+
+/// A checked void request.
+#[derive(Debug, Clone)]
+pub struct VoidCommand {
+    pub payment_id: String,
+    pub order_id: String,
+    pub user_id: String,
+    pub amount: Money,
 }
 
 /// A checked refund request.
@@ -256,6 +282,12 @@ pub enum EventKind {
     Captured,
     #[serde(rename = "payment.declined")]
     Declined,
+    /// An attempt claimed to void a key whose earlier attempt left no outcome.
+    #[serde(rename = "payment.void_started")]
+    VoidStarted,
+    /// The key is voided: it never charges.
+    #[serde(rename = "payment.voided")]
+    Voided,
     /// A refund's amount reserved before the provider is asked.
     #[serde(rename = "payment.refund_started")]
     RefundStarted,
@@ -273,6 +305,8 @@ impl EventKind {
             EventKind::ChargeUnresolved => "payment.charge_unresolved",
             EventKind::Captured => "payment.captured",
             EventKind::Declined => "payment.declined",
+            EventKind::VoidStarted => "payment.void_started",
+            EventKind::Voided => "payment.voided",
             EventKind::RefundStarted => "payment.refund_started",
             EventKind::Refunded => "payment.refunded",
             EventKind::RefundFailed => "payment.refund_failed",
@@ -396,6 +430,19 @@ pub fn validate_charge(
     })
 }
 
+/// Checks a void request from the service `scope` names (see [`payment_id_for`]).
+pub fn validate_void(request: &VoidPayment, scope: &str) -> Result<VoidCommand, ServiceError> {
+    validate_id("order_id", &request.order_id)?;
+    validate_id("user_id", &request.user_id)?;
+    validate_idempotency_key(&request.idempotency_key)?;
+    Ok(VoidCommand {
+        payment_id: payment_id_for(scope, &request.idempotency_key),
+        order_id: request.order_id.clone(),
+        user_id: request.user_id.clone(),
+        amount: Money::new(request.amount_cents, &request.currency)?,
+    })
+}
+
 /// The payment a get request names; a key is looked up within `scope`'s keys.
 pub fn validate_get(request: &GetPayment, scope: &str) -> Result<String, ServiceError> {
     match (&request.payment_id, &request.idempotency_key) {
@@ -509,18 +556,40 @@ pub fn decide_charge(
         )));
     };
     let payment = &record.payment;
-    let other_token = payment
-        .token_fingerprint
-        .as_ref()
-        .is_some_and(|fingerprint| *fingerprint != command.token_fingerprint);
-    let other_user = payment
-        .user_id
-        .as_ref()
-        .is_some_and(|user| *user != command.user_id);
-    if payment.order_id != command.order_id
+    same_charge(
+        payment,
+        &command.order_id,
+        &command.user_id,
+        &command.amount,
+        Some(&command.token_fingerprint),
+    )?;
+    if payment.status != PaymentStatus::Pending {
+        return Ok(ChargeDecision::Done(payment.clone()));
+    }
+    Ok(match next_attempt(record, owner, now_ms, lease_ms) {
+        Err((attempt, until_ms)) => ChargeDecision::Wait { attempt, until_ms },
+        Ok(next) => ChargeDecision::Claim(PaymentEvent::new(EventKind::ChargeResumed, next, None)),
+    })
+}
+
+/// Refuses a request that reuses a payment's key for a different charge: other
+/// order, user, amount or (when the request carries one) token.
+fn same_charge(
+    payment: &Payment,
+    order_id: &str,
+    user_id: &str,
+    amount: &Money,
+    token_fingerprint: Option<&str>,
+) -> Result<(), ServiceError> {
+    let other_token = matches!(
+        (&payment.token_fingerprint, token_fingerprint),
+        (Some(kept), Some(given)) if kept != given
+    );
+    let other_user = payment.user_id.as_ref().is_some_and(|user| user != user_id);
+    if payment.order_id != order_id
         || other_user
-        || payment.amount_cents != command.amount.amount_cents
-        || payment.currency != command.amount.currency
+        || payment.amount_cents != amount.amount_cents
+        || payment.currency != amount.currency
         || other_token
     {
         return Err(ServiceError::conflict(format!(
@@ -528,16 +597,21 @@ pub fn decide_charge(
             payment.payment_id, payment.order_id, payment.amount_cents, payment.currency
         )));
     }
-    if payment.status != PaymentStatus::Pending {
-        return Ok(ChargeDecision::Done(payment.clone()));
-    }
+    Ok(())
+}
+
+/// The record with a new attempt held by `owner`, or, while another holder's
+/// attempt is open and its lease runs, `Err((its number, when the lease ends))`.
+fn next_attempt(
+    record: &PaymentRecord,
+    owner: &str,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<PaymentRecord, (u32, u64)> {
     let attempt = &record.attempt;
     let lease_ends = attempt.started_at_ms.saturating_add(lease_ms);
     if attempt.open && now_ms < lease_ends {
-        return Ok(ChargeDecision::Wait {
-            attempt: attempt.number,
-            until_ms: lease_ends,
-        });
+        return Err((attempt.number, lease_ends));
     }
     let mut next = record.clone();
     next.attempt = ChargeAttempt {
@@ -547,11 +621,7 @@ pub fn decide_charge(
         open: true,
         last_error: attempt.last_error.clone(),
     };
-    Ok(ChargeDecision::Claim(PaymentEvent::new(
-        EventKind::ChargeResumed,
-        next,
-        None,
-    )))
+    Ok(next)
 }
 
 /// Records the provider's answer, unless the payment already has an outcome
@@ -581,6 +651,104 @@ pub fn decide_charge_outcome(
         }
     };
     Ok(Some(PaymentEvent::new(kind, next, None)))
+}
+
+// ---- void -------------------------------------------------------------------
+
+/// What a void request does, given the payment its key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoidDecision {
+    /// No charge was ever claimed under the key: append this `payment.voided`
+    /// (expected revision 0, so it races a first charge claim and only one
+    /// lands); the key is voided.
+    Fence(PaymentEvent),
+    /// An earlier attempt ended without an outcome, so the provider may or
+    /// may not have charged: append this claim, then ask the provider to void.
+    Claim(PaymentEvent),
+    /// The key has its outcome: answer with it.
+    Done(Payment),
+    /// Another instance holds the open attempt; wait for its outcome, at most
+    /// until its lease runs out (ms since the Unix epoch).
+    Wait { attempt: u32, until_ms: u64 },
+}
+
+/// A void against the payment its idempotency key names (arguments as for
+/// [`decide_charge`]).
+pub fn decide_void(
+    current: Option<&PaymentRecord>,
+    command: &VoidCommand,
+    owner: &str,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<VoidDecision, ServiceError> {
+    let Some(record) = current else {
+        let record = PaymentRecord {
+            payment: Payment {
+                payment_id: command.payment_id.clone(),
+                order_id: command.order_id.clone(),
+                user_id: Some(command.user_id.clone()),
+                status: PaymentStatus::Voided,
+                reason: None,
+                amount_cents: command.amount.amount_cents,
+                currency: command.amount.currency.clone(),
+                refunded_cents: 0,
+                refunds: Vec::new(),
+                revision: 0,
+                token_fingerprint: None,
+            },
+            attempt: ChargeAttempt {
+                number: 0,
+                owner: owner.to_string(),
+                started_at_ms: now_ms,
+                open: false,
+                last_error: None,
+            },
+        };
+        return Ok(VoidDecision::Fence(PaymentEvent::new(
+            EventKind::Voided,
+            record,
+            None,
+        )));
+    };
+    let payment = &record.payment;
+    same_charge(
+        payment,
+        &command.order_id,
+        &command.user_id,
+        &command.amount,
+        None,
+    )?;
+    if payment.status != PaymentStatus::Pending {
+        return Ok(VoidDecision::Done(payment.clone()));
+    }
+    Ok(match next_attempt(record, owner, now_ms, lease_ms) {
+        Err((attempt, until_ms)) => VoidDecision::Wait { attempt, until_ms },
+        Ok(next) => VoidDecision::Claim(PaymentEvent::new(EventKind::VoidStarted, next, None)),
+    })
+}
+
+/// Records the provider's answer to a void: `voided`, or the outcome of the
+/// charge it had already made; nothing once the payment has an outcome.
+pub fn decide_void_outcome(
+    current: Option<&PaymentRecord>,
+    payment_id: &str,
+    outcome: VoidOutcome,
+) -> Result<Option<PaymentEvent>, ServiceError> {
+    match outcome {
+        VoidOutcome::Charged(charged) => decide_charge_outcome(current, payment_id, charged),
+        VoidOutcome::Voided => {
+            let record = current.ok_or_else(|| {
+                ServiceError::internal(format!("payment {payment_id} vanished during its void"))
+            })?;
+            if record.payment.status != PaymentStatus::Pending {
+                return Ok(None);
+            }
+            let mut next = record.clone();
+            next.attempt.open = false;
+            next.payment.status = PaymentStatus::Voided;
+            Ok(Some(PaymentEvent::new(EventKind::Voided, next, None)))
+        }
+    }
 }
 
 /// Closes attempt `number` without an outcome, so the next retry may claim a
@@ -655,10 +823,15 @@ pub fn decide_refund(
     }
     match payment.status {
         PaymentStatus::Captured => {}
-        PaymentStatus::Declined => {
+        PaymentStatus::Declined | PaymentStatus::Voided => {
             return Err(ServiceError::conflict(format!(
-                "payment {} was declined; there is nothing to refund",
-                payment.payment_id
+                "payment {} was {}; there is nothing to refund",
+                payment.payment_id,
+                if payment.status == PaymentStatus::Voided {
+                    "voided"
+                } else {
+                    "declined"
+                }
             )))
         }
         PaymentStatus::Pending => {

@@ -5,7 +5,8 @@
 //!   may call it, what it publishes, what it owns.
 //! - A request enters through the runtime's endpoint actors, which decode and
 //!   validate it and call its handler, a plain function in [`endpoints`] (one
-//!   file each: [`endpoints::charge`], [`endpoints::refund`], [`endpoints::get`]).
+//!   file each: [`endpoints::charge`], [`endpoints::void`], [`endpoints::refund`],
+//!   [`endpoints::get`]).
 //! - Rules live in [`domain`] (and [`money`]) as plain functions.
 //! - The provider sits behind [`provider::PaymentProvider`]; domain types
 //!   never carry a provider's types. [`local_provider::LocalProvider`] is the
@@ -24,7 +25,7 @@ pub mod store;
 use shop_actors::{read, write, Access, Declaration};
 
 use crate::{
-    endpoints::{charge, get, refund, Payments},
+    endpoints::{charge, get, refund, void, Payments},
     local_provider::LEDGER_BUCKET,
     store::PaymentProjection,
 };
@@ -46,6 +47,11 @@ pub fn declaration() -> Declaration<Payments> {
         "payment.charge",
         Access::internal(&["order"]),
         write(charge::charge),
+    )
+    .endpoint(
+        "payment.void",
+        Access::internal(&["order"]),
+        write(void::void),
     )
     .endpoint(
         "payment.refund",

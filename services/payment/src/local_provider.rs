@@ -16,7 +16,8 @@
 //! every instance and surviving their restarts. The ledger deduplicates by
 //! idempotency key (a repeat answers the recorded outcome at once, without
 //! charging again), counts `tok_flaky` failures per key, and never refunds more
-//! than was charged.
+//! than was charged. A void (`payment.void`) marks the key's entry voided,
+//! after which a charge with that key is refused.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -29,8 +30,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::provider::{
-    ChargeOutcome, ChargeRequest, DeclineReason, PaymentProvider, ProviderError, RefundRequest,
+use crate::{
+    money::Money,
+    provider::{
+        ChargeOutcome, ChargeRequest, DeclineReason, PaymentProvider, ProviderError, RefundRequest,
+        VoidOutcome, VoidRequest,
+    },
 };
 
 /// The key-value bucket playing the processor's ledger.
@@ -79,14 +84,22 @@ impl Behaviour {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum LedgerOutcome {
     Approved,
-    Declined { reason: DeclineReason },
+    Declined {
+        reason: DeclineReason,
+    },
+    /// Voided before any charge: the key never charges.
+    Voided,
 }
 
-impl From<LedgerOutcome> for ChargeOutcome {
-    fn from(outcome: LedgerOutcome) -> Self {
-        match outcome {
-            LedgerOutcome::Approved => ChargeOutcome::Approved,
-            LedgerOutcome::Declined { reason } => ChargeOutcome::Declined(reason),
+impl LedgerOutcome {
+    /// What a charge call with the key answers once this is recorded.
+    fn answer(self) -> Result<ChargeOutcome, ProviderError> {
+        match self {
+            LedgerOutcome::Approved => Ok(ChargeOutcome::Approved),
+            LedgerOutcome::Declined { reason } => Ok(ChargeOutcome::Declined(reason)),
+            LedgerOutcome::Voided => Err(ProviderError::Permanent(
+                "the charge was voided; its idempotency key cannot charge".into(),
+            )),
         }
     }
 }
@@ -105,6 +118,21 @@ pub struct LedgerCharge {
     pub refunded_cents: i64,
     /// Refunds by the sha256 of their idempotency key, with their amounts.
     pub refunds: BTreeMap<String, i64>,
+}
+
+impl LedgerCharge {
+    /// The entry of a key nothing was asked of yet.
+    fn new(amount: &Money) -> Self {
+        Self {
+            amount_cents: amount.amount_cents,
+            currency: amount.currency.clone(),
+            requests: 0,
+            failures: 0,
+            outcome: None,
+            refunded_cents: 0,
+            refunds: BTreeMap::new(),
+        }
+    }
 }
 
 /// The ledger key of a charge.
@@ -143,7 +171,7 @@ pub fn charge_step(
         )));
     }
     if let Some(outcome) = entry.outcome {
-        return ChargeStep::Answer(Ok(outcome.into()));
+        return ChargeStep::Answer(outcome.answer());
     }
     let outcome = match behaviour {
         Behaviour::Approve => LedgerOutcome::Approved,
@@ -170,7 +198,23 @@ pub fn charge_step(
         }
     };
     entry.outcome = Some(outcome);
-    ChargeStep::Answer(Ok(outcome.into()))
+    ChargeStep::Answer(outcome.answer())
+}
+
+/// The processor's rules for a void against the key's ledger entry: a
+/// recorded charge answers as it was, anything else becomes voided.
+pub fn void_step(entry: &mut LedgerCharge) -> VoidOutcome {
+    match entry.outcome {
+        Some(LedgerOutcome::Approved) => VoidOutcome::Charged(ChargeOutcome::Approved),
+        Some(LedgerOutcome::Declined { reason }) => {
+            VoidOutcome::Charged(ChargeOutcome::Declined(reason))
+        }
+        Some(LedgerOutcome::Voided) => VoidOutcome::Voided,
+        None => {
+            entry.outcome = Some(LedgerOutcome::Voided);
+            VoidOutcome::Voided
+        }
+    }
 }
 
 /// The processor's rules for one refund call against the charge's ledger entry.
@@ -301,17 +345,7 @@ impl PaymentProvider for LocalProvider {
         async move {
             tokio::time::sleep(self.latency).await;
             let behaviour = Behaviour::of(request.token.expose());
-            let fresh = || {
-                Some(LedgerCharge {
-                    amount_cents: request.amount.amount_cents,
-                    currency: request.amount.currency.clone(),
-                    requests: 0,
-                    failures: 0,
-                    outcome: None,
-                    refunded_cents: 0,
-                    refunds: BTreeMap::new(),
-                })
-            };
+            let fresh = || Some(LedgerCharge::new(&request.amount));
             let step = self
                 .update(&ledger_key(&request.idempotency_key), fresh, |entry| {
                     charge_step(entry, request, behaviour)
@@ -344,12 +378,26 @@ impl PaymentProvider for LocalProvider {
         }
         .boxed()
     }
+
+    fn void<'a>(
+        &'a self,
+        request: &'a VoidRequest,
+        _deadline: Instant,
+    ) -> BoxFuture<'a, Result<VoidOutcome, ProviderError>> {
+        async move {
+            tokio::time::sleep(self.latency).await;
+            let fresh = || Some(LedgerCharge::new(&request.amount));
+            self.update(&ledger_key(&request.idempotency_key), fresh, void_step)
+                .await
+        }
+        .boxed()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{money::Money, provider::PaymentToken};
+    use crate::provider::PaymentToken;
 
     fn charge(token: &str, amount: i64) -> ChargeRequest {
         ChargeRequest {
@@ -480,5 +528,38 @@ mod tests {
             Behaviour::Decline,
         );
         assert!(refund_step(&mut declined, &refund("r1", 1)).is_err());
+    }
+
+    #[test]
+    fn a_void_fences_the_key_or_answers_its_charge() {
+        let mut fresh = entry(500);
+        assert_eq!(void_step(&mut fresh), VoidOutcome::Voided);
+        assert_eq!(
+            void_step(&mut fresh),
+            VoidOutcome::Voided,
+            "repeats answer the same"
+        );
+        assert!(
+            matches!(
+                charge_step(&mut fresh, &charge("tok_ok", 500), Behaviour::Approve),
+                ChargeStep::Answer(Err(ProviderError::Permanent(_)))
+            ),
+            "a voided key never charges"
+        );
+        assert!(refund_step(&mut fresh, &refund("r1", 1)).is_err());
+        let mut charged = entry(500);
+        charge_step(&mut charged, &charge("tok_ok", 500), Behaviour::Approve);
+        assert_eq!(
+            void_step(&mut charged),
+            VoidOutcome::Charged(ChargeOutcome::Approved)
+        );
+        assert_eq!(refund_step(&mut charged, &refund("r1", 500)), Ok(()));
+        let mut failing = entry(500);
+        charge_step(&mut failing, &charge("tok_flaky", 500), Behaviour::Flaky);
+        assert_eq!(
+            void_step(&mut failing),
+            VoidOutcome::Voided,
+            "a charge that never got an outcome is voided"
+        );
     }
 }

@@ -72,6 +72,23 @@ pub struct RefundRequest {
     pub amount: Money,
 }
 
+/// A void of the charge `idempotency_key` names: whatever comes later, that
+/// key must never charge. (A processor's cancel of a payment intent.)
+#[derive(Debug, Clone)]
+pub struct VoidRequest {
+    pub idempotency_key: String,
+    pub amount: Money,
+}
+
+/// The processor's answer to a void.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoidOutcome {
+    /// Nothing was charged under the key, and nothing will be.
+    Voided,
+    /// A charge under the key had already been answered; this was its answer.
+    Charged(ChargeOutcome),
+}
+
 /// The processor's answer to a charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChargeOutcome {
@@ -110,6 +127,14 @@ pub trait PaymentProvider: Send + Sync + 'static {
         request: &'a RefundRequest,
         deadline: Instant,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Ends the key: a charge already made under it is answered as it was,
+    /// and any later charge with the key is refused.
+    fn void<'a>(
+        &'a self,
+        request: &'a VoidRequest,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<VoidOutcome, ProviderError>>;
 }
 
 /// First pause between attempts after a transient failure; doubles each time.

@@ -334,7 +334,12 @@ async fn bincode_get_and_services_protocol() {
         .collect();
     assert_eq!(
         subjects,
-        ["payment.charge", "payment.refund", "payment.get"]
+        [
+            "payment.charge",
+            "payment.void",
+            "payment.refund",
+            "payment.get"
+        ]
     );
 }
 

@@ -98,7 +98,7 @@ pub async fn charge(
 impl Payments {
     /// Waits until attempt `attempt` of the charge ends, its lease runs out
     /// (`until_ms`), or the request's deadline passes (then 504).
-    async fn wait_for_attempt(
+    pub(super) async fn wait_for_attempt(
         &self,
         payment_id: &str,
         attempt: u32,
@@ -207,7 +207,7 @@ impl Payments {
 
     /// The provider gave no answer: closes the attempt so that a retry may
     /// ask again at once, and tells the caller to retry.
-    async fn charge_unresolved(
+    pub(super) async fn charge_unresolved(
         &self,
         request: &Request,
         id: &str,

@@ -1,11 +1,12 @@
 //! Where payment requests are answered, one file per endpoint: `payment.get`
-//! from this instance's sled store; charges and refunds in the worker pool,
+//! from this instance's sled store; charges, voids and refunds in the worker pool,
 //! through the payment provider, deciding against the store and appending to
 //! the `PAYMENT` stream through [`Payments::change_payment`].
 
 pub mod charge;
 pub mod get;
 pub mod refund;
+pub mod void;
 
 use std::{sync::Arc, time::Duration};
 
