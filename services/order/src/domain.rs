@@ -1,12 +1,14 @@
 //! Orders and the rules of the order-placement saga, as plain functions.
 //!
 //! ```text
-//! pending ──reserve all lines──▶ stock_reserved ──charge──▶ paid ──▶ confirmed
-//!    │                                │                      │           │
-//!    └──────────────┬─────────────────┴──────────────────────┘           │ (user)
-//!                   ▼                                                    ▼
-//!              cancelling(reason) ── refund what was captured, release ──▶ cancelled(reason)
+//! pending ──reserve all lines, charge──▶ confirmed
+//!    │                                      │ (user)
+//!    ▼                                      ▼
+//! cancelling(reason) ── void or refund the charge, release ──▶ cancelled(reason)
 //! ```
+//!
+//! Orders recorded by earlier versions may also be at `stock_reserved` (next:
+//! charge) or `paid` (next: confirm), and move on from there.
 //!
 //! Status only moves forward along these arrows. Every step's outcome is an event
 //! on the order's stream subject before the next step starts.
@@ -325,6 +327,9 @@ pub fn can_move(from: Status, to: Status) -> bool {
             // The charge step records `confirmed` with the capture at once;
             // `paid` is only read on orders recorded by earlier versions.
             | (StockReserved, Confirmed)
+            // The reserve step goes straight on to the charge: `stock_reserved`
+            // is only read on orders recorded by earlier versions.
+            | (Pending, Confirmed)
             | (Pending | StockReserved | Paid | Confirmed, Cancelling)
             | (Cancelling, Cancelled)
     )
@@ -364,7 +369,9 @@ pub fn decide_cancel(order: &Order, now_ms: u64) -> Result<Option<Order>, Servic
 /// The saga's next step for an order in `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    ReserveStock,
+    /// Reserve every line, then charge and record `confirmed` with the capture.
+    ReserveAndCharge,
+    /// Charge and record `confirmed` (orders an earlier version left at `stock_reserved`).
     Charge,
     Confirm,
     /// Refund (when a payment was captured) and release every line, then `cancelled`.
@@ -374,7 +381,7 @@ pub enum Step {
 
 pub fn next_step(order: &Order) -> Step {
     match order.status {
-        Status::Pending => Step::ReserveStock,
+        Status::Pending => Step::ReserveAndCharge,
         Status::StockReserved => Step::Charge,
         Status::Paid => Step::Confirm,
         Status::Cancelling => Step::Compensate,
@@ -385,56 +392,40 @@ pub fn next_step(order: &Order) -> Step {
 /// How compensation finds the money to give back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentCheck {
-    /// No charge was made and none can be made any more: the order was
-    /// cancelled before its charge step, or its charge was declined (a final
-    /// outcome for the charge's key).
+    /// The order's charge was declined: a final outcome for its key, nothing
+    /// was captured.
     Nothing,
     /// The order recorded this captured payment: refund it.
     Refund(String),
-    /// The order was cancelled at `stock_reserved`: its charge may have been
-    /// captured without being recorded, or may still be on its way (another
-    /// instance is charging right now). Sending the charge again with the
-    /// order's key settles it: the payment service answers the outcome the key
-    /// already has, waits for an attempt in flight, or charges now; after that
-    /// answer no other charge can land under the key. Then refund what it captured.
-    Settle,
-    /// The order was cancelled before it recorded `cancelled_from`: look the
-    /// payment up by the charge's key (and settle it if it is still pending).
-    Lookup,
+    /// The order has no capture recorded: its charge may have been captured
+    /// without being recorded, may still be on its way (another instance is
+    /// charging right now), or may never have been sent. `payment.void` with
+    /// the order's key settles it: the payment service answers the outcome the
+    /// key already has, waits for an attempt in flight, or voids the key; after
+    /// that answer no charge can land under the key. Then refund what it
+    /// answered as captured.
+    Void,
 }
 
-/// What compensation does about payment for a `cancelling` order. A charge is
-/// only ever sent by the charge step of an order at `stock_reserved` (and by
-/// [`PaymentCheck::Settle`]), so an order cancelled from `pending` was never
-/// charged; the revision check on every append makes `cancelled_from` the
-/// status the order really had when the cancellation was recorded.
+/// What compensation does about payment for a `cancelling` order. The
+/// revision check on every append makes the order's fields what they really
+/// were when the cancellation was recorded; only a recorded capture or a
+/// declined charge tell for certain what the key holds.
 pub fn payment_check(order: &Order) -> PaymentCheck {
     if let Some(payment_id) = &order.payment_id {
         return PaymentCheck::Refund(payment_id.clone());
     }
-    let declined = order.reason.as_deref() == Some(reason::PAYMENT_DECLINED);
-    match order.cancelled_from {
-        Some(Status::Pending) => PaymentCheck::Nothing,
+    if order.reason.as_deref() == Some(reason::PAYMENT_DECLINED) {
         // Declined is only recorded by the charge step on a declined reply.
-        _ if declined => PaymentCheck::Nothing,
-        Some(_) => PaymentCheck::Settle,
-        // Recorded before `cancelled_from` existed: only the reserve step
-        // cancels with these reasons, and it runs before any charge.
-        None if matches!(
-            order.reason.as_deref(),
-            Some(reason::OUT_OF_STOCK | reason::PRODUCT_UNAVAILABLE)
-        ) =>
-        {
-            PaymentCheck::Nothing
-        }
-        None => PaymentCheck::Lookup,
+        return PaymentCheck::Nothing;
     }
+    PaymentCheck::Void
 }
 
 /// Whether the capture `payment_id` is one `order` (as recorded now) will
 /// never record: the order is cancelling or cancelled without it, so the
-/// charge step that captured it refunds it. (An order still at
-/// `stock_reserved`, re-driven meanwhile, records the same capture in its
+/// charge step that captured it refunds it. (An order still at `pending`
+/// or `stock_reserved`, re-driven meanwhile, records the same capture in its
 /// next charge step: the key is the same.)
 pub fn capture_orphaned(order: &Order, payment_id: &str) -> bool {
     matches!(order.status, Status::Cancelling | Status::Cancelled)
@@ -673,6 +664,7 @@ mod tests {
             (StockReserved, Paid),
             (Paid, Confirmed),
             (StockReserved, Confirmed),
+            (Pending, Confirmed),
             (Pending, Cancelling),
             (StockReserved, Cancelling),
             (Paid, Cancelling),
@@ -697,7 +689,7 @@ mod tests {
 
     #[test]
     fn steps_follow_status() {
-        assert_eq!(next_step(&order(Status::Pending)), Step::ReserveStock);
+        assert_eq!(next_step(&order(Status::Pending)), Step::ReserveAndCharge);
         assert_eq!(next_step(&order(Status::StockReserved)), Step::Charge);
         assert_eq!(next_step(&order(Status::Paid)), Step::Confirm);
         assert_eq!(next_step(&order(Status::Cancelling)), Step::Compensate);
@@ -761,35 +753,30 @@ mod tests {
     }
 
     #[test]
-    fn compensation_settles_any_charge_that_may_exist() {
+    fn compensation_voids_any_charge_that_may_exist() {
         use PaymentCheck::*;
         let by_user = reason::CANCELLED_BY_USER;
-        assert_eq!(
-            payment_check(&cancelling(Status::Pending, by_user)),
-            Nothing
-        );
-        assert_eq!(
-            payment_check(&cancelling(Status::Pending, reason::OUT_OF_STOCK)),
-            Nothing
-        );
-        assert_eq!(
-            payment_check(&cancelling(Status::StockReserved, by_user)),
-            Settle,
-            "a charge may be captured, or on its way"
-        );
-        assert_eq!(
-            payment_check(&cancelling(Status::StockReserved, reason::TIMED_OUT)),
-            Settle
-        );
-        assert_eq!(
-            payment_check(&cancelling(Status::StockReserved, reason::PAYMENT_FAILED)),
-            Settle
-        );
-        assert_eq!(
-            payment_check(&cancelling(Status::StockReserved, reason::PAYMENT_DECLINED)),
-            Nothing,
-            "a declined charge is final"
-        );
+        for (from, why) in [
+            (Status::Pending, by_user),
+            (Status::Pending, reason::OUT_OF_STOCK),
+            (Status::Pending, reason::TIMED_OUT),
+            (Status::StockReserved, by_user),
+            (Status::StockReserved, reason::TIMED_OUT),
+            (Status::StockReserved, reason::PAYMENT_FAILED),
+        ] {
+            assert_eq!(
+                payment_check(&cancelling(from, why)),
+                Void,
+                "{from:?} {why}: a charge may be captured, or on its way"
+            );
+        }
+        for from in [Status::Pending, Status::StockReserved] {
+            assert_eq!(
+                payment_check(&cancelling(from, reason::PAYMENT_DECLINED)),
+                Nothing,
+                "a declined charge is final"
+            );
+        }
         let mut paid = order(Status::Paid);
         paid.payment_id = Some("p1".into());
         for from in [paid.clone(), {
@@ -803,15 +790,9 @@ mod tests {
         // Cancelled before `cancelled_from` was recorded.
         let mut legacy = cancelling(Status::StockReserved, by_user);
         legacy.cancelled_from = None;
-        assert_eq!(payment_check(&legacy), Lookup);
-        legacy.reason = Some(reason::OUT_OF_STOCK.into());
-        assert_eq!(payment_check(&legacy), Nothing);
-        legacy.reason = Some(reason::PRODUCT_UNAVAILABLE.into());
-        assert_eq!(payment_check(&legacy), Nothing);
+        assert_eq!(payment_check(&legacy), Void);
         legacy.reason = Some(reason::PAYMENT_DECLINED.into());
         assert_eq!(payment_check(&legacy), Nothing);
-        legacy.reason = Some(reason::TIMED_OUT.into());
-        assert_eq!(payment_check(&legacy), Lookup);
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub fn declaration() -> Declaration<Orders> {
             "product.stock.reserve",
             "product.stock.release",
             "payment.charge",
+            "payment.void",
             "payment.refund",
-            "payment.get",
         ])
         .consumes(saga::DURABLE, STREAM, saga::FILTERS)
         .bucket(tokens::BUCKET)

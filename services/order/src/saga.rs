@@ -14,34 +14,33 @@
 //!
 //! # No refund is lost: a cancel racing a charge
 //!
-//! The steps involved: the charge step sends the charge (C: captured at the
-//! payment service) and records `confirmed` with it (R); a cancel is recorded (X, by a user
-//! or the deadline sweep); compensation (K) runs on the `cancelling` event.
+//! The steps involved: the reserve-and-charge step sends the charge (C:
+//! captured at the payment service) and records `confirmed` with it (R); a
+//! cancel is recorded (X, by a user, the deadline sweep, or a step that found
+//! a line out of stock); compensation (K) runs on the `cancelling` event.
 //! Every append expects the order's revision, so R and X cannot both land on
-//! the same revision, and `cancelled_from` in X is the status the order really
-//! had. A charge is only ever sent for an order at `stock_reserved`.
+//! the same revision.
 //!
-//! - X before the order reached `stock_reserved` (`cancelled_from: pending`):
-//!   no charge step will run for it, none ran: K refunds nothing.
 //! - C, R, X: the order carries `payment_id`; K refunds it (`payment.refund`
 //!   catches up with its stream when it does not know the payment, so it never
 //!   answers from a replica that is behind).
-//! - X at `stock_reserved`, with C before, during or after it, on this or any
-//!   other instance, or never: K sends the charge again with the order's key
-//!   ([`domain::PaymentCheck::Settle`]). The payment service answers the
-//!   outcome the key has, waits for an attempt in flight, or charges now;
-//!   once it has answered, no charge can land under the key any more. K then
-//!   refunds what was captured (refund key `order-<id>:refund`).
+//! - X with no capture recorded, and C before, during or after it, on this or
+//!   any other instance, or never: K voids the order's charge key
+//!   ([`domain::PaymentCheck::Void`]). The payment service answers the outcome
+//!   the key has, waits for an attempt in flight, or voids the key (the
+//!   provider refuses any later charge with it); once it has answered, no
+//!   charge can land under the key any more. K then refunds what it answered
+//!   as captured (refund key `order-<id>:refund`).
 //! - C, X, R: R finds the order moved on; the charge step refunds its capture
 //!   at once with the same refund key (the payment service refunds once).
-//!   When it dies first, K's settlement above finds the capture.
+//!   When it dies first, K's void above finds the capture.
 //! - A crash between any two steps: the unacknowledged event is redelivered
-//!   to another instance. A redelivered charge step whose order moved on does
-//!   nothing (K settles); a redelivered K starts again (settle, refund,
-//!   release and record are all idempotent).
+//!   to another instance. A redelivered step whose order moved on does
+//!   nothing (K settles); a redelivered K starts again (void, refund, release
+//!   and record are all idempotent).
 //!
-//! The price: an order cancelled at `stock_reserved` whose charge had not been
-//! sent yet is charged by K and refunded at once, rather than left uncharged.
+//! A declined charge is final for its key, so an order cancelled for it
+//! needs nothing from the payment service.
 
 use std::{
     collections::HashSet,
@@ -193,12 +192,6 @@ struct ChargeReply {
     status: String,
     #[serde(default)]
     reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PaymentLookup {
-    payment_id: String,
-    status: String,
 }
 
 fn transient(e: ServiceError) -> HandleError {
@@ -358,11 +351,10 @@ impl Saga {
             }
         }
         self.fault("after_reserve");
-        self.advance(order, trace, |o| {
-            domain::advance(o, Status::StockReserved, now_ms())
-        })
-        .await
-        .map(|_| ())
+        // No `stock_reserved` record: the charge goes out at once, and an
+        // order cancelled meanwhile voids its key (compensation), so the
+        // record would only cost an append and a saga round per order.
+        self.charge(order, trace).await
     }
 
     /// `payment.charge` with the order's key: captures once, however often sent.
@@ -398,6 +390,11 @@ impl Saga {
             Err(e) if retryable(&e) => return Err(transient(e)),
             Err(_) => return self.cancel(order, reason::PAYMENT_FAILED, trace).await,
         };
+        if reply.status == "voided" {
+            // Compensation voided the key: the order was cancelled meanwhile.
+            tracing::info!(order_id = %order.id, "charge refused: the order's cancellation voided its key");
+            return Ok(());
+        }
         if reply.status != "captured" {
             tracing::info!(order_id = %order.id, reason = ?reply.reason, "payment declined");
             return self.cancel(order, reason::PAYMENT_DECLINED, trace).await;
@@ -426,8 +423,8 @@ impl Saga {
             .ok_or_else(|| HandleError::Transient(format!("order {} vanished", order.id)))?;
         if domain::capture_orphaned(&now, &reply.payment_id) {
             // Cancelled between the capture and its recording: give the money
-            // back now. Compensation settles the charge too (same refund key),
-            // so a failure here loses nothing.
+            // back now. Compensation's void finds the capture too (same refund
+            // key), so a failure here loses nothing.
             tracing::info!(order_id = %order.id, payment_id = %reply.payment_id, "charge captured after the order was cancelled; refunding it");
             if let Err(e) = self.refund(order, &reply.payment_id, trace).await {
                 tracing::warn!(order_id = %order.id, payment_id = %reply.payment_id, error = %e, "refunding the unrecorded capture failed; compensation refunds it");
@@ -465,70 +462,32 @@ impl Saga {
         match domain::payment_check(order) {
             PaymentCheck::Nothing => Ok(None),
             PaymentCheck::Refund(payment_id) => Ok(Some(payment_id)),
-            PaymentCheck::Settle => self.settle_charge(order, trace).await,
-            PaymentCheck::Lookup => self.look_up_payment(order, trace).await,
+            PaymentCheck::Void => self.void_charge(order, trace).await,
         }
     }
 
-    /// Sends the order's charge again: its answer is the key's final outcome.
-    async fn settle_charge(
+    /// `payment.void` with the order's key: its answer is the key's final
+    /// outcome, and no charge can land under the key afterwards.
+    async fn void_charge(
         &self,
         order: &Order,
         trace: &TraceContext,
     ) -> Result<Option<String>, HandleError> {
-        let Some(token) = self.tokens.get(&order.id).await.map_err(transient)? else {
-            // The token outlived its 24 h: nothing can be in flight any more.
-            return self.look_up_payment(order, trace).await;
-        };
-        match self.send_charge(order, &token, trace).await {
+        let body = json!({
+            "order_id": order.id,
+            "user_id": order.user_id,
+            "amount_cents": order.total_cents,
+            "currency": order.currency,
+            "idempotency_key": order.charge_key(),
+        });
+        match self.call::<ChargeReply>("payment.void", body, trace).await {
             Ok(reply) if reply.status == "captured" => Ok(Some(reply.payment_id)),
             Ok(_) => Ok(None),
             Err(e) if retryable(&e) => Err(transient(e)),
-            // Refused before anything was charged (the same request as every
-            // charge of this order, so none of them charged).
-            Err(e) if e.code == 400 => Ok(None),
             Err(e) => Err(HandleError::Permanent(format!(
-                "settling the charge of order {}: {e}",
+                "voiding the charge of order {}: {e}",
                 order.id
             ))),
-        }
-    }
-
-    /// The payment under the order's charge key, for orders cancelled before
-    /// `cancelled_from` was recorded; a pending one is settled first.
-    async fn look_up_payment(
-        &self,
-        order: &Order,
-        trace: &TraceContext,
-    ) -> Result<Option<String>, HandleError> {
-        let payment = match self
-            .call::<PaymentLookup>(
-                "payment.get",
-                json!({"idempotency_key": order.charge_key()}),
-                trace,
-            )
-            .await
-        {
-            Ok(payment) => payment,
-            Err(e) if e.code == 404 => return Ok(None),
-            Err(e) => return Err(transient(e)),
-        };
-        match payment.status.as_str() {
-            "captured" => Ok(Some(payment.payment_id)),
-            "pending" => {
-                let Some(token) = self.tokens.get(&order.id).await.map_err(transient)? else {
-                    return Err(HandleError::Permanent(format!(
-                        "payment {} of order {} is pending and its token is gone",
-                        payment.payment_id, order.id
-                    )));
-                };
-                match self.send_charge(order, &token, trace).await {
-                    Ok(reply) if reply.status == "captured" => Ok(Some(reply.payment_id)),
-                    Ok(_) => Ok(None),
-                    Err(e) => Err(transient(e)),
-                }
-            }
-            _ => Ok(None),
         }
     }
 
@@ -611,7 +570,7 @@ impl Saga {
 
     async fn step(&self, order: &Order, trace: &TraceContext) -> Result<(), HandleError> {
         match domain::next_step(order) {
-            Step::ReserveStock => self.reserve(order, trace).await,
+            Step::ReserveAndCharge => self.reserve(order, trace).await,
             Step::Charge => self.charge(order, trace).await,
             Step::Confirm => self.confirm(order, trace).await,
             Step::Compensate => self.compensate(order, trace).await,
