@@ -7,8 +7,6 @@ use std::time::Duration;
 pub struct Settings {
     /// Time budget of a request without a `Shop-Timeout-Ms` header.
     pub default_timeout: Duration,
-    /// How long an open charge attempt is presumed alive.
-    pub lease: Duration,
 }
 
 /// Which [`crate::provider::PaymentProvider`] serves charges and refunds.
@@ -27,10 +25,6 @@ pub struct PaymentConfig {
     /// Time a charge or refund may take when the request has no `Shop-Timeout-Ms` header.
     #[arg(long, env = "PAYMENT_REQUEST_TIMEOUT_MS", default_value_t = 1_500)]
     pub request_timeout_ms: u64,
-    /// How long an instance's charge attempt is presumed alive; after that,
-    /// a retry on another instance may take the charge over.
-    #[arg(long, env = "PAYMENT_CHARGE_LEASE_MS", default_value_t = 30_000)]
-    pub charge_lease_ms: u64,
     /// Latency the local provider adds to each call, as a network round trip would.
     #[arg(long, env = "LOCAL_PROVIDER_LATENCY_MS", default_value_t = 20)]
     pub local_provider_latency_ms: u64,
@@ -41,7 +35,6 @@ impl PaymentConfig {
     pub fn settings(&self) -> Settings {
         Settings {
             default_timeout: Duration::from_millis(self.request_timeout_ms),
-            lease: Duration::from_millis(self.charge_lease_ms),
         }
     }
 

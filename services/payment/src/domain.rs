@@ -4,11 +4,14 @@
 //!
 //! A payment is one aggregate, named by its id, which is derived from the
 //! charge's idempotency key: every retry of a charge lands on the same
-//! aggregate, whichever instance takes it. Its life: `pending` (an instance
-//! holds the charge attempt and is asking the provider) → `captured` or
-//! `declined`; a captured payment then takes refunds up to its amount. A
-//! `payment.void` ends a key that was never charged as `voided`: no charge can
-//! land under it any more.
+//! aggregate, whichever instance takes it. A payment is recorded once the
+//! provider has answered its key, as `captured`, `declined` or `voided` (a
+//! `payment.void` ended a key nothing was charged under: no charge can land
+//! under it any more); a captured payment then takes refunds up to its
+//! amount. The provider deduplicates by key and answers a key alike once it
+//! has an outcome, so it is where concurrent requests of a key meet.
+//! (`pending` payments were recorded by earlier versions, which claimed an
+//! attempt before asking the provider.)
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -17,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     money::{validate_amount, validate_currency, Money},
-    provider::{ChargeOutcome, DeclineReason, PaymentToken, VoidOutcome},
+    provider::{ChargeOutcome, DeclineReason, PaymentToken},
 };
 
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
@@ -33,7 +36,7 @@ const PAYMENT_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_9f6e_2b4a_4e0f_9a61_7c3e_
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
-    /// The charge is being processed (or its outcome is not known yet).
+    /// Earlier versions only: the charge was being processed, outcome unknown.
     Pending,
     Captured,
     Declined,
@@ -105,10 +108,9 @@ impl Payment {
     }
 }
 
-/// Who is asking the provider for the charge, since when. Only the holder of
-/// the open attempt calls the provider; others wait for its outcome. An
-/// attempt is closed by an outcome or by its holder giving up; an open attempt
-/// older than the lease is presumed dead and may be taken over.
+/// Which instance asked the provider for the outcome a payment records, and
+/// when. (Earlier versions claimed charge attempts before asking the
+/// provider, with a lease; their `pending` payments carry the open attempt.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChargeAttempt {
     pub number: u32,
@@ -269,22 +271,19 @@ pub struct RefundReply {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
-    /// First attempt of a charge claimed (the payment exists from here, `pending`).
+    /// Earlier versions only: first attempt of a charge claimed (`pending`).
     #[serde(rename = "payment.charge_started")]
     ChargeStarted,
-    /// A later attempt claimed: the previous one gave up or its lease ran out.
+    /// Earlier versions only: a later attempt claimed.
     #[serde(rename = "payment.charge_resumed")]
     ChargeResumed,
-    /// The attempt's holder got no answer from the provider before its deadline.
+    /// Earlier versions only: an attempt ended without an answer.
     #[serde(rename = "payment.charge_unresolved")]
     ChargeUnresolved,
     #[serde(rename = "payment.captured")]
     Captured,
     #[serde(rename = "payment.declined")]
     Declined,
-    /// An attempt claimed to void a key whose earlier attempt left no outcome.
-    #[serde(rename = "payment.void_started")]
-    VoidStarted,
     /// The key is voided: it never charges.
     #[serde(rename = "payment.voided")]
     Voided,
@@ -305,7 +304,6 @@ impl EventKind {
             EventKind::ChargeUnresolved => "payment.charge_unresolved",
             EventKind::Captured => "payment.captured",
             EventKind::Declined => "payment.declined",
-            EventKind::VoidStarted => "payment.void_started",
             EventKind::Voided => "payment.voided",
             EventKind::RefundStarted => "payment.refund_started",
             EventKind::Refunded => "payment.refunded",
@@ -502,94 +500,87 @@ pub fn visible_to(
     }
 }
 
-// ---- charge -----------------------------------------------------------------
+// ---- charge and void ---------------------------------------------------------
 
-/// What a charge request does, given the payment its key names.
+/// What a charge or a void does, given the payment its key names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChargeDecision {
-    /// Append this event (claiming a charge attempt), then ask the provider.
-    Claim(PaymentEvent),
-    /// The charge has its outcome: answer with it.
+pub enum KeyDecision {
+    /// No outcome is recorded for the key: ask the provider. It deduplicates
+    /// by key and answers every request of one key alike once it has an
+    /// outcome, so whichever request records first records the key's truth.
+    AskProvider,
+    /// The key has its outcome: answer with it.
     Done(Payment),
-    /// Another instance holds the open attempt; wait for its outcome, at most
-    /// until its lease runs out (ms since the Unix epoch).
-    Wait { attempt: u32, until_ms: u64 },
 }
 
-/// A charge against the payment its idempotency key names; `owner` is this
-/// instance, `now_ms` its wall clock, `lease_ms` how long an open attempt is
-/// presumed alive.
-pub fn decide_charge(
+/// What a key is bound to: the charge it names.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyTerms<'a> {
+    pub payment_id: &'a str,
+    pub order_id: &'a str,
+    pub user_id: &'a str,
+    pub amount: &'a Money,
+    /// A charge's token fingerprint; a void carries none.
+    pub token_fingerprint: Option<&'a str>,
+}
+
+impl ChargeCommand {
+    pub fn terms(&self) -> KeyTerms<'_> {
+        KeyTerms {
+            payment_id: &self.payment_id,
+            order_id: &self.order_id,
+            user_id: &self.user_id,
+            amount: &self.amount,
+            token_fingerprint: Some(&self.token_fingerprint),
+        }
+    }
+}
+
+impl VoidCommand {
+    pub fn terms(&self) -> KeyTerms<'_> {
+        KeyTerms {
+            payment_id: &self.payment_id,
+            order_id: &self.order_id,
+            user_id: &self.user_id,
+            amount: &self.amount,
+            token_fingerprint: None,
+        }
+    }
+}
+
+/// A charge or void (`terms`) against the payment its key names. A payment
+/// still `pending` was recorded by an earlier version, which claimed charge
+/// attempts: the provider knows its outcome.
+pub fn decide_key(
     current: Option<&PaymentRecord>,
-    command: &ChargeCommand,
-    owner: &str,
-    now_ms: u64,
-    lease_ms: u64,
-) -> Result<ChargeDecision, ServiceError> {
+    terms: &KeyTerms<'_>,
+) -> Result<KeyDecision, ServiceError> {
     let Some(record) = current else {
-        let record = PaymentRecord {
-            payment: Payment {
-                payment_id: command.payment_id.clone(),
-                order_id: command.order_id.clone(),
-                user_id: Some(command.user_id.clone()),
-                status: PaymentStatus::Pending,
-                reason: None,
-                amount_cents: command.amount.amount_cents,
-                currency: command.amount.currency.clone(),
-                refunded_cents: 0,
-                refunds: Vec::new(),
-                revision: 0,
-                token_fingerprint: Some(command.token_fingerprint.clone()),
-            },
-            attempt: ChargeAttempt {
-                number: 1,
-                owner: owner.to_string(),
-                started_at_ms: now_ms,
-                open: true,
-                last_error: None,
-            },
-        };
-        return Ok(ChargeDecision::Claim(PaymentEvent::new(
-            EventKind::ChargeStarted,
-            record,
-            None,
-        )));
+        return Ok(KeyDecision::AskProvider);
     };
     let payment = &record.payment;
-    same_charge(
-        payment,
-        &command.order_id,
-        &command.user_id,
-        &command.amount,
-        Some(&command.token_fingerprint),
-    )?;
-    if payment.status != PaymentStatus::Pending {
-        return Ok(ChargeDecision::Done(payment.clone()));
-    }
-    Ok(match next_attempt(record, owner, now_ms, lease_ms) {
-        Err((attempt, until_ms)) => ChargeDecision::Wait { attempt, until_ms },
-        Ok(next) => ChargeDecision::Claim(PaymentEvent::new(EventKind::ChargeResumed, next, None)),
+    same_charge(payment, terms)?;
+    Ok(match payment.status {
+        PaymentStatus::Pending => KeyDecision::AskProvider,
+        _ => KeyDecision::Done(payment.clone()),
     })
 }
 
 /// Refuses a request that reuses a payment's key for a different charge: other
 /// order, user, amount or (when the request carries one) token.
-fn same_charge(
-    payment: &Payment,
-    order_id: &str,
-    user_id: &str,
-    amount: &Money,
-    token_fingerprint: Option<&str>,
-) -> Result<(), ServiceError> {
+fn same_charge(payment: &Payment, terms: &KeyTerms<'_>) -> Result<(), ServiceError> {
     let other_token = matches!(
-        (&payment.token_fingerprint, token_fingerprint),
+        (&payment.token_fingerprint, terms.token_fingerprint),
         (Some(kept), Some(given)) if kept != given
     );
-    let other_user = payment.user_id.as_ref().is_some_and(|user| user != user_id);
-    if payment.order_id != order_id
+    let other_user = payment
+        .user_id
+        .as_ref()
+        .is_some_and(|user| user != terms.user_id);
+    if payment.order_id != terms.order_id
         || other_user
-        || payment.amount_cents != amount.amount_cents
-        || payment.currency != amount.currency
+        || payment.amount_cents != terms.amount.amount_cents
+        || payment.currency != terms.amount.currency
         || other_token
     {
         return Err(ServiceError::conflict(format!(
@@ -600,44 +591,44 @@ fn same_charge(
     Ok(())
 }
 
-/// The record with a new attempt held by `owner`, or, while another holder's
-/// attempt is open and its lease runs, `Err((its number, when the lease ends))`.
-fn next_attempt(
-    record: &PaymentRecord,
+/// Records the provider's answer for a key: the payment created with it
+/// (expected revision 0, so only the first answer recorded counts), or a
+/// `pending` one settled; nothing when the payment already has its outcome
+/// (the provider answers a key alike, so it is the same). `owner` (this
+/// instance) and `now_ms` say who asked the provider, when.
+pub fn decide_outcome(
+    current: Option<&PaymentRecord>,
+    terms: &KeyTerms<'_>,
     owner: &str,
     now_ms: u64,
-    lease_ms: u64,
-) -> Result<PaymentRecord, (u32, u64)> {
-    let attempt = &record.attempt;
-    let lease_ends = attempt.started_at_ms.saturating_add(lease_ms);
-    if attempt.open && now_ms < lease_ends {
-        return Err((attempt.number, lease_ends));
-    }
-    let mut next = record.clone();
-    next.attempt = ChargeAttempt {
-        number: attempt.number + 1,
-        owner: owner.to_string(),
-        started_at_ms: now_ms,
-        open: true,
-        last_error: attempt.last_error.clone(),
-    };
-    Ok(next)
-}
-
-/// Records the provider's answer, unless the payment already has an outcome
-/// (another attempt recorded it: the provider deduplicates, so it is the same).
-pub fn decide_charge_outcome(
-    current: Option<&PaymentRecord>,
-    payment_id: &str,
     outcome: ChargeOutcome,
 ) -> Result<Option<PaymentEvent>, ServiceError> {
-    let record = current.ok_or_else(|| {
-        ServiceError::internal(format!("payment {payment_id} vanished during its charge"))
-    })?;
-    if record.payment.status != PaymentStatus::Pending {
-        return Ok(None);
-    }
-    let mut next = record.clone();
+    let mut next = match current {
+        Some(record) if record.payment.status != PaymentStatus::Pending => return Ok(None),
+        Some(record) => record.clone(),
+        None => PaymentRecord {
+            payment: Payment {
+                payment_id: terms.payment_id.to_string(),
+                order_id: terms.order_id.to_string(),
+                user_id: Some(terms.user_id.to_string()),
+                status: PaymentStatus::Pending,
+                reason: None,
+                amount_cents: terms.amount.amount_cents,
+                currency: terms.amount.currency.clone(),
+                refunded_cents: 0,
+                refunds: Vec::new(),
+                revision: 0,
+                token_fingerprint: terms.token_fingerprint.map(str::to_string),
+            },
+            attempt: ChargeAttempt {
+                number: 1,
+                owner: owner.to_string(),
+                started_at_ms: now_ms,
+                open: false,
+                last_error: None,
+            },
+        },
+    };
     next.attempt.open = false;
     let kind = match outcome {
         ChargeOutcome::Approved => {
@@ -649,126 +640,12 @@ pub fn decide_charge_outcome(
             next.payment.reason = Some(reason);
             EventKind::Declined
         }
+        ChargeOutcome::Voided => {
+            next.payment.status = PaymentStatus::Voided;
+            EventKind::Voided
+        }
     };
     Ok(Some(PaymentEvent::new(kind, next, None)))
-}
-
-// ---- void -------------------------------------------------------------------
-
-/// What a void request does, given the payment its key names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VoidDecision {
-    /// No charge was ever claimed under the key: append this `payment.voided`
-    /// (expected revision 0, so it races a first charge claim and only one
-    /// lands); the key is voided.
-    Fence(PaymentEvent),
-    /// An earlier attempt ended without an outcome, so the provider may or
-    /// may not have charged: append this claim, then ask the provider to void.
-    Claim(PaymentEvent),
-    /// The key has its outcome: answer with it.
-    Done(Payment),
-    /// Another instance holds the open attempt; wait for its outcome, at most
-    /// until its lease runs out (ms since the Unix epoch).
-    Wait { attempt: u32, until_ms: u64 },
-}
-
-/// A void against the payment its idempotency key names (arguments as for
-/// [`decide_charge`]).
-pub fn decide_void(
-    current: Option<&PaymentRecord>,
-    command: &VoidCommand,
-    owner: &str,
-    now_ms: u64,
-    lease_ms: u64,
-) -> Result<VoidDecision, ServiceError> {
-    let Some(record) = current else {
-        let record = PaymentRecord {
-            payment: Payment {
-                payment_id: command.payment_id.clone(),
-                order_id: command.order_id.clone(),
-                user_id: Some(command.user_id.clone()),
-                status: PaymentStatus::Voided,
-                reason: None,
-                amount_cents: command.amount.amount_cents,
-                currency: command.amount.currency.clone(),
-                refunded_cents: 0,
-                refunds: Vec::new(),
-                revision: 0,
-                token_fingerprint: None,
-            },
-            attempt: ChargeAttempt {
-                number: 0,
-                owner: owner.to_string(),
-                started_at_ms: now_ms,
-                open: false,
-                last_error: None,
-            },
-        };
-        return Ok(VoidDecision::Fence(PaymentEvent::new(
-            EventKind::Voided,
-            record,
-            None,
-        )));
-    };
-    let payment = &record.payment;
-    same_charge(
-        payment,
-        &command.order_id,
-        &command.user_id,
-        &command.amount,
-        None,
-    )?;
-    if payment.status != PaymentStatus::Pending {
-        return Ok(VoidDecision::Done(payment.clone()));
-    }
-    Ok(match next_attempt(record, owner, now_ms, lease_ms) {
-        Err((attempt, until_ms)) => VoidDecision::Wait { attempt, until_ms },
-        Ok(next) => VoidDecision::Claim(PaymentEvent::new(EventKind::VoidStarted, next, None)),
-    })
-}
-
-/// Records the provider's answer to a void: `voided`, or the outcome of the
-/// charge it had already made; nothing once the payment has an outcome.
-pub fn decide_void_outcome(
-    current: Option<&PaymentRecord>,
-    payment_id: &str,
-    outcome: VoidOutcome,
-) -> Result<Option<PaymentEvent>, ServiceError> {
-    match outcome {
-        VoidOutcome::Charged(charged) => decide_charge_outcome(current, payment_id, charged),
-        VoidOutcome::Voided => {
-            let record = current.ok_or_else(|| {
-                ServiceError::internal(format!("payment {payment_id} vanished during its void"))
-            })?;
-            if record.payment.status != PaymentStatus::Pending {
-                return Ok(None);
-            }
-            let mut next = record.clone();
-            next.attempt.open = false;
-            next.payment.status = PaymentStatus::Voided;
-            Ok(Some(PaymentEvent::new(EventKind::Voided, next, None)))
-        }
-    }
-}
-
-/// Closes attempt `number` without an outcome, so the next retry may claim a
-/// new one at once; nothing when that attempt is no longer the open one.
-pub fn decide_charge_unresolved(
-    current: Option<&PaymentRecord>,
-    number: u32,
-    error: &str,
-) -> Option<PaymentEvent> {
-    let record = current?;
-    if record.payment.status != PaymentStatus::Pending
-        || record.attempt.number != number
-        || !record.attempt.open
-    {
-        return None;
-    }
-    let mut next = record.clone();
-    next.attempt.open = false;
-    next.attempt.last_error = Some(error.to_string());
-    Some(PaymentEvent::new(EventKind::ChargeUnresolved, next, None))
 }
 
 // ---- refund -----------------------------------------------------------------
@@ -932,8 +809,6 @@ pub fn refund_reply(payment: &Payment, refund: &Refund) -> RefundReply {
 mod tests {
     use super::*;
 
-    const LEASE: u64 = 30_000;
-
     fn charge(key: &str, amount: i64) -> ChargeCommand {
         validate_charge(
             &ChargePayment {
@@ -949,21 +824,16 @@ mod tests {
         .unwrap()
     }
 
-    fn claimed(key: &str, amount: i64) -> PaymentRecord {
-        let ChargeDecision::Claim(event) =
-            decide_charge(None, &charge(key, amount), "a", 1_000, LEASE).unwrap()
-        else {
-            panic!("a new charge claims")
-        };
-        event.record()
-    }
-
-    fn captured(amount: i64) -> PaymentRecord {
-        let record = claimed("k", amount);
-        decide_charge_outcome(Some(&record), "p", ChargeOutcome::Approved)
+    /// The payment recorded when the provider answered `outcome` for the key.
+    fn recorded(key: &str, amount: i64, outcome: ChargeOutcome) -> PaymentRecord {
+        decide_outcome(None, &charge(key, amount).terms(), "a", 1_000, outcome)
             .unwrap()
             .unwrap()
             .record()
+    }
+
+    fn captured(amount: i64) -> PaymentRecord {
+        recorded("k", amount, ChargeOutcome::Approved)
     }
 
     fn refund_cmd(record: &PaymentRecord, key: &str, amount: Option<i64>) -> RefundCommand {
@@ -1005,11 +875,11 @@ mod tests {
 
     #[test]
     fn a_key_is_bound_to_its_token() {
-        let record = claimed("k", 500);
+        let record = captured(500);
         let mut other = charge("k", 500);
         other.token = PaymentToken::new("tok_other");
         other.token_fingerprint = token_fingerprint(&other.token);
-        let err = decide_charge(Some(&record), &other, "a", 1_500, LEASE).unwrap_err();
+        let err = decide_key(Some(&record), &other.terms()).unwrap_err();
         assert_eq!(err.code, 409);
         assert!(
             err.message.contains("idempotency_key already used"),
@@ -1021,7 +891,7 @@ mod tests {
         assert_eq!(fingerprint.len(), 32);
         assert!(!fingerprint.contains("tok_ok"));
         // The same token again is the same charge.
-        assert!(decide_charge(Some(&record), &charge("k", 500), "a", 1_500, LEASE).is_ok());
+        assert!(decide_key(Some(&record), &charge("k", 500).terms()).is_ok());
     }
 
     #[test]
@@ -1130,38 +1000,42 @@ mod tests {
     }
 
     #[test]
-    fn first_charge_claims_and_retries_wait_then_take_over() {
-        let record = claimed("k", 500);
-        assert_eq!(record.payment.status, PaymentStatus::Pending);
-        assert_eq!((record.attempt.number, record.attempt.open), (1, true));
+    fn a_key_without_an_outcome_asks_the_provider() {
         assert_eq!(
-            decide_charge(Some(&record), &charge("k", 500), "b", 2_000, LEASE).unwrap(),
-            ChargeDecision::Wait {
-                attempt: 1,
-                until_ms: 1_000 + LEASE
-            }
+            decide_key(None, &charge("k", 500).terms()).unwrap(),
+            KeyDecision::AskProvider
         );
-        let ChargeDecision::Claim(takeover) =
-            decide_charge(Some(&record), &charge("k", 500), "b", 1_000 + LEASE, LEASE).unwrap()
-        else {
-            panic!("an expired lease is taken over")
-        };
-        assert_eq!(takeover.kind, EventKind::ChargeResumed);
+        // A `pending` payment of an earlier version: the provider knows its outcome.
+        let mut pending = captured(500);
+        pending.payment.status = PaymentStatus::Pending;
+        pending.attempt.open = true;
         assert_eq!(
-            (takeover.attempt.number, takeover.attempt.owner.as_str()),
-            (2, "b")
+            decide_key(Some(&pending), &charge("k", 500).terms()).unwrap(),
+            KeyDecision::AskProvider
         );
+        let settled = decide_outcome(
+            Some(&pending),
+            &charge("k", 500).terms(),
+            "b",
+            2_000,
+            ChargeOutcome::Approved,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(settled.kind, EventKind::Captured);
+        assert!(!settled.attempt.open);
+        assert_eq!(settled.attempt.owner, "a", "the attempt it had");
     }
 
     #[test]
     fn same_key_other_charge_conflicts() {
-        let record = claimed("k", 500);
-        let err = decide_charge(Some(&record), &charge("k", 501), "b", 2_000, LEASE).unwrap_err();
+        let record = captured(500);
+        let err = decide_key(Some(&record), &charge("k", 501).terms()).unwrap_err();
         assert_eq!(err.code, 409);
         let mut other_order = charge("k", 500);
         other_order.order_id = "o2".into();
         assert_eq!(
-            decide_charge(Some(&record), &other_order, "b", 2_000, LEASE)
+            decide_key(Some(&record), &other_order.terms())
                 .unwrap_err()
                 .code,
             409
@@ -1169,7 +1043,32 @@ mod tests {
         let mut other_user = charge("k", 500);
         other_user.user_id = "u2".into();
         assert_eq!(
-            decide_charge(Some(&record), &other_user, "b", 2_000, LEASE)
+            decide_key(Some(&record), &other_user.terms())
+                .unwrap_err()
+                .code,
+            409
+        );
+        // A void names the charge without its token.
+        let void = validate_void(
+            &VoidPayment {
+                order_id: "o1".into(),
+                user_id: "u1".into(),
+                amount_cents: 500,
+                currency: "USD".into(),
+                idempotency_key: "k".into(),
+            },
+            "order",
+        )
+        .unwrap();
+        assert_eq!(void.payment_id, record.payment.payment_id);
+        assert_eq!(
+            decide_key(Some(&record), &void.terms()).unwrap(),
+            KeyDecision::Done(record.payment.clone())
+        );
+        let mut other_amount = void.clone();
+        other_amount.amount = Money::new(499, "USD").unwrap();
+        assert_eq!(
+            decide_key(Some(&record), &other_amount.terms())
                 .unwrap_err()
                 .code,
             409
@@ -1179,7 +1078,7 @@ mod tests {
     #[test]
     fn a_payment_is_read_by_its_user_an_admin_or_a_listed_service() {
         use shop_nats::auth::Caller;
-        let payment = claimed("k", 500).payment;
+        let payment = captured(500).payment;
         assert_eq!(payment.user_id.as_deref(), Some("u1"));
         let caller = |user: &str, roles: &[&str]| Caller {
             user_id: user.into(),
@@ -1209,10 +1108,11 @@ mod tests {
 
     #[test]
     fn outcome_is_recorded_once() {
-        let record = claimed("k", 500);
-        let declined = decide_charge_outcome(
-            Some(&record),
-            "p",
+        let declined = decide_outcome(
+            None,
+            &charge("k", 500).terms(),
+            "a",
+            1_000,
             ChargeOutcome::Declined(DeclineReason::InsufficientFunds),
         )
         .unwrap()
@@ -1222,40 +1122,34 @@ mod tests {
             declined.payment.reason,
             Some(DeclineReason::InsufficientFunds)
         );
-        assert!(!declined.attempt.open);
+        assert_eq!(
+            declined.payment.token_fingerprint.as_deref(),
+            Some(charge("k", 500).token_fingerprint.as_str())
+        );
         let done = declined.record();
         assert_eq!(
-            decide_charge_outcome(Some(&done), "p", ChargeOutcome::Approved).unwrap(),
-            None
+            decide_outcome(
+                Some(&done),
+                &charge("k", 500).terms(),
+                "b",
+                2_000,
+                ChargeOutcome::Approved
+            )
+            .unwrap(),
+            None,
+            "the first outcome recorded stays"
         );
         assert_eq!(
-            decide_charge(Some(&done), &charge("k", 500), "b", 2_000, LEASE).unwrap(),
-            ChargeDecision::Done(done.payment.clone())
+            decide_key(Some(&done), &charge("k", 500).terms()).unwrap(),
+            KeyDecision::Done(done.payment.clone())
         );
+        let voided = recorded("v", 500, ChargeOutcome::Voided);
+        assert_eq!(voided.payment.status, PaymentStatus::Voided);
         assert_eq!(
-            decide_charge_outcome(None, "p", ChargeOutcome::Approved)
-                .unwrap_err()
-                .code,
-            500
+            decide_key(Some(&voided), &charge("v", 500).terms()).unwrap(),
+            KeyDecision::Done(voided.payment.clone()),
+            "a charge after a void answers voided"
         );
-    }
-
-    #[test]
-    fn an_unresolved_attempt_may_be_claimed_at_once() {
-        let record = claimed("k", 500);
-        assert_eq!(decide_charge_unresolved(Some(&record), 2, "timeout"), None);
-        let released = decide_charge_unresolved(Some(&record), 1, "timeout")
-            .unwrap()
-            .record();
-        assert!(!released.attempt.open);
-        assert!(matches!(
-            decide_charge(Some(&released), &charge("k", 500), "b", 1_001, LEASE).unwrap(),
-            ChargeDecision::Claim(PaymentEvent {
-                kind: EventKind::ChargeResumed,
-                ..
-            })
-        ));
-        assert_eq!(decide_charge_unresolved(Some(&released), 1, "again"), None);
     }
 
     #[test]
@@ -1355,21 +1249,22 @@ mod tests {
 
     #[test]
     fn refunds_need_a_captured_payment_in_its_currency() {
-        let pending = claimed("k", 500);
+        let mut pending = captured(500);
+        pending.payment.status = PaymentStatus::Pending;
         assert_eq!(
             decide_refund(Some(&pending), &refund_cmd(&pending, "r", None))
                 .unwrap_err()
                 .code,
             409
         );
-        let declined = decide_charge_outcome(
-            Some(&pending),
-            "p",
+        let voided = recorded("k", 500, ChargeOutcome::Voided);
+        let err = decide_refund(Some(&voided), &refund_cmd(&voided, "r", None)).unwrap_err();
+        assert!(err.message.contains("voided"), "{}", err.message);
+        let declined = recorded(
+            "k",
+            500,
             ChargeOutcome::Declined(DeclineReason::CardDeclined),
-        )
-        .unwrap()
-        .unwrap()
-        .record();
+        );
         let err = decide_refund(Some(&declined), &refund_cmd(&declined, "r", None)).unwrap_err();
         assert!(err.message.contains("declined"), "{}", err.message);
         let payment = captured(500);

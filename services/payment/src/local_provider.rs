@@ -16,8 +16,10 @@
 //! every instance and surviving their restarts. The ledger deduplicates by
 //! idempotency key (a repeat answers the recorded outcome at once, without
 //! charging again), counts `tok_flaky` failures per key, and never refunds more
-//! than was charged. A void (`payment.void`) marks the key's entry voided,
-//! after which a charge with that key is refused.
+//! than was charged. A void (`payment.void`) of a key without an outcome
+//! records it voided, and a charge with that key then answers voided. Each
+//! entry is updated with compare-and-set, so the requests of one key are
+//! serialized, as a processor's are.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -34,7 +36,7 @@ use crate::{
     money::Money,
     provider::{
         ChargeOutcome, ChargeRequest, DeclineReason, PaymentProvider, ProviderError, RefundRequest,
-        VoidOutcome, VoidRequest,
+        VoidRequest,
     },
 };
 
@@ -97,9 +99,7 @@ impl LedgerOutcome {
         match self {
             LedgerOutcome::Approved => Ok(ChargeOutcome::Approved),
             LedgerOutcome::Declined { reason } => Ok(ChargeOutcome::Declined(reason)),
-            LedgerOutcome::Voided => Err(ProviderError::Permanent(
-                "the charge was voided; its idempotency key cannot charge".into(),
-            )),
+            LedgerOutcome::Voided => Ok(ChargeOutcome::Voided),
         }
     }
 }
@@ -201,19 +201,14 @@ pub fn charge_step(
     ChargeStep::Answer(outcome.answer())
 }
 
-/// The processor's rules for a void against the key's ledger entry: a
-/// recorded charge answers as it was, anything else becomes voided.
-pub fn void_step(entry: &mut LedgerCharge) -> VoidOutcome {
-    match entry.outcome {
-        Some(LedgerOutcome::Approved) => VoidOutcome::Charged(ChargeOutcome::Approved),
-        Some(LedgerOutcome::Declined { reason }) => {
-            VoidOutcome::Charged(ChargeOutcome::Declined(reason))
-        }
-        Some(LedgerOutcome::Voided) => VoidOutcome::Voided,
-        None => {
-            entry.outcome = Some(LedgerOutcome::Voided);
-            VoidOutcome::Voided
-        }
+/// The processor's rules for a void against the key's ledger entry: a key
+/// with an outcome answers it, any other becomes voided.
+pub fn void_step(entry: &mut LedgerCharge) -> ChargeOutcome {
+    let outcome = *entry.outcome.get_or_insert(LedgerOutcome::Voided);
+    match outcome {
+        LedgerOutcome::Approved => ChargeOutcome::Approved,
+        LedgerOutcome::Declined { reason } => ChargeOutcome::Declined(reason),
+        LedgerOutcome::Voided => ChargeOutcome::Voided,
     }
 }
 
@@ -383,7 +378,7 @@ impl PaymentProvider for LocalProvider {
         &'a self,
         request: &'a VoidRequest,
         _deadline: Instant,
-    ) -> BoxFuture<'a, Result<VoidOutcome, ProviderError>> {
+    ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
         async move {
             tokio::time::sleep(self.latency).await;
             let fresh = || Some(LedgerCharge::new(&request.amount));
@@ -533,32 +528,27 @@ mod tests {
     #[test]
     fn a_void_fences_the_key_or_answers_its_charge() {
         let mut fresh = entry(500);
-        assert_eq!(void_step(&mut fresh), VoidOutcome::Voided);
+        assert_eq!(void_step(&mut fresh), ChargeOutcome::Voided);
         assert_eq!(
             void_step(&mut fresh),
-            VoidOutcome::Voided,
+            ChargeOutcome::Voided,
             "repeats answer the same"
         );
-        assert!(
-            matches!(
-                charge_step(&mut fresh, &charge("tok_ok", 500), Behaviour::Approve),
-                ChargeStep::Answer(Err(ProviderError::Permanent(_)))
-            ),
+        assert_eq!(
+            charge_step(&mut fresh, &charge("tok_ok", 500), Behaviour::Approve),
+            ChargeStep::Answer(Ok(ChargeOutcome::Voided)),
             "a voided key never charges"
         );
         assert!(refund_step(&mut fresh, &refund("r1", 1)).is_err());
         let mut charged = entry(500);
         charge_step(&mut charged, &charge("tok_ok", 500), Behaviour::Approve);
-        assert_eq!(
-            void_step(&mut charged),
-            VoidOutcome::Charged(ChargeOutcome::Approved)
-        );
+        assert_eq!(void_step(&mut charged), ChargeOutcome::Approved);
         assert_eq!(refund_step(&mut charged, &refund("r1", 500)), Ok(()));
         let mut failing = entry(500);
         charge_step(&mut failing, &charge("tok_flaky", 500), Behaviour::Flaky);
         assert_eq!(
             void_step(&mut failing),
-            VoidOutcome::Voided,
+            ChargeOutcome::Voided,
             "a charge that never got an outcome is voided"
         );
     }

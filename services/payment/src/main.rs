@@ -40,7 +40,6 @@ async fn main() -> ExitCode {
         tracing::info!(
             provider = provider.name(),
             request_timeout_ms = settings.default_timeout.as_millis() as u64,
-            charge_lease_ms = settings.lease.as_millis() as u64,
             "payment provider selected"
         );
         Ok(Wiring::new(Payments::new(

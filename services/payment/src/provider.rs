@@ -6,8 +6,10 @@
 //! A real processor plugs in as one more [`PaymentProvider`] implementation
 //! (its HTTP client, credentials and error mapping inside), selected with
 //! `PAYMENT_PROVIDER`. Implementations must deduplicate by the request's
-//! `idempotency_key`, as real processors do: the service relies on it when a
-//! charge is retried after a timeout or taken over from a crashed instance.
+//! `idempotency_key`, as real processors do, and serialize the requests of
+//! one key: the service records a payment only once the provider has
+//! answered its key, and relies on every request of a key (retries, requests
+//! on other instances, a void) getting the same final answer.
 
 use std::{fmt, time::Duration};
 
@@ -80,20 +82,13 @@ pub struct VoidRequest {
     pub amount: Money,
 }
 
-/// The processor's answer to a void.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VoidOutcome {
-    /// Nothing was charged under the key, and nothing will be.
-    Voided,
-    /// A charge under the key had already been answered; this was its answer.
-    Charged(ChargeOutcome),
-}
-
-/// The processor's answer to a charge.
+/// The processor's answer for a key: what a charge or a void with it got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChargeOutcome {
     Approved,
     Declined(DeclineReason),
+    /// The key was voided before anything was charged under it.
+    Voided,
 }
 
 /// A call that produced no answer.
@@ -128,13 +123,14 @@ pub trait PaymentProvider: Send + Sync + 'static {
         deadline: Instant,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
 
-    /// Ends the key: a charge already made under it is answered as it was,
-    /// and any later charge with the key is refused.
+    /// Ends the key: a charge already answered under it keeps its outcome
+    /// (returned), otherwise the key is voided and every later charge with it
+    /// answers [`ChargeOutcome::Voided`].
     fn void<'a>(
         &'a self,
         request: &'a VoidRequest,
         deadline: Instant,
-    ) -> BoxFuture<'a, Result<VoidOutcome, ProviderError>>;
+    ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>>;
 }
 
 /// First pause between attempts after a transient failure; doubles each time.

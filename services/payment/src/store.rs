@@ -57,8 +57,8 @@ impl Projection for PaymentProjection {
 mod tests {
     use super::*;
     use crate::{
-        domain::{decide_charge, validate_charge, ChargeDecision, ChargePayment, PaymentStatus},
-        provider::PaymentToken,
+        domain::{decide_outcome, validate_charge, ChargePayment, PaymentStatus},
+        provider::{ChargeOutcome, PaymentToken},
     };
 
     #[test]
@@ -80,10 +80,9 @@ mod tests {
             "order",
         )
         .unwrap();
-        let ChargeDecision::Claim(event) = decide_charge(None, &command, "a", 1, 10).unwrap()
-        else {
-            panic!("a new charge claims")
-        };
+        let event = decide_outcome(None, &command.terms(), "a", 1, ChargeOutcome::Approved)
+            .unwrap()
+            .unwrap();
         let payload = serde_json::to_vec(&event).unwrap();
         assert!(!String::from_utf8_lossy(&payload).contains("tok_ok"));
         let mut batch = sled::Batch::default();
@@ -101,7 +100,7 @@ mod tests {
         tree.apply_batch(batch).unwrap();
         let stored = record(&tree, &command.payment_id).unwrap().unwrap();
         assert_eq!(stored.payment.revision, 7);
-        assert_eq!(stored.payment.status, PaymentStatus::Pending);
+        assert_eq!(stored.payment.status, PaymentStatus::Captured);
         assert_eq!(stored.attempt.owner, "a");
         assert_eq!(record(&tree, "other").unwrap(), None);
     }

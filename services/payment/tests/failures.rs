@@ -1,6 +1,6 @@
-//! An instance that dies while it holds a charge attempt: retries wait for it
-//! while its lease lasts, then another instance takes the charge over and asks
-//! the provider again with the same idempotency key, so nothing is charged twice.
+//! An instance that dies while the provider is charging: nothing is recorded
+//! yet, and a retry on another instance asks the provider again with the same
+//! idempotency key, which answers the charge it made, so nothing is charged twice.
 
 mod common;
 
@@ -13,11 +13,9 @@ use payment_service::{
     local_provider::{ledger_key, LedgerCharge, LedgerOutcome, LEDGER_BUCKET},
 };
 
-const LEASE: &[(&str, &str)] = &[("PAYMENT_CHARGE_LEASE_MS", "3000")];
-
 #[tokio::test]
-async fn a_charge_held_by_a_killed_instance_is_taken_over_after_its_lease() {
-    let mut c = Cluster::start_with_env(1, LEASE).await.unwrap();
+async fn a_charge_whose_instance_was_killed_is_answered_by_the_provider_on_retry() {
+    let mut c = Cluster::start(1).await.unwrap();
     let key = "order-crash-1";
     let payment_id = payment_id_for("", key);
     let request = charge_request(key, "tok_timeout", 8_800);
@@ -46,16 +44,11 @@ async fn a_charge_held_by_a_killed_instance_is_taken_over_after_its_lease() {
     let recorded: LedgerCharge = serde_json::from_slice(&entry.value).unwrap();
     assert_eq!(recorded.outcome, Some(LedgerOutcome::Approved));
 
-    // A retry meanwhile waits for the attempt's outcome; none comes in its time.
-    let impatient = c
-        .req_with_timeout("payment.charge", request.clone(), 400)
-        .await;
-    assert_eq!(impatient.error_code, Some(504), "{:?}", impatient.body);
-    assert!(impatient.error.unwrap().contains("still being processed"));
-
+    // The instance dies before the processor's answer comes: nothing recorded.
     c.instances[0].kill9().unwrap();
     first.abort();
-    c.add_instance("payment-2", LEASE).await.unwrap();
+    assert_eq!(c.stream_last_sequence().await, 0, "no payment recorded yet");
+    c.add_instance("payment-2", &[]).await.unwrap();
 
     let retried = c
         .req_with_timeout("payment.charge", request.clone(), 8_000)
@@ -65,24 +58,16 @@ async fn a_charge_held_by_a_killed_instance_is_taken_over_after_its_lease() {
     assert_eq!(retried.body["payment_id"], payment_id.as_str());
 
     let events = c.events().await;
-    let attempts: Vec<_> = events
+    let recorded: Vec<_> = events
         .iter()
         .map(|e| {
             (
                 e.event_type.as_str(),
-                e.body["attempt"]["number"].as_u64().unwrap(),
                 e.body["attempt"]["owner"].as_str().unwrap(),
             )
         })
         .collect();
-    assert_eq!(
-        attempts,
-        [
-            ("payment.charge_started", 1, "payment-1"),
-            ("payment.charge_resumed", 2, "payment-2"),
-            ("payment.captured", 2, "payment-2"),
-        ]
-    );
+    assert_eq!(recorded, [("payment.captured", "payment-2")]);
     let ledger = c.ledger(&payment_id).await.unwrap();
     assert_eq!(ledger.requests, 2, "asked twice with the same key");
     assert_eq!(ledger.amount_cents, 8_800);

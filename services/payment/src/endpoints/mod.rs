@@ -10,14 +10,14 @@ pub mod void;
 
 use std::{sync::Arc, time::Duration};
 
-use shop_actors::{Change, Changed, EventLog, Request, StateHandle};
-use shop_nats::{ServiceError, TraceContext};
+use shop_actors::{Change, Changed, EventLog, HandlerResult, Request, StateHandle};
+use shop_nats::{clock::now_ms, ServiceError, TraceContext};
 use tokio::time::Instant;
 
 use crate::{
     config::Settings,
-    domain::{PaymentEvent, PaymentRecord},
-    provider::{PaymentProvider, ProviderError},
+    domain::{self, ChargeReply, KeyTerms, PaymentEvent, PaymentRecord},
+    provider::{ChargeOutcome, PaymentProvider, ProviderError},
     store,
 };
 
@@ -38,16 +38,15 @@ pub fn event_subject(payment_id: &str) -> String {
 pub struct Payments {
     events: EventLog,
     provider: Arc<dyn PaymentProvider>,
-    /// This instance, as the owner of the charge attempts it claims.
+    /// This instance, named in the payments whose outcome it recorded.
     instance_id: String,
     settings: Settings,
 }
 
-/// When a request must be answered, and when the provider must have answered
-/// (earlier, leaving time to store the outcome).
+/// When the provider must have answered a request: before the reply is
+/// due, leaving time to store the outcome.
 #[derive(Debug, Clone, Copy)]
 struct Deadline {
-    reply: Instant,
     provider: Instant,
 }
 
@@ -95,7 +94,7 @@ impl Payments {
         // Answer a little early, so the reply reaches the caller in time.
         let reply = now + budget - (budget / 10).min(Duration::from_millis(250));
         let provider = reply - (budget / 5).min(Duration::from_millis(200));
-        Ok(Deadline { reply, provider })
+        Ok(Deadline { provider })
     }
 
     /// Decides with `decide` against the payment as this instance has it and
@@ -122,6 +121,64 @@ impl Payments {
                 }))
             })
             .await
+    }
+}
+
+impl Payments {
+    /// Records the provider's answer for a key (see [`domain::decide_outcome`])
+    /// and answers the payment as recorded: by this request, or by another
+    /// one that recorded the key's outcome first.
+    async fn record_outcome(
+        &self,
+        request: &Request,
+        terms: &KeyTerms<'_>,
+        outcome: ChargeOutcome,
+    ) -> HandlerResult {
+        let id = terms.payment_id;
+        let changed = self
+            .change_payment(
+                &request.trace,
+                id,
+                Some(format!("payment.outcome:{id}")),
+                |current| {
+                    domain::decide_outcome(current, terms, &self.instance_id, now_ms(), outcome)
+                },
+            )
+            .await?;
+        let payment = match changed.appended() {
+            Some((event, revision)) => {
+                tracing::info!(
+                    payment_id = id,
+                    order_id = terms.order_id,
+                    outcome = event.kind.type_name(),
+                    revision,
+                    "payment recorded"
+                );
+                let mut payment = event.payment;
+                payment.revision = revision;
+                payment
+            }
+            None => {
+                self.record(id)?
+                    .ok_or_else(|| domain::not_found(id))?
+                    .payment
+            }
+        };
+        request.encode(&ChargeReply::from(&payment))
+    }
+}
+
+/// A permanent refusal of a request by the provider (a key reused for
+/// another amount, a request it cannot take): a 409, with nothing recorded.
+fn provider_refused(error: &ProviderError) -> Option<impl Fn(&str) -> ServiceError + '_> {
+    match error {
+        ProviderError::Permanent(reason) => Some(move |what: &str| {
+            tracing::warn!(what, reason = %reason, "the provider refused the request; nothing recorded");
+            ServiceError::conflict(format!(
+                "the payment provider refused {what}: {reason}; nothing was recorded"
+            ))
+        }),
+        _ => None,
     }
 }
 

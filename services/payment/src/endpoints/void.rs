@@ -3,23 +3,21 @@
 //! order saga voids the key of every order it cancels before recording a
 //! capture, instead of charging it only to refund it.
 //!
-//! Decided by [`domain::decide_void`] against the payment its key names:
-//! - no payment yet: append `payment.voided` with expected revision 0. A first
-//!   charge claim expects the same revision, so exactly one of them lands;
-//! - an outcome already recorded: answer it (the caller refunds a capture);
-//! - an attempt in flight: wait for it, as a retried charge does;
-//! - an attempt that ended without an outcome (the provider may have charged):
-//!   claim an attempt (`payment.void_started`) and ask the provider to void,
-//!   then record its answer: `voided`, or the outcome of the charge it made.
+//! Like a charge ([`super::charge`]): an outcome recorded for the key is
+//! answered at once; otherwise the provider is asked to void the key. It
+//! answers the outcome of a charge it already made under the key
+//! (`captured`: the caller refunds it; `declined`), or voids the key and
+//! answers `voided`, after which every charge with the key answers `voided`.
+//! The answer is recorded as the payment's outcome.
 
 use std::sync::Arc;
 
-use shop_actors::{Changed, HandlerResult, Request, RequestBody};
-use shop_nats::{clock::now_ms, ServiceError};
+use shop_actors::{HandlerResult, Request, RequestBody};
+use shop_nats::ServiceError;
 
-use super::{caller_scope, Payments};
+use super::{caller_scope, provider_refused, still_pending, Payments};
 use crate::{
-    domain::{self, ChargeReply, VoidCommand, VoidDecision, VoidPayment},
+    domain::{self, ChargeReply, KeyDecision, VoidPayment},
     provider::{self, VoidRequest},
 };
 
@@ -29,110 +27,30 @@ impl RequestBody for VoidPayment {
     }
 }
 
-/// Voids the key, or answers the outcome it already has.
+/// Answers the key's recorded outcome, or asks the provider to void the key
+/// and records its answer.
 pub async fn void(payments: Arc<Payments>, request: Request, void: VoidPayment) -> HandlerResult {
     let command = domain::validate_void(&void, caller_scope(&request))?;
     let deadline = payments.deadline(&request)?;
     let id = command.payment_id.as_str();
-    let lease_ms = payments.settings.lease.as_millis() as u64;
-    loop {
-        let mut decided = None;
-        let changed = payments
-            .change_payment(&request.trace, id, None, |current| {
-                let decision = domain::decide_void(
-                    current,
-                    &command,
-                    &payments.instance_id,
-                    now_ms(),
-                    lease_ms,
-                )?;
-                let append = match &decision {
-                    VoidDecision::Fence(event) | VoidDecision::Claim(event) => Some(event.clone()),
-                    _ => None,
-                };
-                decided = Some(decision);
-                Ok(append)
-            })
-            .await?;
-        match (decided, changed) {
-            (Some(VoidDecision::Fence(event)), Changed::Appended { revision, .. }) => {
-                tracing::info!(payment_id = id, order_id = %command.order_id, revision, "charge key voided");
-                let mut payment = event.payment;
-                payment.revision = revision;
-                return request.encode(&ChargeReply::from(&payment));
-            }
-            (
-                Some(VoidDecision::Claim(event)),
-                Changed::Appended { .. } | Changed::Duplicate { .. },
-            ) => {
-                return payments
-                    .run_void(&request, &command, event.attempt.number, deadline.provider)
-                    .await;
-            }
-            (Some(VoidDecision::Done(payment)), _) => {
-                return request.encode(&ChargeReply::from(&payment))
-            }
-            (Some(VoidDecision::Wait { attempt, until_ms }), _) => {
-                payments
-                    .wait_for_attempt(id, attempt, until_ms, deadline.reply)
-                    .await?;
-            }
-            _ => return Err(ServiceError::internal("void decided nothing")),
-        }
+    let current = payments.record(id)?;
+    if let KeyDecision::Done(payment) = domain::decide_key(current.as_ref(), &command.terms())? {
+        return request.encode(&ChargeReply::from(&payment));
     }
-}
-
-impl Payments {
-    /// This instance holds attempt `attempt`: asks the provider to void and
-    /// records its answer.
-    async fn run_void(
-        &self,
-        request: &Request,
-        command: &VoidCommand,
-        attempt: u32,
-        deadline: tokio::time::Instant,
-    ) -> HandlerResult {
-        let id = command.payment_id.as_str();
-        tracing::info!(payment_id = id, order_id = %command.order_id, attempt, "void attempt claimed; asking the provider");
-        let provider_request = VoidRequest {
-            idempotency_key: id.to_string(),
-            amount: command.amount.clone(),
-        };
-        let outcome = match provider::with_retries(deadline, || {
-            self.provider.void(&provider_request, deadline)
-        })
+    tracing::info!(payment_id = id, order_id = %command.order_id, provider = payments.provider.name(), "asking the provider to void");
+    let provider_request = VoidRequest {
+        idempotency_key: id.to_string(),
+        amount: command.amount.clone(),
+    };
+    let outcome = provider::with_retries(deadline.provider, || {
+        payments.provider.void(&provider_request, deadline.provider)
+    })
+    .await
+    .map_err(|error| match provider_refused(&error) {
+        Some(refused) => refused(&format!("void of {id}")),
+        None => still_pending(&error, &format!("void of {id}")),
+    })?;
+    payments
+        .record_outcome(&request, &command.terms(), outcome)
         .await
-        {
-            Ok(outcome) => outcome,
-            Err(error) => return Err(self.charge_unresolved(request, id, attempt, &error).await),
-        };
-        let changed = self
-            .change_payment(
-                &request.trace,
-                id,
-                Some(format!("payment.outcome:{id}")),
-                |current| domain::decide_void_outcome(current, id, outcome),
-            )
-            .await?;
-        let payment = match changed.appended() {
-            Some((event, revision)) => {
-                tracing::info!(
-                    payment_id = id,
-                    attempt,
-                    outcome = event.kind.type_name(),
-                    revision,
-                    "void recorded"
-                );
-                let mut payment = event.payment;
-                payment.revision = revision;
-                payment
-            }
-            None => {
-                self.record(id)?
-                    .ok_or_else(|| domain::not_found(id))?
-                    .payment
-            }
-        };
-        request.encode(&ChargeReply::from(&payment))
-    }
 }
