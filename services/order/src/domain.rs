@@ -401,9 +401,10 @@ pub enum PaymentCheck {
     /// without being recorded, may still be on its way (another instance is
     /// charging right now), or may never have been sent. `payment.void` with
     /// the order's key settles it: the payment service answers the outcome the
-    /// key already has, waits for an attempt in flight, or voids the key; after
-    /// that answer no charge can land under the key. Then refund what it
-    /// answered as captured.
+    /// key already has, or the provider's (a charge in flight and the void
+    /// meet there one after the other), which is `voided` when nothing was
+    /// charged; after that answer no charge can land under the key. Then
+    /// refund what it answered as captured.
     Void,
 }
 

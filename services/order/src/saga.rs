@@ -27,10 +27,11 @@
 //! - X with no capture recorded, and C before, during or after it, on this or
 //!   any other instance, or never: K voids the order's charge key
 //!   ([`domain::PaymentCheck::Void`]). The payment service answers the outcome
-//!   the key has, waits for an attempt in flight, or voids the key (the
-//!   provider refuses any later charge with it); once it has answered, no
-//!   charge can land under the key any more. K then refunds what it answered
-//!   as captured (refund key `order-<id>:refund`).
+//!   the key has, or asks the provider, where a charge in flight and the void
+//!   meet one after the other: it answers the charge's outcome, or voids the
+//!   key and answers `voided` to every later charge with it. Once it has
+//!   answered, no charge can land under the key any more. K then refunds
+//!   what it answered as captured (refund key `order-<id>:refund`).
 //! - C, X, R: R finds the order moved on; the charge step refunds its capture
 //!   at once with the same refund key (the payment service refunds once).
 //!   When it dies first, K's void above finds the capture.
