@@ -10,11 +10,15 @@
 //!
 //! The count is per instance: the orders this instance created, until its
 //! local state (fed by the `ORDER` stream, whoever ran the saga) shows them
-//! final. Nothing here is durable: a restarted instance starts at zero, and
+//! final, plus the creates on their way to the worker pool. The endpoint
+//! actor takes a provisional place for each create it lets through
+//! ([`Admission::reserve`]), so a burst cannot pass the check all at once and
+//! then be refused in the pool after queueing behind the creates it let
+//! through. Nothing here is durable: a restarted instance starts at zero, and
 //! the deadline sweep still ends every order.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -25,6 +29,10 @@ use crate::store;
 
 /// How often a full instance looks again at which of its orders are final.
 const PRUNE_EVERY: Duration = Duration::from_millis(10);
+
+/// A provisional place not taken up by its create within this long (it was
+/// refused before its handler ran: bad input, a full pool) is given back.
+const RESERVATION_TTL: Duration = Duration::from_secs(5);
 
 /// What a refused create is told about when to come back.
 pub const RETRY_AFTER: &str = "retry after 1 s";
@@ -38,6 +46,9 @@ pub struct Admission {
 struct Inner {
     /// Order id → when it was admitted.
     orders: HashMap<String, Instant>,
+    /// Provisional places of creates let through and not admitted yet, by
+    /// when they were taken (oldest first).
+    reserved: VecDeque<Instant>,
     last_prune: Option<Instant>,
 }
 
@@ -48,6 +59,7 @@ impl Admission {
             limit,
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
+                reserved: VecDeque::new(),
                 last_prune: None,
             }),
         })
@@ -58,37 +70,59 @@ impl Admission {
         self.inner.lock().map(|i| i.orders.len()).unwrap_or(0)
     }
 
-    /// Whether a new order would find a place now (looking again at which
-    /// orders are final at most every 10 ms). The endpoint checks it before a
-    /// create waits in the worker pool, so a full instance refuses at once;
-    /// [`Self::admit`] still takes the place itself.
-    pub fn check(&self, tree: &sled::Tree) -> Result<(), ServiceError> {
+    /// Takes a provisional place for a create about to be handled, or
+    /// refuses with a 503 when admitted orders and creates on their way fill
+    /// every place (looking again at which orders are final at most every
+    /// 10 ms). The endpoint actor calls it before the create waits in the
+    /// worker pool, so a full instance refuses at once; the create's handler
+    /// then holds the place as a [`Reservation`].
+    pub fn reserve(&self, tree: &sled::Tree) -> Result<(), ServiceError> {
         if self.limit == 0 {
             return Ok(());
         }
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| ServiceError::internal("admission state poisoned"))?;
-        inner.prune_if_full(self.limit, tree);
-        if inner.orders.len() >= self.limit {
-            return Err(at_capacity(inner.orders.len()));
+        let mut inner = self.lock()?;
+        let now = Instant::now();
+        while inner
+            .reserved
+            .front()
+            .is_some_and(|taken| now.duration_since(*taken) >= RESERVATION_TTL)
+        {
+            inner.reserved.pop_front();
         }
+        inner.prune_if_full(self.limit, tree);
+        let taken = inner.orders.len() + inner.reserved.len();
+        if taken >= self.limit {
+            return Err(at_capacity(taken));
+        }
+        inner.reserved.push_back(now);
         Ok(())
     }
 
-    /// Takes a place for order `id`, or refuses with a 503 when every place
-    /// is held by an order that is not final in `tree` yet. The place is
-    /// given back when the returned [`Slot`] is dropped without
-    /// [`Slot::keep`] (the create failed).
-    pub fn admit(self: &Arc<Self>, id: &str, tree: &sled::Tree) -> Result<Slot, ServiceError> {
+    /// The provisional place [`Self::reserve`] took for the create now being
+    /// handled: given back when dropped, unless [`Self::admit`] takes it up.
+    pub fn reservation(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            admission: (self.limit > 0).then(|| self.clone()),
+        }
+    }
+
+    /// Takes up `reservation` as the place of order `id`, or refuses with a
+    /// 503 when every place is held by an order that is not final in `tree`
+    /// yet. The place is given back when the returned [`Slot`] is dropped
+    /// without [`Slot::keep`] (the create failed).
+    pub fn admit(
+        self: &Arc<Self>,
+        mut reservation: Reservation,
+        id: &str,
+        tree: &sled::Tree,
+    ) -> Result<Slot, ServiceError> {
         if self.limit == 0 {
             return Ok(Slot { admission: None });
         }
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| ServiceError::internal("admission state poisoned"))?;
+        let mut inner = self.lock()?;
+        if reservation.admission.take().is_some() {
+            inner.reserved.pop_front();
+        }
         if inner.orders.contains_key(id) {
             // A retried create of an order still being created: no second place.
             return Ok(Slot { admission: None });
@@ -103,6 +137,18 @@ impl Admission {
         })
     }
 
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, ServiceError> {
+        self.inner
+            .lock()
+            .map_err(|_| ServiceError::internal("admission state poisoned"))
+    }
+
+    fn unreserve(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.reserved.pop_front();
+        }
+    }
+
     fn release(&self, id: &str) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.orders.remove(id);
@@ -113,7 +159,7 @@ impl Admission {
 impl Inner {
     /// At the limit, forgets the orders `tree` shows final (at most every 10 ms).
     fn prune_if_full(&mut self, limit: usize, tree: &sled::Tree) {
-        if self.orders.len() < limit {
+        if self.orders.len() + self.reserved.len() < limit {
             return;
         }
         let now = Instant::now();
@@ -138,6 +184,19 @@ fn at_capacity(in_progress: usize) -> ServiceError {
 /// freed on a later look).
 fn finished(tree: &sled::Tree, id: &str) -> bool {
     matches!(store::order(tree, id), Ok(Some(order)) if order.status.is_final())
+}
+
+/// The provisional place of a create being handled (see [`Admission::reserve`]).
+pub struct Reservation {
+    admission: Option<Arc<Admission>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            admission.unreserve();
+        }
+    }
 }
 
 /// A place taken by [`Admission::admit`].
@@ -189,32 +248,87 @@ mod tests {
         tree.insert(store::order_key(id), value).unwrap();
     }
 
+    /// What the endpoint and the handler do for one create.
+    fn create(
+        admission: &Arc<Admission>,
+        id: &str,
+        tree: &sled::Tree,
+    ) -> Result<Slot, ServiceError> {
+        admission.reserve(tree)?;
+        admission.admit(admission.reservation(), id, tree)
+    }
+
     #[test]
     fn refuses_past_the_limit_until_an_order_is_final() {
         let tree = tree();
         let admission = Admission::new(2);
-        admission.admit("a", &tree).unwrap().keep();
-        admission.admit("b", &tree).unwrap().keep();
-        let refused = admission.admit("c", &tree).err().unwrap();
+        create(&admission, "a", &tree).unwrap().keep();
+        create(&admission, "b", &tree).unwrap().keep();
+        let refused = create(&admission, "c", &tree).err().unwrap();
         assert_eq!(refused.code, 503);
-        assert_eq!(admission.check(&tree).unwrap_err(), refused);
         assert!(refused.message.contains("retry after 1 s"));
         store_order(&tree, "a", Status::Confirmed);
         store_order(&tree, "b", Status::Paid);
         std::thread::sleep(PRUNE_EVERY);
-        admission.check(&tree).unwrap();
-        admission.admit("c", &tree).unwrap().keep();
+        admission.reserve(&tree).unwrap();
+        admission
+            .admit(admission.reservation(), "c", &tree)
+            .unwrap()
+            .keep();
         assert_eq!(admission.in_flight(), 2);
+    }
+
+    #[test]
+    fn creates_let_through_hold_their_place_until_admitted_or_dropped() {
+        let tree = tree();
+        let admission = Admission::new(2);
+        admission.reserve(&tree).unwrap();
+        admission.reserve(&tree).unwrap();
+        assert_eq!(
+            admission.reserve(&tree).unwrap_err().code,
+            503,
+            "two creates on their way fill both places"
+        );
+        // One is refused by its handler (a 403, an existing order): its place comes back.
+        drop(admission.reservation());
+        admission.reserve(&tree).unwrap();
+        admission
+            .admit(admission.reservation(), "a", &tree)
+            .unwrap()
+            .keep();
+        assert!(admission.reserve(&tree).is_err());
+        drop(admission.reservation());
+        assert_eq!(admission.in_flight(), 1);
+        admission.reserve(&tree).unwrap();
+    }
+
+    #[test]
+    fn a_racing_burst_lets_through_exactly_the_free_places() {
+        let tree = tree();
+        let admission = Admission::new(16);
+        let passed = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..10 {
+                        if admission.reserve(&tree).is_ok() {
+                            passed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(passed.into_inner(), 16, "80 racing creates, 16 places");
     }
 
     #[test]
     fn a_failed_create_gives_its_place_back() {
         let tree = tree();
         let admission = Admission::new(1);
-        drop(admission.admit("a", &tree).unwrap());
+        drop(create(&admission, "a", &tree).unwrap());
         assert_eq!(admission.in_flight(), 0);
-        admission.admit("b", &tree).unwrap().keep();
-        assert!(admission.admit("c", &tree).is_err());
+        create(&admission, "b", &tree).unwrap().keep();
+        assert!(create(&admission, "c", &tree).is_err());
     }
 
     #[test]
@@ -222,7 +336,7 @@ mod tests {
         let tree = tree();
         let admission = Admission::new(0);
         for i in 0..100 {
-            admission.admit(&i.to_string(), &tree).unwrap().keep();
+            create(&admission, &i.to_string(), &tree).unwrap().keep();
         }
         assert_eq!(admission.in_flight(), 0);
     }

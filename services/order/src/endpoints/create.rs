@@ -20,14 +20,17 @@ impl RequestBody for CreateOrder {
     }
 }
 
-/// Whether this instance has a place for a new order: checked before a
-/// create waits in the worker pool, so a full instance refuses at once.
+/// Takes a place for the create if this instance has one: on the endpoint
+/// actor, before the create waits in the worker pool, so a full instance
+/// refuses at once.
 pub fn has_room(orders: &Orders) -> Result<(), ServiceError> {
-    orders.admission.check(orders.tree())
+    orders.admission.reserve(orders.tree())
 }
 
 /// Records the new order, or answers the one this key already created.
 pub async fn create(orders: Arc<Orders>, request: Request, create: CreateOrder) -> HandlerResult {
+    // The place `has_room` took for this create; given back on an early return.
+    let reservation = orders.admission.reservation();
     domain::check_create(request.user()?, &create.user_id)?;
     // The same key from the same user names the same order, on any instance.
     let id = uuid::Uuid::new_v5(
@@ -41,7 +44,7 @@ pub async fn create(orders: Arc<Orders>, request: Request, create: CreateOrder) 
     }
     // Refused at once when this instance already has all the unfinished
     // orders it can see through in time (before any call or append).
-    let slot = orders.admission.admit(&id, orders.tree())?;
+    let slot = orders.admission.admit(reservation, &id, orders.tree())?;
     let products = futures::future::try_join_all(
         create
             .items
