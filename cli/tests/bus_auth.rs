@@ -225,8 +225,8 @@ async fn the_gateway_cannot_listen_everywhere_or_charge_or_read_secrets() {
         .await;
     }
 
-    // Charging and refunding are the order service's: someone answers them
-    // (here a stand-in, so that an answer would show), but not to the gateway.
+    // Charging, voiding and refunding are the order service's: someone answers
+    // them (here a stand-in, so that an answer would show), but not to the gateway.
     let mut stand_in = bus.operator.subscribe("payment.*").await.unwrap();
     let operator = bus.operator.clone();
     tokio::spawn(async move {
@@ -239,7 +239,7 @@ async fn the_gateway_cannot_listen_everywhere_or_charge_or_read_secrets() {
     bus.operator.flush().await.unwrap();
     let answered = bus.operator.request("payment.charge", "{}".into()).await;
     assert!(answered.is_ok(), "the stand-in answers: {answered:?}");
-    for subject in ["payment.charge", "payment.refund"] {
+    for subject in ["payment.charge", "payment.void", "payment.refund"] {
         unanswered(&gateway, subject, "{}").await;
         violations
             .expect(&format!(r#"Publish to "{subject}""#))

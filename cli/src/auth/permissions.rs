@@ -408,6 +408,7 @@ mod tests {
         assert!(gateway.subscribe.contains("events.product.>"));
         assert!(!gateway.publish.contains("payment.charge"));
         assert!(!gateway.publish.contains("payment.refund"));
+        assert!(!gateway.publish.contains("payment.void"));
         assert!(gateway.publish.contains("user.login"));
         assert!(!gateway
             .publish
@@ -420,6 +421,11 @@ mod tests {
         assert!(!notification.publish.iter().any(|s| s.contains("KV_user")));
         let order = of("order");
         assert!(order.publish.contains("payment.charge"));
+        assert!(order.publish.contains("payment.void"));
+        assert!(
+            !order.publish.contains("payment.get"),
+            "the saga no longer looks payments up"
+        );
         assert!(!order.subscribe.iter().any(|s| s.starts_with("payment.")));
     }
 }
