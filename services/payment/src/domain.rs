@@ -189,24 +189,22 @@ pub struct GetPayment {
     pub min_revision: Option<u64>,
 }
 
+/// The charge an idempotency key names, checked: what a charge request and a
+/// void request both carry (a void is a charge's request without the token).
+#[derive(Debug, Clone)]
+pub struct ChargeKey {
+    pub payment_id: String,
+    pub order_id: String,
+    pub user_id: String,
+    pub amount: Money,
+}
+
 /// A checked charge request.
 #[derive(Debug, Clone)]
 pub struct ChargeCommand {
-    pub payment_id: String,
-    pub order_id: String,
-    pub user_id: String,
-    pub amount: Money,
+    pub key: ChargeKey,
     pub token: PaymentToken,
     pub token_fingerprint: String,
-}
-
-/// A checked void request.
-#[derive(Debug, Clone)]
-pub struct VoidCommand {
-    pub payment_id: String,
-    pub order_id: String,
-    pub user_id: String,
-    pub amount: Money,
 }
 
 /// A checked refund request.
@@ -414,30 +412,51 @@ pub fn validate_charge(
     request: &ChargePayment,
     scope: &str,
 ) -> Result<ChargeCommand, ServiceError> {
-    validate_id("order_id", &request.order_id)?;
-    validate_id("user_id", &request.user_id)?;
-    validate_idempotency_key(&request.idempotency_key)?;
+    let key = charge_key(
+        [
+            &request.order_id,
+            &request.user_id,
+            &request.idempotency_key,
+        ],
+        (request.amount_cents, &request.currency),
+        scope,
+    )?;
     validate_token(&request.payment_token)?;
     Ok(ChargeCommand {
-        payment_id: payment_id_for(scope, &request.idempotency_key),
-        order_id: request.order_id.clone(),
-        user_id: request.user_id.clone(),
-        amount: Money::new(request.amount_cents, &request.currency)?,
+        key,
         token: request.payment_token.clone(),
         token_fingerprint: token_fingerprint(&request.payment_token),
     })
 }
 
 /// Checks a void request from the service `scope` names (see [`payment_id_for`]).
-pub fn validate_void(request: &VoidPayment, scope: &str) -> Result<VoidCommand, ServiceError> {
-    validate_id("order_id", &request.order_id)?;
-    validate_id("user_id", &request.user_id)?;
-    validate_idempotency_key(&request.idempotency_key)?;
-    Ok(VoidCommand {
-        payment_id: payment_id_for(scope, &request.idempotency_key),
-        order_id: request.order_id.clone(),
-        user_id: request.user_id.clone(),
-        amount: Money::new(request.amount_cents, &request.currency)?,
+pub fn validate_void(request: &VoidPayment, scope: &str) -> Result<ChargeKey, ServiceError> {
+    charge_key(
+        [
+            &request.order_id,
+            &request.user_id,
+            &request.idempotency_key,
+        ],
+        (request.amount_cents, &request.currency),
+        scope,
+    )
+}
+
+/// Checks `[order_id, user_id, idempotency_key]` and the amount of a charge's
+/// request (or a void's), and names its payment within `scope`'s keys.
+fn charge_key(
+    [order_id, user_id, idempotency_key]: [&String; 3],
+    (amount_cents, currency): (i64, &str),
+    scope: &str,
+) -> Result<ChargeKey, ServiceError> {
+    validate_id("order_id", order_id)?;
+    validate_id("user_id", user_id)?;
+    validate_idempotency_key(idempotency_key)?;
+    Ok(ChargeKey {
+        payment_id: payment_id_for(scope, idempotency_key),
+        order_id: order_id.clone(),
+        user_id: user_id.clone(),
+        amount: Money::new(amount_cents, currency)?,
     })
 }
 
@@ -524,19 +543,8 @@ pub struct KeyTerms<'a> {
     pub token_fingerprint: Option<&'a str>,
 }
 
-impl ChargeCommand {
-    pub fn terms(&self) -> KeyTerms<'_> {
-        KeyTerms {
-            payment_id: &self.payment_id,
-            order_id: &self.order_id,
-            user_id: &self.user_id,
-            amount: &self.amount,
-            token_fingerprint: Some(&self.token_fingerprint),
-        }
-    }
-}
-
-impl VoidCommand {
+impl ChargeKey {
+    /// What a void binds the key to (no token).
     pub fn terms(&self) -> KeyTerms<'_> {
         KeyTerms {
             payment_id: &self.payment_id,
@@ -544,6 +552,16 @@ impl VoidCommand {
             user_id: &self.user_id,
             amount: &self.amount,
             token_fingerprint: None,
+        }
+    }
+}
+
+impl ChargeCommand {
+    /// What a charge binds the key to: its charge and token.
+    pub fn terms(&self) -> KeyTerms<'_> {
+        KeyTerms {
+            token_fingerprint: Some(&self.token_fingerprint),
+            ..self.key.terms()
         }
     }
 }
@@ -994,7 +1012,7 @@ mod tests {
             assert!(!err.message.contains("secret"));
         }
         assert_eq!(
-            validate_charge(&base, "order").unwrap().amount.currency,
+            validate_charge(&base, "order").unwrap().key.amount.currency,
             "EUR"
         );
     }
@@ -1033,7 +1051,7 @@ mod tests {
         let err = decide_key(Some(&record), &charge("k", 501).terms()).unwrap_err();
         assert_eq!(err.code, 409);
         let mut other_order = charge("k", 500);
-        other_order.order_id = "o2".into();
+        other_order.key.order_id = "o2".into();
         assert_eq!(
             decide_key(Some(&record), &other_order.terms())
                 .unwrap_err()
@@ -1041,7 +1059,7 @@ mod tests {
             409
         );
         let mut other_user = charge("k", 500);
-        other_user.user_id = "u2".into();
+        other_user.key.user_id = "u2".into();
         assert_eq!(
             decide_key(Some(&record), &other_user.terms())
                 .unwrap_err()

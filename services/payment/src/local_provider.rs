@@ -270,6 +270,19 @@ impl LocalProvider {
         Ok(Self { ledger, latency })
     }
 
+    /// One charge or void call about a key: the processor's round trip, then
+    /// `step` on the key's entry (a fresh one for `amount` when it has none).
+    async fn call_on_key<T>(
+        &self,
+        idempotency_key: &str,
+        amount: &Money,
+        step: impl FnMut(&mut LedgerCharge) -> T,
+    ) -> Result<T, ProviderError> {
+        tokio::time::sleep(self.latency).await;
+        let fresh = || Some(LedgerCharge::new(amount));
+        self.update(&ledger_key(idempotency_key), fresh, step).await
+    }
+
     /// Reads the entry, lets `step` change it, and stores it if nobody changed
     /// it meanwhile (compare-and-set); `step` sees a fresh entry on each round.
     async fn update<T>(
@@ -338,11 +351,9 @@ impl PaymentProvider for LocalProvider {
         deadline: Instant,
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
         async move {
-            tokio::time::sleep(self.latency).await;
             let behaviour = Behaviour::of(request.token.expose());
-            let fresh = || Some(LedgerCharge::new(&request.amount));
             let step = self
-                .update(&ledger_key(&request.idempotency_key), fresh, |entry| {
+                .call_on_key(&request.idempotency_key, &request.amount, |entry| {
                     charge_step(entry, request, behaviour)
                 })
                 .await?;
@@ -380,9 +391,7 @@ impl PaymentProvider for LocalProvider {
         _deadline: Instant,
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
         async move {
-            tokio::time::sleep(self.latency).await;
-            let fresh = || Some(LedgerCharge::new(&request.amount));
-            self.update(&ledger_key(&request.idempotency_key), fresh, void_step)
+            self.call_on_key(&request.idempotency_key, &request.amount, void_step)
                 .await
         }
         .boxed()

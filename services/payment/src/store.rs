@@ -90,7 +90,7 @@ mod tests {
             .apply(
                 &StoredEvent {
                     sequence: 7,
-                    subject: &format!("events.payment.{}", command.payment_id),
+                    subject: &format!("events.payment.{}", command.key.payment_id),
                     headers: None,
                     payload: &payload,
                 },
@@ -98,7 +98,7 @@ mod tests {
             )
             .unwrap();
         tree.apply_batch(batch).unwrap();
-        let stored = record(&tree, &command.payment_id).unwrap().unwrap();
+        let stored = record(&tree, &command.key.payment_id).unwrap().unwrap();
         assert_eq!(stored.payment.revision, 7);
         assert_eq!(stored.payment.status, PaymentStatus::Captured);
         assert_eq!(stored.attempt.owner, "a");

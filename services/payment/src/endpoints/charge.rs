@@ -42,22 +42,22 @@ pub async fn charge(
 ) -> HandlerResult {
     let command = domain::validate_charge(&charge, caller_scope(&request))?;
     let deadline = payments.deadline(&request)?;
-    let id = command.payment_id.as_str();
+    let id = command.key.payment_id.as_str();
     let current = payments.record(id)?;
     if let KeyDecision::Done(payment) = domain::decide_key(current.as_ref(), &command.terms())? {
         return request.encode(&ChargeReply::from(&payment));
     }
     tracing::info!(
         payment_id = id,
-        order_id = %command.order_id,
-        amount_cents = command.amount.amount_cents,
-        currency = %command.amount.currency,
+        order_id = %command.key.order_id,
+        amount_cents = command.key.amount.amount_cents,
+        currency = %command.key.amount.currency,
         provider = payments.provider.name(),
         "asking the provider to charge"
     );
     let provider_request = ChargeRequest {
         idempotency_key: id.to_string(),
-        amount: command.amount.clone(),
+        amount: command.key.amount.clone(),
         token: command.token.clone(),
     };
     let outcome = provider::with_retries(deadline.provider, || {
