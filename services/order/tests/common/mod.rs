@@ -248,6 +248,9 @@ impl Shop {
     }
 
     /// Waits until every given order is confirmed or cancelled; returns them by id.
+    /// Watches the order events, and asks `order.get` again for the orders
+    /// still open whenever no event came for a second (core NATS delivers at
+    /// most once, so an event may be missed on a loaded machine).
     pub async fn settle(
         &self,
         ids: &[String],
@@ -256,37 +259,51 @@ impl Shop {
         let mut events = self.client.subscribe("events.order.>").await.unwrap();
         self.client.flush().await.unwrap();
         let mut done = std::collections::HashMap::new();
-        for id in ids {
-            let reply = self.req("order.get", json!({"id": id})).await;
-            if matches!(
-                reply.body["status"].as_str(),
-                Some("confirmed" | "cancelled")
-            ) {
-                done.insert(id.clone(), reply.body);
-            }
-        }
         let waited = tokio::time::timeout(timeout, async {
-            while done.len() < ids.len() {
-                let Some(message) = events.next().await else {
+            loop {
+                let open: Vec<&String> = ids.iter().filter(|id| !done.contains_key(*id)).collect();
+                for id in open {
+                    let reply = self.req("order.get", json!({"id": id})).await;
+                    if matches!(
+                        reply.body["status"].as_str(),
+                        Some("confirmed" | "cancelled")
+                    ) {
+                        done.insert(id.clone(), reply.body);
+                    }
+                }
+                while done.len() < ids.len() {
+                    let Ok(Some(message)) =
+                        tokio::time::timeout(Duration::from_secs(1), events.next()).await
+                    else {
+                        break;
+                    };
+                    let event: Value = serde_json::from_slice(&message.payload).unwrap();
+                    let order = &event["order"];
+                    let id = order["id"].as_str().unwrap_or_default().to_string();
+                    if ids.contains(&id)
+                        && matches!(order["status"].as_str(), Some("confirmed" | "cancelled"))
+                    {
+                        done.insert(id, order.clone());
+                    }
+                }
+                if done.len() >= ids.len() {
                     break;
-                };
-                let event: Value = serde_json::from_slice(&message.payload).unwrap();
-                let order = &event["order"];
-                let id = order["id"].as_str().unwrap_or_default().to_string();
-                if ids.contains(&id)
-                    && matches!(order["status"].as_str(), Some("confirmed" | "cancelled"))
-                {
-                    done.insert(id, order.clone());
                 }
             }
         })
         .await;
-        assert!(
-            waited.is_ok(),
-            "{} of {} orders settled within {timeout:?}",
-            done.len(),
-            ids.len()
-        );
+        if waited.is_err() {
+            let mut open = Vec::new();
+            for id in ids.iter().filter(|id| !done.contains_key(*id)) {
+                let reply = self.req("order.get", json!({"id": id})).await;
+                open.push(reply.body);
+            }
+            panic!(
+                "{} of {} orders settled within {timeout:?}; still open: {open:?}",
+                done.len(),
+                ids.len()
+            );
+        }
         done
     }
 
