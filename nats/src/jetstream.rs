@@ -103,12 +103,31 @@ where
     })
 }
 
+/// The storage the stream `name` has, when it exists.
+async fn existing_storage(js: &Context, name: &str) -> Option<stream::StorageType> {
+    let mut stream = js.get_stream(name).await.ok()?;
+    stream.info().await.ok().map(|info| info.config.storage)
+}
+
 /// Creates the key-value bucket, or updates it to `config` when it exists
-/// (never to fewer replicas than it has).
+/// (never to fewer replicas than it has). A bucket keeps the storage it was
+/// created with: JetStream cannot move a stream between file and memory, so
+/// a different `storage` is logged and the bucket's own is kept.
 pub async fn ensure_kv(js: &Context, mut config: kv::Config) -> Result<kv::Store, SetupError> {
     let name = config.bucket.clone();
-    config.num_replicas =
-        replicas_at_least_existing(js, &format!("KV_{name}"), config.num_replicas).await;
+    let stream = format!("KV_{name}");
+    config.num_replicas = replicas_at_least_existing(js, &stream, config.num_replicas).await;
+    if let Some(storage) = existing_storage(js, &stream).await {
+        if storage != config.storage {
+            tracing::warn!(
+                bucket = %name,
+                existing = ?storage,
+                asked = ?config.storage,
+                "keeping the bucket's storage: JetStream cannot change it in place (delete the bucket to switch)"
+            );
+            config.storage = storage;
+        }
+    }
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         match js.create_or_update_key_value(config.clone()).await {

@@ -44,6 +44,9 @@ pub mod reason {
     pub const PRODUCT_UNAVAILABLE: &str = "product_unavailable";
     pub const PAYMENT_DECLINED: &str = "payment_declined";
     pub const PAYMENT_FAILED: &str = "payment_failed";
+    /// The payment token was lost before the charge (its bucket, in memory,
+    /// restarted with every server holding it); nothing was charged.
+    pub const PAYMENT_TOKEN_LOST: &str = "payment_token_lost";
     pub const CANCELLED_BY_USER: &str = "cancelled_by_user";
     pub const TIMED_OUT: &str = "timed_out";
 }

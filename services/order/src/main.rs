@@ -2,7 +2,11 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use order_service::{
-    admission::Admission, declaration, endpoints::Orders, saga, tokens::PaymentTokens,
+    admission::Admission,
+    declaration,
+    endpoints::Orders,
+    saga,
+    tokens::{PaymentTokens, TokenStorage},
 };
 use shop_actors::{telemetry, RuntimeConfig, Wiring};
 use shop_nats::sealed::DataKeys;
@@ -38,6 +42,13 @@ struct Cli {
     /// `order.create` answers 503 at once ("retry after 1 s"). 0: no limit.
     #[arg(long, env = "ORDER_MAX_IN_FLIGHT", default_value_t = 128)]
     max_in_flight: usize,
+    /// Where payment tokens wait for the charge: `memory` (never on a disk, no
+    /// fsync per order; a token is lost, and its order cancelled with
+    /// `payment_token_lost`, only if every server holding the bucket restarts
+    /// before the charge) or `file` (survives that too). A bucket keeps the
+    /// storage it was created with.
+    #[arg(long, env = "ORDER_TOKEN_STORAGE", value_enum, default_value_t = TokenStorage::Memory)]
+    token_storage: TokenStorage,
     /// TEST ONLY: abort the process at these saga points (after_reserve,
     /// after_charge, before_confirm, after_compensate), or hold the step there
     /// until the order's saga has ended (hold_before_charge, hold_after_charge);
@@ -77,8 +88,10 @@ async fn main() -> ExitCode {
     };
     let fault_at = cli.fault_at.clone();
     let admission = Admission::new(cli.max_in_flight);
+    let token_storage = cli.token_storage;
     let result = shop_actors::run(declaration(), cli.runtime, move |ctx| async move {
-        let tokens = PaymentTokens::open(&ctx.js, ctx.config.js_replicas, data_keys).await?;
+        let tokens =
+            PaymentTokens::open(&ctx.js, ctx.config.js_replicas, token_storage, data_keys).await?;
         let saga = Arc::new(saga::Saga {
             events: ctx.events.clone(),
             client: ctx.client.clone(),

@@ -379,7 +379,7 @@ impl Saga {
 
     async fn charge(&self, order: &Order, trace: &TraceContext) -> Result<(), HandleError> {
         let Some(token) = self.tokens.get(&order.id).await.map_err(transient)? else {
-            return self.cancel(order, reason::PAYMENT_FAILED, trace).await;
+            return self.cancel(order, reason::PAYMENT_TOKEN_LOST, trace).await;
         };
         if self.moved_on(order) {
             // Cancelled (or re-driven) meanwhile: the later event decides.

@@ -3,10 +3,16 @@
 //! token is sealed with the order data key (`ORDER_DATA_KEY`,
 //! [`shop_nats::sealed`]) for its order, so whoever reads the bucket learns no
 //! token, and a sealed token copied onto another order does not open.
+//!
+//! The bucket is in memory by default ([`TokenStorage`]): a token is needed
+//! for the moment between an order's create and its charge, and in memory it
+//! costs no disk write and is never on a disk. A token is lost only when every
+//! server holding the bucket restarts in that moment; its order is then
+//! cancelled (`payment_token_lost`) and never charged.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, kv, stream::StorageType};
 use shop_nats::{
     jetstream::ensure_kv,
     sealed::{is_sealed, DataKeys},
@@ -15,10 +21,35 @@ use shop_nats::{
 
 pub const BUCKET: &str = "order_payment_tokens";
 
+/// The most the bucket holds, so a pile-up of unfinished orders cannot fill
+/// the servers' memory: past it `order.create` answers 503.
+const MAX_BYTES: i64 = 256 * 1024 * 1024;
+
+/// Where the bucket keeps tokens (`ORDER_TOKEN_STORAGE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenStorage {
+    /// In the servers' memory (replicated like any stream): never on a disk,
+    /// no fsync per order; lost when every server holding it restarts.
+    Memory,
+    /// On disk, fsynced: survives a restart of every server.
+    File,
+}
+
+impl From<TokenStorage> for StorageType {
+    fn from(storage: TokenStorage) -> Self {
+        match storage {
+            TokenStorage::Memory => StorageType::Memory,
+            TokenStorage::File => StorageType::File,
+        }
+    }
+}
+
 /// The payment tokens of orders whose saga runs, sealed.
 #[derive(Clone)]
 pub struct PaymentTokens {
     kv: kv::Store,
+    js: jetstream::Context,
+    config: kv::Config,
     data_keys: DataKeys,
 }
 
@@ -32,40 +63,89 @@ impl PaymentTokens {
     pub async fn open(
         js: &jetstream::Context,
         replicas: usize,
+        storage: TokenStorage,
         data_keys: DataKeys,
     ) -> anyhow::Result<Self> {
-        let kv = ensure_kv(
-            js,
-            kv::Config {
-                bucket: BUCKET.to_string(),
-                description: "payment tokens of orders whose saga is running".to_string(),
-                history: 1,
-                max_age: Duration::from_secs(24 * 3600),
-                num_replicas: replicas,
-                ..Default::default()
-            },
-        )
-        .await?;
-        Ok(Self { kv, data_keys })
+        let config = kv::Config {
+            bucket: BUCKET.to_string(),
+            description: "payment tokens of orders whose saga is running".to_string(),
+            history: 1,
+            max_age: Duration::from_secs(24 * 3600),
+            max_bytes: MAX_BYTES,
+            storage: storage.into(),
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let kv = ensure_kv(js, config.clone()).await?;
+        Ok(Self {
+            kv,
+            js: js.clone(),
+            config,
+            data_keys,
+        })
     }
 
-    /// Keeps `token` for the order's saga, sealed.
+    /// Whether the bucket's stream is gone: a memory bucket does not outlive
+    /// a restart of every server holding it (a lone server forgets the stream
+    /// itself). A failed lookup counts as there.
+    async fn bucket_gone(&self) -> bool {
+        match self.js.get_stream(format!("KV_{BUCKET}")).await {
+            Err(e) => matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(error)
+                    if error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ),
+            Ok(_) => false,
+        }
+    }
+
+    /// Keeps `token` for the order's saga, sealed. A bucket lost with a
+    /// server restart is created again first.
     pub async fn put(&self, order_id: &str, token: &str) -> Result<(), ServiceError> {
-        let sealed = self.data_keys.seal(token.as_bytes(), &context(order_id));
+        let sealed = bytes::Bytes::from(self.data_keys.seal(token.as_bytes(), &context(order_id)));
+        let failed = match self.kv.put(order_id, sealed.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if !self.bucket_gone().await {
+            return Err(ServiceError::unavailable(format!(
+                "storing the payment token: {failed}"
+            )));
+        }
+        tracing::warn!(
+            bucket = BUCKET,
+            "the payment token bucket is gone (every server holding it restarted); creating it again"
+        );
+        ensure_kv(&self.js, self.config.clone())
+            .await
+            .map_err(|e| ServiceError::unavailable(format!("storing the payment token: {e}")))?;
         self.kv
-            .put(order_id, sealed.into())
+            .put(order_id, sealed)
             .await
             .map(|_| ())
             .map_err(|e| ServiceError::unavailable(format!("storing the payment token: {e}")))
     }
 
-    /// The order's token, opened; `None` when there is none (or it is not
-    /// one this service sealed: a token is never kept in clear).
+    /// The order's token, opened; `None` when there is none: purged, lost
+    /// with its bucket, or not one this service sealed (a token is never kept
+    /// in clear).
     pub async fn get(&self, order_id: &str) -> Result<Option<String>, ServiceError> {
-        let stored =
-            self.kv.get(order_id).await.map_err(|e| {
-                ServiceError::unavailable(format!("reading the payment token: {e}"))
-            })?;
+        let stored = match self.kv.get(order_id).await {
+            Ok(stored) => stored,
+            Err(_) if self.bucket_gone().await => {
+                tracing::warn!(
+                    order_id,
+                    bucket = BUCKET,
+                    "the payment token bucket is gone (every server holding it restarted): the order's token is lost"
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(ServiceError::unavailable(format!(
+                    "reading the payment token: {e}"
+                )))
+            }
+        };
         let Some(stored) = stored else {
             return Ok(None);
         };

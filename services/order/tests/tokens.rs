@@ -1,0 +1,115 @@
+//! The payment token bucket against a real nats-server that restarts: in
+//! memory (the default) a restart loses the tokens and the bucket, which the
+//! next create makes again; on file they survive. Either way a bucket keeps
+//! the storage it was created with.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream::StorageType};
+use order_service::tokens::{PaymentTokens, TokenStorage, BUCKET};
+use shop_nats::sealed::{DataKey, DataKeys};
+use testkit::NatsServer;
+
+fn keys() -> DataKeys {
+    DataKeys::new(
+        DataKey::parse(&DataKey::generate_text(), "test key").unwrap(),
+        None,
+    )
+}
+
+/// A JetStream context as the order service, and the client's connection events.
+async fn connect(
+    nats: &NatsServer,
+) -> (
+    jetstream::Context,
+    tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
+) {
+    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel::<async_nats::Event>();
+    let client = nats
+        .options("order")
+        .await
+        .unwrap()
+        .event_callback(move |event| {
+            let events_tx = events_tx.clone();
+            async move {
+                let _ = events_tx.send(event);
+            }
+        })
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let mut events = events;
+    // The first connection is an event too: take it, so a later one is a reconnect.
+    reconnected(&mut events).await;
+    (jetstream::new(client), events)
+}
+
+/// Waits (10 s at most) for the client's next connection.
+async fn reconnected(events: &mut tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>) {
+    let connected = async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, async_nats::Event::Connected) {
+                return;
+            }
+        }
+        panic!("the client's events ended before it reconnected");
+    };
+    tokio::time::timeout(Duration::from_secs(10), connected)
+        .await
+        .expect("no connection within 10 s");
+}
+
+async fn storage_of_bucket(js: &jetstream::Context) -> StorageType {
+    let mut stream = js.get_stream(format!("KV_{BUCKET}")).await.unwrap();
+    stream.info().await.unwrap().config.storage
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bucket_loses_its_tokens_on_restart_and_is_made_again() {
+    let mut nats = NatsServer::start().await.unwrap();
+    let (js, mut events) = connect(&nats).await;
+    let tokens = PaymentTokens::open(&js, 1, TokenStorage::Memory, keys())
+        .await
+        .unwrap();
+    assert_eq!(storage_of_bucket(&js).await, StorageType::Memory);
+    tokens.put("o1", "tok_ok").await.unwrap();
+    assert_eq!(tokens.get("o1").await.unwrap().as_deref(), Some("tok_ok"));
+
+    nats.restart().await.unwrap();
+
+    // The token is gone, with the bucket: the saga reads "no token" (and
+    // cancels the order as payment_token_lost), not an error to retry forever.
+    reconnected(&mut events).await;
+    assert_eq!(tokens.get("o1").await.unwrap(), None);
+    assert!(
+        js.get_stream(format!("KV_{BUCKET}")).await.is_err(),
+        "a lone server forgets a memory stream on restart"
+    );
+    // The next create stores its token: the bucket is made again.
+    tokens.put("o2", "tok_ok").await.unwrap();
+    assert_eq!(tokens.get("o2").await.unwrap().as_deref(), Some("tok_ok"));
+    assert_eq!(storage_of_bucket(&js).await, StorageType::Memory);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_bucket_keeps_its_tokens_and_a_bucket_keeps_its_storage() {
+    let mut nats = NatsServer::start().await.unwrap();
+    let (js, mut events) = connect(&nats).await;
+    let tokens = PaymentTokens::open(&js, 1, TokenStorage::File, keys())
+        .await
+        .unwrap();
+    tokens.put("o1", "tok_ok").await.unwrap();
+
+    nats.restart().await.unwrap();
+
+    reconnected(&mut events).await;
+    assert_eq!(tokens.get("o1").await.unwrap().as_deref(), Some("tok_ok"));
+    // Asking for memory now keeps the file bucket (and its tokens): JetStream
+    // cannot move a stream between storages.
+    let again = PaymentTokens::open(&js, 1, TokenStorage::Memory, keys())
+        .await
+        .unwrap();
+    assert_eq!(storage_of_bucket(&js).await, StorageType::File);
+    again.put("o3", "tok_ok").await.unwrap();
+    assert_eq!(again.get("o3").await.unwrap().as_deref(), Some("tok_ok"));
+}
