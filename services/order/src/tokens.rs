@@ -100,30 +100,35 @@ impl PaymentTokens {
     }
 
     /// Keeps `token` for the order's saga, sealed. A bucket lost with a
-    /// server restart is created again first.
+    /// server restart is created again first; a put that failed while another
+    /// create was making it again is tried once more (the same value under
+    /// the same key, so a second write changes nothing).
     pub async fn put(&self, order_id: &str, token: &str) -> Result<(), ServiceError> {
         let sealed = bytes::Bytes::from(self.data_keys.seal(token.as_bytes(), &context(order_id)));
         let failed = match self.kv.put(order_id, sealed.clone()).await {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
-        if !self.bucket_gone().await {
-            return Err(ServiceError::unavailable(format!(
-                "storing the payment token: {failed}"
-            )));
+        if self.bucket_gone().await {
+            tracing::warn!(
+                bucket = BUCKET,
+                "the payment token bucket is gone (every server holding it restarted); creating it again"
+            );
+            ensure_kv(&self.js, self.config.clone())
+                .await
+                .map_err(|e| {
+                    ServiceError::unavailable(format!("storing the payment token: {e}"))
+                })?;
         }
-        tracing::warn!(
-            bucket = BUCKET,
-            "the payment token bucket is gone (every server holding it restarted); creating it again"
-        );
-        ensure_kv(&self.js, self.config.clone())
-            .await
-            .map_err(|e| ServiceError::unavailable(format!("storing the payment token: {e}")))?;
         self.kv
             .put(order_id, sealed)
             .await
             .map(|_| ())
-            .map_err(|e| ServiceError::unavailable(format!("storing the payment token: {e}")))
+            .map_err(|e| {
+                ServiceError::unavailable(format!(
+                    "storing the payment token: {e} (first attempt: {failed})"
+                ))
+            })
     }
 
     /// The order's token, opened; `None` when there is none: purged, lost

@@ -85,9 +85,18 @@ async fn a_memory_bucket_loses_its_tokens_on_restart_and_is_made_again() {
         js.get_stream(format!("KV_{BUCKET}")).await.is_err(),
         "a lone server forgets a memory stream on restart"
     );
-    // The next create stores its token: the bucket is made again.
-    tokens.put("o2", "tok_ok").await.unwrap();
-    assert_eq!(tokens.get("o2").await.unwrap().as_deref(), Some("tok_ok"));
+    // The next creates store their tokens, racing to make the bucket again.
+    let puts = (0..8).map(|i| {
+        let tokens = tokens.clone();
+        async move { tokens.put(&format!("o{i}"), &format!("tok_{i}")).await }
+    });
+    for stored in futures::future::join_all(puts).await {
+        stored.unwrap();
+    }
+    for i in 0..8 {
+        let token = tokens.get(&format!("o{i}")).await.unwrap();
+        assert_eq!(token, Some(format!("tok_{i}")));
+    }
     assert_eq!(storage_of_bucket(&js).await, StorageType::Memory);
 }
 
