@@ -42,12 +42,13 @@ struct Cli {
     /// `order.create` answers 503 at once ("retry after 1 s"). 0: no limit.
     #[arg(long, env = "ORDER_MAX_IN_FLIGHT", default_value_t = 128)]
     max_in_flight: usize,
-    /// Where payment tokens wait for the charge: `memory` (never on a disk, no
-    /// fsync per order; a token is lost, and its order cancelled with
-    /// `payment_token_lost`, only if every server holding the bucket restarts
-    /// before the charge) or `file` (survives that too). A bucket keeps the
-    /// storage it was created with.
-    #[arg(long, env = "ORDER_TOKEN_STORAGE", value_enum, default_value_t = TokenStorage::Memory)]
+    /// Where payment tokens wait for the charge: `auto` (memory when the
+    /// bucket has more than one replica, `JS_REPLICAS`; else file), `memory`
+    /// (never on a disk, no fsync per order; a token is lost, and its order
+    /// cancelled with `payment_token_lost`, only if every server holding the
+    /// bucket restarts before the charge) or `file` (survives that too). A
+    /// bucket keeps the storage it was created with.
+    #[arg(long, env = "ORDER_TOKEN_STORAGE", value_enum, default_value_t = TokenStorage::Auto)]
     token_storage: TokenStorage,
     /// TEST ONLY: abort the process at these saga points (after_reserve,
     /// after_charge, before_confirm, after_compensate), or hold the step there

@@ -4,11 +4,13 @@
 //! [`shop_nats::sealed`]) for its order, so whoever reads the bucket learns no
 //! token, and a sealed token copied onto another order does not open.
 //!
-//! The bucket is in memory by default ([`TokenStorage`]): a token is needed
-//! for the moment between an order's create and its charge, and in memory it
-//! costs no disk write and is never on a disk. A token is lost only when every
-//! server holding the bucket restarts in that moment; its order is then
-//! cancelled (`payment_token_lost`) and never charged.
+//! Where the bucket keeps them ([`TokenStorage`]): a token is needed for the
+//! moment between an order's create and its charge. A replicated bucket (a
+//! cluster) keeps it in memory by default: stored once a quorum of servers
+//! holds it, as every write is, it costs no fsync and is never on a disk; it
+//! is lost only when every server holding it restarts in that moment, and its
+//! order is then cancelled (`payment_token_lost`), never charged. A lone
+//! server keeps it on file, where it survives the server's restart.
 
 use std::time::Duration;
 
@@ -28,6 +30,9 @@ const MAX_BYTES: i64 = 256 * 1024 * 1024;
 /// Where the bucket keeps tokens (`ORDER_TOKEN_STORAGE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TokenStorage {
+    /// Memory when the bucket has more than one replica, else file: a token
+    /// survives the loss of any one server either way.
+    Auto,
     /// In the servers' memory (replicated like any stream): never on a disk,
     /// no fsync per order; lost when every server holding it restarts.
     Memory,
@@ -35,11 +40,13 @@ pub enum TokenStorage {
     File,
 }
 
-impl From<TokenStorage> for StorageType {
-    fn from(storage: TokenStorage) -> Self {
-        match storage {
+impl TokenStorage {
+    /// The storage a bucket with `replicas` replicas gets.
+    pub fn resolve(self, replicas: usize) -> StorageType {
+        match self {
+            TokenStorage::Auto if replicas > 1 => StorageType::Memory,
+            TokenStorage::Auto | TokenStorage::File => StorageType::File,
             TokenStorage::Memory => StorageType::Memory,
-            TokenStorage::File => StorageType::File,
         }
     }
 }
@@ -72,7 +79,7 @@ impl PaymentTokens {
             history: 1,
             max_age: Duration::from_secs(24 * 3600),
             max_bytes: MAX_BYTES,
-            storage: storage.into(),
+            storage: storage.resolve(replicas),
             num_replicas: replicas,
             ..Default::default()
         };
@@ -186,5 +193,18 @@ impl PaymentTokens {
                 tracing::warn!(order_id, error = %e, "forgetting a payment token failed; it expires in 24 h");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_keeps_tokens_in_memory_only_where_they_are_replicated() {
+        assert_eq!(TokenStorage::Auto.resolve(1), StorageType::File);
+        assert_eq!(TokenStorage::Auto.resolve(3), StorageType::Memory);
+        assert_eq!(TokenStorage::Memory.resolve(1), StorageType::Memory);
+        assert_eq!(TokenStorage::File.resolve(3), StorageType::File);
     }
 }
