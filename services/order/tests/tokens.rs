@@ -1,9 +1,15 @@
 //! The payment token bucket against a real nats-server that restarts: in
 //! memory (the default) a restart loses the tokens and the bucket, which the
 //! next create makes again; on file they survive. Either way a bucket keeps
-//! the storage it was created with.
+//! the storage it was created with. And the whole shop: an order whose token
+//! was lost that way is cancelled (`payment_token_lost`) and charged nothing.
+
+mod common;
 
 use std::time::Duration;
+
+use common::Shop;
+use serde_json::json;
 
 use async_nats::jetstream::{self, stream::StorageType};
 use order_service::tokens::{PaymentTokens, TokenStorage, BUCKET};
@@ -121,4 +127,63 @@ async fn a_file_bucket_keeps_its_tokens_and_a_bucket_keeps_its_storage() {
     assert_eq!(storage_of_bucket(&js).await, StorageType::File);
     again.put("o3", "tok_ok").await.unwrap();
     assert_eq!(again.get("o3").await.unwrap().as_deref(), Some("tok_ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_token_was_lost_is_cancelled_and_charged_nothing() {
+    let memory = [("ORDER_TOKEN_STORAGE", "memory")];
+    let mut shop = Shop::start(1, &memory).await.unwrap();
+    // Only an instance that dies after reserving, before reading the token, runs.
+    let first_order = shop.processes.len() - 1;
+    shop.processes[first_order].kill9().unwrap();
+    shop.product("kb", 10, 1_000).await;
+    let user = shop.user("lost@example.com").await;
+    let mut faulty_env = memory.to_vec();
+    faulty_env.push(("ORDER_FAULT_AT", "after_reserve"));
+    let faulty = shop.add_order(&faulty_env).await.unwrap();
+    let order = shop
+        .place(
+            &user,
+            json!([{"product_id": "kb", "quantity": 2}]),
+            "tok_ok",
+            "lost-1",
+        )
+        .await;
+    let id = order["id"].as_str().unwrap().to_string();
+    let status = shop.processes[faulty]
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        !status.success(),
+        "the faulty instance aborted after reserving"
+    );
+    assert_eq!(shop.stock("kb").await, 8, "reserved before the crash");
+
+    // The lone server restarts: the memory bucket goes, with the token.
+    shop.nats.restart().await.unwrap();
+    shop.add_order(&memory).await.unwrap();
+    let settled = shop
+        .settle(std::slice::from_ref(&id), Duration::from_secs(60))
+        .await;
+    assert_eq!(settled[&id]["status"], "cancelled", "{}", settled[&id]);
+    assert_eq!(settled[&id]["reason"], "payment_token_lost");
+    assert_eq!(shop.stock("kb").await, 10, "the reservation was released");
+    let money = shop.money(&id).await;
+    assert_eq!(money.captures, 0, "nothing was charged");
+
+    // The bucket was made again: the next order goes through.
+    let next = shop
+        .place(
+            &user,
+            json!([{"product_id": "kb", "quantity": 1}]),
+            "tok_ok",
+            "lost-2",
+        )
+        .await;
+    let next_id = next["id"].as_str().unwrap().to_string();
+    let settled = shop
+        .settle(std::slice::from_ref(&next_id), Duration::from_secs(30))
+        .await;
+    assert_eq!(settled[&next_id]["status"], "confirmed");
 }
