@@ -5,7 +5,8 @@
 //! - Durable consumers ([`notifier::Notifier`], wired by [`notifier::consumers`])
 //!   react to `user.registered`, `order.confirmed` and `order.cancelled`: each
 //!   event becomes one message ([`render`]) delivered through a
-//!   [`mailer::Mailer`] (SMTP, or the spool directory by default), exactly
+//!   [`mailer::Mailer`] (SMTP, or by default the spool directory's mbox
+//!   segments), exactly
 //!   once per event.
 //! - What was delivered is an event on the `NOTIFICATION` stream;
 //!   [`store::NotificationProjection`] writes it into every instance's sled
@@ -17,6 +18,7 @@
 pub mod domain;
 pub mod endpoints;
 pub mod mailer;
+pub mod mbox;
 pub mod notifier;
 pub mod render;
 pub mod settings;

@@ -1,7 +1,8 @@
 //! Delivery of a rendered message to the outside world, behind one trait: SMTP
-//! in production ([`crate::smtp::SmtpMailer`]), a spool directory of `.eml`
-//! files as the local default ([`crate::spool::SpoolMailer`]). Both build the
-//! same RFC 5322 message and fail the same way on a bad address.
+//! in production ([`crate::smtp::SmtpMailer`]), a local spool directory by
+//! default: mbox segments ([`crate::mbox::MboxMailer`]) or a `.eml` file per
+//! message ([`crate::spool::SpoolMailer`]). All build the same RFC 5322
+//! message and fail the same way on a bad address.
 
 use std::time::SystemTime;
 
@@ -25,8 +26,9 @@ pub enum DeliveryError {
 }
 
 /// Delivers messages. Delivering the same message (same `Email::id`) twice
-/// must be harmless where the medium allows it: the spool overwrites its
-/// file, SMTP sends the same `Message-ID` so receivers can drop the repeat.
+/// must be harmless where the medium allows it: the mbox spool appends
+/// nothing for a `Message-ID` it holds, the `.eml` spool overwrites its file,
+/// SMTP sends the same `Message-ID` so receivers can drop the repeat.
 pub trait Mailer: Send + Sync + 'static {
     fn send<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<(), DeliveryError>>;
 

@@ -7,9 +7,23 @@ use anyhow::Context;
 
 use crate::{
     mailer::{self, Mailer},
+    mbox::MboxMailer,
     smtp::SmtpMailer,
     spool::SpoolMailer,
 };
+
+/// How the spool (the mailer when `SMTP_URL` is unset) keeps messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpoolFormat {
+    /// Appended to mbox segments, synced in groups ([`MboxMailer`]).
+    #[default]
+    #[value(name = "mbox")]
+    Mbox,
+    /// One `.eml` file per message, as a relay's pickup directory takes them
+    /// ([`SpoolMailer`]); a file creation and a sync per message.
+    #[value(name = "eml")]
+    Eml,
+}
 
 /// Test-only fault injection (`NOTIFICATION_FAULT`): stops processing at a
 /// chosen point of an event's first delivery, so tests can kill the process
@@ -32,9 +46,15 @@ pub enum Fault {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NotifySettings {
-    /// Directory for `.eml` files when SMTP_URL is not set (default `<DATA_DIR>/spool`).
+    /// The spool directory, where messages go when SMTP_URL is not set
+    /// (default `<DATA_DIR>/spool`).
     #[arg(long, env = "SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
+    /// How the spool keeps messages: `mbox` (appended to mbox segments, one
+    /// sync per group) or `eml` (a file per message, for a relay's pickup
+    /// directory).
+    #[arg(long, env = "SPOOL_FORMAT", value_enum, default_value_t = SpoolFormat::Mbox)]
+    pub spool_format: SpoolFormat,
     /// SMTP server URL: `smtp://host:port`, `smtp://host:port?tls=required`,
     /// `smtps://host:port`, optionally with `user:password@`. Unset: the spool.
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
@@ -112,7 +132,10 @@ impl NotifySettings {
                     .spool_dir
                     .clone()
                     .unwrap_or_else(|| data_dir.join("spool"));
-                Ok(Arc::new(SpoolMailer::new(dir, from)?))
+                Ok(match self.spool_format {
+                    SpoolFormat::Mbox => Arc::new(MboxMailer::new(dir, from)?),
+                    SpoolFormat::Eml => Arc::new(SpoolMailer::new(dir, from)?),
+                })
             }
         }
     }
@@ -192,9 +215,15 @@ mod tests {
         let mailer = cli.notify.mailer(dir.path()).unwrap();
         assert_eq!(
             mailer.describe(),
-            format!("spool:{}", dir.path().join("spool").display())
+            format!("spool:{} (mbox)", dir.path().join("spool").display())
         );
         assert!(dir.path().join("spool").is_dir());
+        let cli = Cli::try_parse_from(["x", "--spool-format", "eml"]).unwrap();
+        assert_eq!(
+            cli.notify.mailer(dir.path()).unwrap().describe(),
+            format!("spool:{}", dir.path().join("spool").display())
+        );
+        assert!(Cli::try_parse_from(["x", "--spool-format", "maildir"]).is_err());
         let cli = Cli::try_parse_from(["x", "--smtp-url", "smtp://u:pw@127.0.0.1:2525"]).unwrap();
         assert_eq!(
             cli.notify.mailer(dir.path()).unwrap().describe(),

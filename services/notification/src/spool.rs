@@ -1,8 +1,11 @@
-//! The local mailer (the embedded default): one RFC 5322 `.eml` file per
-//! message in a spool directory, as a mail relay's pickup directory would take
-//! it. The file is named after the notification id, written to a temporary
-//! file and renamed, so a reader never sees half a message and delivering the
-//! same message again replaces the file instead of adding a second one.
+//! The local mailer's `.eml` format (`SPOOL_FORMAT=eml`): one RFC 5322 file
+//! per message in a spool directory, as a mail relay's pickup directory would
+//! take it. The file is named after the notification id, written to a
+//! temporary file, synced, renamed, and the directory synced, so a reader
+//! never sees half a message, a crash never loses one reported delivered, and
+//! delivering the same message again replaces the file instead of adding a
+//! second one. Each message costs a file creation and two syncs; the default
+//! format, [`crate::mbox`], appends and syncs them in groups.
 
 use std::{
     io::Write,
@@ -50,7 +53,8 @@ fn write_atomically(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temp, SpoolMailer::path_of(dir, id))
+        std::fs::rename(&temp, SpoolMailer::path_of(dir, id))?;
+        std::fs::File::open(dir)?.sync_all()
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);

@@ -79,7 +79,7 @@ async fn bad_list_requests_get_clear_4xx_and_change_nothing() {
 
     assert_eq!(c.stream_last_sequence("NOTIFICATION").await, before_seq);
     assert_eq!(c.list_fresh("u1").await, before_list);
-    assert_eq!(c.spool_files("notification-1").len(), 1);
+    assert_eq!(c.spooled("notification-1").len(), 1);
     // Still serving.
     assert!(c.list(json!({"user_id": "u1"})).await.is_ok());
 }
@@ -146,7 +146,7 @@ async fn events_that_cannot_become_a_message_are_dead_lettered_at_once() {
         4.0,
     )
     .await;
-    assert!(c.spool_files("notification-1").is_empty());
+    assert!(c.spooled("notification-1").is_empty());
     assert_eq!(c.sent_events_stored().await, 0);
     // The recipient of the bad address was recorded before delivery failed;
     // no message was, and u2's list stays empty.

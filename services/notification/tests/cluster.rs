@@ -49,22 +49,22 @@ async fn three_instances_share_the_work_and_send_each_message_once() {
 
     // Exactly one message per event across all instances' spools, and every
     // instance delivered some.
-    let mut files = Vec::new();
+    let mut messages = Vec::new();
     for instance in &c.instances {
-        let own = c.spool_files(&instance.instance_id);
+        let own = c.spooled(&instance.instance_id);
         assert!(
             !own.is_empty(),
             "{} delivered nothing: the work was not shared",
             instance.instance_id
         );
-        files.extend(own);
+        messages.extend(own);
     }
-    assert_eq!(files.len(), 2 * USERS, "{files:?}");
-    let names: HashSet<_> = files
+    assert_eq!(messages.len(), 2 * USERS, "{messages:?}");
+    let ids: HashSet<_> = messages
         .iter()
-        .map(|f| f.file_name().unwrap().to_owned())
+        .map(|m| common::header(&common::split_message(m).0, "Message-ID").unwrap())
         .collect();
-    assert_eq!(names.len(), 2 * USERS, "no message delivered twice");
+    assert_eq!(ids.len(), 2 * USERS, "no message delivered twice");
     assert_eq!(c.sent_events_stored().await, 2 * USERS as u64);
 
     // Every instance answers for every user, whoever did the work.

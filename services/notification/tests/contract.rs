@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{await_metric, header, read_eml, Cluster, SentWatch};
+use common::{await_metric, header, read_eml, split_message, Cluster, SentWatch};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -28,14 +28,9 @@ async fn welcome_then_order_messages_listed_newest_first() {
     assert_eq!(welcome["source_event"], registered.as_str());
     let id = welcome["id"].as_str().unwrap().to_string();
 
-    // One RFC 5322 file named after the notification.
-    let files = c.spool_files("notification-1");
-    assert_eq!(files.len(), 1);
-    assert_eq!(
-        files[0].file_name().unwrap().to_str().unwrap(),
-        format!("{id}.eml")
-    );
-    let (head, body) = read_eml(&files[0]);
+    // One RFC 5322 message, its Message-ID after the notification.
+    assert_eq!(c.spooled("notification-1").len(), 1);
+    let (head, body) = c.spooled_message("notification-1", &id);
     assert_eq!(header(&head, "From").as_deref(), Some("shop@localhost"));
     assert_eq!(
         header(&head, "To").as_deref(),
@@ -93,18 +88,10 @@ async fn welcome_then_order_messages_listed_newest_first() {
     assert_eq!(orders[1]["source_event"], cancelled.as_str());
     assert_eq!(orders[1]["kind"], "order_cancelled");
 
-    let (_, body) = read_eml(
-        &c.data_dir("notification-1")
-            .join("spool")
-            .join(format!("{}.eml", orders[0]["id"].as_str().unwrap())),
-    );
+    let (_, body) = c.spooled_message("notification-1", orders[0]["id"].as_str().unwrap());
     assert!(body.contains("2 x kb at 49.99 USD = 99.98 USD"), "{body}");
     assert!(body.contains("Total: 114.98 USD"), "{body}");
-    let (_, body) = read_eml(
-        &c.data_dir("notification-1")
-            .join("spool")
-            .join(format!("{}.eml", orders[1]["id"].as_str().unwrap())),
-    );
+    let (_, body) = c.spooled_message("notification-1", orders[1]["id"].as_str().unwrap());
     assert!(body.contains("Reason: payment declined"), "{body}");
 
     // order.created is acknowledged without a message: 3 order events handled, 2 sent.
@@ -116,7 +103,7 @@ async fn welcome_then_order_messages_listed_newest_first() {
         3.0,
     )
     .await;
-    assert_eq!(c.spool_files("notification-1").len(), 3);
+    assert_eq!(c.spooled("notification-1").len(), 3);
     assert_eq!(c.sent_events_stored().await, 3);
 
     // Newest first, in pages.
@@ -176,9 +163,36 @@ async fn an_order_with_its_own_address_needs_no_registration() {
     .await;
     let n = sent.next(1, WAIT).await.remove(0);
     assert_eq!(n["to"], "guest@example.com");
-    let (head, body) = read_eml(&c.spool_files("notification-1")[0]);
+    let (head, body) = split_message(&c.spooled("notification-1")[0]);
     assert_eq!(header(&head, "To").as_deref(), Some("guest@example.com"));
     assert!(body.contains("3 x tea at 400 JPY = 1200 JPY"), "{body}");
+}
+
+#[tokio::test]
+async fn eml_format_writes_one_file_per_message_named_after_it() {
+    let c = Cluster::start(1, &[("SPOOL_FORMAT", "eml")]).await.unwrap();
+    let mut sent = SentWatch::start(&c.client).await;
+    c.register_user("u-eve", "eve@example.com", "Eve").await;
+    let welcome = sent.next(1, WAIT).await.remove(0);
+    let id = welcome["id"].as_str().unwrap();
+    let files = c.spool_files("notification-1");
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        files[0].file_name().unwrap().to_str().unwrap(),
+        format!("{id}.eml")
+    );
+    let (head, _) = read_eml(&files[0]);
+    assert_eq!(
+        header(&head, "To").as_deref(),
+        Some("Eve <eve@example.com>")
+    );
+    assert_eq!(
+        header(&head, "Message-ID"),
+        Some(format!("<{id}@localhost>"))
+    );
+    let segments =
+        notification_service::mbox::segments(&c.data_dir("notification-1").join("spool")).unwrap();
+    assert!(segments.is_empty(), "no mbox segment: {segments:?}");
 }
 
 #[tokio::test]

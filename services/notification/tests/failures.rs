@@ -47,7 +47,7 @@ async fn kill_9_after_recording_then_another_instance_dedupes_the_redelivery() {
     c.instances[0].restart().await.unwrap();
     let files: Vec<_> = ["notification-1", "notification-2"]
         .iter()
-        .flat_map(|id| c.spool_files(id))
+        .flat_map(|id| c.spooled(id))
         .collect();
     assert_eq!(files.len(), 1, "exactly one message: {files:?}");
     assert_eq!(c.sent_events_stored().await, 1);
@@ -63,10 +63,26 @@ async fn kill_9_after_recording_then_another_instance_dedupes_the_redelivery() {
 }
 
 #[tokio::test]
-async fn kill_9_after_delivery_delivers_again_into_the_same_file() {
+async fn kill_9_after_delivery_delivers_again_without_a_second_mbox_copy() {
+    kill_9_after_delivery("mbox").await;
+}
+
+#[tokio::test]
+async fn kill_9_after_delivery_delivers_again_into_the_same_eml_file() {
+    kill_9_after_delivery("eml").await;
+}
+
+/// A crash between delivery and its record: the restarted instance delivers
+/// again and the spool still holds one copy (the mbox spool reads what it
+/// holds at start; the `.eml` spool rewrites the same file).
+async fn kill_9_after_delivery(format: &str) {
     let mut c = Cluster::start(
         1,
-        &[ACK_WAIT, ("NOTIFICATION_FAULT", "pause_after_delivery")],
+        &[
+            ACK_WAIT,
+            ("NOTIFICATION_FAULT", "pause_after_delivery"),
+            ("SPOOL_FORMAT", format),
+        ],
     )
     .await
     .unwrap();
@@ -76,8 +92,10 @@ async fn kill_9_after_delivery_delivers_again_into_the_same_file() {
         .wait_for_log("\"fault injected\"", Duration::from_secs(10))
         .await
         .unwrap();
-    let spooled = c.spool_files("notification-1");
+    let spooled = c.spooled("notification-1");
     assert_eq!(spooled.len(), 1, "delivered before the crash");
+    let files = c.spool_files("notification-1");
+    assert_eq!(files.len(), usize::from(format == "eml"), "{files:?}");
     c.instances[0].kill9().unwrap();
     assert_eq!(
         c.sent_events_stored().await,
@@ -86,7 +104,7 @@ async fn kill_9_after_delivery_delivers_again_into_the_same_file() {
     );
 
     // The restarted instance gets the event again (the fault only strikes a
-    // first delivery), delivers again over the same file, and records it.
+    // first delivery), delivers again, and records it.
     c.instances[0].restart().await.unwrap();
     let notification = sent.next(1, REDELIVERY).await.remove(0);
     assert_eq!(notification["source_event"], event_id.as_str());
@@ -96,11 +114,20 @@ async fn kill_9_after_delivery_delivers_again_into_the_same_file() {
         .unwrap();
     let line: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(line["attempt"], 2, "{line}");
+    // One message still, the same one (the eml spool rewrote it: its Date
+    // header is the second delivery's).
+    let message_ids = |messages: &[String]| -> Vec<Option<String>> {
+        messages
+            .iter()
+            .map(|m| common::header(&common::split_message(m).0, "Message-ID"))
+            .collect()
+    };
     assert_eq!(
-        c.spool_files("notification-1"),
-        spooled,
-        "the same single file"
+        message_ids(&c.spooled("notification-1")),
+        message_ids(&spooled),
+        "the same single message"
     );
+    assert_eq!(c.spool_files("notification-1"), files, "the same files");
     assert_eq!(c.sent_events_stored().await, 1);
     assert_eq!(c.list_fresh("u-d").await.len(), 1);
 }
@@ -125,7 +152,7 @@ async fn abort_after_recording_then_restart_acknowledges_without_sending_again()
         .await
         .unwrap();
     assert!(line.contains(&event_id), "{line}");
-    assert_eq!(c.spool_files("notification-1").len(), 1);
+    assert_eq!(c.spooled("notification-1").len(), 1);
     assert_eq!(c.sent_events_stored().await, 1);
     assert_eq!(c.list_fresh("u-a").await.len(), 1);
 }
@@ -152,7 +179,7 @@ async fn an_order_for_an_unknown_user_is_retried_then_dead_lettered() {
         1.0,
     )
     .await;
-    assert!(c.spool_files("notification-1").is_empty());
+    assert!(c.spooled("notification-1").is_empty());
 }
 
 #[tokio::test]

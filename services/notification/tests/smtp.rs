@@ -59,7 +59,7 @@ async fn delivers_through_smtp_with_a_stable_message_id() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], id);
     assert!(
-        c.spool_files("notification-1").is_empty(),
+        c.spooled("notification-1").is_empty(),
         "with SMTP_URL nothing is spooled"
     );
     assert!(server.pending().await.is_empty(), "sent once");

@@ -69,7 +69,42 @@ impl Cluster {
         self.1.admin()
     }
 
-    /// The `.eml` files in an instance's default spool directory, sorted.
+    /// The messages in an instance's default spool directory, whatever its
+    /// `SPOOL_FORMAT`: every mbox segment's in order, then every `.eml` file's
+    /// by name; each as its RFC 5322 text.
+    pub fn spooled(&self, id: &str) -> Vec<String> {
+        let dir = self.data_dir(id).join("spool");
+        let mut messages: Vec<String> = notification_service::mbox::segments(&dir)
+            .unwrap()
+            .iter()
+            .flat_map(|segment| notification_service::mbox::messages(segment).unwrap())
+            .collect();
+        messages.extend(
+            self.spool_files(id)
+                .iter()
+                .map(|file| std::fs::read_to_string(file).unwrap()),
+        );
+        messages
+    }
+
+    /// The spooled message of one notification (by its `Message-ID`), split
+    /// into its header block and body.
+    pub fn spooled_message(&self, id: &str, notification_id: &str) -> (String, String) {
+        let wanted = format!("<{notification_id}@");
+        let found: Vec<String> = self
+            .spooled(id)
+            .into_iter()
+            .filter(|m| {
+                header(split_message(m).0.as_str(), "Message-ID")
+                    .is_some_and(|v| v.starts_with(&wanted))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one message for {notification_id}");
+        split_message(&found[0])
+    }
+
+    /// The `.eml` files in an instance's default spool directory, sorted
+    /// (`SPOOL_FORMAT=eml`).
     pub fn spool_files(&self, id: &str) -> Vec<PathBuf> {
         let dir = self.data_dir(id).join("spool");
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
@@ -274,11 +309,15 @@ pub async fn await_metric(
     }
 }
 
-/// An `.eml` file split into its header block and body.
-pub fn read_eml(path: &std::path::Path) -> (String, String) {
-    let text = std::fs::read_to_string(path).unwrap();
+/// A message split into its header block and body.
+pub fn split_message(text: &str) -> (String, String) {
     let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
     (head.to_string(), body.to_string())
+}
+
+/// An `.eml` file split into its header block and body.
+pub fn read_eml(path: &std::path::Path) -> (String, String) {
+    split_message(&std::fs::read_to_string(path).unwrap())
 }
 
 /// The value of a header in a header block (first occurrence, unfolded).
