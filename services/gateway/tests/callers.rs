@@ -123,15 +123,9 @@ async fn callers_are_proven_and_secrets_stay_sealed() {
         let reply = shop
             .req_with(subject, claiming(HeaderMap::new(), &ann), payload.clone())
             .await;
-        let expected = if subject == "payment.get" {
-            // Listed services (order) call payment.get without a user; the
-            // claimed user is ignored, and the bus decides who may publish.
-            None
-        } else {
-            Some(401)
-        };
         assert_eq!(
-            reply.error_code, expected,
+            reply.error_code,
+            Some(401),
             "a claim alone on {subject}: {:?}",
             reply.error
         );

@@ -501,16 +501,12 @@ pub fn not_found(payment_id: &str) -> ServiceError {
     ServiceError::not_found(format!("payment {payment_id} not found"))
 }
 
-/// `payment` if `caller` may read it (its user, or an admin; a request from a
-/// service the endpoint lists has no caller and may); otherwise the same 404
-/// as an unknown payment.
+/// `payment` if `caller` may read it (its user, or an admin); otherwise the
+/// same 404 as an unknown payment.
 pub fn visible_to(
-    caller: Option<&shop_nats::auth::Caller>,
+    caller: &shop_nats::auth::Caller,
     payment: Payment,
 ) -> Result<Payment, ServiceError> {
-    let Some(caller) = caller else {
-        return Ok(payment);
-    };
     let owner = payment.user_id.as_deref();
     if caller.is_admin() || owner == Some(caller.user_id.as_str()) {
         Ok(payment)
@@ -1094,7 +1090,7 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_is_read_by_its_user_an_admin_or_a_listed_service() {
+    fn a_payment_is_read_by_its_user_or_an_admin() {
         use shop_nats::auth::Caller;
         let payment = captured(500).payment;
         assert_eq!(payment.user_id.as_deref(), Some("u1"));
@@ -1102,13 +1098,9 @@ mod tests {
             user_id: user.into(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         };
-        assert!(visible_to(Some(&caller("u1", &["customer"])), payment.clone()).is_ok());
-        assert!(visible_to(Some(&caller("a", &["customer", "admin"])), payment.clone()).is_ok());
-        assert!(
-            visible_to(None, payment.clone()).is_ok(),
-            "the order service"
-        );
-        let hidden = visible_to(Some(&caller("u2", &["customer"])), payment.clone()).unwrap_err();
+        assert!(visible_to(&caller("u1", &["customer"]), payment.clone()).is_ok());
+        assert!(visible_to(&caller("a", &["customer", "admin"]), payment.clone()).is_ok());
+        let hidden = visible_to(&caller("u2", &["customer"]), payment.clone()).unwrap_err();
         assert_eq!(hidden.code, 404);
         assert_eq!(hidden, not_found(&payment.payment_id));
         let legacy = Payment {
@@ -1116,12 +1108,12 @@ mod tests {
             ..payment
         };
         assert_eq!(
-            visible_to(Some(&caller("u1", &["customer"])), legacy.clone())
+            visible_to(&caller("u1", &["customer"]), legacy.clone())
                 .unwrap_err()
                 .code,
             404
         );
-        assert!(visible_to(Some(&caller("a", &["admin"])), legacy).is_ok());
+        assert!(visible_to(&caller("a", &["admin"]), legacy).is_ok());
     }
 
     #[test]

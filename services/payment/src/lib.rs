@@ -58,9 +58,5 @@ pub fn declaration() -> Declaration<Payments> {
         Access::internal(&["order"]),
         write(refund::refund),
     )
-    .endpoint(
-        "payment.get",
-        Access::user().or_services(&["order"]),
-        read(get::get),
-    )
+    .endpoint("payment.get", Access::user(), read(get::get))
 }

@@ -11,10 +11,7 @@ async fn bad_requests_get_clear_4xx_and_change_nothing() {
     let charged = c.charge("steady", "tok_ok", 1_000).await;
     assert!(charged.is_ok(), "{:?}", charged.error);
     let payment_id = charged.body["payment_id"].as_str().unwrap().to_string();
-    let before_payment = c
-        .req("payment.get", json!({"payment_id": payment_id}))
-        .await
-        .body;
+    let before_payment = c.get(json!({"payment_id": payment_id})).await.body;
     let before_seq = c.stream_last_sequence().await;
     let before_ledger = c.ledger_len().await;
 
@@ -204,9 +201,15 @@ async fn bad_requests_get_clear_4xx_and_change_nothing() {
         ),
     ];
     for (subject, payload, code, needle) in cases {
-        let reply = testkit::request_json(&c.client, subject, payload.clone())
-            .await
-            .unwrap();
+        // payment.get needs a user's token: an admin's, who may read any payment.
+        let headers = match subject {
+            "payment.get" => c.issuer().admin(),
+            _ => async_nats::HeaderMap::new(),
+        };
+        let reply =
+            testkit::request_json_with_headers(&c.client, subject, headers, payload.clone())
+                .await
+                .unwrap();
         let shown: String = payload.chars().take(100).collect();
         assert_eq!(
             reply.error_code,
@@ -261,9 +264,7 @@ async fn bad_requests_get_clear_4xx_and_change_nothing() {
     );
     assert_eq!(c.ledger_len().await, before_ledger + 1);
     assert_eq!(
-        c.req("payment.get", json!({"payment_id": payment_id}))
-            .await
-            .body,
+        c.get(json!({"payment_id": payment_id})).await.body,
         before_payment
     );
     for line in c.all_logs() {

@@ -27,10 +27,7 @@ async fn three_instances_share_charges_refunds_and_reads() {
         assert!(refunded.is_ok(), "{key}: {:?}", refunded.error);
         // Whichever takes the read sees the refund.
         let read = c
-            .req(
-                "payment.get",
-                json!({"payment_id": payment_id, "min_revision": refunded.body["revision"]}),
-            )
+            .get(json!({"payment_id": payment_id, "min_revision": refunded.body["revision"]}))
             .await;
         assert_eq!(read.body["refunded_cents"], 100, "{key}: stale read");
         assert_eq!(read.body["amount_cents"], 1_000 + i);

@@ -18,14 +18,16 @@ impl RequestBody for GetPayment {
 }
 
 /// Answers with the payment the request names, as this instance has it: to
-/// its user, an admin, or the order service (404 to anyone else).
+/// its user or an admin (404 to anyone else).
 pub fn get(payments: &Payments, request: &Request, get: GetPayment) -> HandlerResult {
+    // The access check has refused every request without a verified user.
+    let caller = request
+        .caller
+        .as_deref()
+        .ok_or_else(|| ServiceError::unauthorized("payment.get needs a user's token"))?;
     let payment_id = domain::validate_get(&get, super::caller_scope(request))?;
     let record = payments
         .record(&payment_id)?
         .ok_or_else(|| domain::not_found(&payment_id))?;
-    request.encode(&domain::visible_to(
-        request.caller.as_deref(),
-        record.payment,
-    )?)
+    request.encode(&domain::visible_to(caller, record.payment)?)
 }

@@ -30,8 +30,9 @@ pub struct Event {
     pub body: Value,
 }
 
-/// Payment instances on a nats-server of their own.
-pub struct Cluster(testkit::Cluster);
+/// Payment instances on a nats-server of their own, and a stand-in token
+/// issuer (`payment.get` needs a user's token).
+pub struct Cluster(testkit::Cluster, testkit::tokens::Issuer);
 
 impl Deref for Cluster {
     type Target = testkit::Cluster;
@@ -54,8 +55,26 @@ impl Cluster {
 
     pub async fn start_with_env(n: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut cluster = testkit::Cluster::empty(&payment_bin(), DEBUG_LOGS).await?;
+        let issuer = testkit::tokens::Issuer::serve(&cluster.client).await?;
         cluster.add_instances("payment", n, env).await?;
-        Ok(Self(cluster))
+        Ok(Self(cluster, issuer))
+    }
+
+    /// The stand-in issuer whose tokens the instances accept.
+    pub fn issuer(&self) -> &testkit::tokens::Issuer {
+        &self.1
+    }
+
+    /// `payment.get` as an admin (who may read every payment).
+    pub async fn get(&self, payload: Value) -> Reply {
+        testkit::request_json_with_headers(
+            &self.client,
+            "payment.get",
+            self.1.admin(),
+            payload.to_string(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("payment.get: {e:#}"))
     }
 
     /// A request carrying the caller's timeout in `Shop-Timeout-Ms`.
