@@ -4,7 +4,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use common::{charge_request, Cluster};
 use payment_service::domain::{payment_id_for, Payment};
 use serde_json::json;
