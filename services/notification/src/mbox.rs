@@ -12,14 +12,18 @@
 //! - Each process appends to its own segment, `<ms>-<pid>-<n>.mbox`, and
 //!   starts a new one past [`SEGMENT_BYTES`] and after a failed write (whose
 //!   torn tail, never reported as delivered, is then left behind).
-//! - Sending a message whose `Message-ID` the spool already holds appends
-//!   nothing: the ids are read from the directory's segments at start and
-//!   remembered as they are written, so a redelivered event leaves one copy.
+//! - Each entry carries a `Content-Length` header (the mboxcl2 convention,
+//!   which `mutt` honours) with its body's length as written, so an entry a
+//!   crash cut short is told from a whole one: it is not a delivered message.
+//! - Sending a message whose `Message-ID` the spool already holds whole
+//!   appends nothing: the ids are read from the directory's segments at start
+//!   and remembered as they are written, so a redelivered event leaves one
+//!   copy, and one whose only copy was cut short is appended again.
 
 use std::{
     collections::HashSet,
     fs::{File, OpenOptions},
-    io::{BufRead, BufReader, Write},
+    io::Write,
     path::{Path, PathBuf},
     sync::mpsc,
     time::SystemTime,
@@ -62,6 +66,14 @@ impl MboxMailer {
     /// Creates the spool directory if needed, reads the `Message-ID`s its
     /// segments hold, and starts the writer thread.
     pub fn new(dir: impl Into<PathBuf>, from: Mailbox) -> anyhow::Result<Self> {
+        Self::with_segment_bytes(dir, from, SEGMENT_BYTES)
+    }
+
+    fn with_segment_bytes(
+        dir: impl Into<PathBuf>,
+        from: Mailbox,
+        segment_bytes: u64,
+    ) -> anyhow::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating spool directory {}", dir.display()))?;
@@ -75,6 +87,7 @@ impl MboxMailer {
         let (jobs, queue) = mpsc::channel();
         let writer = Writer {
             dir: dir.clone(),
+            segment_bytes,
             file: None,
             next_segment: 0,
             held,
@@ -118,6 +131,7 @@ impl Mailer for MboxMailer {
 /// The writer thread's state: the open segment and the ids the spool holds.
 struct Writer {
     dir: PathBuf,
+    segment_bytes: u64,
     file: Option<(File, u64)>,
     next_segment: u32,
     held: HashSet<String>,
@@ -173,7 +187,7 @@ impl Writer {
         if self
             .file
             .as_ref()
-            .is_none_or(|(_, len)| *len >= SEGMENT_BYTES)
+            .is_none_or(|(_, len)| *len >= self.segment_bytes)
         {
             self.file = Some((self.new_segment()?, 0));
         }
@@ -234,59 +248,125 @@ pub fn segments(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The mboxrd entry of one RFC 5322 message: the `From ` separator line, the
-/// message with LF line ends and every `>*From ` line quoted with one more
-/// `>`, and a blank line.
+/// message's header block with `Content-Length: <body bytes as written>`
+/// added, a blank line, the body, and a blank line; LF line ends, and every
+/// line starting `>*From ` quoted with one more `>`.
 pub fn entry(message: &[u8], at: SystemTime) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 64);
-    out.extend_from_slice(format!("From MAILER-DAEMON {}\n", asctime(at)).as_bytes());
     let text = message.strip_suffix(b"\r\n").unwrap_or(message);
+    let (mut head, mut body) = (Vec::new(), Vec::new());
+    let mut in_head = true;
     for line in text.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if in_head && line.is_empty() {
+            in_head = false;
+            continue;
+        }
+        let out = if in_head { &mut head } else { &mut body };
         if line.iter().skip_while(|b| **b == b'>').take(5).eq(b"From ") {
             out.push(b'>');
         }
         out.extend_from_slice(line);
         out.push(b'\n');
     }
+    let mut out = Vec::with_capacity(message.len() + 96);
+    out.extend_from_slice(format!("From MAILER-DAEMON {}\n", asctime(at)).as_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(format!("Content-Length: {}\n\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
     out.push(b'\n');
     out
 }
 
-/// The messages of one segment, each as the RFC 5322 text it was sent as
-/// (CRLF line ends, quoting undone). A torn last entry comes back as far as
-/// it was written.
-pub fn messages(segment: &Path) -> anyhow::Result<Vec<String>> {
-    let file = File::open(segment).with_context(|| format!("opening {}", segment.display()))?;
-    let mut messages: Vec<Vec<String>> = Vec::new();
+/// One entry of a segment, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The RFC 5322 text it was sent as (CRLF line ends, quoting undone,
+    /// without the spool's `Content-Length`), as far as it was written.
+    pub message: String,
+    /// Whether it was written whole: its body has its `Content-Length` and
+    /// the blank line after it. Only a crash leaves one that is not, and only
+    /// as a segment's last entry; it was never reported delivered.
+    pub complete: bool,
+}
+
+/// The entries of one segment, in order.
+pub fn entries(segment: &Path) -> anyhow::Result<Vec<Entry>> {
+    let bytes = std::fs::read(segment).with_context(|| format!("reading {}", segment.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = match text.strip_suffix('\n') {
+        Some(whole_lines) => whole_lines.split('\n').collect(),
+        None => {
+            // A line a crash cut short belongs to no whole entry (each ends
+            // with a line end): dropped, so that a torn separator line does
+            // not make the entry before it look torn.
+            let mut lines: Vec<&str> = text.split('\n').collect();
+            lines.pop();
+            lines
+        }
+    };
+    if lines.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut grouped: Vec<Vec<&str>> = Vec::new();
     let mut after_blank = true;
-    for line in BufReader::new(file).lines() {
-        let line = line.with_context(|| format!("reading {}", segment.display()))?;
+    for line in lines {
         if after_blank && line.starts_with("From ") {
-            messages.push(Vec::new());
-        } else if let Some(current) = messages.last_mut() {
-            let quoted = line.starts_with('>') && line.trim_start_matches('>').starts_with("From ");
-            current.push(if quoted {
-                line[1..].to_string()
-            } else {
-                line.clone()
-            });
+            grouped.push(Vec::new());
+        } else if let Some(current) = grouped.last_mut() {
+            current.push(line);
         }
         after_blank = line.is_empty();
     }
-    Ok(messages
+    Ok(grouped.iter().map(|lines| read_entry(lines)).collect())
+}
+
+fn unquote(line: &str) -> &str {
+    match line.strip_prefix('>') {
+        Some(rest) if rest.trim_start_matches('>').starts_with("From ") => rest,
+        _ => line,
+    }
+}
+
+/// One entry from its lines (after the separator line).
+fn read_entry(lines: &[&str]) -> Entry {
+    let split = lines.iter().position(|l| l.is_empty());
+    let (mut head, rest) = match split {
+        Some(at) => (lines[..at].to_vec(), &lines[at + 1..]),
+        None => (lines.to_vec(), &lines[lines.len()..]),
+    };
+    let length = head
+        .last()
+        .and_then(|l| l.strip_prefix("Content-Length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if length.is_some() {
+        head.pop();
+    }
+    // The blank line closing the entry is not the body's.
+    let (body, closed) = match rest.split_last() {
+        Some((&"", body)) => (body, true),
+        _ => (rest, false),
+    };
+    let written: usize = body.iter().map(|l| l.len() + 1).sum();
+    let complete = split.is_some() && closed && length == Some(written);
+    let mut message: Vec<&str> = head.iter().map(|l| unquote(l)).collect();
+    message.push("");
+    message.extend(body.iter().map(|l| unquote(l)));
+    let mut message = message.join("\r\n");
+    message.push_str("\r\n");
+    Entry { message, complete }
+}
+
+/// The messages a segment holds whole, each as the RFC 5322 text it was
+/// sent as.
+pub fn messages(segment: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(entries(segment)?
         .into_iter()
-        .map(|mut lines| {
-            if lines.last().is_some_and(String::is_empty) {
-                lines.pop();
-            }
-            let mut text = lines.join("\r\n");
-            text.push_str("\r\n");
-            text
-        })
+        .filter(|e| e.complete)
+        .map(|e| e.message)
         .collect())
 }
 
-/// The `Message-ID`s in a segment's header blocks.
+/// The `Message-ID`s of the messages a segment holds whole.
 fn message_ids(segment: &Path) -> anyhow::Result<Vec<String>> {
     Ok(messages(segment)?
         .iter()
@@ -381,7 +461,7 @@ mod tests {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert_eq!(
             text,
-            "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nSubject: x\n\n>From here\n>>From there\nplain\n\n"
+            "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nSubject: x\nContent-Length: 30\n\n>From here\n>>From there\nplain\n\n"
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.mbox");
@@ -390,6 +470,91 @@ mod tests {
         std::fs::write(&path, twice).unwrap();
         let read = messages(&path).unwrap();
         assert_eq!(read, vec![String::from_utf8(message.to_vec()).unwrap(); 2]);
+    }
+
+    #[test]
+    fn an_entry_cut_short_anywhere_is_not_a_message() {
+        let whole = entry(
+            b"Subject: a\r\n\r\nbody\r\n\r\nmore\r\n",
+            SystemTime::UNIX_EPOCH,
+        );
+        let next = entry(b"Subject: b\r\n\r\nline\r\n\r\n", SystemTime::UNIX_EPOCH);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.mbox");
+        for cut in 1..next.len() {
+            let mut bytes = whole.clone();
+            bytes.extend_from_slice(&next[..cut]);
+            std::fs::write(&path, &bytes).unwrap();
+            let read = entries(&path).unwrap();
+            assert!(read[0].complete, "cut at {cut}: {read:?}");
+            assert!(
+                read.len() == 1 || !read[1].complete,
+                "cut at {cut} reads as whole: {read:?}"
+            );
+        }
+        let mut bytes = whole.clone();
+        bytes.extend_from_slice(&next);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            messages(&path).unwrap(),
+            [
+                "Subject: a\r\n\r\nbody\r\n\r\nmore\r\n",
+                "Subject: b\r\n\r\nline\r\n\r\n"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_cut_short_by_a_crash_is_appended_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = || parse_from("shop@localhost").unwrap();
+        let (a, b) = (
+            welcome("USER:a", "a@example.com"),
+            welcome("USER:b", "b@example.com"),
+        );
+        let spool = MboxMailer::new(dir.path(), from()).unwrap();
+        spool.send(&a).await.unwrap();
+        spool.send(&b).await.unwrap();
+        drop(spool);
+        // A crash in the middle of b's append: half of it reached the disk.
+        let segment = segments(dir.path()).unwrap().remove(0);
+        let bytes = std::fs::read(&segment).unwrap();
+        let b_starts = bytes.windows(6).rposition(|w| w == b"\nFrom ").unwrap() + 1;
+        std::fs::write(&segment, &bytes[..b_starts + (bytes.len() - b_starts) / 2]).unwrap();
+        assert_eq!(spooled(dir.path()).len(), 1);
+        let restarted = MboxMailer::new(dir.path(), from()).unwrap();
+        restarted.send(&a).await.unwrap();
+        restarted.send(&b).await.unwrap();
+        let held = spooled(dir.path());
+        assert_eq!(held.len(), 2, "a once, b again whole");
+        assert!(held[1].contains(&format!("Message-ID: {}\r\n", b.message_id)));
+    }
+
+    #[tokio::test]
+    async fn a_full_segment_is_closed_and_the_next_one_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool =
+            MboxMailer::with_segment_bytes(dir.path(), parse_from("shop@localhost").unwrap(), 1)
+                .unwrap();
+        for i in 0..3 {
+            spool
+                .send(&welcome(&format!("USER:{i}"), "x@example.com"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(segments(dir.path()).unwrap().len(), 3);
+        assert_eq!(spooled(dir.path()).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_send_dropped_midway_then_repeated_leaves_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = MboxMailer::new(dir.path(), parse_from("shop@localhost").unwrap()).unwrap();
+        let email = welcome("USER:1", "bo@example.com");
+        // Polled once (its message handed to the writer), then dropped.
+        let _ = futures::FutureExt::now_or_never(spool.send(&email));
+        spool.send(&email).await.unwrap();
+        assert_eq!(spooled(dir.path()).len(), 1);
     }
 
     #[tokio::test]
