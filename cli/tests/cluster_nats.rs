@@ -164,6 +164,28 @@ async fn explain_with_invariants(js: &jetstream::Context, acked: &[String]) {
     // Not notifications (this test runs no notification service), and the
     // sequences are positions, which are the streams' own (nothing deleted).
     let notifications = NAMES[5];
+    let stocks: Vec<(u64, i64, &str)> = history
+        .product
+        .iter()
+        .map(|e| {
+            let stock = e.body["product"]["stock"].as_i64().unwrap_or(-1);
+            (e.seq, stock, e.body["type"].as_str().unwrap_or_default())
+        })
+        .collect();
+    println!(
+        "PRODUCT holds {} events; the last five (sequence, stock, type): {:?}",
+        stocks.len(),
+        &stocks[stocks.len().saturating_sub(5)..]
+    );
+    let mut statuses: HashMap<String, usize> = HashMap::new();
+    for event in &history.order {
+        if let Some(status) = event.body["order"]["status"].as_str() {
+            *statuses
+                .entry(format!("{}:{status}", event.body["type"]))
+                .or_default() += 1;
+        }
+    }
+    println!("ORDER events by type and status: {statuses:?}");
     for outcome in check(&history)
         .iter()
         .filter(|o| !o.held() && o.name != notifications)
@@ -513,6 +535,10 @@ async fn the_order_streams_leader_dies_under_load_and_nothing_is_lost() {
     assert!(product.is_ok(), "{:?}", product.error);
     let stock = product.body["stock"].as_i64().unwrap();
     if stock + confirmed_units != INITIAL_STOCK {
+        println!(
+            "product.get (min_revision {product_last}) answered stock {stock} at revision {}",
+            product.body["revision"]
+        );
         explain_with_invariants(&js, &acked).await;
     }
     assert_eq!(
