@@ -1,5 +1,6 @@
 //! `shop-bench`: [`scenarios`] under [`load`] models on a [`stack`], [`results`] and [`report`]s.
 
+pub mod appends;
 pub mod cpu;
 pub mod echo;
 pub mod load;

@@ -336,6 +336,29 @@ fn run_section(file: &ResultsFile) -> String {
     )
 }
 
+/// JetStream messages stored per successful operation, in all and by stream
+/// (most first), and per second: with `sync_interval: always`, the fsyncs
+/// each operation costs the server.
+pub fn appends_line(r: &ScenarioResult) -> Option<String> {
+    if r.appends_per_s.is_empty() || r.throughput_per_s <= 0.0 {
+        return None;
+    }
+    let per_op = |per_s: f64| per_s / r.throughput_per_s;
+    let total: f64 = r.appends_per_s.values().sum();
+    let mut streams: Vec<(&String, &f64)> = r.appends_per_s.iter().collect();
+    streams.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+    let by_stream = streams
+        .iter()
+        .map(|(name, per_s)| format!("{name} {:.2}", per_op(**per_s)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "JetStream appends per ok {:.2} ({by_stream}); {}/s in all",
+        per_op(total),
+        fmt_rate(total)
+    ))
+}
+
 /// Checks, extra figures, phases and errors of `results`, as a markdown list.
 fn extra_lines(results: &[&ScenarioResult]) -> String {
     let mut out = String::new();
@@ -347,6 +370,9 @@ fn extra_lines(results: &[&ScenarioResult]) -> String {
         }
         for (k, v) in &r.extra {
             lines.push(format!("{k} = {}", fmt_rate(*v)));
+        }
+        if let Some(line) = appends_line(r) {
+            lines.push(line);
         }
         for p in &r.phases {
             let Some(l) = p.latency_ms else { continue };
@@ -486,6 +512,22 @@ mod tests {
     use super::*;
 
     // Tables, sections and comparisons as a whole: tests/golden.rs.
+
+    #[test]
+    fn appends_are_per_ok_operation_most_first() {
+        let open = Model::Open { rate: 100.0 };
+        let mut r = crate::results::tests::point("order-place", None, open, 100.0, 1000);
+        assert_eq!(appends_line(&r), None, "not measured: no line");
+        r.appends_per_s = [("PAYMENT", 100.0), ("ORDER", 200.0), ("KV_t", 200.0)]
+            .map(|(n, v)| (n.to_string(), v))
+            .into();
+        assert_eq!(
+            appends_line(&r).unwrap(),
+            "JetStream appends per ok 5.00 (KV_t 2.00, ORDER 2.00, PAYMENT 1.00); 500/s in all"
+        );
+        r.throughput_per_s = 0.0;
+        assert_eq!(appends_line(&r), None, "nothing succeeded: no ratio");
+    }
 
     #[test]
     fn broken_markers_are_refused() {

@@ -95,6 +95,11 @@ pub struct ScenarioResult {
     /// CPU each role used during the window (cores busy on average).
     #[serde(default)]
     pub cpu: Vec<CpuUse>,
+    /// Messages each JetStream stream stored per second during the window,
+    /// when the harness started the server (with `sync_interval: always`,
+    /// fsyncs); empty when not measured.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub appends_per_s: BTreeMap<String, f64>,
     /// Invariants checked after the run (e.g. stock never negative).
     #[serde(default)]
     pub checks: Vec<Check>,
@@ -250,6 +255,7 @@ impl ScenarioResult {
                 Model::Closed { .. } => None,
             },
             cpu,
+            appends_per_s: BTreeMap::new(),
             checks: Vec::new(),
             extra: BTreeMap::new(),
         }
@@ -303,6 +309,7 @@ impl ScenarioResult {
             ops: ops.collect(),
             phases: phases.collect(),
             cpu: crate::cpu::average(&first.cpu, &cpu_rounds),
+            appends_per_s: mean_by_key(rounds.iter().map(|r| &r.appends_per_s)),
             ..first.clone()
         })
     }
@@ -356,6 +363,20 @@ fn summed<'a>(counts: impl Iterator<Item = &'a BTreeMap<String, u64>>) -> BTreeM
         *sum.entry(kind.clone()).or_insert(0) += n;
     }
     sum
+}
+
+/// Each key's mean over the maps (a key missing from a map counts as 0 there).
+fn mean_by_key<'a>(maps: impl Iterator<Item = &'a BTreeMap<String, f64>>) -> BTreeMap<String, f64> {
+    let (mut sum, mut n) = (BTreeMap::new(), 0usize);
+    for map in maps {
+        n += 1;
+        for (key, v) in map {
+            *sum.entry(key.clone()).or_insert(0.0) += v;
+        }
+    }
+    sum.into_iter()
+        .map(|(k, v)| (k, v / n.max(1) as f64))
+        .collect()
 }
 
 impl ResultsFile {

@@ -115,6 +115,8 @@ pub struct Stack {
     nats_url: Option<String>,
     /// Where the load generator connects: the server, or a cluster's first node.
     client_url: Option<String>,
+    /// The monitoring address (`host:port`) of the server the load generator uses.
+    monitor: Option<String>,
     sync: Option<JetStreamSync>,
     /// A user instance started for a product's seeding: the next one asked for.
     implicit_user: bool,
@@ -133,6 +135,7 @@ impl Stack {
             members: Vec::new(),
             nats_url: None,
             client_url: None,
+            monitor: None,
             sync: None,
             implicit_user: false,
             auth_dir: None,
@@ -163,6 +166,7 @@ impl Stack {
             http_url: None,
             watched: self.watched(),
             instances,
+            monitor: self.monitor.clone(),
             nats_sync: self.sync.map(|s| match nodes {
                 0 | 1 => s.name().to_string(),
                 n => format!("{}-cluster{n}", s.name()),
@@ -220,6 +224,7 @@ impl Stack {
         let route = |p: &u16| format!("nats-route://127.0.0.1:{p}");
         let routes: Vec<String> = route_ports.iter().map(route).collect();
         let mut urls = Vec::new();
+        let mut monitors = Vec::new();
         for (i, route_port) in route_ports.iter().enumerate() {
             let name = match n {
                 1 => "nats-server".to_string(),
@@ -239,17 +244,19 @@ impl Stack {
             if auth_dir.is_some() {
                 text += "include auth.conf\n";
             }
+            let monitor_port = free_port()?;
             let nats = NatsServer::new(&config_dir)
                 .name(&name)
                 .config_text(text)
                 .bin(&self.config.nats_server)
-                .monitor_port(free_port()?)
+                .monitor_port(monitor_port)
                 .store_dir(self.data.path().join(format!("jetstream-{name}")))
                 .process(|p| self.runs(p))
                 .start()
                 .await
                 .with_context(|| format!("starting {name}"))?;
             urls.push(nats.url());
+            monitors.push(format!("127.0.0.1:{monitor_port}"));
             self.add("nats-server", nats.process);
         }
         self.auth_dir = auth_dir;
@@ -257,6 +264,7 @@ impl Stack {
         let url = urls.join(",");
         self.nats_url = Some(url.clone());
         self.client_url = Some(urls.swap_remove(0));
+        self.monitor = Some(monitors.swap_remove(0));
         self.sync = Some(sync);
         Ok(url)
     }
@@ -409,6 +417,7 @@ impl Stack {
         }
         self.nats_url = None;
         self.client_url = None;
+        self.monitor = None;
         self.auth_dir = None;
     }
 }

@@ -54,6 +54,14 @@ async fn every_scenario_runs_and_reports_sane_numbers() {
     let orders = of("order-place").expect("order-place ran");
     let timed = orders.phases.iter().any(|p| p.latency_ms.is_some());
     assert!(timed, "order.create reply timed as a phase");
+    // Every order appends to ORDER at least once (created) in the window.
+    let order_appends = orders.appends_per_s.get("ORDER").copied().unwrap_or(0.0);
+    assert!(
+        order_appends >= orders.throughput_per_s,
+        "ORDER appends {order_appends}/s for {} orders/s: {:?}",
+        orders.throughput_per_s,
+        orders.appends_per_s
+    );
     let mixed = of("mixed").expect("mixed ran");
     let ops = &mixed.ops;
     let has_get = ops.iter().any(|o| o.name == "product.get");

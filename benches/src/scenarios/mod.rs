@@ -14,6 +14,7 @@ use async_nats::{Client, HeaderMap, Message, Request, Subject};
 use bytes::Bytes;
 use shop_nats::Encoding;
 
+use crate::appends;
 use crate::cpu::{self, Watched};
 use crate::load::{self, Model, Operation, Outcome, Schedule};
 use crate::nats;
@@ -92,6 +93,9 @@ pub struct Target {
     pub instances: Option<usize>,
     /// JetStream sync setting, when the harness started the server.
     pub nats_sync: Option<String>,
+    /// The monitoring address (`host:port`) of the server the load generator
+    /// uses, when the harness started it: appends per stream are read there.
+    pub monitor: Option<String>,
 }
 
 fn parse_encoding(s: &str) -> Result<Encoding> {
@@ -222,9 +226,17 @@ pub async fn measure<O: Operation>(
     for _ in 0..opts.rounds.max(1) {
         let schedule = Schedule::starting_now(opts.warmup, opts.duration);
         let sampler = tokio::spawn(cpu::measure(target.watched.clone(), schedule));
+        let appends = (target.monitor.clone()).map(|m| tokio::spawn(appends::measure(m, schedule)));
         let run = load::run(op.clone(), opts.model, schedule, MAX_IN_FLIGHT).await?;
         let cpu = sampler.await.context("CPU sampler")?;
-        rounds.push(ScenarioResult::from_run(meta.clone(), &run, cpu));
+        let mut result = ScenarioResult::from_run(meta.clone(), &run, cpu);
+        if let Some(appends) = appends {
+            result.appends_per_s = appends
+                .await
+                .context("appends sampler")?
+                .unwrap_or_default();
+        }
+        rounds.push(result);
     }
     ScenarioResult::combine_rounds(rounds)
 }

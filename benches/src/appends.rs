@@ -1,0 +1,150 @@
+//! JetStream appends per stream during a measured window, from the
+//! nats-server's monitoring endpoint (`/jsz`).
+//!
+//! With `sync_interval: always` every message a stream stores is one fsync, so
+//! the appends per confirmed order are the order path's fsync budget: what a
+//! change to it adds or saves shows here in every run, per stream.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::load::Schedule;
+
+/// Each stream's last sequence, by stream name (every account's streams).
+pub type Sequences = BTreeMap<String, u64>;
+
+/// How long one `/jsz` read may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Messages each stream stored per second between `schedule`'s measure start
+/// and its end; `None` when either read failed (the run goes on without them).
+pub async fn measure(monitor: String, schedule: Schedule) -> Option<BTreeMap<String, f64>> {
+    tokio::time::sleep_until(schedule.measure_start.into()).await;
+    let before = read_logged(&monitor).await?;
+    tokio::time::sleep_until(schedule.end.into()).await;
+    let after = read_logged(&monitor).await?;
+    Some(per_second(&before, &after, schedule.measured()))
+}
+
+async fn read_logged(monitor: &str) -> Option<Sequences> {
+    match tokio::time::timeout(READ_TIMEOUT, read(monitor)).await {
+        Ok(Ok(sequences)) => Some(sequences),
+        Ok(Err(e)) => {
+            eprintln!("appends per stream not measured: {e:#}");
+            None
+        }
+        Err(_) => {
+            eprintln!("appends per stream not measured: /jsz took over {READ_TIMEOUT:?}");
+            None
+        }
+    }
+}
+
+/// Reads every stream's last sequence from the server monitoring at `monitor` (`host:port`).
+pub async fn read(monitor: &str) -> Result<Sequences> {
+    let body = http_get(monitor, "/jsz?accounts=true&streams=true").await?;
+    parse(&body)
+}
+
+/// The streams' last sequences in a `/jsz?accounts=true&streams=true` answer.
+pub fn parse(body: &str) -> Result<Sequences> {
+    #[derive(Deserialize)]
+    struct Jsz {
+        #[serde(default)]
+        account_details: Vec<Account>,
+    }
+    #[derive(Deserialize)]
+    struct Account {
+        #[serde(default)]
+        stream_detail: Vec<Stream>,
+    }
+    #[derive(Deserialize)]
+    struct Stream {
+        name: String,
+        state: State,
+    }
+    #[derive(Deserialize)]
+    struct State {
+        last_seq: u64,
+    }
+    let jsz: Jsz = serde_json::from_str(body).context("decoding /jsz")?;
+    let streams = jsz
+        .account_details
+        .into_iter()
+        .flat_map(|a| a.stream_detail);
+    Ok(streams.map(|s| (s.name, s.state.last_seq)).collect())
+}
+
+/// Messages stored per second by each stream that stored any between the two
+/// reads (a stream made in between counts from 0).
+pub fn per_second(
+    before: &Sequences,
+    after: &Sequences,
+    window: Duration,
+) -> BTreeMap<String, f64> {
+    let secs = window.as_secs_f64().max(f64::EPSILON);
+    after
+        .iter()
+        .filter_map(|(name, last)| {
+            let stored = last.saturating_sub(before.get(name).copied().unwrap_or(0));
+            (stored > 0).then(|| (name.clone(), stored as f64 / secs))
+        })
+        .collect()
+}
+
+/// A plain HTTP/1.0 GET: the monitoring endpoint is local and answers small bodies.
+async fn http_get(addr: &str, path: &str) -> Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to nats-server monitoring at {addr}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP answer from /jsz")?;
+    let status = head.split_whitespace().nth(1).unwrap_or("none");
+    if status != "200" {
+        bail!("{path} answered {status}");
+    }
+    Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_accounts_streams() {
+        let body = r#"{"server_id":"X","account_details":[
+            {"name":"A","stream_detail":[
+                {"name":"ORDER","state":{"messages":4,"last_seq":10}},
+                {"name":"KV_t","state":{"messages":0,"last_seq":7}}]},
+            {"name":"B","stream_detail":[{"name":"LOGS","state":{"last_seq":3}}]},
+            {"name":"C"}]}"#;
+        let parsed = parse(body).unwrap();
+        let expected = [("KV_t", 7), ("LOGS", 3), ("ORDER", 10)];
+        assert_eq!(parsed, expected.map(|(n, s)| (n.to_string(), s)).into());
+        assert!(parse("{\"account_details\":[{\"stream_detail\":[{}]}]}").is_err());
+        assert_eq!(parse("{}").unwrap(), Sequences::new());
+    }
+
+    #[test]
+    fn counts_what_each_stream_stored_in_the_window() {
+        let before: Sequences = [("ORDER", 100), ("PAYMENT", 50), ("IDLE", 5)]
+            .map(|(n, s)| (n.to_string(), s))
+            .into();
+        let after: Sequences = [("ORDER", 300), ("PAYMENT", 150), ("IDLE", 5), ("NEW", 20)]
+            .map(|(n, s)| (n.to_string(), s))
+            .into();
+        let rates = per_second(&before, &after, Duration::from_secs(10));
+        let expected = [("NEW", 2.0), ("ORDER", 20.0), ("PAYMENT", 10.0)];
+        assert_eq!(rates, expected.map(|(n, r)| (n.to_string(), r)).into());
+    }
+}
