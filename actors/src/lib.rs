@@ -30,6 +30,7 @@ pub mod declaration;
 pub mod dispatch;
 pub mod endpoint;
 pub mod eventlog;
+pub mod failure_log;
 pub mod group_commit;
 pub mod log_publisher;
 pub mod metrics;

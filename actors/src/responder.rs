@@ -16,6 +16,7 @@ use shop_nats::{
 };
 
 use crate::{
+    failure_log::FailureLog,
     metrics::{EndpointMetrics, Metrics},
     request::HandlerResult,
 };
@@ -34,6 +35,8 @@ pub struct Endpoint {
     pub manifest: EndpointManifest,
     pub stats: EndpointStats,
     pub(crate) metrics: EndpointMetrics,
+    /// Which of its server-side failures get a warning (one per code a second).
+    failures: FailureLog,
 }
 
 /// Every endpoint of a service, looked up by subject.
@@ -57,6 +60,7 @@ impl Endpoints {
                 metrics: metrics.endpoint(&manifest.name),
                 manifest,
                 stats: EndpointStats::default(),
+                failures: FailureLog::default(),
             })
             .collect();
         Self {
@@ -156,7 +160,9 @@ impl Responder {
                 .with_label_values(&[&endpoint.manifest.name, &err.code.to_string()])
                 .inc();
             if err.code >= 500 {
-                tracing::warn!(endpoint = %endpoint.manifest.name, code = err.code, error = %err.message, "request failed");
+                if let Some(left_out) = endpoint.failures.admit(err.code, Instant::now()) {
+                    tracing::warn!(endpoint = %endpoint.manifest.name, code = err.code, error = %err.message, left_out, "request failed");
+                }
             }
         }
         self.send(reply_to, encoding, result).await;
