@@ -345,7 +345,14 @@ pub fn appends_line(r: &ScenarioResult) -> Option<String> {
     }
     let per_op = |per_s: f64| per_s / r.throughput_per_s;
     let total: f64 = r.appends_per_s.values().sum();
-    let mut streams: Vec<(&String, &f64)> = r.appends_per_s.iter().collect();
+    // A stream with under 0.005 per operation (the registry's heartbeats
+    // beside reads) would print as 0.00: left out, and so is a line of none.
+    let mut streams: Vec<(&String, &f64)> = (r.appends_per_s.iter())
+        .filter(|(_, per_s)| per_op(**per_s) >= 0.005)
+        .collect();
+    if streams.is_empty() {
+        return None;
+    }
     streams.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
     let by_stream = streams
         .iter()
@@ -525,6 +532,12 @@ mod tests {
             appends_line(&r).unwrap(),
             "JetStream appends per ok 5.00 (KV_t 2.00, ORDER 2.00, PAYMENT 1.00); 500/s in all"
         );
+        r.appends_per_s.insert("KV_registry".into(), 0.4);
+        let line = appends_line(&r).unwrap();
+        assert!(line.ends_with("PAYMENT 1.00); 500/s in all"), "{line}");
+        r.appends_per_s = [("KV_registry".to_string(), 0.4)].into();
+        assert_eq!(appends_line(&r), None, "reads: nothing worth a line");
+        r.appends_per_s.insert("ORDER".into(), 200.0);
         r.throughput_per_s = 0.0;
         assert_eq!(appends_line(&r), None, "nothing succeeded: no ratio");
     }
