@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::load::Schedule;
 
@@ -46,7 +45,13 @@ async fn read_logged(monitor: &str) -> Option<Sequences> {
 
 /// Reads every stream's last sequence from the server monitoring at `monitor` (`host:port`).
 pub async fn read(monitor: &str) -> Result<Sequences> {
-    let body = http_get(monitor, "/jsz?accounts=true&streams=true").await?;
+    let path = "/jsz?accounts=true&streams=true";
+    let (status, body) = testkit::http::get(monitor, path)
+        .await
+        .with_context(|| format!("reading {path} from nats-server monitoring at {monitor}"))?;
+    if status != 200 {
+        bail!("{path} answered {status}: {body}");
+    }
     parse(&body)
 }
 
@@ -94,26 +99,6 @@ pub fn per_second(
             (stored > 0).then(|| (name.clone(), stored as f64 / secs))
         })
         .collect()
-}
-
-/// A plain HTTP/1.0 GET: the monitoring endpoint is local and answers small bodies.
-async fn http_get(addr: &str, path: &str) -> Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to nats-server monitoring at {addr}"))?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP answer from /jsz")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("none");
-    if status != "200" {
-        bail!("{path} answered {status}");
-    }
-    Ok(body.to_string())
 }
 
 #[cfg(test)]
