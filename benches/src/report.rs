@@ -338,7 +338,8 @@ fn run_section(file: &ResultsFile) -> String {
 
 /// JetStream messages stored per successful operation, in all and by stream
 /// (most first), and per second: with `sync_interval: always`, the fsyncs
-/// each operation costs the server.
+/// each operation costs the server, except on streams kept in memory, which
+/// are marked and counted apart.
 pub fn appends_line(r: &ScenarioResult) -> Option<String> {
     if r.appends_per_s.is_empty() || r.throughput_per_s <= 0.0 {
         return None;
@@ -354,13 +355,26 @@ pub fn appends_line(r: &ScenarioResult) -> Option<String> {
         return None;
     }
     streams.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+    let in_memory = |name: &str| r.memory_streams.contains(name);
     let by_stream = streams
         .iter()
-        .map(|(name, per_s)| format!("{name} {:.2}", per_op(**per_s)))
+        .map(|(name, per_s)| {
+            let memory = if in_memory(name) { " in memory" } else { "" };
+            format!("{name} {:.2}{memory}", per_op(**per_s))
+        })
         .collect::<Vec<_>>()
         .join(", ");
+    let on_file: f64 = (r.appends_per_s.iter())
+        .filter(|(name, _)| !in_memory(name))
+        .map(|(_, per_s)| per_s)
+        .sum();
+    let file_part = if on_file < total {
+        format!(", {:.2} on file", per_op(on_file))
+    } else {
+        String::new()
+    };
     Some(format!(
-        "JetStream appends per ok {:.2} ({by_stream}); {}/s in all",
+        "JetStream appends per ok {:.2}{file_part} ({by_stream}); {}/s in all",
         per_op(total),
         fmt_rate(total)
     ))
@@ -538,6 +552,12 @@ mod tests {
         r.appends_per_s = [("KV_registry".to_string(), 0.4)].into();
         assert_eq!(appends_line(&r), None, "reads: nothing worth a line");
         r.appends_per_s.insert("ORDER".into(), 200.0);
+        r.appends_per_s.insert("KV_t".into(), 200.0);
+        r.memory_streams.insert("KV_t".into());
+        assert_eq!(
+            appends_line(&r).unwrap(),
+            "JetStream appends per ok 4.00, 2.00 on file (KV_t 2.00 in memory, ORDER 2.00); 400/s in all"
+        );
         r.throughput_per_s = 0.0;
         assert_eq!(appends_line(&r), None, "nothing succeeded: no ratio");
     }

@@ -1,6 +1,6 @@
 //! The JSON results file (`--json-out`); fields are only ever added.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
@@ -100,6 +100,9 @@ pub struct ScenarioResult {
     /// fsyncs); empty when not measured.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub appends_per_s: BTreeMap<String, f64>,
+    /// The streams among those kept in memory: their appends sync nothing.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub memory_streams: BTreeSet<String>,
     /// Invariants checked after the run (e.g. stock never negative).
     #[serde(default)]
     pub checks: Vec<Check>,
@@ -256,6 +259,7 @@ impl ScenarioResult {
             },
             cpu,
             appends_per_s: BTreeMap::new(),
+            memory_streams: BTreeSet::new(),
             checks: Vec::new(),
             extra: BTreeMap::new(),
         }
@@ -310,6 +314,10 @@ impl ScenarioResult {
             phases: phases.collect(),
             cpu: crate::cpu::average(&first.cpu, &cpu_rounds),
             appends_per_s: mean_by_key(rounds.iter().map(|r| &r.appends_per_s)),
+            memory_streams: rounds
+                .iter()
+                .flat_map(|r| r.memory_streams.clone())
+                .collect(),
             ..first.clone()
         })
     }

@@ -231,10 +231,9 @@ pub async fn measure<O: Operation>(
         let cpu = sampler.await.context("CPU sampler")?;
         let mut result = ScenarioResult::from_run(meta.clone(), &run, cpu);
         if let Some(appends) = appends {
-            result.appends_per_s = appends
-                .await
-                .context("appends sampler")?
-                .unwrap_or_default();
+            let appends = appends.await.context("appends sampler")?;
+            let appends = appends.unwrap_or_default();
+            (result.appends_per_s, result.memory_streams) = (appends.per_s, appends.memory);
         }
         rounds.push(result);
     }
