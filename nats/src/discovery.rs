@@ -170,22 +170,31 @@ impl Registry {
     }
 
     /// Every live instance, optionally of one service only.
+    ///
+    /// The keys come from the stream's own subject index (`STREAM.INFO` with
+    /// a subjects filter), which the server reads at one instant; a listing
+    /// through a consumer (`keys()`) races the heartbeats that rewrite the
+    /// entries meanwhile, and once left a live instance out of `shop status`.
     pub async fn list(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>, RegistryError> {
-        let keys: Vec<String> = self
+        let prefix = self.kv.prefix.as_str();
+        let filter = match service {
+            Some(service) => format!("{prefix}{service}.>"),
+            None => format!("{prefix}>"),
+        };
+        let subjects: Vec<(String, usize)> = self
             .kv
-            .keys()
+            .stream
+            .info_with_subjects(&filter)
             .await
-            .map_err(|e| kv_err("keys")(&e))?
+            .map_err(|e| kv_err("list")(&e))?
             .try_collect()
             .await
-            .map_err(|e| kv_err("keys")(&e))?;
+            .map_err(|e| kv_err("list")(&e))?;
+        let keys = subjects
+            .into_iter()
+            .filter_map(|(subject, _)| subject.strip_prefix(prefix).map(str::to_string));
         let mut out = Vec::new();
         for key in keys {
-            if let Some(service) = service {
-                if !key.starts_with(&format!("{service}.")) {
-                    continue;
-                }
-            }
             // An entry may expire between listing and reading it.
             if let Some(value) = self.kv.get(&key).await.map_err(|e| kv_err("get")(&e))? {
                 match serde_json::from_slice::<InstanceInfo>(&value) {
