@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 use crate::{
     mailer::{build_message, DeliveryError, Mailer},
     render::Email,
+    spool::spool_failure,
 };
 
 /// A segment past this size is closed and the next message starts a new one.
@@ -112,13 +113,8 @@ impl Mailer for MboxMailer {
             };
             let stopped = || DeliveryError::Transient("the spool writer stopped".into());
             self.jobs.send(job).map_err(|_| stopped())?;
-            outcome.await.map_err(|_| stopped())?.map_err(|e| {
-                DeliveryError::Transient(format!(
-                    "appending {} to spool {}: {e}",
-                    email.id,
-                    self.dir.display()
-                ))
-            })
+            (outcome.await.map_err(|_| stopped())?)
+                .map_err(|e| spool_failure("appending", &email.id, &self.dir, e))
         }
         .boxed()
     }

@@ -62,6 +62,17 @@ fn write_atomically(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
+/// A spool write that failed: transient (the disk may recover), naming the
+/// message and the spool; both spool formats answer it.
+pub(crate) fn spool_failure(
+    verb: &str,
+    id: &str,
+    dir: &Path,
+    error: impl std::fmt::Display,
+) -> DeliveryError {
+    DeliveryError::Transient(format!("{verb} {id} to spool {}: {error}", dir.display()))
+}
+
 impl Mailer for SpoolMailer {
     fn send<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<(), DeliveryError>> {
         async move {
@@ -70,13 +81,7 @@ impl Mailer for SpoolMailer {
             tokio::task::spawn_blocking(move || write_atomically(&dir, &id, &message.formatted()))
                 .await
                 .map_err(|e| DeliveryError::Transient(format!("spool task failed: {e}")))?
-                .map_err(|e| {
-                    DeliveryError::Transient(format!(
-                        "writing {} to spool {}: {e}",
-                        email.id,
-                        self.dir.display()
-                    ))
-                })
+                .map_err(|e| spool_failure("writing", &email.id, &self.dir, e))
         }
         .boxed()
     }
